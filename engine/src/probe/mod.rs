@@ -1,0 +1,15 @@
+//! The pure core of a scan: what to probe, in which order, with which cookie,
+//! at which pace. No I/O, no clocks, no `unsafe`: callers bring the time and
+//! the randomness.
+
+pub mod cookie;
+pub mod pace;
+pub mod permute;
+pub mod spec;
+pub mod sweep;
+
+pub use cookie::{CookieKey, Cookies, Verdict};
+pub use pace::Pacer;
+pub use permute::Permutation;
+pub use spec::{Origin, PortSet, Shard, SpecError, TargetSet};
+pub use sweep::{Probe, Sweep, SweepIter, Target};
