@@ -34,7 +34,7 @@ usage: cargo xtask <command>
 commands:
   setup   install the system packages the project needs (apt-get, idempotent)
   ci      setup, then cargo fmt --check, clippy -D warnings, and every test
-  demo    the main job on a fresh machine: setup, build, run Palisade
+  demo    the main job on a fresh machine: setup, build, scan a testbed
   bench   run the criterion benchmarks (figures land in target/criterion)
 ";
 
@@ -163,26 +163,62 @@ fn ci() -> Result<()> {
 }
 
 fn demo() -> Result<()> {
+    use palisade_testbed::{Testbed, TestbedConfig};
+    use std::net::IpAddr;
+
     setup()?;
     run("cargo", &["build", "--release", "-p", "palisade"])?;
     let bin = root().join("target/release/palisade");
     let bin = bin.to_str().context("non-UTF-8 path")?;
+
     eprintln!(
-        "\nxtask demo: the sweep plan for a /24 x all ports, shard 1 of 4 (first 12 probes):"
+        "\nxtask demo: building a testbed: namespaces joined by veth, 198.18.0.0/24 and 2001:2::/64"
     );
-    run(
-        bin,
-        &[
-            "plan",
-            "198.18.0.0/24",
+    let mut tb = Testbed::new(TestbedConfig {
+        targets_v4: vec![
+            "198.18.0.2".parse()?,
+            "198.18.0.3".parse()?,
+            "198.18.0.4".parse()?,
+        ],
+        targets_v6: vec!["2001:2::2".parse()?],
+        tx_queues: 1,
+    })
+    .context("cannot build the testbed (needs root)")?;
+    let services: [(&str, &[u16]); 4] = [
+        ("198.18.0.2", &[22, 80, 443]),
+        ("198.18.0.3", &[25, 587, 993]),
+        ("198.18.0.4", &[22, 6379, 65535]),
+        ("2001:2::2", &[22, 443]),
+    ];
+    let mut listen = Vec::new();
+    for (ip, ports) in services {
+        let ip: IpAddr = ip.parse()?;
+        eprintln!("xtask demo:   {ip} listens on {ports:?}");
+        listen.extend(ports.iter().map(|&p| (ip, p)));
+    }
+    tb.listen(&listen).context("cannot start the listeners")?;
+
+    eprintln!("\nxtask demo: palisade scan of all 65,535 TCP ports of the 4 targets at 1 Mpps:");
+    let status = tb
+        .in_scanner(bin)
+        .args([
+            "scan",
+            "198.18.0.2-198.18.0.4",
+            "2001:2::2",
             "-p",
             "-",
-            "--shard",
-            "1/4",
-            "--limit",
-            "12",
-        ],
-    )?;
+            "--rate",
+            "1000000",
+            "--format",
+            "text",
+        ])
+        .status()
+        .context("cannot run palisade")?;
+    tb.teardown().context("cannot tear the testbed down")?;
+    if !status.success() {
+        bail!("palisade scan failed ({status})");
+    }
+    eprintln!("xtask demo: testbed torn down");
     Ok(())
 }
 

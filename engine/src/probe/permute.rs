@@ -122,7 +122,11 @@ impl Permutation {
     #[inline(always)]
     fn decrypt_once(&self, c: u64) -> u64 {
         let (q, rem) = StrengthReducedU64::div_rem(c, self.a_div);
-        let (mut l, mut r) = if ROUNDS.is_multiple_of(2) { (rem, q) } else { (q, rem) };
+        let (mut l, mut r) = if ROUNDS.is_multiple_of(2) {
+            (rem, q)
+        } else {
+            (q, rem)
+        };
         for (j, &key) in self.keys.iter().enumerate().rev() {
             let modulus = if j.is_multiple_of(2) { self.a } else { self.b };
             let t = sub_mod(r, round_hash(l, key), modulus);

@@ -140,6 +140,25 @@ impl Sweep {
         false
     }
 
+    /// The first IPv4 and the first IPv6 target, if the sweep has any: what
+    /// a scanner looks its routes up for.
+    pub fn first_targets(&self) -> (Option<Target>, Option<Target>) {
+        let first = |v6: bool| {
+            self.hosts
+                .starts
+                .iter()
+                .find(|s| s.2 == v6)
+                .map(|&(_, lo, _)| {
+                    if v6 {
+                        Target::V6(lo)
+                    } else {
+                        Target::V4(lo as u32)
+                    }
+                })
+        };
+        (first(false), first(true))
+    }
+
     /// Number of hosts.
     pub fn host_count(&self) -> u64 {
         self.hosts.count

@@ -1,0 +1,87 @@
+//! Everything that touches the kernel's fast path, and all of the crate's
+//! `unsafe`: the AF_XDP transmit sockets and their UMEM ([`xsk`]), the eBPF
+//! receive filter loaded with aya and its ring buffer ([`filter`]), and
+//! route/neighbour lookups over rtnetlink ([`netlink`]). Each `unsafe` block
+//! carries a `SAFETY:` note.
+
+pub mod filter;
+pub mod netlink;
+pub mod xsk;
+
+use thiserror::Error;
+
+pub use filter::{AttachMode, FilterCounters, ReplyFilter, ReplyRecord};
+pub use xsk::{TxCounters, TxSocket};
+
+/// What can go wrong on the data path.
+#[derive(Debug, Error)]
+pub enum XdpError {
+    #[error("no such interface: {0}")]
+    NoInterface(String),
+    #[error("cannot {what}: {detail}")]
+    Bpf { what: &'static str, detail: String },
+    #[error(
+        "cannot attach the XDP filter ({detail}); is another XDP program attached? (`ip link show`)"
+    )]
+    Attach { detail: String },
+    #[error("cannot {what}: {detail}")]
+    Socket { what: &'static str, detail: String },
+    #[error("cannot {what}: {source}")]
+    Io {
+        what: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// The index of interface `name`.
+pub fn ifindex(name: &str) -> Result<u32, XdpError> {
+    let c = std::ffi::CString::new(name).map_err(|_| XdpError::NoInterface(name.into()))?;
+    // SAFETY: `c` is a valid NUL-terminated string that outlives the call.
+    #[allow(unsafe_code)]
+    let i = unsafe { libc::if_nametoindex(c.as_ptr()) };
+    if i == 0 {
+        Err(XdpError::NoInterface(name.into()))
+    } else {
+        Ok(i)
+    }
+}
+
+/// The name of interface `index`.
+pub fn ifname(index: u32) -> Result<String, XdpError> {
+    let mut buf = [0 as libc::c_char; libc::IF_NAMESIZE];
+    // SAFETY: `buf` has IF_NAMESIZE bytes as if_indextoname requires.
+    #[allow(unsafe_code)]
+    let p = unsafe { libc::if_indextoname(index, buf.as_mut_ptr()) };
+    if p.is_null() {
+        return Err(XdpError::NoInterface(format!("index {index}")));
+    }
+    // SAFETY: on success the buffer holds a NUL-terminated name.
+    #[allow(unsafe_code)]
+    let name = unsafe { std::ffi::CStr::from_ptr(buf.as_ptr()) };
+    Ok(name.to_string_lossy().into_owned())
+}
+
+/// Number of TX queues of interface `name` (from sysfs).
+pub fn tx_queues(name: &str) -> usize {
+    std::fs::read_dir(format!("/sys/class/net/{name}/queues"))
+        .map(|d| {
+            d.filter_map(Result::ok)
+                .filter(|e| e.file_name().to_string_lossy().starts_with("tx-"))
+                .count()
+        })
+        .unwrap_or(1)
+        .max(1)
+}
+
+/// The MAC address of interface `name` (from sysfs).
+pub fn mac_of(name: &str) -> Result<crate::wire::MacAddr, XdpError> {
+    let path = format!("/sys/class/net/{name}/address");
+    let text = std::fs::read_to_string(&path).map_err(|e| XdpError::Io {
+        what: "read the interface's MAC address",
+        source: e,
+    })?;
+    text.trim()
+        .parse()
+        .map_err(|_| XdpError::NoInterface(format!("{name} has no Ethernet address")))
+}
