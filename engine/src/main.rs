@@ -39,6 +39,28 @@ enum Command {
     /// {"ip":"198.18.0.2","port":22,"state":"open","ttl":64,"time":"..."}.
     /// Needs root (or CAP_BPF, CAP_NET_ADMIN and CAP_NET_RAW).
     Scan(ScanArgs),
+    /// Benchmark: a bare AF_XDP transmit loop (no scanning logic) sending one
+    /// prebuilt SYN over and over, for the transmit ceiling of an interface.
+    #[command(hide = true)]
+    TxBench(TxBenchArgs),
+}
+
+#[derive(Debug, Args)]
+struct TxBenchArgs {
+    /// Interface to send on.
+    #[arg(long, value_name = "IF")]
+    interface: String,
+    /// Destination MAC of the frames.
+    #[arg(long, value_name = "MAC")]
+    gateway_mac: palisade::wire::MacAddr,
+    /// Source and destination IPv4 addresses of the frames.
+    #[arg(long, value_name = "IP")]
+    source_ip: std::net::Ipv4Addr,
+    #[arg(long, value_name = "IP")]
+    target_ip: std::net::Ipv4Addr,
+    /// Frames to send.
+    #[arg(long, value_name = "N", default_value_t = 2_000_000)]
+    count: u64,
 }
 
 /// Which hosts and ports, shared by every command that sweeps.
@@ -369,6 +391,45 @@ fn scan(args: &ScanArgs) -> Result<ExitCode> {
     })
 }
 
+fn tx_bench(args: &TxBenchArgs) -> Result<ExitCode> {
+    use palisade::xdp::{self, TxSocket};
+    let ifindex = xdp::ifindex(&args.interface)?;
+    let src_mac = xdp::mac_of(&args.interface)?;
+    let template = palisade::wire::SynTemplate::v4(
+        src_mac,
+        args.gateway_mac,
+        args.source_ip,
+        64,
+        65_535,
+        1460,
+    );
+    let mut frame = [0u8; palisade::wire::SYN_V4_LEN];
+    template.write_v4(&mut frame, args.target_ip.into(), 61_000, 9, 1)?;
+    let mut sock = TxSocket::open(ifindex, 0, 4096, 2048)?;
+    let start = std::time::Instant::now();
+    let mut sent = 0u64;
+    while sent < args.count {
+        sock.reclaim();
+        let want = (args.count - sent).min(64) as usize;
+        sent += sock.queue(want, |_, buf| {
+            buf.get_mut(..frame.len())?.copy_from_slice(&frame);
+            Some(frame.len())
+        }) as u64;
+        sock.kick()?;
+    }
+    while sock.in_flight() > 0 {
+        sock.kick()?;
+        sock.reclaim();
+    }
+    let secs = start.elapsed().as_secs_f64();
+    println!(
+        "{{\"frames\":{sent},\"seconds\":{secs:.4},\"pps\":{:.0},\"zero_copy\":{}}}",
+        sent as f64 / secs,
+        sock.zero_copy()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
 /// One progress line a second on stderr (only when it is a terminal).
 fn progress_lines(
     p: &palisade::scan::Progress,
@@ -411,6 +472,7 @@ fn main() -> ExitCode {
     let result = match &cli.command {
         Command::Plan(args) => plan(args),
         Command::Scan(args) => scan(args),
+        Command::TxBench(args) => tx_bench(args),
     };
     match result {
         Ok(code) => code,

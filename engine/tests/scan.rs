@@ -125,6 +125,18 @@ fn full_range_scan_finds_exactly_the_open_ports_v4_and_v6() {
         assert_eq!(open_ports(&o), want, "rate {rate}: {}", stderr(&o));
         let err = stderr(&o);
         assert!(err.contains("af_xdp") && err.contains("XDP"), "{err}");
+        // Every SYN-ACK was answered with an RST: no half-open connection stays.
+        assert!(err.contains(&format!("{} RSTs sent", want.len())), "{err}");
+        let ss = tb
+            .in_target("ss")
+            .args(["-Htn", "state", "syn-recv"])
+            .output()
+            .unwrap();
+        assert_eq!(
+            String::from_utf8_lossy(&ss.stdout).trim(),
+            "",
+            "half-open connections left"
+        );
         assert!(
             !xdp_attached(&tb),
             "XDP program left attached after the scan"
@@ -157,69 +169,165 @@ fn retries_find_every_open_port_under_one_percent_loss() {
 #[test]
 fn a_tcp_connection_stays_usable_during_a_scan() {
     let mut tb = testbed(&["198.18.0.2"], &[]);
-    listen_everywhere(&mut tb, &[22, 7000]);
-    // An echo server on 7000 would be ideal; a connect + hold + connect again
-    // shows the kernel still gets its packets while XDP is attached.
-    let mut scanner = tb.in_scanner(BIN);
-    scanner.args([
-        "scan",
-        "198.18.0.2",
-        "-p",
-        "-",
-        "--rate",
-        "20000",
-        "--wait",
-        "0.5",
-    ]);
-    let child = scanner
+    listen_everywhere(&mut tb, &[22]);
+    // An echo server on the target; one connection from the scanner's
+    // namespace, opened before the scan and used throughout it.
+    let echo = "import socket\n\
+        l=socket.socket(); l.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1)\n\
+        l.bind(('198.18.0.2',7000)); l.listen(1); print('ready',flush=True)\n\
+        c,_=l.accept()\n\
+        while True:\n\
+        \x20   d=c.recv(100)\n\
+        \x20   if not d: break\n\
+        \x20   c.sendall(d)\n";
+    let mut server = tb
+        .in_target("python3")
+        .args(["-c", echo])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut ready = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(server.stdout.as_mut().unwrap()),
+        &mut ready,
+    )
+    .unwrap();
+    assert_eq!(ready.trim(), "ready");
+    let client = "import socket,time\n\
+        c=socket.create_connection(('198.18.0.2',7000),2); c.settimeout(2)\n\
+        for i in range(40):\n\
+        \x20   m=b'ping %d' % i; c.sendall(m)\n\
+        \x20   assert c.recv(100)==m, 'echo mismatch'\n\
+        \x20   time.sleep(0.1)\n\
+        print('ok')\n";
+    let client = tb
+        .in_scanner("python3")
+        .args(["-c", client])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    std::thread::sleep(Duration::from_millis(800));
-    let script = "import socket,sys\nfor i in range(20):\n    s=socket.create_connection(('198.18.0.2',7000),2)\n    s.sendall(b'x'); s.close()\nprint('ok')";
-    let conn = tb
-        .in_scanner("python3")
-        .args(["-c", script])
-        .output()
-        .unwrap();
-    let o = child.wait_with_output().unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    // The scan runs while the client talks (4 s of 100 ms round trips).
+    let o = scan(
+        &tb,
+        &["198.18.0.2", "-p", "-", "--rate", "30000", "--wait", "0.5"],
+    );
+    let client = client.wait_with_output().unwrap();
+    let _ = server.kill();
+    let _ = server.wait();
     assert!(o.status.success(), "{}", stderr(&o));
     assert_eq!(
-        String::from_utf8_lossy(&conn.stdout).trim(),
+        String::from_utf8_lossy(&client.stdout).trim(),
         "ok",
         "{}",
-        String::from_utf8_lossy(&conn.stderr)
+        String::from_utf8_lossy(&client.stderr)
     );
-    assert!(open_ports(&o).contains(&("198.18.0.2".parse().unwrap(), 7000)));
+    let want: BTreeSet<(IpAddr, u16)> = [
+        ("198.18.0.2".parse().unwrap(), 22),
+        ("198.18.0.2".parse().unwrap(), 7000),
+    ]
+    .into();
+    assert_eq!(open_ports(&o), want, "{}", stderr(&o));
+}
+
+#[test]
+fn overrides_queues_closed_ports_and_output_file() {
+    let mut tb = Testbed::new(TestbedConfig {
+        targets_v4: vec!["198.18.0.2".parse().unwrap()],
+        targets_v6: vec!["2001:2::2".parse().unwrap()],
+        tx_queues: 2,
+    })
+    .expect("testbed");
+    let want = listen_everywhere(&mut tb, &[80, 443]);
+    let dir = std::env::temp_dir().join(format!("palisade-scan-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let out = dir.join("found.txt");
+    let mac = tb.target_mac();
+    let o = scan(
+        &tb,
+        &[
+            "198.18.0.2",
+            "2001:2::2",
+            "-p",
+            "1-2000",
+            "--interface",
+            "scan0",
+            "--source-ip",
+            "198.18.0.1",
+            "--source-ip",
+            "2001:2::1",
+            "--source-port",
+            "50000-50003",
+            "--gateway-mac",
+            &mac,
+            "--queues",
+            "2",
+            "--closed",
+            "--format",
+            "text",
+            "-o",
+            out.to_str().unwrap(),
+        ],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stderr(&o).contains("2 queue(s)"), "{}", stderr(&o));
+    let text = std::fs::read_to_string(&out).unwrap();
+    std::fs::remove_dir_all(&dir).unwrap();
+    let open: BTreeSet<(IpAddr, u16)> = text
+        .lines()
+        .filter(|l| l.starts_with("open"))
+        .map(|l| {
+            let addr: std::net::SocketAddr = l.split_whitespace().nth(1).unwrap().parse().unwrap();
+            (addr.ip(), addr.port())
+        })
+        .collect();
+    assert_eq!(open, want, "{text}");
+    // Every other port of the range was reported closed, once.
+    assert_eq!(
+        text.lines().filter(|l| l.starts_with("closed")).count(),
+        2 * 2000 - 4,
+        "{}",
+        stderr(&o)
+    );
 }
 
 #[test]
 fn forged_syn_acks_are_not_reported() {
     let mut tb = testbed(&["198.18.0.2"], &[]);
     listen_everywhere(&mut tb, &[22]);
-    // A forger on the target side floods the scanner's source ports with
-    // SYN-ACKs from the target's address, with guessed acknowledgement
-    // numbers; they cross the scan interface and reach the filter.
-    let forge = format!(
-        "import socket,struct,random,time\n\
-         s=socket.socket(socket.AF_INET,socket.SOCK_RAW,socket.IPPROTO_TCP)\n\
-         end=time.time()+4\n\
+    tb.add_forger().expect("forger namespace");
+    // An off-path forger floods the scanner's source ports with SYN-ACKs
+    // claiming to come from a scanned address (198.18.0.50, where no host
+    // answers) with guessed acknowledgement numbers; the target namespace
+    // routes them to the scan interface.
+    let forge = "import socket,struct,random,time\n\
+         def csum(b):\n\
+         \x20   if len(b)%2: b+=b'\\0'\n\
+         \x20   s=sum(struct.unpack('!%dH'%(len(b)//2),b)); s=(s>>16)+(s&0xffff); s+=s>>16\n\
+         \x20   return ~s&0xffff\n\
+         src,dst=socket.inet_aton('198.18.0.50'),socket.inet_aton('198.18.0.1')\n\
+         s=socket.socket(socket.AF_INET,socket.SOCK_RAW,socket.IPPROTO_RAW)\n\
+         n=0; end=time.time()+4\n\
          while time.time()<end:\n\
          \x20   for sp in range(61000,61064):\n\
-         \x20       dp=random.choice([23,81,443,5000,6000])\n\
-         \x20       tcp=struct.pack('!HHIIBBHHH',dp,sp,random.getrandbits(32),random.getrandbits(32),5<<4,0x12,65535,0,0)\n\
-         \x20       s.sendto(tcp,('{}',0))\n",
-        Ipv4Addr::new(198, 18, 0, 1)
-    );
-    let mut forger = tb.in_target("python3");
+         \x20       dp=random.choice([23,80,443,5000,6000])\n\
+         \x20       t=struct.pack('!HHIIBBHHH',dp,sp,random.getrandbits(32),random.getrandbits(32),5<<4,0x12,65535,0,0)\n\
+         \x20       c=csum(src+dst+struct.pack('!BBH',0,6,len(t))+t); t=t[:16]+struct.pack('!H',c)+t[18:]\n\
+         \x20       ip=struct.pack('!BBHHHBBH4s4s',0x45,0,20+len(t),0,0,64,6,0,src,dst)\n\
+         \x20       s.sendto(ip+t,('198.18.0.1',0)); n+=1\n\
+         print(n)\n";
+    let mut forger = tb.in_forger("python3").expect("forger");
     let forger = forger
-        .args(["-c", &forge])
-        .stdout(Stdio::null())
+        .args(["-c", forge])
+        .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let o = scan(&tb, &["198.18.0.2", "-p", "1-65535", "--rate", "30000"]);
+    let o = scan(
+        &tb,
+        &["198.18.0.2,198.18.0.50", "-p", "1-65535", "--rate", "30000"],
+    );
     let forger = forger.wait_with_output().unwrap();
     assert!(
         forger.status.success(),

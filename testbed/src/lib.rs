@@ -8,8 +8,10 @@
 //! ```
 //!
 //! plus, on request, a third "forger" namespace `pal-<pid>-<n>-f` hanging off the
-//! scanner namespace (`frg0` 198.18.1.1/24 in the scanner namespace, `frg1`
-//! 198.18.1.2/24 in the forger namespace) from which tests send forged replies.
+//! target namespace (`frg0` 198.18.1.1/24 in the target namespace, `frg1`
+//! 198.18.1.2/24 in the forger namespace), which then forwards between the two:
+//! the forger's packets reach the scanner through `scan0`, as an off-path
+//! attacker's would, so tests can send forged replies from it.
 //!
 //! Safety: every address is taken from 198.18.0.0/15 (RFC 2544 benchmarking) or
 //! 2001:2::/48 (RFC 5180 benchmarking); nothing is ever configured in the host's own
@@ -36,7 +38,7 @@ use std::time::{Duration, Instant};
 pub const SCANNER_IF: &str = "scan0";
 /// Name of the target-side veth end (in the target namespace).
 pub const TARGET_IF: &str = "tgt0";
-/// Scanner-side end of the forger veth pair (in the scanner namespace).
+/// Target-side end of the forger veth pair (in the target namespace).
 pub const FORGER_LINK_IF: &str = "frg0";
 /// Forger-side end of the forger veth pair (in the forger namespace).
 pub const FORGER_IF: &str = "frg1";
@@ -45,11 +47,11 @@ pub const FORGER_IF: &str = "frg1";
 pub const SCANNER_V4: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 1);
 /// The scanner's IPv6 address on `scan0`.
 pub const SCANNER_V6: Ipv6Addr = Ipv6Addr::new(0x2001, 2, 0, 0, 0, 0, 0, 1);
-/// The scanner's IPv4 address on `frg0` (towards the forger).
+/// The target namespace's IPv4 address on `frg0` (towards the forger).
 pub const FORGER_LINK_V4: Ipv4Addr = Ipv4Addr::new(198, 18, 1, 1);
 /// The forger's IPv4 address on `frg1`.
 pub const FORGER_V4: Ipv4Addr = Ipv4Addr::new(198, 18, 1, 2);
-/// The scanner's IPv6 address on `frg0` (towards the forger).
+/// The target namespace's IPv6 address on `frg0` (towards the forger).
 pub const FORGER_LINK_V6: Ipv6Addr = Ipv6Addr::new(0x2001, 2, 0, 1, 0, 0, 0, 1);
 /// The forger's IPv6 address on `frg1`.
 pub const FORGER_V6: Ipv6Addr = Ipv6Addr::new(0x2001, 2, 0, 1, 0, 0, 0, 2);
@@ -559,15 +561,18 @@ impl Testbed {
         )
     }
 
-    /// Adds the forger namespace `pal-<pid>-<n>-f`, joined to the scanner namespace
-    /// by its own veth pair: `frg0` (scanner side, 198.18.1.1/24, 2001:2:0:1::1/64)
-    /// and `frg1` (forger side, 198.18.1.2/24, 2001:2:0:1::2/64). Returns the forger
-    /// namespace name. Calling it again returns the same namespace.
+    /// Adds the forger namespace `pal-<pid>-<n>-f`, joined to the target namespace
+    /// by its own veth pair: `frg0` (target side, 198.18.1.1/24, 2001:2:0:1::1/64)
+    /// and `frg1` (forger side, 198.18.1.2/24, 2001:2:0:1::2/64). The target
+    /// namespace forwards between forger and scanner (routes to 198.18.0.0/24 and
+    /// 2001:2::/64 in the forger, back via the first target in the scanner), so
+    /// the forger's packets arrive on `scan0`. Returns the forger namespace name.
+    /// Calling it again returns the same namespace.
     pub fn add_forger(&mut self) -> Result<String, TestbedError> {
         if self.forger {
             return Ok(self.forger_ns_name.clone());
         }
-        let s = self.scanner_ns.clone();
+        let s = self.target_ns.clone();
         let f = self.forger_ns_name.clone();
         self.add_netns(&f)?;
         self.forger = true;
@@ -615,6 +620,39 @@ impl Testbed {
             )?;
             run("ip", &["-n", ns, "link", "set", "dev", "lo", "up"])?;
             run("ip", &["-n", ns, "link", "set", "dev", dev, "up"])?;
+        }
+        // The target namespace routes between forger and scanner; the
+        // forger's packets may claim any source (no reverse-path filter).
+        for key in ["net.ipv4.ip_forward", "net.ipv6.conf.all.forwarding"] {
+            sysctl(&s, key, "1", true)?;
+        }
+        for key in ["all", "default", TARGET_IF, FORGER_LINK_IF] {
+            sysctl(&s, &format!("net.ipv4.conf.{key}.rp_filter"), "0", false)?;
+        }
+        let scanner = self.scanner_ns.clone();
+        for (ns, net, via) in [
+            (&f, "198.18.0.0/24".to_string(), FORGER_LINK_V4.to_string()),
+            (&f, "2001:2::/64".to_string(), FORGER_LINK_V6.to_string()),
+            (
+                &scanner,
+                "198.18.1.0/24".to_string(),
+                self.targets_v4
+                    .first()
+                    .map(|a| a.to_string())
+                    .unwrap_or_default(),
+            ),
+            (
+                &scanner,
+                "2001:2:0:1::/64".to_string(),
+                self.targets_v6
+                    .first()
+                    .map(|a| a.to_string())
+                    .unwrap_or_default(),
+            ),
+        ] {
+            if !via.is_empty() {
+                run("ip", &["-n", ns, "route", "add", &net, "via", &via])?;
+            }
         }
         wait_not_tentative(&s)?;
         wait_not_tentative(&f)?;

@@ -333,7 +333,7 @@ fn forger_reaches_the_scanner() {
     let f = tb.add_forger().unwrap();
     assert_eq!(tb.forger_ns(), Some(f.as_str()));
     assert_eq!(tb.add_forger().unwrap(), f, "add_forger is idempotent");
-    // Nothing listens on the scanner: a RST back proves the link works both ways.
+    // Nothing listens on the target side of the link: a RST back proves it works.
     let cmd = tb.in_forger("python3").unwrap();
     assert_eq!(
         connect_with(cmd, Ipv4Addr::new(198, 18, 1, 1).into(), 9, 2.0),
@@ -347,6 +347,17 @@ fn forger_reaches_the_scanner() {
             9,
             2.0
         ),
+        Connect::Refused
+    );
+    // Through the target namespace to the scanner (nothing listens there either).
+    let cmd = tb.in_forger("python3").unwrap();
+    assert_eq!(
+        connect_with(cmd, Ipv4Addr::new(198, 18, 0, 1).into(), 9, 2.0),
+        Connect::Refused
+    );
+    let cmd = tb.in_forger("python3").unwrap();
+    assert_eq!(
+        connect_with(cmd, "2001:2::1".parse::<Ipv6Addr>().unwrap().into(), 9, 2.0),
         Connect::Refused
     );
     tb.teardown().unwrap();
