@@ -39,10 +39,65 @@ enum Command {
     /// {"ip":"198.18.0.2","port":22,"state":"open","ttl":64,"time":"..."}.
     /// Needs root (or CAP_BPF, CAP_NET_ADMIN and CAP_NET_RAW).
     Scan(ScanArgs),
+    /// Run the monitoring daemon: scheduled sweeps, confirmation, history, events.
+    ///
+    /// Every monitor that is due joins one sweep of all its host's 65,535 TCP
+    /// ports; a deviation (expected port not open, unexpected port open) seen
+    /// in `confirm` consecutive scans opens an incident and emits an event.
+    /// SIGHUP reloads the configuration, SIGTERM/SIGINT stop cleanly.
+    Run(RunArgs),
+    /// Check a configuration file; errors name file, line and key (exit 2).
+    CheckConfig {
+        /// The configuration file.
+        file: std::path::PathBuf,
+    },
+    /// Show every monitor: host, last scan, open ports, open incidents.
+    Status(StatusArgs),
+    /// Show a monitor's state changes and incidents, newest first.
+    History(HistoryArgs),
     /// Benchmark: a bare AF_XDP transmit loop (no scanning logic) sending one
     /// prebuilt SYN over and over, for the transmit ceiling of an interface.
     #[command(hide = true)]
     TxBench(TxBenchArgs),
+}
+
+#[derive(Debug, Args)]
+struct RunArgs {
+    /// The configuration file (see config/palisade.example.toml).
+    #[arg(short = 'c', long = "config", value_name = "FILE")]
+    config: std::path::PathBuf,
+    /// Sweep every monitor once, now, then exit (for cron and tests).
+    #[arg(long)]
+    once: bool,
+    /// Also write events as JSON lines to FILE (`-` for stdout).
+    #[arg(long, value_name = "FILE")]
+    events: Option<std::path::PathBuf>,
+}
+
+#[derive(Debug, Args)]
+struct StatusArgs {
+    /// The configuration file (names the store).
+    #[arg(short = 'c', long = "config", value_name = "FILE")]
+    config: std::path::PathBuf,
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    format: Format,
+}
+
+#[derive(Debug, Args)]
+struct HistoryArgs {
+    /// The monitor's name.
+    monitor: String,
+    /// The configuration file (names the store).
+    #[arg(short = 'c', long = "config", value_name = "FILE")]
+    config: std::path::PathBuf,
+    /// Only this port.
+    #[arg(long, value_name = "P", value_parser = clap::value_parser!(u16).range(1..))]
+    port: Option<u16>,
+    /// Only since TIME: RFC 3339 (2026-11-29T12:00:00Z) or an age (2h, 7days).
+    #[arg(long, value_name = "TIME")]
+    since: Option<String>,
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    format: Format,
 }
 
 #[derive(Debug, Args)]
@@ -430,6 +485,212 @@ fn tx_bench(args: &TxBenchArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+fn load_config(path: &std::path::Path) -> Result<palisade::config::Config, ExitCode> {
+    palisade::config::load(path).map_err(|e| {
+        eprintln!("{e}");
+        ExitCode::from(2)
+    })
+}
+
+fn check_config(file: &std::path::Path) -> Result<ExitCode> {
+    Ok(match load_config(file) {
+        Ok(c) => {
+            println!(
+                "{}: ok: {} monitor(s), {} sink(s), store {}",
+                file.display(),
+                c.monitors.len(),
+                c.sinks.len(),
+                c.store.path.display()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(code) => code,
+    })
+}
+
+fn run_daemon(args: &RunArgs) -> Result<ExitCode> {
+    use std::sync::Arc;
+    use std::sync::atomic::AtomicBool;
+    if let Err(code) = load_config(&args.config) {
+        return Ok(code);
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    let reload = Arc::new(AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(signal, Arc::clone(&stop))
+            .context("installing signal handlers")?;
+    }
+    signal_hook::flag::register(signal_hook::consts::SIGHUP, Arc::clone(&reload))
+        .context("installing signal handlers")?;
+    let mut daemon = palisade::daemon::Daemon::new(palisade::daemon::Options {
+        config_path: args.config.clone(),
+        once: args.once,
+        events: args.events.clone(),
+    })?;
+    let outcome = daemon.run(&stop, &reload)?;
+    eprintln!(
+        "palisade: {} sweep(s), {} event(s){}",
+        outcome.sweeps,
+        outcome.events,
+        if outcome.inconclusive {
+            "; a sweep was inconclusive (see the log)"
+        } else {
+            ""
+        }
+    );
+    Ok(if args.once && outcome.inconclusive {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+fn status(args: &StatusArgs) -> Result<ExitCode> {
+    let config = match load_config(&args.config) {
+        Ok(c) => c,
+        Err(code) => return Ok(code),
+    };
+    let store = palisade::store::Store::open(&config.store.path)?;
+    let rows = store.status()?;
+    let mut out = std::io::stdout().lock();
+    match args.format {
+        Format::Jsonl => {
+            for r in &rows {
+                writeln!(out, "{}", serde_json::to_string(r)?)?;
+            }
+        }
+        Format::Text => {
+            writeln!(
+                out,
+                "{:<20} {:<24} {:<26} {:<24} OPEN INCIDENTS",
+                "MONITOR", "HOST", "LAST SCAN", "OPEN PORTS"
+            )?;
+            for m in &config.monitors {
+                let r = rows.iter().find(|r| r.monitor == m.name);
+                let last = r
+                    .and_then(|r| r.last_scan_ms)
+                    .map_or("never".to_string(), |t| {
+                        let mut s = palisade::daemon::rfc3339(t);
+                        if r.and_then(|r| r.last_conclusive) == Some(false) {
+                            s.push_str(" (inconclusive)");
+                        }
+                        s
+                    });
+                let ports = r.map_or(String::new(), |r| {
+                    r.open_ports
+                        .iter()
+                        .map(u16::to_string)
+                        .collect::<Vec<_>>()
+                        .join(",")
+                });
+                let incidents = r.map_or(String::new(), |r| r.open_incidents.join(" "));
+                writeln!(
+                    out,
+                    "{:<20} {:<24} {:<26} {:<24} {}",
+                    m.name,
+                    m.host,
+                    last,
+                    ports,
+                    if incidents.is_empty() {
+                        "-".into()
+                    } else {
+                        incidents
+                    }
+                )?;
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Parses `--since`: an RFC 3339 time or an age before now.
+fn parse_since(text: &str) -> Result<i64, UsageError> {
+    if let Ok(t) = humantime::parse_rfc3339_weak(text) {
+        return Ok(t
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64));
+    }
+    humantime::parse_duration(text)
+        .map(|d| palisade::daemon::now_ms() - d.as_millis() as i64)
+        .map_err(|_| {
+            UsageError(format!(
+                "--since: bad value `{text}`: give an RFC 3339 time or an age like 2h"
+            ))
+        })
+}
+
+fn history(args: &HistoryArgs) -> Result<ExitCode> {
+    use palisade::store::HistoryRow;
+    let config = match load_config(&args.config) {
+        Ok(c) => c,
+        Err(code) => return Ok(code),
+    };
+    let since = match args.since.as_deref().map(parse_since).transpose() {
+        Ok(s) => s,
+        Err(e) => return Ok(usage_error(&e)),
+    };
+    let store = palisade::store::Store::open(&config.store.path)?;
+    let rows = store.history(&args.monitor, args.port, since)?;
+    if rows.is_empty() && !config.monitors.iter().any(|m| m.name == args.monitor) {
+        return Ok(usage_error(&UsageError(format!(
+            "no monitor `{}` in {} and no history for it",
+            args.monitor,
+            args.config.display()
+        ))));
+    }
+    let mut out = std::io::stdout().lock();
+    for r in &rows {
+        match args.format {
+            Format::Jsonl => writeln!(out, "{}", serde_json::to_string(r)?)?,
+            Format::Text => match r {
+                HistoryRow::StateChange {
+                    at_ms,
+                    port,
+                    from,
+                    to,
+                    ..
+                } => writeln!(
+                    out,
+                    "{}  port {:<5}  {} -> {}",
+                    palisade::daemon::rfc3339(*at_ms),
+                    port,
+                    from.as_deref().unwrap_or("unknown"),
+                    to
+                )?,
+                HistoryRow::Incident {
+                    at_ms,
+                    port,
+                    kind,
+                    state,
+                    first_seen_ms,
+                    confirmed_at_ms,
+                    resolved_at_ms,
+                    resolution,
+                    ..
+                } => writeln!(
+                    out,
+                    "{}  port {:<5}  incident {} ({}), first seen {}, confirmed {}{}",
+                    palisade::daemon::rfc3339(*at_ms),
+                    port,
+                    kind,
+                    state,
+                    palisade::daemon::rfc3339(*first_seen_ms),
+                    palisade::daemon::rfc3339(*confirmed_at_ms),
+                    match resolved_at_ms {
+                        Some(t) => format!(
+                            ", resolved {} ({})",
+                            palisade::daemon::rfc3339(*t),
+                            resolution.as_deref().unwrap_or("")
+                        ),
+                        None => ", open".into(),
+                    }
+                )?,
+            },
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 /// One progress line a second on stderr (only when it is a terminal).
 fn progress_lines(
     p: &palisade::scan::Progress,
@@ -473,6 +734,10 @@ fn main() -> ExitCode {
         Command::Plan(args) => plan(args),
         Command::Scan(args) => scan(args),
         Command::TxBench(args) => tx_bench(args),
+        Command::Run(args) => run_daemon(args),
+        Command::CheckConfig { file } => check_config(file),
+        Command::Status(args) => status(args),
+        Command::History(args) => history(args),
     };
     match result {
         Ok(code) => code,

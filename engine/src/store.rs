@@ -1,0 +1,553 @@
+//! History and outbox in SQLite (rusqlite, WAL).
+//!
+//! One transaction per scan result holds everything it caused: the scan
+//! summary, the detected state changes, incidents opened or resolved, the
+//! events for the sinks (the outbox) and the monitor's new state. A crash
+//! at any point leaves either all of it or none of it, so a restarted daemon
+//! neither loses a confirmed event nor emits one twice. Sinks mark outbox
+//! rows delivered only after they acknowledged them.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use rusqlite::{Connection, OptionalExtension, params};
+use thiserror::Error;
+
+use crate::monitor::{Event, Millis, MonitorState, Step};
+
+/// Store failures.
+#[derive(Debug, Error)]
+pub enum StoreError {
+    #[error("cannot open the store {path}: {source}")]
+    Open {
+        path: String,
+        #[source]
+        source: rusqlite::Error,
+    },
+    #[error(
+        "the store {path} has schema version {found}, newer than this palisade knows ({known}); upgrade palisade"
+    )]
+    TooNew {
+        path: String,
+        found: i64,
+        known: i64,
+    },
+    #[error("store: {0}")]
+    Sql(#[from] rusqlite::Error),
+    #[error("store: bad saved state for monitor {monitor}: {source}")]
+    State {
+        monitor: String,
+        #[source]
+        source: serde_json::Error,
+    },
+}
+
+/// Schema migrations, applied in order; `PRAGMA user_version` counts them.
+const MIGRATIONS: &[&str] = &[r#"
+CREATE TABLE scans (
+    id          INTEGER PRIMARY KEY,
+    sweep       INTEGER NOT NULL,
+    monitor     TEXT    NOT NULL,
+    host        TEXT    NOT NULL,
+    address     TEXT,
+    kind        TEXT    NOT NULL,           -- 'full' or 'recheck'
+    started_ms  INTEGER NOT NULL,
+    finished_ms INTEGER NOT NULL,
+    conclusive  INTEGER NOT NULL,
+    reachable   INTEGER NOT NULL,
+    open_ports  TEXT    NOT NULL,           -- JSON array
+    note        TEXT                        -- why inconclusive, if so
+);
+CREATE INDEX scans_monitor ON scans (monitor, started_ms);
+CREATE TABLE state_changes (
+    id         INTEGER PRIMARY KEY,
+    monitor    TEXT    NOT NULL,
+    port       INTEGER NOT NULL,
+    from_state TEXT,
+    to_state   TEXT    NOT NULL,
+    at_ms      INTEGER NOT NULL,
+    scan_id    INTEGER NOT NULL REFERENCES scans (id)
+);
+CREATE INDEX state_changes_monitor ON state_changes (monitor, at_ms);
+CREATE TABLE incidents (
+    id              TEXT PRIMARY KEY,
+    monitor         TEXT    NOT NULL,
+    port            INTEGER NOT NULL,
+    kind            TEXT    NOT NULL,
+    first_seen_ms   INTEGER NOT NULL,
+    confirmed_at_ms INTEGER NOT NULL,
+    state           TEXT    NOT NULL,
+    resolved_at_ms  INTEGER,
+    resolved_state  TEXT,
+    resolution      TEXT
+);
+CREATE INDEX incidents_monitor ON incidents (monitor, first_seen_ms);
+CREATE TABLE monitor_state (
+    monitor      TEXT PRIMARY KEY,
+    state        TEXT    NOT NULL,          -- JSON of MonitorState
+    last_full_ms INTEGER
+);
+CREATE TABLE outbox (
+    seq        INTEGER PRIMARY KEY AUTOINCREMENT,
+    event_id   TEXT    NOT NULL UNIQUE,
+    kind       TEXT    NOT NULL,
+    monitor    TEXT    NOT NULL,
+    payload    TEXT    NOT NULL,            -- JSON
+    created_ms INTEGER NOT NULL
+);
+CREATE TABLE deliveries (
+    sink         TEXT    NOT NULL,
+    seq          INTEGER NOT NULL REFERENCES outbox (seq),
+    delivered_ms INTEGER NOT NULL,
+    PRIMARY KEY (sink, seq)
+);
+"#];
+
+/// What one scan of one monitor's host found, as stored.
+#[derive(Debug, Clone)]
+pub struct ScanRecord {
+    pub sweep: i64,
+    pub monitor: String,
+    pub host: String,
+    pub address: Option<String>,
+    pub kind: ScanKind,
+    pub started_ms: Millis,
+    pub finished_ms: Millis,
+    pub conclusive: bool,
+    pub reachable: bool,
+    pub open_ports: Vec<u16>,
+    pub note: Option<String>,
+}
+
+/// A full sweep of all ports, or a re-check of some.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ScanKind {
+    Full,
+    Recheck,
+}
+
+impl ScanKind {
+    fn as_str(self) -> &'static str {
+        match self {
+            ScanKind::Full => "full",
+            ScanKind::Recheck => "recheck",
+        }
+    }
+}
+
+/// An event waiting for (or delivered to) a sink.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutboxRow {
+    pub seq: i64,
+    pub event_id: String,
+    pub kind: String,
+    pub monitor: String,
+    pub payload: String,
+}
+
+/// A row of `palisade status`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct StatusRow {
+    pub monitor: String,
+    pub host: Option<String>,
+    pub last_scan_ms: Option<Millis>,
+    pub last_conclusive: Option<bool>,
+    pub open_ports: Vec<u16>,
+    pub open_incidents: Vec<String>,
+}
+
+/// A row of `palisade history`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum HistoryRow {
+    StateChange {
+        at_ms: Millis,
+        port: u16,
+        from: Option<String>,
+        to: String,
+        scan_id: i64,
+    },
+    Incident {
+        at_ms: Millis,
+        id: String,
+        port: u16,
+        kind: String,
+        state: String,
+        first_seen_ms: Millis,
+        confirmed_at_ms: Millis,
+        resolved_at_ms: Option<Millis>,
+        resolution: Option<String>,
+    },
+}
+
+impl HistoryRow {
+    /// The time the row is sorted by.
+    pub fn at_ms(&self) -> Millis {
+        match self {
+            HistoryRow::StateChange { at_ms, .. } | HistoryRow::Incident { at_ms, .. } => *at_ms,
+        }
+    }
+}
+
+/// The SQLite store.
+#[derive(Debug)]
+pub struct Store {
+    conn: Connection,
+}
+
+impl Store {
+    /// Opens (creating if needed) the store at `path` and migrates it.
+    pub fn open(path: &Path) -> Result<Store, StoreError> {
+        let name = path.display().to_string();
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            let _ = std::fs::create_dir_all(dir);
+        }
+        let conn = Connection::open(path).map_err(|source| StoreError::Open {
+            path: name.clone(),
+            source,
+        })?;
+        Self::init(conn, &name)
+    }
+
+    /// An in-memory store, for tests.
+    pub fn in_memory() -> Result<Store, StoreError> {
+        Self::init(Connection::open_in_memory()?, ":memory:")
+    }
+
+    fn init(mut conn: Connection, name: &str) -> Result<Store, StoreError> {
+        conn.busy_timeout(std::time::Duration::from_secs(10))?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+        let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+        let known = MIGRATIONS.len() as i64;
+        if version > known {
+            return Err(StoreError::TooNew {
+                path: name.to_string(),
+                found: version,
+                known,
+            });
+        }
+        for (i, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
+            let tx = conn.transaction()?;
+            tx.execute_batch(sql)?;
+            tx.pragma_update(None, "user_version", i as i64 + 1)?;
+            tx.commit()?;
+        }
+        Ok(Store { conn })
+    }
+
+    /// The saved state of every monitor, with the time of its last full scan.
+    pub fn load_states(
+        &self,
+    ) -> Result<BTreeMap<String, (MonitorState, Option<Millis>)>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT monitor, state, last_full_ms FROM monitor_state")?;
+        let rows = stmt.query_map([], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, Option<i64>>(2)?,
+            ))
+        })?;
+        let mut out = BTreeMap::new();
+        for row in rows {
+            let (monitor, json, last) = row?;
+            let state = serde_json::from_str(&json).map_err(|source| StoreError::State {
+                monitor: monitor.clone(),
+                source,
+            })?;
+            out.insert(monitor, (state, last));
+        }
+        Ok(out)
+    }
+
+    /// Records one scan and what it caused, atomically: `decide` gets the new
+    /// scan's id and returns the step (from the pure state machine), the
+    /// monitor's new state and one JSON payload per event of the step.
+    pub fn record_scan(
+        &mut self,
+        scan: &ScanRecord,
+        decide: impl FnOnce(i64) -> (Step, MonitorState, Vec<String>),
+    ) -> Result<(i64, Step, MonitorState), StoreError> {
+        let tx = self.conn.transaction()?;
+        tx.execute(
+            "INSERT INTO scans (sweep, monitor, host, address, kind, started_ms, finished_ms,
+                                conclusive, reachable, open_ports, note)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+            params![
+                scan.sweep,
+                scan.monitor,
+                scan.host,
+                scan.address,
+                scan.kind.as_str(),
+                scan.started_ms,
+                scan.finished_ms,
+                scan.conclusive,
+                scan.reachable,
+                serde_json::to_string(&scan.open_ports).unwrap_or_else(|_| "[]".into()),
+                scan.note,
+            ],
+        )?;
+        let scan_id = tx.last_insert_rowid();
+        let (step, state, payloads) = decide(scan_id);
+        write_step(&tx, &scan.monitor, &step, &payloads, scan.finished_ms)?;
+        let state_json = serde_json::to_string(&state).map_err(|source| StoreError::State {
+            monitor: scan.monitor.clone(),
+            source,
+        })?;
+        let full = (scan.kind == ScanKind::Full && scan.conclusive).then_some(scan.started_ms);
+        tx.execute(
+            "INSERT INTO monitor_state (monitor, state, last_full_ms) VALUES (?1, ?2, ?3)
+             ON CONFLICT (monitor) DO UPDATE SET state = excluded.state,
+                 last_full_ms = COALESCE(excluded.last_full_ms, monitor_state.last_full_ms)",
+            params![scan.monitor, state_json, full],
+        )?;
+        tx.commit()?;
+        Ok((scan_id, step, state))
+    }
+
+    /// Records a step that no scan caused (a monitor removed from the
+    /// config), and forgets the monitor's state.
+    pub fn record_removal(
+        &mut self,
+        monitor: &str,
+        step: &Step,
+        payloads: &[String],
+        at: Millis,
+    ) -> Result<(), StoreError> {
+        let tx = self.conn.transaction()?;
+        write_step(&tx, monitor, step, payloads, at)?;
+        tx.execute(
+            "DELETE FROM monitor_state WHERE monitor = ?1",
+            params![monitor],
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Events `sink` has not acknowledged yet, oldest first.
+    pub fn pending(&self, sink: &str, limit: usize) -> Result<Vec<OutboxRow>, StoreError> {
+        let mut stmt = self.conn.prepare(
+            "SELECT seq, event_id, kind, monitor, payload FROM outbox
+             WHERE seq NOT IN (SELECT seq FROM deliveries WHERE sink = ?1)
+             ORDER BY seq LIMIT ?2",
+        )?;
+        let rows = stmt.query_map(params![sink, limit as i64], |r| {
+            Ok(OutboxRow {
+                seq: r.get(0)?,
+                event_id: r.get(1)?,
+                kind: r.get(2)?,
+                monitor: r.get(3)?,
+                payload: r.get(4)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Marks outbox rows delivered to `sink` (after the sink acknowledged them).
+    pub fn mark_delivered(
+        &mut self,
+        sink: &str,
+        seqs: &[i64],
+        at: Millis,
+    ) -> Result<(), StoreError> {
+        let tx = self.conn.transaction()?;
+        {
+            let mut stmt = tx.prepare(
+                "INSERT OR IGNORE INTO deliveries (sink, seq, delivered_ms) VALUES (?1, ?2, ?3)",
+            )?;
+            for seq in seqs {
+                stmt.execute(params![sink, seq, at])?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// One row per monitor that has scans: last scan, open ports, open incidents.
+    pub fn status(&self) -> Result<Vec<StatusRow>, StoreError> {
+        let mut stmt = self.conn.prepare(
+            "SELECT s.monitor, s.host, s.started_ms, s.conclusive, s.open_ports
+             FROM scans s
+             WHERE s.id = (SELECT MAX(id) FROM scans t WHERE t.monitor = s.monitor AND t.kind = 'full')
+             ORDER BY s.monitor",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, i64>(2)?,
+                r.get::<_, bool>(3)?,
+                r.get::<_, String>(4)?,
+            ))
+        })?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (monitor, host, at, conclusive, open) = row?;
+            out.push(StatusRow {
+                open_incidents: self.open_incidents(&monitor)?,
+                monitor,
+                host: Some(host),
+                last_scan_ms: Some(at),
+                last_conclusive: Some(conclusive),
+                open_ports: serde_json::from_str(&open).unwrap_or_default(),
+            });
+        }
+        Ok(out)
+    }
+
+    fn open_incidents(&self, monitor: &str) -> Result<Vec<String>, StoreError> {
+        let mut stmt = self.conn.prepare(
+            "SELECT port, kind FROM incidents WHERE monitor = ?1 AND resolved_at_ms IS NULL ORDER BY port",
+        )?;
+        let rows = stmt.query_map(params![monitor], |r| {
+            Ok(format!(
+                "{}:{}",
+                r.get::<_, i64>(0)?,
+                r.get::<_, String>(1)?
+            ))
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// State changes and incidents of `monitor`, newest first.
+    pub fn history(
+        &self,
+        monitor: &str,
+        port: Option<u16>,
+        since: Option<Millis>,
+    ) -> Result<Vec<HistoryRow>, StoreError> {
+        let since = since.unwrap_or(i64::MIN);
+        let port = port.map(i64::from);
+        let mut out = Vec::new();
+        let mut stmt = self.conn.prepare(
+            "SELECT at_ms, port, from_state, to_state, scan_id FROM state_changes
+             WHERE monitor = ?1 AND at_ms >= ?2 AND (?3 IS NULL OR port = ?3)",
+        )?;
+        let rows = stmt.query_map(params![monitor, since, port], |r| {
+            Ok(HistoryRow::StateChange {
+                at_ms: r.get(0)?,
+                port: r.get(1)?,
+                from: r.get(2)?,
+                to: r.get(3)?,
+                scan_id: r.get(4)?,
+            })
+        })?;
+        for row in rows {
+            out.push(row?);
+        }
+        let mut stmt = self.conn.prepare(
+            "SELECT id, port, kind, state, first_seen_ms, confirmed_at_ms, resolved_at_ms, resolution
+             FROM incidents
+             WHERE monitor = ?1 AND MAX(confirmed_at_ms, COALESCE(resolved_at_ms, 0)) >= ?2
+               AND (?3 IS NULL OR port = ?3)",
+        )?;
+        let rows = stmt.query_map(params![monitor, since, port], |r| {
+            let confirmed: i64 = r.get(5)?;
+            let resolved: Option<i64> = r.get(6)?;
+            Ok(HistoryRow::Incident {
+                at_ms: resolved.unwrap_or(confirmed),
+                id: r.get(0)?,
+                port: r.get(1)?,
+                kind: r.get(2)?,
+                state: r.get(3)?,
+                first_seen_ms: r.get(4)?,
+                confirmed_at_ms: confirmed,
+                resolved_at_ms: resolved,
+                resolution: r.get(7)?,
+            })
+        })?;
+        for row in rows {
+            out.push(row?);
+        }
+        out.sort_by_key(|r| std::cmp::Reverse(r.at_ms()));
+        Ok(out)
+    }
+
+    /// The number of scans recorded so far (for tests and status).
+    pub fn scan_count(&self) -> Result<i64, StoreError> {
+        Ok(self
+            .conn
+            .query_row("SELECT COUNT(*) FROM scans", [], |r| r.get(0))?)
+    }
+
+    /// Kind of the scan `id` ("full" or "recheck"), if it exists.
+    pub fn scan_kind(&self, id: i64) -> Result<Option<String>, StoreError> {
+        Ok(self
+            .conn
+            .query_row("SELECT kind FROM scans WHERE id = ?1", params![id], |r| {
+                r.get(0)
+            })
+            .optional()?)
+    }
+}
+
+/// Writes a step's state changes, incidents and outbox rows.
+fn write_step(
+    tx: &rusqlite::Transaction<'_>,
+    monitor: &str,
+    step: &Step,
+    payloads: &[String],
+    at: Millis,
+) -> Result<(), StoreError> {
+    for c in &step.changes {
+        tx.execute(
+            "INSERT INTO state_changes (monitor, port, from_state, to_state, at_ms, scan_id)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            params![
+                monitor,
+                c.port,
+                c.from.map(|s| s.to_string()),
+                c.to.to_string(),
+                c.at,
+                c.scan_id
+            ],
+        )?;
+    }
+    for (event, payload) in step.events.iter().zip(payloads) {
+        match event {
+            Event::Opened(i) => {
+                tx.execute(
+                    "INSERT OR IGNORE INTO incidents (id, monitor, port, kind, first_seen_ms, confirmed_at_ms, state)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                    params![
+                        i.id,
+                        i.monitor,
+                        i.port,
+                        i.kind.to_string(),
+                        i.first_seen,
+                        i.confirmed_at,
+                        i.state.to_string()
+                    ],
+                )?;
+            }
+            Event::PortResolved {
+                incident,
+                resolved_at,
+                state,
+                reason,
+            } => {
+                tx.execute(
+                    "UPDATE incidents SET resolved_at_ms = ?2, resolved_state = ?3, resolution = ?4 WHERE id = ?1",
+                    params![
+                        incident.id,
+                        resolved_at,
+                        state.map(|s| s.to_string()),
+                        serde_json::to_value(reason)
+                            .ok()
+                            .and_then(|v| v.as_str().map(String::from))
+                    ],
+                )?;
+            }
+            Event::MonitorResolved { .. } => {}
+        }
+        tx.execute(
+            "INSERT OR IGNORE INTO outbox (event_id, kind, monitor, payload, created_ms)
+             VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![event.id(), event.kind(), monitor, payload, at],
+        )?;
+    }
+    Ok(())
+}

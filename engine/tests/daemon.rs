@@ -1,0 +1,402 @@
+//! The monitoring daemon end to end, as root, in testbeds of its own: real
+//! kernel listeners come and go between sweeps, and the events, the history
+//! and the store must say exactly what happened.
+
+use std::collections::BTreeSet;
+use std::net::{IpAddr, Ipv4Addr};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use palisade_testbed::{ListenerId, Testbed, TestbedConfig};
+use serde_json::Value;
+
+const BIN: &str = env!("CARGO_BIN_EXE_palisade");
+const TARGET: &str = "198.18.0.2";
+
+struct Case {
+    tb: Testbed,
+    dir: PathBuf,
+    config: PathBuf,
+    events: PathBuf,
+}
+
+impl Case {
+    fn new(name: &str, monitor_extra: &str, rate: u32) -> Case {
+        let tb = Testbed::new(TestbedConfig {
+            targets_v4: vec![TARGET.parse::<Ipv4Addr>().unwrap()],
+            targets_v6: vec![],
+            tx_queues: 1,
+        })
+        .unwrap_or_else(|e| {
+            panic!("cannot build the testbed (needs root, iproute2, nftables, python3): {e}")
+        });
+        let dir =
+            std::env::temp_dir().join(format!("palisade-daemon-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let config = dir.join("palisade.toml");
+        let events = dir.join("events.jsonl");
+        std::fs::write(
+            &config,
+            format!(
+                "[scan]\nrate = {rate}\nretries = 1\nwait = \"500ms\"\n\n\
+                 [store]\npath = \"{}\"\n\n\
+                 [[monitor]]\nname = \"web-1\"\nhost = \"{TARGET}\"\nexpected_open = [22, 80, 443]\n{monitor_extra}\n",
+                dir.join("palisade.db").display()
+            ),
+        )
+        .unwrap();
+        Case {
+            tb,
+            dir,
+            config,
+            events,
+        }
+    }
+
+    fn listen(&mut self, ports: &[u16]) -> ListenerId {
+        let ip: IpAddr = TARGET.parse().unwrap();
+        self.tb
+            .listen(&ports.iter().map(|&p| (ip, p)).collect::<Vec<_>>())
+            .expect("listeners")
+    }
+
+    fn command(&self, args: &[&str]) -> Command {
+        let mut cmd = self.tb.in_scanner(BIN);
+        cmd.args(args);
+        cmd
+    }
+
+    /// `palisade run --once`; returns (start, end) in unix ms.
+    fn once(&self) -> (i64, i64) {
+        let start = now_ms();
+        let o = bounded(
+            self.command(&[
+                "run",
+                "-c",
+                path(&self.config),
+                "--once",
+                "--events",
+                path(&self.events),
+            ]),
+            Duration::from_secs(120),
+        );
+        assert!(o.status.success(), "run --once: {}", stderr(&o));
+        (start, now_ms())
+    }
+
+    fn events(&self) -> Vec<Value> {
+        std::fs::read_to_string(&self.events)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| {
+                serde_json::from_str(l).unwrap_or_else(|e| panic!("bad event line {l:?}: {e}"))
+            })
+            .collect()
+    }
+}
+
+impl Drop for Case {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn path(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+}
+
+fn ms(rfc3339: &Value) -> i64 {
+    let t = humantime::parse_rfc3339(rfc3339.as_str().expect("a time")).expect("RFC 3339");
+    t.duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64
+}
+
+fn bounded(mut cmd: Command, limit: Duration) -> Output {
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start palisade");
+    let start = Instant::now();
+    while child.try_wait().expect("wait").is_none() {
+        if start.elapsed() > limit {
+            let _ = child.kill();
+            panic!("palisade ran longer than {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    child.wait_with_output().expect("output")
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// (kind, port) of each event, in order.
+fn kinds(events: &[Value]) -> Vec<(String, Option<u64>)> {
+    events
+        .iter()
+        .map(|e| (e["kind"].as_str().unwrap().to_string(), e["port"].as_u64()))
+        .collect()
+}
+
+#[test]
+fn sweeps_with_changes_give_exactly_the_expected_events() {
+    let mut case = Case::new(
+        "sweeps",
+        "every = \"1h\"\nconfirm = 2\nrecheck = \"off\"",
+        200_000,
+    );
+    case.listen(&[22, 80]);
+    let web = case.listen(&[443]);
+
+    // 1. Baseline: everything as expected.
+    case.once();
+    assert!(case.events().is_empty(), "{:?}", case.events());
+
+    // 2. 443 goes down, 6379 opens: seen once, not yet confirmed.
+    case.tb.stop_listener(web).unwrap();
+    let redis = case.listen(&[6379]);
+    let (s2, e2) = case.once();
+    assert!(
+        case.events().is_empty(),
+        "confirmed after one scan: {:?}",
+        case.events()
+    );
+
+    // 3. Still so: both confirmed.
+    let (s3, e3) = case.once();
+    let events = case.events();
+    let mut got = kinds(&events);
+    got.sort();
+    assert_eq!(
+        got,
+        vec![
+            ("expected_port_down".into(), Some(443)),
+            ("unexpected_port_open".into(), Some(6379))
+        ]
+    );
+    for e in &events {
+        let (first, confirmed) = (ms(&e["first_seen"]), ms(&e["confirmed_at"]));
+        assert!((s2..=e2).contains(&first), "first seen in sweep 2: {e}");
+        assert!((s3..=e3).contains(&confirmed), "confirmed in sweep 3: {e}");
+        assert_eq!(e["monitor"], "web-1");
+        assert_eq!(e["host"], TARGET);
+        match e["port"].as_u64() {
+            Some(443) => {
+                assert_eq!(e["state"], "closed");
+                assert_eq!(e["severity"], "normal");
+            }
+            _ => {
+                assert_eq!(e["state"], "open");
+                assert_eq!(e["severity"], "high");
+            }
+        }
+    }
+
+    // 4. Fixed: both resolve, then the monitor.
+    case.tb.stop_listener(redis).unwrap();
+    case.listen(&[443]);
+    let (s4, e4) = case.once();
+    let events = case.events();
+    assert_eq!(events.len(), 5, "{events:?}");
+    let mut resolved = kinds(&events[2..4]);
+    resolved.sort();
+    assert_eq!(
+        resolved,
+        vec![
+            ("port_resolved".into(), Some(443)),
+            ("port_resolved".into(), Some(6379))
+        ]
+    );
+    assert_eq!(kinds(&events[4..]), vec![("monitor_resolved".into(), None)]);
+    for e in &events[2..] {
+        assert!((s4..=e4).contains(&ms(&e["time"])), "{e}");
+    }
+    let ids: BTreeSet<&str> = events.iter().map(|e| e["id"].as_str().unwrap()).collect();
+    assert_eq!(ids.len(), 5, "event ids are unique");
+
+    // The history says the same, newest first.
+    let o = case
+        .command(&[
+            "history",
+            "web-1",
+            "-c",
+            path(&case.config),
+            "--format",
+            "jsonl",
+        ])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let rows: Vec<Value> = String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let incidents: Vec<&Value> = rows.iter().filter(|r| r["type"] == "incident").collect();
+    assert_eq!(incidents.len(), 2, "{rows:?}");
+    assert!(incidents.iter().all(|i| i["resolved_at_ms"].is_i64()));
+    let changes_443: Vec<(String, String)> = rows
+        .iter()
+        .filter(|r| r["type"] == "state_change" && r["port"] == 443)
+        .map(|r| {
+            (
+                r["from"].as_str().unwrap_or("none").to_string(),
+                r["to"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        changes_443,
+        vec![
+            ("closed".into(), "open".into()),
+            ("open".into(), "closed".into()),
+            ("none".into(), "open".into())
+        ]
+    );
+    let o = case
+        .command(&["status", "-c", path(&case.config)])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        text.contains("web-1") && text.contains("22,80,443"),
+        "{text}"
+    );
+}
+
+#[test]
+fn a_short_recheck_confirms_before_the_next_full_sweep() {
+    let mut case = Case::new(
+        "recheck",
+        "every = \"1h\"\nconfirm = 2\nrecheck = \"2s\"",
+        200_000,
+    );
+    case.listen(&[22, 80, 443, 6379]);
+    let mut child = case
+        .command(&[
+            "run",
+            "-c",
+            path(&case.config),
+            "--events",
+            path(&case.events),
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    while case.events().is_empty() && start.elapsed() < Duration::from_secs(40) {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let status = child.wait().unwrap();
+    assert!(status.success(), "daemon exit {status:?}");
+    let events = case.events();
+    assert_eq!(
+        kinds(&events),
+        vec![("unexpected_port_open".into(), Some(6379))]
+    );
+    let gap = ms(&events[0]["confirmed_at"]) - ms(&events[0]["first_seen"]);
+    assert!(
+        (1_500..30_000).contains(&gap),
+        "confirmed {gap} ms after first seen"
+    );
+    // The confirming scan was a re-check, not a full sweep.
+    let store = palisade::store::Store::open(&case.dir.join("palisade.db")).unwrap();
+    let kinds: Vec<String> = (1..=store.scan_count().unwrap())
+        .filter_map(|id| store.scan_kind(id).unwrap())
+        .collect();
+    assert_eq!(kinds.first().map(String::as_str), Some("full"), "{kinds:?}");
+    assert!(kinds[1..].iter().all(|k| k == "recheck"), "{kinds:?}");
+}
+
+#[test]
+fn kill_9_mid_sweep_loses_and_duplicates_nothing() {
+    // A slow sweep (65,535 probes at 15 kpps: about 4.5 s) to kill in the middle.
+    let mut case = Case::new(
+        "kill9",
+        "every = \"1h\"\nconfirm = 2\nrecheck = \"off\"",
+        15_000,
+    );
+    case.listen(&[22, 80, 443, 6379]);
+    case.once(); // 6379 seen once
+    for _ in 0..2 {
+        let mut child = case
+            .command(&[
+                "run",
+                "-c",
+                path(&case.config),
+                "--once",
+                "--events",
+                path(&case.events),
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(2_000));
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the sweep ended before the kill"
+        );
+        Command::new("kill")
+            .args(["-KILL", &child.id().to_string()])
+            .status()
+            .unwrap();
+        child.wait().unwrap();
+    }
+    assert!(
+        case.events().is_empty(),
+        "a killed sweep confirmed something: {:?}",
+        case.events()
+    );
+    case.once(); // the second conclusive scan: confirmed now
+    case.once(); // and nothing more
+    assert_eq!(
+        kinds(&case.events()),
+        vec![("unexpected_port_open".into(), Some(6379))]
+    );
+}
+
+#[test]
+fn bad_configs_are_refused_with_file_line_and_exit_2() {
+    let dir = std::env::temp_dir().join(format!("palisade-badcfg-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("bad.toml");
+    std::fs::write(
+        &file,
+        "[[monitor]]\nname = \"web-1\"\nhost = \"198.18.0.2\"\nexpected_open = [80, 70000]\n",
+    )
+    .unwrap();
+    for args in [
+        vec!["check-config", path(&file)],
+        vec!["run", "-c", path(&file), "--once"],
+    ] {
+        let o = Command::new(BIN).args(&args).output().unwrap();
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {}", stderr(&o));
+        let err = stderr(&o);
+        assert!(
+            err.contains(&format!("{}:4:", file.display())),
+            "{args:?}: {err}"
+        );
+        assert!(err.contains("expected_open"), "{err}");
+    }
+    std::fs::write(&file, "[[monitor]]\nname = \"a\"\nhost = \"198.18.0.2\"\n").unwrap();
+    let o = Command::new(BIN)
+        .args(["check-config", path(&file)])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
