@@ -43,7 +43,8 @@ pub enum StoreError {
 }
 
 /// Schema migrations, applied in order; `PRAGMA user_version` counts them.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE scans (
     id          INTEGER PRIMARY KEY,
     sweep       INTEGER NOT NULL,
@@ -101,7 +102,16 @@ CREATE TABLE deliveries (
     delivered_ms INTEGER NOT NULL,
     PRIMARY KEY (sink, seq)
 );
-"#];
+"#,
+    r#"
+-- Per sink, a seq up to which every outbox row is delivered: finding what
+-- is pending starts there instead of at the first row ever written.
+CREATE TABLE sink_cursor (
+    sink TEXT PRIMARY KEY,
+    seq  INTEGER NOT NULL
+);
+"#,
+];
 
 /// What one scan of one monitor's host found, as stored.
 #[derive(Debug, Clone)]
@@ -133,6 +143,14 @@ impl ScanKind {
             ScanKind::Recheck => "recheck",
         }
     }
+}
+
+/// An event for the outbox: its stable id, kind and JSON payload.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutboxEntry {
+    pub id: String,
+    pub kind: String,
+    pub payload: String,
 }
 
 /// An event waiting for (or delivered to) a sink.
@@ -265,11 +283,12 @@ impl Store {
 
     /// Records one scan and what it caused, atomically: `decide` gets the new
     /// scan's id and returns the step (from the pure state machine), the
-    /// monitor's new state and one JSON payload per event of the step.
+    /// monitor's new state and the outbox entries (its events, the scan
+    /// summary).
     pub fn record_scan(
         &mut self,
         scan: &ScanRecord,
-        decide: impl FnOnce(i64) -> (Step, MonitorState, Vec<String>),
+        decide: impl FnOnce(i64) -> (Step, MonitorState, Vec<OutboxEntry>),
     ) -> Result<(i64, Step, MonitorState), StoreError> {
         let tx = self.conn.transaction()?;
         tx.execute(
@@ -314,7 +333,7 @@ impl Store {
         &mut self,
         monitor: &str,
         step: &Step,
-        payloads: &[String],
+        payloads: &[OutboxEntry],
         at: Millis,
     ) -> Result<(), StoreError> {
         let tx = self.conn.transaction()?;
@@ -327,12 +346,27 @@ impl Store {
         Ok(())
     }
 
+    /// Appends events to the outbox in one transaction (what a scan's
+    /// transaction does for its events; used alone by the event benchmark).
+    pub fn enqueue(
+        &mut self,
+        monitor: &str,
+        entries: &[OutboxEntry],
+        at: Millis,
+    ) -> Result<(), StoreError> {
+        let tx = self.conn.transaction()?;
+        write_step(&tx, monitor, &Step::default(), entries, at)?;
+        tx.commit()?;
+        Ok(())
+    }
+
     /// Events `sink` has not acknowledged yet, oldest first.
     pub fn pending(&self, sink: &str, limit: usize) -> Result<Vec<OutboxRow>, StoreError> {
         let mut stmt = self.conn.prepare(
-            "SELECT seq, event_id, kind, monitor, payload FROM outbox
-             WHERE seq NOT IN (SELECT seq FROM deliveries WHERE sink = ?1)
-             ORDER BY seq LIMIT ?2",
+            "SELECT o.seq, o.event_id, o.kind, o.monitor, o.payload FROM outbox o
+             WHERE o.seq > COALESCE((SELECT seq FROM sink_cursor WHERE sink = ?1), 0)
+               AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.sink = ?1 AND d.seq = o.seq)
+             ORDER BY o.seq LIMIT ?2",
         )?;
         let rows = stmt.query_map(params![sink, limit as i64], |r| {
             Ok(OutboxRow {
@@ -362,6 +396,17 @@ impl Store {
                 stmt.execute(params![sink, seq, at])?;
             }
         }
+        // Advance the cursor to just before the first row still pending (or
+        // to the last row, if none is).
+        tx.execute(
+            "INSERT INTO sink_cursor (sink, seq) VALUES (?1, COALESCE(
+                 (SELECT MIN(o.seq) - 1 FROM outbox o
+                  WHERE o.seq > COALESCE((SELECT seq FROM sink_cursor WHERE sink = ?1), 0)
+                    AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.sink = ?1 AND d.seq = o.seq)),
+                 (SELECT COALESCE(MAX(seq), 0) FROM outbox)))
+             ON CONFLICT (sink) DO UPDATE SET seq = excluded.seq",
+            params![sink],
+        )?;
         tx.commit()?;
         Ok(())
     }
@@ -489,7 +534,7 @@ fn write_step(
     tx: &rusqlite::Transaction<'_>,
     monitor: &str,
     step: &Step,
-    payloads: &[String],
+    outbox: &[OutboxEntry],
     at: Millis,
 ) -> Result<(), StoreError> {
     for c in &step.changes {
@@ -506,7 +551,7 @@ fn write_step(
             ],
         )?;
     }
-    for (event, payload) in step.events.iter().zip(payloads) {
+    for event in &step.events {
         match event {
             Event::Opened(i) => {
                 tx.execute(
@@ -543,11 +588,86 @@ fn write_step(
             }
             Event::MonitorResolved { .. } => {}
         }
+    }
+    for e in outbox {
         tx.execute(
             "INSERT OR IGNORE INTO outbox (event_id, kind, monitor, payload, created_ms)
              VALUES (?1, ?2, ?3, ?4, ?5)",
-            params![event.id(), event.kind(), monitor, payload, at],
+            params![e.id, e.kind, monitor, e.payload, at],
         )?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entries(ids: std::ops::Range<u32>) -> Vec<OutboxEntry> {
+        ids.map(|i| OutboxEntry {
+            id: format!("e{i}"),
+            kind: "port_resolved".into(),
+            payload: format!("{{\"n\":{i}}}"),
+        })
+        .collect()
+    }
+
+    fn pending_ids(store: &Store, sink: &str) -> Vec<String> {
+        store
+            .pending(sink, 100)
+            .unwrap()
+            .into_iter()
+            .map(|r| r.event_id)
+            .collect()
+    }
+
+    #[test]
+    fn each_sink_sees_what_it_has_not_acknowledged_in_order() {
+        let mut store = Store::in_memory().unwrap();
+        store.enqueue("m", &entries(0..5), 1).unwrap();
+        let rows = store.pending("a", 100).unwrap();
+        assert_eq!(pending_ids(&store, "a"), ["e0", "e1", "e2", "e3", "e4"]);
+        // Out of order: the cursor must not skip e0.
+        store
+            .mark_delivered("a", &[rows[1].seq, rows[2].seq], 2)
+            .unwrap();
+        assert_eq!(pending_ids(&store, "a"), ["e0", "e3", "e4"]);
+        assert_eq!(pending_ids(&store, "b").len(), 5, "sinks are independent");
+        store.mark_delivered("a", &[rows[0].seq], 3).unwrap();
+        assert_eq!(pending_ids(&store, "a"), ["e3", "e4"]);
+        store
+            .mark_delivered("a", &[rows[3].seq, rows[4].seq, rows[4].seq], 4)
+            .unwrap();
+        assert!(pending_ids(&store, "a").is_empty());
+        // New events after everything was delivered.
+        store.enqueue("m", &entries(5..7), 5).unwrap();
+        assert_eq!(pending_ids(&store, "a"), ["e5", "e6"]);
+        // The same event id twice is one event.
+        store.enqueue("m", &entries(5..6), 6).unwrap();
+        assert_eq!(pending_ids(&store, "a"), ["e5", "e6"]);
+    }
+
+    #[test]
+    fn reopening_keeps_everything_and_migrations_are_idempotent() {
+        let dir = std::env::temp_dir().join(format!("palisade-store-{}", std::process::id()));
+        let path = dir.join("p.db");
+        {
+            let mut store = Store::open(&path).unwrap();
+            store.enqueue("m", &entries(0..3), 1).unwrap();
+            let rows = store.pending("a", 1).unwrap();
+            store.mark_delivered("a", &[rows[0].seq], 2).unwrap();
+        }
+        let store = Store::open(&path).unwrap();
+        assert_eq!(pending_ids(&store, "a"), ["e1", "e2"]);
+        drop(store);
+        // A store from a newer palisade is refused, not misread.
+        let conn = Connection::open(&path).unwrap();
+        conn.pragma_update(None, "user_version", 99).unwrap();
+        drop(conn);
+        assert!(matches!(
+            Store::open(&path),
+            Err(StoreError::TooNew { found: 99, .. })
+        ));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }

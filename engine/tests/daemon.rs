@@ -5,9 +5,11 @@
 use std::collections::BTreeSet;
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+mod common;
+use common::{bounded, stderr};
 use palisade_testbed::{ListenerId, Testbed, TestbedConfig};
 use serde_json::Value;
 
@@ -91,7 +93,15 @@ impl Case {
             .unwrap_or_default()
             .lines()
             .map(|l| {
-                serde_json::from_str(l).unwrap_or_else(|e| panic!("bad event line {l:?}: {e}"))
+                let v: Value =
+                    serde_json::from_str(l).unwrap_or_else(|e| panic!("bad event line {l:?}: {e}"));
+                // The envelope's data, with the envelope's id, time and type.
+                let mut d = v["data"].clone();
+                for k in ["id", "time", "type", "specversion", "source", "subject"] {
+                    assert!(!v[k].is_null(), "envelope without {k}: {l}");
+                    d[k] = v[k].clone();
+                }
+                d
             })
             .collect()
     }
@@ -117,27 +127,6 @@ fn now_ms() -> i64 {
 fn ms(rfc3339: &Value) -> i64 {
     let t = humantime::parse_rfc3339(rfc3339.as_str().expect("a time")).expect("RFC 3339");
     t.duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64
-}
-
-fn bounded(mut cmd: Command, limit: Duration) -> Output {
-    let mut child = cmd
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start palisade");
-    let start = Instant::now();
-    while child.try_wait().expect("wait").is_none() {
-        if start.elapsed() > limit {
-            let _ = child.kill();
-            panic!("palisade ran longer than {limit:?}");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    child.wait_with_output().expect("output")
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
 /// (kind, port) of each event, in order.

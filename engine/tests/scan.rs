@@ -8,6 +8,8 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+mod common;
+use common::{bounded, stderr};
 use palisade_testbed::{Testbed, TestbedConfig};
 
 const BIN: &str = env!("CARGO_BIN_EXE_palisade");
@@ -27,24 +29,7 @@ fn testbed(v4: &[&str], v6: &[&str]) -> Testbed {
 fn scan(tb: &Testbed, args: &[&str]) -> Output {
     let mut cmd = tb.in_scanner(BIN);
     cmd.arg("scan").args(args);
-    run_bounded(cmd, Duration::from_secs(120))
-}
-
-fn run_bounded(mut cmd: Command, limit: Duration) -> Output {
-    let mut child = cmd
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start palisade");
-    let start = Instant::now();
-    while child.try_wait().expect("wait").is_none() {
-        if start.elapsed() > limit {
-            let _ = child.kill();
-            panic!("palisade ran longer than {limit:?}");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    child.wait_with_output().expect("output")
+    bounded(cmd, Duration::from_secs(120))
 }
 
 /// (ip, port) of every open-port line of the JSON output.
@@ -66,10 +51,6 @@ fn open_ports(o: &Output) -> BTreeSet<(IpAddr, u16)> {
             )
         })
         .collect()
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
 /// Listens on `ports` on every target of the testbed; returns the expected open set.

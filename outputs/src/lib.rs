@@ -1,5 +1,15 @@
 //! Palisade's outputs: the event schema, sinks and alert consumers.
 //!
 //! The engine depends on this crate, never the reverse, so an alert consumer
-//! builds without any BPF toolchain. The schema and sinks arrive with the
-//! outputs issue; this crate is the home they will live in.
+//! builds without any BPF toolchain.
+//!
+//! * [`schema`]: the versioned event envelope and its encodings.
+//! * [`sink`]: where events go (NATS JetStream, JSON lines, webhook).
+//! * `testing` (tests, or the `testing` feature): a throwaway `nats-server`.
+
+pub mod alert;
+pub mod schema;
+pub mod sink;
+
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;

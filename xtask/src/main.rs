@@ -26,6 +26,10 @@ const PACKAGES: &[(&str, &str)] = &[
     ("nftables", "loss and firewall simulation in testbeds"),
     ("nats-server", "the event bus the outputs publish to"),
     ("masscan", "side-by-side benchmarks"),
+    (
+        "prometheus-alertmanager",
+        "the Alertmanager the alert consumer's tests post to",
+    ),
 ];
 
 const USAGE: &str = "\

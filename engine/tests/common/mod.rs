@@ -1,0 +1,168 @@
+//! Helpers shared by the integration tests.
+
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// Runs `cmd` to completion, killing it (and failing the test) after `limit`.
+pub fn bounded(mut cmd: Command, limit: Duration) -> Output {
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start palisade");
+    let start = Instant::now();
+    // Drain the pipes while waiting so a chatty child never blocks on them.
+    let out = child.stdout.take().map(|mut p| {
+        std::thread::spawn(move || {
+            let mut b = Vec::new();
+            let _ = std::io::Read::read_to_end(&mut p, &mut b);
+            b
+        })
+    });
+    let err = child.stderr.take().map(|mut p| {
+        std::thread::spawn(move || {
+            let mut b = Vec::new();
+            let _ = std::io::Read::read_to_end(&mut p, &mut b);
+            b
+        })
+    });
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break status;
+        }
+        if start.elapsed() > limit {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{cmd:?} ran longer than {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    Output {
+        status,
+        stdout: out.and_then(|t| t.join().ok()).unwrap_or_default(),
+        stderr: err.and_then(|t| t.join().ok()).unwrap_or_default(),
+    }
+}
+
+/// A process's stderr as text.
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// Makes `127.0.0.1:<port>` of the host's loopback reachable as
+/// `127.0.0.1:<port>` inside a testbed namespace, through a Unix socket
+/// (file-system sockets are not per-namespace): a service the test runs on
+/// the host's loopback (nats-server) can serve a daemon in the scanner
+/// namespace. Nothing but loopback is involved. Dropped: both relays stop.
+#[allow(dead_code)]
+pub struct LoopbackBridge {
+    inner: std::process::Child,
+    outer: std::process::Child,
+    path: std::path::PathBuf,
+}
+
+const RELAY: &str = r#"
+import os, socket, sys, threading
+mode, a, b = sys.argv[1], sys.argv[2], sys.argv[3]
+def pipe(src, dst):
+    try:
+        while True:
+            d = src.recv(65536)
+            if not d:
+                break
+            dst.sendall(d)
+    except OSError:
+        pass
+    finally:
+        for s in (src, dst):
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+if mode == "tcp2unix":
+    l = socket.socket()
+    l.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    l.bind(("127.0.0.1", int(a)))
+    def connect():
+        s = socket.socket(socket.AF_UNIX)
+        s.connect(b)
+        return s
+else:
+    if os.path.exists(a):
+        os.unlink(a)
+    l = socket.socket(socket.AF_UNIX)
+    l.bind(a)
+    def connect():
+        return socket.create_connection(("127.0.0.1", int(b)), 2)
+l.listen(128)
+print("ready", flush=True)
+while True:
+    c, _ = l.accept()
+    try:
+        u = connect()
+    except OSError:
+        c.close()
+        continue
+    threading.Thread(target=pipe, args=(c, u), daemon=True).start()
+    threading.Thread(target=pipe, args=(u, c), daemon=True).start()
+"#;
+
+#[allow(dead_code)]
+impl LoopbackBridge {
+    pub fn new(namespace: &str, port: u16) -> LoopbackBridge {
+        let path = std::env::temp_dir().join(format!(
+            "palisade-bridge-{}-{port}.sock",
+            std::process::id()
+        ));
+        let ready = |child: &mut std::process::Child| {
+            let mut line = String::new();
+            let out = child.stdout.as_mut().expect("relay stdout");
+            std::io::BufRead::read_line(&mut std::io::BufReader::new(out), &mut line)
+                .expect("relay");
+            assert_eq!(
+                line.trim(),
+                "ready",
+                "the loopback relay did not start (needs python3)"
+            );
+        };
+        let mut outer = Command::new("python3")
+            .args([
+                "-c",
+                RELAY,
+                "unix2tcp",
+                path.to_str().unwrap(),
+                &port.to_string(),
+            ])
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("python3 for the loopback relay");
+        ready(&mut outer);
+        let mut inner = Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                namespace,
+                "python3",
+                "-c",
+                RELAY,
+                "tcp2unix",
+                &port.to_string(),
+            ])
+            .arg(&path)
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("ip netns exec python3");
+        ready(&mut inner);
+        LoopbackBridge { inner, outer, path }
+    }
+}
+
+impl Drop for LoopbackBridge {
+    fn drop(&mut self) {
+        for c in [&mut self.inner, &mut self.outer] {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        let _ = std::fs::remove_file(&self.path);
+    }
+}

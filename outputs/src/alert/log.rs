@@ -1,0 +1,187 @@
+//! The `log` dispatcher: one human line per event.
+
+use std::borrow::Cow;
+use std::fmt;
+use std::io::Write;
+use std::sync::Mutex;
+
+use async_trait::async_trait;
+
+use super::{DispatchError, Dispatched, Dispatcher};
+use crate::schema::{Envelope, EventData, PortEvent, ScanSummary, Severity};
+
+/// Writes [`human_line`]s to stdout (or any writer).
+pub struct LogDispatcher {
+    out: Mutex<Box<dyn Write + Send>>,
+}
+
+impl fmt::Debug for LogDispatcher {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LogDispatcher").finish_non_exhaustive()
+    }
+}
+
+impl LogDispatcher {
+    /// Lines go to stdout.
+    pub fn stdout() -> Self {
+        Self::to_writer(Box::new(std::io::stdout()))
+    }
+
+    /// Lines go to `out` (flushed after each line).
+    pub fn to_writer(out: Box<dyn Write + Send>) -> Self {
+        LogDispatcher {
+            out: Mutex::new(out),
+        }
+    }
+}
+
+#[async_trait]
+impl Dispatcher for LogDispatcher {
+    fn name(&self) -> &str {
+        "log"
+    }
+
+    async fn dispatch(&self, event: &Envelope) -> Result<Dispatched, DispatchError> {
+        let mut line = human_line(event);
+        line.push('\n');
+        // A poisoned lock only means another write panicked; the writer
+        // itself is still usable.
+        let mut out = self
+            .out
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        out.write_all(line.as_bytes())?;
+        out.flush()?;
+        Ok(Dispatched::Delivered)
+    }
+}
+
+/// One line describing an event, e.g.
+///
+/// ```text
+/// 2026-11-29T12:00:00Z HIGH unexpected_port_open web-1 198.18.0.2:6379 open (first seen 2026-11-29T11:55:00Z, confirmed 2026-11-29T12:00:00Z, incident web-1-6379-1796…)
+/// 2026-11-29T13:00:00Z RESOLVED port_resolved web-1 198.18.0.2:6379 closed (unexpected_port_open since 2026-11-29T11:55:00Z, resolved 2026-11-29T13:00:00Z, observed, incident web-1-6379-1796…)
+/// 2026-11-29T13:00:00Z RESOLVED monitor_resolved web-1 198.18.0.2: all ports back to their expected states
+/// 2026-11-29T13:00:00Z SCAN web-1 198.18.0.2 full conclusive reachable, 2 open: 22,80
+/// ```
+///
+/// Text from the event is stripped of control characters, so a line is
+/// always one line.
+pub fn human_line(e: &Envelope) -> String {
+    let time = clean(&e.time);
+    match &e.data {
+        EventData::UnexpectedPortOpen(p) | EventData::ExpectedPortDown(p) => format!(
+            "{time} {} {} {} {} {} (first seen {}, confirmed {}, incident {})",
+            severity_word(p.severity),
+            e.kind(),
+            clean(&p.monitor),
+            endpoint(&p.host, p.port),
+            state(p),
+            clean(&p.first_seen),
+            clean(&p.confirmed_at),
+            clean(&p.incident_id),
+        ),
+        EventData::PortResolved(p) => {
+            let mut details = format!(
+                "{} since {}, resolved {}",
+                clean(&p.incident_kind),
+                clean(&p.first_seen),
+                p.resolved_at.as_deref().map_or(Cow::Borrowed("?"), clean),
+            );
+            if let Some(reason) = &p.reason {
+                details.push_str(", ");
+                details.push_str(&clean(reason));
+            }
+            format!(
+                "{time} RESOLVED port_resolved {} {} {} ({details}, incident {})",
+                clean(&p.monitor),
+                endpoint(&p.host, p.port),
+                state(p),
+                clean(&p.incident_id),
+            )
+        }
+        EventData::MonitorResolved(m) => format!(
+            "{time} RESOLVED monitor_resolved {} {}: {}",
+            clean(&m.monitor),
+            clean(&m.host),
+            clean(&m.message),
+        ),
+        EventData::Scan(s) => scan_line(&time, s),
+    }
+}
+
+fn scan_line(time: &str, s: &ScanSummary) -> String {
+    let mut line = format!("{time} SCAN {} {}", clean(&s.monitor), clean(&s.host));
+    if let Some(address) = s.address.as_deref().filter(|a| *a != s.host) {
+        line.push_str(&format!(" ({})", clean(address)));
+    }
+    line.push_str(&format!(
+        " {} {} {}, {} open",
+        clean(&s.scan_kind),
+        if s.conclusive {
+            "conclusive"
+        } else {
+            "inconclusive"
+        },
+        if s.reachable {
+            "reachable"
+        } else {
+            "unreachable"
+        },
+        s.open_ports.len(),
+    ));
+    if !s.open_ports.is_empty() {
+        const SHOWN: usize = 32;
+        let ports: Vec<String> = s
+            .open_ports
+            .iter()
+            .take(SHOWN)
+            .map(u16::to_string)
+            .collect();
+        line.push_str(": ");
+        line.push_str(&ports.join(","));
+        if s.open_ports.len() > SHOWN {
+            line.push_str(",…");
+        }
+    }
+    if let Some(note) = &s.note {
+        line.push_str(&format!(" ({})", clean(note)));
+    }
+    line
+}
+
+fn severity_word(s: Severity) -> &'static str {
+    match s {
+        Severity::High => "HIGH",
+        Severity::Normal => "NORMAL",
+    }
+}
+
+fn state(p: &PortEvent) -> Cow<'_, str> {
+    p.state.as_deref().map_or(Cow::Borrowed("-"), clean)
+}
+
+/// `host:port`, `[v6]:port` for an IPv6 literal.
+fn endpoint(host: &str, port: u16) -> String {
+    let host = clean(host);
+    if host.contains(':') && !host.starts_with('[') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    }
+}
+
+/// `s` without control characters (each becomes a space); empty → `-`.
+fn clean(s: &str) -> Cow<'_, str> {
+    if s.is_empty() {
+        Cow::Borrowed("-")
+    } else if s.chars().any(char::is_control) {
+        Cow::Owned(
+            s.chars()
+                .map(|c| if c.is_control() { ' ' } else { c })
+                .collect(),
+        )
+    } else {
+        Cow::Borrowed(s)
+    }
+}

@@ -1,0 +1,589 @@
+//! The consumer against a real `nats-server` (JetStream, file store).
+
+use std::time::Duration;
+
+use async_nats::jetstream::{self, consumer::Info, stream::StorageType};
+use futures::StreamExt as _;
+use tokio::sync::oneshot;
+
+use super::*;
+use crate::testing::NatsServer;
+
+pub(super) const STREAM: &str = "PALISADE";
+const CONSUMER: &str = "palisade-alert";
+
+/// A client through the module's own `connect`.
+pub(super) async fn client(server: &NatsServer) -> async_nats::Client {
+    connect(&NatsOptions {
+        urls: vec![server.url.clone()],
+        name: "palisade-alert-test".to_string(),
+        ..NatsOptions::default()
+    })
+    .await
+    .expect("connect to the test nats-server")
+}
+
+/// Creates the stream the engine's sink would: `PALISADE`, `palisade.>`,
+/// file storage.
+pub(super) async fn create_stream(js: &jetstream::Context) {
+    js.create_stream(jetstream::stream::Config {
+        name: STREAM.to_string(),
+        subjects: vec!["palisade.>".to_string()],
+        storage: StorageType::File,
+        ..Default::default()
+    })
+    .await
+    .expect("create stream");
+}
+
+/// Publishes like the sink: subject from the envelope, `Nats-Msg-Id` and
+/// `Content-Type` headers; waits for the JetStream ack. Returns the stream
+/// sequence.
+pub(super) async fn publish(js: &jetstream::Context, e: &Envelope, format: Format) -> u64 {
+    let payload = schema::encode(e, format).unwrap();
+    publish_raw(
+        js,
+        &e.nats_subject("palisade"),
+        &e.id,
+        Some(format.content_type()),
+        payload,
+    )
+    .await
+}
+
+pub(super) async fn publish_raw(
+    js: &jetstream::Context,
+    subject: &str,
+    id: &str,
+    content_type: Option<&str>,
+    payload: Vec<u8>,
+) -> u64 {
+    let mut headers = async_nats::HeaderMap::new();
+    headers.insert("Nats-Msg-Id", id);
+    if let Some(ct) = content_type {
+        headers.insert("Content-Type", ct);
+    }
+    js.publish_with_headers(subject.to_string(), headers, payload.into())
+        .await
+        .expect("publish")
+        .await
+        .expect("publish ack")
+        .sequence
+}
+
+pub(super) fn test_config() -> ConsumerConfig {
+    ConsumerConfig {
+        backoff: Backoff {
+            initial: Duration::from_millis(100),
+            max: Duration::from_millis(400),
+        },
+        heartbeat: Duration::from_secs(1),
+        ..ConsumerConfig::default()
+    }
+}
+
+/// A consumer running in a task until [`stop`](Running::stop).
+pub(super) struct Running {
+    stop: Option<oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<(AlertConsumer, Result<(), ConsumerError>)>,
+}
+
+impl Running {
+    pub(super) fn start(
+        client: async_nats::Client,
+        config: ConsumerConfig,
+        dispatchers: Vec<Box<dyn Dispatcher>>,
+    ) -> Running {
+        let (tx, rx) = oneshot::channel::<()>();
+        let mut consumer = AlertConsumer::new(client, config, dispatchers);
+        let task = tokio::spawn(async move {
+            let result = consumer
+                .run(async {
+                    let _ = rx.await;
+                })
+                .await;
+            (consumer, result)
+        });
+        Running {
+            stop: Some(tx),
+            task,
+        }
+    }
+
+    pub(super) fn is_running(&self) -> bool {
+        !self.task.is_finished()
+    }
+
+    /// Stops the consumer (within a few seconds) and returns its stats.
+    pub(super) async fn stop(mut self) -> ConsumerStats {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        let (consumer, result) = tokio::time::timeout(Duration::from_secs(10), &mut self.task)
+            .await
+            .expect("consumer stops within 10s")
+            .expect("consumer task");
+        result.expect("consumer ran without error");
+        consumer.stats()
+    }
+}
+
+pub(super) async fn consumer_info(js: &jetstream::Context, name: &str) -> Info {
+    js.get_stream(STREAM)
+        .await
+        .unwrap()
+        .consumer_info(name)
+        .await
+        .unwrap()
+}
+
+/// Waits until the consumer acked everything up to stream sequence `seq`.
+pub(super) async fn wait_acked(js: &jetstream::Context, name: &str, seq: u64) {
+    eventually(
+        &format!("ack floor {seq}"),
+        Duration::from_secs(20),
+        || async {
+            let info = consumer_info(js, name).await;
+            info.ack_floor.stream_sequence >= seq && info.num_ack_pending == 0
+        },
+    )
+    .await;
+}
+
+fn log_to(buf: &SharedBuf) -> Box<dyn Dispatcher> {
+    Box::new(LogDispatcher::to_writer(Box::new(buf.clone())))
+}
+
+#[tokio::test]
+async fn log_dispatch_of_both_encodings_and_no_redelivery_after_restart() {
+    let server = NatsServer::start();
+    let client = client(&server).await;
+    let js = jetstream::new(client.clone());
+    create_stream(&js).await;
+
+    let incident = opened("web-1", 6379);
+    let events = [
+        (incident.clone(), Format::MsgPack),
+        (down("web-1", 22), Format::Json),
+        (resolved(&incident, &ago(5)), Format::Json),
+        (monitor_resolved("web-1", &ago(5)), Format::MsgPack),
+    ];
+    for (e, f) in &events {
+        publish(&js, e, *f).await;
+    }
+    // Not under the default filter `palisade.events.>`.
+    let scan_seq = publish(&js, &scan("web-1", &ago(1)), Format::MsgPack).await;
+
+    let buf = SharedBuf::default();
+    let running = Running::start(client.clone(), test_config(), vec![log_to(&buf)]);
+    eventually("4 log lines", Duration::from_secs(20), || async {
+        buf.lines().len() >= 4
+    })
+    .await;
+    wait_acked(&js, CONSUMER, 4).await;
+    let stats = running.stop().await;
+    let want: Vec<String> = events.iter().map(|(e, _)| human_line(e)).collect();
+    assert_eq!(buf.lines(), want);
+    assert_eq!(
+        stats,
+        ConsumerStats {
+            acked: 4,
+            ..ConsumerStats::default()
+        }
+    );
+    let info = consumer_info(&js, CONSUMER).await;
+    assert_eq!(info.config.durable_name.as_deref(), Some(CONSUMER));
+    assert_eq!(info.config.filter_subject, "palisade.events.>");
+    assert_eq!(info.config.max_deliver, 10);
+    assert_eq!(
+        info.num_pending, 0,
+        "the scan summary is not for this consumer"
+    );
+    assert!(scan_seq == 5);
+
+    // A second run of the same durable consumer gets only what is new.
+    let buf2 = SharedBuf::default();
+    let running = Running::start(client.clone(), test_config(), vec![log_to(&buf2)]);
+    let later = opened("db-1", 3306);
+    let seq = publish(&js, &later, Format::MsgPack).await;
+    eventually("the new event", Duration::from_secs(20), || async {
+        !buf2.lines().is_empty()
+    })
+    .await;
+    wait_acked(&js, CONSUMER, seq).await;
+    // Give a stray redelivery time to show up.
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let stats = running.stop().await;
+    assert_eq!(buf2.lines(), vec![human_line(&later)]);
+    assert_eq!(stats.acked, 1);
+}
+
+#[tokio::test]
+async fn a_failing_dispatch_is_redelivered_until_it_succeeds() {
+    let server = NatsServer::start();
+    let client = client(&server).await;
+    let js = jetstream::new(client.clone());
+    create_stream(&js).await;
+    let target = HttpTarget::start(vec![500, 500, 200]).await;
+    let buf = SharedBuf::default();
+    let dispatchers: Vec<Box<dyn Dispatcher>> = vec![
+        log_to(&buf),
+        Box::new(WebhookDispatcher::new(&target.url, &HttpOptions::default()).unwrap()),
+    ];
+    let running = Running::start(client.clone(), test_config(), dispatchers);
+
+    let e = opened("web-1", 6379);
+    let seq = publish(&js, &e, Format::MsgPack).await;
+    wait_acked(&js, CONSUMER, seq).await;
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let stats = running.stop().await;
+
+    let requests = target.requests();
+    assert_eq!(
+        requests.len(),
+        3,
+        "two failures, then success, then nothing"
+    );
+    for r in &requests {
+        assert_eq!(r.header("palisade-event-id"), Some(e.id.as_str()));
+        assert_eq!(schema::decode(&r.body, Format::Json).unwrap(), e);
+    }
+    // JetStream honoured the NAK delays: 100 ms, then 200 ms.
+    let gaps: Vec<Duration> = requests.windows(2).map(|w| w[1].at - w[0].at).collect();
+    assert!(
+        gaps[0] >= Duration::from_millis(90) && gaps[1] >= Duration::from_millis(190),
+        "{gaps:?}"
+    );
+    assert!(gaps[1] < Duration::from_secs(5), "{gaps:?}");
+    // The log dispatcher succeeded the first time and was not repeated.
+    assert_eq!(buf.lines(), vec![human_line(&e)]);
+    assert_eq!(
+        stats,
+        ConsumerStats {
+            acked: 1,
+            retried: 2,
+            ..ConsumerStats::default()
+        }
+    );
+    let info = consumer_info(&js, CONSUMER).await;
+    assert_eq!(info.delivered.stream_sequence, seq);
+    assert_eq!(info.num_ack_pending, 0);
+}
+
+#[tokio::test]
+async fn reaching_max_deliver_is_logged_and_the_event_dropped() {
+    // The consumer runs on this (current-thread) runtime, so a scoped
+    // subscriber sees its log lines.
+    let logs = SharedBuf::default();
+    let sink = logs.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(move || sink.clone())
+        .with_ansi(false)
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+
+    let server = NatsServer::start();
+    let client = client(&server).await;
+    let js = jetstream::new(client.clone());
+    create_stream(&js).await;
+    let target = HttpTarget::start(vec![500]).await;
+    let config = ConsumerConfig {
+        max_deliver: 3,
+        ..test_config()
+    };
+    let hook = WebhookDispatcher::new(&target.url, &HttpOptions::default()).unwrap();
+    let running = Running::start(client.clone(), config, vec![Box::new(hook)]);
+
+    let e = opened("web-1", 6379);
+    let seq = publish(&js, &e, Format::Json).await;
+    wait_acked(&js, CONSUMER, seq).await;
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let stats = running.stop().await;
+
+    assert_eq!(target.requests().len(), 3, "exactly max_deliver attempts");
+    assert_eq!(
+        stats,
+        ConsumerStats {
+            retried: 2,
+            gave_up: 1,
+            ..ConsumerStats::default()
+        }
+    );
+    let logs = logs.text();
+    let want = format!(
+        "giving up on event {} (unexpected_port_open, monitor web-1) after 3 deliveries (max_deliver 3)",
+        e.id
+    );
+    let lines: Vec<&str> = logs.lines().filter(|l| l.contains(&want)).collect();
+    assert_eq!(lines.len(), 1, "{logs}");
+    assert!(
+        lines[0].contains("ERROR") && lines[0].contains("answered 500"),
+        "{}",
+        lines[0]
+    );
+    assert_eq!(
+        logs.lines()
+            .filter(|l| l.contains("failed on delivery"))
+            .count(),
+        2,
+        "{logs}"
+    );
+}
+
+#[tokio::test]
+async fn undecodable_messages_are_terminated_not_retried() {
+    let server = NatsServer::start();
+    let client = client(&server).await;
+    let js = jetstream::new(client.clone());
+    create_stream(&js).await;
+    let garbage = publish_raw(
+        &js,
+        "palisade.events.unexpected_port_open.web-1",
+        "bad-1",
+        Some("application/msgpack"),
+        b"\xc1 not msgpack".to_vec(),
+    )
+    .await;
+    let wrong_type = publish_raw(
+        &js,
+        "palisade.events.unexpected_port_open.web-1",
+        "bad-2",
+        Some("text/plain"),
+        b"hello".to_vec(),
+    )
+    .await;
+    let mut future = opened("web-1", 1);
+    future.ty = "io.palisade.unexpected_port_open.v9".into();
+    let future_seq = publish(&js, &future, Format::Json).await;
+    let good = opened("web-1", 2);
+    let good_seq = publish(&js, &good, Format::MsgPack).await;
+    assert_eq!((garbage, wrong_type, future_seq, good_seq), (1, 2, 3, 4));
+
+    let buf = SharedBuf::default();
+    let running = Running::start(client.clone(), test_config(), vec![log_to(&buf)]);
+    wait_acked(&js, CONSUMER, good_seq).await;
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let stats = running.stop().await;
+    assert_eq!(buf.lines(), vec![human_line(&good)]);
+    assert_eq!(
+        stats,
+        ConsumerStats {
+            acked: 1,
+            undecodable: 3,
+            ..ConsumerStats::default()
+        }
+    );
+    let info = consumer_info(&js, CONSUMER).await;
+    assert_eq!(info.num_redelivered, 0);
+}
+
+#[tokio::test]
+async fn the_consumer_survives_a_nats_restart() {
+    let mut server = NatsServer::start();
+    let client = client(&server).await;
+    let js = jetstream::new(client.clone());
+    create_stream(&js).await;
+    let buf = SharedBuf::default();
+    let running = Running::start(client.clone(), test_config(), vec![log_to(&buf)]);
+
+    let before = opened("web-1", 1);
+    publish(&js, &before, Format::MsgPack).await;
+    eventually("the first event", Duration::from_secs(20), || async {
+        buf.lines().len() == 1
+    })
+    .await;
+
+    // An outage longer than two heartbeats: the pull subscription breaks
+    // and is set up again once the server is back.
+    server.stop();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(
+        running.is_running(),
+        "the consumer must not end with the connection"
+    );
+    server.restart();
+
+    // Publish again once the (reconnecting) publisher gets through.
+    let after = opened("web-1", 2);
+    let payload = schema::encode(&after, Format::MsgPack).unwrap();
+    eventually(
+        "a publish after the restart",
+        Duration::from_secs(30),
+        || {
+            let js = js.clone();
+            let payload = payload.clone();
+            let after = after.clone();
+            async move {
+                let mut headers = async_nats::HeaderMap::new();
+                headers.insert("Nats-Msg-Id", after.id.as_str());
+                headers.insert("Content-Type", Format::MsgPack.content_type());
+                match js
+                    .publish_with_headers(after.nats_subject("palisade"), headers, payload.into())
+                    .await
+                {
+                    Ok(ack) => ack.await.is_ok(),
+                    Err(_) => false,
+                }
+            }
+        },
+    )
+    .await;
+    eventually(
+        "the event published after the restart",
+        Duration::from_secs(30),
+        || async { buf.lines().len() >= 2 },
+    )
+    .await;
+    assert!(running.is_running());
+    let stats = running.stop().await;
+    assert_eq!(buf.lines(), vec![human_line(&before), human_line(&after)]);
+    assert_eq!(stats.acked, 2);
+}
+
+#[tokio::test]
+async fn a_missing_stream_is_waited_for_but_a_bad_filter_is_an_error() {
+    let server = NatsServer::start();
+    let client = client(&server).await;
+    let js = jetstream::new(client.clone());
+
+    // No stream yet: the consumer waits, then consumes once it exists.
+    let buf = SharedBuf::default();
+    let running = Running::start(client.clone(), test_config(), vec![log_to(&buf)]);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(running.is_running());
+    create_stream(&js).await;
+    let e = opened("web-1", 80);
+    publish(&js, &e, Format::Json).await;
+    eventually("the event", Duration::from_secs(20), || async {
+        buf.lines().len() == 1
+    })
+    .await;
+    running.stop().await;
+
+    // A filter outside the stream's subjects cannot work: error at start.
+    let config = ConsumerConfig {
+        consumer: "other".into(),
+        filter: "elsewhere.>".into(),
+        ..test_config()
+    };
+    let mut consumer = AlertConsumer::new(client.clone(), config, vec![log_to(&buf)]);
+    let err = tokio::time::timeout(
+        Duration::from_secs(10),
+        consumer.run(std::future::pending()),
+    )
+    .await
+    .expect("fails fast")
+    .unwrap_err();
+    assert!(matches!(err, ConsumerError::CreateConsumer { .. }), "{err}");
+    assert!(
+        err.to_string()
+            .contains("cannot create consumer \"other\" on stream \"PALISADE\""),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn tail_prints_new_events_only() {
+    let server = NatsServer::start();
+    let client = client(&server).await;
+    let js = jetstream::new(client.clone());
+    create_stream(&js).await;
+    let old = opened("web-1", 1);
+    publish(&js, &old, Format::MsgPack).await;
+
+    let (stop, stopped) = oneshot::channel::<()>();
+    let out = SharedBuf::default();
+    let mut writer = out.clone();
+    let tail_client = client.clone();
+    let task = tokio::spawn(async move {
+        let config = TailConfig::default();
+        tail(tail_client, &config, &mut writer, async {
+            let _ = stopped.await;
+        })
+        .await
+    });
+    // Wait until the ephemeral consumer exists, then publish.
+    eventually("the tail consumer", Duration::from_secs(10), || async {
+        let stream = js.get_stream(STREAM).await.unwrap();
+        let names: Vec<String> = stream
+            .consumer_names()
+            .filter_map(|n| async move { n.ok() })
+            .collect()
+            .await;
+        !names.is_empty()
+    })
+    .await;
+    let new = [
+        (down("web-1", 22), Format::Json),
+        (scan("web-1", &ago(0)), Format::MsgPack),
+    ];
+    for (e, f) in &new {
+        publish(&js, e, *f).await;
+    }
+    publish_raw(&js, "palisade.events.x.y", "junk", None, b"junk".to_vec()).await;
+    eventually("3 tail lines", Duration::from_secs(10), || async {
+        out.lines().len() >= 3
+    })
+    .await;
+    let _ = stop.send(());
+    let lines = task.await.unwrap().unwrap();
+    assert_eq!(lines, 3);
+    let got = out.lines();
+    assert_eq!(got[..2], [human_line(&new[0].0), human_line(&new[1].0)]);
+    assert!(
+        got[2].starts_with("palisade.events.x.y: undecodable message: "),
+        "{}",
+        got[2]
+    );
+}
+
+#[tokio::test]
+async fn connect_authenticates_and_explains_refusals() {
+    let options = |url: &str, auth: NatsAuth| NatsOptions {
+        urls: vec![url.to_string()],
+        auth,
+        ..NatsOptions::default()
+    };
+    let server = NatsServer::start_with_token("s3cret");
+    connect(&options(&server.url, NatsAuth::Token("s3cret".into())))
+        .await
+        .expect("the right token");
+    let err = connect(&options(&server.url, NatsAuth::Token("wrong".into())))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.starts_with(&format!("cannot connect to NATS at {}: ", server.url))
+            && err.contains("authorization violation"),
+        "{err}"
+    );
+
+    let server = NatsServer::start_with_user("alert", "pw");
+    let user = |password: &str| NatsAuth::UserPassword {
+        user: "alert".into(),
+        password: password.into(),
+    };
+    connect(&options(&server.url, user("pw")))
+        .await
+        .expect("the right password");
+    let err = connect(&options(&server.url, user("nope")))
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("authorization violation"), "{err}");
+
+    let err = connect(&options(
+        &server.url,
+        NatsAuth::CredsFile("/nonexistent/alert.creds".into()),
+    ))
+    .await
+    .unwrap_err();
+    assert!(
+        err.to_string()
+            .starts_with("cannot read credentials file /nonexistent/alert.creds: "),
+        "{err}"
+    );
+    let err = connect(&options("http://[::1", NatsAuth::None))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, NatsConnectError::BadUrl { .. }), "{err}");
+}

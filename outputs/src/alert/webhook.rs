@@ -1,0 +1,48 @@
+//! The `webhook` dispatcher: POST the envelope as JSON.
+
+use async_trait::async_trait;
+
+use super::{ConfigError, DispatchError, Dispatched, Dispatcher, HttpOptions};
+use crate::schema::{self, Envelope, Format};
+
+/// POSTs every event, as its JSON envelope, to one URL; any 2xx answer is
+/// success. The request also carries a `Palisade-Event-Id` header (the
+/// envelope id) so a receiver can de-duplicate redeliveries.
+#[derive(Debug)]
+pub struct WebhookDispatcher {
+    name: String,
+    url: reqwest::Url,
+    client: reqwest::Client,
+}
+
+impl WebhookDispatcher {
+    /// A dispatcher posting to `url` (`http://` or `https://`).
+    pub fn new(url: &str, http: &HttpOptions) -> Result<Self, ConfigError> {
+        let url = super::check_url(url)?;
+        Ok(WebhookDispatcher {
+            name: format!("webhook={url}"),
+            url,
+            client: super::http_client(http)?,
+        })
+    }
+}
+
+#[async_trait]
+impl Dispatcher for WebhookDispatcher {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    async fn dispatch(&self, event: &Envelope) -> Result<Dispatched, DispatchError> {
+        let body = schema::encode(event, Format::Json)?;
+        super::post(
+            &self.client,
+            &self.url,
+            Format::Json.content_type(),
+            &[("Palisade-Event-Id", event.id.as_str())],
+            body,
+        )
+        .await?;
+        Ok(Dispatched::Delivered)
+    }
+}

@@ -1,0 +1,474 @@
+//! `palisade-alert` end to end: the binary against a real `nats-server`,
+//! checked by its exit status, stdout and stderr.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use palisade_outputs::alert::human_line;
+use palisade_outputs::schema::{self, Envelope, EventData, Format, PortEvent, Severity};
+
+// The crate's test helper (a throwaway nats-server), compiled in here so
+// this test needs no cargo feature.
+#[allow(dead_code)]
+#[path = "../../testing.rs"]
+mod testing;
+
+use testing::NatsServer;
+
+const BIN: &str = env!("CARGO_BIN_EXE_palisade-alert");
+
+fn closed_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn event(monitor: &str, port: u16) -> Envelope {
+    let now = humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string();
+    let incident_id = format!("{monitor}-{port}-{now}");
+    Envelope::new(
+        format!("{incident_id}:opened"),
+        "palisade://scanner-1".into(),
+        now.clone(),
+        EventData::UnexpectedPortOpen(PortEvent {
+            monitor: monitor.into(),
+            host: "198.18.0.2".into(),
+            port,
+            state: Some("open".into()),
+            expected: false,
+            first_seen: now.clone(),
+            confirmed_at: now,
+            resolved_at: None,
+            incident_id,
+            incident_kind: "unexpected_port_open".into(),
+            severity: Severity::High,
+            reason: None,
+        }),
+    )
+}
+
+/// Creates the stream and publishes events like the engine's sink.
+struct Publisher {
+    rt: tokio::runtime::Runtime,
+    js: async_nats::jetstream::Context,
+}
+
+impl Publisher {
+    fn new(server: &NatsServer) -> Publisher {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let js = rt.block_on(async {
+            let client = async_nats::connect(&server.url).await.unwrap();
+            let js = async_nats::jetstream::new(client);
+            js.create_stream(async_nats::jetstream::stream::Config {
+                name: "PALISADE".into(),
+                subjects: vec!["palisade.>".into()],
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+            js
+        });
+        Publisher { rt, js }
+    }
+
+    fn publish(&self, e: &Envelope, format: Format) {
+        self.rt.block_on(async {
+            let mut headers = async_nats::HeaderMap::new();
+            headers.insert("Nats-Msg-Id", e.id.as_str());
+            headers.insert("Content-Type", format.content_type());
+            let payload = schema::encode(e, format).unwrap();
+            self.js
+                .publish_with_headers(e.nats_subject("palisade"), headers, payload.into())
+                .await
+                .unwrap()
+                .await
+                .unwrap();
+        });
+    }
+
+    fn consumer_count(&self) -> usize {
+        self.rt.block_on(async {
+            let mut stream = self.js.get_stream("PALISADE").await.unwrap();
+            stream.info().await.unwrap().state.consumer_count
+        })
+    }
+}
+
+/// A running `palisade-alert` whose output lines arrive on channels.
+struct Proc {
+    child: Child,
+    stdout: mpsc::Receiver<String>,
+    stderr: mpsc::Receiver<String>,
+    stderr_seen: Vec<String>,
+}
+
+fn lines_of(r: impl Read + Send + 'static) -> mpsc::Receiver<String> {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(r).lines() {
+            let Ok(line) = line else { return };
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    rx
+}
+
+impl Proc {
+    fn spawn(args: &[&str]) -> Proc {
+        let mut child = Command::new(BIN)
+            .args(args)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stdout = lines_of(child.stdout.take().unwrap());
+        let stderr = lines_of(child.stderr.take().unwrap());
+        Proc {
+            child,
+            stdout,
+            stderr,
+            stderr_seen: Vec::new(),
+        }
+    }
+
+    fn stdout_line(&mut self, timeout: Duration) -> String {
+        self.stdout.recv_timeout(timeout).unwrap_or_else(|e| {
+            panic!(
+                "no stdout line within {timeout:?} ({e}); stderr: {:?}",
+                self.drain_stderr()
+            )
+        })
+    }
+
+    fn drain_stderr(&mut self) -> Vec<String> {
+        while let Ok(line) = self.stderr.try_recv() {
+            self.stderr_seen.push(line);
+        }
+        self.stderr_seen.clone()
+    }
+
+    /// Waits for a stderr line containing `needle`.
+    fn stderr_line(&mut self, needle: &str, timeout: Duration) -> String {
+        let deadline = Instant::now() + timeout;
+        if let Some(line) = self.stderr_seen.iter().find(|l| l.contains(needle)) {
+            return line.clone();
+        }
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.stderr.recv_timeout(left) {
+                Ok(line) => {
+                    self.stderr_seen.push(line.clone());
+                    if line.contains(needle) {
+                        return line;
+                    }
+                }
+                Err(_) => panic!(
+                    "no stderr line with {needle:?} within {timeout:?}: {:?}",
+                    self.stderr_seen
+                ),
+            }
+        }
+    }
+
+    /// SIGTERM, then the exit code (within 10 s).
+    fn terminate(&mut self) -> i32 {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status.code().expect("exit code, not a signal");
+            }
+            assert!(
+                Instant::now() < deadline,
+                "did not stop within 10s of SIGTERM"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs to completion with a time limit; returns (code, stdout, stderr, elapsed).
+fn run_to_end(args: &[&str], limit: Duration) -> (i32, String, String, Duration) {
+    let start = Instant::now();
+    let mut child = Command::new(BIN)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    loop {
+        if child.try_wait().unwrap().is_some() {
+            break;
+        }
+        if start.elapsed() > limit {
+            let _ = child.kill();
+            panic!("palisade-alert {args:?} still running after {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.code().expect("exit code"),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+        start.elapsed(),
+    )
+}
+
+#[test]
+fn an_unreachable_nats_is_one_clear_line_and_exit_1() {
+    let port = closed_port();
+    let url = format!("nats://127.0.0.1:{port}");
+    for sub in ["run", "tail"] {
+        let mut args = vec![sub, "--nats-url", &url];
+        if sub == "run" {
+            args.extend(["--dispatch", "log"]);
+        }
+        let (code, stdout, stderr, took) = run_to_end(&args, Duration::from_secs(15));
+        assert_eq!(code, 1, "{sub}: {stderr}");
+        assert!(took < Duration::from_secs(10), "{sub} took {took:?}");
+        assert_eq!(stdout, "");
+        let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
+        assert_eq!(
+            lines,
+            [format!(
+                "palisade-alert: error: cannot connect to NATS at {url}: connection refused"
+            )],
+            "{sub}"
+        );
+    }
+}
+
+#[test]
+fn usage_errors_exit_2_and_help_teaches() {
+    for args in [
+        &["run"][..],
+        &["run", "--dispatch", "slack"],
+        &["run", "--dispatch", "webhook"],
+        &["run", "--dispatch", "log", "--user", "u"],
+        &["run", "--dispatch", "log", "--max-deliver", "0"],
+        &["run", "--dispatch", "log", "--token", "t", "--creds", "f"],
+        &["tail", "--tls-cert", "c"],
+        &["frobnicate"],
+        &[],
+    ] {
+        let (code, stdout, stderr, _) = run_to_end(args, Duration::from_secs(10));
+        assert_eq!(code, 2, "{args:?}: {stdout} {stderr}");
+        assert!(!stderr.contains("panicked"), "{stderr}");
+    }
+    let (_, _, stderr, _) = run_to_end(&["run", "--dispatch", "slack"], Duration::from_secs(10));
+    assert!(
+        stderr.contains("expected `log`, `webhook=URL` or `alertmanager=URL`"),
+        "{stderr}"
+    );
+
+    let (code, help, _, _) = run_to_end(&["--help"], Duration::from_secs(10));
+    assert_eq!(code, 0);
+    for needle in ["run", "tail", "Exit status", "PALISADE", "palisade.events."] {
+        assert!(help.contains(needle), "--help lacks {needle:?}:\n{help}");
+    }
+    let (code, help, _, _) = run_to_end(&["run", "--help"], Duration::from_secs(10));
+    assert_eq!(code, 0);
+    for needle in [
+        "--nats-url",
+        "--token",
+        "--user",
+        "--creds",
+        "--nkey-seed",
+        "--tls-ca",
+        "--tls-cert",
+        "--stream",
+        "--consumer",
+        "--filter",
+        "--max-deliver",
+        "alertmanager=URL",
+        "webhook=URL",
+        "[default: palisade-alert]",
+        "[default: 10]",
+    ] {
+        assert!(
+            help.contains(needle),
+            "run --help lacks {needle:?}:\n{help}"
+        );
+    }
+    let (code, help, _, _) = run_to_end(&["tail", "--help"], Duration::from_secs(10));
+    assert_eq!(code, 0);
+    assert!(help.contains("[default: palisade.>]"), "{help}");
+}
+
+#[test]
+fn run_prints_events_and_stops_cleanly_on_sigterm() {
+    let server = NatsServer::start();
+    let publisher = Publisher::new(&server);
+    let mut proc = Proc::spawn(&["run", "--nats-url", &server.url, "--dispatch", "log"]);
+    proc.stderr_line("consuming", Duration::from_secs(10));
+    let a = event("web-1", 6379);
+    let b = event("web-2", 23);
+    publisher.publish(&a, Format::MsgPack);
+    publisher.publish(&b, Format::Json);
+    assert_eq!(proc.stdout_line(Duration::from_secs(10)), human_line(&a));
+    assert_eq!(proc.stdout_line(Duration::from_secs(10)), human_line(&b));
+    assert_eq!(proc.terminate(), 0);
+    assert!(
+        proc.drain_stderr()
+            .iter()
+            .any(|l| l.contains("SIGTERM: stopping"))
+    );
+
+    // Restarted, the durable consumer does not deliver them again.
+    let mut proc = Proc::spawn(&["run", "--nats-url", &server.url, "--dispatch", "log"]);
+    proc.stderr_line("consuming", Duration::from_secs(10));
+    let c = event("web-3", 80);
+    publisher.publish(&c, Format::MsgPack);
+    assert_eq!(proc.stdout_line(Duration::from_secs(10)), human_line(&c));
+    assert!(
+        proc.stdout
+            .recv_timeout(Duration::from_millis(500))
+            .is_err()
+    );
+    assert_eq!(proc.terminate(), 0);
+}
+
+/// An HTTP endpoint that always answers 500, counting requests.
+fn failing_endpoint() -> (String, Arc<Mutex<usize>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    let count = Arc::new(Mutex::new(0));
+    let seen = count.clone();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { return };
+            let _ = conn.set_read_timeout(Some(Duration::from_secs(2)));
+            let mut buf = Vec::new();
+            let mut chunk = [0u8; 4096];
+            // Headers, then the body by Content-Length.
+            let body_len = loop {
+                let Ok(n) = conn.read(&mut chunk) else {
+                    break None;
+                };
+                if n == 0 {
+                    break None;
+                }
+                buf.extend_from_slice(&chunk[..n]);
+                if let Some(at) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                    let head = String::from_utf8_lossy(&buf[..at]).to_ascii_lowercase();
+                    let len: usize = head
+                        .lines()
+                        .find_map(|l| l.strip_prefix("content-length:"))
+                        .and_then(|v| v.trim().parse().ok())
+                        .unwrap_or(0);
+                    break Some((at + 4, len));
+                }
+            };
+            if let Some((start, len)) = body_len {
+                while buf.len() < start + len {
+                    match conn.read(&mut chunk) {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                    }
+                }
+                *seen.lock().unwrap() += 1;
+            }
+            let _ = conn.write_all(
+                b"HTTP/1.1 500 Internal Server Error\r\ncontent-length: 4\r\nconnection: close\r\n\r\nnope",
+            );
+        }
+    });
+    (url, count)
+}
+
+#[test]
+fn exceeding_max_deliver_is_logged_naming_the_event() {
+    let server = NatsServer::start();
+    let publisher = Publisher::new(&server);
+    let (url, count) = failing_endpoint();
+    let dispatch = format!("webhook={url}");
+    let mut proc = Proc::spawn(&[
+        "run",
+        "--nats-url",
+        &server.url,
+        "--dispatch",
+        &dispatch,
+        "--max-deliver",
+        "3",
+        "--retry-initial",
+        "100ms",
+        "--retry-max",
+        "200ms",
+    ]);
+    proc.stderr_line("consuming", Duration::from_secs(10));
+    let e = event("web-1", 6379);
+    publisher.publish(&e, Format::MsgPack);
+    let line = proc.stderr_line("giving up on event", Duration::from_secs(20));
+    assert!(
+        line.contains(&format!(
+            "giving up on event {} (unexpected_port_open, monitor web-1) after 3 deliveries",
+            e.id
+        )),
+        "{line}"
+    );
+    assert!(
+        line.contains("ERROR") && line.contains("answered 500"),
+        "{line}"
+    );
+    std::thread::sleep(Duration::from_millis(800));
+    assert_eq!(*count.lock().unwrap(), 3);
+    let retries = proc
+        .drain_stderr()
+        .iter()
+        .filter(|l| l.contains("failed on delivery"))
+        .count();
+    assert_eq!(retries, 2);
+    assert_eq!(proc.terminate(), 0);
+}
+
+#[test]
+fn tail_prints_the_live_stream() {
+    let server = NatsServer::start();
+    let publisher = Publisher::new(&server);
+    let old = event("web-1", 1);
+    publisher.publish(&old, Format::MsgPack);
+    let mut proc = Proc::spawn(&["tail", "--nats-url", &server.url]);
+    proc.stderr_line("tailing new events", Duration::from_secs(10));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while publisher.consumer_count() == 0 {
+        assert!(Instant::now() < deadline, "tail created no consumer");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let new = event("web-1", 2);
+    publisher.publish(&new, Format::Json);
+    assert_eq!(proc.stdout_line(Duration::from_secs(10)), human_line(&new));
+    assert_eq!(proc.terminate(), 0);
+
+    let mut proc = Proc::spawn(&["tail", "--nats-url", &server.url, "--json"]);
+    proc.stderr_line("tailing new events", Duration::from_secs(10));
+    std::thread::sleep(Duration::from_millis(300));
+    let json = event("web-2", 3);
+    publisher.publish(&json, Format::MsgPack);
+    let line = proc.stdout_line(Duration::from_secs(10));
+    assert_eq!(schema::decode(line.as_bytes(), Format::Json).unwrap(), json);
+    assert_eq!(proc.terminate(), 0);
+}

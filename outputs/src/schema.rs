@@ -1,0 +1,382 @@
+//! The versioned event schema: a CloudEvents 1.0 style [`Envelope`] around
+//! [`EventData`], encoded as MessagePack (named fields) or JSON.
+//!
+//! The wire contract is documented in `outputs/README.md`. In short:
+//!
+//! * `type` is `io.palisade.<kind>.v<SCHEMA_VERSION>`; [`decode`] rejects an
+//!   envelope whose `type` carries any other version (or a kind that disagrees
+//!   with `data.kind`) with [`SchemaError::UnsupportedType`] /
+//!   [`SchemaError::TypeMismatch`], so a consumer never silently misreads a
+//!   future, incompatible schema.
+//! * NATS subjects are `<prefix>.events.<kind>.<monitor>` and
+//!   `<prefix>.scans.<monitor>` ([`Envelope::nats_subject`]).
+
+use serde::{Deserialize, Serialize};
+
+/// The version carried in every envelope's `type` (`...v1`).
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// The CloudEvents spec version written into `specversion`.
+pub const SPEC_VERSION: &str = "1.0";
+
+/// The prefix of every envelope `type`.
+pub const TYPE_PREFIX: &str = "io.palisade.";
+
+/// One event, CloudEvents 1.0 style.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Envelope {
+    /// Always `"1.0"`.
+    pub specversion: String,
+    /// Stable event id; doubles as the `Nats-Msg-Id` header for de-duplication.
+    pub id: String,
+    /// `"palisade://<scan host name>"`.
+    pub source: String,
+    /// `"io.palisade.<kind>.v1"`, e.g. `"io.palisade.unexpected_port_open.v1"`.
+    #[serde(rename = "type")]
+    pub ty: String,
+    /// `"<monitor>/<port>"` for port events, `"<monitor>"` otherwise.
+    pub subject: String,
+    /// RFC 3339 UTC time of the event.
+    pub time: String,
+    /// The payload, tagged by `kind`.
+    pub data: EventData,
+}
+
+/// The payload of an [`Envelope`], internally tagged by `kind`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum EventData {
+    /// A port that is not on the expected list was confirmed open.
+    UnexpectedPortOpen(PortEvent),
+    /// A port on the expected list was confirmed not open.
+    ExpectedPortDown(PortEvent),
+    /// A port incident ended.
+    PortResolved(PortEvent),
+    /// A monitor-level problem (e.g. host unreachable) ended.
+    MonitorResolved(MonitorEvent),
+    /// The summary of one scan.
+    Scan(ScanSummary),
+}
+
+/// How urgent an event is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Severity {
+    High,
+    Normal,
+}
+
+/// A port incident, opened or resolved.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PortEvent {
+    pub monitor: String,
+    pub host: String,
+    pub port: u16,
+    /// `"open"`, `"closed"` or `"filtered"`, when known.
+    pub state: Option<String>,
+    /// Whether the port is on the expected-open list.
+    pub expected: bool,
+    pub first_seen: String,
+    pub confirmed_at: String,
+    pub resolved_at: Option<String>,
+    pub incident_id: String,
+    /// `"expected_port_down"` or `"unexpected_port_open"`.
+    pub incident_kind: String,
+    pub severity: Severity,
+    /// For resolutions: `"observed"`, `"config_changed"` or `"monitor_removed"`.
+    pub reason: Option<String>,
+}
+
+/// A monitor-level event.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MonitorEvent {
+    pub monitor: String,
+    pub host: String,
+    pub message: String,
+}
+
+/// The summary of one scan of one monitor.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ScanSummary {
+    pub monitor: String,
+    pub host: String,
+    pub address: Option<String>,
+    /// `"full"` or `"recheck"`.
+    pub scan_kind: String,
+    pub started: String,
+    pub finished: String,
+    pub conclusive: bool,
+    pub reachable: bool,
+    pub open_ports: Vec<u16>,
+    pub note: Option<String>,
+}
+
+impl EventData {
+    /// All kinds, in declaration order.
+    pub const KINDS: [&'static str; 5] = [
+        "unexpected_port_open",
+        "expected_port_down",
+        "port_resolved",
+        "monitor_resolved",
+        "scan",
+    ];
+
+    /// The snake_case kind, as in the `kind` tag and the `type`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            EventData::UnexpectedPortOpen(_) => "unexpected_port_open",
+            EventData::ExpectedPortDown(_) => "expected_port_down",
+            EventData::PortResolved(_) => "port_resolved",
+            EventData::MonitorResolved(_) => "monitor_resolved",
+            EventData::Scan(_) => "scan",
+        }
+    }
+
+    /// The monitor the event is about.
+    pub fn monitor(&self) -> &str {
+        match self {
+            EventData::UnexpectedPortOpen(p)
+            | EventData::ExpectedPortDown(p)
+            | EventData::PortResolved(p) => &p.monitor,
+            EventData::MonitorResolved(m) => &m.monitor,
+            EventData::Scan(s) => &s.monitor,
+        }
+    }
+
+    /// The port event's severity; [`Severity::Normal`] for other kinds.
+    pub fn severity(&self) -> Severity {
+        match self {
+            EventData::UnexpectedPortOpen(p)
+            | EventData::ExpectedPortDown(p)
+            | EventData::PortResolved(p) => p.severity,
+            EventData::MonitorResolved(_) | EventData::Scan(_) => Severity::Normal,
+        }
+    }
+
+    /// The port, for port events.
+    pub fn port(&self) -> Option<u16> {
+        match self {
+            EventData::UnexpectedPortOpen(p)
+            | EventData::ExpectedPortDown(p)
+            | EventData::PortResolved(p) => Some(p.port),
+            EventData::MonitorResolved(_) | EventData::Scan(_) => None,
+        }
+    }
+}
+
+impl Envelope {
+    /// Builds an envelope, filling `specversion`, `type` (with
+    /// [`SCHEMA_VERSION`]) and `subject` from `data`.
+    pub fn new(id: String, source: String, time: String, data: EventData) -> Envelope {
+        let ty = type_for(data.kind());
+        let subject = match data.port() {
+            Some(port) => format!("{}/{}", data.monitor(), port),
+            None => data.monitor().to_string(),
+        };
+        Envelope {
+            specversion: SPEC_VERSION.to_string(),
+            id,
+            source,
+            ty,
+            subject,
+            time,
+            data,
+        }
+    }
+
+    /// The kind of the payload.
+    pub fn kind(&self) -> &'static str {
+        self.data.kind()
+    }
+
+    /// `"<prefix>.events.<kind>.<monitor>"` for events, `"<prefix>.scans.<monitor>"` for scan summaries.
+    ///
+    /// The monitor token is sanitised for NATS: any character other than
+    /// ASCII letters, digits, `-` and `_` becomes `_` (monitor names are
+    /// already restricted to those by the engine's config), and an empty name
+    /// becomes `_`.
+    pub fn nats_subject(&self, prefix: &str) -> String {
+        let monitor = subject_token(self.data.monitor());
+        match &self.data {
+            EventData::Scan(_) => format!("{prefix}.scans.{monitor}"),
+            _ => format!("{prefix}.events.{}.{monitor}", self.kind()),
+        }
+    }
+
+    /// Checks that `specversion` and `type` are ones this build understands
+    /// and agree with `data`. [`decode`] calls this.
+    pub fn validate(&self) -> Result<(), SchemaError> {
+        if self.specversion != SPEC_VERSION {
+            return Err(SchemaError::UnsupportedSpecVersion(
+                self.specversion.clone(),
+            ));
+        }
+        let (kind, version) = parse_type(&self.ty)?;
+        if version != SCHEMA_VERSION {
+            return Err(SchemaError::UnsupportedType {
+                ty: self.ty.clone(),
+                supported: SCHEMA_VERSION,
+            });
+        }
+        if kind != self.kind() {
+            return Err(SchemaError::TypeMismatch {
+                ty: self.ty.clone(),
+                kind: self.kind(),
+            });
+        }
+        Ok(())
+    }
+}
+
+/// `io.palisade.<kind>.v<SCHEMA_VERSION>`.
+pub fn type_for(kind: &str) -> String {
+    format!("{TYPE_PREFIX}{kind}.v{SCHEMA_VERSION}")
+}
+
+/// Splits `io.palisade.<kind>.v<N>` into `(kind, N)`.
+pub fn parse_type(ty: &str) -> Result<(&str, u32), SchemaError> {
+    let bad = || SchemaError::MalformedType(ty.to_string());
+    let rest = ty.strip_prefix(TYPE_PREFIX).ok_or_else(bad)?;
+    let (kind, version) = rest.rsplit_once('.').ok_or_else(bad)?;
+    let version = version
+        .strip_prefix('v')
+        .and_then(|v| v.parse::<u32>().ok())
+        .ok_or_else(bad)?;
+    if kind.is_empty() {
+        return Err(bad());
+    }
+    Ok((kind, version))
+}
+
+fn subject_token(name: &str) -> String {
+    if name.is_empty() {
+        return "_".to_string();
+    }
+    name.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+/// The payload encoding.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// MessagePack with named fields (maps), `application/msgpack`.
+    MsgPack,
+    /// JSON, `application/json`.
+    Json,
+}
+
+impl Format {
+    /// The `Content-Type` header value.
+    pub fn content_type(self) -> &'static str {
+        match self {
+            Format::MsgPack => "application/msgpack",
+            Format::Json => "application/json",
+        }
+    }
+
+    /// Parses a `Content-Type` value (parameters such as `; charset=utf-8`
+    /// are ignored; `application/x-msgpack` and `application/vnd.msgpack`
+    /// are accepted as MessagePack).
+    pub fn from_content_type(value: &str) -> Option<Format> {
+        let mime = value.split(';').next().unwrap_or("").trim();
+        if mime.eq_ignore_ascii_case("application/msgpack")
+            || mime.eq_ignore_ascii_case("application/x-msgpack")
+            || mime.eq_ignore_ascii_case("application/vnd.msgpack")
+        {
+            Some(Format::MsgPack)
+        } else if mime.eq_ignore_ascii_case("application/json") {
+            Some(Format::Json)
+        } else {
+            None
+        }
+    }
+}
+
+/// Errors from encoding, decoding or validating an envelope.
+#[derive(Debug, thiserror::Error)]
+pub enum SchemaError {
+    #[error("cannot encode event as MessagePack: {0}")]
+    EncodeMsgPack(#[from] rmp_serde::encode::Error),
+    #[error("cannot encode event as JSON: {0}")]
+    EncodeJson(#[source] serde_json::Error),
+    #[error("cannot decode MessagePack event: {0}")]
+    DecodeMsgPack(#[from] rmp_serde::decode::Error),
+    #[error("cannot decode JSON event: {0}")]
+    DecodeJson(#[source] serde_json::Error),
+    #[error("unsupported CloudEvents specversion {0:?} (expected \"1.0\")")]
+    UnsupportedSpecVersion(String),
+    #[error("malformed event type {0:?} (expected \"io.palisade.<kind>.v<N>\")")]
+    MalformedType(String),
+    #[error(
+        "unsupported event type {ty:?}: this build understands schema version {supported} only"
+    )]
+    UnsupportedType { ty: String, supported: u32 },
+    #[error("event type {ty:?} does not match its data kind {kind:?}")]
+    TypeMismatch { ty: String, kind: &'static str },
+}
+
+/// Encodes an envelope. MessagePack uses `rmp_serde::to_vec_named`, so
+/// structs are maps keyed by field name.
+pub fn encode(e: &Envelope, f: Format) -> Result<Vec<u8>, SchemaError> {
+    match f {
+        Format::MsgPack => Ok(rmp_serde::to_vec_named(e)?),
+        Format::Json => serde_json::to_vec(e).map_err(SchemaError::EncodeJson),
+    }
+}
+
+/// Decodes and [validates](Envelope::validate) an envelope.
+///
+/// An envelope of another schema version is rejected with
+/// [`SchemaError::UnsupportedType`] even when its `data` no longer parses
+/// (e.g. a kind added in a later version), so the error names the version
+/// rather than a missing field.
+pub fn decode(bytes: &[u8], f: Format) -> Result<Envelope, SchemaError> {
+    let full: Result<Envelope, SchemaError> = match f {
+        Format::MsgPack => rmp_serde::from_slice(bytes).map_err(SchemaError::from),
+        Format::Json => serde_json::from_slice(bytes).map_err(SchemaError::DecodeJson),
+    };
+    match full {
+        Ok(envelope) => {
+            envelope.validate()?;
+            Ok(envelope)
+        }
+        Err(err) => {
+            // Explain a version mismatch first, if the head is readable.
+            let head: Option<Head> = match f {
+                Format::MsgPack => rmp_serde::from_slice(bytes).ok(),
+                Format::Json => serde_json::from_slice(bytes).ok(),
+            };
+            if let Some(head) = head {
+                if head.specversion != SPEC_VERSION {
+                    return Err(SchemaError::UnsupportedSpecVersion(head.specversion));
+                }
+                let (_, version) = parse_type(&head.ty)?;
+                if version != SCHEMA_VERSION {
+                    return Err(SchemaError::UnsupportedType {
+                        ty: head.ty,
+                        supported: SCHEMA_VERSION,
+                    });
+                }
+            }
+            Err(err)
+        }
+    }
+}
+
+/// The version-bearing fields of an envelope, read when the whole fails.
+#[derive(Deserialize)]
+struct Head {
+    specversion: String,
+    #[serde(rename = "type")]
+    ty: String,
+}
+
+#[cfg(test)]
+mod tests;

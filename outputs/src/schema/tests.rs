@@ -1,0 +1,349 @@
+use super::*;
+use proptest::prelude::*;
+
+fn port_event(kind: &str, severity: Severity, resolved: bool) -> PortEvent {
+    PortEvent {
+        monitor: "web-1".into(),
+        host: "web1.example.net".into(),
+        port: 22,
+        state: Some("open".into()),
+        expected: false,
+        first_seen: "2026-01-02T03:04:05Z".into(),
+        confirmed_at: "2026-01-02T03:05:05Z".into(),
+        resolved_at: resolved.then(|| "2026-01-02T04:00:00Z".into()),
+        incident_id: "inc-7".into(),
+        incident_kind: kind.into(),
+        severity,
+        reason: resolved.then(|| "observed".into()),
+    }
+}
+
+pub(crate) fn samples() -> Vec<Envelope> {
+    let datas = vec![
+        EventData::UnexpectedPortOpen(port_event("unexpected_port_open", Severity::High, false)),
+        EventData::ExpectedPortDown(port_event("expected_port_down", Severity::Normal, false)),
+        EventData::PortResolved(port_event("unexpected_port_open", Severity::High, true)),
+        EventData::MonitorResolved(MonitorEvent {
+            monitor: "web-1".into(),
+            host: "web1.example.net".into(),
+            message: "host reachable again".into(),
+        }),
+        EventData::Scan(ScanSummary {
+            monitor: "web-1".into(),
+            host: "web1.example.net".into(),
+            address: Some("198.18.0.2".into()),
+            scan_kind: "full".into(),
+            started: "2026-01-02T03:04:05Z".into(),
+            finished: "2026-01-02T03:04:06Z".into(),
+            conclusive: true,
+            reachable: true,
+            open_ports: vec![22, 443],
+            note: None,
+        }),
+    ];
+    datas
+        .into_iter()
+        .enumerate()
+        .map(|(i, d)| {
+            Envelope::new(
+                format!("evt-{i}"),
+                "palisade://scanner-a".into(),
+                "2026-01-02T03:05:05Z".into(),
+                d,
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn new_fills_type_and_subject() {
+    let s = samples();
+    assert_eq!(s[0].ty, "io.palisade.unexpected_port_open.v1");
+    assert_eq!(s[0].specversion, "1.0");
+    assert_eq!(s[0].subject, "web-1/22");
+    assert_eq!(s[3].subject, "web-1");
+    assert_eq!(s[4].subject, "web-1");
+    assert_eq!(s[4].ty, "io.palisade.scan.v1");
+    let kinds: Vec<_> = s.iter().map(Envelope::kind).collect();
+    assert_eq!(kinds, EventData::KINDS);
+    for e in &s {
+        assert_eq!(e.ty, type_for(e.kind()));
+        assert_eq!(e.data.monitor(), "web-1");
+    }
+    assert_eq!(s[0].data.severity(), Severity::High);
+    assert_eq!(s[1].data.severity(), Severity::Normal);
+    assert_eq!(s[4].data.severity(), Severity::Normal);
+}
+
+#[test]
+fn nats_subjects() {
+    let s = samples();
+    assert_eq!(
+        s[0].nats_subject("palisade"),
+        "palisade.events.unexpected_port_open.web-1"
+    );
+    assert_eq!(
+        s[2].nats_subject("acme.palisade"),
+        "acme.palisade.events.port_resolved.web-1"
+    );
+    assert_eq!(s[4].nats_subject("palisade"), "palisade.scans.web-1");
+    let mut odd = s[3].clone();
+    if let EventData::MonitorResolved(m) = &mut odd.data {
+        m.monitor = "a.b *>c".into();
+    }
+    assert_eq!(odd.nats_subject("p"), "p.events.monitor_resolved.a_b___c");
+}
+
+#[test]
+fn round_trip_every_variant_both_formats() {
+    for e in samples() {
+        for f in [Format::MsgPack, Format::Json] {
+            let bytes = encode(&e, f).unwrap();
+            assert_eq!(decode(&bytes, f).unwrap(), e, "{f:?}");
+        }
+    }
+}
+
+#[test]
+fn json_shape() {
+    let e = &samples()[0];
+    let v: serde_json::Value = serde_json::from_slice(&encode(e, Format::Json).unwrap()).unwrap();
+    assert_eq!(v["type"], "io.palisade.unexpected_port_open.v1");
+    assert_eq!(v["data"]["kind"], "unexpected_port_open");
+    assert_eq!(v["data"]["severity"], "high");
+    assert_eq!(v["data"]["port"], 22);
+}
+
+#[test]
+fn msgpack_has_named_fields() {
+    for e in samples() {
+        let bytes = encode(&e, Format::MsgPack).unwrap();
+        // Decode generically: the envelope and data must be maps keyed by name.
+        let v: rmpv_like::Value = rmp_serde::from_slice(&bytes).unwrap();
+        let top = v.as_map().expect("envelope is a map, not an array");
+        for key in [
+            "specversion",
+            "id",
+            "source",
+            "type",
+            "subject",
+            "time",
+            "data",
+        ] {
+            assert!(top.contains_key(key), "missing key {key}");
+        }
+        let data = top["data"].as_map().expect("data is a map");
+        assert_eq!(data["kind"], rmpv_like::Value::Str(e.kind().into()));
+        assert!(data.contains_key("monitor"));
+    }
+    // And the first byte is a map marker (fixmap 0x8X or map16/32).
+    let bytes = encode(&samples()[0], Format::MsgPack).unwrap();
+    assert!(matches!(bytes[0], 0x80..=0x8f | 0xde | 0xdf));
+}
+
+/// A minimal self-describing value, so the test needs no extra crate.
+mod rmpv_like {
+    use serde::Deserialize;
+    use std::collections::BTreeMap;
+
+    #[derive(Debug, PartialEq, Deserialize)]
+    #[serde(untagged)]
+    pub enum Value {
+        Nil(()),
+        Bool(bool),
+        Int(i64),
+        Str(String),
+        Array(Vec<Value>),
+        Map(BTreeMap<String, Value>),
+    }
+
+    impl Value {
+        pub fn as_map(&self) -> Option<&BTreeMap<String, Value>> {
+            match self {
+                Value::Map(m) => Some(m),
+                _ => None,
+            }
+        }
+    }
+}
+
+#[test]
+fn content_types() {
+    for f in [Format::MsgPack, Format::Json] {
+        assert_eq!(Format::from_content_type(f.content_type()), Some(f));
+    }
+    assert_eq!(
+        Format::from_content_type("application/json; charset=utf-8"),
+        Some(Format::Json)
+    );
+    assert_eq!(Format::from_content_type("text/plain"), None);
+    assert_eq!(Format::from_content_type(""), None);
+}
+
+#[test]
+fn future_version_is_rejected_clearly() {
+    // Same shape, newer version.
+    let mut e = samples()[0].clone();
+    e.ty = "io.palisade.unexpected_port_open.v2".into();
+    for f in [Format::MsgPack, Format::Json] {
+        let err = decode(&encode(&e, f).unwrap(), f).unwrap_err();
+        assert!(
+            matches!(err, SchemaError::UnsupportedType { supported: 1, .. }),
+            "{err}"
+        );
+        assert!(err.to_string().contains("v2"), "{err}");
+    }
+    // A new kind that this build cannot parse: still named as a version problem.
+    let json = br#"{"specversion":"1.0","id":"x","source":"palisade://h","type":"io.palisade.port_flapping.v2",
+        "subject":"m","time":"2026-01-01T00:00:00Z","data":{"kind":"port_flapping","monitor":"m"}}"#;
+    let err = decode(json, Format::Json).unwrap_err();
+    assert!(matches!(err, SchemaError::UnsupportedType { .. }), "{err}");
+    // Same version, unknown kind: a plain decode error.
+    let json = br#"{"specversion":"1.0","id":"x","source":"palisade://h","type":"io.palisade.port_flapping.v1",
+        "subject":"m","time":"2026-01-01T00:00:00Z","data":{"kind":"port_flapping","monitor":"m"}}"#;
+    assert!(matches!(
+        decode(json, Format::Json).unwrap_err(),
+        SchemaError::DecodeJson(_)
+    ));
+}
+
+#[test]
+fn mismatched_or_malformed_type_is_rejected() {
+    let mut e = samples()[0].clone();
+    e.ty = "io.palisade.scan.v1".into();
+    assert!(matches!(
+        decode(&encode(&e, Format::Json).unwrap(), Format::Json).unwrap_err(),
+        SchemaError::TypeMismatch { .. }
+    ));
+    for bad in [
+        "scan.v1",
+        "io.palisade.scan",
+        "io.palisade.scan.vX",
+        "io.palisade..v1",
+    ] {
+        e.ty = bad.into();
+        assert!(
+            matches!(
+                decode(&encode(&e, Format::Json).unwrap(), Format::Json).unwrap_err(),
+                SchemaError::MalformedType(_)
+            ),
+            "{bad}"
+        );
+    }
+    let mut e = samples()[1].clone();
+    e.specversion = "0.3".into();
+    assert!(matches!(
+        decode(&encode(&e, Format::MsgPack).unwrap(), Format::MsgPack).unwrap_err(),
+        SchemaError::UnsupportedSpecVersion(_)
+    ));
+}
+
+#[test]
+fn garbage_is_an_error_not_a_panic() {
+    for bytes in [&b""[..], b"\xc1", b"{", b"[1,2,3]", b"\x93\x01\x02\x03"] {
+        assert!(decode(bytes, Format::Json).is_err());
+        assert!(decode(bytes, Format::MsgPack).is_err());
+    }
+}
+
+fn opt_string() -> impl Strategy<Value = Option<String>> {
+    proptest::option::of(".{0,12}")
+}
+
+fn severity() -> impl Strategy<Value = Severity> {
+    prop_oneof![Just(Severity::High), Just(Severity::Normal)]
+}
+
+prop_compose! {
+    fn arb_port_event()(
+        monitor in "[a-zA-Z0-9_-]{1,16}",
+        host in ".{0,20}",
+        port in any::<u16>(),
+        state in opt_string(),
+        expected in any::<bool>(),
+        first_seen in ".{0,25}",
+        confirmed_at in ".{0,25}",
+        resolved_at in opt_string(),
+        incident_id in ".{0,12}",
+        incident_kind in ".{0,20}",
+        severity in severity(),
+        reason in opt_string(),
+    ) -> PortEvent {
+        PortEvent { monitor, host, port, state, expected, first_seen, confirmed_at, resolved_at,
+            incident_id, incident_kind, severity, reason }
+    }
+}
+
+prop_compose! {
+    fn arb_scan()(
+        monitor in "[a-zA-Z0-9_-]{1,16}",
+        host in ".{0,20}",
+        address in opt_string(),
+        scan_kind in ".{0,8}",
+        started in ".{0,25}",
+        finished in ".{0,25}",
+        conclusive in any::<bool>(),
+        reachable in any::<bool>(),
+        open_ports in proptest::collection::vec(any::<u16>(), 0..20),
+        note in opt_string(),
+    ) -> ScanSummary {
+        ScanSummary { monitor, host, address, scan_kind, started, finished, conclusive, reachable,
+            open_ports, note }
+    }
+}
+
+fn arb_data() -> impl Strategy<Value = EventData> {
+    prop_oneof![
+        arb_port_event().prop_map(EventData::UnexpectedPortOpen),
+        arb_port_event().prop_map(EventData::ExpectedPortDown),
+        arb_port_event().prop_map(EventData::PortResolved),
+        ("[a-z0-9_-]{1,16}", ".{0,20}", ".{0,40}").prop_map(|(monitor, host, message)| {
+            EventData::MonitorResolved(MonitorEvent {
+                monitor,
+                host,
+                message,
+            })
+        }),
+        arb_scan().prop_map(EventData::Scan),
+    ]
+}
+
+proptest! {
+    #[test]
+    fn prop_round_trip(id in ".{0,40}", source in ".{0,40}", time in ".{0,30}", data in arb_data()) {
+        let e = Envelope::new(id, source, time, data);
+        for f in [Format::MsgPack, Format::Json] {
+            let bytes = encode(&e, f).unwrap();
+            prop_assert_eq!(&decode(&bytes, f).unwrap(), &e);
+        }
+    }
+
+    #[test]
+    fn prop_decode_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..200)) {
+        let _ = decode(&bytes, Format::MsgPack);
+        let _ = decode(&bytes, Format::Json);
+    }
+}
+
+#[test]
+fn missing_optional_and_unknown_fields_are_accepted() {
+    let json = br#"{"specversion":"1.0","id":"x","source":"palisade://h","type":"io.palisade.port_resolved.v1",
+        "subject":"m/22","time":"2026-01-01T00:00:00Z","extension":"ignored",
+        "data":{"kind":"port_resolved","monitor":"m","host":"h","port":22,"expected":true,
+        "first_seen":"a","confirmed_at":"b","incident_id":"i","incident_kind":"expected_port_down",
+        "severity":"normal","future_field":[1,2]}}"#;
+    let e = decode(json, Format::Json).unwrap();
+    let EventData::PortResolved(p) = &e.data else {
+        panic!("{e:?}")
+    };
+    assert_eq!(
+        (
+            p.state.as_deref(),
+            p.resolved_at.as_deref(),
+            p.reason.as_deref()
+        ),
+        (None, None, None)
+    );
+    let again = decode(&encode(&e, Format::MsgPack).unwrap(), Format::MsgPack).unwrap();
+    assert_eq!(again, e);
+}

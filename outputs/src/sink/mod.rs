@@ -1,0 +1,233 @@
+//! Sinks: where events are delivered (NATS JetStream, JSON lines, webhook).
+//!
+//! A sink publishes a batch in order and reports how many events, counted
+//! from the start, were durably accepted. The caller (the engine's outbox
+//! drainer) marks those as delivered and keeps the rest for a later retry, so
+//! every sink must tolerate a re-send of events it already accepted: each one
+//! de-duplicates by [`Envelope::id`](crate::schema::Envelope::id).
+//!
+//! Convention shared by the sinks here: when the first event of a batch
+//! cannot be delivered the error is returned (`Err`); when some were accepted
+//! before a failure, `Ok(n)` with `n < events.len()` is returned and the
+//! failure is logged.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::schema::{Envelope, SchemaError};
+
+mod jsonl;
+mod nats;
+mod webhook;
+
+pub use jsonl::JsonlSink;
+pub use nats::{NatsConfig, NatsSink};
+pub use webhook::WebhookSink;
+
+/// A destination for events. Sinks are held as `Vec<Box<dyn Sink>>`.
+#[async_trait::async_trait]
+pub trait Sink: Send {
+    /// A stable name for delivery bookkeeping, e.g. "nats:PALISADE", "jsonl:/var/log/x.jsonl", "webhook:https://…".
+    fn name(&self) -> &str;
+    /// Publishes `events` in order; returns how many of them, from the start, are acknowledged (durably accepted).
+    /// Returns Ok(n < len) or Err when the destination is unreachable; the caller keeps the rest and retries later.
+    async fn publish(&mut self, events: &[Envelope]) -> Result<usize, SinkError>;
+}
+
+/// Why a sink could not be set up or could not deliver. Every message is one
+/// line naming the destination and the cause.
+#[derive(Debug, thiserror::Error)]
+pub enum SinkError {
+    /// The NATS servers could not be reached (refused, timed out, DNS, …).
+    #[error("cannot connect to NATS at {server}: {cause}")]
+    Connect { server: String, cause: String },
+    /// The server was reached but refused us or failed a request
+    /// (authorization, TLS, JetStream, stream configuration, publish).
+    #[error("NATS at {server}: {cause}")]
+    Nats { server: String, cause: String },
+    /// The NATS settings are unusable (bad prefix or stream name, missing or
+    /// unreadable credential files).
+    #[error("invalid NATS configuration: {0}")]
+    NatsConfig(String),
+    /// A file could not be opened or read.
+    #[error("cannot open {path}: {source}", path = path.display())]
+    Open {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// A file could not be written or synced.
+    #[error("cannot write {path}: {source}", path = path.display())]
+    Write {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The webhook URL is unusable.
+    #[error("invalid webhook URL {url:?}: {cause}")]
+    WebhookConfig { url: String, cause: String },
+    /// The webhook did not accept an event after all retries.
+    #[error("webhook {url}: {cause}")]
+    Webhook { url: String, cause: String },
+    /// An event could not be encoded.
+    #[error(transparent)]
+    Schema(#[from] SchemaError),
+}
+
+/// Builds the `Ok(n)` / `Err` answer of a batch that failed at index `n`.
+fn partial(acked: usize, err: SinkError, sink: &str) -> Result<usize, SinkError> {
+    if acked == 0 {
+        Err(err)
+    } else {
+        tracing::warn!(sink, acked, error = %err, "batch partly delivered");
+        Ok(acked)
+    }
+}
+
+/// Exponential backoff with jitter: `initial * 2^attempt`, capped at `max`,
+/// then scaled by a random factor in [0.5, 1.0].
+fn backoff(attempt: u32, initial: Duration, max: Duration) -> Duration {
+    let exp = initial.saturating_mul(1u32.checked_shl(attempt.min(30)).unwrap_or(u32::MAX));
+    let capped = exp.min(max);
+    let r = getrandom::u32().unwrap_or(u32::MAX / 2);
+    let factor = 0.5 + 0.5 * (f64::from(r) / f64::from(u32::MAX));
+    capped.mul_f64(factor)
+}
+
+/// The innermost useful cause, phrased briefly for common I/O errors.
+pub(crate) fn source_cause(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut current = err.source();
+    let mut last: Option<&(dyn std::error::Error + 'static)> = None;
+    while let Some(e) = current {
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            return io_cause(io);
+        }
+        last = Some(e);
+        current = e.source();
+    }
+    match last {
+        Some(e) => one_line(e),
+        None => one_line(err),
+    }
+}
+
+pub(crate) fn io_cause(e: &std::io::Error) -> String {
+    use std::io::ErrorKind as K;
+    match e.kind() {
+        K::ConnectionRefused => "connection refused".into(),
+        K::ConnectionReset => "connection reset by the server".into(),
+        K::ConnectionAborted => "connection aborted".into(),
+        K::TimedOut => "timed out".into(),
+        K::HostUnreachable => "host unreachable".into(),
+        K::NetworkUnreachable => "network unreachable".into(),
+        K::AddrNotAvailable => "address not available".into(),
+        K::UnexpectedEof => "the server closed the connection".into(),
+        _ => one_line(e),
+    }
+}
+
+pub(crate) fn one_line(err: &dyn std::fmt::Display) -> String {
+    err.to_string()
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+pub(crate) fn secs(d: Duration) -> String {
+    let s = d.as_secs_f64();
+    if s.fract() == 0.0 {
+        format!("{}s", d.as_secs())
+    } else {
+        format!("{s:.1}s")
+    }
+}
+
+/// `n` envelopes of every kind, with ids `<tag>-<i>`, for tests.
+#[cfg(test)]
+pub(crate) fn test_events(n: usize, tag: &str) -> Vec<Envelope> {
+    use crate::schema::{EventData, MonitorEvent, PortEvent, ScanSummary, Severity};
+    (0..n)
+        .map(|i| {
+            let monitor = format!("mon-{}", i % 7);
+            let port = PortEvent {
+                monitor: monitor.clone(),
+                host: "web1.example.net".into(),
+                port: u16::try_from(i % 65_535).unwrap_or(1),
+                state: Some("open".into()),
+                expected: i % 2 == 0,
+                first_seen: "2026-01-02T03:04:05Z".into(),
+                confirmed_at: "2026-01-02T03:05:05Z".into(),
+                resolved_at: None,
+                incident_id: format!("inc-{i}"),
+                incident_kind: "unexpected_port_open".into(),
+                severity: Severity::High,
+                reason: None,
+            };
+            let data = match i % 5 {
+                0 => EventData::UnexpectedPortOpen(port),
+                1 => EventData::ExpectedPortDown(port),
+                2 => EventData::PortResolved(port),
+                3 => EventData::MonitorResolved(MonitorEvent {
+                    monitor,
+                    host: "web1.example.net".into(),
+                    message: "reachable again".into(),
+                }),
+                _ => EventData::Scan(ScanSummary {
+                    monitor,
+                    host: "web1.example.net".into(),
+                    address: Some("198.18.0.2".into()),
+                    scan_kind: "full".into(),
+                    started: "2026-01-02T03:04:05Z".into(),
+                    finished: "2026-01-02T03:04:06Z".into(),
+                    conclusive: true,
+                    reachable: true,
+                    open_ports: vec![22, 443],
+                    note: None,
+                }),
+            };
+            Envelope::new(
+                format!("{tag}-{i}"),
+                "palisade://scanner-a".into(),
+                "2026-01-02T03:05:05Z".into(),
+                data,
+            )
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_and_is_capped() {
+        let i = Duration::from_millis(100);
+        let m = Duration::from_secs(2);
+        for attempt in 0..40 {
+            let d = backoff(attempt, i, m);
+            let nominal = i.saturating_mul(1 << attempt.min(20)).min(m);
+            assert!(d <= nominal, "{attempt}: {d:?}");
+            assert!(
+                d >= nominal / 2 - Duration::from_millis(1),
+                "{attempt}: {d:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn errors_are_one_line() {
+        let e = SinkError::Open {
+            path: "/x/y".into(),
+            source: std::io::Error::from(std::io::ErrorKind::NotFound),
+        };
+        assert_eq!(e.to_string(), "cannot open /x/y: entity not found");
+        let e = SinkError::Connect {
+            server: "nats://127.0.0.1:4999".into(),
+            cause: "connection refused".into(),
+        };
+        assert_eq!(
+            e.to_string(),
+            "cannot connect to NATS at nats://127.0.0.1:4999: connection refused"
+        );
+    }
+}

@@ -1,0 +1,293 @@
+//! Test helpers: a throwaway `nats-server` with JetStream on a free
+//! 127.0.0.1 port and its own store directory.
+//!
+//! Available to this crate's tests and, through the `testing` cargo feature,
+//! to other crates' tests:
+//!
+//! ```toml
+//! [dev-dependencies]
+//! palisade-outputs = { workspace = true, features = ["testing"] }
+//! ```
+//!
+//! The binary is found through `$PALISADE_NATS_SERVER`, then `PATH`, then
+//! `/usr/sbin` and `/usr/bin`. The `start*` functions panic with a message
+//! naming `nats-server` and `cargo xtask setup` when it is missing, so a test
+//! fails clearly rather than skipping.
+
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+/// How the test server authenticates clients.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NatsAuth {
+    /// No authentication.
+    None,
+    /// `--auth <token>`.
+    Token(String),
+    /// `--user <user> --pass <password>`.
+    UserPassword(String, String),
+}
+
+/// A running `nats-server -js`, killed (and its store removed) on drop.
+#[derive(Debug)]
+pub struct NatsServer {
+    /// `nats://127.0.0.1:<port>`.
+    pub url: String,
+    pub port: u16,
+    auth: NatsAuth,
+    extra_args: Vec<String>,
+    binary: PathBuf,
+    dir: PathBuf,
+    child: Option<Child>,
+}
+
+/// Finds the `nats-server` binary.
+pub fn nats_server_binary() -> Option<PathBuf> {
+    if let Some(p) = std::env::var_os("PALISADE_NATS_SERVER") {
+        let p = PathBuf::from(p);
+        if p.is_file() {
+            return Some(p);
+        }
+    }
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain([PathBuf::from("/usr/sbin"), PathBuf::from("/usr/bin")])
+        .map(|d| d.join("nats-server"))
+        .find(|p| p.is_file())
+}
+
+fn unique_dir() -> PathBuf {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    std::env::temp_dir().join(format!(
+        "palisade-nats-{}-{}-{nanos}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    ))
+}
+
+fn free_port() -> std::io::Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+impl NatsServer {
+    /// Starts a server without authentication. Panics with a clear message
+    /// if it cannot.
+    pub fn start() -> NatsServer {
+        Self::start_with(NatsAuth::None)
+    }
+
+    /// Starts a server that requires `token`.
+    pub fn start_with_token(token: &str) -> NatsServer {
+        Self::start_with(NatsAuth::Token(token.to_string()))
+    }
+
+    /// Starts a server that requires `user` / `password`.
+    pub fn start_with_user(user: &str, password: &str) -> NatsServer {
+        Self::start_with(NatsAuth::UserPassword(
+            user.to_string(),
+            password.to_string(),
+        ))
+    }
+
+    /// Starts a server with `auth`; panics with a clear message if it cannot.
+    pub fn start_with(auth: NatsAuth) -> NatsServer {
+        match Self::try_start(auth) {
+            Ok(server) => server,
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    /// Starts a server with `auth` and further `nats-server` arguments (e.g.
+    /// `--tls --tlscert …`); panics with a clear message if it cannot.
+    pub fn start_with_args(auth: NatsAuth, extra_args: &[String]) -> NatsServer {
+        match Self::try_start_with_args(auth, extra_args) {
+            Ok(server) => server,
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    /// Starts a server with `auth`, or says why it could not.
+    pub fn try_start(auth: NatsAuth) -> Result<NatsServer, String> {
+        Self::try_start_with_args(auth, &[])
+    }
+
+    /// Starts a server with `auth` and further arguments, or says why it could not.
+    pub fn try_start_with_args(
+        auth: NatsAuth,
+        extra_args: &[String],
+    ) -> Result<NatsServer, String> {
+        let binary = nats_server_binary().ok_or_else(|| {
+            "nats-server not found (looked in $PALISADE_NATS_SERVER, PATH, /usr/sbin, /usr/bin); \
+             install it with `cargo xtask setup`"
+                .to_string()
+        })?;
+        let dir = unique_dir();
+        std::fs::create_dir_all(dir.join("store"))
+            .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        let mut last = String::new();
+        for _ in 0..5 {
+            let port = free_port().map_err(|e| format!("cannot find a free port: {e}"))?;
+            match spawn(&binary, port, &dir, &auth, extra_args) {
+                Ok(child) => {
+                    return Ok(NatsServer {
+                        url: format!("nats://127.0.0.1:{port}"),
+                        port,
+                        auth,
+                        extra_args: extra_args.to_vec(),
+                        binary,
+                        dir,
+                        child: Some(child),
+                    });
+                }
+                Err(e) => last = e,
+            }
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+        Err(last)
+    }
+
+    /// The JetStream store directory (`-sd`).
+    pub fn store_dir(&self) -> PathBuf {
+        self.dir.join("store")
+    }
+
+    /// The server's log file.
+    pub fn log_file(&self) -> PathBuf {
+        self.dir.join("nats-server.log")
+    }
+
+    /// Whether the server process is running.
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.as_mut().map(|c| c.try_wait()), Some(Ok(None)))
+    }
+
+    /// Stops the server gracefully (SIGTERM, then SIGKILL after 5 s). The
+    /// store is kept for [`restart`](Self::restart).
+    pub fn stop(&mut self) {
+        let Some(mut child) = self.child.take() else {
+            return;
+        };
+        let _ = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+
+    /// Kills the server at once (SIGKILL), like a crash.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts the server again on the same port with the same store. Panics
+    /// with a clear message if it cannot.
+    pub fn restart(&mut self) {
+        self.stop();
+        // The port may linger briefly; retry for a few seconds.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            match spawn(
+                &self.binary,
+                self.port,
+                &self.dir,
+                &self.auth,
+                &self.extra_args,
+            ) {
+                Ok(child) => {
+                    self.child = Some(child);
+                    return;
+                }
+                Err(e) if Instant::now() > deadline => panic!("cannot restart nats-server: {e}"),
+                Err(_) => std::thread::sleep(Duration::from_millis(100)),
+            }
+        }
+    }
+
+    /// The directory holding the store and the log.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+}
+
+fn spawn(
+    binary: &Path,
+    port: u16,
+    dir: &Path,
+    auth: &NatsAuth,
+    extra_args: &[String],
+) -> Result<Child, String> {
+    let log_file = dir.join("nats-server.log");
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log_file)
+        .map_err(|e| format!("cannot open {}: {e}", log_file.display()))?;
+    let mut cmd = Command::new(binary);
+    cmd.args(["-a", "127.0.0.1", "-p", &port.to_string(), "-js", "-sd"])
+        .arg(dir.join("store"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(log);
+    match auth {
+        NatsAuth::None => {}
+        NatsAuth::Token(t) => {
+            cmd.args(["--auth", t]);
+        }
+        NatsAuth::UserPassword(u, p) => {
+            cmd.args(["--user", u, "--pass", p]);
+        }
+    }
+    cmd.args(extra_args);
+    let mut child = cmd
+        .spawn()
+        .map_err(|e| format!("cannot run {}: {e}", binary.display()))?;
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            let log = std::fs::read_to_string(&log_file).unwrap_or_default();
+            let tail: Vec<&str> = log.lines().rev().take(5).collect();
+            return Err(format!(
+                "nats-server on port {port} exited with {status}: {}",
+                tail.into_iter().rev().collect::<Vec<_>>().join(" | ")
+            ));
+        }
+        if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
+            return Ok(child);
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(format!(
+                "nats-server on port {port} did not start within 10s"
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+impl Drop for NatsServer {
+    fn drop(&mut self) {
+        self.kill();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
