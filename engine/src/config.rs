@@ -116,30 +116,11 @@ pub enum SinkSpec {
     },
 }
 
-/// A `[[sink]]` of kind `"nats"`.
-#[derive(Debug, Clone, PartialEq)]
-pub struct NatsSink {
-    /// At least one.
-    pub urls: Vec<String>,
-    pub subject_prefix: String,
-    pub stream: String,
-    pub token: Option<String>,
-    pub user: Option<String>,
-    pub password: Option<String>,
-    pub nkey_seed_file: Option<PathBuf>,
-    pub creds_file: Option<PathBuf>,
-    pub tls_ca: Option<PathBuf>,
-    pub tls_cert: Option<PathBuf>,
-    pub tls_key: Option<PathBuf>,
-    pub format: PayloadFormat,
-}
-
 /// How a NATS sink encodes events.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PayloadFormat {
-    MsgPack,
-    Json,
-}
+pub use palisade_outputs::schema::Format as PayloadFormat;
+/// A `[[sink]]` of kind `"nats"`: the NATS sink's own settings (the
+/// connect timeout is not configurable and stays at its default, 5 s).
+pub use palisade_outputs::sink::NatsConfig as NatsSink;
 
 /// Every problem found, not just the first. Never empty.
 #[derive(Debug, thiserror::Error)]
@@ -804,6 +785,7 @@ impl Checker<'_> {
             tls_cert,
             tls_key,
             format,
+            connect_timeout: NatsSink::default().connect_timeout,
         })
     }
 
@@ -1258,6 +1240,7 @@ recheck = "off"
                     tls_cert: Some(PathBuf::from("/etc/client.pem")),
                     tls_key: Some(PathBuf::from("/etc/client.key")),
                     format: PayloadFormat::Json,
+                    connect_timeout: NatsSink::default().connect_timeout,
                 }),
                 SinkSpec::Webhook {
                     url: "http://hooks.example.com/in".to_owned(),
@@ -1341,6 +1324,7 @@ host = "2001:2::10"
                     tls_cert: None,
                     tls_key: None,
                     format: PayloadFormat::MsgPack,
+                    connect_timeout: NatsSink::default().connect_timeout,
                 }),
                 SinkSpec::Webhook {
                     url: "https://hooks.example.com/".to_owned(),

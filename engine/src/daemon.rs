@@ -20,7 +20,7 @@ use crate::probe::{PortSet, Sweep, TargetSet};
 use crate::scan::{self, Progress, ScanConfig};
 use crate::store::{OutboxEntry, ScanKind, ScanRecord, Store, StoreError};
 use palisade_outputs::schema::{
-    Envelope, EventData, Format, MonitorEvent, PortEvent, ScanSummary, Severity,
+    Envelope, EventData, MonitorEvent, PortEvent, ScanSummary, Severity,
 };
 use palisade_outputs::sink::{JsonlSink, NatsConfig, NatsSink, Sink, SinkError, WebhookSink};
 
@@ -241,27 +241,6 @@ impl SinkSlot {
     }
 }
 
-fn nats_config(n: &config::NatsSink) -> NatsConfig {
-    NatsConfig {
-        urls: n.urls.clone(),
-        subject_prefix: n.subject_prefix.clone(),
-        stream: n.stream.clone(),
-        token: n.token.clone(),
-        user: n.user.clone(),
-        password: n.password.clone(),
-        nkey_seed_file: n.nkey_seed_file.clone(),
-        creds_file: n.creds_file.clone(),
-        tls_ca: n.tls_ca.clone(),
-        tls_cert: n.tls_cert.clone(),
-        tls_key: n.tls_key.clone(),
-        format: match n.format {
-            config::PayloadFormat::MsgPack => Format::MsgPack,
-            config::PayloadFormat::Json => Format::Json,
-        },
-        connect_timeout: Duration::from_secs(5),
-    }
-}
-
 /// Resolves a monitor's host: an address literal, or a name looked up now.
 fn resolve(host: &str) -> Result<IpAddr, String> {
     if let Ok(ip) = host.parse::<IpAddr>() {
@@ -329,7 +308,7 @@ impl Daemon {
         for s in &config.sinks {
             sinks.push(SinkSlot::new(match s {
                 SinkSpec::Jsonl { path } => Target::Jsonl(path.clone()),
-                SinkSpec::Nats(n) => Target::Nats(Box::new(nats_config(n))),
+                SinkSpec::Nats(n) => Target::Nats(Box::new(n.clone())),
                 SinkSpec::Webhook {
                     url,
                     timeout,

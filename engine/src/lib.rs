@@ -15,6 +15,7 @@
 
 pub mod config;
 pub mod daemon;
+pub mod fleet;
 pub mod monitor;
 pub mod probe;
 pub mod scan;

@@ -221,7 +221,7 @@ fn sweeps_with_changes_give_exactly_the_expected_events() {
             "-c",
             path(&case.config),
             "--format",
-            "jsonl",
+            "json",
         ])
         .output()
         .unwrap();
@@ -388,4 +388,64 @@ fn bad_configs_are_refused_with_file_line_and_exit_2() {
         .unwrap();
     assert!(o.status.success(), "{}", stderr(&o));
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn sighup_reloads_the_configuration() {
+    let mut case = Case::new(
+        "sighup",
+        "every = \"1s\"\nconfirm = 1\nrecheck = \"off\"",
+        300_000,
+    );
+    case.listen(&[22, 80, 443, 6379]);
+    let mut child = case
+        .command(&[
+            "run",
+            "-c",
+            path(&case.config),
+            "--events",
+            path(&case.events),
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let wait = |case: &Case, n: usize| {
+        let start = Instant::now();
+        while case.events().len() < n && start.elapsed() < Duration::from_secs(40) {
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    };
+    wait(&case, 1);
+    assert_eq!(
+        kinds(&case.events()),
+        vec![("unexpected_port_open".into(), Some(6379))]
+    );
+    // 6379 becomes expected: the incident no longer holds.
+    let text = std::fs::read_to_string(&case.config).unwrap();
+    std::fs::write(
+        &case.config,
+        text.replace("[22, 80, 443]", "[22, 80, 443, 6379]"),
+    )
+    .unwrap();
+    Command::new("kill")
+        .args(["-HUP", &child.id().to_string()])
+        .status()
+        .unwrap();
+    wait(&case, 3);
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(child.wait().unwrap().success());
+    let events = case.events();
+    assert_eq!(
+        kinds(&events),
+        vec![
+            ("unexpected_port_open".into(), Some(6379)),
+            ("port_resolved".into(), Some(6379)),
+            ("monitor_resolved".into(), None)
+        ]
+    );
+    assert_eq!(events[1]["reason"], "config_changed");
 }

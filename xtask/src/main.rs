@@ -10,6 +10,8 @@ use std::process::{Command, ExitCode};
 
 use anyhow::{Context, Result, bail};
 
+mod bench;
+
 /// Debian packages the project needs, and why.
 const PACKAGES: &[(&str, &str)] = &[
     ("clang-19", "compiles the eBPF programs in ebpf/"),
@@ -26,6 +28,12 @@ const PACKAGES: &[(&str, &str)] = &[
     ("nftables", "loss and firewall simulation in testbeds"),
     ("nats-server", "the event bus the outputs publish to"),
     ("masscan", "side-by-side benchmarks"),
+    ("zmap", "side-by-side benchmarks"),
+    ("nmap", "side-by-side benchmarks"),
+    (
+        "ethtool",
+        "GRO on testbed veths so they receive XDP_TX frames",
+    ),
     (
         "prometheus-alertmanager",
         "the Alertmanager the alert consumer's tests post to",
@@ -37,9 +45,9 @@ usage: cargo xtask <command>
 
 commands:
   setup   install the system packages the project needs (apt-get, idempotent)
-  ci      setup, then cargo fmt --check, clippy -D warnings, and every test
+  ci      setup, cargo fmt --check, clippy -D warnings, every test, bench --quick
   demo    the main job on a fresh machine: setup, build, scan a testbed
-  bench   run the criterion benchmarks (figures land in target/criterion)
+  bench   every benchmark side by side on a testbed -> benches/RESULTS.md (--quick: seconds)
   compare side by side on one testbed: bare AF_XDP transmit, palisade scan, masscan
 ";
 
@@ -49,7 +57,7 @@ fn main() -> ExitCode {
         Some("setup") => setup(),
         Some("ci") => ci(),
         Some("demo") => demo(),
-        Some("bench") => bench(&args[1..]),
+        Some("bench") => bench::bench(&args[1..]),
         Some("compare") => compare(),
         Some("-h" | "--help" | "help") => {
             print!("{USAGE}");
@@ -73,7 +81,7 @@ fn main() -> ExitCode {
     }
 }
 
-fn root() -> PathBuf {
+pub(crate) fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .expect("xtask lives one level below the workspace root")
@@ -81,7 +89,7 @@ fn root() -> PathBuf {
 }
 
 /// Runs a command in the workspace root, echoing it; fails on non-zero exit.
-fn run(program: &str, args: &[&str]) -> Result<()> {
+pub(crate) fn run(program: &str, args: &[&str]) -> Result<()> {
     eprintln!("xtask: $ {program} {}", args.join(" "));
     let status = Command::new(program)
         .args(args)
@@ -102,7 +110,7 @@ fn installed(package: &str) -> bool {
         .unwrap_or(false)
 }
 
-fn setup() -> Result<()> {
+pub(crate) fn setup() -> Result<()> {
     let missing: Vec<&str> = PACKAGES
         .iter()
         .filter(|(p, _)| !installed(p))
@@ -164,6 +172,9 @@ fn ci() -> Result<()> {
     run("cargo", &["test", "--workspace", "--all-targets"])?;
     // Doc tests are not part of --all-targets.
     run("cargo", &["test", "--workspace", "--doc"])?;
+    // The benchmarks, in seconds, so they never rot: they must run and give
+    // sane figures (not fast ones).
+    bench::bench(&["--quick".to_string()])?;
     eprintln!("xtask ci: all checks passed");
     Ok(())
 }
@@ -287,7 +298,10 @@ fn say(what: &str) {
 
 /// Runs `cmd` for at most `limit` and returns (stdout, stderr, seconds),
 /// failing on a non-zero exit or on time-out (the command is then killed).
-fn timed_limit(mut cmd: Command, limit: std::time::Duration) -> Result<(String, String, f64)> {
+pub(crate) fn timed_limit(
+    mut cmd: Command,
+    limit: std::time::Duration,
+) -> Result<(String, String, f64)> {
     use std::io::Read;
     let start = std::time::Instant::now();
     let mut child = cmd
@@ -536,10 +550,4 @@ fn summary_rate(stderr: &str) -> Result<f64> {
         .and_then(|t| t.rsplit(' ').next())
         .and_then(|n| n.parse().ok())
         .with_context(|| format!("no rate in the scan summary: {stderr}"))
-}
-
-fn bench(extra: &[String]) -> Result<()> {
-    let mut args = vec!["bench", "-p", "palisade-benches"];
-    args.extend(extra.iter().map(String::as_str));
-    run("cargo", &args)
 }

@@ -307,13 +307,16 @@ impl Window {
         w.fetch_and(!b, Ordering::Relaxed);
     }
 
-    /// Marks `step` answered if it is still inside the window.
-    fn mark(&self, step: u64) {
+    /// Marks `step` answered if it is still inside the window. Returns
+    /// false if it was marked already (a duplicate reply); a step outside the
+    /// window (a very late reply) counts as new.
+    fn mark(&self, step: u64) -> bool {
         let progress = self.progress.load(Ordering::Relaxed);
         if step < progress && progress - step <= self.mask / 2 {
             let (w, b) = self.slot(step);
-            w.fetch_or(b, Ordering::Relaxed);
+            return w.fetch_or(b, Ordering::Relaxed) & b == 0;
         }
+        true
     }
 
     fn answered(&self, step: u64) -> bool {
@@ -377,8 +380,10 @@ pub fn run(
     let started = Instant::now();
     let path = resolve_path(sweep, cfg)?;
     tracing::debug!(elapsed = ?started.elapsed(), ?path, "path resolved");
-    // About 100 ms of replies at the full rate, within 1 to 64 MiB.
-    let ring_bytes = (cfg.rate.saturating_mul(48) / 10).clamp(1 << 20, 1 << 26) as u32;
+    // About 20 ms of replies at the full rate, within 1 to 8 MiB: the
+    // receiver drains it continuously, and its pages (mapped twice, for
+    // wrap-around) count in our resident memory.
+    let ring_bytes = (cfg.rate.saturating_mul(48) / 50).clamp(1 << 20, 1 << 23) as u32;
     let mut filter =
         ReplyFilter::attach(path.ifindex, path.v4, path.v6, cfg.source_ports, ring_bytes)
             .map_err(permission)?;
@@ -412,7 +417,9 @@ pub fn run(
         .map(|q| lane(cfg.shard, queues as u64, q, cfg.resume))
         .collect();
     let lane_rate = (cfg.rate / queues as u64).max(1);
-    let spacing = (lane_rate / 2).max(1);
+    // Half a second of probes, capped so the window stays small (2 Mi steps:
+    // 0.5 s up to 4 Mpps per lane, longer beyond).
+    let spacing = (lane_rate / 2).clamp(1, 1 << 21);
     let span = spacing * u64::from(cfg.retries) + BATCH as u64;
     let shared = Shared {
         sweep,
@@ -689,7 +696,6 @@ fn receive(
     let lanes = shared.lanes.len() as u64;
     let shard = shared.cfg.shard;
     let mut reported: HashSet<(IpAddr, u16)> = HashSet::new();
-    let mut closed_seen: HashSet<(IpAddr, u16)> = HashSet::new();
     let mut senders_done_at: Option<Instant> = None;
     let mut stopped_at: Option<Instant> = None;
     loop {
@@ -708,13 +714,16 @@ fn receive(
                 target,
                 port: r.src_port,
             };
-            // Which lane and step sent it: mark it answered so no retry follows.
+            // Which lane and step sent it: mark it answered so no retry
+            // follows. Closed ports are deduplicated by that mark alone, so
+            // memory stays bounded however many ports answer RST.
+            let mut new_step = true;
             if let Some(pos) = shared.sweep.position_of(probe)
                 && pos >= shard.index
                 && (pos - shard.index).is_multiple_of(shard.count)
             {
                 let k = (pos - shard.index) / shard.count;
-                shared.windows[(k % lanes) as usize].mark(k / lanes);
+                new_step = shared.windows[(k % lanes) as usize].mark(k / lanes);
             }
             let ip = r.source();
             if verdict == Verdict::Open {
@@ -728,7 +737,7 @@ fn receive(
             }
             let first = match verdict {
                 Verdict::Open => reported.insert((ip, r.src_port)),
-                _ => closed_seen.insert((ip, r.src_port)),
+                _ => new_step,
             };
             if !first {
                 summary.duplicates += 1;
@@ -770,8 +779,6 @@ fn receive(
         // latency of the last few.
         let _ = filter.wait(Duration::from_millis(2));
     }
-    // Keep memory of closed ports bounded on huge sweeps: it is only for dedup.
-    drop(closed_seen);
 }
 
 #[cfg(test)]
@@ -813,8 +820,9 @@ mod tests {
     fn window_marks_only_recent_steps() {
         let w = Window::new(100);
         w.progress.store(150, Ordering::Relaxed);
-        w.mark(149);
+        assert!(w.mark(149));
         assert!(w.answered(149));
+        assert!(!w.mark(149), "a second reply is a duplicate");
         w.mark(150); // not sent yet
         assert!(!w.answered(150));
         w.clear(149);

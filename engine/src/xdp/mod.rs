@@ -6,11 +6,13 @@
 
 pub mod filter;
 pub mod netlink;
+pub mod responder;
 pub mod xsk;
 
 use thiserror::Error;
 
 pub use filter::{AttachMode, FilterCounters, ReplyFilter, ReplyRecord};
+pub use responder::{Responder, ResponderCounters, ResponderOptions};
 pub use xsk::{TxCounters, TxSocket};
 
 /// What can go wrong on the data path.
