@@ -397,10 +397,16 @@ pub fn bench(args: &[String]) -> Result<()> {
         .stderr(Stdio::null())
         .spawn()
         .context("python3 for the multicast trickle")?;
-    let sweep_block = if quick {
-        "198.18.0.0/28"
-    } else {
-        "198.18.0.0/24"
+    // `--block CIDR` sweeps a smaller block than the /24 of the full run.
+    let block_arg = args
+        .iter()
+        .position(|a| a == "--block")
+        .and_then(|i| args.get(i + 1))
+        .cloned();
+    let sweep_block: &'static str = match (block_arg, quick) {
+        (Some(b), _) => Box::leak(b.into_boxed_str()),
+        (None, true) => "198.18.0.0/28",
+        (None, false) => "198.18.0.0/24",
     };
     let ports_all = if quick { "1-4096" } else { "1-65535" };
     let probes = |block: &str, ports: &str| -> f64 {

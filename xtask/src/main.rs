@@ -47,7 +47,8 @@ commands:
   setup   install the system packages the project needs (apt-get, idempotent)
   ci      setup, cargo fmt --check, clippy -D warnings, every test, bench --quick
   demo    the main job on a fresh machine: setup, build, scan a testbed
-  bench   every benchmark side by side on a testbed -> benches/RESULTS.md (--quick: seconds)
+  bench   every benchmark side by side on a testbed -> benches/RESULTS.md
+          (--quick: seconds; --block CIDR: sweep a smaller block than the /24)
   compare side by side on one testbed: bare AF_XDP transmit, palisade scan, masscan
 ";
 

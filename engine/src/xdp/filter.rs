@@ -149,10 +149,67 @@ impl std::fmt::Debug for ReplyFilter {
     }
 }
 
-fn bpf_err(what: &'static str) -> impl Fn(&dyn std::fmt::Display) -> XdpError {
+pub(crate) fn bpf_err(what: &'static str) -> impl Fn(&dyn std::fmt::Display) -> XdpError {
     move |e| XdpError::Bpf {
         what,
         detail: e.to_string(),
+    }
+}
+
+/// Loads the XDP program `name` of `ebpf` and attaches it to `ifindex`
+/// through a BPF link (gone with the process, even after `kill -9`): in
+/// `mode`, or native mode with a fallback to generic when `mode` is `None`.
+pub(crate) fn attach_program(
+    ebpf: &mut Ebpf,
+    name: &'static str,
+    ifindex: u32,
+    mode: Option<AttachMode>,
+) -> Result<(FdLink, AttachMode), XdpError> {
+    let program: &mut Xdp = ebpf
+        .program_mut(name)
+        .ok_or_else(|| bpf_err("find program")(&name))?
+        .try_into()
+        .map_err(|e| bpf_err("open the XDP program")(&e))?;
+    program
+        .load()
+        .map_err(|e| bpf_err("load the XDP program (verifier)")(&e))?;
+    let attempt = |program: &mut Xdp, mode: AttachMode| {
+        let flags = match mode {
+            AttachMode::Driver => XdpMode::Driver,
+            AttachMode::Generic => XdpMode::Skb,
+        };
+        program.attach_to_if_index(ifindex, flags)
+    };
+    let (id, mode) = match mode {
+        Some(mode) => match attempt(program, mode) {
+            Ok(id) => (id, mode),
+            Err(e) => {
+                return Err(XdpError::Attach {
+                    detail: format!("{mode}: {e}"),
+                });
+            }
+        },
+        None => match attempt(program, AttachMode::Driver) {
+            Ok(id) => (id, AttachMode::Driver),
+            Err(native) => match attempt(program, AttachMode::Generic) {
+                Ok(id) => (id, AttachMode::Generic),
+                Err(generic) => {
+                    return Err(XdpError::Attach {
+                        detail: format!("native: {native}; generic: {generic}"),
+                    });
+                }
+            },
+        },
+    };
+    let link = program
+        .take_link(id)
+        .map_err(|e| bpf_err("take the XDP link")(&e))?;
+    match FdLink::try_from(link) {
+        Ok(link) => Ok((link, mode)),
+        Err(LinkError::InvalidLink) => Err(XdpError::Attach {
+            detail: "the kernel has no BPF links for XDP (Linux 5.9 or newer is needed)".into(),
+        }),
+        Err(e) => Err(bpf_err("keep the XDP link")(&e)),
     }
 }
 
@@ -202,38 +259,7 @@ impl ReplyFilter {
         )
         .map_err(|e| bpf_err("open the counters")(&e))?;
 
-        let program: &mut Xdp = ebpf
-            .program_mut("palisade_replies")
-            .ok_or_else(|| bpf_err("find program")(&"palisade_replies"))?
-            .try_into()
-            .map_err(|e| bpf_err("open the XDP program")(&e))?;
-        program
-            .load()
-            .map_err(|e| bpf_err("load the XDP program (verifier)")(&e))?;
-        let (id, mode) = match program.attach_to_if_index(ifindex, XdpMode::Driver) {
-            Ok(id) => (id, AttachMode::Driver),
-            Err(native) => match program.attach_to_if_index(ifindex, XdpMode::Skb) {
-                Ok(id) => (id, AttachMode::Generic),
-                Err(generic) => {
-                    return Err(XdpError::Attach {
-                        detail: format!("native: {native}; generic: {generic}"),
-                    });
-                }
-            },
-        };
-        let link = program
-            .take_link(id)
-            .map_err(|e| bpf_err("take the XDP link")(&e))?;
-        let link = match FdLink::try_from(link) {
-            Ok(link) => link,
-            Err(LinkError::InvalidLink) => {
-                return Err(XdpError::Attach {
-                    detail: "the kernel has no BPF links for XDP (Linux 5.9 or newer is needed)"
-                        .into(),
-                });
-            }
-            Err(e) => return Err(bpf_err("keep the XDP link")(&e)),
-        };
+        let (link, mode) = attach_program(&mut ebpf, "palisade_replies", ifindex, None)?;
         Ok(ReplyFilter {
             _link: link,
             ring,

@@ -13,12 +13,11 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use aya::maps::{Array, HashMap, MapData, PerCpuArray};
-use aya::programs::links::{FdLink, LinkError};
-use aya::programs::{Xdp, XdpMode};
+use aya::programs::links::FdLink;
 use aya::{Ebpf, EbpfLoader, Pod};
 
 use super::XdpError;
-use super::filter::AttachMode;
+use super::filter::{AttachMode, bpf_err};
 use crate::fleet::FleetSpec;
 use crate::wire::MacAddr;
 
@@ -179,13 +178,6 @@ impl std::fmt::Debug for Responder {
     }
 }
 
-fn bpf_err(what: &'static str) -> impl Fn(&dyn std::fmt::Display) -> XdpError {
-    move |e| XdpError::Bpf {
-        what,
-        detail: e.to_string(),
-    }
-}
-
 fn config_for(spec: &FleetSpec, opts: &ResponderOptions) -> Result<Config, XdpError> {
     let bad = |detail: String| XdpError::Bpf {
         what: "configure the responder",
@@ -298,55 +290,8 @@ impl Responder {
         )
         .map_err(|e| bpf_err("open the counters")(&e))?;
 
-        let program: &mut Xdp = ebpf
-            .program_mut("palisade_responder")
-            .ok_or_else(|| bpf_err("find program")(&"palisade_responder"))?
-            .try_into()
-            .map_err(|e| bpf_err("open the XDP program")(&e))?;
-        program
-            .load()
-            .map_err(|e| bpf_err("load the XDP program (verifier)")(&e))?;
-        let attempt = |program: &mut Xdp, mode: AttachMode| {
-            let flags = match mode {
-                AttachMode::Driver => XdpMode::Driver,
-                AttachMode::Generic => XdpMode::Skb,
-            };
-            program.attach_to_if_index(ifindex, flags)
-        };
-        let (id, mode) = match opts.mode {
-            Some(mode) => match attempt(program, mode) {
-                Ok(id) => (id, mode),
-                Err(e) => {
-                    return Err(XdpError::Attach {
-                        detail: format!("{mode}: {e}"),
-                    });
-                }
-            },
-            None => match attempt(program, AttachMode::Driver) {
-                Ok(id) => (id, AttachMode::Driver),
-                Err(native) => match attempt(program, AttachMode::Generic) {
-                    Ok(id) => (id, AttachMode::Generic),
-                    Err(generic) => {
-                        return Err(XdpError::Attach {
-                            detail: format!("native: {native}; generic: {generic}"),
-                        });
-                    }
-                },
-            },
-        };
-        let link = program
-            .take_link(id)
-            .map_err(|e| bpf_err("take the XDP link")(&e))?;
-        let link = match FdLink::try_from(link) {
-            Ok(link) => link,
-            Err(LinkError::InvalidLink) => {
-                return Err(XdpError::Attach {
-                    detail: "the kernel has no BPF links for XDP (Linux 5.9 or newer is needed)"
-                        .into(),
-                });
-            }
-            Err(e) => return Err(bpf_err("keep the XDP link")(&e)),
-        };
+        let (link, mode) =
+            super::filter::attach_program(&mut ebpf, "palisade_responder", ifindex, opts.mode)?;
         Ok(Responder {
             _link: link,
             counters,
