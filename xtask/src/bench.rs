@@ -159,11 +159,7 @@ fn palisade_scan(
             Some((v["ip"].as_str()?.parse().ok()?, v["port"].as_u64()? as u16))
         })
         .collect();
-    let rate = err
-        .split(" probes/s while sending")
-        .next()
-        .and_then(|t| t.rsplit(' ').next())
-        .and_then(|n| n.parse().ok());
+    let rate = crate::summary_rate(&err).ok();
     Ok(Outcome {
         found,
         seconds: secs,

@@ -380,20 +380,25 @@ fn compare() -> Result<()> {
     };
     let mut rows: Vec<String> = Vec::new();
 
+    // The bare AF_XDP transmit loop, `count` frames to the first host.
+    let tx_bench = |tb: &Testbed, count: &str| -> Result<f64> {
+        let mut cmd = tb.in_scanner(bin);
+        cmd.args(["tx-bench", "--interface", "scan0", "--gateway-mac", &mac]);
+        cmd.args([
+            "--source-ip",
+            "198.18.0.1",
+            "--target-ip",
+            "198.18.0.2",
+            "--count",
+            count,
+        ]);
+        let (out, _, _) = timed(cmd)?;
+        json_number(&out, "pps")
+    };
+
     // 1. Bare AF_XDP transmit loop, target dropping everything at ingress.
     tb.set_loss(1000)?;
-    let mut cmd = tb.in_scanner(bin);
-    cmd.args(["tx-bench", "--interface", "scan0", "--gateway-mac", &mac]);
-    cmd.args([
-        "--source-ip",
-        "198.18.0.1",
-        "--target-ip",
-        "198.18.0.2",
-        "--count",
-        "2000000",
-    ]);
-    let (out, _, _) = timed(cmd)?;
-    let raw_drop = json_number(&out, "pps")?;
+    let raw_drop = tx_bench(&tb, "2000000")?;
     rows.push(format!(
         "| bare AF_XDP transmit loop (target drops) | {raw_drop:.0} | - |"
     ));
@@ -419,18 +424,7 @@ fn compare() -> Result<()> {
     ));
     tb.set_loss(0)?;
     // 3. The same with the target's kernel answering every probe.
-    let mut cmd = tb.in_scanner(bin);
-    cmd.args(["tx-bench", "--interface", "scan0", "--gateway-mac", &mac]);
-    cmd.args([
-        "--source-ip",
-        "198.18.0.1",
-        "--target-ip",
-        "198.18.0.2",
-        "--count",
-        "1000000",
-    ]);
-    let (out, _, _) = timed(cmd)?;
-    let raw_answer = json_number(&out, "pps")?;
+    let raw_answer = tx_bench(&tb, "1000000")?;
     rows.push(format!(
         "| bare AF_XDP transmit loop (target answers) | {raw_answer:.0} | - |"
     ));
@@ -544,7 +538,7 @@ fn json_number(text: &str, key: &str) -> Result<f64> {
 }
 
 /// The "N probes/s while sending" figure of a scan summary.
-fn summary_rate(stderr: &str) -> Result<f64> {
+pub(crate) fn summary_rate(stderr: &str) -> Result<f64> {
     stderr
         .split(" probes/s while sending")
         .next()
