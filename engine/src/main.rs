@@ -55,8 +55,9 @@ enum Command {
     Status(StatusArgs),
     /// Show a monitor's state changes and incidents, newest first.
     History(HistoryArgs),
-    /// Benchmark: a bare AF_XDP transmit loop (no scanning logic) sending one
-    /// prebuilt SYN over and over, for the transmit ceiling of an interface.
+    /// Benchmark: a bare AF_XDP transmit loop (no scanning logic) cycling
+    /// through 4096 prebuilt SYNs (one target, 4096 ports: as many flows as a
+    /// scan spreads over the queues), for the transmit ceiling of an interface.
     #[command(hide = true)]
     TxBench(TxBenchArgs),
     /// Simulate a fleet for tests and benchmarks: an XDP program on IF answers
@@ -124,6 +125,15 @@ struct TxBenchArgs {
     /// Frames to send.
     #[arg(long, value_name = "N", default_value_t = 2_000_000)]
     count: u64,
+    /// Transmit queues to send on, one thread each (default: as `palisade
+    /// scan` would, one per queue of the interface up to one per core).
+    #[arg(long, value_name = "N")]
+    queues: Option<usize>,
+    /// Take the answers the way `palisade scan` does, with no scanning logic:
+    /// attach the reply filter and count what it hands up (without this, the
+    /// answers go to the kernel, or nowhere).
+    #[arg(long)]
+    replies: bool,
 }
 
 #[derive(Debug, Args)]
@@ -542,29 +552,95 @@ fn tx_bench(args: &TxBenchArgs) -> Result<ExitCode> {
         65_535,
         1460,
     );
-    let mut frame = [0u8; palisade::wire::SYN_V4_LEN];
-    template.write_v4(&mut frame, args.target_ip.into(), 61_000, 9, 1)?;
-    let mut sock = TxSocket::open(ifindex, 0, 4096, 2048)?;
-    let start = std::time::Instant::now();
-    let mut sent = 0u64;
-    while sent < args.count {
-        sock.reclaim();
-        let want = (args.count - sent).min(64) as usize;
-        sent += sock.queue(want, |_, buf| {
-            buf.get_mut(..frame.len())?.copy_from_slice(&frame);
-            Some(frame.len())
-        }) as u64;
-        sock.kick()?;
+    let source_port = 61_000;
+    let filter = if args.replies {
+        let ring = 1 << 23;
+        Some(palisade::xdp::ReplyFilter::attach(
+            ifindex,
+            Some(args.source_ip),
+            None,
+            (source_port, source_port),
+            ring,
+        )?)
+    } else {
+        None
+    };
+    const FRAMES: usize = 4096;
+    let mut frames = vec![[0u8; palisade::wire::SYN_V4_LEN]; FRAMES];
+    for (i, frame) in frames.iter_mut().enumerate() {
+        let port = 1024 + i as u16;
+        template.write_v4(frame, args.target_ip.into(), source_port, port, 1)?;
     }
-    while sock.in_flight() > 0 {
-        sock.kick()?;
-        sock.reclaim();
-    }
-    let secs = start.elapsed().as_secs_f64();
+    let mut sockets = xdp::open_queues(ifindex, &args.interface, args.queues)?;
+    let queues = sockets.len();
+    let zero_copy = sockets.iter().all(TxSocket::zero_copy);
+    let done = std::sync::atomic::AtomicBool::new(false);
+    let (sent, secs, answers) = std::thread::scope(|s| -> Result<(u64, f64, u64)> {
+        let reader = filter.map(|mut f| {
+            let done = &done;
+            s.spawn(move || {
+                let mut n = 0u64;
+                loop {
+                    n += f.drain(|_| {}) as u64;
+                    if done.load(std::sync::atomic::Ordering::Acquire) {
+                        std::thread::sleep(std::time::Duration::from_millis(200));
+                        return n + f.drain(|_| {}) as u64;
+                    }
+                    let _ = f.wait(std::time::Duration::from_millis(2));
+                }
+            })
+        });
+        let start = std::time::Instant::now();
+        let senders: Vec<_> = sockets
+            .iter_mut()
+            .enumerate()
+            .map(|(q, sock)| {
+                let count =
+                    args.count / queues as u64 + u64::from((q as u64) < args.count % queues as u64);
+                let frames = &frames;
+                s.spawn(move || -> Result<u64, palisade::xdp::XdpError> {
+                    let mut sent = 0u64;
+                    let mut next = q * FRAMES / queues;
+                    while sent < count {
+                        sock.reclaim();
+                        let want = (count - sent).min(64) as usize;
+                        let queued = sock.queue(want, |i, buf| {
+                            let frame = &frames[(next + i) % FRAMES];
+                            buf.get_mut(..frame.len())?.copy_from_slice(frame);
+                            Some(frame.len())
+                        });
+                        next = (next + queued) % FRAMES;
+                        sent += queued as u64;
+                        sock.kick()?;
+                    }
+                    while sock.in_flight() > 0 {
+                        sock.kick()?;
+                        sock.reclaim();
+                    }
+                    Ok(sent)
+                })
+            })
+            .collect();
+        let mut sent = 0;
+        let mut failure = None;
+        for h in senders {
+            match h.join() {
+                Ok(Ok(n)) => sent += n,
+                Ok(Err(e)) => failure = Some(anyhow::Error::from(e)),
+                Err(_) => failure = Some(anyhow::anyhow!("a sender thread panicked")),
+            }
+        }
+        let secs = start.elapsed().as_secs_f64();
+        done.store(true, std::sync::atomic::Ordering::Release);
+        let answers = reader.map_or(0, |r| r.join().unwrap_or(0));
+        match failure {
+            Some(e) => Err(e),
+            None => Ok((sent, secs, answers)),
+        }
+    })?;
     println!(
-        "{{\"frames\":{sent},\"seconds\":{secs:.4},\"pps\":{:.0},\"zero_copy\":{}}}",
+        "{{\"frames\":{sent},\"seconds\":{secs:.4},\"pps\":{:.0},\"queues\":{queues},\"zero_copy\":{zero_copy},\"answers\":{answers}}}",
         sent as f64 / secs,
-        sock.zero_copy()
     );
     Ok(ExitCode::SUCCESS)
 }

@@ -19,6 +19,11 @@ use serde_json::{Value, json};
 
 use crate::{root, run, setup, timed_limit};
 
+/// Queues of the testbed's veth (both ends): a NIC with a queue per core.
+const QUEUES: u32 = 2;
+/// The UMEM of one AF_XDP socket: 4096 frames of 2 KiB.
+const UMEM_MIB_PER_QUEUE: f64 = 8.0;
+
 /// One scenario's figures, for the table and the JSON.
 struct Row {
     scenario: &'static str,
@@ -138,6 +143,7 @@ fn palisade_scan(
     targets: &str,
     ports: &str,
     rate: u64,
+    extra: &[&str],
     limit: Duration,
 ) -> Result<Outcome> {
     let mut cmd = tb.in_scanner(bin);
@@ -151,6 +157,7 @@ fn palisade_scan(
         "--wait",
         "1",
     ]);
+    cmd.args(extra);
     let (out, err, secs) = timed_limit(cmd, limit)?;
     let found = out
         .lines()
@@ -212,7 +219,30 @@ fn masscan(
     })
 }
 
-fn zmap(tb: &Testbed, targets: &str, port: u16, rate: u64, limit: Duration) -> Result<Outcome> {
+/// zmap's own sending rate from its last status line ("send: N done
+/// (206 Kp/s avg)"), in targets per second.
+fn zmap_rate(stderr: &str) -> Option<f64> {
+    let tail = stderr.rsplit("done (").next()?;
+    let (num, rest) = tail.split_once(' ')?;
+    let num: f64 = num.parse().ok()?;
+    let scale = match rest.as_bytes().first()? {
+        b'K' => 1e3,
+        b'M' => 1e6,
+        b'G' => 1e9,
+        b'p' => 1.0,
+        _ => return None,
+    };
+    Some(num * scale)
+}
+
+fn zmap(
+    tb: &Testbed,
+    targets: &str,
+    port: u16,
+    rate: u64,
+    per_address: u32,
+    limit: Duration,
+) -> Result<Outcome> {
     // zmap's default blacklist excludes the benchmarking range: an empty one.
     let blacklist = std::env::temp_dir().join(format!("palisade-zmap-{}.conf", std::process::id()));
     std::fs::write(&blacklist, "\n")?;
@@ -222,6 +252,8 @@ fn zmap(tb: &Testbed, targets: &str, port: u16, rate: u64, limit: Duration) -> R
         &port.to_string(),
         "-r",
         &rate.to_string(),
+        "-P",
+        &per_address.to_string(),
         "-c",
         "1",
         "-i",
@@ -233,10 +265,11 @@ fn zmap(tb: &Testbed, targets: &str, port: u16, rate: u64, limit: Duration) -> R
         "-G",
         &tb.target_mac(),
         "--disable-syslog",
-        "-q",
     ]);
     cmd.args(["-b", blacklist.to_str().context("path")?, targets]);
-    let (out, _, secs) = timed_limit(cmd, limit)?;
+    let result = timed_limit(cmd, limit);
+    let _ = std::fs::remove_file(&blacklist);
+    let (out, err, secs) = result?;
     let found = out
         .lines()
         .filter_map(|l| Some((l.trim().parse().ok()?, port)))
@@ -244,7 +277,7 @@ fn zmap(tb: &Testbed, targets: &str, port: u16, rate: u64, limit: Duration) -> R
     Ok(Outcome {
         found,
         seconds: secs,
-        rate: None,
+        rate: zmap_rate(&err).map(|r| r * f64::from(per_address)),
     })
 }
 
@@ -313,6 +346,84 @@ fn peak_rss(child: &mut Child, limit: Duration) -> Result<u64> {
     Ok(peak)
 }
 
+/// The median of `runs` (which must not be empty) by `key`.
+fn median_by<T>(mut runs: Vec<T>, key: impl Fn(&T) -> f64) -> T {
+    runs.sort_by(|a, b| key(a).total_cmp(&key(b)));
+    let mid = runs.len() / 2;
+    runs.swap_remove(mid)
+}
+
+/// Hosts x ports of a block and a port range (`lo-hi` or one port).
+fn probes(block: &str, ports: &str) -> f64 {
+    let hosts = 1u64
+        << (32
+            - block
+                .rsplit('/')
+                .next()
+                .and_then(|p| p.parse::<u32>().ok())
+                .unwrap_or(32));
+    let (lo, hi) = ports.split_once('-').unwrap_or((ports, ports));
+    hosts as f64 * (hi.parse::<f64>().unwrap_or(1.0) - lo.parse::<f64>().unwrap_or(1.0) + 1.0)
+}
+
+/// `palisade tx-bench` on the scanner side: frames per second.
+fn tx_bench(tb: &Testbed, bin: &str, extra: &[&str], count: &str, limit: Duration) -> Result<f64> {
+    let mut cmd = tb.in_scanner(bin);
+    cmd.args([
+        "tx-bench",
+        "--interface",
+        tb.scanner_if(),
+        "--gateway-mac",
+        &tb.target_mac(),
+    ]);
+    cmd.args(["--source-ip", "198.18.0.1", "--target-ip", "198.18.0.2"]);
+    cmd.args(["--count", count]).args(extra);
+    let (out, _, _) = timed_limit(cmd, limit)?;
+    let v: Value = serde_json::from_str(out.trim()).context("tx-bench output")?;
+    v["pps"].as_f64().context("tx-bench pps")
+}
+
+/// Adds the row of one tool's run against `truth` over `scope` probes.
+fn sweep_row(
+    rows: &mut Vec<Row>,
+    scenario: &'static str,
+    tool: String,
+    outcome: Result<Outcome>,
+    scope: f64,
+    truth: &BTreeSet<(IpAddr, u16)>,
+) {
+    let outcome = match outcome {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("xtask bench: {scenario} / {tool}: {e:#}");
+            rows.push(Row {
+                scenario,
+                tool,
+                figures: json!({"error": format!("{e:#}")}),
+            });
+            return;
+        }
+    };
+    let (recall, precision) = recall_precision(&outcome.found, truth);
+    eprintln!(
+        "xtask bench: {scenario} / {tool}: {:.2} s, recall {recall:.2}%, precision {precision:.2}%",
+        outcome.seconds
+    );
+    rows.push(Row {
+        scenario,
+        tool,
+        figures: json!({
+            "wall_s": outcome.seconds,
+            "probes": scope,
+            "probes_per_s_wall": scope / outcome.seconds.max(1e-3),
+            "probes_per_s_sending": outcome.rate,
+            "recall_pct": recall,
+            "precision_pct": precision,
+            "truth": truth.len(),
+        }),
+    });
+}
+
 pub fn bench(args: &[String]) -> Result<()> {
     let quick = args.iter().any(|a| a == "--quick");
     setup()?;
@@ -372,11 +483,12 @@ pub fn bench(args: &[String]) -> Result<()> {
         });
     }
 
-    // The testbed with the simulated fleet.
+    // The testbed with the simulated fleet: a two-queue veth, as a NIC with
+    // a queue per core; every tool uses it as it would by default.
     let tb = Testbed::new(TestbedConfig {
         targets_v4: vec!["198.18.0.2".parse()?],
         targets_v6: vec![],
-        tx_queues: 1,
+        tx_queues: QUEUES,
     })
     .context("cannot build the testbed (needs root)")?;
     // masscan 1.3.2 waits for a packet to end its wait on a quiet link: a
@@ -393,6 +505,21 @@ pub fn bench(args: &[String]) -> Result<()> {
         .stderr(Stdio::null())
         .spawn()
         .context("python3 for the multicast trickle")?;
+    let result = testbed_scenarios(&tb, &bin, args, quick, &mut rows);
+    let _ = trickle.kill();
+    let _ = trickle.wait();
+    tb.teardown()?;
+    result?;
+    write_results(&rows, quick)
+}
+
+fn testbed_scenarios(
+    tb: &Testbed,
+    bin: &str,
+    args: &[String],
+    quick: bool,
+    rows: &mut Vec<Row>,
+) -> Result<()> {
     // `--block CIDR` sweeps a smaller block than the /24 of the full run.
     let block_arg = args
         .iter()
@@ -405,149 +532,210 @@ pub fn bench(args: &[String]) -> Result<()> {
         (None, false) => "198.18.0.0/24",
     };
     let ports_all = if quick { "1-4096" } else { "1-65535" };
-    let probes = |block: &str, ports: &str| -> f64 {
-        let hosts = 1u64
-            << (32
-                - block
-                    .rsplit('/')
-                    .next()
-                    .and_then(|p| p.parse::<u32>().ok())
-                    .unwrap_or(32));
-        let (lo, hi) = ports.split_once('-').unwrap_or((ports, ports));
-        hosts as f64 * (hi.parse::<f64>().unwrap_or(1.0) - lo.parse::<f64>().unwrap_or(1.0) + 1.0)
-    };
     let limit = Duration::from_secs(if quick { 120 } else { 1800 });
+    let repeats = if quick { 1 } else { 3 };
+    let tx_count = if quick { "300000" } else { "4000000" };
 
-    // 1. Transmit ceiling: the fleet drops everything.
+    // 1. Transmit ceiling: a bare loop, first with every probe dropped by
+    //    the fleet, then answered, the answers taken by the reply filter
+    //    exactly as a scan takes them (but not looked at).
     {
         let drop_all = Fleet {
             block: sweep_block,
             density_ppm: 0,
             loss_permille: 1000,
         };
-        let _fleet = FleetProcess::start(&tb, &bin, &drop_all)?;
-        let mut cmd = tb.in_scanner(&bin);
-        cmd.args([
-            "tx-bench",
-            "--interface",
-            tb.scanner_if(),
-            "--gateway-mac",
-            &tb.target_mac(),
-        ]);
-        cmd.args(["--source-ip", "198.18.0.1", "--target-ip", "198.18.0.2"]);
-        cmd.args(["--count", if quick { "300000" } else { "3000000" }]);
-        let (out, _, _) = timed_limit(cmd, limit)?;
-        let v: Value = serde_json::from_str(out.trim()).context("tx-bench output")?;
+        let _fleet = FleetProcess::start(tb, bin, &drop_all)?;
+        for (tool, extra) in [
+            (
+                "bare AF_XDP loop, 1 queue, fleet drops",
+                &["--queues", "1"][..],
+            ),
+            ("bare AF_XDP loop, all queues, fleet drops", &[][..]),
+        ] {
+            let runs = (0..repeats + 2)
+                .map(|_| tx_bench(tb, bin, extra, tx_count, limit))
+                .collect::<Result<Vec<f64>>>()?;
+            eprintln!("xtask bench: {tool}: {runs:?} frames/s");
+            rows.push(Row {
+                scenario: "transmit ceiling",
+                tool: tool.into(),
+                figures: json!({"pps": median_by(runs.clone(), |r| *r), "runs": runs}),
+            });
+        }
+        // The scan against the same silent fleet (no retries: nothing answers).
+        let runs = (0..repeats)
+            .map(|_| {
+                palisade_scan(
+                    tb,
+                    bin,
+                    sweep_block,
+                    ports_all,
+                    100_000_000,
+                    &["--retries", "0"],
+                    limit,
+                )
+                .and_then(|o| o.rate.context("no rate in the scan summary"))
+            })
+            .collect::<Result<Vec<f64>>>()?;
+        eprintln!("xtask bench: palisade, fleet drops: {runs:?} probes/s");
         rows.push(Row {
             scenario: "transmit ceiling",
-            tool: "bare AF_XDP loop".into(),
-            figures: json!({"pps": v["pps"]}),
+            tool: "palisade --retries 0, fleet drops".into(),
+            figures: json!({"pps": median_by(runs.clone(), |r| *r), "runs": runs}),
+        });
+    }
+    {
+        let answering = Fleet {
+            block: sweep_block,
+            density_ppm: 200,
+            loss_permille: 0,
+        };
+        let _fleet = FleetProcess::start(tb, bin, &answering)?;
+        let runs = (0..repeats + 2)
+            .map(|_| tx_bench(tb, bin, &["--replies"], tx_count, limit))
+            .collect::<Result<Vec<f64>>>()?;
+        eprintln!("xtask bench: bare loop, fleet answers: {runs:?} frames/s");
+        rows.push(Row {
+            scenario: "transmit ceiling",
+            tool: "bare AF_XDP loop, all queues, fleet answers, reply filter".into(),
+            figures: json!({"pps": median_by(runs.clone(), |r| *r), "runs": runs}),
         });
     }
 
     // 2. Full-port sweep and loss, answered by the fleet.
+    let nmap_hosts = "198.18.0.4/30";
     for loss in [0u32, 10, 50] {
         let fleet = Fleet {
             block: sweep_block,
             density_ppm: 200,
             loss_permille: loss,
         };
-        let truth = truth(&bin, &fleet, sweep_block, ports_all)?;
-        let _fleet = FleetProcess::start(&tb, &bin, &fleet)?;
+        let truth = truth(bin, &fleet, sweep_block, ports_all)?;
+        let nmap_truth: BTreeSet<(IpAddr, u16)> = truth
+            .iter()
+            .filter(|(ip, _)| matches!(ip, IpAddr::V4(a) if (4..8).contains(&a.octets()[3])))
+            .copied()
+            .collect();
+        let _fleet = FleetProcess::start(tb, bin, &fleet)?;
         let scenario = match loss {
             0 => "full-port sweep, 0% loss",
             10 => "full-port sweep, 1% loss",
             _ => "full-port sweep, 5% loss",
         };
-        let mut tools: Vec<(String, Result<Outcome>)> = vec![(
+        let scope = probes(sweep_block, ports_all);
+        // Palisade unthrottled: the median of `repeats` runs by wall time.
+        let runs = (0..if loss == 0 { repeats } else { 1 })
+            .map(|_| palisade_scan(tb, bin, sweep_block, ports_all, 100_000_000, &[], limit))
+            .collect::<Result<Vec<Outcome>>>();
+        let palisade = runs.map(|r| {
+            let rates: Vec<Option<f64>> = r.iter().map(|o| o.rate).collect();
+            eprintln!("xtask bench: palisade runs, rates while sending: {rates:?}");
+            median_by(r, |o| o.seconds)
+        });
+        sweep_row(
+            rows,
+            scenario,
             "palisade --rate 100M".into(),
-            palisade_scan(&tb, &bin, sweep_block, ports_all, 100_000_000, limit),
-        )];
+            palisade,
+            scope,
+            &truth,
+        );
         if loss == 0 {
-            tools.push((
-                "palisade --rate 250k".into(),
-                palisade_scan(&tb, &bin, sweep_block, ports_all, 250_000, limit),
-            ));
-            tools.push((
-                "masscan --rate 250k".into(),
-                masscan(&tb, sweep_block, ports_all, 250_000, limit),
-            ));
-            tools.push((
-                "masscan --rate 2M".into(),
-                masscan(&tb, sweep_block, ports_all, 2_000_000, limit),
-            ));
-            tools.push((
-                "zmap -r 1M (port 80 only)".into(),
-                zmap(&tb, sweep_block, 80, 1_000_000, limit),
-            ));
-            tools.push((
-                "nmap -T5 (4 hosts)".into(),
-                nmap(&tb, "198.18.0.4/30", ports_all, limit),
-            ));
-        } else {
-            tools.push((
-                "masscan --rate 2M".into(),
-                masscan(&tb, sweep_block, ports_all, 2_000_000, limit),
-            ));
-        }
-        for (tool, outcome) in tools {
-            let outcome = match outcome {
-                Ok(o) => o,
-                Err(e) => {
-                    eprintln!("xtask bench: {tool}: {e:#}");
-                    rows.push(Row {
-                        scenario,
-                        tool,
-                        figures: json!({"error": format!("{e:#}")}),
-                    });
-                    continue;
-                }
-            };
-            let (scope, truth_here): (f64, BTreeSet<(IpAddr, u16)>) = if tool.starts_with("zmap") {
-                (
-                    probes(sweep_block, "80"),
-                    truth.iter().filter(|t| t.1 == 80).copied().collect(),
-                )
-            } else if tool.starts_with("nmap") {
-                let few: BTreeSet<(IpAddr, u16)> = truth
-                    .iter()
-                    .filter(
-                        |(ip, _)| matches!(ip, IpAddr::V4(a) if (4..8).contains(&a.octets()[3])),
-                    )
-                    .copied()
-                    .collect();
-                (probes("198.18.0.4/30", ports_all), few)
-            } else {
-                (probes(sweep_block, ports_all), truth.clone())
-            };
-            let (recall, precision) = recall_precision(&outcome.found, &truth_here);
-            rows.push(Row {
+            let capped = palisade_scan(tb, bin, sweep_block, ports_all, 250_000, &[], limit);
+            sweep_row(
+                rows,
                 scenario,
-                tool,
-                figures: json!({
-                    "wall_s": outcome.seconds,
-                    "probes": scope,
-                    "probes_per_s_wall": scope / outcome.seconds.max(1e-3),
-                    "probes_per_s_sending": outcome.rate,
-                    "recall_pct": recall,
-                    "precision_pct": precision,
-                    "truth": truth_here.len(),
-                }),
-            });
+                "palisade --rate 250k".into(),
+                capped,
+                scope,
+                &truth,
+            );
+            let m = masscan(tb, sweep_block, ports_all, 250_000, limit);
+            sweep_row(
+                rows,
+                scenario,
+                "masscan --rate 250k".into(),
+                m,
+                scope,
+                &truth,
+            );
+        }
+        let m = masscan(tb, sweep_block, ports_all, 2_000_000, limit);
+        sweep_row(rows, scenario, "masscan --rate 2M".into(), m, scope, &truth);
+        let n = nmap(tb, nmap_hosts, ports_all, limit);
+        sweep_row(
+            rows,
+            scenario,
+            "nmap -T5 (4 hosts)".into(),
+            n,
+            probes(nmap_hosts, ports_all),
+            &nmap_truth,
+        );
+    }
+
+    // 3. One port across a /16 (a /20 when quick): zmap's own kind of scan
+    //    (zmap 2.1 scans a single port), all three tools, at 0, 1 and 5% loss.
+    let wide = if quick {
+        "198.18.0.0/20"
+    } else {
+        "198.18.0.0/16"
+    };
+    for loss in [0u32, 10, 50] {
+        let fleet = Fleet {
+            block: wide,
+            density_ppm: 20_000,
+            loss_permille: loss,
+        };
+        let truth = truth(bin, &fleet, wide, "80")?;
+        let _fleet = FleetProcess::start(tb, bin, &fleet)?;
+        let scenario: &'static str = Box::leak(
+            format!(
+                "port 80 on a /{}, {}% loss",
+                wide.rsplit('/').next().unwrap_or("?"),
+                loss / 10
+            )
+            .into_boxed_str(),
+        );
+        let scope = probes(wide, "80");
+        let p = palisade_scan(tb, bin, wide, "80", 100_000_000, &[], limit);
+        sweep_row(
+            rows,
+            scenario,
+            "palisade --rate 100M".into(),
+            p,
+            scope,
+            &truth,
+        );
+        let m = masscan(tb, wide, "80", 2_000_000, limit);
+        sweep_row(rows, scenario, "masscan --rate 2M".into(), m, scope, &truth);
+        let z = zmap(tb, wide, 80, 10_000_000, 1, limit);
+        sweep_row(rows, scenario, "zmap -r 10M".into(), z, scope, &truth);
+        if loss == 0 {
+            // zmap's sustained sending rate: 16 probes per address.
+            let z = zmap(tb, wide, 80, 10_000_000, 16, limit);
+            sweep_row(
+                rows,
+                scenario,
+                "zmap -r 10M -P 16 (16 probes per address)".into(),
+                z,
+                scope * 16.0,
+                &truth,
+            );
         }
     }
 
-    // 3. Memory: a /16 x 65,535 sweep (the first seconds of it).
+    // 4. Memory: a /16 x 65,535 sweep (the first seconds of it).
     {
         let fleet = Fleet {
             block: "198.18.0.0/16",
             density_ppm: 100,
             loss_permille: 0,
         };
-        let _fleet = FleetProcess::start(&tb, &bin, &fleet)?;
+        let _fleet = FleetProcess::start(tb, bin, &fleet)?;
         let secs = if quick { 3 } else { 20 };
         let mut child = tb
-            .in_scanner(&bin)
+            .in_scanner(bin)
             .args([
                 "scan",
                 "198.18.0.0/16",
@@ -565,13 +753,215 @@ pub fn bench(args: &[String]) -> Result<()> {
         rows.push(Row {
             scenario: "memory",
             tool: format!("palisade, /16 x 65,535, first {secs} s"),
-            figures: json!({"peak_rss_mib": kib as f64 / 1024.0, "umem_mib": 8.0}),
+            figures: json!({
+                "peak_rss_mib": kib as f64 / 1024.0,
+                "umem_mib": UMEM_MIB_PER_QUEUE * f64::from(QUEUES),
+            }),
         });
     }
-    let _ = trickle.kill();
-    let _ = trickle.wait();
-    tb.teardown()?;
-    write_results(&rows, quick)
+    Ok(())
+}
+
+/// The transmit ceiling side by side: (what, probes per second, how).
+fn ceiling(rows: &[Row]) -> Vec<(String, f64, &'static str)> {
+    let mut out = Vec::new();
+    for r in rows.iter().filter(|r| r.scenario == "transmit ceiling") {
+        if let Some(pps) = r.figures["pps"].as_f64() {
+            out.push((r.tool.clone(), pps, "median of the runs"));
+        }
+    }
+    let best = |prefix: &str, key: &str| -> Option<(String, f64)> {
+        rows.iter()
+            .filter(|r| r.tool.starts_with(prefix) && r.figures["recall_pct"].as_f64().is_some())
+            .filter_map(|r| {
+                Some((
+                    format!("{}: {}", r.tool, r.scenario),
+                    r.figures[key].as_f64()?,
+                ))
+            })
+            .max_by(|a, b| a.1.total_cmp(&b.1))
+    };
+    let sweep = rows
+        .iter()
+        .find(|r| r.scenario == "full-port sweep, 0% loss" && r.tool == "palisade --rate 100M");
+    if let Some(pps) = sweep.and_then(|r| r.figures["probes_per_s_sending"].as_f64()) {
+        out.push((
+            "palisade --rate 100M: full-port sweep, 0% loss".into(),
+            pps,
+            "its own count while sending (the run of median wall time)",
+        ));
+    }
+    if let Some((what, pps)) = best("masscan", "probes_per_s_wall") {
+        out.push((
+            what,
+            pps,
+            "probes / wall time (its progress line overstates)",
+        ));
+    }
+    if let Some((what, pps)) = best("zmap", "probes_per_s_sending") {
+        out.push((what, pps, "its own \"send\" average"));
+    }
+    out
+}
+
+/// One goal of issue 6, evaluated from the rows of this run.
+struct Goal {
+    goal: &'static str,
+    measured: String,
+    /// `None`: a reference figure, not a goal.
+    met: Option<bool>,
+}
+
+/// How a ratio goal prints.
+#[derive(Clone, Copy)]
+enum Ratio {
+    Percent,
+    Times,
+    Seconds,
+}
+
+/// The goal `num / den`, met when `check` says so (`None`: a reference figure).
+fn ratio_goal(
+    goal: &'static str,
+    num: Option<f64>,
+    den: Option<f64>,
+    how: Ratio,
+    check: Option<fn(f64) -> bool>,
+) -> Goal {
+    let r = num.zip(den).map(|(n, d)| n / d);
+    let measured = match (num, den, r) {
+        (Some(n), Some(d), Some(r)) => match how {
+            Ratio::Percent => format!("{n:.0} / {d:.0} = {:.1}%", 100.0 * r),
+            Ratio::Times => format!("{n:.0} / {d:.0} = {r:.2}x"),
+            Ratio::Seconds => format!("{n:.2} s / {d:.2} s = {r:.2}x"),
+        },
+        _ => "missing".into(),
+    };
+    Goal {
+        goal,
+        measured,
+        met: check.map(|c| r.is_some_and(c)),
+    }
+}
+
+/// The goals, as ratios within this run (missing figures: not met).
+fn goals(rows: &[Row]) -> Vec<Goal> {
+    let fig = |scenario: &str, tool: &str, key: &str| -> Option<f64> {
+        rows.iter()
+            .find(|r| r.scenario == scenario && r.tool == tool)?
+            .figures
+            .get(key)?
+            .as_f64()
+    };
+    let best_masscan = |scenario: &str| -> Option<(f64, f64)> {
+        rows.iter()
+            .filter(|r| r.scenario == scenario && r.tool.starts_with("masscan"))
+            .filter_map(|r| {
+                Some((
+                    r.figures["wall_s"].as_f64()?,
+                    r.figures["probes_per_s_wall"].as_f64()?,
+                ))
+            })
+            .min_by(|a, b| a.0.total_cmp(&b.0))
+    };
+    let sweep0 = "full-port sweep, 0% loss";
+    let tool = "palisade --rate 100M";
+    let sending = fig(sweep0, tool, "probes_per_s_sending");
+    let wall_rate = fig(sweep0, tool, "probes_per_s_wall");
+    let wall = fig(sweep0, tool, "wall_s");
+    let answered = fig(
+        "transmit ceiling",
+        "bare AF_XDP loop, all queues, fleet answers, reply filter",
+        "pps",
+    );
+    let dropped = fig(
+        "transmit ceiling",
+        "bare AF_XDP loop, all queues, fleet drops",
+        "pps",
+    );
+    let masscan = best_masscan(sweep0);
+    let pct = |x: Option<f64>| x.map_or("missing".to_string(), |v| format!("{v:.2}%"));
+    let mut out = vec![
+        ratio_goal(
+            "scan rate >= 90% of the bare loop (same answers, same filter)",
+            sending,
+            answered,
+            Ratio::Percent,
+            Some(|r| r >= 0.9),
+        ),
+        ratio_goal(
+            "scan rate >= 90% of the bare loop, neither answered (fleet drops)",
+            fig(
+                "transmit ceiling",
+                "palisade --retries 0, fleet drops",
+                "pps",
+            ),
+            dropped,
+            Ratio::Percent,
+            Some(|r| r >= 0.9),
+        ),
+        ratio_goal(
+            "(for reference) answered scan vs the unanswered bare loop: the cost of the answers on this testbed",
+            sending,
+            dropped,
+            Ratio::Percent,
+            None,
+        ),
+        ratio_goal(
+            "scan rate >= 3x masscan's (probes per second of wall time, both)",
+            wall_rate,
+            masscan.map(|m| m.1),
+            Ratio::Times,
+            Some(|r| r >= 3.0),
+        ),
+        ratio_goal(
+            "full-port sweep in <= 0.4x masscan's wall time",
+            wall,
+            masscan.map(|m| m.0),
+            Ratio::Seconds,
+            Some(|r| r <= 0.4),
+        ),
+    ];
+    let r0 = fig(sweep0, tool, "recall_pct");
+    let p0 = fig(sweep0, tool, "precision_pct");
+    out.push(Goal {
+        goal: "recall and precision 100% at 0% loss",
+        measured: format!("{} / {}", pct(r0), pct(p0)),
+        met: Some(r0 == Some(100.0) && p0 == Some(100.0)),
+    });
+    for (scenario, want, goal) in [
+        (
+            "full-port sweep, 1% loss",
+            99.9,
+            "recall >= 99.9% at 1% loss (default retries)",
+        ),
+        (
+            "full-port sweep, 5% loss",
+            99.0,
+            "recall >= 99% at 5% loss (default retries)",
+        ),
+    ] {
+        let r = fig(scenario, tool, "recall_pct");
+        out.push(Goal {
+            goal,
+            measured: pct(r),
+            met: Some(r.is_some_and(|r| r >= want)),
+        });
+    }
+    let mem = rows.iter().find(|r| r.scenario == "memory").and_then(|r| {
+        Some((
+            r.figures["peak_rss_mib"].as_f64()?,
+            r.figures["umem_mib"].as_f64()?,
+        ))
+    });
+    out.push(Goal {
+        goal: "peak RSS <= 128 MiB beyond the UMEM (/16 x 65,535)",
+        measured: mem.map_or("missing".into(), |(p, u)| {
+            format!("{p:.1} MiB - {u:.0} MiB UMEM = {:.1} MiB", p - u)
+        }),
+        met: Some(mem.is_some_and(|(p, u)| p - u <= 128.0)),
+    });
+    out
 }
 
 fn write_results(rows: &[Row], quick: bool) -> Result<()> {
@@ -586,7 +976,9 @@ fn write_results(rows: &[Row], quick: bool) -> Result<()> {
         .to_string();
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let date = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
+    let goals = goals(rows);
     let json = json!({
+        "goals": goals.iter().map(|g| json!({"goal": g.goal, "measured": g.measured, "met": g.met})).collect::<Vec<_>>(),
         "date": date,
         "kernel": kernel.trim(),
         "cpu": cpu,
@@ -596,8 +988,9 @@ fn write_results(rows: &[Row], quick: bool) -> Result<()> {
     });
     let mut md = format!(
         "# Benchmark results\n\nWritten by `cargo xtask bench{}` on {date}: {cpu}, {cores} cores, Linux {}.\n\
-         Testbed: two network namespaces joined by veth (AF_XDP copy mode), the fleet simulated by\n\
-         `palisade fleet` (XDP) answering from a keyed-hash ground truth.\n\n\
+         Testbed: two network namespaces joined by a two-queue veth (AF_XDP copy mode), the fleet\n\
+         simulated by `palisade fleet` (generic XDP) answering from a keyed-hash ground truth.\n\
+         Rates are probes per second; `runs` lists repeated runs, the figure is their median.\n\n\
          | scenario | tool | figures |\n| --- | --- | --- |\n",
         if quick { " --quick" } else { "" },
         kernel.trim()
@@ -618,6 +1011,25 @@ fn write_results(rows: &[Row], quick: bool) -> Result<()> {
             r.scenario,
             r.tool,
             figs.join(", ")
+        ));
+    }
+    md.push_str(
+        "\n## Transmit ceiling, side by side\n\n| what | probes/s | how |\n| --- | --- | --- |\n",
+    );
+    for (what, pps, how) in ceiling(rows) {
+        md.push_str(&format!("| {what} | {pps:.0} | {how} |\n"));
+    }
+    md.push_str("\n## Goals (issue 6), as ratios within this run\n\n| goal | measured | met |\n| --- | --- | --- |\n");
+    for g in &goals {
+        md.push_str(&format!(
+            "| {} | {} | {} |\n",
+            g.goal,
+            g.measured,
+            match g.met {
+                Some(true) => "yes",
+                Some(false) => "no",
+                None => "-",
+            }
         ));
     }
     let dir = root().join("benches");
@@ -669,4 +1081,66 @@ fn sanity(rows: &[Row]) -> Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn zmap_rate_reads_the_last_status_line() {
+        let err = " 0:00 1%; send: 557 168 Kp/s (25.6 Kp/s avg); recv: 0 0 p/s\n\
+                   0:01 78%; send: 65536 done (206 Kp/s avg); recv: 1352 1.35 Kp/s\n";
+        assert_eq!(zmap_rate(err), Some(206_000.0));
+        assert_eq!(
+            zmap_rate("send: 9 done (1.5 Mp/s avg); recv"),
+            Some(1_500_000.0)
+        );
+        assert_eq!(zmap_rate("send: 9 done (900 p/s avg)"), Some(900.0));
+        assert_eq!(zmap_rate("no status at all"), None);
+    }
+
+    #[test]
+    fn median_and_probe_counts() {
+        assert_eq!(median_by(vec![3.0, 1.0, 2.0], |x| *x), 2.0);
+        assert_eq!(median_by(vec![5.0], |x| *x), 5.0);
+        assert_eq!(probes("198.18.0.0/24", "1-65535"), 256.0 * 65_535.0);
+        assert_eq!(probes("198.18.0.0/16", "80"), 65_536.0);
+    }
+
+    #[test]
+    fn goals_are_ratios_of_this_run() {
+        let row = |scenario: &'static str, tool: &str, figures: Value| Row {
+            scenario,
+            tool: tool.into(),
+            figures,
+        };
+        let rows = vec![
+            row(
+                "transmit ceiling",
+                "bare AF_XDP loop, all queues, fleet answers, reply filter",
+                json!({"pps": 800_000.0}),
+            ),
+            row(
+                "full-port sweep, 0% loss",
+                "palisade --rate 100M",
+                json!({"probes_per_s_sending": 760_000.0, "probes_per_s_wall": 700_000.0,
+                       "wall_s": 10.0, "recall_pct": 100.0, "precision_pct": 100.0}),
+            ),
+            row(
+                "full-port sweep, 0% loss",
+                "masscan --rate 2M",
+                json!({"probes_per_s_wall": 150_000.0, "wall_s": 40.0, "recall_pct": 98.0}),
+            ),
+        ];
+        let g = goals(&rows);
+        assert_eq!(g[0].met, Some(true), "{}", g[0].measured);
+        // No unanswered runs, no loss runs and no memory row: not met.
+        assert_eq!(g[1].met, Some(false), "{}", g[1].measured);
+        assert_eq!(g[2].met, None);
+        assert_eq!(g[3].met, Some(true), "{}", g[3].measured);
+        assert_eq!(g[4].met, Some(true), "{}", g[4].measured);
+        assert_eq!(g[5].met, Some(true));
+        assert!(g[6..].iter().all(|g| g.met == Some(false)));
+    }
 }

@@ -388,15 +388,8 @@ pub fn run(
         ReplyFilter::attach(path.ifindex, path.v4, path.v6, cfg.source_ports, ring_bytes)
             .map_err(permission)?;
 
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let queues = cfg
-        .queues
-        .unwrap_or_else(|| xdp::tx_queues(&path.ifname).min(cores))
-        .max(1);
-    let mut sockets = Vec::with_capacity(queues);
-    for q in 0..queues {
-        sockets.push(TxSocket::open(path.ifindex, q as u32, 4096, 2048).map_err(permission)?);
-    }
+    let sockets = xdp::open_queues(path.ifindex, &path.ifname, cfg.queues).map_err(permission)?;
+    let queues = sockets.len();
     let zero_copy = sockets.iter().all(|s| s.zero_copy());
     tracing::debug!(elapsed = ?started.elapsed(), mode = %filter.mode(), queues, zero_copy, "filter attached, sockets open");
 

@@ -13,7 +13,7 @@ use thiserror::Error;
 
 pub use filter::{AttachMode, FilterCounters, ReplyFilter, ReplyRecord};
 pub use responder::{Responder, ResponderCounters, ResponderOptions};
-pub use xsk::{TxCounters, TxSocket};
+pub use xsk::{TxCounters, TxSocket, open_queues};
 
 /// What can go wrong on the data path.
 #[derive(Debug, Error)]
@@ -28,6 +28,10 @@ pub enum XdpError {
     Attach { detail: String },
     #[error("cannot {what}: {detail}")]
     Socket { what: &'static str, detail: String },
+    #[error(
+        "transmit queue {queue} is in use by another AF_XDP socket (another scan on this interface?)"
+    )]
+    QueueBusy { queue: u32 },
     #[error("cannot {what}: {source}")]
     Io {
         what: &'static str,

@@ -66,14 +66,42 @@ fn sock_err(what: &'static str) -> impl Fn(&dyn std::fmt::Debug) -> XdpError {
     }
 }
 
+/// Opens one socket per transmit queue of `ifindex`: `queues` of them, or by
+/// default one per queue of the interface, at most one per core.
+pub fn open_queues(
+    ifindex: u32,
+    ifname: &str,
+    queues: Option<usize>,
+) -> Result<Vec<TxSocket>, XdpError> {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let queues = queues
+        .unwrap_or_else(|| super::tx_queues(ifname).min(cores))
+        .max(1);
+    (0..queues)
+        .map(|q| TxSocket::open(ifindex, q as u32, 4096, 2048))
+        .collect()
+}
+
 impl TxSocket {
     /// Opens a socket on `queue` of `ifindex` with `frames` UMEM frames of
     /// 2 KiB and a TX ring of `ring` slots (both powers of two). Tries
     /// zero-copy first and falls back to copy mode.
+    ///
+    /// A queue still held by a socket that was just closed (the kernel
+    /// releases it asynchronously) is retried for up to a second.
     pub fn open(ifindex: u32, queue: u32, frames: u32, ring: u32) -> Result<Self, XdpError> {
-        match Self::open_mode(ifindex, queue, frames, ring, true) {
-            Ok(s) => Ok(s),
-            Err(_) => Self::open_mode(ifindex, queue, frames, ring, false),
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(1);
+        loop {
+            let result = match Self::open_mode(ifindex, queue, frames, ring, true) {
+                Ok(s) => Ok(s),
+                Err(_) => Self::open_mode(ifindex, queue, frames, ring, false),
+            };
+            match result {
+                Err(XdpError::QueueBusy { .. }) if std::time::Instant::now() < deadline => {
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                other => return other,
+            }
         }
     }
 
@@ -116,9 +144,13 @@ impl TxSocket {
         } else {
             flags.force_copy();
         }
-        let sock = builder
-            .bind(xdp::nic::NicIndex(ifindex), queue, flags)
-            .map_err(|e| sock_err("bind the AF_XDP socket")(&e))?;
+        let sock = match builder.bind(xdp::nic::NicIndex(ifindex), queue, flags) {
+            Ok(sock) => sock,
+            Err(xdp::socket::SocketError::Bind(e)) if e.raw_os_error() == Some(libc::EBUSY) => {
+                return Err(XdpError::QueueBusy { queue });
+            }
+            Err(e) => return Err(sock_err("bind the AF_XDP socket")(&e)),
+        };
         let budget = ring;
         // SAFETY: a valid socket fd, a pointer to a live u32 and its exact
         // size. Kernels before 6.17 reject the option; we ignore that and
