@@ -13,18 +13,7 @@
 // header length, first fragments only) and IPv6 (TCP as the first next
 // header; extension headers are not followed, replies to SYNs carry none).
 
-#include <linux/bpf.h>
-#include <linux/if_ether.h>
-#include <linux/ip.h>
-#include <linux/ipv6.h>
-#include <linux/in.h>
-#include <linux/tcp.h>
-#include <bpf/bpf_helpers.h>
-#include <bpf/bpf_endian.h>
-
-#ifndef ETH_P_8021AD
-#define ETH_P_8021AD 0x88A8
-#endif
+#include "common.h"
 
 // What user space tells the filter: which replies are ours.
 struct config {
@@ -70,25 +59,7 @@ struct {
 	__uint(max_entries, 1 << 24);
 } replies SEC(".maps");
 
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, CNT_MAX);
-	__type(key, __u32);
-	__type(value, __u64);
-} counters SEC(".maps");
-
-static __always_inline void count(__u32 which)
-{
-	__u64 *c = bpf_map_lookup_elem(&counters, &which);
-	if (c)
-		*c += 1;
-}
-
-static __always_inline int pass(void)
-{
-	count(CNT_PASSED);
-	return XDP_PASS;
-}
+#include "counters.h"
 
 // Wake the reader each time another 64 records are waiting. A ring-buffer
 // record is the 8-byte header plus the 8-aligned record.
@@ -110,19 +81,11 @@ int palisade_replies(struct xdp_md *ctx)
 	if (!cfg || !cfg->enabled)
 		return pass();
 
-	struct ethhdr *eth = data;
-	if ((void *)(eth + 1) > data_end)
+	__u16 proto = 0;
+	__u32 l3off = l3_offset(data, data_end, &proto);
+	if (!l3off)
 		return pass();
-	__u16 proto = eth->h_proto;
-	void *l3 = eth + 1;
-	if (proto == bpf_htons(ETH_P_8021Q) || proto == bpf_htons(ETH_P_8021AD)) {
-		// struct vlan_hdr: TCI then the encapsulated protocol.
-		__be16 *vlan = l3;
-		if ((void *)(vlan + 2) > data_end)
-			return pass();
-		proto = vlan[1];
-		l3 = vlan + 2;
-	}
+	void *l3 = data + l3off;
 
 	struct reply r = {};
 	struct tcphdr *tcp;

@@ -59,18 +59,7 @@
 // answer), IPv4 with any header length (first fragments only) and IPv6 with
 // TCP or ICMPv6 as the first next header.
 
-#include <linux/bpf.h>
-#include <linux/if_ether.h>
-#include <linux/ip.h>
-#include <linux/ipv6.h>
-#include <linux/in.h>
-#include <linux/tcp.h>
-#include <bpf/bpf_helpers.h>
-#include <bpf/bpf_endian.h>
-
-#ifndef ETH_P_8021AD
-#define ETH_P_8021AD 0x88A8
-#endif
+#include "common.h"
 
 #define CLASS_SALT 0x636c6173u   // "clas"
 #define SEQ_SALT 0x73657121u     // "seq!"
@@ -151,25 +140,7 @@ struct {
 	__type(value, struct bucket);
 } buckets SEC(".maps");
 
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, CNT_MAX);
-	__type(key, __u32);
-	__type(value, __u64);
-} counters SEC(".maps");
-
-static __always_inline void count(__u32 which)
-{
-	__u64 *c = bpf_map_lookup_elem(&counters, &which);
-	if (c)
-		*c += 1;
-}
-
-static __always_inline int pass(void)
-{
-	count(CNT_PASSED);
-	return XDP_PASS;
-}
+#include "counters.h"
 
 // ---------------------------------------------------------------------------
 // MurmurHash3_x86_32 over 32-bit words
@@ -628,19 +599,11 @@ int palisade_responder(struct xdp_md *ctx)
 	if (!cfg || !cfg->enabled)
 		return pass();
 
-	struct ethhdr *eth = data;
-	if ((void *)(eth + 1) > data_end)
+	__u16 proto = 0;
+	__u32 l3off = l3_offset(data, data_end, &proto);
+	if (!l3off)
 		return pass();
-	__u16 proto = eth->h_proto;
-	__u32 l3off = sizeof(*eth);
-	if (proto == bpf_htons(ETH_P_8021Q) || proto == bpf_htons(ETH_P_8021AD)) {
-		// struct vlan_hdr: TCI then the encapsulated protocol.
-		__be16 *vlan = (void *)(eth + 1);
-		if ((void *)(vlan + 2) > data_end)
-			return pass();
-		proto = vlan[1];
-		l3off += 4;
-	}
+	struct ethhdr *eth = data;
 	void *l3 = data + l3off;
 
 	if (proto == bpf_htons(ETH_P_ARP))

@@ -15,6 +15,9 @@ fn main() {
         _ => "x86_64-linux-gnu",
     };
     println!("cargo:rerun-if-env-changed=PALISADE_CLANG");
+    for header in ["common.h", "counters.h"] {
+        println!("cargo:rerun-if-changed={}", src.join(header).display());
+    }
     for name in PROGRAMS {
         let c = src.join(format!("{name}.bpf.c"));
         println!("cargo:rerun-if-changed={}", c.display());

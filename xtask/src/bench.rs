@@ -130,14 +130,14 @@ fn recall_precision(
 }
 
 /// What a tool found and how long it took.
-struct Outcome {
-    found: BTreeSet<(IpAddr, u16)>,
-    seconds: f64,
+pub(crate) struct Outcome {
+    pub(crate) found: BTreeSet<(IpAddr, u16)>,
+    pub(crate) seconds: f64,
     /// The tool's own sending rate where it reports one.
-    rate: Option<f64>,
+    pub(crate) rate: Option<f64>,
 }
 
-fn palisade_scan(
+pub(crate) fn palisade_scan(
     tb: &Testbed,
     bin: &str,
     targets: &str,
@@ -174,7 +174,7 @@ fn palisade_scan(
     })
 }
 
-fn masscan(
+pub(crate) fn masscan(
     tb: &Testbed,
     targets: &str,
     ports: &str,
@@ -367,7 +367,13 @@ fn probes(block: &str, ports: &str) -> f64 {
 }
 
 /// `palisade tx-bench` on the scanner side: frames per second.
-fn tx_bench(tb: &Testbed, bin: &str, extra: &[&str], count: &str, limit: Duration) -> Result<f64> {
+pub(crate) fn tx_bench(
+    tb: &Testbed,
+    bin: &str,
+    extra: &[&str],
+    count: &str,
+    limit: Duration,
+) -> Result<f64> {
     let mut cmd = tb.in_scanner(bin);
     cmd.args([
         "tx-bench",
@@ -381,6 +387,26 @@ fn tx_bench(tb: &Testbed, bin: &str, extra: &[&str], count: &str, limit: Duratio
     let (out, _, _) = timed_limit(cmd, limit)?;
     let v: Value = serde_json::from_str(out.trim()).context("tx-bench output")?;
     v["pps"].as_f64().context("tx-bench pps")
+}
+
+/// Runs `measure` `times` times and adds a transmit-ceiling row of the
+/// median rate, with every run listed.
+fn ceiling_row(
+    rows: &mut Vec<Row>,
+    tool: &str,
+    times: usize,
+    mut measure: impl FnMut() -> Result<f64>,
+) -> Result<()> {
+    let runs = (0..times)
+        .map(|_| measure())
+        .collect::<Result<Vec<f64>>>()?;
+    eprintln!("xtask bench: {tool}: {runs:?} probes/s");
+    rows.push(Row {
+        scenario: "transmit ceiling",
+        tool: tool.into(),
+        figures: json!({"pps": median_by(runs.clone(), |r| *r), "runs": runs}),
+    });
+    Ok(())
 }
 
 /// Adds the row of one tool's run against `truth` over `scope` probes.
@@ -553,37 +579,23 @@ fn testbed_scenarios(
             ),
             ("bare AF_XDP loop, all queues, fleet drops", &[][..]),
         ] {
-            let runs = (0..repeats + 2)
-                .map(|_| tx_bench(tb, bin, extra, tx_count, limit))
-                .collect::<Result<Vec<f64>>>()?;
-            eprintln!("xtask bench: {tool}: {runs:?} frames/s");
-            rows.push(Row {
-                scenario: "transmit ceiling",
-                tool: tool.into(),
-                figures: json!({"pps": median_by(runs.clone(), |r| *r), "runs": runs}),
-            });
+            ceiling_row(rows, tool, repeats + 2, || {
+                tx_bench(tb, bin, extra, tx_count, limit)
+            })?;
         }
         // The scan against the same silent fleet (no retries: nothing answers).
-        let runs = (0..repeats)
-            .map(|_| {
-                palisade_scan(
-                    tb,
-                    bin,
-                    sweep_block,
-                    ports_all,
-                    100_000_000,
-                    &["--retries", "0"],
-                    limit,
-                )
-                .and_then(|o| o.rate.context("no rate in the scan summary"))
-            })
-            .collect::<Result<Vec<f64>>>()?;
-        eprintln!("xtask bench: palisade, fleet drops: {runs:?} probes/s");
-        rows.push(Row {
-            scenario: "transmit ceiling",
-            tool: "palisade --retries 0, fleet drops".into(),
-            figures: json!({"pps": median_by(runs.clone(), |r| *r), "runs": runs}),
-        });
+        ceiling_row(rows, "palisade --retries 0, fleet drops", repeats, || {
+            let o = palisade_scan(
+                tb,
+                bin,
+                sweep_block,
+                ports_all,
+                100_000_000,
+                &["--retries", "0"],
+                limit,
+            )?;
+            o.rate.context("no rate in the scan summary")
+        })?;
     }
     {
         let answering = Fleet {
@@ -592,15 +604,12 @@ fn testbed_scenarios(
             loss_permille: 0,
         };
         let _fleet = FleetProcess::start(tb, bin, &answering)?;
-        let runs = (0..repeats + 2)
-            .map(|_| tx_bench(tb, bin, &["--replies"], tx_count, limit))
-            .collect::<Result<Vec<f64>>>()?;
-        eprintln!("xtask bench: bare loop, fleet answers: {runs:?} frames/s");
-        rows.push(Row {
-            scenario: "transmit ceiling",
-            tool: "bare AF_XDP loop, all queues, fleet answers, reply filter".into(),
-            figures: json!({"pps": median_by(runs.clone(), |r| *r), "runs": runs}),
-        });
+        ceiling_row(
+            rows,
+            "bare AF_XDP loop, all queues, fleet answers, reply filter",
+            repeats + 2,
+            || tx_bench(tb, bin, &["--replies"], tx_count, limit),
+        )?;
     }
 
     // 2. Full-port sweep and loss, answered by the fleet.

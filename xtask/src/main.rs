@@ -343,10 +343,6 @@ pub(crate) fn timed_limit(
     Ok((stdout, stderr, secs))
 }
 
-fn timed(cmd: Command) -> Result<(String, String, f64)> {
-    timed_limit(cmd, std::time::Duration::from_secs(120))
-}
-
 /// The transmit ceiling, Palisade's scan rate and masscan's best rate, side
 /// by side on one testbed: 3 hosts x 65,535 ports, real kernel listeners.
 fn compare() -> Result<()> {
@@ -374,140 +370,79 @@ fn compare() -> Result<()> {
     }
     tb.listen(&truth.iter().copied().collect::<Vec<_>>())?;
     let probes = hosts.len() as f64 * 65_535.0;
-    let mac = tb.target_mac();
     let recall = |found: &BTreeSet<(IpAddr, u16)>| {
         100.0 * found.intersection(&truth).count() as f64 / truth.len() as f64
     };
     let mut rows: Vec<String> = Vec::new();
 
-    // The bare AF_XDP transmit loop, `count` frames to the first host.
-    let tx_bench = |tb: &Testbed, count: &str| -> Result<f64> {
-        let mut cmd = tb.in_scanner(bin);
-        cmd.args(["tx-bench", "--interface", "scan0", "--gateway-mac", &mac]);
-        cmd.args([
-            "--source-ip",
-            "198.18.0.1",
-            "--target-ip",
-            "198.18.0.2",
-            "--count",
-            count,
-        ]);
-        let (out, _, _) = timed(cmd)?;
-        json_number(&out, "pps")
-    };
+    let limit = std::time::Duration::from_secs(120);
+    let targets = "198.18.0.2-198.18.0.4";
 
     // 1. Bare AF_XDP transmit loop, target dropping everything at ingress.
     tb.set_loss(1000)?;
-    let raw_drop = tx_bench(&tb, "2000000")?;
+    let raw_drop = bench::tx_bench(&tb, bin, &[], "2000000", limit)?;
     rows.push(format!(
         "| bare AF_XDP transmit loop (target drops) | {raw_drop:.0} | - |"
     ));
     // 2. Palisade's scan, target dropping everything (same conditions).
-    let scan_args = [
-        "scan",
-        "198.18.0.2-198.18.0.4",
-        "-p",
-        "-",
-        "--rate",
-        "100000000",
-        "--wait",
-        "1",
-    ];
-    let (_, err, _) = timed({
-        let mut c = tb.in_scanner(bin);
-        c.args(scan_args).args(["--retries", "0"]);
-        c
-    })?;
-    let scan_drop = summary_rate(&err)?;
+    let silent = bench::palisade_scan(
+        &tb,
+        bin,
+        targets,
+        "1-65535",
+        100_000_000,
+        &["--retries", "0"],
+        limit,
+    )?;
+    let scan_drop = silent.rate.context("no rate in the scan summary")?;
     rows.push(format!(
         "| palisade scan (target drops) | {scan_drop:.0} | - |"
     ));
     tb.set_loss(0)?;
     // 3. The same with the target's kernel answering every probe.
-    let raw_answer = tx_bench(&tb, "1000000")?;
+    let raw_answer = bench::tx_bench(&tb, bin, &[], "1000000", limit)?;
     rows.push(format!(
         "| bare AF_XDP transmit loop (target answers) | {raw_answer:.0} | - |"
     ));
-    let (out, err, scan_secs) = timed({
-        let mut c = tb.in_scanner(bin);
-        c.args(scan_args);
-        c
-    })?;
-    let scan_answer = summary_rate(&err)?;
-    let scan_wall = probes / (scan_secs - 1.0).max(1e-3);
-    let found: BTreeSet<(IpAddr, u16)> = out
-        .lines()
-        .filter_map(|l| {
-            let ip = l
-                .split("\"ip\":\"")
-                .nth(1)?
-                .split('"')
-                .next()?
-                .parse()
-                .ok()?;
-            let port = l
-                .split("\"port\":")
-                .nth(1)?
-                .split(',')
-                .next()?
-                .parse()
-                .ok()?;
-            Some((ip, port))
-        })
-        .collect();
+    let answered = bench::palisade_scan(&tb, bin, targets, "1-65535", 100_000_000, &[], limit)?;
+    let scan_answer = answered.rate.context("no rate in the scan summary")?;
+    let scan_wall = probes / (answered.seconds - 1.0).max(1e-3);
     rows.push(format!(
         "| palisade scan (target answers) | {scan_answer:.0} | {:.1}% |",
-        recall(&found)
+        recall(&answered.found)
     ));
     rows.push(format!(
         "| palisade scan (target answers; wall time less its 1 s wait, as for masscan) | {scan_wall:.0} | {:.1}% |",
-        recall(&found)
+        recall(&answered.found)
     ));
     // 4. masscan at its best rate, the target answering: its throughput on
     // this testbed varies a lot from run to run, so try several rates and
     // keep the best wall time.
-    let list = std::env::temp_dir().join(format!("palisade-masscan-{}.txt", std::process::id()));
-    let mut best: Option<(f64, &str, f64)> = None;
-    for rate in ["250000", "500000", "1000000", "2000000"] {
-        let mut cmd = tb.in_scanner("masscan");
-        cmd.args([
-            "198.18.0.2-198.18.0.4",
-            "-p1-65535",
-            "--rate",
+    let mut best: Option<(f64, u64, f64)> = None;
+    for rate in [250_000, 500_000, 1_000_000, 2_000_000] {
+        let m = match bench::masscan(
+            &tb,
+            targets,
+            "1-65535",
             rate,
-            "--wait",
-            "1",
-        ]);
-        cmd.args(["--adapter", "scan0", "--adapter-ip", "198.18.0.1"]);
-        cmd.args(["--adapter-mac", &tb.scanner_mac().replace(':', "-")]);
-        cmd.args(["--router-mac", &mac.replace(':', "-")]);
-        cmd.args(["-oL", list.to_str().context("path")?]);
-        let secs = match timed_limit(cmd, std::time::Duration::from_secs(60)) {
-            Ok((_, _, secs)) => secs,
+            std::time::Duration::from_secs(60),
+        ) {
+            Ok(m) => m,
             Err(e) => {
                 eprintln!("xtask compare: masscan --rate {rate}: {e:#}");
                 continue;
             }
         };
-        let text = std::fs::read_to_string(&list).unwrap_or_default();
-        let found: BTreeSet<(IpAddr, u16)> = text
-            .lines()
-            .filter(|l| l.starts_with("open tcp"))
-            .filter_map(|l| {
-                let f: Vec<&str> = l.split_whitespace().collect();
-                Some((f.get(3)?.parse().ok()?, f.get(2)?.parse().ok()?))
-            })
-            .collect();
-        let pps = probes / (secs - 1.0).max(1e-3);
+        let pps = probes / (m.seconds - 1.0).max(1e-3);
         eprintln!(
-            "xtask compare: masscan --rate {rate}: {secs:.2} s, {pps:.0} probes/s, recall {:.1}%",
-            recall(&found)
+            "xtask compare: masscan --rate {rate}: {:.2} s, {pps:.0} probes/s, recall {:.1}%",
+            m.seconds,
+            recall(&m.found)
         );
         if best.is_none_or(|b| pps > b.0) {
-            best = Some((pps, rate, recall(&found)));
+            best = Some((pps, rate, recall(&m.found)));
         }
     }
-    let _ = std::fs::remove_file(&list);
     let (masscan, masscan_rate, masscan_recall) = best.context("masscan failed at every rate")?;
     rows.push(format!(
         "| masscan 1.3.2, best of --rate 250k..2M (--rate {masscan_rate}; wall time less its 1 s wait) | {masscan:.0} | {masscan_recall:.1}% |"
@@ -527,14 +462,6 @@ fn compare() -> Result<()> {
         scan_wall / masscan
     );
     Ok(())
-}
-
-fn json_number(text: &str, key: &str) -> Result<f64> {
-    text.split(&format!("\"{key}\":"))
-        .nth(1)
-        .and_then(|t| t.split([',', '}']).next())
-        .and_then(|n| n.trim().parse().ok())
-        .with_context(|| format!("no `{key}` in {text}"))
 }
 
 /// The "N probes/s while sending" figure of a scan summary.
