@@ -9,8 +9,8 @@ use std::hint::black_box;
 use std::net::{Ipv4Addr, Ipv6Addr};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use palisade::probe::{CookieKey, Cookies, PortSet, Probe, Shard, Sweep, Target, TargetSet};
-use palisade::wire::{MacAddr, SynTemplate};
+use palisade_core::probe::{CookieKey, Cookies, PortSet, Probe, Shard, Sweep, Target, TargetSet};
+use palisade_core::wire::{MacAddr, SynTemplate};
 
 const BATCH: usize = 64;
 const FRAME: usize = 2048;

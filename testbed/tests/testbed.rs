@@ -4,7 +4,7 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::process::{Command, Stdio};
 
-use palisade_testbed::{Testbed, TestbedConfig, TestbedError, cleanup_stale, preflight};
+use palisade_sim::testbed::{Testbed, TestbedConfig, TestbedError, cleanup_stale, preflight};
 
 const T1: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 2);
 const T2: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 3);

@@ -14,7 +14,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use palisade_testbed::{Testbed, TestbedConfig};
+use palisade_sim::testbed::{Testbed, TestbedConfig};
 use serde_json::{Value, json};
 
 use crate::{root, run, setup, timed_limit};

@@ -181,7 +181,7 @@ fn ci() -> Result<()> {
 }
 
 fn demo() -> Result<()> {
-    use palisade_testbed::{Testbed, TestbedConfig};
+    use palisade_sim::testbed::{Testbed, TestbedConfig};
     use std::net::IpAddr;
 
     setup()?;
@@ -346,7 +346,7 @@ pub(crate) fn timed_limit(
 /// The transmit ceiling, Palisade's scan rate and masscan's best rate, side
 /// by side on one testbed: 3 hosts x 65,535 ports, real kernel listeners.
 fn compare() -> Result<()> {
-    use palisade_testbed::{Testbed, TestbedConfig};
+    use palisade_sim::testbed::{Testbed, TestbedConfig};
     use std::collections::BTreeSet;
     use std::net::IpAddr;
 

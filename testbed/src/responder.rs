@@ -16,10 +16,10 @@ use aya::maps::{Array, HashMap, MapData, PerCpuArray};
 use aya::programs::links::FdLink;
 use aya::{Ebpf, EbpfLoader, Pod};
 
-use super::XdpError;
-use super::filter::{AttachMode, bpf_err};
+use palisade_core::wire::MacAddr;
+use palisade_dataplane::{AttachMode, XdpError, attach_program, bpf_err};
+
 use crate::fleet::FleetSpec;
-use crate::wire::MacAddr;
 
 /// The compiled responder (built by `build.rs` with clang-19).
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/responder.bpf.o"));
@@ -291,7 +291,7 @@ impl Responder {
         .map_err(|e| bpf_err("open the counters")(&e))?;
 
         let (link, mode) =
-            super::filter::attach_program(&mut ebpf, "palisade_responder", ifindex, opts.mode)?;
+            attach_program(&mut ebpf, "palisade_responder", ifindex, opts.mode)?;
         Ok(Responder {
             _link: link,
             counters,

@@ -648,7 +648,7 @@ mod tests {
 
     #[test]
     fn the_shipped_exclude_list_parses() {
-        let text = include_str!("../../../config/exclude.conf");
+        let text = include_str!("../../../../config/exclude.conf");
         let mut x = TargetSet::default();
         x.extend_file("config/exclude.conf", text).unwrap();
         for inside in [

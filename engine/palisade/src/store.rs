@@ -13,7 +13,7 @@ use std::path::Path;
 use rusqlite::{Connection, OptionalExtension, params};
 use thiserror::Error;
 
-use crate::monitor::{Event, Millis, MonitorState, Step};
+use palisade_core::monitor::{Event, Millis, MonitorState, Step};
 
 /// Store failures.
 #[derive(Debug, Error)]

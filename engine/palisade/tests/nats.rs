@@ -10,10 +10,10 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use palisade_outputs::schema::{Envelope, Format, decode};
 use palisade_outputs::testing::NatsServer;
-use palisade_testbed::{Testbed, TestbedConfig};
+use palisade_sim::testbed::{Testbed, TestbedConfig, bounded, stderr};
 
 mod common;
-use common::{LoopbackBridge, bounded, stderr};
+use common::LoopbackBridge;
 
 const BIN: &str = env!("CARGO_BIN_EXE_palisade");
 const TARGET: &str = "198.18.0.2";

@@ -8,7 +8,7 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use palisade::probe::{PortSet, Shard, SpecError, Sweep, TargetSet};
+use palisade_core::probe::{PortSet, Shard, SpecError, Sweep, TargetSet};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -55,19 +55,6 @@ enum Command {
     Status(StatusArgs),
     /// Show a monitor's state changes and incidents, newest first.
     History(HistoryArgs),
-    /// Benchmark: a bare AF_XDP transmit loop (no scanning logic) cycling
-    /// through 4096 prebuilt SYNs (one target, 4096 ports: as many flows as a
-    /// scan spreads over the queues), for the transmit ceiling of an interface.
-    #[command(hide = true)]
-    TxBench(TxBenchArgs),
-    /// Simulate a fleet for tests and benchmarks: an XDP program on IF answers
-    /// ARP, NDP and TCP SYNs for whole address blocks (see ebpf/responder.bpf.c).
-    #[command(hide = true)]
-    Fleet(FleetArgs),
-    /// Print the ground truth of a simulated fleet: every (address, port)
-    /// of TARGETS x PORTS that answers SYN-ACK, one `ip:port` per line.
-    #[command(hide = true)]
-    FleetTruth(FleetTruthArgs),
 }
 
 #[derive(Debug, Args)]
@@ -107,106 +94,6 @@ struct HistoryArgs {
     since: Option<String>,
     #[arg(long, value_enum, default_value_t = Format::Text)]
     format: Format,
-}
-
-#[derive(Debug, Args)]
-struct TxBenchArgs {
-    /// Interface to send on.
-    #[arg(long, value_name = "IF")]
-    interface: String,
-    /// Destination MAC of the frames.
-    #[arg(long, value_name = "MAC")]
-    gateway_mac: palisade::wire::MacAddr,
-    /// Source and destination IPv4 addresses of the frames.
-    #[arg(long, value_name = "IP")]
-    source_ip: std::net::Ipv4Addr,
-    #[arg(long, value_name = "IP")]
-    target_ip: std::net::Ipv4Addr,
-    /// Frames to send.
-    #[arg(long, value_name = "N", default_value_t = 2_000_000)]
-    count: u64,
-    /// Transmit queues to send on, one thread each (default: as `palisade
-    /// scan` would, one per queue of the interface up to one per core).
-    #[arg(long, value_name = "N")]
-    queues: Option<usize>,
-    /// Take the answers the way `palisade scan` does, with no scanning logic:
-    /// attach the reply filter and count what it hands up (without this, the
-    /// answers go to the kernel, or nowhere).
-    #[arg(long)]
-    replies: bool,
-}
-
-#[derive(Debug, Args)]
-struct FleetTruthArgs {
-    /// The fleet's seed (as given to `palisade fleet`).
-    #[arg(long, value_name = "N", default_value_t = 0)]
-    seed: u32,
-    /// Open ports per million (host, port) pairs.
-    #[arg(long, value_name = "N", default_value_t = 0)]
-    density_ppm: u32,
-    /// The fleet's block (kept for symmetry with `palisade fleet`; the truth
-    /// is computed for --targets).
-    #[arg(long, value_name = "CIDR")]
-    block: Vec<String>,
-    /// Which hosts.
-    #[arg(long, value_name = "LIST")]
-    targets: String,
-    /// Which ports.
-    #[arg(short = 'p', long = "ports", value_name = "PORTS")]
-    ports: String,
-}
-
-/// `palisade fleet`: the simulated fleet's knobs (see `palisade::fleet`).
-#[derive(Debug, Args)]
-struct FleetArgs {
-    /// Interface to attach to (the target side of a testbed veth).
-    #[arg(long, value_name = "IF")]
-    interface: String,
-    /// Address block to answer for: one IPv4 block of at most a /16, one IPv6
-    /// block of at most a /112.
-    #[arg(long, value_name = "CIDR", required = true)]
-    block: Vec<String>,
-    /// Key of the fleet's hashes (which ports are open, which hosts are which).
-    #[arg(long, value_name = "N", default_value_t = 0)]
-    seed: u32,
-    /// Open ports per million (host, port) pairs.
-    #[arg(long, value_name = "N", default_value_t = 0,
-          value_parser = clap::value_parser!(u32).range(0..=1_000_000))]
-    density_ppm: u32,
-    /// TCP answers dropped at random, per mille.
-    #[arg(long, value_name = "N", default_value_t = 0,
-          value_parser = clap::value_parser!(u32).range(0..=1000))]
-    loss_permille: u32,
-    /// Hosts per mille that answer ARP/NDP but no SYN.
-    #[arg(long, value_name = "N", default_value_t = 0,
-          value_parser = clap::value_parser!(u32).range(0..=1000))]
-    silent_permille: u32,
-    /// Hosts per mille that answer open ports only (no RST on closed ones).
-    #[arg(long, value_name = "N", default_value_t = 0,
-          value_parser = clap::value_parser!(u32).range(0..=1000))]
-    firewalled_permille: u32,
-    /// Hosts per mille that answer SYN-ACK on every port.
-    #[arg(long, value_name = "N", default_value_t = 0,
-          value_parser = clap::value_parser!(u32).range(0..=1000))]
-    synproxy_permille: u32,
-    /// TCP answers per second per host (0: no limit).
-    #[arg(long, value_name = "PPS", default_value_t = 0)]
-    rate_limit: u32,
-    /// A pair that is always open (not on silent hosts): 198.18.0.2:22 or
-    /// [2001:2::2]:443.
-    #[arg(long, value_name = "IP:PORT")]
-    open: Vec<std::net::SocketAddr>,
-    /// Stop after SECS seconds (default: at SIGINT or SIGTERM).
-    #[arg(long, value_name = "SECS")]
-    duration: Option<f64>,
-    /// XDP mode: generic, driver, or auto (driver, falling back to generic).
-    /// On veth, what driver mode sends back (XDP_TX) only reaches the peer
-    /// while the peer has a native XDP program attached (`palisade scan` has
-    /// one, but only after resolving its next hop: pass it --gateway-mac);
-    /// generic mode answers any scanner, ARP and NDP included.
-    #[arg(long, value_name = "MODE", default_value = "generic",
-          value_parser = ["generic", "driver", "auto"])]
-    xdp_mode: String,
 }
 
 /// Which hosts and ports, shared by every command that sweeps.
@@ -254,7 +141,7 @@ struct ScanArgs {
     #[command(flatten)]
     target: TargetArgs,
     /// Probes per second (first probes; retries ride along).
-    #[arg(long, value_name = "PPS", default_value_t = palisade::scan::DEFAULT_RATE,
+    #[arg(long, value_name = "PPS", default_value_t = palisade_dataplane::scan::DEFAULT_RATE,
           value_parser = clap::value_parser!(u64).range(1..=100_000_000))]
     rate: u64,
     /// Extra probes for a port that did not answer, 0.5 s apart.
@@ -275,7 +162,7 @@ struct ScanArgs {
     source_port: String,
     /// MAC address of the next hop (default: from the kernel's neighbour table).
     #[arg(long, value_name = "MAC")]
-    gateway_mac: Option<palisade::wire::MacAddr>,
+    gateway_mac: Option<palisade_core::wire::MacAddr>,
     /// TX queues to use, one socket and thread each (default: all, up to the core count).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=256))]
     queues: Option<u32>,
@@ -400,8 +287,8 @@ fn parse_source_ports(text: &str) -> Result<(u16, u16), UsageError> {
     Ok((lo, hi))
 }
 
-fn scan_config(args: &ScanArgs) -> Result<palisade::scan::ScanConfig, UsageError> {
-    let mut cfg = palisade::scan::ScanConfig {
+fn scan_config(args: &ScanArgs) -> Result<palisade_dataplane::scan::ScanConfig, UsageError> {
+    let mut cfg = palisade_dataplane::scan::ScanConfig {
         shard: args.target.shard,
         resume: args.target.resume_index,
         rate: args.rate,
@@ -434,7 +321,7 @@ fn scan_config(args: &ScanArgs) -> Result<palisade::scan::ScanConfig, UsageError
     Ok(cfg)
 }
 
-fn format_finding(f: &palisade::scan::Finding, format: Format) -> String {
+fn format_finding(f: &palisade_dataplane::scan::Finding, format: Format) -> String {
     let state = if f.open { "open" } else { "closed" };
     let time = humantime::format_rfc3339_millis(f.time);
     match format {
@@ -478,7 +365,7 @@ fn scan(args: &ScanArgs) -> Result<ExitCode> {
         signal_hook::flag::register(signal, Arc::clone(&stop))
             .context("installing signal handlers")?;
     }
-    let progress = palisade::scan::Progress::default();
+    let progress = palisade_dataplane::scan::Progress::default();
     let planned = sweep.shard_len(cfg.shard).saturating_sub(cfg.resume);
     let show_progress = std::io::stderr().is_terminal();
     let mut write_error: Option<std::io::Error> = None;
@@ -488,7 +375,7 @@ fn scan(args: &ScanArgs) -> Result<ExitCode> {
             let (progress, done) = (&progress, &done);
             scope.spawn(move || progress_lines(progress, done, planned));
         }
-        let result = palisade::scan::run(&sweep, &cfg, &stop, &progress, |f| {
+        let result = palisade_dataplane::scan::run(&sweep, &cfg, &stop, &progress, |f| {
             if write_error.is_none()
                 && let Err(e) = writeln!(out, "{}", format_finding(&f, args.format))
             {
@@ -538,224 +425,6 @@ fn scan(args: &ScanArgs) -> Result<ExitCode> {
     } else {
         ExitCode::SUCCESS
     })
-}
-
-fn tx_bench(args: &TxBenchArgs) -> Result<ExitCode> {
-    use palisade::xdp::{self, TxSocket};
-    let ifindex = xdp::ifindex(&args.interface)?;
-    let src_mac = xdp::mac_of(&args.interface)?;
-    let template = palisade::wire::SynTemplate::v4(
-        src_mac,
-        args.gateway_mac,
-        args.source_ip,
-        64,
-        65_535,
-        1460,
-    );
-    let source_port = 61_000;
-    let filter = if args.replies {
-        let ring = 1 << 23;
-        Some(palisade::xdp::ReplyFilter::attach(
-            ifindex,
-            Some(args.source_ip),
-            None,
-            (source_port, source_port),
-            ring,
-        )?)
-    } else {
-        None
-    };
-    const FRAMES: usize = 4096;
-    let mut frames = vec![[0u8; palisade::wire::SYN_V4_LEN]; FRAMES];
-    for (i, frame) in frames.iter_mut().enumerate() {
-        let port = 1024 + i as u16;
-        template.write_v4(frame, args.target_ip.into(), source_port, port, 1)?;
-    }
-    let mut sockets = xdp::open_queues(ifindex, &args.interface, args.queues)?;
-    let queues = sockets.len();
-    let zero_copy = sockets.iter().all(TxSocket::zero_copy);
-    let done = std::sync::atomic::AtomicBool::new(false);
-    let (sent, secs, answers) = std::thread::scope(|s| -> Result<(u64, f64, u64)> {
-        let reader = filter.map(|mut f| {
-            let done = &done;
-            s.spawn(move || {
-                let mut n = 0u64;
-                loop {
-                    n += f.drain(|_| {}) as u64;
-                    if done.load(std::sync::atomic::Ordering::Acquire) {
-                        std::thread::sleep(std::time::Duration::from_millis(200));
-                        return n + f.drain(|_| {}) as u64;
-                    }
-                    let _ = f.wait(std::time::Duration::from_millis(2));
-                }
-            })
-        });
-        let start = std::time::Instant::now();
-        let senders: Vec<_> = sockets
-            .iter_mut()
-            .enumerate()
-            .map(|(q, sock)| {
-                let count =
-                    args.count / queues as u64 + u64::from((q as u64) < args.count % queues as u64);
-                let frames = &frames;
-                s.spawn(move || -> Result<u64, palisade::xdp::XdpError> {
-                    let mut sent = 0u64;
-                    let mut next = q * FRAMES / queues;
-                    while sent < count {
-                        sock.reclaim();
-                        let want = (count - sent).min(64) as usize;
-                        let queued = sock.queue(want, |i, buf| {
-                            let frame = &frames[(next + i) % FRAMES];
-                            buf.get_mut(..frame.len())?.copy_from_slice(frame);
-                            Some(frame.len())
-                        });
-                        next = (next + queued) % FRAMES;
-                        sent += queued as u64;
-                        sock.kick()?;
-                    }
-                    while sock.in_flight() > 0 {
-                        sock.kick()?;
-                        sock.reclaim();
-                    }
-                    Ok(sent)
-                })
-            })
-            .collect();
-        let mut sent = 0;
-        let mut failure = None;
-        for h in senders {
-            match h.join() {
-                Ok(Ok(n)) => sent += n,
-                Ok(Err(e)) => failure = Some(anyhow::Error::from(e)),
-                Err(_) => failure = Some(anyhow::anyhow!("a sender thread panicked")),
-            }
-        }
-        let secs = start.elapsed().as_secs_f64();
-        done.store(true, std::sync::atomic::Ordering::Release);
-        let answers = reader.map_or(0, |r| r.join().unwrap_or(0));
-        match failure {
-            Some(e) => Err(e),
-            None => Ok((sent, secs, answers)),
-        }
-    })?;
-    println!(
-        "{{\"frames\":{sent},\"seconds\":{secs:.4},\"pps\":{:.0},\"queues\":{queues},\"zero_copy\":{zero_copy},\"answers\":{answers}}}",
-        sent as f64 / secs,
-    );
-    Ok(ExitCode::SUCCESS)
-}
-
-/// Parses `--block`: an address and a prefix length (host bits are cleared).
-fn parse_block(text: &str) -> Result<(std::net::IpAddr, u8), UsageError> {
-    let bad = |why: &str| UsageError(format!("--block: bad value `{text}`: {why}"));
-    let (addr, prefix) = text
-        .split_once('/')
-        .ok_or_else(|| bad("give a CIDR block like 198.18.0.0/24"))?;
-    let addr: std::net::IpAddr = addr.parse().map_err(|_| bad("not an address"))?;
-    let prefix: u8 = prefix.parse().map_err(|_| bad("bad prefix length"))?;
-    let (min, max) = match addr {
-        std::net::IpAddr::V4(_) => (palisade::xdp::responder::MIN_PREFIX_V4, 32),
-        std::net::IpAddr::V6(_) => (palisade::xdp::responder::MIN_PREFIX_V6, 128),
-    };
-    if !(min..=max).contains(&prefix) {
-        return Err(bad(&format!("the prefix length must be {min} to {max}")));
-    }
-    if !palisade::xdp::responder::benchmarking_block(addr, prefix) {
-        return Err(bad(
-            "the fleet only answers inside 198.18.0.0/15 and 2001:2::/48",
-        ));
-    }
-    Ok((addr, prefix))
-}
-
-fn fleet(args: &FleetArgs) -> Result<ExitCode> {
-    use palisade::xdp::{self, AttachMode, Responder, ResponderOptions};
-    use std::net::IpAddr;
-    use std::sync::Arc;
-    use std::sync::atomic::{AtomicBool, Ordering};
-
-    let spec = palisade::fleet::FleetSpec {
-        seed: args.seed,
-        density_ppm: args.density_ppm,
-        silent_permille: args.silent_permille,
-        firewalled_permille: args.firewalled_permille,
-        synproxy_permille: args.synproxy_permille,
-        explicit: args.open.iter().map(|a| (a.ip(), a.port())).collect(),
-    };
-    let setup = || -> Result<ResponderOptions, UsageError> {
-        spec.validate().map_err(UsageError)?;
-        let mut opts = ResponderOptions {
-            block_v4: None,
-            block_v6: None,
-            mac: palisade::wire::MacAddr::ZERO,
-            loss_permille: args.loss_permille,
-            rate_limit: args.rate_limit,
-            mode: match args.xdp_mode.as_str() {
-                "driver" => Some(AttachMode::Driver),
-                "generic" => Some(AttachMode::Generic),
-                _ => None,
-            },
-        };
-        for text in &args.block {
-            let twice = || UsageError(format!("--block: `{text}` is a second block of its family"));
-            match parse_block(text)? {
-                (IpAddr::V4(a), p) if opts.block_v4.is_none() => opts.block_v4 = Some((a, p)),
-                (IpAddr::V6(a), p) if opts.block_v6.is_none() => opts.block_v6 = Some((a, p)),
-                _ => return Err(twice()),
-            }
-        }
-        let inside = |ip: IpAddr| match ip {
-            IpAddr::V4(a) => opts.block_v4.is_some_and(|(b, p)| {
-                let m = u32::MAX << (32 - u32::from(p));
-                u32::from(a) & m == u32::from(b) & m
-            }),
-            IpAddr::V6(a) => opts.block_v6.is_some_and(|(b, p)| {
-                let m = u128::MAX << (128 - u32::from(p));
-                u128::from(a) & m == u128::from(b) & m
-            }),
-        };
-        if let Some(a) = args.open.iter().find(|a| !inside(a.ip()) || a.port() == 0) {
-            return Err(UsageError(format!(
-                "--open: `{a}` is not a port of the blocks"
-            )));
-        }
-        if let Some(d) = args.duration
-            && !(d.is_finite() && d > 0.0)
-        {
-            return Err(UsageError(format!(
-                "--duration: bad value `{d}`: give seconds above 0"
-            )));
-        }
-        Ok(opts)
-    };
-    let mut opts = match setup() {
-        Ok(o) => o,
-        Err(e) => return Ok(usage_error(&e)),
-    };
-    let ifindex = xdp::ifindex(&args.interface)?;
-    opts.mac = xdp::mac_of(&args.interface)?;
-    let stop = Arc::new(AtomicBool::new(false));
-    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        signal_hook::flag::register(signal, Arc::clone(&stop))
-            .context("installing signal handlers")?;
-    }
-    let responder = Responder::attach(ifindex, &spec, &opts)?;
-    {
-        let mut out = std::io::stdout().lock();
-        writeln!(out, "fleet ready (XDP {})", responder.mode())?;
-        out.flush().context("writing to stdout")?;
-    }
-    let deadline = args
-        .duration
-        .map(|d| std::time::Instant::now() + std::time::Duration::from_secs_f64(d));
-    while !stop.load(Ordering::Relaxed) && deadline.is_none_or(|d| std::time::Instant::now() < d) {
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
-    let counters = responder.counters()?;
-    let mut json = serde_json::to_value(counters)?;
-    json["mode"] = serde_json::Value::from(responder.mode().to_string());
-    println!("{json}");
-    Ok(ExitCode::SUCCESS)
 }
 
 fn load_config(path: &std::path::Path) -> Result<palisade::config::Config, ExitCode> {
@@ -964,31 +633,9 @@ fn history(args: &HistoryArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn fleet_truth(args: &FleetTruthArgs) -> Result<ExitCode> {
-    let targets = match TargetSet::parse_arg("--targets", &args.targets) {
-        Ok(t) => t,
-        Err(e) => return Ok(usage_error(&e.into())),
-    };
-    let ports = match PortSet::parse_arg("-p", &args.ports) {
-        Ok(p) => p,
-        Err(e) => return Ok(usage_error(&e.into())),
-    };
-    let spec = palisade::fleet::FleetSpec {
-        seed: args.seed,
-        density_ppm: args.density_ppm,
-        ..Default::default()
-    };
-    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
-    for (ip, port) in spec.truth(&targets, &ports) {
-        writeln!(out, "{}", std::net::SocketAddr::new(ip, port))?;
-    }
-    out.flush()?;
-    Ok(ExitCode::SUCCESS)
-}
-
 /// One progress line a second on stderr (only when it is a terminal).
 fn progress_lines(
-    p: &palisade::scan::Progress,
+    p: &palisade_dataplane::scan::Progress,
     done: &std::sync::atomic::AtomicBool,
     planned: u64,
 ) {
@@ -1028,9 +675,6 @@ fn main() -> ExitCode {
     let result = match &cli.command {
         Command::Plan(args) => plan(args),
         Command::Scan(args) => scan(args),
-        Command::TxBench(args) => tx_bench(args),
-        Command::FleetTruth(args) => fleet_truth(args),
-        Command::Fleet(args) => fleet(args),
         Command::Run(args) => run_daemon(args),
         Command::CheckConfig { file } => check_config(file),
         Command::Status(args) => status(args),

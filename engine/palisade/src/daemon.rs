@@ -15,9 +15,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use thiserror::Error;
 
 use crate::config::{self, Config, ConfigErrors, SinkSpec};
-use crate::monitor::{Event, Millis, MonitorSpec, MonitorState, Observation, Scope};
-use crate::probe::{PortSet, Sweep, TargetSet};
-use crate::scan::{self, Progress, ScanConfig};
+use palisade_core::monitor::{Event, Millis, MonitorSpec, MonitorState, Observation, Scope};
+use palisade_core::probe::{PortSet, Sweep, TargetSet};
+use palisade_dataplane::scan::{self, Progress, ScanConfig};
 use crate::store::{OutboxEntry, ScanKind, ScanRecord, Store, StoreError};
 use palisade_outputs::schema::{
     Envelope, EventData, MonitorEvent, PortEvent, ScanSummary, Severity,
@@ -82,8 +82,8 @@ pub fn source() -> String {
 
 /// The envelope of an event, as the sinks publish it.
 pub fn envelope(event: &Event, host: &str, source: &str) -> Envelope {
-    use crate::monitor::IncidentKind;
-    let port_event = |i: &crate::monitor::Incident| PortEvent {
+    use palisade_core::monitor::IncidentKind;
+    let port_event = |i: &palisade_core::monitor::Incident| PortEvent {
         monitor: i.monitor.clone(),
         host: host.to_string(),
         port: i.port,

@@ -1,10 +1,10 @@
-//! The simulated fleet (`palisade fleet`, ebpf/responder.bpf.c) end to end,
+//! The simulated fleet (`palisade-sim fleet`, ebpf/responder.bpf.c) end to end,
 //! as root, each test in a testbed of its own: the responder on `tgt0` in
 //! the target namespace answers for 198.18.0.0/24 and 2001:2::/120, scanners
 //! run in the scanner namespace. Addresses from 198.18.0.0/15 and 2001:2::/48
 //! only; nothing leaves the testbed, which is torn down when a test ends.
 //!
-//! Every scan is compared with `palisade::fleet::FleetSpec::truth`, so these
+//! Every scan is compared with `palisade_sim::fleet::FleetSpec::truth`, so these
 //! tests also hold the C responder and the Rust ground truth to the same hash.
 
 use std::collections::BTreeSet;
@@ -14,13 +14,17 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-mod common;
-use common::{bounded, stderr};
-use palisade::fleet::{FleetSpec, HostClass, syn_ack_seq};
-use palisade::probe::{PortSet, TargetSet};
-use palisade_testbed::{Testbed, TestbedConfig};
+use palisade_sim::fleet::{FleetSpec, HostClass, syn_ack_seq};
+use palisade_core::probe::{PortSet, TargetSet};
+use palisade_sim::testbed::{Testbed, TestbedConfig, bounded, stderr, workspace_binary};
 
-const BIN: &str = env!("CARGO_BIN_EXE_palisade");
+/// The simulator (this package's binary).
+const SIM: &str = env!("CARGO_BIN_EXE_palisade-sim");
+
+/// The scanner under test.
+fn palisade() -> String {
+    workspace_binary("palisade").display().to_string()
+}
 
 /// A testbed with no kernel targets: the fleet answers for everything.
 fn testbed() -> Testbed {
@@ -34,7 +38,7 @@ fn testbed() -> Testbed {
     })
 }
 
-/// `palisade fleet` running in the target namespace.
+/// `palisade-sim fleet` running in the target namespace.
 struct Fleet {
     child: Child,
     lines: mpsc::Receiver<String>,
@@ -46,7 +50,7 @@ impl Fleet {
     /// Starts the responder on `tgt0` for 198.18.0.0/24 and 2001:2::/120
     /// with `spec` and `extra` arguments; returns once it says it is ready.
     fn start(tb: &Testbed, spec: &FleetSpec, extra: &[&str]) -> Fleet {
-        let mut cmd = tb.in_target(BIN);
+        let mut cmd = tb.in_target(SIM);
         cmd.args([
             "fleet",
             "--interface",
@@ -73,7 +77,7 @@ impl Fleet {
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
-        let mut child = cmd.spawn().expect("start `palisade fleet` (ip netns exec)");
+        let mut child = cmd.spawn().expect("start `palisade-sim fleet` (ip netns exec)");
         let out = child.stdout.take().expect("stdout is piped");
         let mut err = child.stderr.take().expect("stderr is piped");
         let (tx, lines) = mpsc::channel();
@@ -106,9 +110,9 @@ impl Fleet {
             }
             Err(_) => {
                 let _ = fleet.child.kill();
-                let status = fleet.child.wait().expect("wait for palisade fleet");
+                let status = fleet.child.wait().expect("wait for palisade-sim fleet");
                 panic!(
-                    "`palisade fleet` did not get ready ({status}): {}",
+                    "`palisade-sim fleet` did not get ready ({status}): {}",
                     fleet.take_stderr()
                 );
             }
@@ -139,13 +143,13 @@ impl Fleet {
             }
             assert!(
                 Instant::now() < deadline,
-                "`palisade fleet` did not exit after SIGTERM"
+                "`palisade-sim fleet` did not exit after SIGTERM"
             );
             std::thread::sleep(Duration::from_millis(20));
         };
         let lines: Vec<String> = self.lines.try_iter().collect();
         let err = self.take_stderr();
-        assert!(status.success(), "`palisade fleet` exited {status}: {err}");
+        assert!(status.success(), "`palisade-sim fleet` exited {status}: {err}");
         assert_eq!(lines.len(), 1, "want one JSON line, got {lines:?} ({err})");
         let v: serde_json::Value = serde_json::from_str(&lines[0])
             .unwrap_or_else(|e| panic!("bad counters {:?}: {e}", lines[0]));
@@ -171,7 +175,7 @@ fn counter(v: &serde_json::Value, name: &str) -> u64 {
 
 /// Runs `palisade scan` in the scanner namespace, bounded in time.
 fn scan(tb: &Testbed, args: &[&str]) -> Output {
-    let mut cmd = tb.in_scanner(BIN);
+    let mut cmd = tb.in_scanner(&palisade());
     cmd.arg("scan").args(args);
     let o = bounded(cmd, Duration::from_secs(60));
     assert!(o.status.success(), "palisade scan {args:?}: {}", stderr(&o));

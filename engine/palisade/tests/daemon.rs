@@ -8,9 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-mod common;
-use common::{bounded, stderr};
-use palisade_testbed::{ListenerId, Testbed, TestbedConfig};
+use palisade_sim::testbed::{bounded, stderr, ListenerId, Testbed, TestbedConfig};
 use serde_json::Value;
 
 const BIN: &str = env!("CARGO_BIN_EXE_palisade");

@@ -1,18 +1,21 @@
-//! Everything that touches the kernel's fast path, and all of the crate's
-//! `unsafe`: the AF_XDP transmit sockets and their UMEM ([`xsk`]), the eBPF
-//! receive filter loaded with aya and its ring buffer ([`filter`]), and
-//! route/neighbour lookups over rtnetlink ([`netlink`]). Each `unsafe` block
-//! carries a `SAFETY:` note.
+//! Palisade's data path: everything that touches the kernel's fast path, and
+//! all of the workspace's `unsafe` code (each block carries a `SAFETY:` note).
+//!
+//! * [`xsk`]: AF_XDP transmit sockets and their UMEM, one per TX queue.
+//! * [`filter`]: the eBPF reply filter (`ebpf/replies.bpf.c`, loaded with aya)
+//!   and the ring buffer it fills.
+//! * [`netlink`]: route and neighbour lookups over rtnetlink.
+//! * [`scan`]: the scan loop over them, in send, receive and retry-window
+//!   parts; what it decides comes from `palisade_core`.
 
 pub mod filter;
 pub mod netlink;
-pub mod responder;
+pub mod scan;
 pub mod xsk;
 
 use thiserror::Error;
 
-pub use filter::{AttachMode, FilterCounters, ReplyFilter, ReplyRecord};
-pub use responder::{Responder, ResponderCounters, ResponderOptions};
+pub use filter::{AttachMode, FilterCounters, ReplyFilter, ReplyRecord, attach_program, bpf_err};
 pub use xsk::{TxCounters, TxSocket, open_queues};
 
 /// What can go wrong on the data path.
@@ -81,7 +84,7 @@ pub fn tx_queues(name: &str) -> usize {
 }
 
 /// The MAC address of interface `name` (from sysfs).
-pub fn mac_of(name: &str) -> Result<crate::wire::MacAddr, XdpError> {
+pub fn mac_of(name: &str) -> Result<palisade_core::wire::MacAddr, XdpError> {
     let path = format!("/sys/class/net/{name}/address");
     let text = std::fs::read_to_string(&path).map_err(|e| XdpError::Io {
         what: "read the interface's MAC address",

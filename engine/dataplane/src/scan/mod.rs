@@ -20,9 +20,10 @@ use std::time::{Duration, Instant};
 
 use thiserror::Error;
 
-use crate::probe::{CookieKey, Cookies, Pacer, Probe, Shard, Sweep, Target, Verdict};
-use crate::wire::{MacAddr, SynTemplate, write_rst};
-use crate::xdp::{self, AttachMode, ReplyFilter, TxSocket, XdpError, netlink::Rtnl};
+use palisade_core::probe::{CookieKey, Cookies, Pacer, Probe, Shard, Sweep, Target, Verdict};
+use palisade_core::wire::{MacAddr, SynTemplate, write_rst};
+use crate::netlink::Rtnl;
+use crate::{AttachMode, ReplyFilter, TxSocket, XdpError};
 
 /// Everything a scan needs to know.
 #[derive(Debug, Clone)]
@@ -194,7 +195,7 @@ fn resolve_path(sweep: &Sweep, cfg: &ScanConfig) -> Result<Path, ScanError> {
     let (first4, first6) = sweep.first_targets();
     let mut rtnl = Rtnl::new().map_err(ScanError::Netlink)?;
     let forced_if = match &cfg.interface {
-        Some(name) => Some(xdp::ifindex(name)?),
+        Some(name) => Some(crate::ifindex(name)?),
         None => None,
     };
     let mut ifindex = forced_if;
@@ -238,8 +239,8 @@ fn resolve_path(sweep: &Sweep, cfg: &ScanConfig) -> Result<Path, ScanError> {
     }
     let ifindex = ifindex
         .ok_or_else(|| ScanError::NoRoute(first_ip.unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED))))?;
-    let ifname = xdp::ifname(ifindex)?;
-    let src_mac = xdp::mac_of(&ifname)?;
+    let ifname = crate::ifname(ifindex)?;
+    let src_mac = crate::mac_of(&ifname)?;
     let dst_mac = match cfg.gateway_mac {
         Some(m) => m,
         None => {
@@ -388,7 +389,7 @@ pub fn run(
         ReplyFilter::attach(path.ifindex, path.v4, path.v6, cfg.source_ports, ring_bytes)
             .map_err(permission)?;
 
-    let sockets = xdp::open_queues(path.ifindex, &path.ifname, cfg.queues).map_err(permission)?;
+    let sockets = crate::open_queues(path.ifindex, &path.ifname, cfg.queues).map_err(permission)?;
     let queues = sockets.len();
     let zero_copy = sockets.iter().all(|s| s.zero_copy());
     tracing::debug!(elapsed = ?started.elapsed(), mode = %filter.mode(), queues, zero_copy, "filter attached, sockets open");
@@ -483,7 +484,7 @@ struct LaneCounters {
     rsts: u64,
     /// Time from the lane's start to its last first probe.
     main_pass: Duration,
-    tx: xdp::TxCounters,
+    tx: crate::TxCounters,
 }
 
 /// One sender: walks its lane, paced, with retries; sender 0 also sends RSTs.

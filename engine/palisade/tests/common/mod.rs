@@ -1,53 +1,7 @@
-//! Helpers shared by the integration tests.
+//! Helpers shared by the integration tests (running a child process bounded
+//! in time is `palisade_sim::testbed::bounded`).
 
-use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
-
-/// Runs `cmd` to completion, killing it (and failing the test) after `limit`.
-pub fn bounded(mut cmd: Command, limit: Duration) -> Output {
-    let mut child = cmd
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start palisade");
-    let start = Instant::now();
-    // Drain the pipes while waiting so a chatty child never blocks on them.
-    let out = child.stdout.take().map(|mut p| {
-        std::thread::spawn(move || {
-            let mut b = Vec::new();
-            let _ = std::io::Read::read_to_end(&mut p, &mut b);
-            b
-        })
-    });
-    let err = child.stderr.take().map(|mut p| {
-        std::thread::spawn(move || {
-            let mut b = Vec::new();
-            let _ = std::io::Read::read_to_end(&mut p, &mut b);
-            b
-        })
-    });
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("wait") {
-            break status;
-        }
-        if start.elapsed() > limit {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("{cmd:?} ran longer than {limit:?}");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    Output {
-        status,
-        stdout: out.and_then(|t| t.join().ok()).unwrap_or_default(),
-        stderr: err.and_then(|t| t.join().ok()).unwrap_or_default(),
-    }
-}
-
-/// A process's stderr as text.
-pub fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
+use std::process::{Command, Stdio};
 
 /// Makes `127.0.0.1:<port>` of the host's loopback reachable as
 /// `127.0.0.1:<port>` inside a testbed namespace, through a Unix socket

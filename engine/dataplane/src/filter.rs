@@ -149,7 +149,8 @@ impl std::fmt::Debug for ReplyFilter {
     }
 }
 
-pub(crate) fn bpf_err(what: &'static str) -> impl Fn(&dyn std::fmt::Display) -> XdpError {
+/// An [`XdpError::Bpf`] for a failed step `what`.
+pub fn bpf_err(what: &'static str) -> impl Fn(&dyn std::fmt::Display) -> XdpError {
     move |e| XdpError::Bpf {
         what,
         detail: e.to_string(),
@@ -159,7 +160,7 @@ pub(crate) fn bpf_err(what: &'static str) -> impl Fn(&dyn std::fmt::Display) -> 
 /// Loads the XDP program `name` of `ebpf` and attaches it to `ifindex`
 /// through a BPF link (gone with the process, even after `kill -9`): in
 /// `mode`, or native mode with a fallback to generic when `mode` is `None`.
-pub(crate) fn attach_program(
+pub fn attach_program(
     ebpf: &mut Ebpf,
     name: &'static str,
     ifindex: u32,

@@ -8,9 +8,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-mod common;
-use common::{bounded, stderr};
-use palisade_testbed::{Testbed, TestbedConfig};
+use palisade_sim::testbed::{bounded, stderr, Testbed, TestbedConfig};
 
 const BIN: &str = env!("CARGO_BIN_EXE_palisade");
 
@@ -434,28 +432,4 @@ fn runtime_failures_exit_1_saying_what_to_do() {
     let o = scan(&tb, &["198.19.7.7", "-p", "80"]);
     assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
     assert!(stderr(&o).contains("no route"), "{}", stderr(&o));
-    // A transmit queue held by another AF_XDP socket: retried, then named.
-    let holder_args = |count: &str| {
-        let mut cmd = tb.in_scanner(BIN);
-        cmd.args(["tx-bench", "--interface", "scan0", "--gateway-mac"])
-            .arg(tb.target_mac())
-            .args(["--source-ip", "198.18.0.1", "--target-ip", "198.18.0.2"])
-            .args(["--count", count, "--queues", "1"]);
-        cmd
-    };
-    let mut holder = holder_args("1000000000")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start palisade tx-bench");
-    std::thread::sleep(Duration::from_millis(500));
-    let o = bounded(holder_args("1000"), Duration::from_secs(30));
-    let _ = holder.kill();
-    let _ = holder.wait();
-    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
-    assert!(
-        stderr(&o).contains("transmit queue 0 is in use by another AF_XDP socket"),
-        "{}",
-        stderr(&o)
-    );
 }

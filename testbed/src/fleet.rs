@@ -1,5 +1,5 @@
 //! The ground truth of the simulated fleet (`ebpf/responder.bpf.c`, run by
-//! the hidden `palisade fleet` command): which hosts of a block answer how,
+//! `palisade-sim fleet`): which hosts of a block answer how,
 //! and which of their ports are open. Pure: no I/O, no clocks, no `unsafe`.
 //!
 //! The responder and this module compute the same thing (tests hold them to
@@ -27,7 +27,7 @@
 
 use std::net::IpAddr;
 
-use crate::probe::{PortSet, TargetSet};
+use palisade_core::probe::{PortSet, TargetSet};
 
 /// Salt XORed into the seed for the host-class hash.
 pub const CLASS_SALT: u32 = 0x636c_6173;

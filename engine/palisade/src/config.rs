@@ -19,9 +19,9 @@ use std::time::Duration;
 use toml::Spanned;
 use toml::de::{DeInteger, DeTable, DeValue};
 
-use crate::monitor::MonitorSpec;
-use crate::scan::{DEFAULT_RATE, DEFAULT_SOURCE_PORTS};
-use crate::wire::MacAddr;
+use palisade_core::monitor::MonitorSpec;
+use palisade_dataplane::scan::{DEFAULT_RATE, DEFAULT_SOURCE_PORTS};
+use palisade_core::wire::MacAddr;
 
 /// Default `store.path`.
 pub const DEFAULT_STORE_PATH: &str = "/var/lib/palisade/palisade.db";
@@ -1361,7 +1361,7 @@ expected_open = [+22, 0x50]
 
     #[test]
     fn example_file_parses_and_documents_every_key() {
-        let text = include_str!("../../config/palisade.example.toml");
+        let text = include_str!("../../../config/palisade.example.toml");
         let config = parse("palisade.example.toml", text).unwrap();
         assert_eq!(config.scan.source_v4, Some(Ipv4Addr::new(198, 18, 0, 1)));
         assert_eq!(config.sinks.len(), 3);
@@ -1390,7 +1390,7 @@ expected_open = [+22, 0x50]
 
     #[test]
     fn load_reads_a_file_and_names_it() {
-        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/palisade.example.toml");
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config/palisade.example.toml");
         assert_eq!(load(&path).unwrap().monitors.len(), 3);
 
         let missing = Path::new("/nonexistent/palisade.toml");

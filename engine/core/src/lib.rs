@@ -1,0 +1,22 @@
+//! Palisade's pure core: everything that decides, and nothing that does I/O.
+//!
+//! * [`wire`]: packet views and builders, checksums.
+//! * [`probe`]: targets, ports, excludes, the keyed permutation of the sweep
+//!   index space, SYN cookies and pacing.
+//! * [`classify`]: the reply classifier: a reply record and the scan's key →
+//!   open, closed or invalid, and which probe it answers.
+//! * [`monitor`]: the per-port monitor state machine.
+//! * [`plan`]: the sweep planner: which monitors are due, which ports a scan
+//!   must keep, which ports to re-check, when a scan counts as conclusive.
+//!
+//! No module here reads a clock, touches a socket or a file, or holds
+//! `unsafe` code: callers bring the time and the bytes. Everything builds
+//! and tests on any OS.
+
+#![forbid(unsafe_code)]
+
+pub mod classify;
+pub mod monitor;
+pub mod plan;
+pub mod probe;
+pub mod wire;

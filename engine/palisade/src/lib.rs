@@ -1,0 +1,13 @@
+//! The `palisade` command's library: the shells around the pure core.
+//!
+//! * [`config`]: the daemon's TOML configuration, with `file:line: key` errors.
+//! * [`store`]: SQLite history and the event outbox.
+//! * [`daemon`]: the scheduler, sweeps and re-checks, and delivery to the sinks.
+//!
+//! Packets, permutations, cookies and the monitor state machine live in
+//! `palisade_core`; AF_XDP and eBPF in `palisade_dataplane`; the event schema
+//! and the sinks in `palisade_outputs`.
+
+pub mod config;
+pub mod daemon;
+pub mod store;
