@@ -55,7 +55,7 @@ pub enum EventData {
     /// A monitor-level problem (e.g. host unreachable) ended.
     MonitorResolved(MonitorEvent),
     /// The summary of one scan.
-    Scan(ScanSummary),
+    Scan(ScanReport),
 }
 
 /// How urgent an event is.
@@ -97,7 +97,7 @@ pub struct MonitorEvent {
 
 /// The summary of one scan of one monitor.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ScanSummary {
+pub struct ScanReport {
     pub monitor: String,
     pub host: String,
     pub address: Option<String>,
@@ -265,34 +265,34 @@ fn subject_token(name: &str) -> String {
 
 /// The payload encoding.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Format {
+pub enum PayloadFormat {
     /// MessagePack with named fields (maps), `application/msgpack`.
     MsgPack,
     /// JSON, `application/json`.
     Json,
 }
 
-impl Format {
+impl PayloadFormat {
     /// The `Content-Type` header value.
     pub fn content_type(self) -> &'static str {
         match self {
-            Format::MsgPack => "application/msgpack",
-            Format::Json => "application/json",
+            PayloadFormat::MsgPack => "application/msgpack",
+            PayloadFormat::Json => "application/json",
         }
     }
 
     /// Parses a `Content-Type` value (parameters such as `; charset=utf-8`
     /// are ignored; `application/x-msgpack` and `application/vnd.msgpack`
     /// are accepted as MessagePack).
-    pub fn from_content_type(value: &str) -> Option<Format> {
+    pub fn from_content_type(value: &str) -> Option<PayloadFormat> {
         let mime = value.split(';').next().unwrap_or("").trim();
         if mime.eq_ignore_ascii_case("application/msgpack")
             || mime.eq_ignore_ascii_case("application/x-msgpack")
             || mime.eq_ignore_ascii_case("application/vnd.msgpack")
         {
-            Some(Format::MsgPack)
+            Some(PayloadFormat::MsgPack)
         } else if mime.eq_ignore_ascii_case("application/json") {
-            Some(Format::Json)
+            Some(PayloadFormat::Json)
         } else {
             None
         }
@@ -324,10 +324,10 @@ pub enum SchemaError {
 
 /// Encodes an envelope. MessagePack uses `rmp_serde::to_vec_named`, so
 /// structs are maps keyed by field name.
-pub fn encode(e: &Envelope, f: Format) -> Result<Vec<u8>, SchemaError> {
+pub fn encode(e: &Envelope, f: PayloadFormat) -> Result<Vec<u8>, SchemaError> {
     match f {
-        Format::MsgPack => Ok(rmp_serde::to_vec_named(e)?),
-        Format::Json => serde_json::to_vec(e).map_err(SchemaError::EncodeJson),
+        PayloadFormat::MsgPack => Ok(rmp_serde::to_vec_named(e)?),
+        PayloadFormat::Json => serde_json::to_vec(e).map_err(SchemaError::EncodeJson),
     }
 }
 
@@ -337,10 +337,10 @@ pub fn encode(e: &Envelope, f: Format) -> Result<Vec<u8>, SchemaError> {
 /// [`SchemaError::UnsupportedType`] even when its `data` no longer parses
 /// (e.g. a kind added in a later version), so the error names the version
 /// rather than a missing field.
-pub fn decode(bytes: &[u8], f: Format) -> Result<Envelope, SchemaError> {
+pub fn decode(bytes: &[u8], f: PayloadFormat) -> Result<Envelope, SchemaError> {
     let full: Result<Envelope, SchemaError> = match f {
-        Format::MsgPack => rmp_serde::from_slice(bytes).map_err(SchemaError::from),
-        Format::Json => serde_json::from_slice(bytes).map_err(SchemaError::DecodeJson),
+        PayloadFormat::MsgPack => rmp_serde::from_slice(bytes).map_err(SchemaError::from),
+        PayloadFormat::Json => serde_json::from_slice(bytes).map_err(SchemaError::DecodeJson),
     };
     match full {
         Ok(envelope) => {
@@ -350,8 +350,8 @@ pub fn decode(bytes: &[u8], f: Format) -> Result<Envelope, SchemaError> {
         Err(err) => {
             // Explain a version mismatch first, if the head is readable.
             let head: Option<Head> = match f {
-                Format::MsgPack => rmp_serde::from_slice(bytes).ok(),
-                Format::Json => serde_json::from_slice(bytes).ok(),
+                PayloadFormat::MsgPack => rmp_serde::from_slice(bytes).ok(),
+                PayloadFormat::Json => serde_json::from_slice(bytes).ok(),
             };
             if let Some(head) = head {
                 if head.specversion != SPEC_VERSION {

@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 
 /// How the test server authenticates clients.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum NatsAuth {
+pub enum TestServerAuth {
     /// No authentication.
     None,
     /// `--auth <token>`.
@@ -37,7 +37,7 @@ pub struct NatsServer {
     /// `nats://127.0.0.1:<port>`.
     pub url: String,
     pub port: u16,
-    auth: NatsAuth,
+    auth: TestServerAuth,
     extra_args: Vec<String>,
     binary: PathBuf,
     dir: PathBuf,
@@ -80,24 +80,24 @@ impl NatsServer {
     /// Starts a server without authentication. Panics with a clear message
     /// if it cannot.
     pub fn start() -> NatsServer {
-        Self::start_with(NatsAuth::None)
+        Self::start_with(TestServerAuth::None)
     }
 
     /// Starts a server that requires `token`.
     pub fn start_with_token(token: &str) -> NatsServer {
-        Self::start_with(NatsAuth::Token(token.to_string()))
+        Self::start_with(TestServerAuth::Token(token.to_string()))
     }
 
     /// Starts a server that requires `user` / `password`.
     pub fn start_with_user(user: &str, password: &str) -> NatsServer {
-        Self::start_with(NatsAuth::UserPassword(
+        Self::start_with(TestServerAuth::UserPassword(
             user.to_string(),
             password.to_string(),
         ))
     }
 
     /// Starts a server with `auth`; panics with a clear message if it cannot.
-    pub fn start_with(auth: NatsAuth) -> NatsServer {
+    pub fn start_with(auth: TestServerAuth) -> NatsServer {
         match Self::try_start(auth) {
             Ok(server) => server,
             Err(e) => panic!("{e}"),
@@ -106,7 +106,7 @@ impl NatsServer {
 
     /// Starts a server with `auth` and further `nats-server` arguments (e.g.
     /// `--tls --tlscert …`); panics with a clear message if it cannot.
-    pub fn start_with_args(auth: NatsAuth, extra_args: &[String]) -> NatsServer {
+    pub fn start_with_args(auth: TestServerAuth, extra_args: &[String]) -> NatsServer {
         match Self::try_start_with_args(auth, extra_args) {
             Ok(server) => server,
             Err(e) => panic!("{e}"),
@@ -114,13 +114,13 @@ impl NatsServer {
     }
 
     /// Starts a server with `auth`, or says why it could not.
-    pub fn try_start(auth: NatsAuth) -> Result<NatsServer, String> {
+    pub fn try_start(auth: TestServerAuth) -> Result<NatsServer, String> {
         Self::try_start_with_args(auth, &[])
     }
 
     /// Starts a server with `auth` and further arguments, or says why it could not.
     pub fn try_start_with_args(
-        auth: NatsAuth,
+        auth: TestServerAuth,
         extra_args: &[String],
     ) -> Result<NatsServer, String> {
         let binary = nats_server_binary().ok_or_else(|| {
@@ -232,7 +232,7 @@ fn spawn(
     binary: &Path,
     port: u16,
     dir: &Path,
-    auth: &NatsAuth,
+    auth: &TestServerAuth,
     extra_args: &[String],
 ) -> Result<Child, String> {
     let log_file = dir.join("nats-server.log");
@@ -248,11 +248,11 @@ fn spawn(
         .stdout(Stdio::null())
         .stderr(log);
     match auth {
-        NatsAuth::None => {}
-        NatsAuth::Token(t) => {
+        TestServerAuth::None => {}
+        TestServerAuth::Token(t) => {
             cmd.args(["--auth", t]);
         }
-        NatsAuth::UserPassword(u, p) => {
+        TestServerAuth::UserPassword(u, p) => {
             cmd.args(["--user", u, "--pass", p]);
         }
     }

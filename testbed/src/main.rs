@@ -17,13 +17,13 @@ use palisade_core::probe::{PortSet, TargetSet};
     about = "Simulators for Palisade's tests and benchmarks: a fleet that answers SYNs from XDP, and a bare AF_XDP transmit loop",
     after_help = "Exit codes: 0 success, 1 runtime failure, 2 bad arguments."
 )]
-struct Cli {
+struct SimCli {
     #[command(subcommand)]
-    command: Command,
+    command: SimCommand,
 }
 
 #[derive(Debug, Subcommand)]
-enum Command {
+enum SimCommand {
     /// Simulate a fleet: an XDP program on IF answers ARP, NDP and TCP SYNs
     /// for whole address blocks (see ebpf/responder.bpf.c).
     Fleet(FleetArgs),
@@ -139,7 +139,7 @@ struct FleetArgs {
 /// An error that is the user's to fix: exit code 2.
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
-struct UsageError(String);
+struct SimUsageError(String);
 
 fn tx_bench(args: &TxBenchArgs) -> Result<ExitCode> {
     let report = palisade_sim::txbench::run(&palisade_sim::txbench::TxBenchOptions {
@@ -156,8 +156,8 @@ fn tx_bench(args: &TxBenchArgs) -> Result<ExitCode> {
 }
 
 /// Parses `--block`: an address and a prefix length (host bits are cleared).
-fn parse_block(text: &str) -> Result<(std::net::IpAddr, u8), UsageError> {
-    let bad = |why: &str| UsageError(format!("--block: bad value `{text}`: {why}"));
+fn parse_block(text: &str) -> Result<(std::net::IpAddr, u8), SimUsageError> {
+    let bad = |why: &str| SimUsageError(format!("--block: bad value `{text}`: {why}"));
     let (addr, prefix) = text
         .split_once('/')
         .ok_or_else(|| bad("give a CIDR block like 198.18.0.0/24"))?;
@@ -193,8 +193,8 @@ fn fleet(args: &FleetArgs) -> Result<ExitCode> {
         synproxy_permille: args.synproxy_permille,
         explicit: args.open.iter().map(|a| (a.ip(), a.port())).collect(),
     };
-    let setup = || -> Result<ResponderOptions, UsageError> {
-        spec.validate().map_err(UsageError)?;
+    let setup = || -> Result<ResponderOptions, SimUsageError> {
+        spec.validate().map_err(SimUsageError)?;
         let mut opts = ResponderOptions {
             block_v4: None,
             block_v6: None,
@@ -208,7 +208,8 @@ fn fleet(args: &FleetArgs) -> Result<ExitCode> {
             },
         };
         for text in &args.block {
-            let twice = || UsageError(format!("--block: `{text}` is a second block of its family"));
+            let twice =
+                || SimUsageError(format!("--block: `{text}` is a second block of its family"));
             match parse_block(text)? {
                 (IpAddr::V4(a), p) if opts.block_v4.is_none() => opts.block_v4 = Some((a, p)),
                 (IpAddr::V6(a), p) if opts.block_v6.is_none() => opts.block_v6 = Some((a, p)),
@@ -226,14 +227,14 @@ fn fleet(args: &FleetArgs) -> Result<ExitCode> {
             }),
         };
         if let Some(a) = args.open.iter().find(|a| !inside(a.ip()) || a.port() == 0) {
-            return Err(UsageError(format!(
+            return Err(SimUsageError(format!(
                 "--open: `{a}` is not a port of the blocks"
             )));
         }
         if let Some(d) = args.duration
             && !(d.is_finite() && d > 0.0)
         {
-            return Err(UsageError(format!(
+            return Err(SimUsageError(format!(
                 "--duration: bad value `{d}`: give seconds above 0"
             )));
         }
@@ -272,11 +273,11 @@ fn fleet(args: &FleetArgs) -> Result<ExitCode> {
 fn fleet_truth(args: &FleetTruthArgs) -> Result<ExitCode> {
     let targets = match TargetSet::parse_arg("--targets", &args.targets) {
         Ok(t) => t,
-        Err(e) => return Ok(usage_error(&UsageError(e.to_string()))),
+        Err(e) => return Ok(usage_error(&SimUsageError(e.to_string()))),
     };
     let ports = match PortSet::parse_arg("-p", &args.ports) {
         Ok(p) => p,
-        Err(e) => return Ok(usage_error(&UsageError(e.to_string()))),
+        Err(e) => return Ok(usage_error(&SimUsageError(e.to_string()))),
     };
     let spec = palisade_sim::fleet::FleetSpec {
         seed: args.seed,
@@ -291,7 +292,7 @@ fn fleet_truth(args: &FleetTruthArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn usage_error(e: &UsageError) -> ExitCode {
+fn usage_error(e: &SimUsageError) -> ExitCode {
     eprintln!("palisade-sim: error: {e}");
     ExitCode::from(2)
 }
@@ -304,11 +305,11 @@ fn main() -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
-    let cli = Cli::parse();
+    let cli = SimCli::parse();
     let result = match &cli.command {
-        Command::Fleet(args) => fleet(args),
-        Command::FleetTruth(args) => fleet_truth(args),
-        Command::TxBench(args) => tx_bench(args),
+        SimCommand::Fleet(args) => fleet(args),
+        SimCommand::FleetTruth(args) => fleet_truth(args),
+        SimCommand::TxBench(args) => tx_bench(args),
     };
     match result {
         Ok(code) => code,

@@ -27,7 +27,7 @@ static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/re
 /// Mirrors `struct config` in responder.bpf.c.
 #[repr(C)]
 #[derive(Debug, Clone, Copy, Default)]
-struct Config {
+struct ResponderConfig {
     enabled: u32,
     seed: u32,
     density_ppm: u32,
@@ -45,14 +45,14 @@ struct Config {
     has_v6: u8,
 }
 
-const _: () = assert!(std::mem::size_of::<Config>() == 80);
+const _: () = assert!(std::mem::size_of::<ResponderConfig>() == 80);
 
-// SAFETY: `Config` is `repr(C)`, made of integers and byte arrays with no
+// SAFETY: `ResponderConfig` is `repr(C)`, made of integers and byte arrays with no
 // padding (10 * 4 + 16 + 16 + 6 + 1 + 1 = 80 bytes, every field at an offset
 // that is a multiple of its alignment, size a multiple of 4), so every bit
 // pattern is valid and it can be copied to and from the kernel.
 #[allow(unsafe_code)]
-unsafe impl Pod for Config {}
+unsafe impl Pod for ResponderConfig {}
 
 /// Mirrors `struct pair` in responder.bpf.c: an always-open pair.
 #[repr(C)]
@@ -178,7 +178,7 @@ impl std::fmt::Debug for Responder {
     }
 }
 
-fn config_for(spec: &FleetSpec, opts: &ResponderOptions) -> Result<Config, XdpError> {
+fn config_for(spec: &FleetSpec, opts: &ResponderOptions) -> Result<ResponderConfig, XdpError> {
     let bad = |detail: String| XdpError::Bpf {
         what: "configure the responder",
         detail,
@@ -190,7 +190,7 @@ fn config_for(spec: &FleetSpec, opts: &ResponderOptions) -> Result<Config, XdpEr
             opts.loss_permille
         )));
     }
-    let mut c = Config {
+    let mut c = ResponderConfig {
         enabled: 1,
         seed: spec.seed,
         density_ppm: spec.density_ppm,
@@ -200,7 +200,7 @@ fn config_for(spec: &FleetSpec, opts: &ResponderOptions) -> Result<Config, XdpEr
         synproxy_permille: spec.synproxy_permille,
         rate_limit: opts.rate_limit,
         mac: opts.mac.octets(),
-        ..Config::default()
+        ..ResponderConfig::default()
     };
     if let Some((base, prefix)) = opts.block_v4 {
         if !(MIN_PREFIX_V4..=32).contains(&prefix) {
@@ -276,7 +276,7 @@ impl Responder {
                     .map_err(|e| bpf_err("write the explicit pairs")(&e))?;
             }
         }
-        let mut config: Array<MapData, Config> = Array::try_from(
+        let mut config: Array<MapData, ResponderConfig> = Array::try_from(
             ebpf.take_map("config")
                 .ok_or_else(|| bpf_err("find map")(&"config"))?,
         )
@@ -290,8 +290,7 @@ impl Responder {
         )
         .map_err(|e| bpf_err("open the counters")(&e))?;
 
-        let (link, mode) =
-            attach_program(&mut ebpf, "palisade_responder", ifindex, opts.mode)?;
+        let (link, mode) = attach_program(&mut ebpf, "palisade_responder", ifindex, opts.mode)?;
         Ok(Responder {
             _link: link,
             counters,

@@ -136,7 +136,12 @@ pub fn run(opts: &TxBenchOptions) -> Result<TxBenchReport, TxBenchError> {
 }
 
 /// One queue's loop: `count` frames from the cycle, starting at `next`.
-fn send(sock: &mut TxSocket, frames: &[[u8; SYN_V4_LEN]], mut next: usize, count: u64) -> Result<u64, XdpError> {
+fn send(
+    sock: &mut TxSocket,
+    frames: &[[u8; SYN_V4_LEN]],
+    mut next: usize,
+    count: u64,
+) -> Result<u64, XdpError> {
     let mut sent = 0u64;
     while sent < count {
         sock.reclaim();

@@ -14,8 +14,8 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use palisade_sim::fleet::{FleetSpec, HostClass, syn_ack_seq};
 use palisade_core::probe::{PortSet, TargetSet};
+use palisade_sim::fleet::{FleetSpec, HostClass, syn_ack_seq};
 use palisade_sim::testbed::{Testbed, TestbedConfig, bounded, stderr, workspace_binary};
 
 /// The simulator (this package's binary).
@@ -39,17 +39,17 @@ fn testbed() -> Testbed {
 }
 
 /// `palisade-sim fleet` running in the target namespace.
-struct Fleet {
+struct FleetProcess {
     child: Child,
     lines: mpsc::Receiver<String>,
     stderr: Option<std::thread::JoinHandle<String>>,
     mode: String,
 }
 
-impl Fleet {
+impl FleetProcess {
     /// Starts the responder on `tgt0` for 198.18.0.0/24 and 2001:2::/120
     /// with `spec` and `extra` arguments; returns once it says it is ready.
-    fn start(tb: &Testbed, spec: &FleetSpec, extra: &[&str]) -> Fleet {
+    fn start(tb: &Testbed, spec: &FleetSpec, extra: &[&str]) -> FleetProcess {
         let mut cmd = tb.in_target(SIM);
         cmd.args([
             "fleet",
@@ -77,7 +77,9 @@ impl Fleet {
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
-        let mut child = cmd.spawn().expect("start `palisade-sim fleet` (ip netns exec)");
+        let mut child = cmd
+            .spawn()
+            .expect("start `palisade-sim fleet` (ip netns exec)");
         let out = child.stdout.take().expect("stdout is piped");
         let mut err = child.stderr.take().expect("stderr is piped");
         let (tx, lines) = mpsc::channel();
@@ -94,7 +96,7 @@ impl Fleet {
             let _ = err.read_to_string(&mut s);
             s
         });
-        let mut fleet = Fleet {
+        let mut fleet = FleetProcess {
             child,
             lines,
             stderr: Some(stderr),
@@ -149,7 +151,10 @@ impl Fleet {
         };
         let lines: Vec<String> = self.lines.try_iter().collect();
         let err = self.take_stderr();
-        assert!(status.success(), "`palisade-sim fleet` exited {status}: {err}");
+        assert!(
+            status.success(),
+            "`palisade-sim fleet` exited {status}: {err}"
+        );
         assert_eq!(lines.len(), 1, "want one JSON line, got {lines:?} ({err})");
         let v: serde_json::Value = serde_json::from_str(&lines[0])
             .unwrap_or_else(|e| panic!("bad counters {:?}: {e}", lines[0]));
@@ -158,7 +163,7 @@ impl Fleet {
     }
 }
 
-impl Drop for Fleet {
+impl Drop for FleetProcess {
     fn drop(&mut self) {
         if let Ok(None) = self.child.try_wait() {
             let _ = self.child.kill();
@@ -252,7 +257,7 @@ fn full_range_scan_reports_exactly_the_truth_in_both_xdp_modes() {
     }
 
     // Generic mode (the default): answers reach any scanner, ARP included.
-    let fleet = Fleet::start(&tb, &spec, &[]);
+    let fleet = FleetProcess::start(&tb, &spec, &[]);
     assert_eq!(fleet.mode, "generic");
     let o = scan(
         &tb,
@@ -290,7 +295,7 @@ fn full_range_scan_reports_exactly_the_truth_in_both_xdp_modes() {
 
     // Driver mode: the scanner's reply filter on scan0 receives what XDP_TX
     // sends, but the next hop is resolved before it is attached.
-    let fleet = Fleet::start(&tb, &spec, &["--xdp-mode", "driver"]);
+    let fleet = FleetProcess::start(&tb, &spec, &["--xdp-mode", "driver"]);
     assert_eq!(fleet.mode, "driver");
     let mac = tb.target_mac();
     let o = scan(
@@ -348,7 +353,7 @@ fn silent_firewalled_and_syn_proxy_hosts_behave() {
     ] {
         assert!(count(c) > 0, "seed 7 gives no {c:?} host among 64");
     }
-    let fleet = Fleet::start(&tb, &spec, &[]);
+    let fleet = FleetProcess::start(&tb, &spec, &[]);
     let o = scan(
         &tb,
         &[
@@ -409,7 +414,7 @@ fn retries_find_the_truth_despite_five_percent_loss() {
     let want: BTreeSet<(IpAddr, u16)> = spec
         .truth(&targets("198.18.0.0/28,2001:2::/124"), &PortSet::all())
         .collect();
-    let fleet = Fleet::start(&tb, &spec, &["--loss-permille", "50"]);
+    let fleet = FleetProcess::start(&tb, &spec, &["--loss-permille", "50"]);
     let o = scan(
         &tb,
         &[
@@ -459,7 +464,7 @@ fn the_rate_limit_caps_answers_per_host() {
         density_ppm: 1_000_000,
         ..FleetSpec::default()
     };
-    let fleet = Fleet::start(&tb, &spec, &["--rate-limit", "200"]);
+    let fleet = FleetProcess::start(&tb, &spec, &["--rate-limit", "200"]);
     let o = scan(
         &tb,
         &[
@@ -548,7 +553,7 @@ fn answers_are_well_formed() {
     };
     // 23 and 25 are closed by hash (see the unit test's vectors); 24 on v6 too.
     assert!(!spec.open(ip("198.18.0.5"), 23) && !spec.open(ip("2001:2::5"), 24));
-    let fleet = Fleet::start(&tb, &spec, &[]);
+    let fleet = FleetProcess::start(&tb, &spec, &[]);
     let out = tb
         .in_scanner("python3")
         .args([
@@ -762,7 +767,7 @@ fn masscan_finds_the_truth_too() {
     let mut union = BTreeSet::new();
     let mut recalls = Vec::new();
     for run in 1..=6u32 {
-        let fleet = Fleet::start(&tb, &spec, &[]);
+        let fleet = FleetProcess::start(&tb, &spec, &[]);
         let file = dir.join(format!("found-{run}.txt"));
         let mut cmd = tb.in_scanner("masscan");
         cmd.args([

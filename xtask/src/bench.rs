@@ -32,7 +32,7 @@ struct Row {
 }
 
 /// The fleet's settings for one scenario.
-struct Fleet {
+struct SimFleet {
     block: &'static str,
     density_ppm: u32,
     loss_permille: u32,
@@ -44,7 +44,7 @@ struct FleetProcess {
 }
 
 impl FleetProcess {
-    fn start(tb: &Testbed, bin: &str, f: &Fleet) -> Result<FleetProcess> {
+    fn start(tb: &Testbed, bin: &str, f: &SimFleet) -> Result<FleetProcess> {
         let mut cmd = tb.in_target(bin);
         cmd.args([
             "fleet",
@@ -83,7 +83,7 @@ impl Drop for FleetProcess {
 }
 
 /// The ground truth of the fleet for `targets` x `ports`, from the engine.
-fn truth(bin: &str, f: &Fleet, targets: &str, ports: &str) -> Result<BTreeSet<(IpAddr, u16)>> {
+fn truth(bin: &str, f: &SimFleet, targets: &str, ports: &str) -> Result<BTreeSet<(IpAddr, u16)>> {
     let out = Command::new(bin)
         .args(["fleet-truth", "--block", f.block, "--seed", "7"])
         .args([
@@ -130,7 +130,7 @@ fn recall_precision(
 }
 
 /// What a tool found and how long it took.
-pub(crate) struct Outcome {
+pub(crate) struct BenchRun {
     pub(crate) found: BTreeSet<(IpAddr, u16)>,
     pub(crate) seconds: f64,
     /// The tool's own sending rate where it reports one.
@@ -145,7 +145,7 @@ pub(crate) fn palisade_scan(
     rate: u64,
     extra: &[&str],
     limit: Duration,
-) -> Result<Outcome> {
+) -> Result<BenchRun> {
     let mut cmd = tb.in_scanner(bin);
     cmd.args([
         "scan",
@@ -167,7 +167,7 @@ pub(crate) fn palisade_scan(
         })
         .collect();
     let rate = crate::summary_rate(&err).ok();
-    Ok(Outcome {
+    Ok(BenchRun {
         found,
         seconds: secs,
         rate,
@@ -180,7 +180,7 @@ pub(crate) fn masscan(
     ports: &str,
     rate: u64,
     limit: Duration,
-) -> Result<Outcome> {
+) -> Result<BenchRun> {
     let list =
         std::env::temp_dir().join(format!("palisade-bench-masscan-{}.txt", std::process::id()));
     let mut cmd = tb.in_scanner("masscan");
@@ -212,7 +212,7 @@ pub(crate) fn masscan(
             Some((f.get(3)?.parse().ok()?, f.get(2)?.parse().ok()?))
         })
         .collect();
-    Ok(Outcome {
+    Ok(BenchRun {
         found,
         seconds: secs,
         rate: None,
@@ -242,7 +242,7 @@ fn zmap(
     rate: u64,
     per_address: u32,
     limit: Duration,
-) -> Result<Outcome> {
+) -> Result<BenchRun> {
     // zmap's default blacklist excludes the benchmarking range: an empty one.
     let blacklist = std::env::temp_dir().join(format!("palisade-zmap-{}.conf", std::process::id()));
     std::fs::write(&blacklist, "\n")?;
@@ -274,14 +274,14 @@ fn zmap(
         .lines()
         .filter_map(|l| Some((l.trim().parse().ok()?, port)))
         .collect();
-    Ok(Outcome {
+    Ok(BenchRun {
         found,
         seconds: secs,
         rate: zmap_rate(&err).map(|r| r * f64::from(per_address)),
     })
 }
 
-fn nmap(tb: &Testbed, targets: &str, ports: &str, limit: Duration) -> Result<Outcome> {
+fn nmap(tb: &Testbed, targets: &str, ports: &str, limit: Duration) -> Result<BenchRun> {
     let mut cmd = tb.in_scanner("nmap");
     cmd.args([
         "-sS",
@@ -314,7 +314,7 @@ fn nmap(tb: &Testbed, targets: &str, ports: &str, limit: Duration) -> Result<Out
             }
         }
     }
-    Ok(Outcome {
+    Ok(BenchRun {
         found,
         seconds: secs,
         rate: None,
@@ -414,7 +414,7 @@ fn sweep_row(
     rows: &mut Vec<Row>,
     scenario: &'static str,
     tool: String,
-    outcome: Result<Outcome>,
+    outcome: Result<BenchRun>,
     scope: f64,
     truth: &BTreeSet<(IpAddr, u16)>,
 ) {
@@ -566,7 +566,7 @@ fn testbed_scenarios(
     //    the fleet, then answered, the answers taken by the reply filter
     //    exactly as a scan takes them (but not looked at).
     {
-        let drop_all = Fleet {
+        let drop_all = SimFleet {
             block: sweep_block,
             density_ppm: 0,
             loss_permille: 1000,
@@ -598,7 +598,7 @@ fn testbed_scenarios(
         })?;
     }
     {
-        let answering = Fleet {
+        let answering = SimFleet {
             block: sweep_block,
             density_ppm: 200,
             loss_permille: 0,
@@ -615,7 +615,7 @@ fn testbed_scenarios(
     // 2. Full-port sweep and loss, answered by the fleet.
     let nmap_hosts = "198.18.0.4/30";
     for loss in [0u32, 10, 50] {
-        let fleet = Fleet {
+        let fleet = SimFleet {
             block: sweep_block,
             density_ppm: 200,
             loss_permille: loss,
@@ -636,7 +636,7 @@ fn testbed_scenarios(
         // Palisade unthrottled: the median of `repeats` runs by wall time.
         let runs = (0..if loss == 0 { repeats } else { 1 })
             .map(|_| palisade_scan(tb, bin, sweep_block, ports_all, 100_000_000, &[], limit))
-            .collect::<Result<Vec<Outcome>>>();
+            .collect::<Result<Vec<BenchRun>>>();
         let palisade = runs.map(|r| {
             let rates: Vec<Option<f64>> = r.iter().map(|o| o.rate).collect();
             eprintln!("xtask bench: palisade runs, rates while sending: {rates:?}");
@@ -691,7 +691,7 @@ fn testbed_scenarios(
         "198.18.0.0/16"
     };
     for loss in [0u32, 10, 50] {
-        let fleet = Fleet {
+        let fleet = SimFleet {
             block: wide,
             density_ppm: 20_000,
             loss_permille: loss,
@@ -736,7 +736,7 @@ fn testbed_scenarios(
 
     // 4. Memory: a /16 x 65,535 sweep (the first seconds of it).
     {
-        let fleet = Fleet {
+        let fleet = SimFleet {
             block: "198.18.0.0/16",
             density_ppm: 100,
             loss_permille: 0,

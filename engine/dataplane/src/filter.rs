@@ -19,7 +19,7 @@ static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/re
 /// Mirrors `struct config` in replies.bpf.c.
 #[repr(C)]
 #[derive(Debug, Clone, Copy, Default)]
-struct Config {
+struct FilterConfig {
     src_ip4: u32,
     src_ip6: [u8; 16],
     port_lo: u16,
@@ -27,11 +27,11 @@ struct Config {
     enabled: u32,
 }
 
-// SAFETY: `Config` is `repr(C)`, made of integers and byte arrays with no
+// SAFETY: `FilterConfig` is `repr(C)`, made of integers and byte arrays with no
 // padding (4 + 16 + 2 + 2 + 4 = 28 bytes, all fields naturally aligned), so
 // every bit pattern is valid and it can be copied to and from the kernel.
 #[allow(unsafe_code)]
-unsafe impl Pod for Config {}
+unsafe impl Pod for FilterConfig {}
 
 /// One reply as the filter hands it over; mirrors `struct reply`.
 #[repr(C)]
@@ -231,7 +231,7 @@ impl ReplyFilter {
             .map_max_entries("replies", ring_bytes.next_power_of_two().max(4096))
             .load(OBJECT)
             .map_err(|e| bpf_err("load the eBPF object")(&e))?;
-        let mut config: Array<MapData, Config> = Array::try_from(
+        let mut config: Array<MapData, FilterConfig> = Array::try_from(
             ebpf.take_map("config")
                 .ok_or_else(|| bpf_err("find map")(&"config"))?,
         )
@@ -239,7 +239,7 @@ impl ReplyFilter {
         config
             .set(
                 0,
-                Config {
+                FilterConfig {
                     src_ip4: src_v4.map_or(0, |a| u32::from_ne_bytes(a.octets())),
                     src_ip6: src_v6.map_or([0; 16], |a| a.octets()),
                     port_lo: ports.0,

@@ -20,8 +20,8 @@ use toml::Spanned;
 use toml::de::{DeInteger, DeTable, DeValue};
 
 use palisade_core::monitor::MonitorSpec;
-use palisade_dataplane::scan::{DEFAULT_RATE, DEFAULT_SOURCE_PORTS};
 use palisade_core::wire::MacAddr;
+use palisade_dataplane::scan::{DEFAULT_RATE, DEFAULT_SOURCE_PORTS};
 
 /// Default `store.path`.
 pub const DEFAULT_STORE_PATH: &str = "/var/lib/palisade/palisade.db";
@@ -117,7 +117,7 @@ pub enum SinkSpec {
 }
 
 /// How a NATS sink encodes events.
-pub use palisade_outputs::schema::Format as PayloadFormat;
+pub use palisade_outputs::schema::PayloadFormat;
 /// A `[[sink]]` of kind `"nats"`: the NATS sink's own settings (the
 /// connect timeout is not configurable and stays at its default, 5 s).
 pub use palisade_outputs::sink::NatsConfig as NatsSink;

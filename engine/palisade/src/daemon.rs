@@ -15,12 +15,12 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use thiserror::Error;
 
 use crate::config::{self, Config, ConfigErrors, SinkSpec};
+use crate::store::{OutboxEntry, ScanKind, ScanRecord, Store, StoreError};
 use palisade_core::monitor::{Event, Millis, MonitorSpec, MonitorState, Observation, Scope};
 use palisade_core::probe::{PortSet, Sweep, TargetSet};
 use palisade_dataplane::scan::{self, Progress, ScanConfig};
-use crate::store::{OutboxEntry, ScanKind, ScanRecord, Store, StoreError};
 use palisade_outputs::schema::{
-    Envelope, EventData, MonitorEvent, PortEvent, ScanSummary, Severity,
+    Envelope, EventData, MonitorEvent, PortEvent, ScanReport, Severity,
 };
 use palisade_outputs::sink::{JsonlSink, NatsConfig, NatsSink, Sink, SinkError, WebhookSink};
 
@@ -137,7 +137,7 @@ pub fn envelope(event: &Event, host: &str, source: &str) -> Envelope {
 
 /// The envelope of a scan summary.
 fn scan_envelope(scan_id: i64, scan: &ScanRecord, source: &str) -> Envelope {
-    let data = EventData::Scan(ScanSummary {
+    let data = EventData::Scan(ScanReport {
         monitor: scan.monitor.clone(),
         host: scan.host.clone(),
         address: scan.address.clone(),

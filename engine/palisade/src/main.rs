@@ -75,8 +75,8 @@ struct StatusArgs {
     /// The configuration file (names the store).
     #[arg(short = 'c', long = "config", value_name = "FILE")]
     config: std::path::PathBuf,
-    #[arg(long, value_enum, default_value_t = Format::Text)]
-    format: Format,
+    #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
+    format: OutputFormat,
 }
 
 #[derive(Debug, Args)]
@@ -92,8 +92,8 @@ struct HistoryArgs {
     /// Only since TIME: RFC 3339 (2026-11-29T12:00:00Z) or an age (2h, 7days).
     #[arg(long, value_name = "TIME")]
     since: Option<String>,
-    #[arg(long, value_enum, default_value_t = Format::Text)]
-    format: Format,
+    #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
+    format: OutputFormat,
 }
 
 /// Which hosts and ports, shared by every command that sweeps.
@@ -132,8 +132,8 @@ struct PlanArgs {
     #[arg(long, value_name = "N", default_value_t = 20)]
     limit: u64,
     /// Output format.
-    #[arg(long, value_enum, default_value_t = Format::Text)]
-    format: Format,
+    #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
+    format: OutputFormat,
 }
 
 #[derive(Debug, Args)]
@@ -173,12 +173,12 @@ struct ScanArgs {
     #[arg(short = 'o', long = "output", value_name = "FILE")]
     output: Option<String>,
     /// Output format.
-    #[arg(long, value_enum, default_value_t = Format::Jsonl)]
-    format: Format,
+    #[arg(long, value_enum, default_value_t = OutputFormat::Jsonl)]
+    format: OutputFormat,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
-enum Format {
+enum OutputFormat {
     /// Human-readable lines.
     Text,
     /// One JSON object per line (`json` works too).
@@ -242,7 +242,7 @@ fn plan(args: &PlanArgs) -> Result<ExitCode> {
     };
     let shard = args.target.shard;
     let mut out = std::io::stdout().lock();
-    if matches!(args.format, Format::Text) {
+    if matches!(args.format, OutputFormat::Text) {
         writeln!(
             out,
             "sweep: {} hosts x {} ports = {} probes; shard {} has {}, starting at {}",
@@ -260,8 +260,8 @@ fn plan(args: &PlanArgs) -> Result<ExitCode> {
     {
         let ip = std::net::IpAddr::from(probe.target);
         match args.format {
-            Format::Text => writeln!(out, "{index:>12}  {ip}:{}", probe.port)?,
-            Format::Jsonl => writeln!(
+            OutputFormat::Text => writeln!(out, "{index:>12}  {ip}:{}", probe.port)?,
+            OutputFormat::Jsonl => writeln!(
                 out,
                 r#"{{"index":{index},"ip":"{ip}","port":{}}}"#,
                 probe.port
@@ -321,11 +321,11 @@ fn scan_config(args: &ScanArgs) -> Result<palisade_dataplane::scan::ScanConfig, 
     Ok(cfg)
 }
 
-fn format_finding(f: &palisade_dataplane::scan::Finding, format: Format) -> String {
+fn format_finding(f: &palisade_dataplane::scan::Finding, format: OutputFormat) -> String {
     let state = if f.open { "open" } else { "closed" };
     let time = humantime::format_rfc3339_millis(f.time);
     match format {
-        Format::Jsonl => serde_json::json!({
+        OutputFormat::Jsonl => serde_json::json!({
             "ip": f.ip.to_string(),
             "port": f.port,
             "state": state,
@@ -333,7 +333,7 @@ fn format_finding(f: &palisade_dataplane::scan::Finding, format: Format) -> Stri
             "time": time.to_string(),
         })
         .to_string(),
-        Format::Text => format!(
+        OutputFormat::Text => format!(
             "{state:<6} {}  ttl {}  {time}",
             std::net::SocketAddr::new(f.ip, f.port),
             f.ttl
@@ -496,12 +496,12 @@ fn status(args: &StatusArgs) -> Result<ExitCode> {
     let rows = store.status()?;
     let mut out = std::io::stdout().lock();
     match args.format {
-        Format::Jsonl => {
+        OutputFormat::Jsonl => {
             for r in &rows {
                 writeln!(out, "{}", serde_json::to_string(r)?)?;
             }
         }
-        Format::Text => {
+        OutputFormat::Text => {
             writeln!(
                 out,
                 "{:<20} {:<24} {:<26} {:<24} OPEN INCIDENTS",
@@ -583,8 +583,8 @@ fn history(args: &HistoryArgs) -> Result<ExitCode> {
     let mut out = std::io::stdout().lock();
     for r in &rows {
         match args.format {
-            Format::Jsonl => writeln!(out, "{}", serde_json::to_string(r)?)?,
-            Format::Text => match r {
+            OutputFormat::Jsonl => writeln!(out, "{}", serde_json::to_string(r)?)?,
+            OutputFormat::Text => match r {
                 HistoryRow::StateChange {
                     at_ms,
                     port,

@@ -8,21 +8,21 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use palisade_sim::testbed::{bounded, stderr, ListenerId, Testbed, TestbedConfig};
+use palisade_sim::testbed::{ListenerId, Testbed, TestbedConfig, bounded, stderr};
 use serde_json::Value;
 
 const BIN: &str = env!("CARGO_BIN_EXE_palisade");
 const TARGET: &str = "198.18.0.2";
 
-struct Case {
+struct DaemonCase {
     tb: Testbed,
     dir: PathBuf,
     config: PathBuf,
     events: PathBuf,
 }
 
-impl Case {
-    fn new(name: &str, monitor_extra: &str, rate: u32) -> Case {
+impl DaemonCase {
+    fn new(name: &str, monitor_extra: &str, rate: u32) -> DaemonCase {
         let tb = Testbed::new(TestbedConfig {
             targets_v4: vec![TARGET.parse::<Ipv4Addr>().unwrap()],
             targets_v6: vec![],
@@ -47,7 +47,7 @@ impl Case {
             ),
         )
         .unwrap();
-        Case {
+        DaemonCase {
             tb,
             dir,
             config,
@@ -105,7 +105,7 @@ impl Case {
     }
 }
 
-impl Drop for Case {
+impl Drop for DaemonCase {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.dir);
     }
@@ -137,7 +137,7 @@ fn kinds(events: &[Value]) -> Vec<(String, Option<u64>)> {
 
 #[test]
 fn sweeps_with_changes_give_exactly_the_expected_events() {
-    let mut case = Case::new(
+    let mut case = DaemonCase::new(
         "sweeps",
         "every = \"1h\"\nconfirm = 2\nrecheck = \"off\"",
         200_000,
@@ -262,7 +262,7 @@ fn sweeps_with_changes_give_exactly_the_expected_events() {
 
 #[test]
 fn a_short_recheck_confirms_before_the_next_full_sweep() {
-    let mut case = Case::new(
+    let mut case = DaemonCase::new(
         "recheck",
         "every = \"1h\"\nconfirm = 2\nrecheck = \"2s\"",
         200_000,
@@ -311,7 +311,7 @@ fn a_short_recheck_confirms_before_the_next_full_sweep() {
 #[test]
 fn kill_9_mid_sweep_loses_and_duplicates_nothing() {
     // A slow sweep (65,535 probes at 15 kpps: about 4.5 s) to kill in the middle.
-    let mut case = Case::new(
+    let mut case = DaemonCase::new(
         "kill9",
         "every = \"1h\"\nconfirm = 2\nrecheck = \"off\"",
         15_000,
@@ -390,7 +390,7 @@ fn bad_configs_are_refused_with_file_line_and_exit_2() {
 
 #[test]
 fn sighup_reloads_the_configuration() {
-    let mut case = Case::new(
+    let mut case = DaemonCase::new(
         "sighup",
         "every = \"1s\"\nconfirm = 1\nrecheck = \"off\"",
         300_000,
@@ -408,7 +408,7 @@ fn sighup_reloads_the_configuration() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let wait = |case: &Case, n: usize| {
+    let wait = |case: &DaemonCase, n: usize| {
         let start = Instant::now();
         while case.events().len() < n && start.elapsed() < Duration::from_secs(40) {
             std::thread::sleep(Duration::from_millis(200));

@@ -8,7 +8,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use palisade_outputs::schema::{Envelope, Format, decode};
+use palisade_outputs::schema::{Envelope, PayloadFormat, decode};
 use palisade_outputs::testing::NatsServer;
 use palisade_sim::testbed::{Testbed, TestbedConfig, bounded, stderr};
 
@@ -18,15 +18,15 @@ use common::LoopbackBridge;
 const BIN: &str = env!("CARGO_BIN_EXE_palisade");
 const TARGET: &str = "198.18.0.2";
 
-struct Case {
+struct NatsCase {
     _bridge: LoopbackBridge,
     tb: Testbed,
     dir: PathBuf,
     config: PathBuf,
 }
 
-impl Case {
-    fn new(name: &str, nats: &NatsServer, monitor: &str) -> Case {
+impl NatsCase {
+    fn new(name: &str, nats: &NatsServer, monitor: &str) -> NatsCase {
         let mut tb = Testbed::new(TestbedConfig {
             targets_v4: vec![TARGET.parse::<Ipv4Addr>().unwrap()],
             targets_v6: vec![],
@@ -53,7 +53,7 @@ impl Case {
             ),
         )
         .unwrap();
-        Case {
+        NatsCase {
             _bridge: bridge,
             tb,
             dir,
@@ -99,7 +99,7 @@ impl Case {
     }
 }
 
-impl Drop for Case {
+impl Drop for NatsCase {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.dir);
     }
@@ -144,7 +144,7 @@ fn stream_messages(url: &str) -> Vec<(String, String, String, Envelope)> {
                 .get("Content-Type")
                 .map(|v| v.to_string())
                 .unwrap_or_default();
-            let format = Format::from_content_type(&ct).expect("a known content type");
+            let format = PayloadFormat::from_content_type(&ct).expect("a known content type");
             let env = decode(&m.payload, format).expect("an envelope");
             out.push((m.subject.to_string(), id, ct, env));
         }
@@ -163,7 +163,7 @@ fn wait_for(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) {
 #[test]
 fn sweep_events_arrive_on_the_right_subjects() {
     let nats = NatsServer::start();
-    let mut case = Case::new(
+    let mut case = NatsCase::new(
         "subjects",
         &nats,
         "every = \"1h\"\nconfirm = 1\nrecheck = \"off\"",
@@ -192,7 +192,7 @@ fn sweep_events_arrive_on_the_right_subjects() {
 #[test]
 fn a_nats_outage_delays_events_and_loses_none() {
     let mut nats = NatsServer::start();
-    let mut case = Case::new(
+    let mut case = NatsCase::new(
         "outage",
         &nats,
         "every = \"1s\"\nconfirm = 1\nrecheck = \"off\"",
@@ -319,7 +319,7 @@ fn an_unexpected_open_port_fires_in_alertmanager_and_resolves() {
     });
 
     let nats = NatsServer::start();
-    let mut case = Case::new(
+    let mut case = NatsCase::new(
         "alert",
         &nats,
         "every = \"1s\"\nconfirm = 1\nrecheck = \"off\"",

@@ -8,7 +8,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use palisade_sim::testbed::{bounded, stderr, Testbed, TestbedConfig};
+use palisade_sim::testbed::{Testbed, TestbedConfig, bounded, stderr};
 
 const BIN: &str = env!("CARGO_BIN_EXE_palisade");
 

@@ -19,7 +19,7 @@ use std::time::{Duration, SystemTime};
 use async_trait::async_trait;
 use serde::Serialize;
 
-use super::{ConfigError, DispatchError, Dispatched, Dispatcher, HttpOptions};
+use super::{DispatchConfigError, DispatchError, Dispatched, Dispatcher, HttpOptions};
 use crate::schema::{Envelope, EventData, PortEvent};
 
 /// How far ahead a firing alert's `endsAt` lies.
@@ -184,17 +184,19 @@ impl AlertmanagerDispatcher {
     /// `http://127.0.0.1:9093`, or a path prefix such as
     /// `https://example.org/alertmanager`); a URL that already ends in
     /// `/api/v2/alerts` is used as it is.
-    pub fn new(base: &str, http: &HttpOptions) -> Result<Self, ConfigError> {
+    pub fn new(base: &str, http: &HttpOptions) -> Result<Self, DispatchConfigError> {
         let mut url = super::check_url(base)?;
         if !url.path().trim_end_matches('/').ends_with("/api/v2/alerts") {
             if !url.path().ends_with('/') {
                 let path = format!("{}/", url.path());
                 url.set_path(&path);
             }
-            url = url.join("api/v2/alerts").map_err(|e| ConfigError::BadUrl {
-                url: base.to_string(),
-                reason: e.to_string(),
-            })?;
+            url = url
+                .join("api/v2/alerts")
+                .map_err(|e| DispatchConfigError::BadUrl {
+                    url: base.to_string(),
+                    reason: e.to_string(),
+                })?;
         }
         Ok(AlertmanagerDispatcher {
             name: format!("alertmanager={base}"),

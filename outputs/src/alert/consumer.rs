@@ -21,7 +21,7 @@ use async_nats::jetstream::{self, AckKind, consumer::pull, stream::Stream as JsS
 use futures::StreamExt;
 
 use super::Dispatcher;
-use crate::schema::{self, Envelope, Format, SchemaError};
+use crate::schema::{self, Envelope, PayloadFormat, SchemaError};
 
 /// Exponential backoff: `initial × 2^(n-1)`, at most `max`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -123,11 +123,11 @@ pub enum DecodeError {
 /// starting with `{` is read as JSON and anything else as MessagePack.
 pub fn decode_message(content_type: Option<&str>, payload: &[u8]) -> Result<Envelope, DecodeError> {
     let format = match content_type.map(str::trim).filter(|c| !c.is_empty()) {
-        Some(ct) => Format::from_content_type(ct)
+        Some(ct) => PayloadFormat::from_content_type(ct)
             .ok_or_else(|| DecodeError::ContentType(super::one_line(ct, 80)))?,
         None => match payload.iter().find(|b| !b.is_ascii_whitespace()) {
-            Some(b'{') => Format::Json,
-            _ => Format::MsgPack,
+            Some(b'{') => PayloadFormat::Json,
+            _ => PayloadFormat::MsgPack,
         },
     };
     Ok(schema::decode(payload, format)?)

@@ -8,7 +8,7 @@ use std::sync::Mutex;
 use async_trait::async_trait;
 
 use super::{DispatchError, Dispatched, Dispatcher};
-use crate::schema::{Envelope, EventData, PortEvent, ScanSummary, Severity};
+use crate::schema::{Envelope, EventData, PortEvent, ScanReport, Severity};
 
 /// Writes [`human_line`]s to stdout (or any writer).
 pub struct LogDispatcher {
@@ -110,7 +110,7 @@ pub fn human_line(e: &Envelope) -> String {
     }
 }
 
-fn scan_line(time: &str, s: &ScanSummary) -> String {
+fn scan_line(time: &str, s: &ScanReport) -> String {
     let mut line = format!("{time} SCAN {} {}", clean(&s.monitor), clean(&s.host));
     if let Some(address) = s.address.as_deref().filter(|a| *a != s.host) {
         line.push_str(&format!(" ({})", clean(address)));

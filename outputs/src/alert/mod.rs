@@ -102,7 +102,7 @@ pub enum DispatchSpec {
 
 /// Errors in configuration: a bad dispatcher spec or URL.
 #[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
+pub enum DispatchConfigError {
     #[error("unknown dispatcher {0:?}: expected `log`, `webhook=URL` or `alertmanager=URL`")]
     UnknownDispatcher(String),
     #[error("dispatcher `{0}` needs a URL, e.g. `{0}=http://127.0.0.1:9093`")]
@@ -114,7 +114,7 @@ pub enum ConfigError {
 }
 
 impl FromStr for DispatchSpec {
-    type Err = ConfigError;
+    type Err = DispatchConfigError;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let s = s.trim();
@@ -122,20 +122,20 @@ impl FromStr for DispatchSpec {
             Some((name, url)) => (name.trim(), Some(url.trim())),
             None => (s, None),
         };
-        let need_url = |name: &str| -> Result<String, ConfigError> {
+        let need_url = |name: &str| -> Result<String, DispatchConfigError> {
             match url {
                 Some(url) if !url.is_empty() => {
                     check_url(url)?;
                     Ok(url.to_string())
                 }
-                _ => Err(ConfigError::MissingUrl(name.to_string())),
+                _ => Err(DispatchConfigError::MissingUrl(name.to_string())),
             }
         };
         match name {
             "log" if url.is_none() => Ok(DispatchSpec::Log),
             "webhook" => Ok(DispatchSpec::Webhook(need_url("webhook")?)),
             "alertmanager" => Ok(DispatchSpec::Alertmanager(need_url("alertmanager")?)),
-            _ => Err(ConfigError::UnknownDispatcher(s.to_string())),
+            _ => Err(DispatchConfigError::UnknownDispatcher(s.to_string())),
         }
     }
 }
@@ -170,7 +170,7 @@ impl Default for HttpOptions {
 
 impl DispatchSpec {
     /// Builds the dispatcher. `log` writes to stdout.
-    pub fn build(&self, http: &HttpOptions) -> Result<Box<dyn Dispatcher>, ConfigError> {
+    pub fn build(&self, http: &HttpOptions) -> Result<Box<dyn Dispatcher>, DispatchConfigError> {
         Ok(match self {
             DispatchSpec::Log => Box::new(LogDispatcher::stdout()),
             DispatchSpec::Webhook(url) => Box::new(WebhookDispatcher::new(url, http)?),
@@ -180,8 +180,8 @@ impl DispatchSpec {
 }
 
 /// Accepts absolute `http`/`https` URLs.
-pub(crate) fn check_url(url: &str) -> Result<reqwest::Url, ConfigError> {
-    let bad = |reason: &str| ConfigError::BadUrl {
+pub(crate) fn check_url(url: &str) -> Result<reqwest::Url, DispatchConfigError> {
+    let bad = |reason: &str| DispatchConfigError::BadUrl {
         url: url.to_string(),
         reason: reason.to_string(),
     };
@@ -196,13 +196,13 @@ pub(crate) fn check_url(url: &str) -> Result<reqwest::Url, ConfigError> {
 }
 
 /// The HTTP client of the webhook and Alertmanager dispatchers.
-pub(crate) fn http_client(http: &HttpOptions) -> Result<reqwest::Client, ConfigError> {
+pub(crate) fn http_client(http: &HttpOptions) -> Result<reqwest::Client, DispatchConfigError> {
     reqwest::Client::builder()
         .timeout(http.timeout)
         .connect_timeout(http.timeout)
         .user_agent(concat!("palisade-alert/", env!("CARGO_PKG_VERSION")))
         .build()
-        .map_err(|e| ConfigError::HttpClient(error_chain(&e)))
+        .map_err(|e| DispatchConfigError::HttpClient(error_chain(&e)))
 }
 
 /// POSTs a body, mapping transport errors and non-2xx answers to

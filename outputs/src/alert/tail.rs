@@ -9,7 +9,7 @@ use futures::StreamExt;
 
 use super::consumer::{ConsumerError, decode_message, lookup_stream};
 use super::human_line;
-use crate::schema::{self, Format};
+use crate::schema::{self, PayloadFormat};
 
 /// What to tail.
 #[derive(Debug, Clone)]
@@ -110,7 +110,7 @@ pub async fn tail(
                 .and_then(|h| h.get("Content-Type"))
                 .map(|v| v.as_str().to_string());
             let line = match decode_message(content_type.as_deref(), &message.payload) {
-                Ok(event) if config.json => match schema::encode(&event, Format::Json) {
+                Ok(event) if config.json => match schema::encode(&event, PayloadFormat::Json) {
                     Ok(json) => String::from_utf8_lossy(&json).into_owned(),
                     Err(e) => format!("{}: cannot encode: {e}", message.subject),
                 },

@@ -13,7 +13,9 @@ use std::time::{Duration, Instant, SystemTime};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::*;
-use crate::schema::{self, EventData, Format, MonitorEvent, PortEvent, ScanSummary, Severity};
+use crate::schema::{
+    self, EventData, MonitorEvent, PayloadFormat, PortEvent, ScanReport, Severity,
+};
 
 // ---------------------------------------------------------------------------
 // Helpers shared with the submodules.
@@ -131,7 +133,7 @@ pub(super) fn scan(monitor: &str, time: &str) -> Envelope {
         format!("{monitor}:scan:{time}"),
         "palisade://scanner-1".to_string(),
         time.to_string(),
-        EventData::Scan(ScanSummary {
+        EventData::Scan(ScanReport {
             monitor: monitor.to_string(),
             host: "198.18.0.2".to_string(),
             address: Some("198.18.0.2".to_string()),
@@ -534,8 +536,8 @@ fn backoff_doubles_up_to_its_cap() {
 #[test]
 fn messages_decode_by_content_type_or_by_sniffing() {
     let e = opened("web-1", 6379);
-    let msgpack = schema::encode(&e, Format::MsgPack).unwrap();
-    let json = schema::encode(&e, Format::Json).unwrap();
+    let msgpack = schema::encode(&e, PayloadFormat::MsgPack).unwrap();
+    let json = schema::encode(&e, PayloadFormat::Json).unwrap();
     assert_eq!(
         decode_message(Some("application/msgpack"), &msgpack).unwrap(),
         e
@@ -670,7 +672,7 @@ async fn webhook_posts_the_json_envelope_and_reports_failures() {
     assert_eq!((r.method.as_str(), r.path.as_str()), ("POST", "/hook"));
     assert_eq!(r.header("content-type"), Some("application/json"));
     assert_eq!(r.header("palisade-event-id"), Some(e.id.as_str()));
-    assert_eq!(schema::decode(&r.body, Format::Json).unwrap(), e);
+    assert_eq!(schema::decode(&r.body, PayloadFormat::Json).unwrap(), e);
 }
 
 #[tokio::test]

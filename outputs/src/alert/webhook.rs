@@ -2,8 +2,8 @@
 
 use async_trait::async_trait;
 
-use super::{ConfigError, DispatchError, Dispatched, Dispatcher, HttpOptions};
-use crate::schema::{self, Envelope, Format};
+use super::{DispatchConfigError, DispatchError, Dispatched, Dispatcher, HttpOptions};
+use crate::schema::{self, Envelope, PayloadFormat};
 
 /// POSTs every event, as its JSON envelope, to one URL; any 2xx answer is
 /// success. The request also carries a `Palisade-Event-Id` header (the
@@ -17,7 +17,7 @@ pub struct WebhookDispatcher {
 
 impl WebhookDispatcher {
     /// A dispatcher posting to `url` (`http://` or `https://`).
-    pub fn new(url: &str, http: &HttpOptions) -> Result<Self, ConfigError> {
+    pub fn new(url: &str, http: &HttpOptions) -> Result<Self, DispatchConfigError> {
         let url = super::check_url(url)?;
         Ok(WebhookDispatcher {
             name: format!("webhook={url}"),
@@ -34,11 +34,11 @@ impl Dispatcher for WebhookDispatcher {
     }
 
     async fn dispatch(&self, event: &Envelope) -> Result<Dispatched, DispatchError> {
-        let body = schema::encode(event, Format::Json)?;
+        let body = schema::encode(event, PayloadFormat::Json)?;
         super::post(
             &self.client,
             &self.url,
-            Format::Json.content_type(),
+            PayloadFormat::Json.content_type(),
             &[("Palisade-Event-Id", event.id.as_str())],
             body,
         )

@@ -28,7 +28,7 @@ pub(crate) fn samples() -> Vec<Envelope> {
             host: "web1.example.net".into(),
             message: "host reachable again".into(),
         }),
-        EventData::Scan(ScanSummary {
+        EventData::Scan(ScanReport {
             monitor: "web-1".into(),
             host: "web1.example.net".into(),
             address: Some("198.18.0.2".into()),
@@ -97,7 +97,7 @@ fn nats_subjects() {
 #[test]
 fn round_trip_every_variant_both_formats() {
     for e in samples() {
-        for f in [Format::MsgPack, Format::Json] {
+        for f in [PayloadFormat::MsgPack, PayloadFormat::Json] {
             let bytes = encode(&e, f).unwrap();
             assert_eq!(decode(&bytes, f).unwrap(), e, "{f:?}");
         }
@@ -107,7 +107,8 @@ fn round_trip_every_variant_both_formats() {
 #[test]
 fn json_shape() {
     let e = &samples()[0];
-    let v: serde_json::Value = serde_json::from_slice(&encode(e, Format::Json).unwrap()).unwrap();
+    let v: serde_json::Value =
+        serde_json::from_slice(&encode(e, PayloadFormat::Json).unwrap()).unwrap();
     assert_eq!(v["type"], "io.palisade.unexpected_port_open.v1");
     assert_eq!(v["data"]["kind"], "unexpected_port_open");
     assert_eq!(v["data"]["severity"], "high");
@@ -117,9 +118,9 @@ fn json_shape() {
 #[test]
 fn msgpack_has_named_fields() {
     for e in samples() {
-        let bytes = encode(&e, Format::MsgPack).unwrap();
+        let bytes = encode(&e, PayloadFormat::MsgPack).unwrap();
         // Decode generically: the envelope and data must be maps keyed by name.
-        let v: rmpv_like::Value = rmp_serde::from_slice(&bytes).unwrap();
+        let v: rmpv_like::MsgpackValue = rmp_serde::from_slice(&bytes).unwrap();
         let top = v.as_map().expect("envelope is a map, not an array");
         for key in [
             "specversion",
@@ -133,11 +134,11 @@ fn msgpack_has_named_fields() {
             assert!(top.contains_key(key), "missing key {key}");
         }
         let data = top["data"].as_map().expect("data is a map");
-        assert_eq!(data["kind"], rmpv_like::Value::Str(e.kind().into()));
+        assert_eq!(data["kind"], rmpv_like::MsgpackValue::Str(e.kind().into()));
         assert!(data.contains_key("monitor"));
     }
     // And the first byte is a map marker (fixmap 0x8X or map16/32).
-    let bytes = encode(&samples()[0], Format::MsgPack).unwrap();
+    let bytes = encode(&samples()[0], PayloadFormat::MsgPack).unwrap();
     assert!(matches!(bytes[0], 0x80..=0x8f | 0xde | 0xdf));
 }
 
@@ -148,19 +149,19 @@ mod rmpv_like {
 
     #[derive(Debug, PartialEq, Deserialize)]
     #[serde(untagged)]
-    pub enum Value {
+    pub enum MsgpackValue {
         Nil(()),
         Bool(bool),
         Int(i64),
         Str(String),
-        Array(Vec<Value>),
-        Map(BTreeMap<String, Value>),
+        Array(Vec<MsgpackValue>),
+        Map(BTreeMap<String, MsgpackValue>),
     }
 
-    impl Value {
-        pub fn as_map(&self) -> Option<&BTreeMap<String, Value>> {
+    impl MsgpackValue {
+        pub fn as_map(&self) -> Option<&BTreeMap<String, MsgpackValue>> {
             match self {
-                Value::Map(m) => Some(m),
+                MsgpackValue::Map(m) => Some(m),
                 _ => None,
             }
         }
@@ -169,15 +170,15 @@ mod rmpv_like {
 
 #[test]
 fn content_types() {
-    for f in [Format::MsgPack, Format::Json] {
-        assert_eq!(Format::from_content_type(f.content_type()), Some(f));
+    for f in [PayloadFormat::MsgPack, PayloadFormat::Json] {
+        assert_eq!(PayloadFormat::from_content_type(f.content_type()), Some(f));
     }
     assert_eq!(
-        Format::from_content_type("application/json; charset=utf-8"),
-        Some(Format::Json)
+        PayloadFormat::from_content_type("application/json; charset=utf-8"),
+        Some(PayloadFormat::Json)
     );
-    assert_eq!(Format::from_content_type("text/plain"), None);
-    assert_eq!(Format::from_content_type(""), None);
+    assert_eq!(PayloadFormat::from_content_type("text/plain"), None);
+    assert_eq!(PayloadFormat::from_content_type(""), None);
 }
 
 #[test]
@@ -185,7 +186,7 @@ fn future_version_is_rejected_clearly() {
     // Same shape, newer version.
     let mut e = samples()[0].clone();
     e.ty = "io.palisade.unexpected_port_open.v2".into();
-    for f in [Format::MsgPack, Format::Json] {
+    for f in [PayloadFormat::MsgPack, PayloadFormat::Json] {
         let err = decode(&encode(&e, f).unwrap(), f).unwrap_err();
         assert!(
             matches!(err, SchemaError::UnsupportedType { supported: 1, .. }),
@@ -196,13 +197,13 @@ fn future_version_is_rejected_clearly() {
     // A new kind that this build cannot parse: still named as a version problem.
     let json = br#"{"specversion":"1.0","id":"x","source":"palisade://h","type":"io.palisade.port_flapping.v2",
         "subject":"m","time":"2026-01-01T00:00:00Z","data":{"kind":"port_flapping","monitor":"m"}}"#;
-    let err = decode(json, Format::Json).unwrap_err();
+    let err = decode(json, PayloadFormat::Json).unwrap_err();
     assert!(matches!(err, SchemaError::UnsupportedType { .. }), "{err}");
     // Same version, unknown kind: a plain decode error.
     let json = br#"{"specversion":"1.0","id":"x","source":"palisade://h","type":"io.palisade.port_flapping.v1",
         "subject":"m","time":"2026-01-01T00:00:00Z","data":{"kind":"port_flapping","monitor":"m"}}"#;
     assert!(matches!(
-        decode(json, Format::Json).unwrap_err(),
+        decode(json, PayloadFormat::Json).unwrap_err(),
         SchemaError::DecodeJson(_)
     ));
 }
@@ -212,7 +213,11 @@ fn mismatched_or_malformed_type_is_rejected() {
     let mut e = samples()[0].clone();
     e.ty = "io.palisade.scan.v1".into();
     assert!(matches!(
-        decode(&encode(&e, Format::Json).unwrap(), Format::Json).unwrap_err(),
+        decode(
+            &encode(&e, PayloadFormat::Json).unwrap(),
+            PayloadFormat::Json
+        )
+        .unwrap_err(),
         SchemaError::TypeMismatch { .. }
     ));
     for bad in [
@@ -224,7 +229,11 @@ fn mismatched_or_malformed_type_is_rejected() {
         e.ty = bad.into();
         assert!(
             matches!(
-                decode(&encode(&e, Format::Json).unwrap(), Format::Json).unwrap_err(),
+                decode(
+                    &encode(&e, PayloadFormat::Json).unwrap(),
+                    PayloadFormat::Json
+                )
+                .unwrap_err(),
                 SchemaError::MalformedType(_)
             ),
             "{bad}"
@@ -233,7 +242,11 @@ fn mismatched_or_malformed_type_is_rejected() {
     let mut e = samples()[1].clone();
     e.specversion = "0.3".into();
     assert!(matches!(
-        decode(&encode(&e, Format::MsgPack).unwrap(), Format::MsgPack).unwrap_err(),
+        decode(
+            &encode(&e, PayloadFormat::MsgPack).unwrap(),
+            PayloadFormat::MsgPack
+        )
+        .unwrap_err(),
         SchemaError::UnsupportedSpecVersion(_)
     ));
 }
@@ -241,8 +254,8 @@ fn mismatched_or_malformed_type_is_rejected() {
 #[test]
 fn garbage_is_an_error_not_a_panic() {
     for bytes in [&b""[..], b"\xc1", b"{", b"[1,2,3]", b"\x93\x01\x02\x03"] {
-        assert!(decode(bytes, Format::Json).is_err());
-        assert!(decode(bytes, Format::MsgPack).is_err());
+        assert!(decode(bytes, PayloadFormat::Json).is_err());
+        assert!(decode(bytes, PayloadFormat::MsgPack).is_err());
     }
 }
 
@@ -286,8 +299,8 @@ prop_compose! {
         reachable in any::<bool>(),
         open_ports in proptest::collection::vec(any::<u16>(), 0..20),
         note in opt_string(),
-    ) -> ScanSummary {
-        ScanSummary { monitor, host, address, scan_kind, started, finished, conclusive, reachable,
+    ) -> ScanReport {
+        ScanReport { monitor, host, address, scan_kind, started, finished, conclusive, reachable,
             open_ports, note }
     }
 }
@@ -312,7 +325,7 @@ proptest! {
     #[test]
     fn prop_round_trip(id in ".{0,40}", source in ".{0,40}", time in ".{0,30}", data in arb_data()) {
         let e = Envelope::new(id, source, time, data);
-        for f in [Format::MsgPack, Format::Json] {
+        for f in [PayloadFormat::MsgPack, PayloadFormat::Json] {
             let bytes = encode(&e, f).unwrap();
             prop_assert_eq!(&decode(&bytes, f).unwrap(), &e);
         }
@@ -320,8 +333,8 @@ proptest! {
 
     #[test]
     fn prop_decode_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..200)) {
-        let _ = decode(&bytes, Format::MsgPack);
-        let _ = decode(&bytes, Format::Json);
+        let _ = decode(&bytes, PayloadFormat::MsgPack);
+        let _ = decode(&bytes, PayloadFormat::Json);
     }
 }
 
@@ -332,7 +345,7 @@ fn missing_optional_and_unknown_fields_are_accepted() {
         "data":{"kind":"port_resolved","monitor":"m","host":"h","port":22,"expected":true,
         "first_seen":"a","confirmed_at":"b","incident_id":"i","incident_kind":"expected_port_down",
         "severity":"normal","future_field":[1,2]}}"#;
-    let e = decode(json, Format::Json).unwrap();
+    let e = decode(json, PayloadFormat::Json).unwrap();
     let EventData::PortResolved(p) = &e.data else {
         panic!("{e:?}")
     };
@@ -344,6 +357,10 @@ fn missing_optional_and_unknown_fields_are_accepted() {
         ),
         (None, None, None)
     );
-    let again = decode(&encode(&e, Format::MsgPack).unwrap(), Format::MsgPack).unwrap();
+    let again = decode(
+        &encode(&e, PayloadFormat::MsgPack).unwrap(),
+        PayloadFormat::MsgPack,
+    )
+    .unwrap();
     assert_eq!(again, e);
 }

@@ -18,12 +18,12 @@ use crate::schema::Envelope;
 #[derive(Debug)]
 pub struct JsonlSink {
     name: String,
-    target: Target,
+    target: JsonlDestination,
     seen: HashSet<String>,
 }
 
 #[derive(Debug)]
-enum Target {
+enum JsonlDestination {
     Stdout,
     File {
         path: PathBuf,
@@ -43,7 +43,7 @@ impl JsonlSink {
         let Some(path) = path else {
             return Ok(JsonlSink {
                 name: "jsonl:-".to_string(),
-                target: Target::Stdout,
+                target: JsonlDestination::Stdout,
                 seen: HashSet::new(),
             });
         };
@@ -51,7 +51,7 @@ impl JsonlSink {
         tracing::debug!(path = %path.display(), known = seen.len(), "opened JSON lines sink");
         Ok(JsonlSink {
             name: format!("jsonl:{}", path.display()),
-            target: Target::File {
+            target: JsonlDestination::File {
                 path,
                 file: Some(file),
             },
@@ -151,7 +151,7 @@ impl Sink for JsonlSink {
 
     async fn publish(&mut self, events: &[Envelope]) -> Result<usize, SinkError> {
         // After a failed write the file is reopened, which re-reads its ids.
-        if let Target::File { path, file } = &mut self.target
+        if let JsonlDestination::File { path, file } = &mut self.target
             && file.is_none()
         {
             let (reopened, ids) = open_file(path)?;
@@ -163,7 +163,7 @@ impl Sink for JsonlSink {
             return Ok(events.len());
         }
         match &mut self.target {
-            Target::Stdout => {
+            JsonlDestination::Stdout => {
                 let mut out = std::io::stdout().lock();
                 out.write_all(&buf)
                     .and_then(|()| out.flush())
@@ -172,7 +172,7 @@ impl Sink for JsonlSink {
                         source,
                     })?;
             }
-            Target::File { path, file } => {
+            JsonlDestination::File { path, file } => {
                 let Some(handle) = file.take() else {
                     return Err(SinkError::Write {
                         path: path.clone(),

@@ -145,7 +145,7 @@ pub(crate) fn secs(d: Duration) -> String {
 /// `n` envelopes of every kind, with ids `<tag>-<i>`, for tests.
 #[cfg(test)]
 pub(crate) fn test_events(n: usize, tag: &str) -> Vec<Envelope> {
-    use crate::schema::{EventData, MonitorEvent, PortEvent, ScanSummary, Severity};
+    use crate::schema::{EventData, MonitorEvent, PortEvent, ScanReport, Severity};
     (0..n)
         .map(|i| {
             let monitor = format!("mon-{}", i % 7);
@@ -172,7 +172,7 @@ pub(crate) fn test_events(n: usize, tag: &str) -> Vec<Envelope> {
                     host: "web1.example.net".into(),
                     message: "reachable again".into(),
                 }),
-                _ => EventData::Scan(ScanSummary {
+                _ => EventData::Scan(ScanReport {
                     monitor,
                     host: "web1.example.net".into(),
                     address: Some("198.18.0.2".into()),

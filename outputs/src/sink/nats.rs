@@ -9,7 +9,7 @@ use async_nats::jetstream::{self, context::PublishAckFuture, stream};
 use async_nats::{ConnectErrorKind, ConnectOptions, Event, HeaderMap, ServerAddr};
 
 use super::{Sink, SinkError, one_line, partial, secs, source_cause};
-use crate::schema::{Envelope, Format, encode};
+use crate::schema::{Envelope, PayloadFormat, encode};
 
 /// How long a stream keeps message ids for de-duplication.
 pub const DUPLICATE_WINDOW: Duration = Duration::from_secs(120);
@@ -37,7 +37,7 @@ pub struct NatsConfig {
     pub tls_cert: Option<PathBuf>,
     /// Client private key (PEM) for mutual TLS; needs `tls_cert`.
     pub tls_key: Option<PathBuf>,
-    pub format: Format,
+    pub format: PayloadFormat,
     /// Bounds the initial connect (per server) and every JetStream request
     /// and publish acknowledgement.
     pub connect_timeout: Duration,
@@ -57,7 +57,7 @@ impl Default for NatsConfig {
             tls_ca: None,
             tls_cert: None,
             tls_key: None,
-            format: Format::MsgPack,
+            format: PayloadFormat::MsgPack,
             connect_timeout: Duration::from_secs(5),
         }
     }
@@ -87,7 +87,7 @@ pub struct NatsSink {
     name: String,
     server: String,
     prefix: String,
-    format: Format,
+    format: PayloadFormat,
     timeout: Duration,
     client: async_nats::Client,
     js: jetstream::Context,

@@ -6,7 +6,7 @@ use reqwest::StatusCode;
 use reqwest::header::{CONTENT_TYPE, HeaderValue, RETRY_AFTER};
 
 use super::{Sink, SinkError, backoff, one_line, secs, source_cause};
-use crate::schema::{Envelope, Format, encode};
+use crate::schema::{Envelope, PayloadFormat, encode};
 
 /// POSTs each event as a JSON envelope (`Content-Type: application/json`,
 /// `Idempotency-Key: <event id>`); any 2xx answer acknowledges it.
@@ -88,14 +88,14 @@ impl WebhookSink {
     }
 
     async fn send_one(&self, event: &Envelope) -> Result<(), SinkError> {
-        let body = encode(event, Format::Json)?;
+        let body = encode(event, PayloadFormat::Json)?;
         let id = HeaderValue::from_str(&event.id).ok();
         let mut attempt = 0u32;
         loop {
             let mut request = self
                 .client
                 .post(self.url.clone())
-                .header(CONTENT_TYPE, Format::Json.content_type())
+                .header(CONTENT_TYPE, PayloadFormat::Json.content_type())
                 .body(body.clone());
             if let Some(id) = &id {
                 request = request.header("Idempotency-Key", id.clone());

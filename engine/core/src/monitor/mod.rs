@@ -93,7 +93,7 @@ pub struct MonitorSpec {
 
 /// A [`MonitorSpec`] that cannot be monitored.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum SpecError {
+pub enum MonitorSpecError {
     /// The name is empty or not made of ASCII letters, digits, `-` and `_`.
     #[error("monitor name {0:?} must be a non-empty token of ASCII letters, digits, '-' and '_'")]
     BadName(String),
@@ -115,26 +115,26 @@ impl MonitorSpec {
     /// Checks the spec: a token name (ASCII letters, digits, `-`, `_`, so it is
     /// safe in NATS subjects and in ids), a non-empty host, no port 0, a positive
     /// interval and `confirm >= 1`.
-    pub fn validate(&self) -> Result<(), SpecError> {
+    pub fn validate(&self) -> Result<(), MonitorSpecError> {
         let name_ok = !self.name.is_empty()
             && self
                 .name
                 .bytes()
                 .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
         if !name_ok {
-            return Err(SpecError::BadName(self.name.clone()));
+            return Err(MonitorSpecError::BadName(self.name.clone()));
         }
         if self.host.is_empty() {
-            return Err(SpecError::EmptyHost(self.name.clone()));
+            return Err(MonitorSpecError::EmptyHost(self.name.clone()));
         }
         if self.expected_open.contains(&0) {
-            return Err(SpecError::PortZero(self.name.clone()));
+            return Err(MonitorSpecError::PortZero(self.name.clone()));
         }
         if self.every_ms == 0 {
-            return Err(SpecError::ZeroInterval(self.name.clone()));
+            return Err(MonitorSpecError::ZeroInterval(self.name.clone()));
         }
         if self.confirm == 0 {
-            return Err(SpecError::ZeroConfirm(self.name.clone()));
+            return Err(MonitorSpecError::ZeroConfirm(self.name.clone()));
         }
         Ok(())
     }

@@ -94,12 +94,12 @@ fn summaries(step: &Step) -> Vec<String> {
     step.events.iter().map(summary).collect()
 }
 
-struct Case {
+struct MonitorCase {
     name: &'static str,
     steps: Vec<(MonitorSpec, Observation, Vec<&'static str>)>,
 }
 
-fn run_cases(cases: Vec<Case>) {
+fn run_cases(cases: Vec<MonitorCase>) {
     for case in cases {
         let mut state = MonitorState::new();
         for (i, (spec, obs, want)) in case.steps.iter().enumerate() {
@@ -128,7 +128,7 @@ fn deviations_confirmations_and_resolutions() {
     let s1 = spec(&[80, 443], 1);
     let s3 = spec(&[80, 443], 3);
     run_cases(vec![
-        Case {
+        MonitorCase {
             name: "expected port down, confirm 2, stays down, resolves",
             steps: vec![
                 (s2.clone(), full(1000, &[80, 443], &[]), vec![]),
@@ -150,7 +150,7 @@ fn deviations_confirmations_and_resolutions() {
                 (s2.clone(), full(6000, &[80, 443], &[]), vec![]),
             ],
         },
-        Case {
+        MonitorCase {
             name: "unexpected port open, confirm 2, resolves when closed",
             steps: vec![
                 (s2.clone(), full(1000, &[80, 443, 6379], &[]), vec![]),
@@ -170,7 +170,7 @@ fn deviations_confirmations_and_resolutions() {
                 ),
             ],
         },
-        Case {
+        MonitorCase {
             name: "confirm 1 opens both kinds on the first observation",
             steps: vec![(
                 s1.clone(),
@@ -181,7 +181,7 @@ fn deviations_confirmations_and_resolutions() {
                 ],
             )],
         },
-        Case {
+        MonitorCase {
             name: "confirm 3 needs three",
             steps: vec![
                 (s3.clone(), full(1000, &[80], &[443]), vec![]),
@@ -193,7 +193,7 @@ fn deviations_confirmations_and_resolutions() {
                 ),
             ],
         },
-        Case {
+        MonitorCase {
             name: "confirm 3 streak broken by a good scan restarts",
             steps: vec![
                 (s3.clone(), full(1000, &[80], &[443]), vec![]),
@@ -208,7 +208,7 @@ fn deviations_confirmations_and_resolutions() {
                 ),
             ],
         },
-        Case {
+        MonitorCase {
             name: "inconclusive in the middle of a streak neither advances nor resets",
             steps: vec![
                 (s2.clone(), full(1000, &[443], &[80]), vec![]),
@@ -231,7 +231,7 @@ fn deviations_confirmations_and_resolutions() {
                 ),
             ],
         },
-        Case {
+        MonitorCase {
             name: "inconclusive never counts as a deviation either",
             steps: vec![
                 (s1.clone(), inc(1000), vec![]),
@@ -245,7 +245,7 @@ fn deviations_confirmations_and_resolutions() {
                 ),
             ],
         },
-        Case {
+        MonitorCase {
             name: "unreachable host: every expected port filtered, unexpected ignored",
             steps: vec![
                 (s2.clone(), down(1000), vec![]),
@@ -268,7 +268,7 @@ fn deviations_confirmations_and_resolutions() {
                 ),
             ],
         },
-        Case {
+        MonitorCase {
             name: "unreachable host resolves an unexpected open port",
             steps: vec![
                 (
@@ -287,7 +287,7 @@ fn deviations_confirmations_and_resolutions() {
                 ),
             ],
         },
-        Case {
+        MonitorCase {
             name: "re-check confirms",
             steps: vec![
                 (s2.clone(), full(1000, &[80], &[443]), vec![]),
@@ -298,7 +298,7 @@ fn deviations_confirmations_and_resolutions() {
                 ),
             ],
         },
-        Case {
+        MonitorCase {
             name: "re-check resolves",
             steps: vec![
                 (
@@ -316,7 +316,7 @@ fn deviations_confirmations_and_resolutions() {
                 ),
             ],
         },
-        Case {
+        MonitorCase {
             name: "scope not covering a port leaves its streak and incident alone",
             steps: vec![
                 (s2.clone(), full(1000, &[22, 443], &[80]), vec![]),
@@ -342,7 +342,7 @@ fn deviations_confirmations_and_resolutions() {
                 ),
             ],
         },
-        Case {
+        MonitorCase {
             name: "flapping expected port with confirm 2 never opens",
             steps: vec![
                 (s2.clone(), full(1000, &[443], &[80]), vec![]),
@@ -353,7 +353,7 @@ fn deviations_confirmations_and_resolutions() {
                 (s2.clone(), re(6000, &[80], &[80], &[]), vec![]),
             ],
         },
-        Case {
+        MonitorCase {
             name: "flapping unexpected port with confirm 2 never opens",
             steps: vec![
                 (s2.clone(), full(1000, &[80, 443, 8080], &[]), vec![]),
@@ -363,7 +363,7 @@ fn deviations_confirmations_and_resolutions() {
                 (s2.clone(), full(5000, &[80, 443, 8080], &[]), vec![]),
             ],
         },
-        Case {
+        MonitorCase {
             name: "resolution per port, monitor_resolved only when the last one closes",
             steps: vec![
                 (
@@ -395,7 +395,7 @@ fn deviations_confirmations_and_resolutions() {
                 ),
             ],
         },
-        Case {
+        MonitorCase {
             name: "two resolved in one step, then monitor_resolved once",
             steps: vec![
                 (
@@ -417,7 +417,7 @@ fn deviations_confirmations_and_resolutions() {
                 ),
             ],
         },
-        Case {
+        MonitorCase {
             name: "one resolves while another opens: no monitor_resolved",
             steps: vec![
                 (
@@ -435,7 +435,7 @@ fn deviations_confirmations_and_resolutions() {
                 ),
             ],
         },
-        Case {
+        MonitorCase {
             name: "two ports confirming in one step",
             steps: vec![
                 (s2.clone(), full(1000, &[3306], &[80, 443]), vec![]),
@@ -450,7 +450,7 @@ fn deviations_confirmations_and_resolutions() {
                 ),
             ],
         },
-        Case {
+        MonitorCase {
             name: "a port resolves and deviates again: a new incident",
             steps: vec![
                 (
@@ -482,7 +482,7 @@ fn configuration_changes() {
     let with_6379 = spec(&[80, 443, 6379], 2);
     let without_80 = spec(&[443], 2);
     run_cases(vec![
-        Case {
+        MonitorCase {
             name: "unexpected-open incident, port added to expected, seen open",
             steps: vec![
                 (base.clone(), full(1000, &[80, 443, 6379], &[]), vec![]),
@@ -502,7 +502,7 @@ fn configuration_changes() {
                 (with_6379.clone(), full(4000, &[80, 443, 6379], &[]), vec![]),
             ],
         },
-        Case {
+        MonitorCase {
             name: "unexpected-open incident, port added to expected, seen closed",
             steps: vec![
                 (base.clone(), full(1000, &[80, 443, 6379], &[]), vec![]),
@@ -526,7 +526,7 @@ fn configuration_changes() {
                 ),
             ],
         },
-        Case {
+        MonitorCase {
             name: "kind change with confirm 1 opens the new incident in the same step",
             steps: vec![
                 (
@@ -544,7 +544,7 @@ fn configuration_changes() {
                 ),
             ],
         },
-        Case {
+        MonitorCase {
             name: "expected-down incident, port removed from expected, seen closed",
             steps: vec![
                 (base.clone(), full(1000, &[443], &[80]), vec![]),
@@ -564,7 +564,7 @@ fn configuration_changes() {
                 (without_80.clone(), full(4000, &[443], &[80]), vec![]),
             ],
         },
-        Case {
+        MonitorCase {
             name: "expected-down incident, port removed from expected, seen open",
             steps: vec![
                 (base.clone(), full(1000, &[443], &[80]), vec![]),
@@ -588,7 +588,7 @@ fn configuration_changes() {
                 ),
             ],
         },
-        Case {
+        MonitorCase {
             name: "config change before the port is observed again resolves nothing yet",
             steps: vec![
                 (base.clone(), full(1000, &[443], &[80]), vec![]),
@@ -608,7 +608,7 @@ fn configuration_changes() {
                 ),
             ],
         },
-        Case {
+        MonitorCase {
             name: "a streak of the other kind restarts after a config change",
             steps: vec![
                 (spec(&[443], 2), full(1000, &[80, 443], &[]), vec![]),
@@ -620,7 +620,7 @@ fn configuration_changes() {
                 ),
             ],
         },
-        Case {
+        MonitorCase {
             name: "confirm lowered mid-streak applies to the streak under way",
             steps: vec![
                 (spec(&[80, 443], 3), full(1000, &[443], &[80]), vec![]),
@@ -631,7 +631,7 @@ fn configuration_changes() {
                 ),
             ],
         },
-        Case {
+        MonitorCase {
             name: "confirm raised mid-streak needs the new count",
             steps: vec![
                 (spec(&[80, 443], 2), full(1000, &[443], &[80]), vec![]),
@@ -643,7 +643,7 @@ fn configuration_changes() {
                 ),
             ],
         },
-        Case {
+        MonitorCase {
             name: "confirm 0 behaves as 1",
             steps: vec![(
                 spec(&[80], 0),
@@ -651,7 +651,7 @@ fn configuration_changes() {
                 vec!["open 80 expected_port_down closed first=1000 at=1000"],
             )],
         },
-        Case {
+        MonitorCase {
             name: "a newly expected port that is closed starts a streak",
             steps: vec![
                 (base.clone(), full(1000, &[80, 443], &[]), vec![]),
@@ -1131,37 +1131,43 @@ fn spec_validation() {
     assert_eq!(ok.validate(), Ok(()));
     assert_eq!(ok.confirmations(), 2);
     assert_eq!(spec(&[80], 0).confirmations(), 1);
-    let table: Vec<(MonitorSpec, SpecError)> = vec![
+    let table: Vec<(MonitorSpec, MonitorSpecError)> = vec![
         (
             MonitorSpec {
                 name: String::new(),
                 ..ok.clone()
             },
-            SpecError::BadName(String::new()),
+            MonitorSpecError::BadName(String::new()),
         ),
         (
             MonitorSpec {
                 name: "web.prod".to_owned(),
                 ..ok.clone()
             },
-            SpecError::BadName("web.prod".to_owned()),
+            MonitorSpecError::BadName("web.prod".to_owned()),
         ),
         (
             MonitorSpec {
                 host: String::new(),
                 ..ok.clone()
             },
-            SpecError::EmptyHost("web".to_owned()),
+            MonitorSpecError::EmptyHost("web".to_owned()),
         ),
-        (spec(&[0, 80], 2), SpecError::PortZero("web".to_owned())),
+        (
+            spec(&[0, 80], 2),
+            MonitorSpecError::PortZero("web".to_owned()),
+        ),
         (
             MonitorSpec {
                 every_ms: 0,
                 ..ok.clone()
             },
-            SpecError::ZeroInterval("web".to_owned()),
+            MonitorSpecError::ZeroInterval("web".to_owned()),
         ),
-        (spec(&[80], 0), SpecError::ZeroConfirm("web".to_owned())),
+        (
+            spec(&[80], 0),
+            MonitorSpecError::ZeroConfirm("web".to_owned()),
+        ),
     ];
     for (spec, want) in table {
         assert_eq!(spec.validate(), Err(want.clone()), "{spec:?}");

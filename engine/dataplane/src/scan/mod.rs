@@ -20,10 +20,10 @@ use std::time::{Duration, Instant};
 
 use thiserror::Error;
 
-use palisade_core::probe::{CookieKey, Cookies, Pacer, Probe, Shard, Sweep, Target, Verdict};
-use palisade_core::wire::{MacAddr, SynTemplate, write_rst};
 use crate::netlink::Rtnl;
 use crate::{AttachMode, ReplyFilter, TxSocket, XdpError};
+use palisade_core::probe::{CookieKey, Cookies, Pacer, Probe, Shard, Sweep, Target, Verdict};
+use palisade_core::wire::{MacAddr, SynTemplate, write_rst};
 
 /// Everything a scan needs to know.
 #[derive(Debug, Clone)]

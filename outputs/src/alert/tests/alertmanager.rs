@@ -174,8 +174,8 @@ async fn incidents_fire_and_resolve_in_alertmanager_through_nats() {
 
     let open = opened("web-1", 6379);
     let stays = down("web-1", 22);
-    publish(&js, &open, Format::MsgPack).await;
-    publish(&js, &stays, Format::Json).await;
+    publish(&js, &open, PayloadFormat::MsgPack).await;
+    publish(&js, &stays, PayloadFormat::Json).await;
 
     eventually("the firing alerts", Duration::from_secs(20), || async {
         am.find("PalisadeUnexpectedPortOpen", 6379).await.len() == 1
@@ -212,8 +212,13 @@ async fn incidents_fire_and_resolve_in_alertmanager_through_nats() {
 
     // Resolve one incident; scan summaries and monitor_resolved are no-ops.
     let r = resolved(&open, &ago(1));
-    publish(&js, &r, Format::MsgPack).await;
-    let seq = publish(&js, &monitor_resolved("web-1", &ago(0)), Format::Json).await;
+    publish(&js, &r, PayloadFormat::MsgPack).await;
+    let seq = publish(
+        &js,
+        &monitor_resolved("web-1", &ago(0)),
+        PayloadFormat::Json,
+    )
+    .await;
     wait_acked(&js, "palisade-alert", seq).await;
     eventually(
         "the resolved alert to leave the list",

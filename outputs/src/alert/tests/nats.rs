@@ -39,7 +39,7 @@ pub(super) async fn create_stream(js: &jetstream::Context) {
 /// Publishes like the sink: subject from the envelope, `Nats-Msg-Id` and
 /// `Content-Type` headers; waits for the JetStream ack. Returns the stream
 /// sequence.
-pub(super) async fn publish(js: &jetstream::Context, e: &Envelope, format: Format) -> u64 {
+pub(super) async fn publish(js: &jetstream::Context, e: &Envelope, format: PayloadFormat) -> u64 {
     let payload = schema::encode(e, format).unwrap();
     publish_raw(
         js,
@@ -163,16 +163,16 @@ async fn log_dispatch_of_both_encodings_and_no_redelivery_after_restart() {
 
     let incident = opened("web-1", 6379);
     let events = [
-        (incident.clone(), Format::MsgPack),
-        (down("web-1", 22), Format::Json),
-        (resolved(&incident, &ago(5)), Format::Json),
-        (monitor_resolved("web-1", &ago(5)), Format::MsgPack),
+        (incident.clone(), PayloadFormat::MsgPack),
+        (down("web-1", 22), PayloadFormat::Json),
+        (resolved(&incident, &ago(5)), PayloadFormat::Json),
+        (monitor_resolved("web-1", &ago(5)), PayloadFormat::MsgPack),
     ];
     for (e, f) in &events {
         publish(&js, e, *f).await;
     }
     // Not under the default filter `palisade.events.>`.
-    let scan_seq = publish(&js, &scan("web-1", &ago(1)), Format::MsgPack).await;
+    let scan_seq = publish(&js, &scan("web-1", &ago(1)), PayloadFormat::MsgPack).await;
 
     let buf = SharedBuf::default();
     let running = Running::start(client.clone(), test_config(), vec![log_to(&buf)]);
@@ -205,7 +205,7 @@ async fn log_dispatch_of_both_encodings_and_no_redelivery_after_restart() {
     let buf2 = SharedBuf::default();
     let running = Running::start(client.clone(), test_config(), vec![log_to(&buf2)]);
     let later = opened("db-1", 3306);
-    let seq = publish(&js, &later, Format::MsgPack).await;
+    let seq = publish(&js, &later, PayloadFormat::MsgPack).await;
     eventually("the new event", Duration::from_secs(20), || async {
         !buf2.lines().is_empty()
     })
@@ -233,7 +233,7 @@ async fn a_failing_dispatch_is_redelivered_until_it_succeeds() {
     let running = Running::start(client.clone(), test_config(), dispatchers);
 
     let e = opened("web-1", 6379);
-    let seq = publish(&js, &e, Format::MsgPack).await;
+    let seq = publish(&js, &e, PayloadFormat::MsgPack).await;
     wait_acked(&js, CONSUMER, seq).await;
     tokio::time::sleep(Duration::from_millis(700)).await;
     let stats = running.stop().await;
@@ -246,7 +246,7 @@ async fn a_failing_dispatch_is_redelivered_until_it_succeeds() {
     );
     for r in &requests {
         assert_eq!(r.header("palisade-event-id"), Some(e.id.as_str()));
-        assert_eq!(schema::decode(&r.body, Format::Json).unwrap(), e);
+        assert_eq!(schema::decode(&r.body, PayloadFormat::Json).unwrap(), e);
     }
     // JetStream honoured the NAK delays: 100 ms, then 200 ms.
     let gaps: Vec<Duration> = requests.windows(2).map(|w| w[1].at - w[0].at).collect();
@@ -295,7 +295,7 @@ async fn reaching_max_deliver_is_logged_and_the_event_dropped() {
     let running = Running::start(client.clone(), config, vec![Box::new(hook)]);
 
     let e = opened("web-1", 6379);
-    let seq = publish(&js, &e, Format::Json).await;
+    let seq = publish(&js, &e, PayloadFormat::Json).await;
     wait_acked(&js, CONSUMER, seq).await;
     tokio::time::sleep(Duration::from_millis(800)).await;
     let stats = running.stop().await;
@@ -354,9 +354,9 @@ async fn undecodable_messages_are_terminated_not_retried() {
     .await;
     let mut future = opened("web-1", 1);
     future.ty = "io.palisade.unexpected_port_open.v9".into();
-    let future_seq = publish(&js, &future, Format::Json).await;
+    let future_seq = publish(&js, &future, PayloadFormat::Json).await;
     let good = opened("web-1", 2);
-    let good_seq = publish(&js, &good, Format::MsgPack).await;
+    let good_seq = publish(&js, &good, PayloadFormat::MsgPack).await;
     assert_eq!((garbage, wrong_type, future_seq, good_seq), (1, 2, 3, 4));
 
     let buf = SharedBuf::default();
@@ -387,7 +387,7 @@ async fn the_consumer_survives_a_nats_restart() {
     let running = Running::start(client.clone(), test_config(), vec![log_to(&buf)]);
 
     let before = opened("web-1", 1);
-    publish(&js, &before, Format::MsgPack).await;
+    publish(&js, &before, PayloadFormat::MsgPack).await;
     eventually("the first event", Duration::from_secs(20), || async {
         buf.lines().len() == 1
     })
@@ -405,7 +405,7 @@ async fn the_consumer_survives_a_nats_restart() {
 
     // Publish again once the (reconnecting) publisher gets through.
     let after = opened("web-1", 2);
-    let payload = schema::encode(&after, Format::MsgPack).unwrap();
+    let payload = schema::encode(&after, PayloadFormat::MsgPack).unwrap();
     eventually(
         "a publish after the restart",
         Duration::from_secs(30),
@@ -416,7 +416,7 @@ async fn the_consumer_survives_a_nats_restart() {
             async move {
                 let mut headers = async_nats::HeaderMap::new();
                 headers.insert("Nats-Msg-Id", after.id.as_str());
-                headers.insert("Content-Type", Format::MsgPack.content_type());
+                headers.insert("Content-Type", PayloadFormat::MsgPack.content_type());
                 match js
                     .publish_with_headers(after.nats_subject("palisade"), headers, payload.into())
                     .await
@@ -453,7 +453,7 @@ async fn a_missing_stream_is_waited_for_but_a_bad_filter_is_an_error() {
     assert!(running.is_running());
     create_stream(&js).await;
     let e = opened("web-1", 80);
-    publish(&js, &e, Format::Json).await;
+    publish(&js, &e, PayloadFormat::Json).await;
     eventually("the event", Duration::from_secs(20), || async {
         buf.lines().len() == 1
     })
@@ -489,7 +489,7 @@ async fn tail_prints_new_events_only() {
     let js = jetstream::new(client.clone());
     create_stream(&js).await;
     let old = opened("web-1", 1);
-    publish(&js, &old, Format::MsgPack).await;
+    publish(&js, &old, PayloadFormat::MsgPack).await;
 
     let (stop, stopped) = oneshot::channel::<()>();
     let out = SharedBuf::default();
@@ -514,8 +514,8 @@ async fn tail_prints_new_events_only() {
     })
     .await;
     let new = [
-        (down("web-1", 22), Format::Json),
-        (scan("web-1", &ago(0)), Format::MsgPack),
+        (down("web-1", 22), PayloadFormat::Json),
+        (scan("web-1", &ago(0)), PayloadFormat::MsgPack),
     ];
     for (e, f) in &new {
         publish(&js, e, *f).await;

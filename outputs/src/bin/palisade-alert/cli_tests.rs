@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use palisade_outputs::alert::human_line;
-use palisade_outputs::schema::{self, Envelope, EventData, Format, PortEvent, Severity};
+use palisade_outputs::schema::{self, Envelope, EventData, PayloadFormat, PortEvent, Severity};
 
 // The crate's test helper (a throwaway nats-server), compiled in here so
 // this test needs no cargo feature.
@@ -80,7 +80,7 @@ impl Publisher {
         Publisher { rt, js }
     }
 
-    fn publish(&self, e: &Envelope, format: Format) {
+    fn publish(&self, e: &Envelope, format: PayloadFormat) {
         self.rt.block_on(async {
             let mut headers = async_nats::HeaderMap::new();
             headers.insert("Nats-Msg-Id", e.id.as_str());
@@ -327,8 +327,8 @@ fn run_prints_events_and_stops_cleanly_on_sigterm() {
     proc.stderr_line("consuming", Duration::from_secs(10));
     let a = event("web-1", 6379);
     let b = event("web-2", 23);
-    publisher.publish(&a, Format::MsgPack);
-    publisher.publish(&b, Format::Json);
+    publisher.publish(&a, PayloadFormat::MsgPack);
+    publisher.publish(&b, PayloadFormat::Json);
     assert_eq!(proc.stdout_line(Duration::from_secs(10)), human_line(&a));
     assert_eq!(proc.stdout_line(Duration::from_secs(10)), human_line(&b));
     assert_eq!(proc.terminate(), 0);
@@ -342,7 +342,7 @@ fn run_prints_events_and_stops_cleanly_on_sigterm() {
     let mut proc = Proc::spawn(&["run", "--nats-url", &server.url, "--dispatch", "log"]);
     proc.stderr_line("consuming", Duration::from_secs(10));
     let c = event("web-3", 80);
-    publisher.publish(&c, Format::MsgPack);
+    publisher.publish(&c, PayloadFormat::MsgPack);
     assert_eq!(proc.stdout_line(Duration::from_secs(10)), human_line(&c));
     assert!(
         proc.stdout
@@ -421,7 +421,7 @@ fn exceeding_max_deliver_is_logged_naming_the_event() {
     ]);
     proc.stderr_line("consuming", Duration::from_secs(10));
     let e = event("web-1", 6379);
-    publisher.publish(&e, Format::MsgPack);
+    publisher.publish(&e, PayloadFormat::MsgPack);
     let line = proc.stderr_line("giving up on event", Duration::from_secs(20));
     assert!(
         line.contains(&format!(
@@ -450,7 +450,7 @@ fn tail_prints_the_live_stream() {
     let server = NatsServer::start();
     let publisher = Publisher::new(&server);
     let old = event("web-1", 1);
-    publisher.publish(&old, Format::MsgPack);
+    publisher.publish(&old, PayloadFormat::MsgPack);
     let mut proc = Proc::spawn(&["tail", "--nats-url", &server.url]);
     proc.stderr_line("tailing new events", Duration::from_secs(10));
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -459,7 +459,7 @@ fn tail_prints_the_live_stream() {
         std::thread::sleep(Duration::from_millis(50));
     }
     let new = event("web-1", 2);
-    publisher.publish(&new, Format::Json);
+    publisher.publish(&new, PayloadFormat::Json);
     assert_eq!(proc.stdout_line(Duration::from_secs(10)), human_line(&new));
     assert_eq!(proc.terminate(), 0);
 
@@ -467,8 +467,11 @@ fn tail_prints_the_live_stream() {
     proc.stderr_line("tailing new events", Duration::from_secs(10));
     std::thread::sleep(Duration::from_millis(300));
     let json = event("web-2", 3);
-    publisher.publish(&json, Format::MsgPack);
+    publisher.publish(&json, PayloadFormat::MsgPack);
     let line = proc.stdout_line(Duration::from_secs(10));
-    assert_eq!(schema::decode(line.as_bytes(), Format::Json).unwrap(), json);
+    assert_eq!(
+        schema::decode(line.as_bytes(), PayloadFormat::Json).unwrap(),
+        json
+    );
     assert_eq!(proc.terminate(), 0);
 }

@@ -32,13 +32,13 @@ use palisade_outputs::alert::{
         Exit status: 0 stopped by SIGINT/SIGTERM, 1 runtime failure (e.g. NATS unreachable),\n\
         2 usage error. Logs go to stderr (RUST_LOG=debug for more); event lines to stdout."
 )]
-struct Cli {
+struct AlertCli {
     #[command(subcommand)]
-    command: Command,
+    command: AlertCommand,
 }
 
 #[derive(Debug, Subcommand)]
-enum Command {
+enum AlertCommand {
     /// Consume events durably and dispatch them until SIGINT/SIGTERM.
     ///
     /// A message is acknowledged only after every dispatcher took it. A
@@ -53,7 +53,7 @@ enum Command {
         webhook=URL       POST each event envelope as JSON to URL; any 2xx is success\n  \
         alertmanager=URL  incidents become alerts at URL/api/v2/alerts (e.g. http://127.0.0.1:9093);\n                    \
         port_resolved resolves its alert; monitor_resolved and scans are skipped")]
-    Run(RunArgs),
+    Run(AlertRunArgs),
     /// Print the live event stream in human form until interrupted.
     ///
     /// Uses an ephemeral consumer that starts with the next published
@@ -103,7 +103,7 @@ struct Connection {
 }
 
 #[derive(Debug, Args)]
-struct RunArgs {
+struct AlertRunArgs {
     #[command(flatten)]
     connection: Connection,
     /// Where events go: `log`, `webhook=URL` or `alertmanager=URL` (repeatable).
@@ -148,12 +148,13 @@ struct TailArgs {
 }
 
 fn parse_dispatch(s: &str) -> Result<DispatchSpec, String> {
-    s.parse().map_err(|e: alert::ConfigError| e.to_string())
+    s.parse()
+        .map_err(|e: alert::DispatchConfigError| e.to_string())
 }
 
 fn main() -> ExitCode {
     // clap exits 2 on usage errors, 0 on --help/--version.
-    let cli = Cli::parse();
+    let cli = AlertCli::parse();
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_target(false)
@@ -175,8 +176,8 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async {
         match cli.command {
-            Command::Run(args) => run(args).await,
-            Command::Tail(args) => tail(args).await,
+            AlertCommand::Run(args) => run(args).await,
+            AlertCommand::Tail(args) => tail(args).await,
         }
     });
     // Don't wait for the client's background tasks.
@@ -219,7 +220,7 @@ impl Connection {
     }
 }
 
-async fn run(args: RunArgs) -> Result<()> {
+async fn run(args: AlertRunArgs) -> Result<()> {
     if args.retry_max < args.retry_initial {
         anyhow::bail!(
             "--retry-max ({}) is shorter than --retry-initial ({})",

@@ -1,12 +1,12 @@
 use super::*;
-use crate::schema::{Format, decode};
+use crate::schema::{PayloadFormat, decode};
 use crate::sink::test_events;
 
 fn lines(path: &Path) -> Vec<Envelope> {
     std::fs::read_to_string(path)
         .unwrap()
         .lines()
-        .map(|l| decode(l.as_bytes(), Format::Json).unwrap())
+        .map(|l| decode(l.as_bytes(), PayloadFormat::Json).unwrap())
         .collect()
 }
 
@@ -62,7 +62,7 @@ async fn torn_tail_is_cut_and_garbage_lines_skipped() {
     let content = std::fs::read_to_string(&path).unwrap();
     let parsed: Vec<_> = content
         .lines()
-        .filter_map(|l| decode(l.as_bytes(), Format::Json).ok())
+        .filter_map(|l| decode(l.as_bytes(), PayloadFormat::Json).ok())
         .collect();
     assert_eq!(parsed, events);
     assert!(content.ends_with('\n'));

@@ -1,5 +1,5 @@
 use super::*;
-use crate::schema::{Format, decode};
+use crate::schema::{PayloadFormat, decode};
 use crate::sink::test_events;
 use crate::testing::NatsServer;
 use async_nats::jetstream::consumer::{AckPolicy, pull};
@@ -51,14 +51,14 @@ async fn message_count(sink: &NatsSink, stream: &str) -> u64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn events_arrive_on_subjects_with_headers() {
     let server = NatsServer::start();
-    for format in [Format::MsgPack, Format::Json] {
+    for format in [PayloadFormat::MsgPack, PayloadFormat::Json] {
         let stream = match format {
-            Format::MsgPack => "PAL_MSGPACK",
-            Format::Json => "PAL_JSON",
+            PayloadFormat::MsgPack => "PAL_MSGPACK",
+            PayloadFormat::Json => "PAL_JSON",
         };
         let prefix = match format {
-            Format::MsgPack => "palisade",
-            Format::Json => "acme.pal",
+            PayloadFormat::MsgPack => "palisade",
+            PayloadFormat::Json => "acme.pal",
         };
         let mut sink = NatsSink::connect(NatsConfig {
             stream: stream.into(),
@@ -600,7 +600,7 @@ async fn tls_with_ca_and_client_certificate() {
     let [ca, server_cert, server_key, client_cert, client_key] = make_pki(pki.path());
     let arg = |p: &PathBuf| p.display().to_string();
     let server = NatsServer::start_with_args(
-        crate::testing::NatsAuth::None,
+        crate::testing::TestServerAuth::None,
         &[
             "--tls".into(),
             "--tlscert".into(),
@@ -674,7 +674,7 @@ async fn nkey_seed_file() {
     let seed = dir.path().join("user.nk");
     std::fs::write(&seed, format!("{}\n", user.seed().unwrap())).unwrap();
     let server = NatsServer::start_with_args(
-        crate::testing::NatsAuth::None,
+        crate::testing::TestServerAuth::None,
         &["-c".into(), conf.display().to_string()],
     );
     let mut sink = NatsSink::connect(NatsConfig {

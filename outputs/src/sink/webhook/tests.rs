@@ -116,7 +116,7 @@ async fn fails_twice_then_succeeds() {
             Some("application/json")
         );
         assert_eq!(req.header("idempotency-key").as_deref(), Some("w-0"));
-        assert_eq!(decode(&req.body, Format::Json).unwrap(), events[0]);
+        assert_eq!(decode(&req.body, PayloadFormat::Json).unwrap(), events[0]);
     }
 }
 
@@ -130,7 +130,7 @@ async fn batch_in_order() {
         .lock()
         .unwrap()
         .iter()
-        .map(|r| decode(&r.body, Format::Json).unwrap())
+        .map(|r| decode(&r.body, PayloadFormat::Json).unwrap())
         .collect();
     assert_eq!(got, events);
 }
