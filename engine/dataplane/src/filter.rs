@@ -11,6 +11,8 @@ use aya::programs::links::{FdLink, LinkError};
 use aya::programs::{Xdp, XdpMode};
 use aya::{Ebpf, EbpfLoader, Pod};
 
+use palisade_core::classify::Reply;
+
 use super::XdpError;
 
 /// The compiled filter (built by `build.rs` with clang-19).
@@ -92,6 +94,18 @@ impl ReplyRecord {
     pub fn destination(&self) -> IpAddr {
         addr(self.family, &self.daddr)
     }
+
+    /// The fields the core's classifier judges.
+    pub fn reply(&self) -> Reply {
+        Reply {
+            from: self.source(),
+            from_port: self.src_port,
+            to: self.destination(),
+            to_port: self.dst_port,
+            tcp_flags: self.tcp_flags,
+            ack: self.ack,
+        }
+    }
 }
 
 fn addr(family: u8, b: &[u8; 16]) -> IpAddr {
@@ -103,7 +117,8 @@ fn addr(family: u8, b: &[u8; 16]) -> IpAddr {
 }
 
 /// How the filter is attached.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
 pub enum AttachMode {
     /// Native (driver) XDP.
     Driver,

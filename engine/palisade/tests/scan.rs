@@ -222,6 +222,7 @@ fn overrides_queues_closed_ports_and_output_file() {
     let dir = std::env::temp_dir().join(format!("palisade-scan-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let out = dir.join("found.txt");
+    let summary = dir.join("summary.json");
     let mac = tb.target_mac();
     let o = scan(
         &tb,
@@ -247,11 +248,25 @@ fn overrides_queues_closed_ports_and_output_file() {
             "text",
             "-o",
             out.to_str().unwrap(),
+            "--summary-json",
+            summary.to_str().unwrap(),
         ],
     );
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(stderr(&o).contains("2 queue(s)"), "{}", stderr(&o));
     let text = std::fs::read_to_string(&out).unwrap();
+    // The machine-readable summary says the same as the human one.
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&summary).unwrap()).unwrap();
+    assert_eq!(json["queues"], 2, "{json}");
+    assert_eq!(json["interface"], "scan0", "{json}");
+    assert_eq!(json["planned"], 2 * 2000, "{json}");
+    assert_eq!(json["sent"], 2 * 2000, "{json}");
+    assert_eq!(json["open"], 4, "{json}");
+    assert_eq!(json["closed"], 2 * 2000 - 4, "{json}");
+    assert_eq!(json["interrupted"], false, "{json}");
+    assert!(json["rate"].as_f64().unwrap() > 0.0, "{json}");
+    assert!(json["send_duration_secs"].as_f64().unwrap() > 0.0, "{json}");
     std::fs::remove_dir_all(&dir).unwrap();
     let open: BTreeSet<(IpAddr, u16)> = text
         .lines()

@@ -3,12 +3,14 @@
 //! the randomness.
 
 pub mod cookie;
+pub mod lanes;
 pub mod pace;
 pub mod permute;
 pub mod spec;
 pub mod sweep;
 
 pub use cookie::{CookieKey, Cookies, Verdict};
+pub use lanes::{Lane, LaneStep, Lanes};
 pub use pace::Pacer;
 pub use permute::Permutation;
 pub use spec::{Origin, PortSet, Shard, SpecError, TargetSet};

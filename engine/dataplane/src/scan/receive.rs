@@ -1,0 +1,105 @@
+//! The receiver: drains the reply filter's ring buffer, lets the core's
+//! classifier judge each reply, marks the probe it answers so that no retry
+//! follows, asks sender 0 to tear down half-open connections, and reports
+//! each port once.
+
+use std::collections::HashSet;
+use std::net::IpAddr;
+use std::sync::atomic::Ordering;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use palisade_core::classify::ReplyClass;
+
+use super::send::Rst;
+use super::{Finding, ScanSummary, Shared};
+use crate::ReplyFilter;
+
+/// Runs until the senders are done and `wait` has passed (or the scan is
+/// stopped), validating and reporting replies.
+pub(super) fn receive(
+    shared: &Shared<'_>,
+    filter: &mut ReplyFilter,
+    rsts: &mpsc::Sender<Rst>,
+    summary: &mut ScanSummary,
+    found: &mut impl FnMut(Finding),
+) {
+    // Open ports found: a SYN-ACK is reported once however often it comes.
+    // Closed ports are deduplicated by the retry window alone, so memory
+    // stays bounded however many ports answer RST.
+    let mut reported: HashSet<(IpAddr, u16)> = HashSet::new();
+    let lanes = shared.lanes.count() as u64;
+    let mut senders_done_at: Option<Instant> = None;
+    let mut stopped_at: Option<Instant> = None;
+    loop {
+        filter.drain(|record| {
+            let (probe, open) = match shared.classifier.classify(&record.reply()) {
+                ReplyClass::Open(p) => (p, true),
+                ReplyClass::Closed(p) => (p, false),
+                ReplyClass::Invalid => {
+                    summary.invalid += 1;
+                    return;
+                }
+            };
+            // Which lane and step sent it: mark it answered so no retry follows.
+            let new_step = shared
+                .sweep
+                .position_of(probe)
+                .and_then(|position| shared.lanes.locate(position))
+                .is_none_or(|at| shared.windows[at.lane].mark(at.step));
+            let ip = IpAddr::from(probe.target);
+            if open {
+                // Politeness: tear down the half-open connection.
+                let _ = rsts.send(Rst {
+                    target: probe.target,
+                    tport: probe.port,
+                    lport: record.dst_port,
+                    seq: record.ack,
+                });
+            }
+            let first = if open {
+                reported.insert((ip, probe.port))
+            } else {
+                new_step
+            };
+            if !first {
+                summary.duplicates += 1;
+                return;
+            }
+            summary.replies += 1;
+            shared.progress.replies.fetch_add(1, Ordering::Relaxed);
+            if open {
+                summary.open += 1;
+                shared.progress.open.fetch_add(1, Ordering::Relaxed);
+            } else {
+                summary.closed += 1;
+                if !shared.cfg.report_closed {
+                    return;
+                }
+            }
+            found(Finding {
+                ip,
+                port: probe.port,
+                open,
+                ttl: record.ttl,
+                time: std::time::SystemTime::now(),
+            });
+        });
+        let now = Instant::now();
+        if shared.stop.load(Ordering::Relaxed) {
+            // Interrupted: a short grace period for replies already on the way.
+            let at = *stopped_at.get_or_insert(now);
+            if now - at > Duration::from_millis(200) {
+                break;
+            }
+        } else if shared.senders_done.load(Ordering::Acquire) == lanes {
+            let at = *senders_done_at.get_or_insert(now);
+            if now - at >= shared.cfg.wait {
+                break;
+            }
+        }
+        // The filter wakes us per batch of replies; the timeout bounds the
+        // latency of the last few.
+        let _ = filter.wait(Duration::from_millis(2));
+    }
+}

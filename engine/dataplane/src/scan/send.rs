@@ -1,0 +1,223 @@
+//! The senders: one thread per transmit queue walks its lane of the shard,
+//! paced, writing SYNs straight into UMEM, and re-sends the steps of its
+//! retry window that were not answered. Sender 0 also answers SYN-ACKs with
+//! RSTs, so that targets do not hold half-open connections.
+
+use std::net::IpAddr;
+use std::sync::atomic::Ordering;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use palisade_core::probe::{Pacer, Probe, Target};
+use palisade_core::wire::{SynTemplate, write_rst};
+
+use super::{BATCH, Shared};
+use crate::{TxCounters, TxSocket, XdpError};
+
+/// An RST to send for a SYN-ACK: to `target:tport` from our `lport`.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Rst {
+    pub target: Target,
+    pub tport: u16,
+    pub lport: u16,
+    pub seq: u32,
+}
+
+#[derive(Debug, Default)]
+pub(super) struct LaneCounters {
+    pub rsts: u64,
+    /// Time from the lane's start to its last first probe.
+    pub main_pass: Duration,
+    pub tx: TxCounters,
+}
+
+/// One sender: walks its lane, paced, with retries; sender 0 also sends RSTs.
+pub(super) fn send_lane(
+    shared: &Shared<'_>,
+    q: usize,
+    mut sock: TxSocket,
+    rate: u64,
+    rsts: Option<mpsc::Receiver<Rst>>,
+) -> LaneCounters {
+    let mut counters = LaneCounters::default();
+    let lane = shared.lanes.lane(q, shared.cfg.resume);
+    let window = &shared.windows[q];
+    let sweep = shared.sweep;
+    let path = shared.path;
+    let t4 = path
+        .v4
+        .map(|a| SynTemplate::v4(path.src_mac, path.dst_mac, a, 64, 65_535, 1460));
+    let t6 = path
+        .v6
+        .map(|a| SynTemplate::v6(path.src_mac, path.dst_mac, a, 64, 65_535, 1440));
+    let lane_len = sweep.shard_len(lane.shard);
+    let retries = u64::from(shared.cfg.retries);
+    let last_step = lane_len + retries * shared.spacing;
+    // Up to a millisecond of credit: a sender that slept (timer slack is
+    // tens of microseconds) catches up instead of falling behind.
+    let burst = (rate / 1000).clamp(BATCH as u64, 1 << 16) as u32;
+    let mut pacer = Pacer::new(Some(rate), burst);
+    let epoch = Instant::now();
+    let mut step = lane.first;
+    let mut iter = sweep.iter(lane.shard, lane.first);
+    let mut probes = [Probe {
+        target: Target::V4(0),
+        port: 0,
+    }; BATCH];
+    // (step, probe, is_retry) of this batch.
+    let mut batch: Vec<(u64, Probe, bool)> = Vec::with_capacity(BATCH * 4);
+    let fail = |e: XdpError| {
+        if let Ok(mut slot) = shared.tx_error.lock() {
+            slot.get_or_insert(e);
+        }
+        shared.stop.store(true, Ordering::Relaxed);
+    };
+
+    let write_probe = |frame: &mut [u8], step: u64, p: &Probe| -> Option<usize> {
+        let sport = shared.source_port(step);
+        let cookies = shared.classifier.cookies(p.target)?;
+        let seq = cookies.seq(sport, p.target, p.port);
+        match p.target {
+            Target::V4(d) => t4.as_ref()?.write_v4(frame, d, sport, p.port, seq).ok(),
+            Target::V6(d) => t6.as_ref()?.write_v6(frame, d, sport, p.port, seq).ok(),
+        }
+    };
+
+    // In the tail after the last first probe only retries are left: stop as
+    // soon as every step that could still be retried has been answered.
+    let mut pending = lane.first;
+    let mut main_done: Option<Duration> = None;
+    while step < last_step && !shared.stop.load(Ordering::Relaxed) {
+        if step >= lane_len {
+            main_done.get_or_insert_with(|| epoch.elapsed());
+            pending = pending.max(step.saturating_sub(retries * shared.spacing));
+            while pending < lane_len && window.answered(pending) {
+                pending += 1;
+            }
+            if pending >= lane_len {
+                break;
+            }
+        }
+        sock.reclaim();
+        if let Some(rx) = &rsts {
+            counters.rsts += send_rsts(shared, &mut sock, rx);
+        }
+        let now = epoch.elapsed().as_nanos() as u64;
+        let quota = pacer.quota(now) as usize;
+        if quota == 0 {
+            let wait = pacer.wait_for(now, BATCH as u32);
+            if let Err(e) = sock.kick() {
+                fail(e);
+                break;
+            }
+            std::thread::sleep(Duration::from_nanos(wait.min(1_000_000)));
+            continue;
+        }
+        let steps = (quota as u64).min(last_step - step).min(BATCH as u64);
+        // First probes of this batch.
+        batch.clear();
+        let fresh = if step < lane_len {
+            let want = steps.min(lane_len - step) as usize;
+            let n = iter.next_batch(&mut probes[..want]);
+            for (i, p) in probes[..n].iter().enumerate() {
+                window.clear(step + i as u64);
+                batch.push((step + i as u64, *p, false));
+            }
+            n
+        } else {
+            0
+        };
+        // Retries of the steps `r * spacing` back, unless they were answered.
+        for s in step..step + steps {
+            for r in 1..=retries {
+                let Some(back) = s.checked_sub(r * shared.spacing) else {
+                    break;
+                };
+                if back < lane.first || back >= lane_len || window.answered(back) {
+                    continue;
+                }
+                let position = lane.shard.index + back * lane.shard.count;
+                batch.push((back, sweep.probe_at(position), true));
+            }
+        }
+        window.advance(step + steps);
+        let mut done = 0;
+        while done < batch.len() && !shared.stop.load(Ordering::Relaxed) {
+            let n = sock.queue(batch.len() - done, |i, frame| {
+                let (s, p, _) = &batch[done + i];
+                write_probe(frame, *s, p)
+            });
+            done += n;
+            if let Err(e) = sock.kick() {
+                fail(e);
+                break;
+            }
+            if n == 0 {
+                sock.reclaim();
+                std::thread::yield_now();
+            }
+        }
+        let retried = batch.iter().filter(|b| b.2).count() as u64;
+        shared
+            .progress
+            .sent
+            .fetch_add(fresh as u64, Ordering::Relaxed);
+        shared
+            .progress
+            .retries
+            .fetch_add(retried, Ordering::Relaxed);
+        // The pace counts steps; retries ride along with them.
+        pacer.spend(steps as u32);
+        step += steps;
+    }
+    let _ = sock.kick();
+    counters.main_pass = main_done.unwrap_or_else(|| epoch.elapsed());
+    tracing::debug!(lane = q, elapsed = ?epoch.elapsed(), main_pass = ?counters.main_pass, step, "sender done");
+    shared.senders_done.fetch_add(1, Ordering::Release);
+    // Sender 0 keeps answering SYN-ACKs until the receiver is done.
+    if let Some(rx) = &rsts {
+        while !shared.finished.load(Ordering::Acquire) {
+            sock.reclaim();
+            counters.rsts += send_rsts(shared, &mut sock, rx);
+            let _ = sock.kick();
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+    let deadline = Instant::now() + Duration::from_millis(200);
+    while sock.in_flight() > 0 && Instant::now() < deadline {
+        let _ = sock.kick();
+        sock.reclaim();
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    counters.tx = sock.counters();
+    counters
+}
+
+fn send_rsts(shared: &Shared<'_>, sock: &mut TxSocket, rx: &mpsc::Receiver<Rst>) -> u64 {
+    let pending: Vec<Rst> = rx.try_iter().take(BATCH).collect();
+    if pending.is_empty() {
+        return 0;
+    }
+    let path = shared.path;
+    let n = sock.queue(pending.len(), |i, frame| {
+        let r = pending[i];
+        let src: IpAddr = match r.target {
+            Target::V4(_) => IpAddr::V4(path.v4?),
+            Target::V6(_) => IpAddr::V6(path.v6?),
+        };
+        write_rst(
+            frame,
+            path.src_mac,
+            path.dst_mac,
+            src,
+            r.target.into(),
+            r.lport,
+            r.tport,
+            r.seq,
+            64,
+        )
+        .ok()
+    });
+    let _ = sock.kick();
+    n as u64
+}

@@ -1,0 +1,86 @@
+//! The retry window: "answered" bits for a sliding window of one lane's steps.
+//!
+//! A sender at step `m` also re-sends step `m - r·W` for each retry `r`,
+//! unless a reply for it arrived; `W` is half a second of probes. So only the
+//! last few `W` steps can still be retried, and their bits live in a ring of
+//! that size, not in a bitmap of the whole sweep: memory stays bounded
+//! however large the sweep. The receiver sets the bits, the sender reads them;
+//! both sides are lock-free.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// One lane's ring of answered bits.
+#[derive(Debug)]
+pub(super) struct RetryWindow {
+    bits: Vec<AtomicU64>,
+    mask: u64,
+    /// Next step the sender will take.
+    progress: AtomicU64,
+}
+
+impl RetryWindow {
+    /// A window that remembers at least the last `span` steps.
+    pub(super) fn new(span: u64) -> Self {
+        let size = (span * 2).next_power_of_two().max(64);
+        RetryWindow {
+            bits: (0..size / 64).map(|_| AtomicU64::new(0)).collect(),
+            mask: size - 1,
+            progress: AtomicU64::new(0),
+        }
+    }
+
+    fn slot(&self, step: u64) -> (&AtomicU64, u64) {
+        let i = step & self.mask;
+        (&self.bits[(i / 64) as usize], 1 << (i % 64))
+    }
+
+    /// The sender is about to send `step` for the first time.
+    pub(super) fn clear(&self, step: u64) {
+        let (w, b) = self.slot(step);
+        w.fetch_and(!b, Ordering::Relaxed);
+    }
+
+    /// The sender has taken every step before `step`.
+    pub(super) fn advance(&self, step: u64) {
+        self.progress.store(step, Ordering::Relaxed);
+    }
+
+    /// Marks `step` answered if it is still inside the window. Returns
+    /// false if it was marked already (a duplicate reply); a step outside the
+    /// window (a very late reply) counts as new.
+    pub(super) fn mark(&self, step: u64) -> bool {
+        let progress = self.progress.load(Ordering::Relaxed);
+        if step < progress && progress - step <= self.mask / 2 {
+            let (w, b) = self.slot(step);
+            return w.fetch_or(b, Ordering::Relaxed) & b == 0;
+        }
+        true
+    }
+
+    /// Whether a reply for `step` arrived (while it was in the window).
+    pub(super) fn answered(&self, step: u64) -> bool {
+        let (w, b) = self.slot(step);
+        w.load(Ordering::Relaxed) & b != 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn window_marks_only_recent_steps() {
+        let w = RetryWindow::new(100);
+        w.advance(150);
+        assert!(w.mark(149));
+        assert!(w.answered(149));
+        assert!(!w.mark(149), "a second reply is a duplicate");
+        w.mark(150); // not sent yet
+        assert!(!w.answered(150));
+        w.clear(149);
+        assert!(!w.answered(149));
+        w.advance(10_000);
+        w.mark(149); // long gone: its slot belongs to a newer step
+        assert!(!w.answered(149));
+    }
+}

@@ -1,0 +1,264 @@
+//! `palisade scan`: SYN-scan targets through AF_XDP and report the ports
+//! that answer.
+
+use std::io::Write;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use clap::Args;
+
+use palisade_dataplane::scan::ScanSummary;
+
+use super::{OutputFormat, TargetArgs, UsageError, usage_error};
+
+#[derive(Debug, Args)]
+pub struct ScanArgs {
+    #[command(flatten)]
+    target: TargetArgs,
+    /// Probes per second (first probes; retries ride along).
+    #[arg(long, value_name = "PPS", default_value_t = palisade_dataplane::scan::DEFAULT_RATE,
+          value_parser = clap::value_parser!(u64).range(1..=100_000_000))]
+    rate: u64,
+    /// Extra probes for a port that did not answer, 0.5 s apart.
+    #[arg(long, value_name = "N", default_value_t = 1,
+          value_parser = clap::value_parser!(u32).range(0..=10))]
+    retries: u32,
+    /// Seconds to wait for late replies after the last probe.
+    #[arg(long, value_name = "SECS", default_value_t = 1.0)]
+    wait: f64,
+    /// Interface to send on (default: the route's to the first target).
+    #[arg(long, value_name = "IF")]
+    interface: Option<String>,
+    /// Source address (repeat for one IPv4 and one IPv6; default: the route's).
+    #[arg(long, value_name = "IP")]
+    source_ip: Vec<std::net::IpAddr>,
+    /// Source port or range for the probes (replies to them never reach the kernel).
+    #[arg(long, value_name = "P|A-B", default_value = "61000-61063")]
+    source_port: String,
+    /// MAC address of the next hop (default: from the kernel's neighbour table).
+    #[arg(long, value_name = "MAC")]
+    gateway_mac: Option<palisade_core::wire::MacAddr>,
+    /// TX queues to use, one socket and thread each (default: all, up to the core count).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=256))]
+    queues: Option<u32>,
+    /// Report closed ports (RST) too.
+    #[arg(long)]
+    closed: bool,
+    /// Write findings to FILE instead of stdout.
+    #[arg(short = 'o', long = "output", value_name = "FILE")]
+    output: Option<String>,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = OutputFormat::Jsonl)]
+    format: OutputFormat,
+    /// Also write the summary as one JSON object to FILE (`-` for stderr),
+    /// for scripts and benchmarks: probes, retries, replies, invalid,
+    /// duplicates, open, closed, RSTs, ring-buffer losses, `rate` (first
+    /// probes per second while sending), durations in seconds, interface,
+    /// XDP mode, queues, interrupted.
+    #[arg(long, value_name = "FILE")]
+    summary_json: Option<String>,
+}
+
+fn parse_source_ports(text: &str) -> Result<(u16, u16), UsageError> {
+    let bad = || {
+        UsageError(format!(
+            "--source-port: bad value `{text}`: give a port (61000) or a range (61000-61063) within 1-65535"
+        ))
+    };
+    let (lo, hi) = text.split_once('-').unwrap_or((text, text));
+    let lo: u16 = lo.trim().parse().map_err(|_| bad())?;
+    let hi: u16 = hi.trim().parse().map_err(|_| bad())?;
+    if lo == 0 || lo > hi {
+        return Err(bad());
+    }
+    Ok((lo, hi))
+}
+
+fn scan_config(args: &ScanArgs) -> Result<palisade_dataplane::scan::ScanConfig, UsageError> {
+    let mut cfg = palisade_dataplane::scan::ScanConfig {
+        shard: args.target.shard,
+        resume: args.target.resume_index,
+        rate: args.rate,
+        retries: args.retries,
+        interface: args.interface.clone(),
+        source_ports: parse_source_ports(&args.source_port)?,
+        gateway_mac: args.gateway_mac,
+        queues: args.queues.map(|q| q as usize),
+        report_closed: args.closed,
+        ..Default::default()
+    };
+    if !(args.wait.is_finite() && (0.0..=3600.0).contains(&args.wait)) {
+        return Err(UsageError(format!(
+            "--wait: bad value `{}`: give seconds from 0 to 3600",
+            args.wait
+        )));
+    }
+    cfg.wait = std::time::Duration::from_secs_f64(args.wait);
+    for ip in &args.source_ip {
+        match ip {
+            std::net::IpAddr::V4(a) if cfg.source_v4.is_none() => cfg.source_v4 = Some(*a),
+            std::net::IpAddr::V6(a) if cfg.source_v6.is_none() => cfg.source_v6 = Some(*a),
+            _ => {
+                return Err(UsageError(format!(
+                    "--source-ip: `{ip}` is a second address of its family; give at most one IPv4 and one IPv6"
+                )));
+            }
+        }
+    }
+    Ok(cfg)
+}
+
+fn format_finding(f: &palisade_dataplane::scan::Finding, format: OutputFormat) -> String {
+    let state = if f.open { "open" } else { "closed" };
+    let time = humantime::format_rfc3339_millis(f.time);
+    match format {
+        OutputFormat::Jsonl => serde_json::json!({
+            "ip": f.ip.to_string(),
+            "port": f.port,
+            "state": state,
+            "ttl": f.ttl,
+            "time": time.to_string(),
+        })
+        .to_string(),
+        OutputFormat::Text => format!(
+            "{state:<6} {}  ttl {}  {time}",
+            std::net::SocketAddr::new(f.ip, f.port),
+            f.ttl
+        ),
+    }
+}
+
+pub fn run(args: &ScanArgs) -> Result<ExitCode> {
+    use std::io::IsTerminal;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    let (sweep, cfg) = match args
+        .target
+        .sweep()
+        .and_then(|s| Ok((s, scan_config(args)?)))
+    {
+        Ok(v) => v,
+        Err(e) => return Ok(usage_error(&e)),
+    };
+    let mut out: Box<dyn Write + Send> = match &args.output {
+        Some(path) => Box::new(std::io::BufWriter::new(
+            std::fs::File::create(path).with_context(|| format!("cannot create {path}"))?,
+        )),
+        None => Box::new(std::io::BufWriter::new(std::io::stdout())),
+    };
+    let stop = Arc::new(AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(signal, Arc::clone(&stop))
+            .context("installing signal handlers")?;
+    }
+    let progress = palisade_dataplane::scan::Progress::default();
+    let planned = sweep.shard_len(cfg.shard).saturating_sub(cfg.resume);
+    let show_progress = std::io::stderr().is_terminal();
+    let mut write_error: Option<std::io::Error> = None;
+    let done = AtomicBool::new(false);
+    let summary = std::thread::scope(|scope| {
+        if show_progress {
+            let (progress, done) = (&progress, &done);
+            scope.spawn(move || progress_lines(progress, done, planned));
+        }
+        let result = palisade_dataplane::scan::run(&sweep, &cfg, &stop, &progress, |f| {
+            if write_error.is_none()
+                && let Err(e) = writeln!(out, "{}", format_finding(&f, args.format))
+            {
+                write_error = Some(e);
+            }
+        });
+        done.store(true, Ordering::Relaxed);
+        result
+    })?;
+    out.flush().context("writing the findings")?;
+    if let Some(e) = write_error {
+        return Err(e).context("writing the findings");
+    }
+    eprintln!(
+        "palisade: {} probes sent ({} retries), {} replies ({} open, {} closed), {} invalid, {} duplicate, {} RSTs sent; {:.0} probes/s while sending ({:.3} s), {:.2} s in all; transport af_xdp on {} ({} copy, {} queue(s)), XDP {} mode{}",
+        summary.sent,
+        summary.retries,
+        summary.replies,
+        summary.open,
+        summary.closed,
+        summary.invalid,
+        summary.duplicates,
+        summary.rsts_sent,
+        summary.rate(),
+        summary.send_duration.as_secs_f64(),
+        summary.duration.as_secs_f64(),
+        summary.interface,
+        if summary.zero_copy { "zero" } else { "kernel" },
+        summary.queues,
+        summary
+            .attach_mode
+            .map_or("?".to_string(), |m| m.to_string()),
+        if summary.interrupted {
+            "; interrupted"
+        } else {
+            ""
+        },
+    );
+    if summary.ringbuf_full > 0 || summary.tx_busy > 0 {
+        eprintln!(
+            "palisade: {} replies lost to a full ring buffer, {} deferred transmits",
+            summary.ringbuf_full, summary.tx_busy
+        );
+    }
+    if let Some(path) = &args.summary_json {
+        write_summary_json(path, &summary)?;
+    }
+    Ok(if summary.interrupted {
+        ExitCode::from(130)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+/// Writes the summary as one JSON object (with the sending rate) to `path`,
+/// or to stderr for `-`.
+fn write_summary_json(path: &str, summary: &ScanSummary) -> Result<()> {
+    #[derive(serde::Serialize)]
+    struct SummaryJson<'a> {
+        #[serde(flatten)]
+        summary: &'a ScanSummary,
+        /// First probes per second while sending them.
+        rate: f64,
+    }
+    let json = serde_json::to_string(&SummaryJson {
+        summary,
+        rate: summary.rate(),
+    })?;
+    if path == "-" {
+        eprintln!("{json}");
+    } else {
+        std::fs::write(path, json + "\n").with_context(|| format!("cannot write {path}"))?;
+    }
+    Ok(())
+}
+
+/// One progress line a second on stderr (only when it is a terminal).
+fn progress_lines(
+    p: &palisade_dataplane::scan::Progress,
+    done: &std::sync::atomic::AtomicBool,
+    planned: u64,
+) {
+    use std::sync::atomic::Ordering::Relaxed;
+    let start = std::time::Instant::now();
+    while !done.load(Relaxed) {
+        std::thread::sleep(std::time::Duration::from_millis(250));
+        let secs = start.elapsed().as_secs_f64();
+        let sent = p.sent.load(Relaxed);
+        let rate = sent as f64 / secs.max(1e-3);
+        let pct = 100.0 * sent as f64 / planned.max(1) as f64;
+        let eta = (planned.saturating_sub(sent)) as f64 / rate.max(1.0);
+        eprint!(
+            "\rpalisade: {rate:>10.0} pps  {pct:5.1}% done  ETA {eta:>5.0} s  {} open   ",
+            p.open.load(Relaxed)
+        );
+    }
+    eprintln!();
+}
+
