@@ -2,10 +2,12 @@
 //! testbed, checked against the ground truth, written to
 //! `benches/RESULTS.md` and `benches/results.json`.
 //!
-//! The fleet is `palisade fleet`: an XDP program on the target side of the
-//! testbed that answers for a whole address block from a keyed-hash ground
-//! truth (`engine/src/fleet.rs`), so the targets are never the bottleneck
-//! the way a kernel's TCP stack is.
+//! The fleet is `palisade-sim fleet`: an XDP program on the target side of
+//! the testbed that answers for a whole address block from a keyed-hash
+//! ground truth (`testbed/src/fleet.rs`), so the targets are never the
+//! bottleneck the way a kernel's TCP stack is. Figures are read from what
+//! the tools write for machines: `palisade scan --summary-json`,
+//! `palisade-sim tx-bench`'s JSON line, criterion's estimates.
 
 use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader};
@@ -17,7 +19,18 @@ use anyhow::{Context, Result, bail};
 use palisade_sim::testbed::{Testbed, TestbedConfig};
 use serde_json::{Value, json};
 
-use crate::{root, run, setup, timed_limit};
+use crate::{ReleaseBins, build_release, root, run, setup::setup};
+
+/// `cargo xtask bench`'s arguments.
+#[derive(Debug, clap::Args)]
+pub(crate) struct BenchArgs {
+    /// Every scenario small, in a few minutes (what CI runs).
+    #[arg(long)]
+    pub(crate) quick: bool,
+    /// Sweep this block instead of the /24 (/28 with --quick).
+    #[arg(long, value_name = "CIDR")]
+    pub(crate) block: Option<String>,
+}
 
 /// Queues of the testbed's veth (both ends): a NIC with a queue per core.
 const QUEUES: u32 = 2;
@@ -32,20 +45,20 @@ struct Row {
 }
 
 /// The fleet's settings for one scenario.
-struct SimFleet {
-    block: &'static str,
+struct SimFleet<'a> {
+    block: &'a str,
     density_ppm: u32,
     loss_permille: u32,
 }
 
-/// A running `palisade fleet` in the target namespace.
+/// A running `palisade-sim fleet` in the target namespace.
 struct FleetProcess {
     child: Child,
 }
 
 impl FleetProcess {
-    fn start(tb: &Testbed, bin: &str, f: &SimFleet) -> Result<FleetProcess> {
-        let mut cmd = tb.in_target(bin);
+    fn start(tb: &Testbed, bins: &ReleaseBins, f: &SimFleet<'_>) -> Result<FleetProcess> {
+        let mut cmd = tb.in_target(&bins.sim);
         cmd.args([
             "fleet",
             "--interface",
@@ -61,13 +74,13 @@ impl FleetProcess {
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
-            .context("cannot start palisade fleet")?;
+            .context("cannot start palisade-sim fleet")?;
         let mut line = String::new();
         let out = child.stdout.as_mut().context("fleet stdout")?;
         BufReader::new(out).read_line(&mut line)?;
         if !line.starts_with("fleet ready") {
             let _ = child.kill();
-            bail!("palisade fleet did not start: {line}");
+            bail!("palisade-sim fleet did not start: {line}");
         }
         Ok(FleetProcess { child })
     }
@@ -82,9 +95,14 @@ impl Drop for FleetProcess {
     }
 }
 
-/// The ground truth of the fleet for `targets` x `ports`, from the engine.
-fn truth(bin: &str, f: &SimFleet, targets: &str, ports: &str) -> Result<BTreeSet<(IpAddr, u16)>> {
-    let out = Command::new(bin)
+/// The ground truth of the fleet for `targets` x `ports`, from the simulator.
+fn truth(
+    bins: &ReleaseBins,
+    f: &SimFleet<'_>,
+    targets: &str,
+    ports: &str,
+) -> Result<BTreeSet<(IpAddr, u16)>> {
+    let out = Command::new(&bins.sim)
         .args(["fleet-truth", "--block", f.block, "--seed", "7"])
         .args([
             "--density-ppm",
@@ -95,10 +113,10 @@ fn truth(bin: &str, f: &SimFleet, targets: &str, ports: &str) -> Result<BTreeSet
             ports,
         ])
         .output()
-        .context("palisade fleet-truth")?;
+        .context("palisade-sim fleet-truth")?;
     if !out.status.success() {
         bail!(
-            "palisade fleet-truth failed: {}",
+            "palisade-sim fleet-truth failed: {}",
             String::from_utf8_lossy(&out.stderr)
         );
     }
@@ -109,6 +127,52 @@ fn truth(bin: &str, f: &SimFleet, targets: &str, ports: &str) -> Result<BTreeSet
             Some((addr.ip(), addr.port()))
         })
         .collect())
+}
+
+/// Runs `cmd` for at most `limit` and returns (stdout, stderr, seconds),
+/// failing on a non-zero exit or on time-out (the command is then killed).
+pub(crate) fn timed_limit(
+    mut cmd: Command,
+    limit: std::time::Duration,
+) -> Result<(String, String, f64)> {
+    use std::io::Read;
+    let start = std::time::Instant::now();
+    let mut child = cmd
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .context("cannot start a benchmark command")?;
+    // Drain the pipes on threads so a chatty command never blocks.
+    let mut out_pipe = child.stdout.take().context("stdout")?;
+    let mut err_pipe = child.stderr.take().context("stderr")?;
+    let out_t = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = out_pipe.read_to_string(&mut s);
+        s
+    });
+    let err_t = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = err_pipe.read_to_string(&mut s);
+        s
+    });
+    let status = loop {
+        if let Some(status) = child.try_wait()? {
+            break status;
+        }
+        if start.elapsed() > limit {
+            let _ = child.kill();
+            let _ = child.wait();
+            bail!("{cmd:?} took longer than {limit:?}; killed");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    let secs = start.elapsed().as_secs_f64();
+    let stdout = out_t.join().unwrap_or_default();
+    let stderr = err_t.join().unwrap_or_default();
+    if !status.success() {
+        bail!("{cmd:?} failed ({status}): {stderr}");
+    }
+    Ok((stdout, stderr, secs))
 }
 
 fn recall_precision(
@@ -137,16 +201,22 @@ pub(crate) struct BenchRun {
     pub(crate) rate: Option<f64>,
 }
 
+/// `palisade scan` on the scanner side: what it found (its JSON lines), its
+/// wall time, and its sending rate from `--summary-json`.
 pub(crate) fn palisade_scan(
     tb: &Testbed,
-    bin: &str,
+    bins: &ReleaseBins,
     targets: &str,
     ports: &str,
     rate: u64,
     extra: &[&str],
     limit: Duration,
 ) -> Result<BenchRun> {
-    let mut cmd = tb.in_scanner(bin);
+    let summary = std::env::temp_dir().join(format!(
+        "palisade-bench-summary-{}.json",
+        std::process::id()
+    ));
+    let mut cmd = tb.in_scanner(&bins.palisade);
     cmd.args([
         "scan",
         targets,
@@ -157,8 +227,8 @@ pub(crate) fn palisade_scan(
         "--wait",
         "1",
     ]);
-    cmd.args(extra);
-    let (out, err, secs) = timed_limit(cmd, limit)?;
+    cmd.arg("--summary-json").arg(&summary).args(extra);
+    let (out, _, secs) = timed_limit(cmd, limit)?;
     let found = out
         .lines()
         .filter_map(|l| {
@@ -166,7 +236,10 @@ pub(crate) fn palisade_scan(
             Some((v["ip"].as_str()?.parse().ok()?, v["port"].as_u64()? as u16))
         })
         .collect();
-    let rate = crate::summary_rate(&err).ok();
+    let json = std::fs::read_to_string(&summary).context("the scan's --summary-json")?;
+    let _ = std::fs::remove_file(&summary);
+    let json: Value = serde_json::from_str(&json).context("the scan's --summary-json")?;
+    let rate = json["rate"].as_f64();
     Ok(BenchRun {
         found,
         seconds: secs,
@@ -366,15 +439,15 @@ fn probes(block: &str, ports: &str) -> f64 {
     hosts as f64 * (hi.parse::<f64>().unwrap_or(1.0) - lo.parse::<f64>().unwrap_or(1.0) + 1.0)
 }
 
-/// `palisade tx-bench` on the scanner side: frames per second.
+/// `palisade-sim tx-bench` on the scanner side: frames per second.
 pub(crate) fn tx_bench(
     tb: &Testbed,
-    bin: &str,
+    bins: &ReleaseBins,
     extra: &[&str],
     count: &str,
     limit: Duration,
 ) -> Result<f64> {
-    let mut cmd = tb.in_scanner(bin);
+    let mut cmd = tb.in_scanner(&bins.sim);
     cmd.args([
         "tx-bench",
         "--interface",
@@ -450,12 +523,12 @@ fn sweep_row(
     });
 }
 
-pub fn bench(args: &[String]) -> Result<()> {
-    let quick = args.iter().any(|a| a == "--quick");
+/// Runs every benchmark and writes `benches/RESULTS.md` and
+/// `benches/results.json`.
+pub(crate) fn bench(args: &BenchArgs) -> Result<()> {
+    let quick = args.quick;
     setup()?;
-    run("cargo", &["build", "--release", "-p", "palisade"])?;
-    let bin = root().join("target/release/palisade");
-    let bin = bin.to_str().context("non-UTF-8 path")?.to_string();
+    let bins = build_release()?;
     let mut rows: Vec<Row> = Vec::new();
 
     // Per-probe cost and the event pipeline (no testbed).
@@ -531,7 +604,7 @@ pub fn bench(args: &[String]) -> Result<()> {
         .stderr(Stdio::null())
         .spawn()
         .context("python3 for the multicast trickle")?;
-    let result = testbed_scenarios(&tb, &bin, args, quick, &mut rows);
+    let result = testbed_scenarios(&tb, &bins, args.block.as_deref(), quick, &mut rows);
     let _ = trickle.kill();
     let _ = trickle.wait();
     tb.teardown()?;
@@ -541,19 +614,14 @@ pub fn bench(args: &[String]) -> Result<()> {
 
 fn testbed_scenarios(
     tb: &Testbed,
-    bin: &str,
-    args: &[String],
+    bins: &ReleaseBins,
+    block: Option<&str>,
     quick: bool,
     rows: &mut Vec<Row>,
 ) -> Result<()> {
     // `--block CIDR` sweeps a smaller block than the /24 of the full run.
-    let block_arg = args
-        .iter()
-        .position(|a| a == "--block")
-        .and_then(|i| args.get(i + 1))
-        .cloned();
-    let sweep_block: &'static str = match (block_arg, quick) {
-        (Some(b), _) => Box::leak(b.into_boxed_str()),
+    let sweep_block = match (block, quick) {
+        (Some(b), _) => b,
         (None, true) => "198.18.0.0/28",
         (None, false) => "198.18.0.0/24",
     };
@@ -571,7 +639,7 @@ fn testbed_scenarios(
             density_ppm: 0,
             loss_permille: 1000,
         };
-        let _fleet = FleetProcess::start(tb, bin, &drop_all)?;
+        let _fleet = FleetProcess::start(tb, bins, &drop_all)?;
         for (tool, extra) in [
             (
                 "bare AF_XDP loop, 1 queue, fleet drops",
@@ -580,14 +648,14 @@ fn testbed_scenarios(
             ("bare AF_XDP loop, all queues, fleet drops", &[][..]),
         ] {
             ceiling_row(rows, tool, repeats + 2, || {
-                tx_bench(tb, bin, extra, tx_count, limit)
+                tx_bench(tb, bins, extra, tx_count, limit)
             })?;
         }
         // The scan against the same silent fleet (no retries: nothing answers).
         ceiling_row(rows, "palisade --retries 0, fleet drops", repeats, || {
             let o = palisade_scan(
                 tb,
-                bin,
+                bins,
                 sweep_block,
                 ports_all,
                 100_000_000,
@@ -603,12 +671,12 @@ fn testbed_scenarios(
             density_ppm: 200,
             loss_permille: 0,
         };
-        let _fleet = FleetProcess::start(tb, bin, &answering)?;
+        let _fleet = FleetProcess::start(tb, bins, &answering)?;
         ceiling_row(
             rows,
             "bare AF_XDP loop, all queues, fleet answers, reply filter",
             repeats + 2,
-            || tx_bench(tb, bin, &["--replies"], tx_count, limit),
+            || tx_bench(tb, bins, &["--replies"], tx_count, limit),
         )?;
     }
 
@@ -620,13 +688,13 @@ fn testbed_scenarios(
             density_ppm: 200,
             loss_permille: loss,
         };
-        let truth = truth(bin, &fleet, sweep_block, ports_all)?;
+        let truth = truth(bins, &fleet, sweep_block, ports_all)?;
         let nmap_truth: BTreeSet<(IpAddr, u16)> = truth
             .iter()
             .filter(|(ip, _)| matches!(ip, IpAddr::V4(a) if (4..8).contains(&a.octets()[3])))
             .copied()
             .collect();
-        let _fleet = FleetProcess::start(tb, bin, &fleet)?;
+        let _fleet = FleetProcess::start(tb, bins, &fleet)?;
         let scenario = match loss {
             0 => "full-port sweep, 0% loss",
             10 => "full-port sweep, 1% loss",
@@ -635,7 +703,7 @@ fn testbed_scenarios(
         let scope = probes(sweep_block, ports_all);
         // Palisade unthrottled: the median of `repeats` runs by wall time.
         let runs = (0..if loss == 0 { repeats } else { 1 })
-            .map(|_| palisade_scan(tb, bin, sweep_block, ports_all, 100_000_000, &[], limit))
+            .map(|_| palisade_scan(tb, bins, sweep_block, ports_all, 100_000_000, &[], limit))
             .collect::<Result<Vec<BenchRun>>>();
         let palisade = runs.map(|r| {
             let rates: Vec<Option<f64>> = r.iter().map(|o| o.rate).collect();
@@ -651,7 +719,7 @@ fn testbed_scenarios(
             &truth,
         );
         if loss == 0 {
-            let capped = palisade_scan(tb, bin, sweep_block, ports_all, 250_000, &[], limit);
+            let capped = palisade_scan(tb, bins, sweep_block, ports_all, 250_000, &[], limit);
             sweep_row(
                 rows,
                 scenario,
@@ -696,8 +764,8 @@ fn testbed_scenarios(
             density_ppm: 20_000,
             loss_permille: loss,
         };
-        let truth = truth(bin, &fleet, wide, "80")?;
-        let _fleet = FleetProcess::start(tb, bin, &fleet)?;
+        let truth = truth(bins, &fleet, wide, "80")?;
+        let _fleet = FleetProcess::start(tb, bins, &fleet)?;
         let scenario: &'static str = Box::leak(
             format!(
                 "port 80 on a /{}, {}% loss",
@@ -707,7 +775,7 @@ fn testbed_scenarios(
             .into_boxed_str(),
         );
         let scope = probes(wide, "80");
-        let p = palisade_scan(tb, bin, wide, "80", 100_000_000, &[], limit);
+        let p = palisade_scan(tb, bins, wide, "80", 100_000_000, &[], limit);
         sweep_row(
             rows,
             scenario,
@@ -741,10 +809,10 @@ fn testbed_scenarios(
             density_ppm: 100,
             loss_permille: 0,
         };
-        let _fleet = FleetProcess::start(tb, bin, &fleet)?;
+        let _fleet = FleetProcess::start(tb, bins, &fleet)?;
         let secs = if quick { 3 } else { 20 };
         let mut child = tb
-            .in_scanner(bin)
+            .in_scanner(&bins.palisade)
             .args([
                 "scan",
                 "198.18.0.0/16",
@@ -998,7 +1066,7 @@ fn write_results(rows: &[Row], quick: bool) -> Result<()> {
     let mut md = format!(
         "# Benchmark results\n\nWritten by `cargo xtask bench{}` on {date}: {cpu}, {cores} cores, Linux {}.\n\
          Testbed: two network namespaces joined by a two-queue veth (AF_XDP copy mode), the fleet\n\
-         simulated by `palisade fleet` (generic XDP) answering from a keyed-hash ground truth.\n\
+         simulated by `palisade-sim fleet` (generic XDP) answering from a keyed-hash ground truth.\n\
          Rates are probes per second; `runs` lists repeated runs, the figure is their median.\n\n\
          | scenario | tool | figures |\n| --- | --- | --- |\n",
         if quick { " --quick" } else { "" },

@@ -203,10 +203,16 @@ mod tests {
         let (them, us): (IpAddr, IpAddr) = (THEM4.into(), US4.into());
         let ack = cookie(&c, them, 443).wrapping_add(1);
         let cases = [
-            ("the cookie itself, not cookie + 1", frame(them, us, 443, SYN_ACK, ack - 1)),
+            (
+                "the cookie itself, not cookie + 1",
+                frame(them, us, 443, SYN_ACK, ack - 1),
+            ),
             ("another port's cookie", frame(them, us, 444, SYN_ACK, ack)),
             ("a SYN without ACK", frame(them, us, 443, tcp_flags::SYN, 0)),
-            ("an RST without ACK", frame(them, us, 443, tcp_flags::RST, 0)),
+            (
+                "an RST without ACK",
+                frame(them, us, 443, tcp_flags::RST, 0),
+            ),
             (
                 "SYN and RST together",
                 frame(them, us, 443, SYN_ACK | tcp_flags::RST, ack),

@@ -23,4 +23,3 @@ pub fn run(file: &Path) -> Result<ExitCode> {
         Err(code) => code,
     })
 }
-

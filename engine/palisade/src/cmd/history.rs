@@ -112,4 +112,3 @@ pub fn run(args: &HistoryArgs) -> Result<ExitCode> {
     }
     Ok(ExitCode::SUCCESS)
 }
-

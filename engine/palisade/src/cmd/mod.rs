@@ -111,4 +111,3 @@ impl TargetArgs {
         Ok(Sweep::new(&targets, &ports, self.seed)?)
     }
 }
-

@@ -56,4 +56,3 @@ pub fn run(args: &PlanArgs) -> Result<ExitCode> {
     out.flush().context("writing to stdout")?;
     Ok(ExitCode::SUCCESS)
 }
-

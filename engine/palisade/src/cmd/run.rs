@@ -56,4 +56,3 @@ pub fn run(args: &RunArgs) -> Result<ExitCode> {
         ExitCode::SUCCESS
     })
 }
-

@@ -261,4 +261,3 @@ fn progress_lines(
     }
     eprintln!();
 }
-

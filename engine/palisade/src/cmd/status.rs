@@ -75,4 +75,3 @@ pub fn run(args: &StatusArgs) -> Result<ExitCode> {
     }
     Ok(ExitCode::SUCCESS)
 }
-
