@@ -26,7 +26,7 @@ struct config {
 
 // One reply, as user space reads it. Addresses are network order; an IPv4
 // address sits in the first 4 bytes. Keep in sync with `ReplyRecord` in
-// engine/src/xdp/mod.rs.
+// engine/dataplane/src/filter.rs.
 struct reply {
 	__u8 family;         // 4 or 6
 	__u8 tcp_flags;      // the TCP flags byte

@@ -14,7 +14,7 @@
 //   to our SYN-ACK)                              -> dropped, silently
 //   anything else                                -> XDP_PASS
 //
-// Ground truth (mirrored exactly by engine/src/fleet.rs; keep in sync):
+// Ground truth (mirrored exactly by testbed/src/fleet.rs; keep in sync):
 //
 //   words(addr)  = the address as big-endian 32-bit words (1 for IPv4, 4 for
 //                  IPv6)
@@ -65,7 +65,7 @@
 #define SEQ_SALT 0x73657121u     // "seq!"
 
 // What user space tells the responder. Keep in sync with `Config` in
-// engine/src/xdp/responder.rs.
+// testbed/src/responder.rs.
 struct config {
 	__u32 enabled;             // 0: pass everything (before configuration)
 	__u32 seed;
