@@ -13,7 +13,7 @@ use palisade_core::classify::ReplyClass;
 
 use super::send::Rst;
 use super::{Finding, ScanSummary, Shared};
-use crate::ReplyFilter;
+use crate::{ReplyFilter, ReplyRecord};
 
 /// Runs until the senders are done and `wait` has passed (or the scan is
 /// stopped), validating and reporting replies.
@@ -24,66 +24,20 @@ pub(super) fn receive(
     summary: &mut ScanSummary,
     found: &mut impl FnMut(Finding),
 ) {
-    // Open ports found: a SYN-ACK is reported once however often it comes.
-    // Closed ports are deduplicated by the retry window alone, so memory
-    // stays bounded however many ports answer RST.
-    let mut reported: HashSet<(IpAddr, u16)> = HashSet::new();
+    let mut replies = Replies {
+        shared,
+        rsts,
+        summary,
+        reported: HashSet::new(),
+    };
     let lanes = shared.lanes.count() as u64;
     let mut senders_done_at: Option<Instant> = None;
     let mut stopped_at: Option<Instant> = None;
     loop {
         filter.drain(|record| {
-            let (probe, open) = match shared.classifier.classify(&record.reply()) {
-                ReplyClass::Open(p) => (p, true),
-                ReplyClass::Closed(p) => (p, false),
-                ReplyClass::Invalid => {
-                    summary.invalid += 1;
-                    return;
-                }
-            };
-            // Which lane and step sent it: mark it answered so no retry follows.
-            let new_step = shared
-                .sweep
-                .position_of(probe)
-                .and_then(|position| shared.lanes.locate(position))
-                .is_none_or(|at| shared.windows[at.lane].mark(at.step));
-            let ip = IpAddr::from(probe.target);
-            if open {
-                // Politeness: tear down the half-open connection.
-                let _ = rsts.send(Rst {
-                    target: probe.target,
-                    tport: probe.port,
-                    lport: record.dst_port,
-                    seq: record.ack,
-                });
+            if let Some(finding) = replies.take(&record) {
+                found(finding);
             }
-            let first = if open {
-                reported.insert((ip, probe.port))
-            } else {
-                new_step
-            };
-            if !first {
-                summary.duplicates += 1;
-                return;
-            }
-            summary.replies += 1;
-            shared.progress.replies.fetch_add(1, Ordering::Relaxed);
-            if open {
-                summary.open += 1;
-                shared.progress.open.fetch_add(1, Ordering::Relaxed);
-            } else {
-                summary.closed += 1;
-                if !shared.cfg.report_closed {
-                    return;
-                }
-            }
-            found(Finding {
-                ip,
-                port: probe.port,
-                open,
-                ttl: record.ttl,
-                time: std::time::SystemTime::now(),
-            });
         });
         let now = Instant::now();
         if shared.stop.load(Ordering::Relaxed) {
@@ -101,5 +55,75 @@ pub(super) fn receive(
         // The filter wakes us per batch of replies; the timeout bounds the
         // latency of the last few.
         let _ = filter.wait(Duration::from_millis(2));
+    }
+}
+
+/// What the receiver knows between replies.
+struct Replies<'s, 'a> {
+    shared: &'s Shared<'a>,
+    rsts: &'s mpsc::Sender<Rst>,
+    summary: &'s mut ScanSummary,
+    /// Open ports found: a SYN-ACK is reported once however often it comes.
+    /// Closed ports are deduplicated by the retry window alone, so memory
+    /// stays bounded however many ports answer RST.
+    reported: HashSet<(IpAddr, u16)>,
+}
+
+impl Replies<'_, '_> {
+    /// Takes one reply: counts it, marks its probe answered, has a SYN-ACK
+    /// torn down, and returns the finding to report, if it is a new one.
+    fn take(&mut self, record: &ReplyRecord) -> Option<Finding> {
+        let shared = self.shared;
+        let (probe, open) = match shared.classifier.classify(&record.reply()) {
+            ReplyClass::Open(p) => (p, true),
+            ReplyClass::Closed(p) => (p, false),
+            ReplyClass::Invalid => {
+                self.summary.invalid += 1;
+                return None;
+            }
+        };
+        // Which lane and step sent it: mark it answered so no retry follows.
+        let new_step = shared
+            .sweep
+            .position_of(probe)
+            .and_then(|position| shared.lanes.locate(position))
+            .is_none_or(|at| shared.windows[at.lane].mark(at.step));
+        let ip = IpAddr::from(probe.target);
+        if open {
+            // Politeness: tear down the half-open connection.
+            let _ = self.rsts.send(Rst {
+                target: probe.target,
+                tport: probe.port,
+                lport: record.dst_port,
+                seq: record.ack,
+            });
+        }
+        let first = if open {
+            self.reported.insert((ip, probe.port))
+        } else {
+            new_step
+        };
+        if !first {
+            self.summary.duplicates += 1;
+            return None;
+        }
+        self.summary.replies += 1;
+        shared.progress.replies.fetch_add(1, Ordering::Relaxed);
+        if open {
+            self.summary.open += 1;
+            shared.progress.open.fetch_add(1, Ordering::Relaxed);
+        } else {
+            self.summary.closed += 1;
+            if !shared.cfg.report_closed {
+                return None;
+            }
+        }
+        Some(Finding {
+            ip,
+            port: probe.port,
+            open,
+            ttl: record.ttl,
+            time: std::time::SystemTime::now(),
+        })
     }
 }
