@@ -444,9 +444,10 @@ struct SinkEntry {
 
 impl TomlTable for SinkEntry {}
 
-/// The kinds of sink, each with the keys it takes besides `kind`.
+/// The kinds of sink.
 const SINK_KINDS: &[&str] = &["jsonl", "nats", "webhook"];
 
+/// The keys of a sink of `kind` (one of [`SINK_KINDS`]), `kind` first.
 fn sink_keys(kind: &str) -> Vec<&'static str> {
     let keys = match kind {
         "jsonl" => keys_of::<JsonlSinkSection>(),
@@ -489,7 +490,8 @@ impl SinkEntry {
                 .map(|webhook: WebhookSinkSection| webhook.check(report, &table, span)),
         };
         read.unwrap_or_else(|err| {
-            // Read once already, by the document pass.
+            // The document pass read these values already, so this cannot
+            // fail where it did not; reported all the same.
             report.error(span, &table, err.message());
             None
         })
