@@ -1,0 +1,758 @@
+//! The daemon's configuration file (TOML).
+//!
+//! [`parse`] checks the whole file and reports every problem it finds, not
+//! just the first, each with the file, the line and the dotted key it is about
+//! (`scan.rate`, `monitor[2].expected_open`; `[[sink]]` and `[[monitor]]`
+//! entries are numbered from 0). `config/palisade.example.toml` documents every
+//! key.
+//!
+//! How: the text is parsed with `toml`'s recoverable parser (syntax errors,
+//! all of them), then read by serde in one pass into the section types below,
+//! whose values are [`Checked`](checked::Checked): they keep their span and
+//! take any TOML value, so a value of the wrong type is noted rather than
+//! ending the pass, and keys that no field takes are noted too. The sections
+//! are then checked (types, ranges, syntax of hosts and names, ...), each
+//! problem reported at its value's line. A `[[sink]]` is first read for its
+//! `kind` only, then as the section type of that kind.
+
+mod checked;
+mod nats;
+mod report;
+#[cfg(test)]
+mod tests;
+
+use std::collections::{BTreeSet, HashMap};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use toml::Spanned;
+use toml::de::{DeTable, DeValue};
+
+use palisade_core::monitor::MonitorSpec;
+use palisade_core::wire::MacAddr;
+use palisade_dataplane::scan::{DEFAULT_RATE, DEFAULT_SOURCE_PORTS};
+use palisade_outputs::sink::NatsConfig;
+
+use checked::{
+    Checked, Found, FromToml, KeySegment, StringOrList, TomlScalar, TomlTable, keys_of,
+    read_document, read_part, value_at,
+};
+use nats::NatsSinkSection;
+pub use report::{ConfigError, ConfigErrors};
+use report::{ConfigReport, dotted, toml_error};
+
+/// How a NATS sink encodes events.
+pub use palisade_outputs::schema::PayloadFormat;
+
+/// Default `store.path`.
+pub const DEFAULT_STORE_PATH: &str = "/var/lib/palisade/palisade.db";
+/// Default `monitor.every`.
+pub const DEFAULT_EVERY: Duration = Duration::from_secs(12 * 3600);
+/// Default `monitor.confirm`.
+pub const DEFAULT_CONFIRM: u32 = 2;
+/// Default `monitor.recheck`.
+pub const DEFAULT_RECHECK: Duration = Duration::from_secs(5 * 60);
+/// Default `subject_prefix` of a NATS sink.
+pub const DEFAULT_NATS_SUBJECT_PREFIX: &str = "palisade";
+/// Default `stream` of a NATS sink.
+pub const DEFAULT_NATS_STREAM: &str = "PALISADE";
+/// Default `timeout` of a webhook sink.
+pub const DEFAULT_WEBHOOK_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default `max_retries` of a webhook sink.
+pub const DEFAULT_WEBHOOK_MAX_RETRIES: u32 = 5;
+
+/// The whole configuration.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    pub scan: ScanSettings,
+    pub store: StoreSettings,
+    pub sinks: Vec<SinkSpec>,
+    pub monitors: Vec<MonitorSpec>,
+}
+
+/// `[scan]`: how the sweeps are sent.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ScanSettings {
+    /// `None`: the interface of the route to the targets.
+    pub interface: Option<String>,
+    /// Probes per second.
+    pub rate: u64,
+    /// Extra probes for a port that did not answer.
+    pub retries: u32,
+    /// How long to wait for late replies after the last probe.
+    pub wait: Duration,
+    /// Inclusive source-port range.
+    pub source_ports: (u16, u16),
+    pub source_v4: Option<Ipv4Addr>,
+    pub source_v6: Option<Ipv6Addr>,
+    pub gateway_mac: Option<MacAddr>,
+}
+
+impl Default for ScanSettings {
+    fn default() -> Self {
+        ScanSettings {
+            interface: None,
+            rate: DEFAULT_RATE,
+            retries: 1,
+            wait: Duration::from_secs(1),
+            source_ports: DEFAULT_SOURCE_PORTS,
+            source_v4: None,
+            source_v6: None,
+            gateway_mac: None,
+        }
+    }
+}
+
+/// `[store]`: where the state lives.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoreSettings {
+    pub path: PathBuf,
+}
+
+impl Default for StoreSettings {
+    fn default() -> Self {
+        StoreSettings {
+            path: PathBuf::from(DEFAULT_STORE_PATH),
+        }
+    }
+}
+
+/// One `[[sink]]`: where events go.
+#[derive(Debug, Clone, PartialEq)]
+#[allow(
+    clippy::large_enum_variant,
+    reason = "built once at start-up; a plain NatsConfig is simpler to match on than a box"
+)]
+pub enum SinkSpec {
+    /// JSON lines appended to `path`; `None`: standard output.
+    Jsonl { path: Option<PathBuf> },
+    /// Events published to NATS JetStream.
+    Nats(NatsConfig),
+    /// An HTTP POST per event.
+    Webhook {
+        url: String,
+        timeout: Duration,
+        max_retries: u32,
+    },
+}
+
+/// Reads and checks the configuration file at `path`.
+pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
+    let file = path.display().to_string();
+    match std::fs::read_to_string(path) {
+        Ok(text) => parse(&file, &text),
+        Err(err) => Err(ConfigErrors(vec![ConfigError {
+            file,
+            line: 0,
+            key: "(file)".to_owned(),
+            message: format!("cannot read the configuration file: {err}"),
+        }])),
+    }
+}
+
+/// Checks the configuration in `text`; `file` only names it in errors.
+pub fn parse(file: &str, text: &str) -> Result<Config, ConfigErrors> {
+    let (root, syntax_errors) = DeTable::parse_recoverable(text);
+    if !syntax_errors.is_empty() {
+        let mut errors: Vec<ConfigError> = syntax_errors
+            .iter()
+            .map(|err| toml_error(file, text, err))
+            .collect();
+        errors.sort_by_key(|err| err.line);
+        return Err(ConfigErrors(errors));
+    }
+    let root = Spanned::new(root.span(), DeValue::Table(root.into_inner()));
+    let (document, ignored) = read_document::<ConfigDocument>(&root)
+        .map_err(|err| ConfigErrors(vec![toml_error(file, text, &err)]))?;
+    let mut report = ConfigReport::new(file, text, ignored);
+    let config = document.check(&mut report, &root);
+    report.finish(config)
+}
+
+/// Bounds of the durations.
+const MILLISECOND: Duration = Duration::from_millis(1);
+const SECOND: Duration = Duration::from_secs(1);
+const HOUR: Duration = Duration::from_secs(3600);
+/// A year as humantime counts it (365.25 days), so that it prints as `1year`.
+const YEAR: Duration = Duration::from_secs(31_557_600);
+
+/// The document: its top-level keys.
+#[derive(Debug, Deserialize)]
+struct ConfigDocument {
+    scan: Option<Checked<ScanSection>>,
+    store: Option<Checked<StoreSection>>,
+    sink: Option<Checked<Vec<Checked<SinkEntry>>>>,
+    monitor: Option<Checked<Vec<Checked<MonitorSection>>>>,
+}
+
+impl ConfigDocument {
+    /// `root` is the document this was read from (sinks are read again,
+    /// by kind).
+    fn check(self, report: &mut ConfigReport<'_>, root: &Spanned<DeValue<'_>>) -> Config {
+        report.unknown_keys("", keys_of::<Self>());
+        let scan = self
+            .scan
+            .and_then(|scan| report.value(scan, "scan", "a table ([scan])"))
+            .map_or_else(ScanSettings::default, |scan| scan.check(report));
+        let store = self
+            .store
+            .and_then(|store| report.value(store, "store", "a table ([store])"))
+            .map_or_else(StoreSettings::default, |store| store.check(report));
+        let sinks = array_of_tables(report, self.sink, "sink")
+            .into_iter()
+            .filter_map(|(index, span, entry)| entry.check(report, root, index, &span))
+            .collect();
+        let mut names = HashMap::new();
+        let monitors = array_of_tables(report, self.monitor, "monitor")
+            .into_iter()
+            .filter_map(|(index, span, monitor)| {
+                monitor.check(report, &format!("monitor[{index}]"), &span, &mut names)
+            })
+            .collect();
+        Config {
+            scan,
+            store,
+            sinks,
+            monitors,
+        }
+    }
+}
+
+/// The tables of a `[[name]]` array, each with its index and span.
+fn array_of_tables<T>(
+    report: &mut ConfigReport<'_>,
+    value: Option<Checked<Vec<Checked<T>>>>,
+    name: &str,
+) -> Vec<(usize, Range<usize>, T)> {
+    let expected = format!("an array of tables ([[{name}]], with two brackets)");
+    let tables = value
+        .and_then(|value| report.value(value, name, &expected))
+        .unwrap_or_default();
+    let mut checked = Vec::new();
+    for (index, table) in tables.into_iter().enumerate() {
+        let span = table.span.clone();
+        if let Some(table) = report.value(table, &format!("{name}[{index}]"), "a table") {
+            checked.push((index, span, table));
+        }
+    }
+    checked
+}
+
+/// `[scan]`.
+#[derive(Debug, Deserialize)]
+struct ScanSection {
+    interface: Option<Checked<String>>,
+    rate: Option<Checked<i128>>,
+    retries: Option<Checked<i128>>,
+    wait: Option<Checked<String>>,
+    source_ports: Option<Checked<SourcePortsValue>>,
+    source_ip: Option<Checked<StringOrList>>,
+    gateway_mac: Option<Checked<String>>,
+}
+
+impl TomlTable for ScanSection {}
+
+impl ScanSection {
+    fn check(self, report: &mut ConfigReport<'_>) -> ScanSettings {
+        report.unknown_keys("scan", keys_of::<Self>());
+        let key = |name: &str| dotted("scan", name);
+        let defaults = ScanSettings::default();
+        let interface = self
+            .interface
+            .and_then(|value| interface(report, value, &key("interface")));
+        let rate = self
+            .rate
+            .and_then(|value| report.integer(value, &key("rate"), 1..=100_000_000u64));
+        let retries = self
+            .retries
+            .and_then(|value| report.integer(value, &key("retries"), 0..=10u32));
+        let wait = self
+            .wait
+            .and_then(|value| report.duration(value, &key("wait"), Duration::ZERO..=HOUR));
+        let source_ports = self
+            .source_ports
+            .and_then(|value| source_ports(report, value, &key("source_ports")));
+        let (source_v4, source_v6) = self.source_ip.map_or((None, None), |value| {
+            source_ips(report, value, &key("source_ip"))
+        });
+        let gateway_mac = self
+            .gateway_mac
+            .and_then(|value| gateway_mac(report, value, &key("gateway_mac")));
+        ScanSettings {
+            interface,
+            rate: rate.unwrap_or(defaults.rate),
+            retries: retries.unwrap_or(defaults.retries),
+            wait: wait.unwrap_or(defaults.wait),
+            source_ports: source_ports.unwrap_or(defaults.source_ports),
+            source_v4,
+            source_v6,
+            gateway_mac,
+        }
+    }
+}
+
+/// `source_ports` as written: a port, or a string with a port or a range.
+#[derive(Debug)]
+enum SourcePortsValue {
+    Text(String),
+    Port(i128),
+}
+
+impl FromToml for SourcePortsValue {
+    fn from_scalar(scalar: TomlScalar) -> Result<Self, Found> {
+        match scalar {
+            TomlScalar::String(text) => Ok(SourcePortsValue::Text(text)),
+            TomlScalar::Integer(port) => Ok(SourcePortsValue::Port(port)),
+            other => Err(other.kind()),
+        }
+    }
+}
+
+fn interface(report: &mut ConfigReport<'_>, value: Checked<String>, key: &str) -> Option<String> {
+    let span = value.span.clone();
+    let interface = report.string(value, key)?;
+    // Linux interface names: 1 to 15 bytes, no '/', ':' or whitespace.
+    let valid = (1..=15).contains(&interface.len())
+        && !interface
+            .chars()
+            .any(|c| c == '/' || c == ':' || c.is_whitespace());
+    if !valid {
+        let message = format!(
+            "invalid interface name {interface:?} (1 to 15 characters, no '/', ':' or spaces)"
+        );
+        report.error(&span, key, message);
+        return None;
+    }
+    Some(interface)
+}
+
+fn source_ports(
+    report: &mut ConfigReport<'_>,
+    value: Checked<SourcePortsValue>,
+    key: &str,
+) -> Option<(u16, u16)> {
+    let span = value.span.clone();
+    let ports = match report.value(value, key, "a port or a range such as \"61000-61063\"")? {
+        SourcePortsValue::Text(text) => parse_port_range(&text),
+        SourcePortsValue::Port(port) => u16::try_from(port)
+            .ok()
+            .filter(|&port| port != 0)
+            .map(|port| (port, port)),
+    };
+    if ports.is_none() {
+        let message = format!(
+            "invalid source ports {}: give a port (61000) or a range (61000-61063) within 1-65535",
+            report.written(&span)
+        );
+        report.error(&span, key, message);
+    }
+    ports
+}
+
+/// `"61000"` or `"61000-61063"`, within 1-65535.
+fn parse_port_range(text: &str) -> Option<(u16, u16)> {
+    let (lo, hi) = text.split_once('-').unwrap_or((text, text));
+    let lo: u16 = lo.trim().parse().ok()?;
+    let hi: u16 = hi.trim().parse().ok()?;
+    (lo != 0 && lo <= hi).then_some((lo, hi))
+}
+
+/// At most one address of each family.
+fn source_ips(
+    report: &mut ConfigReport<'_>,
+    value: Checked<StringOrList>,
+    key: &str,
+) -> (Option<Ipv4Addr>, Option<Ipv6Addr>) {
+    let (mut v4, mut v6) = (None, None);
+    let span = value.span.clone();
+    let items = match report.value(value, key, "a string or an array of strings") {
+        Some(StringOrList::One(text)) => vec![Checked {
+            span,
+            value: Ok(text),
+        }],
+        Some(StringOrList::List(items)) => items,
+        None => Vec::new(),
+    };
+    for item in items {
+        let span = item.span.clone();
+        let Some(text) = report.string(item, key) else {
+            continue;
+        };
+        let repeated = match text.parse::<IpAddr>() {
+            Ok(IpAddr::V4(ip)) => v4.replace(ip).is_some(),
+            Ok(IpAddr::V6(ip)) => v6.replace(ip).is_some(),
+            Err(_) => {
+                report.error(&span, key, format!("invalid IP address {text:?}"));
+                continue;
+            }
+        };
+        if repeated {
+            let message = format!(
+                "{text} is a second address of its family: give at most one IPv4 and one IPv6"
+            );
+            report.error(&span, key, message);
+        }
+    }
+    (v4, v6)
+}
+
+fn gateway_mac(
+    report: &mut ConfigReport<'_>,
+    value: Checked<String>,
+    key: &str,
+) -> Option<MacAddr> {
+    let span = value.span.clone();
+    let text = report.string(value, key)?;
+    match text.parse() {
+        Ok(mac) => Some(mac),
+        Err(err) => {
+            report.error(&span, key, format!("{err}"));
+            None
+        }
+    }
+}
+
+/// `[store]`.
+#[derive(Debug, Deserialize)]
+struct StoreSection {
+    path: Option<Checked<String>>,
+}
+
+impl TomlTable for StoreSection {}
+
+impl StoreSection {
+    fn check(self, report: &mut ConfigReport<'_>) -> StoreSettings {
+        report.unknown_keys("store", keys_of::<Self>());
+        let path = self
+            .path
+            .and_then(|value| report.nonempty(value, "store.path"));
+        path.map_or_else(StoreSettings::default, |path| StoreSettings {
+            path: PathBuf::from(path),
+        })
+    }
+}
+
+/// A `[[sink]]` as the document pass reads it: its kind only. Its other
+/// keys are noted as not taken; the section type of its kind takes them.
+#[derive(Debug, Deserialize)]
+struct SinkEntry {
+    kind: Option<Checked<String>>,
+}
+
+impl TomlTable for SinkEntry {}
+
+/// The kinds of sink.
+const SINK_KINDS: &[&str] = &["jsonl", "nats", "webhook"];
+
+/// The keys of a sink of `kind` (one of [`SINK_KINDS`]), `kind` first.
+fn sink_keys(kind: &str) -> Vec<&'static str> {
+    let keys = match kind {
+        "jsonl" => keys_of::<JsonlSinkSection>(),
+        "nats" => keys_of::<NatsSinkSection>(),
+        _ => keys_of::<WebhookSinkSection>(),
+    };
+    [&["kind"], keys].concat()
+}
+
+impl SinkEntry {
+    /// The sink at `sink[index]` of `root`, read as its kind's section and
+    /// checked; `None` if it is not usable.
+    fn check(
+        self,
+        report: &mut ConfigReport<'_>,
+        root: &Spanned<DeValue<'_>>,
+        index: usize,
+        span: &Range<usize>,
+    ) -> Option<SinkSpec> {
+        let table = format!("sink[{index}]");
+        let kind = report
+            .required(self.kind, span, &table, "kind")
+            .and_then(|kind| sink_kind(report, kind, &dotted(&table, "kind")));
+        let Some(kind) = kind else {
+            // Kind unknown: still catch keys no kind has.
+            let mut all: Vec<&str> = SINK_KINDS.iter().flat_map(|kind| sink_keys(kind)).collect();
+            all.sort_unstable();
+            all.dedup();
+            report.unknown_keys(&table, &all);
+            return None;
+        };
+        report.unknown_keys(&table, &sink_keys(kind));
+        let path = [KeySegment::Key("sink".to_owned()), KeySegment::Index(index)];
+        let part = value_at(root, &path)?;
+        let read = match kind {
+            "jsonl" => read_part(part).map(|jsonl: JsonlSinkSection| jsonl.check(report, &table)),
+            "nats" => read_part(part)
+                .map(|nats: NatsSinkSection| nats.check(report, &table, span).map(SinkSpec::Nats)),
+            _ => read_part(part)
+                .map(|webhook: WebhookSinkSection| webhook.check(report, &table, span)),
+        };
+        read.unwrap_or_else(|err| {
+            // The document pass read these values already, so this cannot
+            // fail where it did not; reported all the same.
+            report.error(span, &table, err.message());
+            None
+        })
+    }
+}
+
+fn sink_kind(
+    report: &mut ConfigReport<'_>,
+    value: Checked<String>,
+    key: &str,
+) -> Option<&'static str> {
+    let span = value.span.clone();
+    let kind = report.string(value, key)?;
+    if let Some(known) = SINK_KINDS.iter().copied().find(|&known| known == kind) {
+        return Some(known);
+    }
+    let mut message =
+        format!("unknown sink kind {kind:?}; expected \"jsonl\", \"nats\" or \"webhook\"");
+    if let Some(guess) = report::closest(&kind, SINK_KINDS) {
+        message.push_str(&format!(" (did you mean {guess:?}?)"));
+    }
+    report.error(&span, key, message);
+    None
+}
+
+/// A `[[sink]]` of kind `"jsonl"` (besides `kind`).
+#[derive(Debug, Deserialize)]
+struct JsonlSinkSection {
+    path: Option<Checked<String>>,
+}
+
+impl JsonlSinkSection {
+    fn check(self, report: &mut ConfigReport<'_>, table: &str) -> Option<SinkSpec> {
+        let path = self
+            .path
+            .and_then(|value| report.nonempty(value, &dotted(table, "path")));
+        Some(SinkSpec::Jsonl {
+            path: path.map(PathBuf::from),
+        })
+    }
+}
+
+/// A `[[sink]]` of kind `"webhook"` (besides `kind`).
+#[derive(Debug, Deserialize)]
+struct WebhookSinkSection {
+    url: Option<Checked<String>>,
+    timeout: Option<Checked<String>>,
+    max_retries: Option<Checked<i128>>,
+}
+
+impl WebhookSinkSection {
+    fn check(
+        self,
+        report: &mut ConfigReport<'_>,
+        table: &str,
+        table_span: &Range<usize>,
+    ) -> Option<SinkSpec> {
+        let key = |name: &str| dotted(table, name);
+        let timeout = self
+            .timeout
+            .and_then(|value| report.duration(value, &key("timeout"), MILLISECOND..=HOUR));
+        let max_retries = self
+            .max_retries
+            .and_then(|value| report.integer(value, &key("max_retries"), 0..=100u32));
+        let value = report.required(self.url, table_span, table, "url")?;
+        let span = value.span.clone();
+        let url = report.string(value, &key("url"))?;
+        let rest = url
+            .strip_prefix("https://")
+            .or_else(|| url.strip_prefix("http://"));
+        if rest.is_none_or(|rest| rest.is_empty() || rest.contains(char::is_whitespace)) {
+            let message = format!("invalid webhook URL {url:?}: give an http:// or https:// URL");
+            report.error(&span, &key("url"), message);
+            return None;
+        }
+        Some(SinkSpec::Webhook {
+            url,
+            timeout: timeout.unwrap_or(DEFAULT_WEBHOOK_TIMEOUT),
+            max_retries: max_retries.unwrap_or(DEFAULT_WEBHOOK_MAX_RETRIES),
+        })
+    }
+}
+
+/// A `[[monitor]]`.
+#[derive(Debug, Deserialize)]
+struct MonitorSection {
+    name: Option<Checked<String>>,
+    host: Option<Checked<String>>,
+    expected_open: Option<Checked<Vec<Checked<i128>>>>,
+    every: Option<Checked<String>>,
+    confirm: Option<Checked<i128>>,
+    recheck: Option<Checked<String>>,
+}
+
+impl TomlTable for MonitorSection {}
+
+impl MonitorSection {
+    /// `table` is its dotted key (`monitor[2]`), `table_span` where it
+    /// starts; `names` maps each monitor name seen so far to its line.
+    fn check(
+        self,
+        report: &mut ConfigReport<'_>,
+        table: &str,
+        table_span: &Range<usize>,
+        names: &mut HashMap<String, usize>,
+    ) -> Option<MonitorSpec> {
+        report.unknown_keys(table, keys_of::<Self>());
+        let key = |name: &str| dotted(table, name);
+        let name = report
+            .required(self.name, table_span, table, "name")
+            .and_then(|value| monitor_name(report, value, &key("name"), names));
+        let host = report
+            .required(self.host, table_span, table, "host")
+            .and_then(|value| host(report, value, &key("host")));
+        let expected_open = self.expected_open.map_or_else(BTreeSet::new, |value| {
+            expected_open(report, value, &key("expected_open"))
+        });
+        let every = self
+            .every
+            .and_then(|value| report.duration(value, &key("every"), SECOND..=YEAR));
+        let confirm = self
+            .confirm
+            .and_then(|value| report.integer(value, &key("confirm"), 1..=10u32));
+        let recheck = match self.recheck {
+            None => Some(DEFAULT_RECHECK),
+            Some(value) if value.value.as_deref() == Ok("off") => None,
+            Some(value) => report.duration(value, &key("recheck"), MILLISECOND..=YEAR),
+        };
+        Some(MonitorSpec {
+            name: name?,
+            host: host?,
+            expected_open,
+            every_ms: millis(every.unwrap_or(DEFAULT_EVERY)),
+            confirm: confirm.unwrap_or(DEFAULT_CONFIRM),
+            recheck_ms: recheck.map(millis),
+        })
+    }
+}
+
+/// 1 to 64 of A-Z, a-z, 0-9, '_' and '-'; not used by an earlier monitor.
+fn monitor_name(
+    report: &mut ConfigReport<'_>,
+    value: Checked<String>,
+    key: &str,
+    names: &mut HashMap<String, usize>,
+) -> Option<String> {
+    let span = value.span.clone();
+    let name = report.string(value, key)?;
+    let valid_chars = name
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+    if name.is_empty() || name.len() > 64 || !valid_chars {
+        let message =
+            format!("invalid monitor name {name:?}: 1 to 64 of A-Z, a-z, 0-9, '_' and '-'");
+        report.error(&span, key, message);
+        return None;
+    }
+    if let Some(first) = names.get(&name) {
+        let message = format!("duplicate monitor name {name:?} (first used on line {first})");
+        report.error(&span, key, message);
+        return None;
+    }
+    names.insert(name.clone(), report.line(&span));
+    Some(name)
+}
+
+fn host(report: &mut ConfigReport<'_>, value: Checked<String>, key: &str) -> Option<String> {
+    let span = value.span.clone();
+    let host = report.string(value, key)?;
+    match check_host(&host) {
+        Ok(()) => Some(host),
+        Err(problem) => {
+            report.error(&span, key, format!("invalid host {host:?}: {problem}"));
+            None
+        }
+    }
+}
+
+/// An IPv4 or IPv6 address, or a host name in RFC 1123 syntax.
+fn check_host(host: &str) -> Result<(), String> {
+    if host.parse::<IpAddr>().is_ok() {
+        return Ok(());
+    }
+    if host.starts_with('[') {
+        return Err("write IPv6 addresses without brackets".to_owned());
+    }
+    if host.contains(':') {
+        return Err("not a valid IPv6 address".to_owned());
+    }
+    // A trailing dot (fully qualified) is allowed.
+    let name = host.strip_suffix('.').unwrap_or(host);
+    if name.is_empty() || name.len() > 253 {
+        return Err("a host name has 1 to 253 characters".to_owned());
+    }
+    for label in name.split('.') {
+        if label.is_empty() || label.len() > 63 {
+            return Err("each dot-separated label has 1 to 63 characters".to_owned());
+        }
+        if let Some(c) = label
+            .chars()
+            .find(|c| !c.is_ascii_alphanumeric() && *c != '-')
+        {
+            return Err(format!(
+                "{c:?} is not allowed (letters, digits, '-' and '.' only)"
+            ));
+        }
+        if label.starts_with('-') || label.ends_with('-') {
+            return Err("a label cannot start or end with '-'".to_owned());
+        }
+    }
+    // RFC 1123 2.1: a name never looks like a dotted-decimal address.
+    if name
+        .rsplit('.')
+        .next()
+        .is_some_and(|last| last.bytes().all(|b| b.is_ascii_digit()))
+    {
+        return Err(
+            "not a valid IP address, and a host name cannot end in a numeric label".to_owned(),
+        );
+    }
+    Ok(())
+}
+
+/// The ports; every error points at the array.
+fn expected_open(
+    report: &mut ConfigReport<'_>,
+    value: Checked<Vec<Checked<i128>>>,
+    key: &str,
+) -> BTreeSet<u16> {
+    let mut ports = BTreeSet::new();
+    let span = value.span.clone();
+    let Some(items) = report.value(value, key, "an array of port numbers") else {
+        return ports;
+    };
+    for item in items {
+        let port = match item.value {
+            Ok(port) => port,
+            Err(found) => {
+                report.error(&span, key, format!("expected port numbers, found {found}"));
+                continue;
+            }
+        };
+        match u16::try_from(port) {
+            Ok(port) if port != 0 => {
+                if !ports.insert(port) {
+                    report.error(&span, key, format!("port {port} is listed twice"));
+                }
+            }
+            _ => {
+                let message = format!(
+                    "port {} is out of range (allowed: 1 to 65535)",
+                    report.written(&item.span)
+                );
+                report.error(&span, key, message);
+            }
+        }
+    }
+    ports
+}
+
+/// Whole milliseconds; the durations are bounded well below `u64::MAX` ms.
+fn millis(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
+}

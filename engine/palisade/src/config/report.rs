@@ -1,0 +1,291 @@
+//! Errors and where they are: the `file:line: key: message` errors, the
+//! collector the checks report into, and the checks every section shares
+//! (strings, integers and durations with their ranges, unknown keys).
+
+use std::collections::HashMap;
+use std::ops::{Range, RangeInclusive};
+use std::time::Duration;
+
+use super::checked::{Checked, IgnoredKey};
+
+/// Every problem found, not just the first. Never empty.
+#[derive(Debug, thiserror::Error)]
+#[error("{}", one_per_line(.0))]
+pub struct ConfigErrors(pub Vec<ConfigError>);
+
+/// One problem in a configuration file.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{file}:{line}: {key}: {message}")]
+pub struct ConfigError {
+    /// The file, as named by the caller.
+    pub file: String,
+    /// 1-based; 0 when the file could not be read.
+    pub line: usize,
+    /// Dotted key, e.g. `scan.rate` or `monitor[2].expected_open`.
+    pub key: String,
+    pub message: String,
+}
+
+fn one_per_line(errors: &[ConfigError]) -> String {
+    let lines: Vec<String> = errors.iter().map(ToString::to_string).collect();
+    lines.join("\n")
+}
+
+/// The problems found in one file, collected while its sections are checked.
+pub(super) struct ConfigReport<'t> {
+    file: &'t str,
+    text: &'t str,
+    /// The keys that no section type took, until their section claims them.
+    ignored: Vec<IgnoredKey>,
+    errors: Vec<ConfigError>,
+}
+
+impl<'t> ConfigReport<'t> {
+    pub(super) fn new(file: &'t str, text: &'t str, ignored: Vec<IgnoredKey>) -> Self {
+        ConfigReport {
+            file,
+            text,
+            ignored,
+            errors: Vec::new(),
+        }
+    }
+
+    pub(super) fn error(&mut self, span: &Range<usize>, key: &str, message: impl Into<String>) {
+        self.errors.push(ConfigError {
+            file: self.file.to_owned(),
+            line: self.line(span),
+            key: key.to_owned(),
+            message: message.into(),
+        });
+    }
+
+    /// The 1-based line that `span` starts on.
+    pub(super) fn line(&self, span: &Range<usize>) -> usize {
+        line_of(self.text, span.start)
+    }
+
+    /// The value at `span` as written in the file, e.g. `100_000_001`.
+    pub(super) fn written(&self, span: &Range<usize>) -> &'t str {
+        self.text.get(span.clone()).unwrap_or_default()
+    }
+
+    /// `config` if nothing was reported, else every problem in file order.
+    pub(super) fn finish<T>(mut self, config: T) -> Result<T, ConfigErrors> {
+        debug_assert!(
+            self.ignored.is_empty(),
+            "every table claims its unknown keys: {:?}",
+            self.ignored
+        );
+        if self.errors.is_empty() {
+            Ok(config)
+        } else {
+            // Stable: problems of one line keep the order they were found in.
+            self.errors.sort_by_key(|err| err.line);
+            Err(ConfigErrors(self.errors))
+        }
+    }
+
+    /// Reports the keys of `table` (a dotted key, empty for the top level)
+    /// that are not `known`, suggesting the closest known one.
+    pub(super) fn unknown_keys(&mut self, table: &str, known: &[&str]) {
+        let (mine, others) = std::mem::take(&mut self.ignored)
+            .into_iter()
+            .partition(|ignored| ignored.table == table);
+        self.ignored = others;
+        for IgnoredKey { name, span, .. } in mine {
+            if known.contains(&name.as_str()) {
+                continue;
+            }
+            let message = match closest(&name, known) {
+                Some(guess) => format!("unknown key `{name}`, did you mean `{guess}`?"),
+                None => format!("unknown key `{name}`; known keys: {}", known.join(", ")),
+            };
+            self.error(&span, &dotted(table, &name), message);
+        }
+    }
+
+    /// The value of a key that must be there; reports it missing at `table_span`.
+    pub(super) fn required<T>(
+        &mut self,
+        value: Option<Checked<T>>,
+        table_span: &Range<usize>,
+        table: &str,
+        name: &str,
+    ) -> Option<Checked<T>> {
+        if value.is_none() {
+            let message = format!("missing required key `{name}`");
+            self.error(table_span, &dotted(table, name), message);
+        }
+        value
+    }
+
+    /// The value, or `None` after reporting that it is not `expected`.
+    pub(super) fn value<T>(&mut self, value: Checked<T>, key: &str, expected: &str) -> Option<T> {
+        match value.value {
+            Ok(value) => Some(value),
+            Err(found) => {
+                self.error(
+                    &value.span,
+                    key,
+                    format!("expected {expected}, found {found}"),
+                );
+                None
+            }
+        }
+    }
+
+    pub(super) fn string(&mut self, value: Checked<String>, key: &str) -> Option<String> {
+        self.value(value, key, "a string")
+    }
+
+    /// A string that must not be empty.
+    pub(super) fn nonempty(&mut self, value: Checked<String>, key: &str) -> Option<String> {
+        let span = value.span.clone();
+        let text = self.string(value, key)?;
+        if text.is_empty() {
+            self.error(&span, key, "must not be empty");
+            return None;
+        }
+        Some(text)
+    }
+
+    /// An integer within `allowed`.
+    pub(super) fn integer<N>(
+        &mut self,
+        value: Checked<i128>,
+        key: &str,
+        allowed: RangeInclusive<N>,
+    ) -> Option<N>
+    where
+        N: TryFrom<i128> + Into<i128> + Copy + std::fmt::Display,
+    {
+        let span = value.span.clone();
+        let n = self.value(value, key, "an integer")?;
+        let (min, max) = (*allowed.start(), *allowed.end());
+        if (min.into()..=max.into()).contains(&n) {
+            return N::try_from(n).ok();
+        }
+        let message = format!(
+            "{} is out of range (allowed: {min} to {max})",
+            self.written(&span)
+        );
+        self.error(&span, key, message);
+        None
+    }
+
+    /// A duration such as `"12h"`, within `allowed`.
+    pub(super) fn duration(
+        &mut self,
+        value: Checked<String>,
+        key: &str,
+        allowed: RangeInclusive<Duration>,
+    ) -> Option<Duration> {
+        let span = value.span.clone();
+        let text = self.value(value, key, "a duration such as \"12h\"")?;
+        let duration = match humantime::parse_duration(&text) {
+            Ok(duration) => duration,
+            Err(err) => {
+                let message = format!(
+                    "invalid duration {text:?} ({err}); write e.g. \"1s\", \"5m\" or \"12h\""
+                );
+                self.error(&span, key, message);
+                return None;
+            }
+        };
+        let (min, max) = allowed.into_inner();
+        let problem = if duration < min {
+            format!("must be at least {}", humantime::format_duration(min))
+        } else if duration > max {
+            format!("must be at most {}", humantime::format_duration(max))
+        } else {
+            return Some(duration);
+        };
+        self.error(&span, key, format!("{text:?} is out of range: {problem}"));
+        None
+    }
+}
+
+/// `name` in `table` (a dotted key, empty for the top level).
+pub(super) fn dotted(table: &str, name: &str) -> String {
+    if table.is_empty() {
+        name.to_owned()
+    } else {
+        format!("{table}.{name}")
+    }
+}
+
+/// An error of the TOML parser (syntax, or a value it cannot represent),
+/// named by the table it is in.
+pub(super) fn toml_error(file: &str, text: &str, err: &toml::de::Error) -> ConfigError {
+    let span = err.span().unwrap_or(0..0);
+    let mut message = err.message().to_owned();
+    if message == "duplicate key"
+        && let Some(name) = text.get(span.clone())
+    {
+        message = format!("duplicate key `{name}`");
+    }
+    ConfigError {
+        file: file.to_owned(),
+        line: line_of(text, span.start),
+        key: table_at(text, span.start),
+        message,
+    }
+}
+
+/// The 1-based line of byte `offset` in `text`.
+fn line_of(text: &str, offset: usize) -> usize {
+    let offset = offset.min(text.len());
+    1 + text.as_bytes()[..offset]
+        .iter()
+        .filter(|&&b| b == b'\n')
+        .count()
+}
+
+/// The key to name a parser error with: the last `[table]` or `[[array]]`
+/// header at or above the error's line (a best guess, as the document could
+/// not be read).
+fn table_at(text: &str, offset: usize) -> String {
+    let end = text
+        .get(offset..)
+        .and_then(|rest| rest.find('\n'))
+        .map_or(text.len(), |i| offset + i);
+    let mut seen: HashMap<&str, usize> = HashMap::new();
+    let mut table = "(top level)".to_owned();
+    for line in text.get(..end).unwrap_or(text).lines() {
+        let line = line.trim();
+        if let Some((name, _)) = line.strip_prefix("[[").and_then(|l| l.split_once("]]")) {
+            let count = seen.entry(name.trim()).or_default();
+            table = format!("{}[{count}]", name.trim());
+            *count += 1;
+        } else if let Some((name, _)) = line.strip_prefix('[').and_then(|l| l.split_once(']')) {
+            table = name.trim().to_owned();
+        }
+    }
+    table
+}
+
+/// The entry of `known` closest to the misspelt `key`, if one is close.
+pub(super) fn closest<'k>(key: &str, known: &[&'k str]) -> Option<&'k str> {
+    let limit = (key.chars().count() / 3).max(2);
+    known
+        .iter()
+        .map(|candidate| (edit_distance(key, candidate), *candidate))
+        .filter(|&(distance, _)| distance <= limit && distance < key.chars().count())
+        .min_by_key(|&(distance, _)| distance)
+        .map(|(_, candidate)| candidate)
+}
+
+/// Levenshtein distance.
+pub(super) fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut previous: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut current = vec![i + 1];
+        for (j, cb) in b.iter().enumerate() {
+            let substitute = previous[j] + usize::from(ca != *cb);
+            current.push(substitute.min(previous[j + 1] + 1).min(current[j] + 1));
+        }
+        previous = current;
+    }
+    previous[b.len()]
+}

@@ -1,0 +1,1111 @@
+//! The configuration module's tests: every key, every error, with its line and key.
+
+use super::report::{closest, edit_distance};
+use super::*;
+
+/// The errors of `text`; panics if it parses.
+fn errors(text: &str) -> Vec<ConfigError> {
+    match parse("test.toml", text) {
+        Ok(config) => panic!("expected errors, got {config:#?}"),
+        Err(errors) => errors.0,
+    }
+}
+
+/// Asserts that `text` has exactly one error, at `line` and `key`, whose
+/// message contains `fragment`.
+#[track_caller]
+fn assert_error(text: &str, line: usize, key: &str, fragment: &str) {
+    let errors = errors(text);
+    assert_eq!(errors.len(), 1, "{text}\n{errors:#?}");
+    let error = &errors[0];
+    assert_eq!(
+        (error.file.as_str(), error.line, error.key.as_str()),
+        ("test.toml", line, key),
+        "{text}\n{error:#?}"
+    );
+    assert!(
+        error.message.contains(fragment),
+        "{text}\nmessage {:?} lacks {fragment:?}",
+        error.message
+    );
+}
+
+/// A valid monitor (lines 1-3) followed by `line` (line 4).
+fn monitor_with(line: &str) -> String {
+    format!("[[monitor]]\nname = \"web-1\"\nhost = \"198.18.0.2\"\n{line}\n")
+}
+
+/// A sink of `kind` (lines 1-2) followed by `lines` (from line 3).
+fn sink_with(kind: &str, lines: &str) -> String {
+    format!("[[sink]]\nkind = \"{kind}\"\n{lines}\n")
+}
+
+fn monitor(name: &str, host: &str) -> MonitorSpec {
+    MonitorSpec {
+        name: name.to_owned(),
+        host: host.to_owned(),
+        expected_open: BTreeSet::new(),
+        every_ms: 12 * 3600 * 1000,
+        confirm: 2,
+        recheck_ms: Some(5 * 60 * 1000),
+    }
+}
+
+#[test]
+fn full_config_round_trips() {
+    let text = r#"
+[scan]
+interface = "eth1"
+rate = 250_000
+retries = 3
+wait = "2s 500ms"
+source_ports = "40000-40015"
+source_ip = ["2001:2::1", "198.18.0.1"]
+gateway_mac = "AA:bb:cc:dd:ee:0f"
+
+[store]
+path = "/srv/palisade/state.db"
+
+[[sink]]
+kind = "jsonl"
+
+[[sink]]
+kind = "nats"
+url = "tls://nats.example.com:4222"
+subject_prefix = "ops.palisade"
+stream = "PORTS"
+user = "palisade"
+password = "hunter2"
+tls_ca = "/etc/ca.pem"
+tls_cert = "/etc/client.pem"
+tls_key = "/etc/client.key"
+format = "json"
+
+[[sink]]
+kind = "webhook"
+url = "http://hooks.example.com/in"
+timeout = "3s"
+max_retries = 0
+
+[[monitor]]
+name = "web-1"
+host = "198.18.0.2"
+expected_open = [443, 80]
+every = "1h"
+confirm = 3
+recheck = "30s"
+
+[[monitor]]
+name = "mail_2"
+host = "mail.example.com"
+recheck = "off"
+"#;
+    let expected = Config {
+        scan: ScanSettings {
+            interface: Some("eth1".to_owned()),
+            rate: 250_000,
+            retries: 3,
+            wait: Duration::from_millis(2500),
+            source_ports: (40_000, 40_015),
+            source_v4: Some(Ipv4Addr::new(198, 18, 0, 1)),
+            source_v6: Some("2001:2::1".parse().unwrap()),
+            gateway_mac: Some(MacAddr([0xaa, 0xbb, 0xcc, 0xdd, 0xee, 0x0f])),
+        },
+        store: StoreSettings {
+            path: PathBuf::from("/srv/palisade/state.db"),
+        },
+        sinks: vec![
+            SinkSpec::Jsonl { path: None },
+            SinkSpec::Nats(NatsConfig {
+                urls: vec!["tls://nats.example.com:4222".to_owned()],
+                subject_prefix: "ops.palisade".to_owned(),
+                stream: "PORTS".to_owned(),
+                token: None,
+                user: Some("palisade".to_owned()),
+                password: Some("hunter2".to_owned()),
+                nkey_seed_file: None,
+                creds_file: None,
+                tls_ca: Some(PathBuf::from("/etc/ca.pem")),
+                tls_cert: Some(PathBuf::from("/etc/client.pem")),
+                tls_key: Some(PathBuf::from("/etc/client.key")),
+                format: PayloadFormat::Json,
+                connect_timeout: NatsConfig::default().connect_timeout,
+            }),
+            SinkSpec::Webhook {
+                url: "http://hooks.example.com/in".to_owned(),
+                timeout: Duration::from_secs(3),
+                max_retries: 0,
+            },
+        ],
+        monitors: vec![
+            MonitorSpec {
+                name: "web-1".to_owned(),
+                host: "198.18.0.2".to_owned(),
+                expected_open: BTreeSet::from([80, 443]),
+                every_ms: 3_600_000,
+                confirm: 3,
+                recheck_ms: Some(30_000),
+            },
+            MonitorSpec {
+                recheck_ms: None,
+                ..monitor("mail_2", "mail.example.com")
+            },
+        ],
+    };
+    assert_eq!(parse("test.toml", text).unwrap(), expected);
+}
+
+#[test]
+fn empty_file_gives_the_defaults() {
+    let config = parse("test.toml", "").unwrap();
+    assert_eq!(
+        config.scan,
+        ScanSettings {
+            interface: None,
+            rate: 100_000,
+            retries: 1,
+            wait: Duration::from_secs(1),
+            source_ports: (61_000, 61_063),
+            source_v4: None,
+            source_v6: None,
+            gateway_mac: None,
+        }
+    );
+    assert_eq!(
+        config.store.path,
+        PathBuf::from("/var/lib/palisade/palisade.db")
+    );
+    assert_eq!(config.sinks, []);
+    assert_eq!(config.monitors, []);
+    // Empty tables too.
+    assert_eq!(parse("test.toml", "[scan]\n[store]\n").unwrap(), config);
+}
+
+#[test]
+fn omitted_keys_take_their_defaults() {
+    let text = r#"
+[[sink]]
+kind = "nats"
+url = "nats://nats.example.com"
+
+[[sink]]
+kind = "webhook"
+url = "https://hooks.example.com/"
+
+[[monitor]]
+name = "a"
+host = "2001:2::10"
+"#;
+    let config = parse("test.toml", text).unwrap();
+    assert_eq!(
+        config.sinks,
+        [
+            SinkSpec::Nats(NatsConfig {
+                urls: vec!["nats://nats.example.com".to_owned()],
+                subject_prefix: "palisade".to_owned(),
+                stream: "PALISADE".to_owned(),
+                token: None,
+                user: None,
+                password: None,
+                nkey_seed_file: None,
+                creds_file: None,
+                tls_ca: None,
+                tls_cert: None,
+                tls_key: None,
+                format: PayloadFormat::MsgPack,
+                connect_timeout: NatsConfig::default().connect_timeout,
+            }),
+            SinkSpec::Webhook {
+                url: "https://hooks.example.com/".to_owned(),
+                timeout: Duration::from_secs(10),
+                max_retries: 5,
+            },
+        ]
+    );
+    assert_eq!(config.monitors, [monitor("a", "2001:2::10")]);
+}
+
+#[test]
+fn alternative_spellings_are_accepted() {
+    let text = r#"
+scan.source_ports = 61000
+scan.source_ip = "198.18.0.9"
+sink = [{ kind = "jsonl", path = "/tmp/e.jsonl" }]
+[[monitor]]
+name = "x"
+host = "mail.example.com."
+expected_open = [+22, 0x50]
+"#;
+    let config = parse("test.toml", text).unwrap();
+    assert_eq!(config.scan.source_ports, (61_000, 61_000));
+    assert_eq!(config.scan.source_v4, Some(Ipv4Addr::new(198, 18, 0, 9)));
+    assert_eq!(
+        config.sinks,
+        [SinkSpec::Jsonl {
+            path: Some(PathBuf::from("/tmp/e.jsonl"))
+        }]
+    );
+    assert_eq!(config.monitors[0].expected_open, BTreeSet::from([22, 80]));
+}
+
+#[test]
+fn example_file_parses_and_documents_every_key() {
+    let text = include_str!("../../../../config/palisade.example.toml");
+    let config = parse("palisade.example.toml", text).unwrap();
+    assert_eq!(config.scan.source_v4, Some(Ipv4Addr::new(198, 18, 0, 1)));
+    assert_eq!(config.sinks.len(), 3);
+    assert!(matches!(config.sinks[1], SinkSpec::Nats(ref nats) if nats.urls.len() == 2));
+    let names: Vec<&str> = config.monitors.iter().map(|m| m.name.as_str()).collect();
+    assert_eq!(names, ["web-1", "mail", "db-v6"]);
+    let all_keys = [
+        keys_of::<ScanSection>(),
+        keys_of::<StoreSection>(),
+        &sink_keys("jsonl"),
+        &sink_keys("nats"),
+        &sink_keys("webhook"),
+        keys_of::<MonitorSection>(),
+    ]
+    .concat();
+    for key in all_keys {
+        assert!(
+            text.contains(&format!("\n{key} = ")) || text.contains(&format!("\n# {key} = ")),
+            "{key}"
+        );
+    }
+    for section in ["[scan]", "[store]", "[[sink]]", "[[monitor]]"] {
+        assert!(text.contains(section), "{section}");
+    }
+}
+
+#[test]
+fn load_reads_a_file_and_names_it() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config/palisade.example.toml");
+    assert_eq!(load(&path).unwrap().monitors.len(), 3);
+
+    let missing = Path::new("/nonexistent/palisade.toml");
+    let errors = load(missing).unwrap_err().0;
+    assert_eq!(errors.len(), 1);
+    assert_eq!(
+        (
+            errors[0].file.as_str(),
+            errors[0].line,
+            errors[0].key.as_str()
+        ),
+        ("/nonexistent/palisade.toml", 0, "(file)")
+    );
+    assert!(
+        errors[0]
+            .message
+            .starts_with("cannot read the configuration file: "),
+        "{:?}",
+        errors[0]
+    );
+}
+
+#[test]
+fn syntax_errors_name_line_and_table() {
+    assert_error(
+        "[scan]\nrate = 100\nrate = 200\n",
+        3,
+        "scan",
+        "duplicate key `rate`",
+    );
+    assert_error(
+        "[scan]\n[store]\n[scan]\n",
+        3,
+        "scan",
+        "duplicate key `scan`",
+    );
+    assert_error(
+        "[[monitor]]\nname = \"a\"\n\n[[monitor]]\nname = \"b\nhost = \"c\"\n",
+        5,
+        "monitor[1]",
+        "invalid basic string",
+    );
+    assert_error("x = [1, 2\n", 1, "(top level)", "unclosed array");
+    // Several syntax errors, in file order.
+    let errors = errors("[[monitor]]\nname = \"a\nhost = \"b\"\nexpected_open = [80,\n");
+    let found: Vec<(usize, &str)> = errors.iter().map(|e| (e.line, e.key.as_str())).collect();
+    assert_eq!(found, [(2, "monitor[0]"), (4, "monitor[0]")]);
+}
+
+#[test]
+fn unknown_key_suggests_the_known_one() {
+    assert_error(
+        &monitor_with("expectd_open = [80]"),
+        4,
+        "monitor[0].expectd_open",
+        "unknown key `expectd_open`, did you mean `expected_open`?",
+    );
+    assert_error(
+        "[scna]\nrate = 1\n",
+        1,
+        "scna",
+        "unknown key `scna`, did you mean `scan`?",
+    );
+    assert_error(
+        "[scan]\nsource_port = \"1\"\n",
+        2,
+        "scan.source_port",
+        "did you mean `source_ports`?",
+    );
+}
+
+#[test]
+fn unknown_key_without_a_close_match_lists_the_known_ones() {
+    assert_error(
+        "[store]\nfoo = 1\n",
+        2,
+        "store.foo",
+        "unknown key `foo`; known keys: path",
+    );
+    // Keys of another kind of sink are unknown too.
+    assert_error(
+        &sink_with("jsonl", "url = \"x\""),
+        3,
+        "sink[0].url",
+        "unknown key `url`; known keys: kind, path",
+    );
+    // Sub-tables of a monitor.
+    assert_error(
+        &monitor_with("[monitor.extra]"),
+        4,
+        "monitor[0].extra",
+        "unknown key `extra`",
+    );
+}
+
+#[test]
+fn every_problem_is_reported_in_file_order() {
+    let text = r#"[scan]
+rate = 0
+retries = 11
+colour = "blue"
+
+[[monitor]]
+name = "web 1"
+host = "198.18.0.2"
+expected_open = [0, 80, 80]
+confirm = 0
+
+[[monitor]]
+host = "-bad.example.com"
+every = "0s"
+"#;
+    let errors = errors(text);
+    let found: Vec<(usize, &str)> = errors.iter().map(|e| (e.line, e.key.as_str())).collect();
+    assert_eq!(
+        found,
+        [
+            (2, "scan.rate"),
+            (3, "scan.retries"),
+            (4, "scan.colour"),
+            (7, "monitor[0].name"),
+            (9, "monitor[0].expected_open"),
+            (9, "monitor[0].expected_open"),
+            (10, "monitor[0].confirm"),
+            (12, "monitor[1].name"),
+            (13, "monitor[1].host"),
+            (14, "monitor[1].every"),
+        ]
+    );
+}
+
+#[test]
+fn wrong_types_are_reported() {
+    assert_error(
+        "[scan]\nrate = \"fast\"\n",
+        2,
+        "scan.rate",
+        "expected an integer, found a string",
+    );
+    assert_error(
+        "[scan]\nwait = 1\n",
+        2,
+        "scan.wait",
+        "expected a duration such as \"12h\", found an integer",
+    );
+    assert_error(
+        "scan = 1\n",
+        1,
+        "scan",
+        "expected a table ([scan]), found an integer",
+    );
+    assert_error(
+        "[store]\npath = true\n",
+        2,
+        "store.path",
+        "expected a string, found a boolean",
+    );
+    assert_error(
+        "[monitor]\nname = \"a\"\nhost = \"b\"\n",
+        1,
+        "monitor",
+        "expected an array of tables ([[monitor]], with two brackets), found a table",
+    );
+    assert_error(
+        "[sink]\nkind = \"jsonl\"\n",
+        1,
+        "sink",
+        "expected an array of tables ([[sink]], with two brackets), found a table",
+    );
+    assert_error(
+        "sink = [1]\n",
+        1,
+        "sink[0]",
+        "expected a table, found an integer",
+    );
+    assert_error(
+        &monitor_with("confirm = 1.5"),
+        4,
+        "monitor[0].confirm",
+        "expected an integer, found a float",
+    );
+    assert_error(
+        &monitor_with("expected_open = 80"),
+        4,
+        "monitor[0].expected_open",
+        "expected an array of port numbers, found an integer",
+    );
+    assert_error(
+        "[[monitor]]\nname = 7\nhost = \"198.18.0.2\"\n",
+        2,
+        "monitor[0].name",
+        "expected a string, found an integer",
+    );
+}
+
+#[test]
+fn duplicate_monitor_names_point_at_the_second() {
+    let text = r#"[[monitor]]
+name = "web-1"
+host = "198.18.0.2"
+
+[[monitor]]
+name = "web-1"
+host = "198.18.0.3"
+"#;
+    assert_error(
+        text,
+        6,
+        "monitor[1].name",
+        "duplicate monitor name \"web-1\" (first used on line 2)",
+    );
+}
+
+#[test]
+fn bad_ports_point_at_the_array() {
+    let key = "monitor[0].expected_open";
+    let range = "is out of range (allowed: 1 to 65535)";
+    assert_error(
+        &monitor_with("expected_open = [0]"),
+        4,
+        key,
+        &format!("port 0 {range}"),
+    );
+    assert_error(
+        &monitor_with("expected_open = [65536]"),
+        4,
+        key,
+        &format!("port 65536 {range}"),
+    );
+    assert_error(
+        &monitor_with("expected_open = [-1]"),
+        4,
+        key,
+        &format!("port -1 {range}"),
+    );
+    assert_error(
+        &monitor_with("expected_open = [99999999999999999999]"),
+        4,
+        key,
+        &format!("port 99999999999999999999 {range}"),
+    );
+    assert_error(
+        &monitor_with("expected_open = [80, 443, 80]"),
+        4,
+        key,
+        "port 80 is listed twice",
+    );
+    assert_error(
+        &monitor_with("expected_open = [80, \"443\"]"),
+        4,
+        key,
+        "expected port numbers, found a string",
+    );
+    assert_error(
+        &monitor_with("expected_open = [8.0]"),
+        4,
+        key,
+        "expected port numbers, found a float",
+    );
+    // A multi-line array: still the line the array starts on.
+    assert_error(
+        &monitor_with("expected_open = [\n  80,\n  0,\n]"),
+        4,
+        key,
+        "port 0 ",
+    );
+}
+
+#[test]
+fn bad_durations_are_reported() {
+    assert_error(
+        &monitor_with("every = \"12 parsecs\""),
+        4,
+        "monitor[0].every",
+        "invalid duration \"12 parsecs\"",
+    );
+    assert_error(
+        &monitor_with("every = \"0s\""),
+        4,
+        "monitor[0].every",
+        "\"0s\" is out of range: must be at least 1s",
+    );
+    assert_error(
+        &monitor_with("every = \"999ms\""),
+        4,
+        "monitor[0].every",
+        "must be at least 1s",
+    );
+    assert_error(
+        &monitor_with("every = \"2years\""),
+        4,
+        "monitor[0].every",
+        "must be at most 1year",
+    );
+    assert_error(
+        &monitor_with("recheck = \"0s\""),
+        4,
+        "monitor[0].recheck",
+        "must be at least 1ms",
+    );
+    assert_error(
+        &monitor_with("recheck = \"never\""),
+        4,
+        "monitor[0].recheck",
+        "invalid duration \"never\"",
+    );
+    assert_error(
+        &monitor_with("recheck = false"),
+        4,
+        "monitor[0].recheck",
+        "found a boolean",
+    );
+    assert_error(
+        "[scan]\nwait = \"2h\"\n",
+        2,
+        "scan.wait",
+        "must be at most 1h",
+    );
+    assert_error(
+        &sink_with(
+            "webhook",
+            "url = \"https://h.example.com\"\ntimeout = \"0s\"",
+        ),
+        4,
+        "sink[0].timeout",
+        "must be at least 1ms",
+    );
+    // Zero is fine for the wait.
+    assert_eq!(
+        parse("t", "[scan]\nwait = \"0s\"\n").unwrap().scan.wait,
+        Duration::ZERO
+    );
+}
+
+#[test]
+fn bad_monitor_names_are_reported() {
+    for name in ["web 1", "", "wéb", "a.b", &"x".repeat(65)] {
+        let text = format!("[[monitor]]\nname = \"{name}\"\nhost = \"198.18.0.2\"\n");
+        assert_error(
+            &text,
+            2,
+            "monitor[0].name",
+            &format!("invalid monitor name {name:?}"),
+        );
+    }
+    let longest = "x".repeat(64);
+    let text = format!("[[monitor]]\nname = \"{longest}\"\nhost = \"198.18.0.2\"\n");
+    assert_eq!(parse("t", &text).unwrap().monitors[0].name, longest);
+}
+
+#[test]
+fn bad_hosts_are_reported() {
+    let cases = [
+        ("web_1.example.com", "'_' is not allowed"),
+        ("-web.example.com", "a label cannot start or end with '-'"),
+        ("web-.example.com", "a label cannot start or end with '-'"),
+        (
+            "a..example.com",
+            "each dot-separated label has 1 to 63 characters",
+        ),
+        (
+            "198.18.0.256",
+            "not a valid IP address, and a host name cannot end in a numeric label",
+        ),
+        ("[2001:2::1]", "write IPv6 addresses without brackets"),
+        ("2001:2::1%eth0", "not a valid IPv6 address"),
+        ("2001:2::1::2", "not a valid IPv6 address"),
+        (
+            "web%1.example.com",
+            "'%' is not allowed (letters, digits, '-' and '.' only)",
+        ),
+        ("", "a host name has 1 to 253 characters"),
+    ];
+    for (host, fragment) in cases {
+        let text = format!("[[monitor]]\nname = \"m\"\nhost = \"{host}\"\n");
+        assert_error(
+            &text,
+            3,
+            "monitor[0].host",
+            &format!("invalid host {host:?}: {fragment}"),
+        );
+    }
+    let long_label = format!("{}.example.com", "a".repeat(64));
+    let text = format!("[[monitor]]\nname = \"m\"\nhost = \"{long_label}\"\n");
+    assert_error(&text, 3, "monitor[0].host", "1 to 63 characters");
+}
+
+#[test]
+fn good_hosts_are_accepted() {
+    for host in [
+        "198.18.0.2",
+        "2001:2::10",
+        "mail.example.com",
+        "mail.example.com.",
+        "localhost",
+        "1st.example.com",
+    ] {
+        let text = format!("[[monitor]]\nname = \"m\"\nhost = \"{host}\"\n");
+        assert_eq!(parse("t", &text).unwrap().monitors[0].host, host);
+    }
+}
+
+#[test]
+fn missing_monitor_keys_point_at_the_header() {
+    assert_error(
+        "[[monitor]]\nname = \"a\"\n",
+        1,
+        "monitor[0].host",
+        "missing required key `host`",
+    );
+    assert_error(
+        "[[monitor]]\nname = \"a\"\nhost = \"b\"\n\n[[monitor]]\nhost = \"c\"\n",
+        5,
+        "monitor[1].name",
+        "missing required key `name`",
+    );
+}
+
+#[test]
+fn confirm_out_of_range() {
+    assert_error(
+        &monitor_with("confirm = 0"),
+        4,
+        "monitor[0].confirm",
+        "0 is out of range (allowed: 1 to 10)",
+    );
+    assert_error(
+        &monitor_with("confirm = 11"),
+        4,
+        "monitor[0].confirm",
+        "11 is out of range (allowed: 1 to 10)",
+    );
+    assert_eq!(
+        parse("t", &monitor_with("confirm = 10")).unwrap().monitors[0].confirm,
+        10
+    );
+}
+
+#[test]
+fn bad_sinks_are_reported() {
+    assert_error(
+        &sink_with("kafka", ""),
+        2,
+        "sink[0].kind",
+        "unknown sink kind \"kafka\"; expected \"jsonl\", \"nats\" or \"webhook\"",
+    );
+    assert_error(
+        &sink_with("jsnol", ""),
+        2,
+        "sink[0].kind",
+        "(did you mean \"jsonl\"?)",
+    );
+    assert_error(
+        "[[sink]]\npath = \"/x\"\n",
+        1,
+        "sink[0].kind",
+        "missing required key `kind`",
+    );
+    assert_error(
+        &sink_with("nats", ""),
+        1,
+        "sink[0].url",
+        "missing required key `url`",
+    );
+    assert_error(
+        &sink_with("webhook", ""),
+        1,
+        "sink[0].url",
+        "missing required key `url`",
+    );
+    assert_error(
+        &sink_with("webhook", "url = \"ftp://h.example.com\""),
+        3,
+        "sink[0].url",
+        "invalid webhook URL",
+    );
+    assert_error(
+        &sink_with(
+            "webhook",
+            "url = \"https://h.example.com\"\nmax_retries = 101",
+        ),
+        4,
+        "sink[0].max_retries",
+        "101 is out of range (allowed: 0 to 100)",
+    );
+    assert_error(
+        &sink_with("nats", "url = []"),
+        3,
+        "sink[0].url",
+        "give at least one NATS server URL",
+    );
+    assert_error(
+        &sink_with("nats", "url = [\"nats://a\", 5]"),
+        3,
+        "sink[0].url",
+        "expected a string, found an integer",
+    );
+    // A bad kind still has its misspelt keys reported.
+    let misspelt = errors(&sink_with("kafka", "urll = \"x\""));
+    let found: Vec<(usize, &str)> = misspelt.iter().map(|e| (e.line, e.key.as_str())).collect();
+    assert_eq!(found, [(2, "sink[0].kind"), (3, "sink[0].urll")]);
+    assert!(
+        misspelt[1].message.contains("did you mean `url`?"),
+        "{misspelt:#?}"
+    );
+    let unknown = errors(&sink_with("kafka", "colour = 1"));
+    assert_eq!(
+        (unknown[1].line, unknown[1].message.as_str()),
+        (
+            3,
+            "unknown key `colour`; known keys: creds_file, format, kind, max_retries, \
+             nkey_seed_file, password, path, stream, subject_prefix, timeout, tls_ca, \
+             tls_cert, tls_key, token, url, user"
+        )
+    );
+}
+
+#[test]
+fn nats_rules_are_checked() {
+    let nats = |lines: &str| sink_with("nats", &format!("url = \"nats://n.example.com\"\n{lines}"));
+    assert_error(
+        &nats("token = \"t\"\nuser = \"u\"\npassword = \"p\""),
+        5,
+        "sink[0].user",
+        "`user` and `token` both set",
+    );
+    assert_error(
+        &nats("user = \"u\""),
+        4,
+        "sink[0].user",
+        "`user` needs `password`",
+    );
+    assert_error(
+        &nats("tls_key = \"/k\""),
+        4,
+        "sink[0].tls_key",
+        "`tls_key` needs `tls_cert`",
+    );
+    assert_error(
+        &nats("format = \"yaml\""),
+        4,
+        "sink[0].format",
+        "unknown format \"yaml\"",
+    );
+    assert_error(
+        &nats("subject_prefix = \"a..b\""),
+        4,
+        "sink[0].subject_prefix",
+        "invalid subject_prefix \"a..b\"",
+    );
+    assert_error(
+        &nats("subject_prefix = \"a.*\""),
+        4,
+        "sink[0].subject_prefix",
+        "invalid subject_prefix",
+    );
+    assert_error(
+        &nats("stream = \"A.B\""),
+        4,
+        "sink[0].stream",
+        "invalid stream \"A.B\"",
+    );
+    assert_error(
+        &nats("creds_file = \"\""),
+        4,
+        "sink[0].creds_file",
+        "must not be empty",
+    );
+}
+
+#[test]
+fn bad_scan_settings_are_reported() {
+    let scan = |line: &str| format!("[scan]\n{line}\n");
+    assert_error(
+        &scan("rate = 0"),
+        2,
+        "scan.rate",
+        "0 is out of range (allowed: 1 to 100000000)",
+    );
+    assert_error(
+        &scan("rate = 100_000_001"),
+        2,
+        "scan.rate",
+        "100_000_001 is out of range",
+    );
+    assert_error(
+        &scan("retries = 11"),
+        2,
+        "scan.retries",
+        "11 is out of range (allowed: 0 to 10)",
+    );
+    assert_error(
+        &scan("retries = -1"),
+        2,
+        "scan.retries",
+        "-1 is out of range",
+    );
+    for ports in [
+        "\"61063-61000\"",
+        "\"0\"",
+        "\"0-10\"",
+        "\"x\"",
+        "\"61000-65536\"",
+        "70000",
+        "0",
+    ] {
+        assert_error(
+            &scan(&format!("source_ports = {ports}")),
+            2,
+            "scan.source_ports",
+            &format!("invalid source ports {ports}"),
+        );
+    }
+    assert_error(
+        &scan("source_ip = [\"198.18.0.1\", \"198.18.0.2\"]"),
+        2,
+        "scan.source_ip",
+        "198.18.0.2 is a second address of its family",
+    );
+    assert_error(
+        &scan("source_ip = [\"web.example.com\"]"),
+        2,
+        "scan.source_ip",
+        "invalid IP address \"web.example.com\"",
+    );
+    assert_error(
+        &scan("gateway_mac = \"aa:bb:cc\""),
+        2,
+        "scan.gateway_mac",
+        "invalid MAC address \"aa:bb:cc\"",
+    );
+    assert_error(
+        &scan("interface = \"\""),
+        2,
+        "scan.interface",
+        "invalid interface name \"\"",
+    );
+    assert_error(
+        &scan("interface = \"a-very-long-name0\""),
+        2,
+        "scan.interface",
+        "invalid interface name",
+    );
+    assert_error(
+        "[store]\npath = \"\"\n",
+        2,
+        "store.path",
+        "must not be empty",
+    );
+}
+
+#[test]
+fn errors_display_one_per_line() {
+    let errors = parse("c.toml", "[scan]\nrate = 0\n[store]\nfoo = 1\n").unwrap_err();
+    assert_eq!(
+        errors.to_string(),
+        "c.toml:2: scan.rate: 0 is out of range (allowed: 1 to 100000000)\n\
+         c.toml:4: store.foo: unknown key `foo`; known keys: path"
+    );
+}
+
+#[test]
+fn did_you_mean_needs_a_close_match() {
+    assert_eq!(edit_distance("expectd_open", "expected_open"), 1);
+    assert_eq!(edit_distance("kitten", "sitting"), 3);
+    assert_eq!(closest("intervl", keys_of::<MonitorSection>()), None);
+    assert_eq!(
+        closest("rechek", keys_of::<MonitorSection>()),
+        Some("recheck")
+    );
+    assert_eq!(closest("x", keys_of::<StoreSection>()), None);
+}
+
+#[test]
+fn wrong_shapes_do_not_stop_the_pass() {
+    let text = r#"scan = 1
+[store]
+pth = "/x"
+[sink]
+kind = "jsonl"
+[[monitor]]
+name = "a"
+host = "198.18.0.2"
+confirm = "2"
+"#;
+    let errors = errors(text);
+    let found: Vec<(usize, &str, &str)> = errors
+        .iter()
+        .map(|e| (e.line, e.key.as_str(), e.message.as_str()))
+        .collect();
+    assert_eq!(
+        found,
+        [
+            (1, "scan", "expected a table ([scan]), found an integer"),
+            (3, "store.pth", "unknown key `pth`, did you mean `path`?"),
+            (
+                4,
+                "sink",
+                "expected an array of tables ([[sink]], with two brackets), found a table"
+            ),
+            (
+                9,
+                "monitor[0].confirm",
+                "expected an integer, found a string"
+            ),
+        ]
+    );
+}
+
+#[test]
+fn date_times_are_named_as_such() {
+    assert_error(
+        "[scan]\nrate = 1979-05-27\n",
+        2,
+        "scan.rate",
+        "expected an integer, found a date-time",
+    );
+    assert_error(
+        "scan = 1979-05-27T07:32:00Z\n",
+        1,
+        "scan",
+        "expected a table ([scan]), found a date-time",
+    );
+    assert_error(
+        &monitor_with("expected_open = [80, 07:32:00]"),
+        4,
+        "monitor[0].expected_open",
+        "expected port numbers, found a date-time",
+    );
+}
+
+#[test]
+fn a_table_where_a_value_belongs_is_one_error() {
+    // Its keys are not reported as unknown: the table is wrong as a whole.
+    assert_error(
+        "[scan.rate]\nper_second = 5\n",
+        1,
+        "scan.rate",
+        "expected an integer, found a table",
+    );
+    assert_error(
+        "[[monitor]]\nname = \"a\"\nhost = { name = \"x\" }\n",
+        3,
+        "monitor[0].host",
+        "expected a string, found a table",
+    );
+}
+
+#[test]
+fn unknown_keys_of_inline_and_dotted_tables_have_their_lines() {
+    assert_error(
+        "\nscan = { rate = 5, colour = 1 }\n",
+        2,
+        "scan.colour",
+        "unknown key `colour`",
+    );
+    assert_error(
+        "monitor = [\n  { name = \"a\", host = \"b\" },\n  { name = \"c\", host = \"d\", evry = \"1h\" },\n]\n",
+        3,
+        "monitor[1].evry",
+        "did you mean `every`?",
+    );
+    assert_error(
+        "store.path = \"/x\"\nstore.colour = 1\n",
+        2,
+        "store.colour",
+        "unknown key `colour`",
+    );
+}
+
+#[test]
+fn sink_keys_are_those_of_its_kind_wherever_kind_is() {
+    // `kind` last: the keys are still checked against its kind.
+    assert_error(
+        "[[sink]]\ntimeout = \"1s\"\nurl = \"https://h.example.com\"\nformat = \"json\"\nkind = \"webhook\"\n",
+        4,
+        "sink[0].format",
+        "unknown key `format`; known keys: kind, url, timeout, max_retries",
+    );
+    // A webhook takes one URL.
+    assert_error(
+        &sink_with("webhook", "url = [\"https://h.example.com\"]"),
+        3,
+        "sink[0].url",
+        "expected a string, found an array",
+    );
+    assert_error(
+        &sink_with("nats", "url = 5"),
+        3,
+        "sink[0].url",
+        "expected a string or an array of strings, found an integer",
+    );
+}
+
+#[test]
+fn huge_integers_are_out_of_range() {
+    assert_error(
+        "[scan]\nrate = 340282366920938463463374607431768211455\n",
+        2,
+        "scan.rate",
+        "340282366920938463463374607431768211455 is out of range",
+    );
+    // Beyond what the TOML reader represents: its own error, at the line.
+    let errors = errors("[scan]\nrate = 3402823669209384634633746074317682114550\n");
+    assert_eq!(
+        (errors.len(), errors[0].line, errors[0].key.as_str()),
+        (1, 2, "scan")
+    );
+}
+
+#[test]
+fn section_keys_are_the_fields_of_their_types() {
+    assert_eq!(
+        keys_of::<MonitorSection>(),
+        [
+            "name",
+            "host",
+            "expected_open",
+            "every",
+            "confirm",
+            "recheck"
+        ]
+    );
+    assert_eq!(
+        keys_of::<ConfigDocument>(),
+        ["scan", "store", "sink", "monitor"]
+    );
+    assert_eq!(sink_keys("jsonl"), ["kind", "path"]);
+}
