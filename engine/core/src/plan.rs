@@ -1,1 +1,963 @@
+//! The sweep planner: the daemon's scheduling decisions as pure functions.
+//!
+//! The daemon runs *sweeps*: one permuted pass over the hosts of every
+//! monitor that is due. This module decides, without I/O or clocks (callers
+//! pass `now` in unix milliseconds):
+//!
+//! * **What runs next** ([`SweepSchedule::take_due`]): every monitor whose
+//!   full sweep is due joins one full sweep (their pending re-checks are
+//!   dropped: the full sweep covers those ports); only when no full sweep is
+//!   due do the due re-checks run, together, as one re-check sweep.
+//! * **What a sweep sends and keeps** ([`SweepTargets`]): a full sweep probes
+//!   every port, a re-check sweep the union of the re-checked ports. Open
+//!   replies are always kept; a closed reply (RST) is kept only for the ports
+//!   the monitor state machine cares about ([`kept_ports`]), so the sea of
+//!   closed ports never reaches memory.
+//! * **What one monitor's scan found** ([`SweepResult::scan`]): the replies of
+//!   its address within its scope, and whether the scan is conclusive. A scan
+//!   is inconclusive (with a note saying why) when its host could not be
+//!   resolved, or the sweep was abandoned, lost replies on the reply path, or
+//!   failed ([`SweepEnd`]); the state machine then ignores it.
+//! * **When a monitor is due again** ([`SweepSchedule::after_scan`]): a
+//!   conclusive full scan → `started + every`; an inconclusive one → soon,
+//!   `finished + min(60 s, every)`; a re-check leaves the full sweep's time
+//!   alone. The state machine's re-check request replaces the pending one.
+//! * **Where a restarted daemon resumes** ([`recover`]): after a crash or
+//!   `kill -9`, from the monitor states the store saved, a monitor is due
+//!   `every` after its last conclusive full scan (now if it never had one),
+//!   and monitors the store knows but the configuration dropped are removed
+//!   (which resolves their incidents).
 
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::net::IpAddr;
+
+use crate::monitor::{Millis, MonitorSpec, MonitorState, Observation, Scope};
+use crate::probe::{PortSet, TargetSet};
+
+/// The longest wait before an inconclusive full scan is tried again (a
+/// monitor with a shorter `every` retries after `every`).
+pub const INCONCLUSIVE_RETRY_MS: Millis = 60_000;
+
+/// A full sweep of all ports, or a re-check of some.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ScanKind {
+    /// All 65,535 ports.
+    Full,
+    /// Only the ports with an unconfirmed deviation.
+    Recheck,
+}
+
+impl ScanKind {
+    /// `"full"` or `"recheck"`, as stored and as in the scan summary event.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Full => "full",
+            Self::Recheck => "recheck",
+        }
+    }
+}
+
+impl fmt::Display for ScanKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One sweep to run: its kind and, per monitor (by name), the ports its scan
+/// covers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SweepPlan {
+    pub kind: ScanKind,
+    pub monitors: Vec<(String, Scope)>,
+}
+
+impl SweepPlan {
+    /// A full sweep of the named monitors (`--once`: all of them).
+    pub fn full(names: impl IntoIterator<Item = String>) -> SweepPlan {
+        SweepPlan {
+            kind: ScanKind::Full,
+            monitors: names.into_iter().map(|n| (n, Scope::Full)).collect(),
+        }
+    }
+}
+
+/// When each configured monitor is due: its next full sweep and its pending
+/// re-check, if any.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SweepSchedule {
+    due: BTreeMap<String, Millis>,
+    rechecks: BTreeMap<String, (Millis, BTreeSet<u16>)>,
+}
+
+impl SweepSchedule {
+    /// Schedules the full sweep of a monitor at `at`, unless it already has
+    /// one (a reloaded configuration keeps the times of the monitors it kept).
+    pub fn add(&mut self, name: &str, at: Millis) {
+        self.due.entry(name.to_string()).or_insert(at);
+    }
+
+    /// Forgets a monitor (removed from the configuration).
+    pub fn remove(&mut self, name: &str) {
+        self.due.remove(name);
+        self.rechecks.remove(name);
+    }
+
+    /// When the monitor's next full sweep is due.
+    pub fn due_at(&self, name: &str) -> Option<Millis> {
+        self.due.get(name).copied()
+    }
+
+    /// The monitor's pending re-check: when, which ports.
+    pub fn recheck(&self, name: &str) -> Option<&(Millis, BTreeSet<u16>)> {
+        self.rechecks.get(name)
+    }
+
+    /// The sweep to run at `now`, if any: a full sweep of every monitor due
+    /// (dropping their pending re-checks), else a re-check sweep of every
+    /// re-check due (taking them off the schedule).
+    pub fn take_due(&mut self, now: Millis) -> Option<SweepPlan> {
+        let full: Vec<String> = self
+            .due
+            .iter()
+            .filter(|&(_, &at)| at <= now)
+            .map(|(name, _)| name.clone())
+            .collect();
+        if !full.is_empty() {
+            for name in &full {
+                self.rechecks.remove(name);
+            }
+            return Some(SweepPlan::full(full));
+        }
+        let due: Vec<String> = self
+            .rechecks
+            .iter()
+            .filter(|(_, (at, _))| *at <= now)
+            .map(|(name, _)| name.clone())
+            .collect();
+        let monitors: Vec<(String, Scope)> = due
+            .into_iter()
+            .filter_map(|name| {
+                let (_, ports) = self.rechecks.remove(&name)?;
+                Some((name, Scope::Ports(ports)))
+            })
+            .collect();
+        (!monitors.is_empty()).then_some(SweepPlan {
+            kind: ScanKind::Recheck,
+            monitors,
+        })
+    }
+
+    /// The earliest time something is due.
+    pub fn next_wake(&self) -> Option<Millis> {
+        self.due
+            .values()
+            .chain(self.rechecks.values().map(|(at, _)| at))
+            .min()
+            .copied()
+    }
+
+    /// Reschedules a monitor after its scan `scan`, given the state machine's
+    /// re-check request for it: a full scan moves the next full sweep to
+    /// `started + every` if conclusive, else to `finished + min(60 s,
+    /// every)`; the request replaces any pending re-check.
+    pub fn after_scan(
+        &mut self,
+        spec: &MonitorSpec,
+        scan: &ScanFacts,
+        recheck: Option<(Millis, BTreeSet<u16>)>,
+    ) {
+        if scan.kind() == ScanKind::Full {
+            let every = millis(spec.every_ms);
+            let next = if scan.conclusive() {
+                scan.started.saturating_add(every)
+            } else {
+                scan.finished
+                    .saturating_add(every.min(INCONCLUSIVE_RETRY_MS))
+            };
+            self.due.insert(spec.name.clone(), next);
+        }
+        match recheck {
+            Some(request) => {
+                self.rechecks.insert(spec.name.clone(), request);
+            }
+            None => {
+                self.rechecks.remove(&spec.name);
+            }
+        }
+    }
+}
+
+/// A duration in milliseconds as [`Millis`], saturating.
+fn millis(ms: u64) -> Millis {
+    Millis::try_from(ms).unwrap_or(Millis::MAX)
+}
+
+/// What the store remembers of one monitor across restarts.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SavedMonitor {
+    pub state: MonitorState,
+    /// When its last conclusive full scan started.
+    pub last_full: Option<Millis>,
+}
+
+/// Where a restarted daemon resumes.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RecoveryPlan {
+    /// The state of every configured monitor (fresh if the store has none).
+    pub states: BTreeMap<String, MonitorState>,
+    pub schedule: SweepSchedule,
+    /// Monitors the store knows but the configuration dropped, with their
+    /// saved states: to remove, resolving their open incidents.
+    pub removed: BTreeMap<String, MonitorState>,
+}
+
+/// Resumes from the saved monitors at `now`: each configured monitor gets its
+/// saved state and is due `every` after its last conclusive full scan (now if
+/// it never had one); the saved monitors left over are to be removed.
+pub fn recover(
+    monitors: &[MonitorSpec],
+    mut saved: BTreeMap<String, SavedMonitor>,
+    now: Millis,
+) -> RecoveryPlan {
+    let mut plan = RecoveryPlan::default();
+    for m in monitors {
+        let SavedMonitor { state, last_full } = saved.remove(&m.name).unwrap_or_default();
+        plan.states.insert(m.name.clone(), state);
+        let due = last_full.map_or(now, |at| at.saturating_add(millis(m.every_ms)));
+        plan.schedule.due.insert(m.name.clone(), due);
+    }
+    plan.removed = saved.into_iter().map(|(n, s)| (n, s.state)).collect();
+    plan
+}
+
+/// The ports whose closed replies a scan of this monitor must keep: the
+/// expected ones, the pending ones, those last seen open, those with an open
+/// incident, and the re-checked ones. Every other closed port is what the
+/// state machine assumes of a port it does not track.
+pub fn kept_ports(spec: &MonitorSpec, state: &MonitorState, scope: &Scope) -> BTreeSet<u16> {
+    let mut keep = spec.expected_open.clone();
+    keep.extend(state.pending());
+    keep.extend(state.last_open());
+    keep.extend(state.open_incidents().iter().map(|i| i.port));
+    if let Scope::Ports(ports) = scope {
+        keep.extend(ports);
+    }
+    keep
+}
+
+/// What a sweep probes, and which replies it keeps per address.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SweepTargets {
+    kind: ScanKind,
+    /// The resolved addresses of the sweep's monitors.
+    pub targets: TargetSet,
+    /// The union of the re-checked ports (re-check sweeps).
+    recheck_ports: BTreeSet<u16>,
+    keep: BTreeMap<IpAddr, BTreeSet<u16>>,
+}
+
+impl SweepTargets {
+    /// Nothing to probe yet.
+    pub fn new(kind: ScanKind) -> SweepTargets {
+        SweepTargets {
+            kind,
+            targets: TargetSet::default(),
+            recheck_ports: BTreeSet::new(),
+            keep: BTreeMap::new(),
+        }
+    }
+
+    /// Adds the scan of one monitor whose host resolved to `address`.
+    pub fn add(
+        &mut self,
+        address: IpAddr,
+        spec: &MonitorSpec,
+        state: &MonitorState,
+        scope: &Scope,
+    ) {
+        self.targets.insert(address);
+        if let Scope::Ports(ports) = scope {
+            self.recheck_ports.extend(ports);
+        }
+        self.keep
+            .entry(address)
+            .or_default()
+            .extend(kept_ports(spec, state, scope));
+    }
+
+    /// The ports to probe: all of them for a full sweep, the union of the
+    /// re-checked ports for a re-check sweep.
+    pub fn ports(&self) -> PortSet {
+        match self.kind {
+            ScanKind::Full => PortSet::all(),
+            ScanKind::Recheck => PortSet::from_ports(self.recheck_ports.iter().copied()),
+        }
+    }
+
+    /// Whether there is nothing to probe (no host resolved, or no port).
+    pub fn is_empty(&self) -> bool {
+        self.targets.is_empty() || (self.kind == ScanKind::Recheck && self.recheck_ports.is_empty())
+    }
+
+    /// An empty collector of this sweep's replies.
+    pub fn replies(&self) -> SweepReplies {
+        SweepReplies {
+            keep: self.keep.clone(),
+            found: BTreeMap::new(),
+        }
+    }
+}
+
+/// What a sweep's replies said about one address.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AddressReplies {
+    /// Something answered at all.
+    pub reachable: bool,
+    /// Ports that answered SYN-ACK.
+    pub open: BTreeSet<u16>,
+    /// Kept ports that answered RST.
+    pub closed: BTreeSet<u16>,
+}
+
+/// A sweep's replies, per address, as they arrive.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SweepReplies {
+    keep: BTreeMap<IpAddr, BTreeSet<u16>>,
+    found: BTreeMap<IpAddr, AddressReplies>,
+}
+
+impl SweepReplies {
+    /// Records one reply: `open` (SYN-ACK) or closed (RST). Any reply makes
+    /// the address reachable; a closed one is kept only for kept ports.
+    pub fn record(&mut self, address: IpAddr, port: u16, open: bool) {
+        let keep = &self.keep;
+        let entry = self.found.entry(address).or_default();
+        entry.reachable = true;
+        if open {
+            entry.open.insert(port);
+        } else if keep.get(&address).is_some_and(|k| k.contains(&port)) {
+            entry.closed.insert(port);
+        }
+    }
+
+    /// What the replies said about `address` (nothing: unreachable).
+    pub fn of(&self, address: IpAddr) -> AddressReplies {
+        self.found.get(&address).cloned().unwrap_or_default()
+    }
+}
+
+/// How a sweep ended, as far as trusting the silence of its ports goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SweepEnd {
+    /// Every probe went out and the wait for late replies passed.
+    Completed,
+    /// No host of the sweep could be resolved: nothing was probed.
+    NothingResolved,
+    /// Stopped (SIGTERM/SIGINT) before the end.
+    Interrupted,
+    /// The reply path lost this many replies (ring buffer full).
+    RepliesLost(u64),
+    /// The scanner failed.
+    Failed(String),
+}
+
+impl SweepEnd {
+    /// How a sweep that ran ended: interrupted, else lossy if any reply was
+    /// lost, else completed.
+    pub fn after_run(interrupted: bool, replies_lost: u64) -> SweepEnd {
+        if interrupted {
+            SweepEnd::Interrupted
+        } else if replies_lost > 0 {
+            SweepEnd::RepliesLost(replies_lost)
+        } else {
+            SweepEnd::Completed
+        }
+    }
+
+    /// Why the sweep's scans are inconclusive; `None` if they are not.
+    pub fn failure(&self) -> Option<String> {
+        match self {
+            SweepEnd::Completed => None,
+            SweepEnd::NothingResolved => Some("no host of this sweep could be resolved".into()),
+            SweepEnd::Interrupted => Some("sweep abandoned (stopped)".into()),
+            SweepEnd::RepliesLost(n) => Some(format!("{n} replies lost on the reply path")),
+            SweepEnd::Failed(why) => Some(why.clone()),
+        }
+    }
+}
+
+/// A finished sweep: what every one of its scans shares.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SweepResult {
+    /// When it started; also the sweep's id.
+    pub started: Millis,
+    pub finished: Millis,
+    pub end: SweepEnd,
+    pub replies: SweepReplies,
+}
+
+impl SweepResult {
+    /// The facts of one monitor's scan in this sweep: the replies of its
+    /// `address` within `scope`; inconclusive if the address did not resolve
+    /// (that note first) or the sweep failed.
+    pub fn scan(
+        &self,
+        spec: &MonitorSpec,
+        scope: &Scope,
+        address: &Result<IpAddr, String>,
+    ) -> ScanFacts {
+        let replies = address
+            .as_ref()
+            .map(|ip| self.replies.of(*ip))
+            .unwrap_or_default();
+        let in_scope = |ports: BTreeSet<u16>| -> BTreeSet<u16> {
+            ports.into_iter().filter(|&p| scope.contains(p)).collect()
+        };
+        ScanFacts {
+            sweep: self.started,
+            monitor: spec.name.clone(),
+            host: spec.host.clone(),
+            address: address.as_ref().ok().copied(),
+            scope: scope.clone(),
+            started: self.started,
+            finished: self.finished,
+            inconclusive: match address {
+                Err(why) => Some(why.clone()),
+                Ok(_) => self.end.failure(),
+            },
+            reachable: replies.reachable,
+            open: in_scope(replies.open),
+            closed: in_scope(replies.closed),
+        }
+    }
+}
+
+/// The facts of one scan of one monitor's host: what the state machine
+/// observes, what the store records and what the scan summary event reports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScanFacts {
+    /// The sweep it was part of (the sweep's start time).
+    pub sweep: Millis,
+    pub monitor: String,
+    /// The monitor's host, as configured.
+    pub host: String,
+    /// What the host resolved to; `None` if it did not.
+    pub address: Option<IpAddr>,
+    /// The ports scanned: all (a full scan), or the re-checked ones.
+    pub scope: Scope,
+    pub started: Millis,
+    pub finished: Millis,
+    /// Why the scan cannot be trusted; `None`: it is conclusive.
+    pub inconclusive: Option<String>,
+    /// Whether the host answered at all.
+    pub reachable: bool,
+    /// Ports in scope that answered SYN-ACK.
+    pub open: BTreeSet<u16>,
+    /// Kept ports in scope that answered RST.
+    pub closed: BTreeSet<u16>,
+}
+
+impl ScanFacts {
+    /// Full for a full scope, re-check otherwise.
+    pub fn kind(&self) -> ScanKind {
+        match self.scope {
+            Scope::Full => ScanKind::Full,
+            Scope::Ports(_) => ScanKind::Recheck,
+        }
+    }
+
+    /// Whether the state machine may trust the scan.
+    pub fn conclusive(&self) -> bool {
+        self.inconclusive.is_none()
+    }
+
+    /// The scan as the state machine observes it (at its start), under the
+    /// id the store records it with.
+    pub fn observation(&self, scan_id: i64) -> Observation {
+        Observation {
+            scan_id,
+            at: self.started,
+            scope: self.scope.clone(),
+            conclusive: self.conclusive(),
+            reachable: self.reachable,
+            open: self.open.clone(),
+            closed: self.closed.clone(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::Ipv4Addr;
+
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::monitor::{Event, IncidentKind};
+
+    const HOUR: u64 = 3_600_000;
+
+    fn spec(name: &str, expected: &[u16], every_ms: u64) -> MonitorSpec {
+        MonitorSpec {
+            name: name.into(),
+            host: format!("{name}.example"),
+            expected_open: expected.iter().copied().collect(),
+            every_ms,
+            confirm: 2,
+            recheck_ms: Some(5_000),
+        }
+    }
+
+    fn ip(last: u8) -> IpAddr {
+        IpAddr::V4(Ipv4Addr::new(198, 18, 0, last))
+    }
+
+    fn ports(p: &[u16]) -> BTreeSet<u16> {
+        p.iter().copied().collect()
+    }
+
+    fn facts(scope: Scope, started: Millis, finished: Millis, note: Option<&str>) -> ScanFacts {
+        ScanFacts {
+            sweep: started,
+            monitor: "web".into(),
+            host: "web.example".into(),
+            address: Some(ip(2)),
+            scope,
+            started,
+            finished,
+            inconclusive: note.map(String::from),
+            reachable: true,
+            open: BTreeSet::new(),
+            closed: BTreeSet::new(),
+        }
+    }
+
+    /// A state with 22 last seen open, 6379 pending and 8080 in an incident
+    /// (spec expects 22 only, confirm 2).
+    fn busy_state(spec: &MonitorSpec) -> MonitorState {
+        let mut state = MonitorState::new();
+        for (i, open) in [ports(&[22, 8080]), ports(&[22, 8080, 6379])]
+            .into_iter()
+            .enumerate()
+        {
+            state.observe(
+                spec,
+                &Observation {
+                    scan_id: i as i64,
+                    at: 1_000 * (i as Millis + 1),
+                    scope: Scope::Full,
+                    conclusive: true,
+                    reachable: true,
+                    open,
+                    closed: BTreeSet::new(),
+                },
+            );
+        }
+        assert_eq!(state.pending(), ports(&[6379]));
+        assert!(state.open_incidents().iter().any(|i| i.port == 8080));
+        state
+    }
+
+    #[test]
+    fn full_sweeps_come_first_and_drop_the_rechecks_they_cover() {
+        let mut s = SweepSchedule::default();
+        s.add("a", 100);
+        s.add("b", 200);
+        s.add("c", 50);
+        s.rechecks.insert("a".into(), (60, ports(&[1])));
+        s.rechecks.insert("c".into(), (60, ports(&[2])));
+        assert_eq!(s.take_due(49), None);
+        // At 150, a and c are due: one full sweep; a's and c's re-checks go.
+        let plan = s.take_due(150).unwrap();
+        assert_eq!(plan, SweepPlan::full(["a".to_string(), "c".to_string()]));
+        assert_eq!(s.recheck("a"), None);
+        assert_eq!(s.recheck("c"), None);
+        // A full sweep stays due until its scan reschedules it.
+        assert_eq!(s.take_due(150).map(|p| p.kind), Some(ScanKind::Full));
+    }
+
+    #[test]
+    fn rechecks_run_only_when_no_full_sweep_is_due_and_only_once() {
+        let mut s = SweepSchedule::default();
+        s.add("a", 1_000);
+        s.add("b", 1_000);
+        s.add("c", 1_000);
+        s.rechecks.insert("a".into(), (100, ports(&[443])));
+        s.rechecks.insert("b".into(), (200, ports(&[80, 8080])));
+        s.rechecks.insert("c".into(), (300, ports(&[1])));
+        assert_eq!(s.next_wake(), Some(100));
+        let plan = s.take_due(250).unwrap();
+        assert_eq!(
+            plan,
+            SweepPlan {
+                kind: ScanKind::Recheck,
+                monitors: vec![
+                    ("a".into(), Scope::Ports(ports(&[443]))),
+                    ("b".into(), Scope::Ports(ports(&[80, 8080]))),
+                ],
+            }
+        );
+        assert_eq!(s.take_due(250), None, "taken off the schedule");
+        assert_eq!(s.next_wake(), Some(300));
+        assert!(s.recheck("c").is_some());
+        // A due full sweep pre-empts the remaining re-check.
+        assert_eq!(s.take_due(1_000).map(|p| p.kind), Some(ScanKind::Full));
+        assert_eq!(s.recheck("c"), None);
+    }
+
+    #[test]
+    fn adding_keeps_a_known_time_and_removing_forgets_everything() {
+        let mut s = SweepSchedule::default();
+        assert_eq!(s.next_wake(), None);
+        s.add("a", 500);
+        s.add("a", 10);
+        assert_eq!(s.due_at("a"), Some(500));
+        s.rechecks.insert("a".into(), (5, ports(&[1])));
+        s.remove("a");
+        assert_eq!(s, SweepSchedule::default());
+    }
+
+    #[test]
+    fn next_due_after_a_scan() {
+        let m = spec("web", &[22], HOUR);
+        let mut s = SweepSchedule::default();
+        s.add("web", 0);
+        // Conclusive full: started + every.
+        s.after_scan(&m, &facts(Scope::Full, 1_000, 9_000, None), None);
+        assert_eq!(s.due_at("web"), Some(1_000 + HOUR as Millis));
+        // Inconclusive full: finished + 60 s.
+        s.after_scan(&m, &facts(Scope::Full, 1_000, 9_000, Some("x")), None);
+        assert_eq!(s.due_at("web"), Some(69_000));
+        // ... or finished + every, if shorter.
+        let fast = spec("web", &[22], 10_000);
+        s.after_scan(&fast, &facts(Scope::Full, 1_000, 9_000, Some("x")), None);
+        assert_eq!(s.due_at("web"), Some(19_000));
+        // A re-check, conclusive or not, leaves the full sweep's time alone
+        // and its request replaces the pending one.
+        for note in [None, Some("x")] {
+            let check = facts(Scope::Ports(ports(&[80])), 50_000, 51_000, note);
+            s.after_scan(&fast, &check, Some((56_000, ports(&[80]))));
+            assert_eq!(s.due_at("web"), Some(19_000));
+            assert_eq!(s.recheck("web"), Some(&(56_000, ports(&[80]))));
+        }
+        s.after_scan(&fast, &facts(Scope::Full, 60_000, 61_000, None), None);
+        assert_eq!(s.recheck("web"), None);
+        assert_eq!(s.due_at("web"), Some(70_000));
+    }
+
+    #[test]
+    fn recovery_resumes_saved_states_and_removes_dropped_monitors() {
+        let web = spec("web", &[22], HOUR);
+        let db = spec("db", &[5432], 60_000);
+        let new = spec("new", &[], HOUR);
+        let busy = busy_state(&web);
+        let saved = BTreeMap::from([
+            (
+                "web".to_string(),
+                SavedMonitor {
+                    state: busy.clone(),
+                    last_full: Some(1_000),
+                },
+            ),
+            (
+                "db".to_string(),
+                SavedMonitor {
+                    state: MonitorState::new(),
+                    last_full: None,
+                },
+            ),
+            (
+                "gone".to_string(),
+                SavedMonitor {
+                    state: busy.clone(),
+                    last_full: Some(5),
+                },
+            ),
+        ]);
+        let plan = recover(&[web, db, new], saved, 7_000);
+        assert_eq!(plan.states["web"], busy, "state reloaded as saved");
+        assert_eq!(plan.states["db"], MonitorState::new());
+        assert_eq!(plan.states["new"], MonitorState::new());
+        assert_eq!(plan.schedule.due_at("web"), Some(1_000 + HOUR as Millis));
+        assert_eq!(
+            plan.schedule.due_at("db"),
+            Some(7_000),
+            "never scanned: now"
+        );
+        assert_eq!(plan.schedule.due_at("new"), Some(7_000));
+        assert_eq!(plan.schedule.due_at("gone"), None);
+        assert_eq!(plan.removed, BTreeMap::from([("gone".to_string(), busy)]));
+        // The removal resolves the dropped monitor's incident.
+        let mut gone = plan.removed["gone"].clone();
+        let step = gone.remove(&spec("gone", &[], HOUR), 7_000);
+        assert!(
+            matches!(&step.events[0], Event::PortResolved { incident, .. }
+            if incident.port == 8080 && incident.kind == IncidentKind::UnexpectedPortOpen)
+        );
+        assert!(matches!(step.events[1], Event::MonitorResolved { .. }));
+    }
+
+    #[test]
+    fn a_scan_keeps_expected_pending_open_incident_and_rechecked_ports() {
+        let web = spec("web", &[22, 443], HOUR);
+        let state = busy_state(&web);
+        assert_eq!(
+            kept_ports(&web, &state, &Scope::Full),
+            ports(&[22, 443, 6379, 8080])
+        );
+        assert_eq!(
+            kept_ports(&web, &state, &Scope::Ports(ports(&[9, 6379]))),
+            ports(&[9, 22, 443, 6379, 8080])
+        );
+        assert_eq!(
+            kept_ports(&web, &MonitorState::new(), &Scope::Full),
+            ports(&[22, 443])
+        );
+    }
+
+    #[test]
+    fn a_full_sweep_probes_every_port_and_a_recheck_the_union() {
+        let a = spec("a", &[22], HOUR);
+        let b = spec("b", &[80], HOUR);
+        let fresh = MonitorState::new();
+        let mut full = SweepTargets::new(ScanKind::Full);
+        assert!(full.is_empty());
+        full.add(ip(2), &a, &fresh, &Scope::Full);
+        full.add(ip(2), &b, &fresh, &Scope::Full);
+        assert!(!full.is_empty());
+        assert_eq!(full.ports(), PortSet::all());
+        assert_eq!(full.targets.count(), 1);
+        assert_eq!(full.keep[&ip(2)], ports(&[22, 80]), "merged per address");
+
+        let mut check = SweepTargets::new(ScanKind::Recheck);
+        check.add(ip(2), &a, &fresh, &Scope::Ports(ports(&[443])));
+        check.add(ip(3), &b, &fresh, &Scope::Ports(ports(&[443, 8080])));
+        assert_eq!(check.ports(), PortSet::from_ports([443, 8080]));
+        assert_eq!(check.targets.count(), 2);
+        assert_eq!(check.keep[&ip(2)], ports(&[22, 443]));
+        assert_eq!(check.keep[&ip(3)], ports(&[80, 443, 8080]));
+    }
+
+    #[test]
+    fn replies_keep_every_open_port_and_only_kept_closed_ones() {
+        let web = spec("web", &[22], HOUR);
+        let mut targets = SweepTargets::new(ScanKind::Full);
+        targets.add(ip(2), &web, &MonitorState::new(), &Scope::Full);
+        let mut replies = targets.replies();
+        replies.record(ip(2), 80, true);
+        replies.record(ip(2), 22, false);
+        replies.record(ip(2), 23, false);
+        replies.record(ip(9), 1, false);
+        assert_eq!(
+            replies.of(ip(2)),
+            AddressReplies {
+                reachable: true,
+                open: ports(&[80]),
+                closed: ports(&[22]),
+            }
+        );
+        // A closed reply alone makes a host reachable.
+        assert_eq!(
+            replies.of(ip(9)),
+            AddressReplies {
+                reachable: true,
+                ..AddressReplies::default()
+            }
+        );
+        assert_eq!(replies.of(ip(7)), AddressReplies::default());
+    }
+
+    #[test]
+    fn when_a_scan_is_conclusive() {
+        assert_eq!(SweepEnd::after_run(false, 0), SweepEnd::Completed);
+        assert_eq!(SweepEnd::after_run(false, 3), SweepEnd::RepliesLost(3));
+        assert_eq!(SweepEnd::after_run(true, 3), SweepEnd::Interrupted);
+        let web = spec("web", &[22], HOUR);
+        let mut replies = SweepReplies::default();
+        replies.record(ip(2), 22, true);
+        let result = |end| SweepResult {
+            started: 10,
+            finished: 20,
+            end,
+            replies: replies.clone(),
+        };
+        let ok = result(SweepEnd::Completed).scan(&web, &Scope::Full, &Ok(ip(2)));
+        assert!(ok.conclusive());
+        assert_eq!((ok.sweep, ok.started, ok.finished), (10, 10, 20));
+        assert_eq!(ok.kind(), ScanKind::Full);
+        assert_eq!(ok.address, Some(ip(2)));
+        assert!(ok.reachable);
+        assert_eq!(ok.open, ports(&[22]));
+        for (end, note) in [
+            (
+                SweepEnd::NothingResolved,
+                "no host of this sweep could be resolved",
+            ),
+            (SweepEnd::Interrupted, "sweep abandoned (stopped)"),
+            (SweepEnd::RepliesLost(4), "4 replies lost on the reply path"),
+            (SweepEnd::Failed("boom".into()), "boom"),
+        ] {
+            let scan = result(end).scan(&web, &Scope::Full, &Ok(ip(2)));
+            assert_eq!(scan.inconclusive.as_deref(), Some(note));
+            assert!(!scan.observation(1).conclusive);
+        }
+        // An unresolved host: its own note first, and nothing found.
+        let lost = result(SweepEnd::Interrupted).scan(
+            &web,
+            &Scope::Full,
+            &Err("cannot resolve web.example".into()),
+        );
+        assert_eq!(
+            lost.inconclusive.as_deref(),
+            Some("cannot resolve web.example")
+        );
+        assert_eq!(lost.address, None);
+        assert!(!lost.reachable && lost.open.is_empty());
+    }
+
+    #[test]
+    fn a_scan_sees_only_its_scope() {
+        let web = spec("web", &[22], HOUR);
+        let mut replies = SweepTargets::new(ScanKind::Recheck);
+        replies.add(
+            ip(2),
+            &web,
+            &MonitorState::new(),
+            &Scope::Ports(ports(&[80, 443])),
+        );
+        let mut replies = replies.replies();
+        replies.record(ip(2), 80, true);
+        replies.record(ip(2), 8080, true);
+        replies.record(ip(2), 443, false);
+        replies.record(ip(2), 22, false);
+        let result = SweepResult {
+            started: 1,
+            finished: 2,
+            end: SweepEnd::Completed,
+            replies,
+        };
+        let scope = Scope::Ports(ports(&[80, 443]));
+        let scan = result.scan(&web, &scope, &Ok(ip(2)));
+        assert_eq!(scan.kind(), ScanKind::Recheck);
+        assert_eq!(scan.open, ports(&[80]));
+        assert_eq!(scan.closed, ports(&[443]));
+        let obs = scan.observation(42);
+        assert_eq!((obs.scan_id, obs.at, obs.scope), (42, 1, scope));
+    }
+
+    fn arb_ports() -> impl Strategy<Value = BTreeSet<u16>> {
+        proptest::collection::btree_set(1u16..=40, 0..6)
+    }
+
+    fn arb_scope() -> impl Strategy<Value = Scope> {
+        prop_oneof![
+            Just(Scope::Full),
+            proptest::collection::btree_set(1u16..=40, 1..6).prop_map(Scope::Ports),
+        ]
+    }
+
+    proptest! {
+        /// Whatever the replies, a scan reports only ports in its scope,
+        /// closed ones only if kept, and every open reply in scope.
+        #[test]
+        fn scans_report_in_scope_replies(
+            expected in arb_ports(),
+            scope in arb_scope(),
+            replies in proptest::collection::vec((1u16..=40, any::<bool>()), 0..40),
+        ) {
+            let web = MonitorSpec { expected_open: expected, ..spec("web", &[], HOUR) };
+            let state = MonitorState::new();
+            let mut targets = SweepTargets::new(match scope {
+                Scope::Full => ScanKind::Full,
+                Scope::Ports(_) => ScanKind::Recheck,
+            });
+            targets.add(ip(2), &web, &state, &scope);
+            let kept = kept_ports(&web, &state, &scope);
+            let mut collected = targets.replies();
+            for &(port, open) in &replies {
+                collected.record(ip(2), port, open);
+            }
+            let result = SweepResult { started: 5, finished: 6, end: SweepEnd::Completed, replies: collected };
+            let scan = result.scan(&web, &scope, &Ok(ip(2)));
+            prop_assert_eq!(scan.reachable, !replies.is_empty());
+            for &(port, open) in &replies {
+                if open && scope.contains(port) {
+                    prop_assert!(scan.open.contains(&port));
+                }
+            }
+            prop_assert!(scan.open.iter().all(|&p| scope.contains(p)));
+            prop_assert!(scan.closed.iter().all(|&p| scope.contains(p) && kept.contains(&p)));
+            prop_assert!(scan.open.iter().all(|p| replies.contains(&(*p, true))));
+            prop_assert!(scan.closed.iter().all(|p| replies.contains(&(*p, false))));
+            // Everything probed in a re-check is kept.
+            if let Scope::Ports(ps) = &scope {
+                prop_assert!(ps.is_subset(&kept));
+                prop_assert_eq!(targets.ports(), PortSet::from_ports(ps.iter().copied()));
+            }
+        }
+
+        /// A taken sweep holds exactly the due monitors; nothing due is
+        /// left behind, nothing not due is taken.
+        #[test]
+        fn take_due_takes_exactly_what_is_due(
+            due in proptest::collection::vec(0i64..100, 1..6),
+            rechecks in proptest::collection::vec(proptest::option::of(0i64..100), 1..6),
+            now in 0i64..100,
+        ) {
+            let mut s = SweepSchedule::default();
+            for (i, at) in due.iter().enumerate() {
+                s.add(&format!("m{i}"), *at);
+            }
+            for (i, at) in rechecks.iter().enumerate() {
+                if let Some(at) = at {
+                    s.rechecks.insert(format!("m{i}"), (*at, ports(&[i as u16 + 1])));
+                }
+            }
+            let before = s.clone();
+            let full_due: Vec<String> = due.iter().enumerate()
+                .filter(|(_, at)| **at <= now).map(|(i, _)| format!("m{i}")).collect();
+            match s.take_due(now) {
+                None => {
+                    prop_assert!(full_due.is_empty());
+                    prop_assert!(before.rechecks.values().all(|(at, _)| *at > now));
+                    prop_assert_eq!(&s, &before);
+                }
+                Some(plan) if plan.kind == ScanKind::Full => {
+                    let names: Vec<String> = plan.monitors.iter().map(|(n, _)| n.clone()).collect();
+                    prop_assert_eq!(&names, &full_due);
+                    prop_assert!(names.iter().all(|n| s.recheck(n).is_none()));
+                    prop_assert_eq!(&s.due, &before.due);
+                }
+                Some(plan) => {
+                    prop_assert!(full_due.is_empty());
+                    for (name, scope) in &plan.monitors {
+                        let (at, ports) = &before.rechecks[name];
+                        prop_assert!(*at <= now);
+                        prop_assert_eq!(scope, &Scope::Ports(ports.clone()));
+                        prop_assert!(s.recheck(name).is_none());
+                    }
+                    prop_assert!(s.rechecks.values().all(|(at, _)| *at > now));
+                }
+            }
+        }
+
+        /// A full scan always moves the monitor's next sweep past its start
+        /// (conclusive) or its end (inconclusive), by at most `every`.
+        #[test]
+        fn a_full_scan_moves_the_next_sweep_forward(
+            started in 0i64..1_000_000,
+            took in 0i64..1_000_000,
+            every in 1u64..10_000_000,
+            conclusive in any::<bool>(),
+        ) {
+            let m = spec("web", &[], every);
+            let mut s = SweepSchedule::default();
+            let scan = facts(Scope::Full, started, started + took, (!conclusive).then_some("x"));
+            s.after_scan(&m, &scan, None);
+            let next = s.due_at("web").unwrap();
+            let from = if conclusive { started } else { started + took };
+            prop_assert!(next > from && next <= from + every as Millis);
+        }
+    }
+}

@@ -14,6 +14,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 use thiserror::Error;
 
 use palisade_core::monitor::{Event, Millis, MonitorState, Step};
+use palisade_core::plan::{SavedMonitor, ScanFacts, ScanKind};
 
 /// Store failures.
 #[derive(Debug, Error)]
@@ -113,36 +114,19 @@ CREATE TABLE sink_cursor (
 "#,
 ];
 
-/// What one scan of one monitor's host found, as stored.
-#[derive(Debug, Clone)]
-pub struct ScanRecord {
-    pub sweep: i64,
-    pub monitor: String,
-    pub host: String,
-    pub address: Option<String>,
-    pub kind: ScanKind,
-    pub started_ms: Millis,
-    pub finished_ms: Millis,
-    pub conclusive: bool,
-    pub reachable: bool,
-    pub open_ports: Vec<u16>,
-    pub note: Option<String>,
-}
-
-/// A full sweep of all ports, or a re-check of some.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ScanKind {
-    Full,
-    Recheck,
-}
-
-impl ScanKind {
-    fn as_str(self) -> &'static str {
-        match self {
-            ScanKind::Full => "full",
-            ScanKind::Recheck => "recheck",
-        }
-    }
+/// A scan and everything it caused, decided (by the pure state machine)
+/// before it is stored: the store writes all of it in one transaction.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DecidedScan {
+    /// The id to record the scan under ([`Store::next_scan_id`]).
+    pub scan_id: i64,
+    pub scan: ScanFacts,
+    /// The state machine's step: state changes, incidents, events.
+    pub step: Step,
+    /// The monitor's state after the scan.
+    pub state: MonitorState,
+    /// The outbox rows: the step's events, then the scan summary.
+    pub outbox: Vec<OutboxEntry>,
 }
 
 /// An event for the outbox: its stable id, kind and JSON payload.
@@ -255,10 +239,9 @@ impl Store {
         Ok(Store { conn })
     }
 
-    /// The saved state of every monitor, with the time of its last full scan.
-    pub fn load_states(
-        &self,
-    ) -> Result<BTreeMap<String, (MonitorState, Option<Millis>)>, StoreError> {
+    /// The saved state of every monitor, with the start of its last
+    /// conclusive full scan.
+    pub fn load_states(&self) -> Result<BTreeMap<String, SavedMonitor>, StoreError> {
         let mut stmt = self
             .conn
             .prepare("SELECT monitor, state, last_full_ms FROM monitor_state")?;
@@ -276,47 +259,68 @@ impl Store {
                 monitor: monitor.clone(),
                 source,
             })?;
-            out.insert(monitor, (state, last));
+            out.insert(
+                monitor,
+                SavedMonitor {
+                    state,
+                    last_full: last,
+                },
+            );
         }
         Ok(out)
     }
 
-    /// Records one scan and what it caused, atomically: `decide` gets the new
-    /// scan's id and returns the step (from the pure state machine), the
-    /// monitor's new state and the outbox entries (its events, the scan
-    /// summary).
-    pub fn record_scan(
-        &mut self,
-        scan: &ScanRecord,
-        decide: impl FnOnce(i64) -> (Step, MonitorState, Vec<OutboxEntry>),
-    ) -> Result<(i64, Step, MonitorState), StoreError> {
+    /// The id the next recorded scan gets: one more than the last one's.
+    /// (The daemon is the store's only writer; a clash would fail the
+    /// scan's transaction, not overwrite anything.)
+    pub fn next_scan_id(&self) -> Result<i64, StoreError> {
+        Ok(self
+            .conn
+            .query_row("SELECT COALESCE(MAX(id), 0) + 1 FROM scans", [], |r| {
+                r.get(0)
+            })?)
+    }
+
+    /// Records one decided scan atomically: the scan, its state changes,
+    /// incidents and outbox rows, and the monitor's new state (with the
+    /// start of its last conclusive full scan, for the schedule after a
+    /// restart).
+    pub fn record_scan(&mut self, decided: &DecidedScan) -> Result<(), StoreError> {
+        let scan = &decided.scan;
+        let open: Vec<u16> = scan.open.iter().copied().collect();
         let tx = self.conn.transaction()?;
         tx.execute(
-            "INSERT INTO scans (sweep, monitor, host, address, kind, started_ms, finished_ms,
+            "INSERT INTO scans (id, sweep, monitor, host, address, kind, started_ms, finished_ms,
                                 conclusive, reachable, open_ports, note)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
             params![
+                decided.scan_id,
                 scan.sweep,
                 scan.monitor,
                 scan.host,
-                scan.address,
-                scan.kind.as_str(),
-                scan.started_ms,
-                scan.finished_ms,
-                scan.conclusive,
+                scan.address.map(|a| a.to_string()),
+                scan.kind().as_str(),
+                scan.started,
+                scan.finished,
+                scan.conclusive(),
                 scan.reachable,
-                serde_json::to_string(&scan.open_ports).unwrap_or_else(|_| "[]".into()),
-                scan.note,
+                serde_json::to_string(&open).unwrap_or_else(|_| "[]".into()),
+                scan.inconclusive,
             ],
         )?;
-        let scan_id = tx.last_insert_rowid();
-        let (step, state, payloads) = decide(scan_id);
-        write_step(&tx, &scan.monitor, &step, &payloads, scan.finished_ms)?;
-        let state_json = serde_json::to_string(&state).map_err(|source| StoreError::State {
-            monitor: scan.monitor.clone(),
-            source,
-        })?;
-        let full = (scan.kind == ScanKind::Full && scan.conclusive).then_some(scan.started_ms);
+        write_step(
+            &tx,
+            &scan.monitor,
+            &decided.step,
+            &decided.outbox,
+            scan.finished,
+        )?;
+        let state_json =
+            serde_json::to_string(&decided.state).map_err(|source| StoreError::State {
+                monitor: scan.monitor.clone(),
+                source,
+            })?;
+        let full = (scan.kind() == ScanKind::Full && scan.conclusive()).then_some(scan.started);
         tx.execute(
             "INSERT INTO monitor_state (monitor, state, last_full_ms) VALUES (?1, ?2, ?3)
              ON CONFLICT (monitor) DO UPDATE SET state = excluded.state,
@@ -324,7 +328,7 @@ impl Store {
             params![scan.monitor, state_json, full],
         )?;
         tx.commit()?;
-        Ok((scan_id, step, state))
+        Ok(())
     }
 
     /// Records a step that no scan caused (a monitor removed from the
@@ -601,6 +605,10 @@ fn write_step(
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeSet;
+
+    use palisade_core::monitor::{MonitorSpec, Scope};
+
     use super::*;
 
     fn entries(ids: std::ops::Range<u32>) -> Vec<OutboxEntry> {
@@ -645,6 +653,82 @@ mod tests {
         // The same event id twice is one event.
         store.enqueue("m", &entries(5..6), 6).unwrap();
         assert_eq!(pending_ids(&store, "a"), ["e5", "e6"]);
+    }
+
+    fn decided(scan_id: i64, scope: Scope, started: Millis, note: Option<&str>) -> DecidedScan {
+        let spec = MonitorSpec {
+            name: "web".into(),
+            host: "web.example".into(),
+            expected_open: [22].into(),
+            every_ms: 60_000,
+            confirm: 1,
+            recheck_ms: None,
+        };
+        let scan = ScanFacts {
+            sweep: started,
+            monitor: "web".into(),
+            host: "web.example".into(),
+            address: Some("198.18.0.2".parse().unwrap()),
+            scope,
+            started,
+            finished: started + 5,
+            inconclusive: note.map(String::from),
+            reachable: true,
+            open: [22, 6379].into(),
+            closed: BTreeSet::new(),
+        };
+        let mut state = MonitorState::new();
+        let step = state.observe(&spec, &scan.observation(scan_id));
+        let outbox = step
+            .events
+            .iter()
+            .map(|e| OutboxEntry {
+                id: e.id(),
+                kind: e.kind().into(),
+                payload: "{}".into(),
+            })
+            .collect();
+        DecidedScan {
+            scan_id,
+            scan,
+            step,
+            state,
+            outbox,
+        }
+    }
+
+    #[test]
+    fn a_decided_scan_is_stored_whole_and_its_state_reloads() {
+        let mut store = Store::in_memory().unwrap();
+        assert_eq!(store.next_scan_id().unwrap(), 1);
+        let full = decided(1, Scope::Full, 1_000, None);
+        assert_eq!(full.step.events.len(), 1, "6379 opened");
+        store.record_scan(&full).unwrap();
+        assert_eq!(store.next_scan_id().unwrap(), 2);
+        assert_eq!(store.scan_kind(1).unwrap().as_deref(), Some("full"));
+        assert_eq!(pending_ids(&store, "a"), [full.step.events[0].id()]);
+        let saved = store.load_states().unwrap();
+        assert_eq!(saved["web"].state, full.state);
+        assert_eq!(saved["web"].last_full, Some(1_000));
+        // An inconclusive full scan and a re-check keep the last full time.
+        store
+            .record_scan(&decided(2, Scope::Full, 2_000, Some("lost")))
+            .unwrap();
+        store
+            .record_scan(&decided(3, Scope::Ports([22].into()), 3_000, None))
+            .unwrap();
+        assert_eq!(store.load_states().unwrap()["web"].last_full, Some(1_000));
+        assert_eq!(store.scan_kind(3).unwrap().as_deref(), Some("recheck"));
+        // A clashing id fails the whole transaction.
+        let mut clash = decided(3, Scope::Full, 4_000, None);
+        clash.outbox[0].id = "other".into();
+        assert!(store.record_scan(&clash).is_err());
+        assert_eq!(store.scan_count().unwrap(), 3);
+        assert_eq!(store.load_states().unwrap()["web"].last_full, Some(1_000));
+        assert_eq!(pending_ids(&store, "a"), [full.step.events[0].id()]);
+        let status = store.status().unwrap();
+        assert_eq!(status[0].open_ports, [22, 6379]);
+        assert_eq!(status[0].last_conclusive, Some(false));
     }
 
     #[test]

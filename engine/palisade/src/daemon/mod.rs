@@ -1,0 +1,224 @@
+//! The daemon: schedules sweeps, feeds their results through the monitor
+//! state machine into the store, and drains the outbox to the sinks.
+//!
+//! Every monitor that is due joins one sweep: one permuted pass over all their
+//! hosts x 65,535 ports. Ports that deviated once are re-checked alone after
+//! `recheck`. SIGHUP reloads the configuration; SIGTERM/SIGINT abandon the
+//! sweep under way (it counts as inconclusive) and stop.
+//!
+//! The decisions are pure and live elsewhere: what to sweep when, and what a
+//! scan found, in [`palisade_core::plan`]; what a scan or a removal decides
+//! in [`sweep::decide`] and [`sweep::decide_removal`]. This module holds the
+//! loop and the reload; [`sweep`] runs one sweep, [`delivery`] drains the
+//! outbox, [`envelope`] builds what the sinks publish.
+
+pub mod delivery;
+pub mod envelope;
+pub mod sweep;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use thiserror::Error;
+
+use crate::config::{self, Config, ConfigErrors};
+use crate::store::{Store, StoreError};
+use delivery::OutboxDelivery;
+use palisade_core::monitor::{Millis, MonitorState};
+use palisade_core::plan::{self, SweepPlan, SweepSchedule};
+
+pub use envelope::rfc3339;
+
+/// Daemon failures.
+#[derive(Debug, Error)]
+pub enum DaemonError {
+    #[error("{0}")]
+    Config(#[from] ConfigErrors),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("the sweep failed: {0}")]
+    Scan(String),
+    #[error("cannot start the I/O runtime: {0}")]
+    Runtime(#[source] std::io::Error),
+}
+
+/// How the daemon runs.
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub config_path: PathBuf,
+    /// One sweep of every monitor now, then exit.
+    pub once: bool,
+    /// Write events as JSON lines to this file ("-" for stdout), in addition
+    /// to the configured sinks.
+    pub events: Option<PathBuf>,
+}
+
+/// What a `--once` run or a stopped daemon did.
+#[derive(Debug, Clone, Default)]
+pub struct Outcome {
+    pub sweeps: u64,
+    pub events: u64,
+    /// A sweep failed or was abandoned (its scans are recorded inconclusive).
+    pub inconclusive: bool,
+    /// Events still wait in the outbox for a sink (delivered on the next run).
+    pub undelivered: bool,
+}
+
+/// Now, in unix milliseconds.
+pub fn now_ms() -> Millis {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as Millis)
+}
+
+/// `palisade://<this host's name>`: the `source` of every envelope.
+pub fn source() -> String {
+    let name = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    let name = name.trim();
+    format!(
+        "palisade://{}",
+        if name.is_empty() { "localhost" } else { name }
+    )
+}
+
+/// The daemon's state between sweeps.
+pub struct Daemon {
+    options: Options,
+    config: Config,
+    store: Store,
+    states: BTreeMap<String, MonitorState>,
+    schedule: SweepSchedule,
+    delivery: OutboxDelivery,
+    source: String,
+    events: u64,
+}
+
+impl std::fmt::Debug for Daemon {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Daemon")
+            .field("options", &self.options)
+            .field("monitors", &self.config.monitors.len())
+            .field("delivery", &self.delivery)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Daemon {
+    /// Loads the configuration and the store, and resumes where the last run
+    /// left off: monitors the configuration dropped since are removed.
+    pub fn new(options: Options) -> Result<Daemon, DaemonError> {
+        let config = config::load(&options.config_path)?;
+        let store = Store::open(&config.store.path)?;
+        let now = now_ms();
+        let recovered = plan::recover(&config.monitors, store.load_states()?, now);
+        let delivery =
+            OutboxDelivery::new(delivery::sink_specs(&config.sinks, options.events.as_ref()))
+                .map_err(DaemonError::Runtime)?;
+        let mut daemon = Daemon {
+            options,
+            config,
+            store,
+            states: recovered.states,
+            schedule: recovered.schedule,
+            delivery,
+            source: source(),
+            events: 0,
+        };
+        for (name, state) in recovered.removed {
+            daemon.remove_monitor(&name, state, now)?;
+        }
+        daemon.drain()?;
+        Ok(daemon)
+    }
+
+    /// Resolves a removed monitor's incidents and forgets its state.
+    fn remove_monitor(
+        &mut self,
+        name: &str,
+        state: MonitorState,
+        at: Millis,
+    ) -> Result<(), DaemonError> {
+        let (step, outbox) = sweep::decide_removal(name, state, at, &self.source);
+        self.store.record_removal(name, &step, &outbox, at)?;
+        self.events += step.events.len() as u64;
+        Ok(())
+    }
+
+    /// Re-reads the configuration (SIGHUP): new monitors are due now, removed
+    /// ones resolve their incidents, changed ones apply from the next scan.
+    pub fn reload(&mut self) -> Result<(), DaemonError> {
+        let config = config::load(&self.options.config_path)?;
+        let now = now_ms();
+        let gone: Vec<String> = self
+            .config
+            .monitors
+            .iter()
+            .filter(|old| !config.monitors.iter().any(|m| m.name == old.name))
+            .map(|old| old.name.clone())
+            .collect();
+        for name in gone {
+            let state = self.states.remove(&name).unwrap_or_default();
+            self.schedule.remove(&name);
+            self.remove_monitor(&name, state, now)?;
+        }
+        for m in &config.monitors {
+            self.states.entry(m.name.clone()).or_default();
+            self.schedule.add(&m.name, now);
+        }
+        self.config = config;
+        tracing::info!(
+            monitors = self.config.monitors.len(),
+            "configuration reloaded"
+        );
+        self.drain().map(|_| ())
+    }
+
+    /// Runs until stopped (or one sweep with `--once`).
+    pub fn run(&mut self, stop: &AtomicBool, reload: &AtomicBool) -> Result<Outcome, DaemonError> {
+        let mut outcome = Outcome::default();
+        if self.options.once {
+            let all = SweepPlan::full(self.config.monitors.iter().map(|m| m.name.clone()));
+            outcome.inconclusive |= !self.sweep(&all, stop)?;
+            outcome.sweeps += 1;
+            outcome.events = self.events;
+            outcome.undelivered = !self.drain_for(Duration::from_secs(10))?;
+            return Ok(outcome);
+        }
+        while !stop.load(Ordering::Relaxed) {
+            if reload.swap(false, Ordering::Relaxed)
+                && let Err(e) = self.reload()
+            {
+                tracing::error!("reload failed, keeping the old configuration: {e}");
+            }
+            let now = now_ms();
+            if let Some(plan) = self.schedule.take_due(now) {
+                outcome.inconclusive |= !self.sweep(&plan, stop)?;
+                outcome.sweeps += 1;
+                continue;
+            }
+            self.drain()?;
+            let nap = self
+                .schedule
+                .next_wake()
+                .map_or(200, |at| (at - now).clamp(1, 200));
+            std::thread::sleep(Duration::from_millis(nap as u64));
+        }
+        outcome.events = self.events;
+        Ok(outcome)
+    }
+
+    /// Delivers the outbox to every sink that is not backing off; a row is
+    /// marked delivered only after its sink acknowledged it. Returns whether
+    /// nothing is left to deliver.
+    pub fn drain(&mut self) -> Result<bool, DaemonError> {
+        Ok(self.delivery.drain(&mut self.store)?)
+    }
+
+    /// Drains until nothing is left or `limit` has passed (the end of a
+    /// `--once` run); what is left waits in the outbox for the next run.
+    pub fn drain_for(&mut self, limit: Duration) -> Result<bool, DaemonError> {
+        Ok(self.delivery.drain_for(&mut self.store, limit)?)
+    }
+}
