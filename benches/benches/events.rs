@@ -146,23 +146,39 @@ fn run(
 }
 
 fn main() {
-    let quick = std::env::args().any(|a| a == "--quick");
+    let args: Vec<String> = std::env::args().collect();
+    let quick = args.iter().any(|a| a == "--quick");
     // `cargo bench` passes --bench; `cargo test --benches` runs us too: keep it short then.
-    let under_test = !std::env::args().any(|a| a == "--bench");
+    let under_test = !args.iter().any(|a| a == "--bench");
+    // `--json FILE`: also write the figures for machines (`cargo xtask bench`).
+    let json_path = args
+        .iter()
+        .position(|a| a == "--json")
+        .and_then(|i| args.get(i + 1));
     let total = if quick || under_test { 4_000 } else { 100_000 };
     let nats = NatsServer::start();
     let dir = std::env::temp_dir().join(format!("palisade-bench-events-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("temp dir");
-    let report = |what: &str, r: &Run| {
+    let mut figures = Vec::new();
+    let mut report = |what: &str, r: &Run| {
+        let ms = |q: f64| r.latency.value_at_quantile(q) as f64 / 1000.0;
+        let per_s = r.events as f64 / r.seconds;
         println!(
-            "events/{what}: {} events in {:.2} s = {:.0} events/s; commit -> JetStream ack p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+            "events/{what}: {} events in {:.2} s = {per_s:.0} events/s; commit -> JetStream ack p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
             r.events,
             r.seconds,
-            r.events as f64 / r.seconds,
-            r.latency.value_at_quantile(0.50) as f64 / 1000.0,
-            r.latency.value_at_quantile(0.99) as f64 / 1000.0,
+            ms(0.50),
+            ms(0.99),
             r.latency.max() as f64 / 1000.0,
         );
+        figures.push(serde_json::json!({
+            "run": format!("events/{what}"),
+            "events": r.events,
+            "events_per_s": per_s,
+            "p50_ms": ms(0.50),
+            "p99_ms": ms(0.99),
+            "max_ms": r.latency.max() as f64 / 1000.0,
+        }));
     };
     let max = run(&nats.url, &dir, "max", total, 500, None);
     report("max_rate", &max);
@@ -176,4 +192,7 @@ fn main() {
     );
     report("at_20k_per_s", &paced);
     let _ = std::fs::remove_dir_all(&dir);
+    if let Some(path) = json_path {
+        std::fs::write(path, serde_json::Value::from(figures).to_string()).expect("--json FILE");
+    }
 }

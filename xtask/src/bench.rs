@@ -549,35 +549,25 @@ pub(crate) fn bench(args: &BenchArgs) -> Result<()> {
             figures: json!({"ns_per_probe": batch_ns / 64.0}),
         });
     }
+    let events_json = root().join("target/criterion/events.json");
+    let events_json_arg = events_json.to_str().context("non-UTF-8 path")?;
     let mut ev_args = vec!["bench", "-p", "palisade-benches", "--bench", "events", "--"];
+    ev_args.extend(["--json", events_json_arg]);
     if quick {
         ev_args.push("--quick");
     }
-    let (out, _, _) = timed_limit(
-        {
-            let mut c = Command::new("cargo");
-            c.args(&ev_args).current_dir(root());
-            c
-        },
-        Duration::from_secs(600),
+    run("cargo", &ev_args)?;
+    let events: Value = serde_json::from_str(
+        &std::fs::read_to_string(&events_json).context("the events benchmark's --json")?,
     )?;
-    for line in out.lines().filter(|l| l.starts_with("events/")) {
-        let num = |key: &str| -> Option<f64> {
-            line.split(key)
-                .nth(1)?
-                .trim()
-                .split([' ', ';'])
-                .next()?
-                .parse()
-                .ok()
-        };
+    for run in events.as_array().context("the events benchmark's --json")? {
         rows.push(Row {
             scenario: "events through JetStream (acked)",
-            tool: line.split(':').next().unwrap_or("").to_string(),
+            tool: run["run"].as_str().unwrap_or("").to_string(),
             figures: json!({
-                "events_per_s": num("= "),
-                "p50_ms": num("p50 "),
-                "p99_ms": num("p99 "),
+                "events_per_s": run["events_per_s"],
+                "p50_ms": run["p50_ms"],
+                "p99_ms": run["p99_ms"],
             }),
         });
     }
