@@ -100,14 +100,14 @@ impl Default for StoreSettings {
 #[derive(Debug, Clone, PartialEq)]
 #[allow(
     clippy::large_enum_variant,
-    reason = "built once at start-up; a plain NatsSink is simpler to match on than a box"
+    reason = "built once at start-up; plain NatsSinkOptions are simpler to match on than a box"
 )]
 pub enum SinkSpec {
     /// JSON lines appended to `path`; `None`: standard output.
     Jsonl {
         path: Option<PathBuf>,
     },
-    Nats(NatsSink),
+    Nats(NatsSinkOptions),
     /// An HTTP POST per event.
     Webhook {
         url: String,
@@ -119,8 +119,9 @@ pub enum SinkSpec {
 /// How a NATS sink encodes events.
 pub use palisade_outputs::schema::PayloadFormat;
 /// A `[[sink]]` of kind `"nats"`: the NATS sink's own settings (the
-/// connect timeout is not configurable and stays at its default, 5 s).
-pub use palisade_outputs::sink::NatsConfig as NatsSink;
+/// connection name and connect timeout are not configurable and keep their
+/// defaults, `palisade` and 5 s).
+pub use palisade_outputs::sink::NatsSinkOptions;
 
 /// Every problem found, not just the first. Never empty.
 #[derive(Debug, thiserror::Error)]
@@ -734,22 +735,28 @@ impl Checker<'_> {
         None
     }
 
-    fn nats(&mut self, s: &Section<'_, '_>) -> Option<NatsSink> {
-        let urls = self.nats_urls(s);
-        let subject_prefix = self.checked_string(
-            s,
-            "subject_prefix",
-            DEFAULT_NATS_SUBJECT_PREFIX,
-            valid_subject_prefix,
-            "dot-separated tokens without spaces, '*' or '>'",
-        );
-        let stream = self.checked_string(
-            s,
-            "stream",
-            DEFAULT_NATS_STREAM,
-            valid_stream_name,
-            "no spaces, '.', '*', '>', '/' or '\\'",
-        );
+    /// A `[[sink]]` of kind `"nats"`. The NATS rules (server URLs, subject
+    /// prefix, stream name, one way to authenticate, `user` with `password`,
+    /// `tls_cert` with `tls_key`) are `palisade_outputs::nats`'s, shared with
+    /// the sink and `palisade-alert`; each broken one is reported at the key
+    /// it names.
+    fn nats(&mut self, s: &Section<'_, '_>) -> Option<NatsSinkOptions> {
+        use palisade_outputs::nats::{self, NatsAuth, NatsOptionError, NatsOptions, NatsTls};
+        let report = |checker: &mut Self, err: NatsOptionError| {
+            let span = s.get(err.key).map_or(s.span.clone(), Spanned::span);
+            checker.error(span, &s.key(err.key), err.message);
+        };
+        let urls: Option<Vec<String>> = self.required(s, "url").map(|value| {
+            let key = s.key("url");
+            let urls = self.string_list(value, &key);
+            urls.into_iter().map(|(url, _)| url.to_owned()).collect()
+        });
+        let subject_prefix = self
+            .string(s, "subject_prefix")
+            .unwrap_or_else(|| DEFAULT_NATS_SUBJECT_PREFIX.to_owned());
+        let stream = self
+            .string(s, "stream")
+            .unwrap_or_else(|| DEFAULT_NATS_STREAM.to_owned());
         let format = match s.get("format") {
             None => PayloadFormat::MsgPack,
             Some(value) => match self.str_value(value, &s.key("format")) {
@@ -763,105 +770,49 @@ impl Checker<'_> {
                 }
             },
         };
-        self.nats_auth_rules(s);
-        let token = self.nonempty_string(s, "token");
-        let user = self.nonempty_string(s, "user");
-        let password = self.nonempty_string(s, "password");
-        let nkey_seed_file = self.path(s, "nkey_seed_file");
-        let creds_file = self.path(s, "creds_file");
-        let tls_ca = self.path(s, "tls_ca");
-        let tls_cert = self.path(s, "tls_cert");
-        let tls_key = self.path(s, "tls_key");
-        Some(NatsSink {
+        let auth = NatsAuth::from_parts(
+            self.nonempty_string(s, "token"),
+            self.nonempty_string(s, "user"),
+            self.nonempty_string(s, "password"),
+            self.path(s, "nkey_seed_file"),
+            self.path(s, "creds_file"),
+        )
+        .unwrap_or_else(|err| {
+            report(self, err);
+            NatsAuth::None
+        });
+        let tls = NatsTls::from_parts(
+            self.path(s, "tls_ca"),
+            self.path(s, "tls_cert"),
+            self.path(s, "tls_key"),
+        )
+        .unwrap_or_else(|err| {
+            report(self, err);
+            NatsTls::default()
+        });
+        for check in [
+            nats::validate_subject_prefix(&subject_prefix),
+            nats::validate_stream_name(&stream),
+        ] {
+            if let Err(err) = check {
+                report(self, err);
+            }
+        }
+        let nats = NatsOptions {
             urls: urls?,
+            auth,
+            tls,
+            ..NatsOptions::default()
+        };
+        if let Err(err) = nats.validate() {
+            report(self, err);
+        }
+        Some(NatsSinkOptions {
+            nats,
             subject_prefix,
             stream,
-            token,
-            user,
-            password,
-            nkey_seed_file,
-            creds_file,
-            tls_ca,
-            tls_cert,
-            tls_key,
             format,
-            connect_timeout: NatsSink::default().connect_timeout,
         })
-    }
-
-    fn nats_urls(&mut self, s: &Section<'_, '_>) -> Option<Vec<String>> {
-        let value = self.required(s, "url")?;
-        let key = s.key("url");
-        let mut urls = Vec::new();
-        for (url, span) in self.string_list(value, &key) {
-            if url.is_empty() || url.contains(char::is_whitespace) {
-                self.error(span, &key, format!("invalid NATS server URL {url:?}"));
-            } else {
-                urls.push(url.to_owned());
-            }
-        }
-        if matches!(value.get_ref(), DeValue::Array(items) if items.is_empty()) {
-            self.error(value.span(), &key, "give at least one NATS server URL");
-        }
-        Some(urls)
-    }
-
-    /// An optional string that must pass `valid`; `rule` says what passes.
-    fn checked_string(
-        &mut self,
-        s: &Section<'_, '_>,
-        name: &str,
-        default: &str,
-        valid: fn(&str) -> bool,
-        rule: &str,
-    ) -> String {
-        let Some(text) = self.string(s, name) else {
-            return default.to_owned();
-        };
-        if !valid(&text) {
-            if let Some(value) = s.get(name) {
-                self.error(
-                    value.span(),
-                    &s.key(name),
-                    format!("invalid {name} {text:?}: {rule}"),
-                );
-            }
-            return default.to_owned();
-        }
-        text
-    }
-
-    /// One way to authenticate at most; `user` with `password`; `tls_cert`
-    /// with `tls_key`.
-    fn nats_auth_rules(&mut self, s: &Section<'_, '_>) {
-        let methods: Vec<&str> = ["token", "user", "nkey_seed_file", "creds_file"]
-            .into_iter()
-            .filter(|name| s.get(name).is_some())
-            .collect();
-        if let [first, second, ..] = methods[..] {
-            let message = format!(
-                "`{second}` and `{first}` both set: choose one of `token`, `user`/`password`, `nkey_seed_file` or `creds_file`"
-            );
-            self.error(
-                s.get(second).map_or(s.span.clone(), Spanned::span),
-                &s.key(second),
-                message,
-            );
-        }
-        for (one, other) in [
-            ("user", "password"),
-            ("password", "user"),
-            ("tls_cert", "tls_key"),
-            ("tls_key", "tls_cert"),
-        ] {
-            if let (Some(value), None) = (s.get(one), s.get(other)) {
-                self.error(
-                    value.span(),
-                    &s.key(one),
-                    format!("`{one}` needs `{other}`"),
-                );
-            }
-        }
     }
 
     fn webhook(&mut self, s: &Section<'_, '_>) -> Option<SinkSpec> {
@@ -1019,18 +970,6 @@ fn millis(duration: Duration) -> u64 {
     u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
 }
 
-/// NATS subject tokens: no empty ones, no spaces or wildcards.
-fn valid_subject_prefix(text: &str) -> bool {
-    text.split('.').all(|token| {
-        !token.is_empty() && !token.contains(|c: char| c.is_whitespace() || c == '*' || c == '>')
-    })
-}
-
-/// JetStream stream names: no spaces, dots, wildcards or path separators.
-fn valid_stream_name(text: &str) -> bool {
-    !text.is_empty() && !text.contains(|c: char| c.is_whitespace() || ".*>/\\".contains(c))
-}
-
 /// `"61000"` or `"61000-61063"`, within 1-65535.
 fn parse_port_range(text: &str) -> Option<(u16, u16)> {
     let (lo, hi) = text.split_once('-').unwrap_or((text, text));
@@ -1113,6 +1052,7 @@ fn edit_distance(a: &str, b: &str) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use palisade_outputs::nats::{NatsAuth, NatsOptions, NatsTls};
 
     /// The errors of `text`; panics if it parses.
     fn errors(text: &str) -> Vec<ConfigError> {
@@ -1227,20 +1167,25 @@ recheck = "off"
             },
             sinks: vec![
                 SinkSpec::Jsonl { path: None },
-                SinkSpec::Nats(NatsSink {
-                    urls: vec!["tls://nats.example.com:4222".to_owned()],
+                SinkSpec::Nats(NatsSinkOptions {
+                    nats: NatsOptions {
+                        urls: vec!["tls://nats.example.com:4222".to_owned()],
+                        auth: NatsAuth::UserPassword {
+                            user: "palisade".to_owned(),
+                            password: "hunter2".to_owned(),
+                        },
+                        tls: NatsTls {
+                            ca: Some(PathBuf::from("/etc/ca.pem")),
+                            client_cert: Some((
+                                PathBuf::from("/etc/client.pem"),
+                                PathBuf::from("/etc/client.key"),
+                            )),
+                        },
+                        ..NatsOptions::default()
+                    },
                     subject_prefix: "ops.palisade".to_owned(),
                     stream: "PORTS".to_owned(),
-                    token: None,
-                    user: Some("palisade".to_owned()),
-                    password: Some("hunter2".to_owned()),
-                    nkey_seed_file: None,
-                    creds_file: None,
-                    tls_ca: Some(PathBuf::from("/etc/ca.pem")),
-                    tls_cert: Some(PathBuf::from("/etc/client.pem")),
-                    tls_key: Some(PathBuf::from("/etc/client.key")),
                     format: PayloadFormat::Json,
-                    connect_timeout: NatsSink::default().connect_timeout,
                 }),
                 SinkSpec::Webhook {
                     url: "http://hooks.example.com/in".to_owned(),
@@ -1311,20 +1256,17 @@ host = "2001:2::10"
         assert_eq!(
             config.sinks,
             [
-                SinkSpec::Nats(NatsSink {
-                    urls: vec!["nats://nats.example.com".to_owned()],
+                SinkSpec::Nats(NatsSinkOptions {
+                    nats: NatsOptions {
+                        urls: vec!["nats://nats.example.com".to_owned()],
+                        auth: NatsAuth::None,
+                        tls: NatsTls::default(),
+                        name: "palisade".to_owned(),
+                        connect_timeout: Duration::from_secs(5),
+                    },
                     subject_prefix: "palisade".to_owned(),
                     stream: "PALISADE".to_owned(),
-                    token: None,
-                    user: None,
-                    password: None,
-                    nkey_seed_file: None,
-                    creds_file: None,
-                    tls_ca: None,
-                    tls_cert: None,
-                    tls_key: None,
                     format: PayloadFormat::MsgPack,
-                    connect_timeout: NatsSink::default().connect_timeout,
                 }),
                 SinkSpec::Webhook {
                     url: "https://hooks.example.com/".to_owned(),
@@ -1365,7 +1307,7 @@ expected_open = [+22, 0x50]
         let config = parse("palisade.example.toml", text).unwrap();
         assert_eq!(config.scan.source_v4, Some(Ipv4Addr::new(198, 18, 0, 1)));
         assert_eq!(config.sinks.len(), 3);
-        assert!(matches!(config.sinks[1], SinkSpec::Nats(ref nats) if nats.urls.len() == 2));
+        assert!(matches!(config.sinks[1], SinkSpec::Nats(ref sink) if sink.nats.urls.len() == 2));
         let names: Vec<&str> = config.monitors.iter().map(|m| m.name.as_str()).collect();
         assert_eq!(names, ["web-1", "mail", "db-v6"]);
         let all_keys = [

@@ -22,7 +22,7 @@ use palisade_dataplane::scan::{self, Progress, ScanConfig};
 use palisade_outputs::schema::{
     Envelope, EventData, MonitorEvent, PortEvent, ScanReport, Severity,
 };
-use palisade_outputs::sink::{JsonlSink, NatsConfig, NatsSink, Sink, SinkError, WebhookSink};
+use palisade_outputs::sink::{JsonlSink, NatsSink, NatsSinkOptions, Sink, SinkError, WebhookSink};
 
 /// Daemon failures.
 #[derive(Debug, Error)]
@@ -163,7 +163,7 @@ fn scan_envelope(scan_id: i64, scan: &ScanRecord, source: &str) -> Envelope {
 /// Where a sink delivers; connected lazily and reconnected after failures.
 enum Target {
     Jsonl(Option<PathBuf>),
-    Nats(Box<NatsConfig>),
+    Nats(Box<NatsSinkOptions>),
     Webhook {
         url: String,
         timeout: Duration,
