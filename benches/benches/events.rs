@@ -17,8 +17,9 @@ use std::time::{Duration, Instant};
 use hdrhistogram::Histogram;
 use palisade::daemon::now_ms;
 use palisade::store::{OutboxEntry, Store};
+use palisade_outputs::nats::NatsOptions;
 use palisade_outputs::schema::{Envelope, EventData, PortEvent, Severity};
-use palisade_outputs::sink::{NatsConfig, NatsSink, Sink};
+use palisade_outputs::sink::{NatsSink, NatsSinkOptions, Sink};
 use palisade_outputs::testing::NatsServer;
 
 fn envelope(i: u64) -> Envelope {
@@ -98,11 +99,14 @@ fn run(
         .build()
         .expect("runtime");
     let mut sink = rt
-        .block_on(NatsSink::connect(NatsConfig {
-            urls: vec![url.to_string()],
+        .block_on(NatsSink::connect(NatsSinkOptions {
+            nats: NatsOptions {
+                urls: vec![url.to_string()],
+                ..NatsOptions::default()
+            },
             stream: format!("BENCH_{}", name.to_uppercase()),
             subject_prefix: format!("bench{name}"),
-            ..NatsConfig::default()
+            ..NatsSinkOptions::default()
         }))
         .expect("connect");
     let mut committed_at: HashMap<String, Instant> = HashMap::new();

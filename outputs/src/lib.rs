@@ -4,10 +4,14 @@
 //! builds without any BPF toolchain.
 //!
 //! * [`schema`]: the versioned event envelope and its encodings.
+//! * [`nats`]: NATS connection options, their checks, and the one connect
+//!   used by the sink and the alert consumer.
 //! * [`sink`]: where events go (NATS JetStream, JSON lines, webhook).
+//! * [`alert`]: the subscriber side behind `palisade-alert`.
 //! * `testing` (tests, or the `testing` feature): a throwaway `nats-server`.
 
 pub mod alert;
+pub mod nats;
 pub mod schema;
 pub mod sink;
 

@@ -22,14 +22,26 @@ pub const SPEC_VERSION: &str = "1.0";
 /// The prefix of every envelope `type`.
 pub const TYPE_PREFIX: &str = "io.palisade.";
 
+/// The HTTP header carrying the envelope [`id`](Envelope::id) on every
+/// webhook POST, from the webhook sink and from `palisade-alert`'s webhook
+/// dispatcher alike, so that a receiver can drop a re-sent event.
+///
+/// `Idempotency-Key` rather than a Palisade-specific name: it is the header
+/// the IETF draft "The Idempotency-Key HTTP Header Field" standardises for
+/// exactly this, and which HTTP APIs and webhook receivers already
+/// de-duplicate by, so many receivers need no Palisade-specific code.
+pub const WEBHOOK_ID_HEADER: &str = "Idempotency-Key";
+
 /// One event, CloudEvents 1.0 style.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Envelope {
     /// Always `"1.0"`.
     pub specversion: String,
-    /// Stable event id; doubles as the `Nats-Msg-Id` header for de-duplication.
+    /// Stable event id, unique per event (the same on a re-send); doubles as
+    /// the `Nats-Msg-Id` header and the webhook [`WEBHOOK_ID_HEADER`] for
+    /// de-duplication.
     pub id: String,
-    /// `"palisade://<scan host name>"`.
+    /// `"palisade://<name of the host running palisade>"`.
     pub source: String,
     /// `"io.palisade.<kind>.v1"`, e.g. `"io.palisade.unexpected_port_open.v1"`.
     #[serde(rename = "type")]
@@ -52,7 +64,8 @@ pub enum EventData {
     ExpectedPortDown(PortEvent),
     /// A port incident ended.
     PortResolved(PortEvent),
-    /// A monitor-level problem (e.g. host unreachable) ended.
+    /// The monitor's last open incident resolved: every port is back to
+    /// its expected state.
     MonitorResolved(MonitorEvent),
     /// The summary of one scan.
     Scan(ScanReport),

@@ -66,7 +66,7 @@ pub struct ConsumerConfig {
 impl Default for ConsumerConfig {
     fn default() -> Self {
         ConsumerConfig {
-            stream: "PALISADE".to_string(),
+            stream: crate::sink::DEFAULT_NATS_STREAM.to_string(),
             consumer: "palisade-alert".to_string(),
             filter: "palisade.events.>".to_string(),
             max_deliver: 10,

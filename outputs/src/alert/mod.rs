@@ -8,10 +8,10 @@
 //! exponential, capped delay so JetStream redelivers it, up to
 //! `max_deliver` times. [`tail`] prints the live event stream.
 //!
-//! The `palisade-alert` binary is a thin CLI over this module.
+//! The client they read from comes from [`crate::nats::connect`]. The
+//! `palisade-alert` binary is a thin CLI over this module.
 
 mod alertmanager;
-mod connect;
 mod consumer;
 mod log;
 mod tail;
@@ -29,7 +29,6 @@ use async_trait::async_trait;
 use crate::schema::{Envelope, SchemaError};
 
 pub use alertmanager::{AlertmanagerDispatcher, PostableAlert, alert_for, alertname};
-pub use connect::{NatsAuth, NatsConnectError, NatsOptions, NatsTls, connect};
 pub use consumer::{
     AlertConsumer, Backoff, ConsumerConfig, ConsumerError, ConsumerStats, DecodeError,
     decode_message,

@@ -25,7 +25,7 @@ pub struct TailConfig {
 impl Default for TailConfig {
     fn default() -> Self {
         TailConfig {
-            stream: "PALISADE".to_string(),
+            stream: crate::sink::DEFAULT_NATS_STREAM.to_string(),
             filter: "palisade.>".to_string(),
             json: false,
         }

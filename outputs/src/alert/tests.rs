@@ -671,7 +671,7 @@ async fn webhook_posts_the_json_envelope_and_reports_failures() {
     let r = &requests[0];
     assert_eq!((r.method.as_str(), r.path.as_str()), ("POST", "/hook"));
     assert_eq!(r.header("content-type"), Some("application/json"));
-    assert_eq!(r.header("palisade-event-id"), Some(e.id.as_str()));
+    assert_eq!(r.header("idempotency-key"), Some(e.id.as_str()));
     assert_eq!(schema::decode(&r.body, PayloadFormat::Json).unwrap(), e);
 }
 

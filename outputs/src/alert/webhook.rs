@@ -3,11 +3,12 @@
 use async_trait::async_trait;
 
 use super::{DispatchConfigError, DispatchError, Dispatched, Dispatcher, HttpOptions};
-use crate::schema::{self, Envelope, PayloadFormat};
+use crate::schema::{self, Envelope, PayloadFormat, WEBHOOK_ID_HEADER};
 
 /// POSTs every event, as its JSON envelope, to one URL; any 2xx answer is
-/// success. The request also carries a `Palisade-Event-Id` header (the
-/// envelope id) so a receiver can de-duplicate redeliveries.
+/// success. The request also carries the envelope id in the
+/// [`WEBHOOK_ID_HEADER`] (`Idempotency-Key`) so a receiver can de-duplicate
+/// redeliveries.
 #[derive(Debug)]
 pub struct WebhookDispatcher {
     name: String,
@@ -39,7 +40,7 @@ impl Dispatcher for WebhookDispatcher {
             &self.client,
             &self.url,
             PayloadFormat::Json.content_type(),
-            &[("Palisade-Event-Id", event.id.as_str())],
+            &[(WEBHOOK_ID_HEADER, event.id.as_str())],
             body,
         )
         .await?;

@@ -14,6 +14,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::nats::{NatsConnectError, NatsOptionError};
 use crate::schema::{Envelope, SchemaError};
 
 mod jsonl;
@@ -21,7 +22,7 @@ mod nats;
 mod webhook;
 
 pub use jsonl::JsonlSink;
-pub use nats::{NatsConfig, NatsSink};
+pub use nats::{DEFAULT_NATS_STREAM, DEFAULT_NATS_SUBJECT_PREFIX, NatsSink, NatsSinkOptions};
 pub use webhook::WebhookSink;
 
 /// A destination for events. Sinks are held as `Vec<Box<dyn Sink>>`.
@@ -46,9 +47,9 @@ pub enum SinkError {
     #[error("NATS at {server}: {cause}")]
     Nats { server: String, cause: String },
     /// The NATS settings are unusable (bad prefix or stream name, missing or
-    /// unreadable credential files).
+    /// unreadable credential files); the error names the configuration key.
     #[error("invalid NATS configuration: {0}")]
-    NatsConfig(String),
+    NatsConfig(#[from] NatsOptionError),
     /// A file could not be opened or read.
     #[error("cannot open {path}: {source}", path = path.display())]
     Open {
@@ -72,6 +73,24 @@ pub enum SinkError {
     /// An event could not be encoded.
     #[error(transparent)]
     Schema(#[from] SchemaError),
+}
+
+impl From<NatsConnectError> for SinkError {
+    /// Keeps the sink's distinction between a server that cannot be reached
+    /// ([`SinkError::Connect`]) and one that refused us ([`SinkError::Nats`]).
+    fn from(err: NatsConnectError) -> SinkError {
+        match err {
+            NatsConnectError::Options(e) => SinkError::NatsConfig(e),
+            NatsConnectError::Unreachable { server, reason } => SinkError::Connect {
+                server,
+                cause: reason,
+            },
+            NatsConnectError::Refused { server, reason } => SinkError::Nats {
+                server,
+                cause: reason,
+            },
+        }
+    }
 }
 
 /// Builds the `Ok(n)` / `Err` answer of a batch that failed at index `n`.

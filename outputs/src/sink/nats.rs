@@ -1,14 +1,14 @@
 //! The NATS JetStream sink.
 
 use std::collections::VecDeque;
-use std::path::PathBuf;
 use std::time::Duration;
 
+use async_nats::HeaderMap;
 use async_nats::connection::State;
 use async_nats::jetstream::{self, context::PublishAckFuture, stream};
-use async_nats::{ConnectErrorKind, ConnectOptions, Event, HeaderMap, ServerAddr};
 
-use super::{Sink, SinkError, one_line, partial, secs, source_cause};
+use super::{Sink, SinkError, one_line, partial, secs};
+use crate::nats::{self, NatsOptionError, NatsOptions};
 use crate::schema::{Envelope, PayloadFormat, encode};
 
 /// How long a stream keeps message ids for de-duplication.
@@ -17,66 +17,43 @@ pub const DUPLICATE_WINDOW: Duration = Duration::from_secs(120);
 /// How many publishes may await their acknowledgement at once within a batch.
 const ACK_WINDOW: usize = 1024;
 
+/// The subject prefix used when none is configured.
+pub const DEFAULT_NATS_SUBJECT_PREFIX: &str = "palisade";
+
+/// The JetStream stream used when none is configured.
+pub const DEFAULT_NATS_STREAM: &str = "PALISADE";
+
 /// Where and how to publish to NATS JetStream.
-#[derive(Debug, Clone, PartialEq)]
-pub struct NatsConfig {
-    /// Server URLs, e.g. `nats://127.0.0.1:4222` or `tls://nats.example:4222`.
-    pub urls: Vec<String>,
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NatsSinkOptions {
+    /// The servers and how to connect to them. Its `connect_timeout` also
+    /// bounds every JetStream request and publish acknowledgement.
+    pub nats: NatsOptions,
     /// Subject prefix, `palisade` by default.
     pub subject_prefix: String,
     /// JetStream stream name, created to cover `<prefix>.>` if missing.
     pub stream: String,
-    pub token: Option<String>,
-    pub user: Option<String>,
-    pub password: Option<String>,
-    pub nkey_seed_file: Option<PathBuf>,
-    pub creds_file: Option<PathBuf>,
-    /// CA certificate(s) (PEM) to verify the server; implies TLS.
-    pub tls_ca: Option<PathBuf>,
-    /// Client certificate (PEM) for mutual TLS; needs `tls_key`.
-    pub tls_cert: Option<PathBuf>,
-    /// Client private key (PEM) for mutual TLS; needs `tls_cert`.
-    pub tls_key: Option<PathBuf>,
     pub format: PayloadFormat,
-    /// Bounds the initial connect (per server) and every JetStream request
-    /// and publish acknowledgement.
-    pub connect_timeout: Duration,
 }
 
-impl Default for NatsConfig {
+impl Default for NatsSinkOptions {
     fn default() -> Self {
-        NatsConfig {
-            urls: vec!["nats://127.0.0.1:4222".to_string()],
-            subject_prefix: "palisade".to_string(),
-            stream: "PALISADE".to_string(),
-            token: None,
-            user: None,
-            password: None,
-            nkey_seed_file: None,
-            creds_file: None,
-            tls_ca: None,
-            tls_cert: None,
-            tls_key: None,
+        NatsSinkOptions {
+            nats: NatsOptions::default(),
+            subject_prefix: DEFAULT_NATS_SUBJECT_PREFIX.to_string(),
+            stream: DEFAULT_NATS_STREAM.to_string(),
             format: PayloadFormat::MsgPack,
-            connect_timeout: Duration::from_secs(5),
         }
     }
 }
 
-impl NatsConfig {
-    /// A short hint naming the configured credentials, for auth errors.
-    fn auth_hint(&self) -> &'static str {
-        if self.creds_file.is_some() {
-            "check the .creds file"
-        } else if self.nkey_seed_file.is_some() {
-            "check the NKey seed file"
-        } else if self.token.is_some() {
-            "check the token"
-        } else if self.user.is_some() {
-            "check the user and password"
-        } else {
-            "the server requires credentials and none are configured: set a token, user/password, nkey or creds"
-        }
+impl NatsSinkOptions {
+    /// Checks the connection options, the subject prefix and the stream
+    /// name (no I/O).
+    pub fn validate(&self) -> Result<(), NatsOptionError> {
+        self.nats.validate()?;
+        nats::validate_subject_prefix(&self.subject_prefix)?;
+        nats::validate_stream_name(&self.stream)
     }
 }
 
@@ -98,50 +75,27 @@ impl NatsSink {
     /// (file storage, 2 minute duplicate window) if it is missing, or checks
     /// that the existing one covers `<prefix>.>`.
     ///
-    /// The connect is bounded by `connect_timeout`; once connected the client
-    /// reconnects by itself, with backoff, after any outage.
-    pub async fn connect(cfg: NatsConfig) -> Result<NatsSink, SinkError> {
-        validate(&cfg)?;
-        let server = cfg.urls.join(", ");
-        let addrs = cfg
-            .urls
-            .iter()
-            .map(|u| {
-                u.parse::<ServerAddr>().map_err(|e| {
-                    SinkError::NatsConfig(format!("invalid NATS server URL {u:?}: {e}"))
-                })
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        let options = options(&cfg, &server).await?;
-        // Each server gets `connect_timeout`; the whole attempt is bounded too.
-        let bound = cfg
-            .connect_timeout
-            .saturating_mul(u32::try_from(addrs.len()).unwrap_or(u32::MAX))
-            .saturating_add(Duration::from_millis(500));
-        let client = match tokio::time::timeout(bound, options.connect(addrs)).await {
-            Ok(Ok(client)) => client,
-            Ok(Err(err)) => return Err(connect_error(&cfg, &server, &err)),
-            Err(_) => {
-                return Err(SinkError::Connect {
-                    server,
-                    cause: format!("timed out after {}", secs(cfg.connect_timeout)),
-                });
-            }
-        };
+    /// Connecting is [`nats::connect`]: bounded by `connect_timeout`, then the
+    /// client reconnects by itself, with backoff, after any outage.
+    pub async fn connect(opts: NatsSinkOptions) -> Result<NatsSink, SinkError> {
+        opts.validate()?;
+        let client = nats::connect(&opts.nats).await?;
+        let server = opts.nats.urls.join(", ");
+        let timeout = opts.nats.connect_timeout;
         let js = jetstream::ContextBuilder::new()
-            .timeout(cfg.connect_timeout)
+            .timeout(timeout)
             .build(client.clone());
         let sink = NatsSink {
-            name: format!("nats:{}", cfg.stream),
+            name: format!("nats:{}", opts.stream),
             server,
-            prefix: cfg.subject_prefix.clone(),
-            format: cfg.format,
-            timeout: cfg.connect_timeout,
+            prefix: opts.subject_prefix,
+            format: opts.format,
+            timeout,
             client,
             js,
         };
-        sink.ensure_stream(&cfg.stream).await?;
-        tracing::info!(server = %sink.server, stream = %cfg.stream, prefix = %sink.prefix, "NATS sink ready");
+        sink.ensure_stream(&opts.stream).await?;
+        tracing::info!(server = %sink.server, stream = %opts.stream, prefix = %sink.prefix, "NATS sink ready");
         Ok(sink)
     }
 
@@ -323,199 +277,6 @@ impl Sink for NatsSink {
         }
         Ok(acked)
     }
-}
-
-fn validate(cfg: &NatsConfig) -> Result<(), SinkError> {
-    if cfg.urls.is_empty() || cfg.urls.iter().any(|u| u.trim().is_empty()) {
-        return Err(SinkError::NatsConfig("no NATS server URL given".into()));
-    }
-    if !valid_prefix(&cfg.subject_prefix) {
-        return Err(SinkError::NatsConfig(format!(
-            "invalid subject prefix {:?}: dot-separated tokens without spaces or wildcards",
-            cfg.subject_prefix
-        )));
-    }
-    if cfg.stream.is_empty()
-        || cfg.stream.chars().any(|c| {
-            c.is_whitespace() || c.is_control() || matches!(c, '.' | '*' | '>' | '/' | '\\')
-        })
-    {
-        return Err(SinkError::NatsConfig(format!(
-            "invalid stream name {:?}: no spaces, '.', '*', '>', '/' or '\\'",
-            cfg.stream
-        )));
-    }
-    if cfg.user.is_some() != cfg.password.is_some() {
-        return Err(SinkError::NatsConfig(
-            "user and password must be given together".into(),
-        ));
-    }
-    if cfg.tls_cert.is_some() != cfg.tls_key.is_some() {
-        return Err(SinkError::NatsConfig(
-            "tls_cert and tls_key must be given together".into(),
-        ));
-    }
-    let methods = [
-        cfg.token.is_some(),
-        cfg.user.is_some(),
-        cfg.nkey_seed_file.is_some(),
-        cfg.creds_file.is_some(),
-    ];
-    if methods.iter().filter(|m| **m).count() > 1 {
-        return Err(SinkError::NatsConfig(
-            "give only one of token, user/password, nkey seed file or creds file".into(),
-        ));
-    }
-    if cfg.connect_timeout.is_zero() {
-        return Err(SinkError::NatsConfig(
-            "connect timeout must be positive".into(),
-        ));
-    }
-    Ok(())
-}
-
-fn valid_prefix(prefix: &str) -> bool {
-    !prefix.is_empty()
-        && prefix.split('.').all(|t| {
-            !t.is_empty()
-                && t.chars()
-                    .all(|c| !c.is_whitespace() && !c.is_control() && c != '*' && c != '>')
-        })
-}
-
-async fn options(cfg: &NatsConfig, server: &str) -> Result<ConnectOptions, SinkError> {
-    let mut options = ConnectOptions::new()
-        .name("palisade")
-        .connection_timeout(cfg.connect_timeout)
-        .request_timeout(Some(cfg.connect_timeout));
-    let log_server = server.to_string();
-    options = options.event_callback(move |event| {
-        let server = log_server.clone();
-        async move {
-            match event {
-                Event::Connected => tracing::info!(%server, "NATS connected"),
-                Event::Disconnected => tracing::warn!(%server, "NATS disconnected; reconnecting"),
-                other => tracing::warn!(%server, event = %other, "NATS event"),
-            }
-        }
-    });
-    if let Some(token) = &cfg.token {
-        options = options.token(token.clone());
-    }
-    if let (Some(user), Some(password)) = (&cfg.user, &cfg.password) {
-        options = options.user_and_password(user.clone(), password.clone());
-    }
-    if let Some(path) = &cfg.nkey_seed_file {
-        let text = std::fs::read_to_string(path).map_err(|e| {
-            SinkError::NatsConfig(format!(
-                "cannot read NKey seed file {}: {e}",
-                path.display()
-            ))
-        })?;
-        let seed = text
-            .split_whitespace()
-            .find(|w| w.starts_with('S') && w.len() >= 56)
-            .ok_or_else(|| {
-                SinkError::NatsConfig(format!("no NKey seed (S…) found in {}", path.display()))
-            })?;
-        options = options.nkey(seed.to_string());
-    }
-    if let Some(path) = &cfg.creds_file {
-        options = options.credentials_file(path).await.map_err(|e| {
-            SinkError::NatsConfig(format!(
-                "cannot read NATS credentials file {}: {e}",
-                path.display()
-            ))
-        })?;
-    }
-    for (what, path) in [
-        ("TLS CA", &cfg.tls_ca),
-        ("TLS certificate", &cfg.tls_cert),
-        ("TLS key", &cfg.tls_key),
-    ] {
-        if let Some(path) = path
-            && let Err(e) = std::fs::metadata(path)
-        {
-            return Err(SinkError::NatsConfig(format!(
-                "cannot read {what} file {}: {e}",
-                path.display()
-            )));
-        }
-    }
-    if let Some(ca) = &cfg.tls_ca {
-        options = options.add_root_certificates(ca.clone()).require_tls(true);
-    }
-    if let (Some(cert), Some(key)) = (&cfg.tls_cert, &cfg.tls_key) {
-        options = options
-            .add_client_certificate(cert.clone(), key.clone())
-            .require_tls(true);
-    }
-    Ok(options)
-}
-
-fn connect_error(cfg: &NatsConfig, server: &str, err: &async_nats::ConnectError) -> SinkError {
-    let connect = |cause: String| SinkError::Connect {
-        server: server.to_string(),
-        cause,
-    };
-    let refused = |cause: String| SinkError::Nats {
-        server: server.to_string(),
-        cause,
-    };
-    if let Some(tls) = tls_cause(err) {
-        let hint = if tls.contains("UnknownIssuer") {
-            " (set the CA that signed the server certificate)"
-        } else if tls.contains("alert") && cfg.tls_cert.is_none() {
-            " (the server may require a client certificate: set tls_cert and tls_key)"
-        } else {
-            ""
-        };
-        return refused(format!("TLS error: {tls}{hint}"));
-    }
-    match err.kind() {
-        ConnectErrorKind::Io => connect(source_cause(err)),
-        ConnectErrorKind::TimedOut => {
-            connect(format!("timed out after {}", secs(cfg.connect_timeout)))
-        }
-        ConnectErrorKind::Dns => connect(format!(
-            "cannot resolve the host name: {}",
-            source_cause(err)
-        )),
-        ConnectErrorKind::MaxReconnects => {
-            connect("gave up after the maximum number of attempts".into())
-        }
-        ConnectErrorKind::ServerParse => SinkError::NatsConfig(format!(
-            "invalid NATS server URL in {server}: {}",
-            source_cause(err)
-        )),
-        ConnectErrorKind::AuthorizationViolation => {
-            refused(format!("authorization violation ({})", cfg.auth_hint()))
-        }
-        ConnectErrorKind::Authentication => refused(format!(
-            "authentication failed: {} ({})",
-            source_cause(err),
-            cfg.auth_hint()
-        )),
-        ConnectErrorKind::Tls => refused(format!("TLS error: {}", source_cause(err))),
-    }
-}
-
-/// The rustls error somewhere in the chain, if any.
-fn tls_cause(err: &(dyn std::error::Error + 'static)) -> Option<String> {
-    let mut current: Option<&(dyn std::error::Error + 'static)> = Some(err);
-    while let Some(e) = current {
-        if let Some(tls) = e.downcast_ref::<async_nats::rustls::Error>() {
-            return Some(tls.to_string());
-        }
-        if let Some(io) = e.downcast_ref::<std::io::Error>()
-            && let Some(inner) = io.get_ref()
-            && let Some(tls) = inner.downcast_ref::<async_nats::rustls::Error>()
-        {
-            return Some(tls.to_string());
-        }
-        current = e.source();
-    }
-    None
 }
 
 fn js_cause(err: &(dyn std::error::Error + 'static)) -> String {

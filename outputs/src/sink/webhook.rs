@@ -6,10 +6,11 @@ use reqwest::StatusCode;
 use reqwest::header::{CONTENT_TYPE, HeaderValue, RETRY_AFTER};
 
 use super::{Sink, SinkError, backoff, one_line, secs, source_cause};
-use crate::schema::{Envelope, PayloadFormat, encode};
+use crate::schema::{Envelope, PayloadFormat, WEBHOOK_ID_HEADER, encode};
 
 /// POSTs each event as a JSON envelope (`Content-Type: application/json`,
-/// `Idempotency-Key: <event id>`); any 2xx answer acknowledges it.
+/// `Idempotency-Key: <event id>`, see [`WEBHOOK_ID_HEADER`]); any 2xx answer
+/// acknowledges it.
 ///
 /// Network errors, timeouts, 408, 429 and 5xx answers are retried up to
 /// `max_retries` times with exponential backoff and jitter (a `Retry-After`
@@ -98,7 +99,7 @@ impl WebhookSink {
                 .header(CONTENT_TYPE, PayloadFormat::Json.content_type())
                 .body(body.clone());
             if let Some(id) = &id {
-                request = request.header("Idempotency-Key", id.clone());
+                request = request.header(WEBHOOK_ID_HEADER, id.clone());
             }
             let (cause, retry_after) = match request.send().await {
                 Ok(response) if response.status().is_success() => return Ok(()),

@@ -34,7 +34,7 @@ use toml::de::{DeTable, DeValue};
 use palisade_core::monitor::MonitorSpec;
 use palisade_core::wire::MacAddr;
 use palisade_dataplane::scan::{DEFAULT_RATE, DEFAULT_SOURCE_PORTS};
-use palisade_outputs::sink::NatsConfig;
+use palisade_outputs::sink::NatsSinkOptions;
 
 use checked::{
     Checked, Found, FromToml, KeySegment, StringOrList, TomlScalar, TomlTable, keys_of,
@@ -55,10 +55,8 @@ pub const DEFAULT_EVERY: Duration = Duration::from_secs(12 * 3600);
 pub const DEFAULT_CONFIRM: u32 = 2;
 /// Default `monitor.recheck`.
 pub const DEFAULT_RECHECK: Duration = Duration::from_secs(5 * 60);
-/// Default `subject_prefix` of a NATS sink.
-pub const DEFAULT_NATS_SUBJECT_PREFIX: &str = "palisade";
-/// Default `stream` of a NATS sink.
-pub const DEFAULT_NATS_STREAM: &str = "PALISADE";
+/// Defaults of a NATS sink's `subject_prefix` and `stream`.
+pub use palisade_outputs::sink::{DEFAULT_NATS_STREAM, DEFAULT_NATS_SUBJECT_PREFIX};
 /// Default `timeout` of a webhook sink.
 pub const DEFAULT_WEBHOOK_TIMEOUT: Duration = Duration::from_secs(10);
 /// Default `max_retries` of a webhook sink.
@@ -124,13 +122,13 @@ impl Default for StoreSettings {
 #[derive(Debug, Clone, PartialEq)]
 #[allow(
     clippy::large_enum_variant,
-    reason = "built once at start-up; a plain NatsConfig is simpler to match on than a box"
+    reason = "built once at start-up; a plain NatsSinkOptions is simpler to match on than a box"
 )]
 pub enum SinkSpec {
     /// JSON lines appended to `path`; `None`: standard output.
     Jsonl { path: Option<PathBuf> },
     /// Events published to NATS JetStream.
-    Nats(NatsConfig),
+    Nats(NatsSinkOptions),
     /// An HTTP POST per event.
     Webhook {
         url: String,

@@ -1,13 +1,16 @@
-//! The `[[sink]]` of kind `"nats"`: its keys ([`NatsSinkSection`]) and the
-//! checks that turn them into the NATS sink's settings. Everything about
-//! this kind of sink is here; the rest of the configuration only calls
-//! [`NatsSinkSection::check`].
+//! The `[[sink]]` of kind `"nats"`: its keys ([`NatsSinkSection`]), turned
+//! into the NATS sink's settings by `palisade_outputs::nats`, which owns
+//! every NATS rule (one authentication method, `user` with `password`,
+//! `tls_cert` with `tls_key`, URLs, subject prefix, stream name) for the
+//! daemon and `palisade-alert` alike. This file only reads the keys and puts
+//! each rule's error at the line of the key it names.
 
 use std::ops::Range;
 use std::path::PathBuf;
 
+use palisade_outputs::nats::{self, NatsAuth, NatsOptionError, NatsOptions, NatsTls};
 use palisade_outputs::schema::PayloadFormat;
-use palisade_outputs::sink::NatsConfig;
+use palisade_outputs::sink::NatsSinkOptions;
 use serde::Deserialize;
 
 use super::checked::{Checked, StringOrList};
@@ -39,85 +42,94 @@ impl NatsSinkSection {
         report: &mut ConfigReport<'_>,
         table: &str,
         table_span: &Range<usize>,
-    ) -> Option<NatsConfig> {
+    ) -> Option<NatsSinkOptions> {
         let key = |name: &str| dotted(table, name);
+        // Where each key stands, for the errors of the rules that name it.
+        let spans: Vec<(&str, Range<usize>)> = [
+            ("subject_prefix", &self.subject_prefix),
+            ("stream", &self.stream),
+            ("token", &self.token),
+            ("user", &self.user),
+            ("password", &self.password),
+            ("nkey_seed_file", &self.nkey_seed_file),
+            ("creds_file", &self.creds_file),
+            ("tls_ca", &self.tls_ca),
+            ("tls_cert", &self.tls_cert),
+            ("tls_key", &self.tls_key),
+        ]
+        .into_iter()
+        .filter_map(|(name, value)| Some((name, value.as_ref()?.span.clone())))
+        .collect();
+        let rule = |report: &mut ConfigReport<'_>, err: NatsOptionError| {
+            let span = spans
+                .iter()
+                .find(|(name, _)| *name == err.key)
+                .map_or(table_span, |(_, span)| span);
+            report.error(span, &key(err.key), err.message);
+        };
         let urls = report
             .required(self.url, table_span, table, "url")
             .map(|urls| nats_urls(report, urls, &key("url")));
-        let subject_prefix = self.subject_prefix.map_or_else(
-            || DEFAULT_NATS_SUBJECT_PREFIX.to_owned(),
-            |value| {
-                checked_string(
-                    report,
-                    value,
-                    (table, "subject_prefix"),
-                    DEFAULT_NATS_SUBJECT_PREFIX,
-                    valid_subject_prefix,
-                    "dot-separated tokens without spaces, '*' or '>'",
-                )
-            },
-        );
-        let stream = self.stream.map_or_else(
-            || DEFAULT_NATS_STREAM.to_owned(),
-            |value| {
-                checked_string(
-                    report,
-                    value,
-                    (table, "stream"),
-                    DEFAULT_NATS_STREAM,
-                    valid_stream_name,
-                    "no spaces, '.', '*', '>', '/' or '\\'",
-                )
-            },
-        );
-        let format = self.format.map_or(PayloadFormat::MsgPack, |value| {
-            payload_format(report, value, &key("format"))
-        });
-        auth_rules(
-            report,
-            table,
-            [
-                ("token", &self.token),
-                ("user", &self.user),
-                ("password", &self.password),
-                ("nkey_seed_file", &self.nkey_seed_file),
-                ("creds_file", &self.creds_file),
-                ("tls_cert", &self.tls_cert),
-                ("tls_key", &self.tls_key),
-            ],
-        );
-        let mut nonempty = |value: Option<Checked<String>>, name: &str| {
-            value.and_then(|value| report.nonempty(value, &key(name)))
+        let mut string = |value: Option<Checked<String>>, name: &str| {
+            value.and_then(|value| report.string(value, &key(name)))
         };
-        let token = nonempty(self.token, "token");
-        let user = nonempty(self.user, "user");
-        let password = nonempty(self.password, "password");
-        let mut path = |value, name| nonempty(value, name).map(PathBuf::from);
+        let subject_prefix = string(self.subject_prefix, "subject_prefix")
+            .unwrap_or_else(|| DEFAULT_NATS_SUBJECT_PREFIX.to_owned());
+        let stream =
+            string(self.stream, "stream").unwrap_or_else(|| DEFAULT_NATS_STREAM.to_owned());
+        let token = string(self.token, "token");
+        let user = string(self.user, "user");
+        let password = string(self.password, "password");
+        let mut path = |value, name| string(value, name).map(PathBuf::from);
         let nkey_seed_file = path(self.nkey_seed_file, "nkey_seed_file");
         let creds_file = path(self.creds_file, "creds_file");
         let tls_ca = path(self.tls_ca, "tls_ca");
         let tls_cert = path(self.tls_cert, "tls_cert");
         let tls_key = path(self.tls_key, "tls_key");
-        Some(NatsConfig {
+        let format = self.format.map_or(PayloadFormat::MsgPack, |value| {
+            payload_format(report, value, &key("format"))
+        });
+        for check in [
+            nats::validate_subject_prefix(&subject_prefix),
+            nats::validate_stream_name(&stream),
+        ] {
+            if let Err(err) = check {
+                rule(report, err);
+            }
+        }
+        let auth = NatsAuth::from_parts(token, user, password, nkey_seed_file, creds_file)
+            .unwrap_or_else(|err| {
+                rule(report, err);
+                NatsAuth::None
+            });
+        let tls = NatsTls::from_parts(tls_ca, tls_cert, tls_key).unwrap_or_else(|err| {
+            rule(report, err);
+            NatsTls::default()
+        });
+        let nats = NatsOptions {
             urls: urls?,
+            auth,
+            tls,
+            ..NatsOptions::default()
+        };
+        // The URLs were checked one by one (each at its line); this finds
+        // what is left, such as an empty credential.
+        if let Err(err) = nats.validate()
+            && err.key != "url"
+        {
+            rule(report, err);
+        }
+        Some(NatsSinkOptions {
+            nats,
             subject_prefix,
             stream,
-            token,
-            user,
-            password,
-            nkey_seed_file,
-            creds_file,
-            tls_ca,
-            tls_cert,
-            tls_key,
             format,
-            // Not configurable: stays at its default, 5 s.
-            connect_timeout: NatsConfig::default().connect_timeout,
         })
     }
 }
 
-/// The server URLs: at least one, none empty or with spaces.
+/// The server URLs: at least one, each valid (`nats::validate_url`),
+/// each error at the URL's own line.
 fn nats_urls(
     report: &mut ConfigReport<'_>,
     value: Checked<StringOrList>,
@@ -142,35 +154,12 @@ fn nats_urls(
         let Some(url) = report.string(item, key) else {
             continue;
         };
-        if url.is_empty() || url.contains(char::is_whitespace) {
-            report.error(&item_span, key, format!("invalid NATS server URL {url:?}"));
-        } else {
-            urls.push(url);
+        match nats::validate_url(&url) {
+            Ok(()) => urls.push(url),
+            Err(err) => report.error(&item_span, key, err.message),
         }
     }
     urls
-}
-
-/// The string of key `name` of `table`, which must pass `valid` (`rule`
-/// says what passes); `default` when it does not.
-fn checked_string(
-    report: &mut ConfigReport<'_>,
-    value: Checked<String>,
-    (table, name): (&str, &str),
-    default: &str,
-    valid: fn(&str) -> bool,
-    rule: &str,
-) -> String {
-    let span = value.span.clone();
-    let key = dotted(table, name);
-    match report.string(value, &key) {
-        Some(text) if valid(&text) => text,
-        Some(text) => {
-            report.error(&span, &key, format!("invalid {name} {text:?}: {rule}"));
-            default.to_owned()
-        }
-        None => default.to_owned(),
-    }
 }
 
 fn payload_format(
@@ -188,57 +177,4 @@ fn payload_format(
             PayloadFormat::MsgPack
         }
     }
-}
-
-/// One way to authenticate at most; `user` with `password`; `tls_cert` with
-/// `tls_key`. `set` holds the keys these rules are about, set or not.
-fn auth_rules(
-    report: &mut ConfigReport<'_>,
-    table: &str,
-    set: [(&str, &Option<Checked<String>>); 7],
-) {
-    let span_of = |name: &str| {
-        set.iter()
-            .find(|(key, _)| *key == name)
-            .and_then(|(_, value)| value.as_ref())
-            .map(|value| value.span.clone())
-    };
-    let methods: Vec<&str> = ["token", "user", "nkey_seed_file", "creds_file"]
-        .into_iter()
-        .filter(|name| span_of(name).is_some())
-        .collect();
-    if let [first, second, ..] = methods[..]
-        && let Some(span) = span_of(second)
-    {
-        let message = format!(
-            "`{second}` and `{first}` both set: choose one of `token`, `user`/`password`, `nkey_seed_file` or `creds_file`"
-        );
-        report.error(&span, &dotted(table, second), message);
-    }
-    for (one, other) in [
-        ("user", "password"),
-        ("password", "user"),
-        ("tls_cert", "tls_key"),
-        ("tls_key", "tls_cert"),
-    ] {
-        if let (Some(span), None) = (span_of(one), span_of(other)) {
-            report.error(
-                &span,
-                &dotted(table, one),
-                format!("`{one}` needs `{other}`"),
-            );
-        }
-    }
-}
-
-/// NATS subject tokens: no empty ones, no spaces or wildcards.
-fn valid_subject_prefix(text: &str) -> bool {
-    text.split('.').all(|token| {
-        !token.is_empty() && !token.contains(|c: char| c.is_whitespace() || c == '*' || c == '>')
-    })
-}
-
-/// JetStream stream names: no spaces, dots, wildcards or path separators.
-fn valid_stream_name(text: &str) -> bool {
-    !text.is_empty() && !text.contains(|c: char| c.is_whitespace() || ".*>/\\".contains(c))
 }

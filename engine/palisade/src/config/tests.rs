@@ -2,6 +2,7 @@
 
 use super::report::{closest, edit_distance};
 use super::*;
+use palisade_outputs::nats::{NatsAuth, NatsOptions, NatsTls};
 
 /// The errors of `text`; panics if it parses.
 fn errors(text: &str) -> Vec<ConfigError> {
@@ -116,20 +117,25 @@ recheck = "off"
         },
         sinks: vec![
             SinkSpec::Jsonl { path: None },
-            SinkSpec::Nats(NatsConfig {
-                urls: vec!["tls://nats.example.com:4222".to_owned()],
+            SinkSpec::Nats(NatsSinkOptions {
+                nats: NatsOptions {
+                    urls: vec!["tls://nats.example.com:4222".to_owned()],
+                    auth: NatsAuth::UserPassword {
+                        user: "palisade".to_owned(),
+                        password: "hunter2".to_owned(),
+                    },
+                    tls: NatsTls {
+                        ca: Some(PathBuf::from("/etc/ca.pem")),
+                        client_cert: Some((
+                            PathBuf::from("/etc/client.pem"),
+                            PathBuf::from("/etc/client.key"),
+                        )),
+                    },
+                    ..NatsOptions::default()
+                },
                 subject_prefix: "ops.palisade".to_owned(),
                 stream: "PORTS".to_owned(),
-                token: None,
-                user: Some("palisade".to_owned()),
-                password: Some("hunter2".to_owned()),
-                nkey_seed_file: None,
-                creds_file: None,
-                tls_ca: Some(PathBuf::from("/etc/ca.pem")),
-                tls_cert: Some(PathBuf::from("/etc/client.pem")),
-                tls_key: Some(PathBuf::from("/etc/client.key")),
                 format: PayloadFormat::Json,
-                connect_timeout: NatsConfig::default().connect_timeout,
             }),
             SinkSpec::Webhook {
                 url: "http://hooks.example.com/in".to_owned(),
@@ -200,20 +206,14 @@ host = "2001:2::10"
     assert_eq!(
         config.sinks,
         [
-            SinkSpec::Nats(NatsConfig {
-                urls: vec!["nats://nats.example.com".to_owned()],
+            SinkSpec::Nats(NatsSinkOptions {
+                nats: NatsOptions {
+                    urls: vec!["nats://nats.example.com".to_owned()],
+                    ..NatsOptions::default()
+                },
                 subject_prefix: "palisade".to_owned(),
                 stream: "PALISADE".to_owned(),
-                token: None,
-                user: None,
-                password: None,
-                nkey_seed_file: None,
-                creds_file: None,
-                tls_ca: None,
-                tls_cert: None,
-                tls_key: None,
                 format: PayloadFormat::MsgPack,
-                connect_timeout: NatsConfig::default().connect_timeout,
             }),
             SinkSpec::Webhook {
                 url: "https://hooks.example.com/".to_owned(),
@@ -254,7 +254,7 @@ fn example_file_parses_and_documents_every_key() {
     let config = parse("palisade.example.toml", text).unwrap();
     assert_eq!(config.scan.source_v4, Some(Ipv4Addr::new(198, 18, 0, 1)));
     assert_eq!(config.sinks.len(), 3);
-    assert!(matches!(config.sinks[1], SinkSpec::Nats(ref nats) if nats.urls.len() == 2));
+    assert!(matches!(config.sinks[1], SinkSpec::Nats(ref nats) if nats.nats.urls.len() == 2));
     let names: Vec<&str> = config.monitors.iter().map(|m| m.name.as_str()).collect();
     assert_eq!(names, ["web-1", "mail", "db-v6"]);
     let all_keys = [

@@ -239,15 +239,15 @@ impl OutboxDelivery {
 
 #[cfg(test)]
 mod tests {
-    use palisade_outputs::sink::NatsConfig;
+    use palisade_outputs::sink::NatsSinkOptions;
 
     use super::*;
     use crate::store::OutboxEntry;
 
     fn nats() -> SinkSpec {
-        SinkSpec::Nats(NatsConfig {
+        SinkSpec::Nats(NatsSinkOptions {
             stream: "PALISADE".into(),
-            ..NatsConfig::default()
+            ..NatsSinkOptions::default()
         })
     }
 

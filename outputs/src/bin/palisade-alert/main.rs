@@ -9,9 +9,9 @@ use std::time::Duration;
 use anyhow::{Context as _, Result};
 use clap::{Args, Parser, Subcommand};
 use palisade_outputs::alert::{
-    self, AlertConsumer, Backoff, ConsumerConfig, DispatchSpec, HttpOptions, NatsAuth, NatsOptions,
-    NatsTls, TailConfig,
+    self, AlertConsumer, Backoff, ConsumerConfig, DispatchSpec, HttpOptions, TailConfig,
 };
+use palisade_outputs::nats::{self, NatsAuth, NatsConnectError, NatsOptions, NatsTls};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -98,7 +98,7 @@ struct Connection {
     #[arg(long = "connect-timeout", value_name = "DURATION", default_value = "5s", value_parser = humantime::parse_duration)]
     connect_timeout: Duration,
     /// The JetStream stream holding the events.
-    #[arg(long, default_value = "PALISADE")]
+    #[arg(long, default_value = palisade_outputs::sink::DEFAULT_NATS_STREAM)]
     stream: String,
 }
 
@@ -192,31 +192,26 @@ fn main() -> ExitCode {
 }
 
 impl Connection {
-    fn options(&self) -> NatsOptions {
-        let auth = if let Some(token) = &self.token {
-            NatsAuth::Token(token.clone())
-        } else if let (Some(user), Some(password)) = (&self.user, &self.password) {
-            NatsAuth::UserPassword {
-                user: user.clone(),
-                password: password.clone(),
-            }
-        } else if let Some(creds) = &self.creds {
-            NatsAuth::CredsFile(creds.clone())
-        } else if let Some(seed) = &self.nkey_seed {
-            NatsAuth::NkeySeedFile(seed.clone())
-        } else {
-            NatsAuth::None
-        };
-        NatsOptions {
+    /// The flags as connection options, checked by the same rules as the
+    /// daemon's `[[sink]]` settings.
+    fn options(&self) -> Result<NatsOptions, NatsConnectError> {
+        Ok(NatsOptions {
             urls: self.nats_urls.clone(),
-            auth,
-            tls: NatsTls {
-                ca: self.tls_ca.clone(),
-                client_cert: self.tls_cert.clone().zip(self.tls_key.clone()),
-            },
+            auth: NatsAuth::from_parts(
+                self.token.clone(),
+                self.user.clone(),
+                self.password.clone(),
+                self.nkey_seed.clone(),
+                self.creds.clone(),
+            )?,
+            tls: NatsTls::from_parts(
+                self.tls_ca.clone(),
+                self.tls_cert.clone(),
+                self.tls_key.clone(),
+            )?,
             name: "palisade-alert".to_string(),
             connect_timeout: self.connect_timeout,
-        }
+        })
     }
 }
 
@@ -238,7 +233,7 @@ async fn run(args: AlertRunArgs) -> Result<()> {
         .map(|spec| spec.build(&http))
         .collect::<Result<Vec<_>, _>>()?;
     let shutdown = shutdown_signal()?;
-    let client = alert::connect(&args.connection.options()).await?;
+    let client = nats::connect(&args.connection.options()?).await?;
     let config = ConsumerConfig {
         stream: args.connection.stream.clone(),
         consumer: args.consumer.clone(),
@@ -266,7 +261,7 @@ async fn run(args: AlertRunArgs) -> Result<()> {
 
 async fn tail(args: TailArgs) -> Result<()> {
     let shutdown = shutdown_signal()?;
-    let client = alert::connect(&args.connection.options()).await?;
+    let client = nats::connect(&args.connection.options()?).await?;
     let config = TailConfig {
         stream: args.connection.stream.clone(),
         filter: args.filter.clone(),

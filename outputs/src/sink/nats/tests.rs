@@ -1,18 +1,37 @@
 use super::*;
+use crate::nats::{NatsAuth, NatsTls};
 use crate::schema::{PayloadFormat, decode};
 use crate::sink::test_events;
 use crate::testing::NatsServer;
 use async_nats::jetstream::consumer::{AckPolicy, pull};
 use futures::StreamExt;
 use std::collections::HashSet;
+use std::path::PathBuf;
 use std::time::Instant;
 
-fn config(url: &str) -> NatsConfig {
-    NatsConfig {
-        urls: vec![url.to_string()],
-        connect_timeout: Duration::from_secs(5),
-        ..NatsConfig::default()
+fn config(url: &str) -> NatsSinkOptions {
+    NatsSinkOptions {
+        nats: NatsOptions {
+            urls: vec![url.to_string()],
+            connect_timeout: Duration::from_secs(5),
+            ..NatsOptions::default()
+        },
+        ..NatsSinkOptions::default()
     }
+}
+
+/// `config(url)`, authenticating with `auth`.
+fn with_auth(url: &str, auth: NatsAuth) -> NatsSinkOptions {
+    let mut cfg = config(url);
+    cfg.nats.auth = auth;
+    cfg
+}
+
+/// `config(url)` with these TLS settings.
+fn with_tls(url: &str, tls: NatsTls) -> NatsSinkOptions {
+    let mut cfg = config(url);
+    cfg.nats.tls = tls;
+    cfg
 }
 
 /// Reads every message of `stream` back through an ephemeral pull consumer.
@@ -60,7 +79,7 @@ async fn events_arrive_on_subjects_with_headers() {
             PayloadFormat::MsgPack => "palisade",
             PayloadFormat::Json => "acme.pal",
         };
-        let mut sink = NatsSink::connect(NatsConfig {
+        let mut sink = NatsSink::connect(NatsSinkOptions {
             stream: stream.into(),
             subject_prefix: prefix.into(),
             format,
@@ -314,12 +333,9 @@ async fn several_urls_use_the_live_one() {
             .unwrap()
             .port()
     );
-    let mut sink = NatsSink::connect(NatsConfig {
-        urls: vec![dead.clone(), server.url.clone()],
-        ..config(&server.url)
-    })
-    .await
-    .unwrap();
+    let mut cfg = config(&server.url);
+    cfg.nats.urls = vec![dead.clone(), server.url.clone()];
+    let mut sink = NatsSink::connect(cfg).await.unwrap();
     assert_eq!(sink.publish(&test_events(2, "m")).await.unwrap(), 2);
 }
 
@@ -329,12 +345,9 @@ async fn unreachable_address_times_out() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("nats://{}", listener.local_addr().unwrap());
     let started = Instant::now();
-    let err = NatsSink::connect(NatsConfig {
-        connect_timeout: Duration::from_millis(700),
-        ..config(&url)
-    })
-    .await
-    .unwrap_err();
+    let mut cfg = config(&url);
+    cfg.nats.connect_timeout = Duration::from_millis(700);
+    let err = NatsSink::connect(cfg).await.unwrap_err();
     assert_one_line_within(&err, started);
     let text = err.to_string();
     assert!(
@@ -349,12 +362,9 @@ async fn unreachable_address_times_out() {
 async fn wrong_token_is_one_clear_line() {
     let server = NatsServer::start_with_token("s3cret");
     let started = Instant::now();
-    let err = NatsSink::connect(NatsConfig {
-        token: Some("wrong".into()),
-        ..config(&server.url)
-    })
-    .await
-    .unwrap_err();
+    let err = NatsSink::connect(with_auth(&server.url, NatsAuth::Token("wrong".into())))
+        .await
+        .unwrap_err();
     assert_one_line_within(&err, started);
     assert_eq!(
         err.to_string(),
@@ -371,23 +381,22 @@ async fn wrong_token_is_one_clear_line() {
         "{err}"
     );
 
-    let mut sink = NatsSink::connect(NatsConfig {
-        token: Some("s3cret".into()),
-        ..config(&server.url)
-    })
-    .await
-    .unwrap();
+    let mut sink = NatsSink::connect(with_auth(&server.url, NatsAuth::Token("s3cret".into())))
+        .await
+        .unwrap();
     assert_eq!(sink.publish(&test_events(2, "t")).await.unwrap(), 2);
 }
 
 #[tokio::test]
 async fn user_password() {
     let server = NatsServer::start_with_user("alice", "pw");
-    let err = NatsSink::connect(NatsConfig {
-        user: Some("alice".into()),
-        password: Some("nope".into()),
-        ..config(&server.url)
-    })
+    let err = NatsSink::connect(with_auth(
+        &server.url,
+        NatsAuth::UserPassword {
+            user: "alice".into(),
+            password: "nope".into(),
+        },
+    ))
     .await
     .unwrap_err();
     assert_eq!(
@@ -397,11 +406,13 @@ async fn user_password() {
             server.url
         )
     );
-    let mut sink = NatsSink::connect(NatsConfig {
-        user: Some("alice".into()),
-        password: Some("pw".into()),
-        ..config(&server.url)
-    })
+    let mut sink = NatsSink::connect(with_auth(
+        &server.url,
+        NatsAuth::UserPassword {
+            user: "alice".into(),
+            password: "pw".into(),
+        },
+    ))
     .await
     .unwrap();
     assert_eq!(sink.publish(&test_events(1, "u")).await.unwrap(), 1);
@@ -426,7 +437,7 @@ async fn existing_stream_must_cover_the_prefix() {
     })
     .await
     .unwrap();
-    let err = NatsSink::connect(NatsConfig {
+    let err = NatsSink::connect(NatsSinkOptions {
         stream: "OTHER".into(),
         ..config(&server.url)
     })
@@ -439,7 +450,7 @@ async fn existing_stream_must_cover_the_prefix() {
             server.url
         )
     );
-    let mut sink = NatsSink::connect(NatsConfig {
+    let mut sink = NatsSink::connect(NatsSinkOptions {
         stream: "WIDE".into(),
         subject_prefix: "acme.pal".into(),
         ..config(&server.url)
@@ -449,92 +460,94 @@ async fn existing_stream_must_cover_the_prefix() {
     assert_eq!(sink.publish(&test_events(2, "w")).await.unwrap(), 2);
 }
 
+/// The rules on how credentials and TLS settings combine are
+/// `NatsAuth::from_parts`' and `NatsTls::from_parts`' (tested in
+/// `crate::nats`); the options that reach the sink are checked again here,
+/// and unusable files are found before any connection.
 #[tokio::test]
 async fn bad_config_is_rejected_before_connecting() {
-    let cases: Vec<(NatsConfig, &str)> = vec![
+    let with_nats = |change: fn(&mut NatsOptions)| {
+        let mut cfg = NatsSinkOptions::default();
+        change(&mut cfg.nats);
+        cfg
+    };
+    let cases: Vec<(NatsSinkOptions, &str, &str)> = vec![
         (
-            NatsConfig {
-                urls: vec![],
-                ..NatsConfig::default()
-            },
-            "no NATS server URL",
+            with_nats(|n| n.urls = vec![]),
+            "url",
+            "give at least one NATS server URL",
         ),
         (
-            NatsConfig {
+            NatsSinkOptions {
                 subject_prefix: "a.*".into(),
-                ..NatsConfig::default()
+                ..NatsSinkOptions::default()
             },
-            "invalid subject prefix",
+            "subject_prefix",
+            "invalid subject_prefix",
         ),
         (
-            NatsConfig {
+            NatsSinkOptions {
                 subject_prefix: "a..b".into(),
-                ..NatsConfig::default()
+                ..NatsSinkOptions::default()
             },
-            "invalid subject prefix",
+            "subject_prefix",
+            "invalid subject_prefix",
         ),
         (
-            NatsConfig {
+            NatsSinkOptions {
                 stream: "A.B".into(),
-                ..NatsConfig::default()
+                ..NatsSinkOptions::default()
             },
-            "invalid stream name",
+            "stream",
+            "invalid stream",
         ),
         (
-            NatsConfig {
-                user: Some("u".into()),
-                ..NatsConfig::default()
-            },
-            "user and password",
+            with_nats(|n| n.auth = NatsAuth::Token(String::new())),
+            "token",
+            "`token` must not be empty",
         ),
         (
-            NatsConfig {
-                token: Some("t".into()),
-                user: Some("u".into()),
-                password: Some("p".into()),
-                ..NatsConfig::default()
-            },
-            "only one of",
+            with_nats(|n| n.connect_timeout = Duration::ZERO),
+            "connect_timeout",
+            "connect timeout must be positive",
         ),
         (
-            NatsConfig {
-                tls_cert: Some("/nonexistent/cert.pem".into()),
-                ..NatsConfig::default()
-            },
-            "tls_cert and tls_key",
-        ),
-        (
-            NatsConfig {
-                tls_ca: Some("/nonexistent/ca.pem".into()),
-                ..NatsConfig::default()
-            },
+            with_nats(|n| n.tls.ca = Some("/nonexistent/ca.pem".into())),
+            "tls_ca",
             "cannot read TLS CA file /nonexistent/ca.pem",
         ),
         (
-            NatsConfig {
-                creds_file: Some("/nonexistent/x.creds".into()),
-                ..NatsConfig::default()
-            },
+            with_nats(|n| {
+                n.tls.client_cert = Some((
+                    "/nonexistent/cert.pem".into(),
+                    "/nonexistent/key.pem".into(),
+                ));
+            }),
+            "tls_cert",
+            "cannot read TLS certificate file /nonexistent/cert.pem",
+        ),
+        (
+            with_nats(|n| n.auth = NatsAuth::CredsFile("/nonexistent/x.creds".into())),
+            "creds_file",
             "cannot read NATS credentials file /nonexistent/x.creds",
         ),
         (
-            NatsConfig {
-                nkey_seed_file: Some("/nonexistent/seed.nk".into()),
-                ..NatsConfig::default()
-            },
+            with_nats(|n| n.auth = NatsAuth::NkeySeedFile("/nonexistent/seed.nk".into())),
+            "nkey_seed_file",
             "cannot read NKey seed file",
         ),
         (
-            NatsConfig {
-                urls: vec!["nats://[::1".into()],
-                ..NatsConfig::default()
-            },
+            with_nats(|n| n.urls = vec!["nats://[::1".into()]),
+            "url",
             "invalid NATS server URL",
         ),
     ];
-    for (cfg, want) in cases {
+    for (cfg, key, want) in cases {
         let err = NatsSink::connect(cfg).await.unwrap_err();
-        assert!(matches!(err, SinkError::NatsConfig(_)), "{err}");
+        assert!(
+            matches!(&err, SinkError::NatsConfig(e) if e.key == key),
+            "{err} / {key}"
+        );
         assert!(err.to_string().contains(want), "{err} / {want}");
         assert!(!err.to_string().contains('\n'));
     }
@@ -613,22 +626,26 @@ async fn tls_with_ca_and_client_certificate() {
         ],
     );
     // Mutual TLS: CA plus client certificate.
-    let mut sink = NatsSink::connect(NatsConfig {
-        tls_ca: Some(ca.clone()),
-        tls_cert: Some(client_cert),
-        tls_key: Some(client_key),
-        ..config(&server.url)
-    })
+    let mut sink = NatsSink::connect(with_tls(
+        &server.url,
+        NatsTls {
+            ca: Some(ca.clone()),
+            client_cert: Some((client_cert, client_key)),
+        },
+    ))
     .await
     .unwrap();
     assert_eq!(sink.publish(&test_events(3, "tls")).await.unwrap(), 3);
 
     // Without the client certificate the server refuses: one line, quickly.
     let started = Instant::now();
-    let err = NatsSink::connect(NatsConfig {
-        tls_ca: Some(ca),
-        ..config(&server.url)
-    })
+    let err = NatsSink::connect(with_tls(
+        &server.url,
+        NatsTls {
+            ca: Some(ca),
+            client_cert: None,
+        },
+    ))
     .await
     .unwrap_err();
     assert_one_line_within(&err, started);
@@ -642,12 +659,9 @@ async fn tls_with_ca_and_client_certificate() {
     );
 
     // Without our CA the server certificate is not trusted.
-    let err = NatsSink::connect(NatsConfig {
-        tls_cert: None,
-        ..config(&server.url.replace("nats://", "tls://"))
-    })
-    .await
-    .unwrap_err();
+    let err = NatsSink::connect(config(&server.url.replace("nats://", "tls://")))
+        .await
+        .unwrap_err();
     let url = server.url.replace("nats://", "tls://");
     assert_eq!(
         err.to_string(),
@@ -677,23 +691,17 @@ async fn nkey_seed_file() {
         crate::testing::TestServerAuth::None,
         &["-c".into(), conf.display().to_string()],
     );
-    let mut sink = NatsSink::connect(NatsConfig {
-        nkey_seed_file: Some(seed),
-        ..config(&server.url)
-    })
-    .await
-    .unwrap();
+    let mut sink = NatsSink::connect(with_auth(&server.url, NatsAuth::NkeySeedFile(seed)))
+        .await
+        .unwrap();
     assert_eq!(sink.publish(&test_events(2, "nk")).await.unwrap(), 2);
 
     // Another user's seed is refused with one line.
     let other = dir.path().join("other.nk");
     std::fs::write(&other, nkeys::KeyPair::new_user().seed().unwrap()).unwrap();
-    let err = NatsSink::connect(NatsConfig {
-        nkey_seed_file: Some(other),
-        ..config(&server.url)
-    })
-    .await
-    .unwrap_err();
+    let err = NatsSink::connect(with_auth(&server.url, NatsAuth::NkeySeedFile(other)))
+        .await
+        .unwrap_err();
     assert_eq!(
         err.to_string(),
         format!(
@@ -705,12 +713,9 @@ async fn nkey_seed_file() {
     // A file without a seed is a configuration error.
     let junk = dir.path().join("junk.nk");
     std::fs::write(&junk, "hello\n").unwrap();
-    let err = NatsSink::connect(NatsConfig {
-        nkey_seed_file: Some(junk.clone()),
-        ..config(&server.url)
-    })
-    .await
-    .unwrap_err();
+    let err = NatsSink::connect(with_auth(&server.url, NatsAuth::NkeySeedFile(junk.clone())))
+        .await
+        .unwrap_err();
     assert_eq!(
         err.to_string(),
         format!(
@@ -719,12 +724,9 @@ async fn nkey_seed_file() {
         )
     );
     // So is a creds file without credentials.
-    let err = NatsSink::connect(NatsConfig {
-        creds_file: Some(junk),
-        ..config(&server.url)
-    })
-    .await
-    .unwrap_err();
+    let err = NatsSink::connect(with_auth(&server.url, NatsAuth::CredsFile(junk)))
+        .await
+        .unwrap_err();
     assert!(
         err.to_string()
             .starts_with("invalid NATS configuration: cannot read NATS credentials file"),
