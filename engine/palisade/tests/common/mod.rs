@@ -47,7 +47,10 @@ else:
     l = socket.socket(socket.AF_UNIX)
     l.bind(a)
     def connect():
-        return socket.create_connection(("127.0.0.1", int(b)), 2)
+        # The timeout bounds the connect only: an idle connection must stay.
+        s = socket.create_connection(("127.0.0.1", int(b)), 2)
+        s.settimeout(None)
+        return s
 l.listen(128)
 print("ready", flush=True)
 while True:
