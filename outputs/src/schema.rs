@@ -166,14 +166,19 @@ impl EventData {
         }
     }
 
-    /// The port, for port events.
-    pub fn port(&self) -> Option<u16> {
+    /// The port event's data, for port events.
+    pub fn port_event(&self) -> Option<&PortEvent> {
         match self {
             EventData::UnexpectedPortOpen(p)
             | EventData::ExpectedPortDown(p)
-            | EventData::PortResolved(p) => Some(p.port),
+            | EventData::PortResolved(p) => Some(p),
             EventData::MonitorResolved(_) | EventData::Scan(_) => None,
         }
+    }
+
+    /// The port, for port events.
+    pub fn port(&self) -> Option<u16> {
+        self.port_event().map(|p| p.port)
     }
 }
 

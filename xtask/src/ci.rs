@@ -59,13 +59,7 @@ const FORBIDDEN: &[(&str, &[&str])] = &[
     ),
     (
         "palisade-outputs",
-        &[
-            "palisade-core",
-            "palisade-dataplane",
-            "palisade ",
-            "aya",
-            "libc",
-        ],
+        &["palisade-core", "palisade-dataplane", "palisade ", "aya"],
     ),
 ];
 

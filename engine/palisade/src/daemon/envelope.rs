@@ -122,12 +122,7 @@ mod tests {
     }
 
     fn port_event(e: &Envelope) -> &PortEvent {
-        match &e.data {
-            EventData::UnexpectedPortOpen(p)
-            | EventData::ExpectedPortDown(p)
-            | EventData::PortResolved(p) => p,
-            other => panic!("not a port event: {other:?}"),
-        }
+        e.data.port_event().expect("a port event")
     }
 
     #[test]

@@ -370,12 +370,7 @@ mod tests {
     }
 
     fn port_data(e: &Envelope) -> &palisade_outputs::schema::PortEvent {
-        match &e.data {
-            EventData::UnexpectedPortOpen(p)
-            | EventData::ExpectedPortDown(p)
-            | EventData::PortResolved(p) => p,
-            other => panic!("not a port event: {other:?}"),
-        }
+        e.data.port_event().expect("a port event")
     }
 
     #[test]
