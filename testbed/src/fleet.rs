@@ -1,6 +1,6 @@
 //! The ground truth of the simulated fleet (`ebpf/responder.bpf.c`, run by
 //! `palisade-sim fleet`): which hosts of a block answer how,
-//! and which of their ports are open. Pure: no I/O, no clocks, no `unsafe`.
+//! and which of their ports are open. Pure: no I/O, no clocks.
 //!
 //! The responder and this module compute the same thing (tests hold them to
 //! it end to end), so a test or benchmark can scan the fleet and compare

@@ -9,9 +9,9 @@
 //! * [`plan`]: the sweep planner: which monitors are due, which ports a scan
 //!   must keep, which ports to re-check, when a scan counts as conclusive.
 //!
-//! No module here reads a clock, touches a socket or a file, or holds
-//! `unsafe` code: callers bring the time and the bytes. Everything builds
-//! and tests on any OS.
+//! No module here reads a clock or touches a socket or a file: callers bring
+//! the time and the bytes. Everything builds and tests on any OS, and the
+//! lint below keeps the whole crate memory-safe Rust.
 
 #![forbid(unsafe_code)]
 

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use palisade_sim::testbed::{ListenerId, Testbed, TestbedConfig, bounded, stderr};
+use palisade_sim::testbed::{KillOnDrop, ListenerId, Testbed, TestbedConfig, bounded, stderr};
 use serde_json::Value;
 
 const BIN: &str = env!("CARGO_BIN_EXE_palisade");
@@ -268,8 +268,8 @@ fn a_short_recheck_confirms_before_the_next_full_sweep() {
         200_000,
     );
     case.listen(&[22, 80, 443, 6379]);
-    let mut child = case
-        .command(&[
+    let mut child = KillOnDrop(
+        case.command(&[
             "run",
             "-c",
             path(&case.config),
@@ -279,7 +279,8 @@ fn a_short_recheck_confirms_before_the_next_full_sweep() {
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
-        .unwrap();
+        .unwrap(),
+    );
     let start = Instant::now();
     while case.events().is_empty() && start.elapsed() < Duration::from_secs(40) {
         std::thread::sleep(Duration::from_millis(200));
@@ -319,8 +320,8 @@ fn kill_9_mid_sweep_loses_and_duplicates_nothing() {
     case.listen(&[22, 80, 443, 6379]);
     case.once(); // 6379 seen once
     for _ in 0..2 {
-        let mut child = case
-            .command(&[
+        let mut child = KillOnDrop(
+            case.command(&[
                 "run",
                 "-c",
                 path(&case.config),
@@ -331,7 +332,8 @@ fn kill_9_mid_sweep_loses_and_duplicates_nothing() {
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-            .unwrap();
+            .unwrap(),
+        );
         std::thread::sleep(Duration::from_millis(2_000));
         assert!(
             child.try_wait().unwrap().is_none(),
@@ -396,8 +398,8 @@ fn sighup_reloads_the_configuration() {
         300_000,
     );
     case.listen(&[22, 80, 443, 6379]);
-    let mut child = case
-        .command(&[
+    let mut child = KillOnDrop(
+        case.command(&[
             "run",
             "-c",
             path(&case.config),
@@ -407,7 +409,8 @@ fn sighup_reloads_the_configuration() {
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
-        .unwrap();
+        .unwrap(),
+    );
     let wait = |case: &DaemonCase, n: usize| {
         let start = Instant::now();
         while case.events().len() < n && start.elapsed() < Duration::from_secs(40) {

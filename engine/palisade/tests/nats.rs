@@ -4,13 +4,13 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use palisade_outputs::schema::{Envelope, PayloadFormat, decode};
 use palisade_outputs::testing::NatsServer;
-use palisade_sim::testbed::{Testbed, TestbedConfig, bounded, stderr};
+use palisade_sim::testbed::{KillOnDrop, Testbed, TestbedConfig, bounded, stderr};
 
 mod common;
 use common::LoopbackBridge;
@@ -67,12 +67,15 @@ impl NatsCase {
         cmd
     }
 
-    fn daemon(&self) -> Child {
+    /// `palisade run` in the background (killed if the test fails half-way).
+    fn daemon(&self) -> KillOnDrop {
         let mut cmd = self.palisade(&["run"]);
-        cmd.stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap()
+        KillOnDrop(
+            cmd.stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap(),
+        )
     }
 
     /// The event ids the store's outbox holds (every event it ever created).
@@ -297,23 +300,17 @@ fn an_unexpected_open_port_fires_in_alertmanager_and_resolves() {
         .local_addr()
         .unwrap()
         .port();
-    let mut am = Command::new(alertmanager_binary())
-        .arg(format!("--config.file={}", dir.join("am.yml").display()))
-        .arg(format!("--storage.path={}", dir.join("data").display()))
-        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-        .arg("--cluster.listen-address=")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start alertmanager");
-    struct Kill<'a>(&'a mut Child);
-    impl Drop for Kill<'_> {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-    let _am = Kill(&mut am);
+    let _am = KillOnDrop(
+        Command::new(alertmanager_binary())
+            .arg(format!("--config.file={}", dir.join("am.yml").display()))
+            .arg(format!("--storage.path={}", dir.join("data").display()))
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .arg("--cluster.listen-address=")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start alertmanager"),
+    );
     wait_for("alertmanager ready", Duration::from_secs(30), || {
         http_get_json(port, "/api/v2/status").is_some()
     });

@@ -1,7 +1,7 @@
 //! The monitor state machine: per monitor and per port, turn scan observations
 //! into confirmed incidents, resolutions and a history of detected state changes.
 //!
-//! This module is **pure**: no I/O, no clocks, no randomness, no `unsafe`. Time
+//! This module is **pure**: no I/O, no clocks, no randomness. Time
 //! comes in as [`Millis`] (unix milliseconds) on every [`Observation`], so the
 //! same inputs always give the same outputs. The whole state of one monitor is a
 //! [`MonitorState`], which is serializable (serde) so the daemon can persist it

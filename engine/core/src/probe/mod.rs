@@ -1,5 +1,5 @@
 //! The pure core of a scan: what to probe, in which order, with which cookie,
-//! at which pace. No I/O, no clocks, no `unsafe`: callers bring the time and
+//! at which pace. No I/O, no clocks: callers bring the time and
 //! the randomness.
 
 pub mod cookie;

@@ -1,7 +1,6 @@
 //! Packet views, builders and Internet checksums.
 //!
-//! This module is pure: it does no I/O, holds no `unsafe` code and never
-//! panics on any input. Every function that reads a byte string checks its
+//! This module is pure: it does no I/O and never panics on any input. Every function that reads a byte string checks its
 //! length first and reports problems as a [`WireError`].
 //!
 //! The layout follows smoltcp's `wire` module in spirit:
