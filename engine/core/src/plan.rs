@@ -506,6 +506,7 @@ mod tests {
             every_ms,
             confirm: 2,
             recheck_ms: Some(5_000),
+            ..MonitorSpec::default()
         }
     }
 

@@ -663,6 +663,7 @@ mod tests {
             every_ms: 60_000,
             confirm: 1,
             recheck_ms: None,
+            ..MonitorSpec::default()
         };
         let scan = ScanFacts {
             sweep: started,

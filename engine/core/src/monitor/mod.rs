@@ -89,6 +89,44 @@ pub struct MonitorSpec {
     /// Delay before re-checking ports with an unconfirmed deviation, in
     /// milliseconds; `None` ("off") waits for the next full scan.
     pub recheck_ms: Option<u64>,
+    /// Send ICMP echo to the host's addresses in every sweep. Either way a
+    /// host is reachable when it answered echo or any TCP probe.
+    pub ping: bool,
+    /// More unexpected open ports than this on one address in one full scan
+    /// is one finding, `host_answers_all_ports`, instead of one per port.
+    pub answer_all_threshold: u32,
+    /// At most this many per-port events per scan; the rest go into one
+    /// `ports_changed` summary.
+    pub max_port_events: u32,
+}
+
+/// Default [`MonitorSpec::every_ms`]: 12 hours.
+pub const DEFAULT_EVERY_MS: u64 = 12 * 3_600_000;
+/// Default [`MonitorSpec::confirm`].
+pub const DEFAULT_CONFIRM: u32 = 2;
+/// Default [`MonitorSpec::recheck_ms`]: 5 minutes.
+pub const DEFAULT_RECHECK_MS: u64 = 300_000;
+/// Default [`MonitorSpec::answer_all_threshold`].
+pub const DEFAULT_ANSWER_ALL_THRESHOLD: u32 = 1_000;
+/// Default [`MonitorSpec::max_port_events`].
+pub const DEFAULT_MAX_PORT_EVENTS: u32 = 50;
+
+impl Default for MonitorSpec {
+    /// A monitor with no name, no host and no expected port, and every rule
+    /// at its default.
+    fn default() -> Self {
+        MonitorSpec {
+            name: String::new(),
+            host: String::new(),
+            expected_open: BTreeSet::new(),
+            every_ms: DEFAULT_EVERY_MS,
+            confirm: DEFAULT_CONFIRM,
+            recheck_ms: Some(DEFAULT_RECHECK_MS),
+            ping: true,
+            answer_all_threshold: DEFAULT_ANSWER_ALL_THRESHOLD,
+            max_port_events: DEFAULT_MAX_PORT_EVENTS,
+        }
+    }
 }
 
 /// A [`MonitorSpec`] that cannot be monitored.

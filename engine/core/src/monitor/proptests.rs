@@ -25,6 +25,7 @@ fn arb_spec() -> impl Strategy<Value = MonitorSpec> {
             every_ms: 3_600_000,
             confirm,
             recheck_ms,
+            ..MonitorSpec::default()
         },
     )
 }

@@ -17,6 +17,7 @@ fn spec(expected: &[u16], confirm: u32) -> MonitorSpec {
         every_ms: 43_200_000,
         confirm,
         recheck_ms: Some(RECHECK),
+        ..MonitorSpec::default()
     }
 }
 

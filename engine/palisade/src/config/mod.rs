@@ -625,6 +625,7 @@ impl MonitorSection {
             every_ms: millis(every.unwrap_or(DEFAULT_EVERY)),
             confirm: confirm.unwrap_or(DEFAULT_CONFIRM),
             recheck_ms: recheck.map(millis),
+            ..MonitorSpec::default()
         })
     }
 }

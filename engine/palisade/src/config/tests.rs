@@ -49,6 +49,7 @@ fn monitor(name: &str, host: &str) -> MonitorSpec {
         every_ms: 12 * 3600 * 1000,
         confirm: 2,
         recheck_ms: Some(5 * 60 * 1000),
+        ..MonitorSpec::default()
     }
 }
 
@@ -151,6 +152,7 @@ recheck = "off"
                 every_ms: 3_600_000,
                 confirm: 3,
                 recheck_ms: Some(30_000),
+                ..MonitorSpec::default()
             },
             MonitorSpec {
                 recheck_ms: None,

@@ -61,6 +61,7 @@ pub fn decide_removal(
         every_ms: 0,
         confirm: 1,
         recheck_ms: None,
+        ..MonitorSpec::default()
     };
     let step = state.remove(&spec, at);
     let outbox = step
@@ -219,6 +220,7 @@ mod tests {
             every_ms: 3_600_000,
             confirm,
             recheck_ms,
+            ..MonitorSpec::default()
         }
     }
 
