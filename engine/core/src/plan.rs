@@ -32,7 +32,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::net::IpAddr;
 
-use crate::monitor::{Millis, MonitorSpec, MonitorState, Observation, Scope};
+use crate::monitor::{
+    AddressReplies, Millis, MonitorSpec, MonitorState, Observation, Ports, Scope,
+};
 use crate::probe::{PortSet, TargetSet};
 
 /// The longest wait before an inconclusive full scan is tried again (a
@@ -231,15 +233,19 @@ pub fn recover(
     plan
 }
 
-/// The ports whose closed replies a scan of this monitor must keep: the
-/// expected ones, the pending ones, those last seen open, those with an open
-/// incident, and the re-checked ones. Every other closed port is what the
-/// state machine assumes of a port it does not track.
-pub fn kept_ports(spec: &MonitorSpec, state: &MonitorState, scope: &Scope) -> BTreeSet<u16> {
+/// The ports whose closed replies a scan of `address` for this monitor must
+/// keep: the expected ones, those the state tracks for the address (last
+/// seen open, pending, with an incident), and the re-checked ones. Every
+/// other closed port is what the state machine assumes of a port it does not
+/// track.
+pub fn kept_ports(
+    spec: &MonitorSpec,
+    state: &MonitorState,
+    address: IpAddr,
+    scope: &Scope,
+) -> BTreeSet<u16> {
     let mut keep = spec.expected_open.clone();
-    keep.extend(state.pending());
-    keep.extend(state.last_open());
-    keep.extend(state.open_incidents().iter().map(|i| i.port));
+    keep.extend(state.tracked_ports(address));
     if let Scope::Ports(ports) = scope {
         keep.extend(ports);
     }
@@ -250,8 +256,11 @@ pub fn kept_ports(spec: &MonitorSpec, state: &MonitorState, scope: &Scope) -> BT
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SweepTargets {
     kind: ScanKind,
-    /// The resolved addresses of the sweep's monitors.
+    /// The resolved addresses of the sweep's monitors, each once however
+    /// many monitors hold it.
     pub targets: TargetSet,
+    /// The addresses to send ICMP echo to (of monitors with `ping`).
+    pub ping: BTreeSet<IpAddr>,
     /// The union of the re-checked ports (re-check sweeps).
     recheck_ports: BTreeSet<u16>,
     keep: BTreeMap<IpAddr, BTreeSet<u16>>,
@@ -263,27 +272,35 @@ impl SweepTargets {
         SweepTargets {
             kind,
             targets: TargetSet::default(),
+            ping: BTreeSet::new(),
             recheck_ports: BTreeSet::new(),
             keep: BTreeMap::new(),
         }
     }
 
-    /// Adds the scan of one monitor whose host resolved to `address`.
+    /// Adds the scan of one monitor whose host resolved to `addresses`. An
+    /// address another monitor already added is probed once; the replies
+    /// it keeps serve both.
     pub fn add(
         &mut self,
-        address: IpAddr,
+        addresses: &[IpAddr],
         spec: &MonitorSpec,
         state: &MonitorState,
         scope: &Scope,
     ) {
-        self.targets.insert(address);
         if let Scope::Ports(ports) = scope {
             self.recheck_ports.extend(ports);
         }
-        self.keep
-            .entry(address)
-            .or_default()
-            .extend(kept_ports(spec, state, scope));
+        for &address in addresses {
+            self.targets.insert(address);
+            if spec.ping {
+                self.ping.insert(address);
+            }
+            self.keep
+                .entry(address)
+                .or_default()
+                .extend(kept_ports(spec, state, address, scope));
+        }
     }
 
     /// The ports to probe: all of them for a full sweep, the union of the
@@ -309,18 +326,10 @@ impl SweepTargets {
     }
 }
 
-/// What a sweep's replies said about one address.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct AddressReplies {
-    /// Something answered at all.
-    pub reachable: bool,
-    /// Ports that answered SYN-ACK.
-    pub open: BTreeSet<u16>,
-    /// Kept ports that answered RST.
-    pub closed: BTreeSet<u16>,
-}
-
-/// A sweep's replies, per address, as they arrive.
+/// A sweep's replies, per address, as they arrive. Its size is bounded by
+/// the addresses, whatever they answer: open ports are kept as compact
+/// [`Ports`] (8 KiB for a host that answers on every port), closed ones only
+/// where the state machine tracks them.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SweepReplies {
     keep: BTreeMap<IpAddr, BTreeSet<u16>>,
@@ -328,8 +337,8 @@ pub struct SweepReplies {
 }
 
 impl SweepReplies {
-    /// Records one reply: `open` (SYN-ACK) or closed (RST). Any reply makes
-    /// the address reachable; a closed one is kept only for kept ports.
+    /// Records one TCP reply: `open` (SYN-ACK) or closed (RST). Any reply
+    /// makes the address reachable; a closed one is kept only for kept ports.
     pub fn record(&mut self, address: IpAddr, port: u16, open: bool) {
         let keep = &self.keep;
         let entry = self.found.entry(address).or_default();
@@ -339,6 +348,11 @@ impl SweepReplies {
         } else if keep.get(&address).is_some_and(|k| k.contains(&port)) {
             entry.closed.insert(port);
         }
+    }
+
+    /// Records an ICMP echo reply: the address is reachable.
+    pub fn record_echo(&mut self, address: IpAddr) {
+        self.found.entry(address).or_default().reachable = true;
     }
 
     /// What the replies said about `address` (nothing: unreachable).
@@ -398,37 +412,47 @@ pub struct SweepResult {
 }
 
 impl SweepResult {
-    /// The facts of one monitor's scan in this sweep: the replies of its
-    /// `address` within `scope`; inconclusive if the address did not resolve
-    /// (that note first) or the sweep failed.
+    /// The facts of one monitor's scan in this sweep: the replies of each of
+    /// its `addresses` within `scope`; inconclusive if the host did not
+    /// resolve (that note first) or the sweep failed.
     pub fn scan(
         &self,
         spec: &MonitorSpec,
         scope: &Scope,
-        address: &Result<IpAddr, String>,
+        addresses: &Result<Vec<IpAddr>, String>,
     ) -> ScanFacts {
-        let replies = address
-            .as_ref()
-            .map(|ip| self.replies.of(*ip))
-            .unwrap_or_default();
-        let in_scope = |ports: BTreeSet<u16>| -> BTreeSet<u16> {
-            ports.into_iter().filter(|&p| scope.contains(p)).collect()
+        let in_scope = |ports: &Ports| -> Ports {
+            match scope {
+                Scope::Full => ports.clone(),
+                Scope::Ports(p) => ports.iter().filter(|port| p.contains(port)).collect(),
+            }
         };
+        let replies = addresses
+            .as_deref()
+            .unwrap_or_default()
+            .iter()
+            .map(|&ip| {
+                let r = self.replies.of(ip);
+                let r = AddressReplies {
+                    reachable: r.reachable,
+                    open: in_scope(&r.open),
+                    closed: in_scope(&r.closed),
+                };
+                (ip, r)
+            })
+            .collect();
         ScanFacts {
             sweep: self.started,
             monitor: spec.name.clone(),
             host: spec.host.clone(),
-            address: address.as_ref().ok().copied(),
+            addresses: replies,
             scope: scope.clone(),
             started: self.started,
             finished: self.finished,
-            inconclusive: match address {
+            inconclusive: match addresses {
                 Err(why) => Some(why.clone()),
                 Ok(_) => self.end.failure(),
             },
-            reachable: replies.reachable,
-            open: in_scope(replies.open),
-            closed: in_scope(replies.closed),
         }
     }
 }
@@ -442,20 +466,16 @@ pub struct ScanFacts {
     pub monitor: String,
     /// The monitor's host, as configured.
     pub host: String,
-    /// What the host resolved to; `None` if it did not.
-    pub address: Option<IpAddr>,
+    /// What the host resolved to, and what each address answered within the
+    /// scope (open ports; closed ones where kept); empty if it did not
+    /// resolve.
+    pub addresses: BTreeMap<IpAddr, AddressReplies>,
     /// The ports scanned: all (a full scan), or the re-checked ones.
     pub scope: Scope,
     pub started: Millis,
     pub finished: Millis,
     /// Why the scan cannot be trusted; `None`: it is conclusive.
     pub inconclusive: Option<String>,
-    /// Whether the host answered at all.
-    pub reachable: bool,
-    /// Ports in scope that answered SYN-ACK.
-    pub open: BTreeSet<u16>,
-    /// Kept ports in scope that answered RST.
-    pub closed: BTreeSet<u16>,
 }
 
 impl ScanFacts {
@@ -472,6 +492,11 @@ impl ScanFacts {
         self.inconclusive.is_none()
     }
 
+    /// Whether any address answered at all.
+    pub fn reachable(&self) -> bool {
+        self.addresses.values().any(|r| r.reachable)
+    }
+
     /// The scan as the state machine observes it (at its start), under the
     /// id the store records it with.
     pub fn observation(&self, scan_id: i64) -> Observation {
@@ -480,9 +505,7 @@ impl ScanFacts {
             at: self.started,
             scope: self.scope.clone(),
             conclusive: self.conclusive(),
-            reachable: self.reachable,
-            open: self.open.clone(),
-            closed: self.closed.clone(),
+            addresses: self.addresses.clone(),
         }
     }
 }
@@ -519,19 +542,24 @@ mod tests {
     }
 
     fn facts(scope: Scope, started: Millis, finished: Millis, note: Option<&str>) -> ScanFacts {
+        let reachable = AddressReplies {
+            reachable: true,
+            ..AddressReplies::default()
+        };
         ScanFacts {
             sweep: started,
             monitor: "web".into(),
             host: "web.example".into(),
-            address: Some(ip(2)),
+            addresses: BTreeMap::from([(ip(2), reachable)]),
             scope,
             started,
             finished,
             inconclusive: note.map(String::from),
-            reachable: true,
-            open: BTreeSet::new(),
-            closed: BTreeSet::new(),
         }
+    }
+
+    fn open_of(scan: &ScanFacts, address: IpAddr) -> BTreeSet<u16> {
+        scan.addresses[&address].open.iter().collect()
     }
 
     /// A state with 22 last seen open, 6379 pending and 8080 in an incident
@@ -542,17 +570,15 @@ mod tests {
             .into_iter()
             .enumerate()
         {
+            let replies = AddressReplies {
+                reachable: true,
+                open: open.into_iter().collect(),
+                closed: Ports::new(),
+            };
+            let at = 1_000 * (i as Millis + 1);
             state.observe(
                 spec,
-                &Observation {
-                    scan_id: i as i64,
-                    at: 1_000 * (i as Millis + 1),
-                    scope: Scope::Full,
-                    conclusive: true,
-                    reachable: true,
-                    open,
-                    closed: BTreeSet::new(),
-                },
+                &Observation::of_address(i as i64, at, Scope::Full, ip(2), replies),
             );
         }
         assert_eq!(state.pending(), ports(&[6379]));
@@ -704,15 +730,15 @@ mod tests {
         let web = spec("web", &[22, 443], HOUR);
         let state = busy_state(&web);
         assert_eq!(
-            kept_ports(&web, &state, &Scope::Full),
+            kept_ports(&web, &state, ip(2), &Scope::Full),
             ports(&[22, 443, 6379, 8080])
         );
         assert_eq!(
-            kept_ports(&web, &state, &Scope::Ports(ports(&[9, 6379]))),
+            kept_ports(&web, &state, ip(2), &Scope::Ports(ports(&[9, 6379]))),
             ports(&[9, 22, 443, 6379, 8080])
         );
         assert_eq!(
-            kept_ports(&web, &MonitorState::new(), &Scope::Full),
+            kept_ports(&web, &MonitorState::new(), ip(2), &Scope::Full),
             ports(&[22, 443])
         );
     }
@@ -724,16 +750,16 @@ mod tests {
         let fresh = MonitorState::new();
         let mut full = SweepTargets::new(ScanKind::Full);
         assert!(full.is_empty());
-        full.add(ip(2), &a, &fresh, &Scope::Full);
-        full.add(ip(2), &b, &fresh, &Scope::Full);
+        full.add(&[ip(2)], &a, &fresh, &Scope::Full);
+        full.add(&[ip(2)], &b, &fresh, &Scope::Full);
         assert!(!full.is_empty());
         assert_eq!(full.ports(), PortSet::all());
         assert_eq!(full.targets.count(), 1);
         assert_eq!(full.keep[&ip(2)], ports(&[22, 80]), "merged per address");
 
         let mut check = SweepTargets::new(ScanKind::Recheck);
-        check.add(ip(2), &a, &fresh, &Scope::Ports(ports(&[443])));
-        check.add(ip(3), &b, &fresh, &Scope::Ports(ports(&[443, 8080])));
+        check.add(&[ip(2)], &a, &fresh, &Scope::Ports(ports(&[443])));
+        check.add(&[ip(3)], &b, &fresh, &Scope::Ports(ports(&[443, 8080])));
         assert_eq!(check.ports(), PortSet::from_ports([443, 8080]));
         assert_eq!(check.targets.count(), 2);
         assert_eq!(check.keep[&ip(2)], ports(&[22, 443]));
@@ -744,7 +770,7 @@ mod tests {
     fn replies_keep_every_open_port_and_only_kept_closed_ones() {
         let web = spec("web", &[22], HOUR);
         let mut targets = SweepTargets::new(ScanKind::Full);
-        targets.add(ip(2), &web, &MonitorState::new(), &Scope::Full);
+        targets.add(&[ip(2)], &web, &MonitorState::new(), &Scope::Full);
         let mut replies = targets.replies();
         replies.record(ip(2), 80, true);
         replies.record(ip(2), 22, false);
@@ -754,8 +780,8 @@ mod tests {
             replies.of(ip(2)),
             AddressReplies {
                 reachable: true,
-                open: ports(&[80]),
-                closed: ports(&[22]),
+                open: Ports::from([80]),
+                closed: Ports::from([22]),
             }
         );
         // A closed reply alone makes a host reachable.
@@ -783,13 +809,12 @@ mod tests {
             end,
             replies: replies.clone(),
         };
-        let ok = result(SweepEnd::Completed).scan(&web, &Scope::Full, &Ok(ip(2)));
+        let ok = result(SweepEnd::Completed).scan(&web, &Scope::Full, &Ok(vec![ip(2)]));
         assert!(ok.conclusive());
         assert_eq!((ok.sweep, ok.started, ok.finished), (10, 10, 20));
         assert_eq!(ok.kind(), ScanKind::Full);
-        assert_eq!(ok.address, Some(ip(2)));
-        assert!(ok.reachable);
-        assert_eq!(ok.open, ports(&[22]));
+        assert!(ok.reachable());
+        assert_eq!(open_of(&ok, ip(2)), ports(&[22]));
         for (end, note) in [
             (
                 SweepEnd::NothingResolved,
@@ -799,7 +824,7 @@ mod tests {
             (SweepEnd::RepliesLost(4), "4 replies lost on the reply path"),
             (SweepEnd::Failed("boom".into()), "boom"),
         ] {
-            let scan = result(end).scan(&web, &Scope::Full, &Ok(ip(2)));
+            let scan = result(end).scan(&web, &Scope::Full, &Ok(vec![ip(2)]));
             assert_eq!(scan.inconclusive.as_deref(), Some(note));
             assert!(!scan.observation(1).conclusive);
         }
@@ -813,8 +838,7 @@ mod tests {
             lost.inconclusive.as_deref(),
             Some("cannot resolve web.example")
         );
-        assert_eq!(lost.address, None);
-        assert!(!lost.reachable && lost.open.is_empty());
+        assert!(lost.addresses.is_empty() && !lost.reachable());
     }
 
     #[test]
@@ -822,7 +846,7 @@ mod tests {
         let web = spec("web", &[22], HOUR);
         let mut replies = SweepTargets::new(ScanKind::Recheck);
         replies.add(
-            ip(2),
+            &[ip(2)],
             &web,
             &MonitorState::new(),
             &Scope::Ports(ports(&[80, 443])),
@@ -839,10 +863,10 @@ mod tests {
             replies,
         };
         let scope = Scope::Ports(ports(&[80, 443]));
-        let scan = result.scan(&web, &scope, &Ok(ip(2)));
+        let scan = result.scan(&web, &scope, &Ok(vec![ip(2)]));
         assert_eq!(scan.kind(), ScanKind::Recheck);
-        assert_eq!(scan.open, ports(&[80]));
-        assert_eq!(scan.closed, ports(&[443]));
+        assert_eq!(open_of(&scan, ip(2)), ports(&[80]));
+        assert_eq!(scan.addresses[&ip(2)].closed, Ports::from([443]));
         let obs = scan.observation(42);
         assert_eq!((obs.scan_id, obs.at, obs.scope), (42, 1, scope));
     }
@@ -873,24 +897,25 @@ mod tests {
                 Scope::Full => ScanKind::Full,
                 Scope::Ports(_) => ScanKind::Recheck,
             });
-            targets.add(ip(2), &web, &state, &scope);
-            let kept = kept_ports(&web, &state, &scope);
+            targets.add(&[ip(2)], &web, &state, &scope);
+            let kept = kept_ports(&web, &state, ip(2), &scope);
             let mut collected = targets.replies();
             for &(port, open) in &replies {
                 collected.record(ip(2), port, open);
             }
             let result = SweepResult { started: 5, finished: 6, end: SweepEnd::Completed, replies: collected };
-            let scan = result.scan(&web, &scope, &Ok(ip(2)));
-            prop_assert_eq!(scan.reachable, !replies.is_empty());
+            let scan = result.scan(&web, &scope, &Ok(vec![ip(2)]));
+            prop_assert_eq!(scan.reachable(), !replies.is_empty());
+            let found = &scan.addresses[&ip(2)];
             for &(port, open) in &replies {
                 if open && scope.contains(port) {
-                    prop_assert!(scan.open.contains(&port));
+                    prop_assert!(found.open.contains(port));
                 }
             }
-            prop_assert!(scan.open.iter().all(|&p| scope.contains(p)));
-            prop_assert!(scan.closed.iter().all(|&p| scope.contains(p) && kept.contains(&p)));
-            prop_assert!(scan.open.iter().all(|p| replies.contains(&(*p, true))));
-            prop_assert!(scan.closed.iter().all(|p| replies.contains(&(*p, false))));
+            prop_assert!(found.open.iter().all(|p| scope.contains(p)));
+            prop_assert!(found.closed.iter().all(|p| scope.contains(p) && kept.contains(&p)));
+            prop_assert!(found.open.iter().all(|p| replies.contains(&(p, true))));
+            prop_assert!(found.closed.iter().all(|p| replies.contains(&(p, false))));
             // Everything probed in a re-check is kept.
             if let Scope::Ports(ps) = &scope {
                 prop_assert!(ps.is_subset(&kept));

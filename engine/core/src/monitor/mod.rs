@@ -10,36 +10,64 @@
 //!
 //! # Rules
 //!
+//! A monitor's host has one or more addresses (a name resolves to all its A
+//! and AAAA records); each address has its own port states and findings, and
+//! every rule below holds per address.
+//!
 //! * **Deviation.** For a port `p` in the scope of an observation, with detected
-//!   state `s` (see [`Observation::detected`]): `p` expected open and `s != Open`
+//!   state `s` (see [`AddressReplies::detected`]): `p` expected open and `s != Open`
 //!   is an [`IncidentKind::ExpectedPortDown`]; `p` not expected and `s == Open` is
 //!   an [`IncidentKind::UnexpectedPortOpen`]. Anything else is not a deviation.
 //! * **Conclusive only.** An inconclusive observation (`conclusive == false`, the
 //!   scanner's own fault) changes nothing: no history, no events, streaks neither
 //!   advance nor reset. Its [`Step`] only repeats the pending re-check request.
-//! * **Unreachable host.** `reachable == false` is conclusive: every port in scope
-//!   is then `Filtered` (whatever the `open`/`closed` sets say), so every expected
-//!   port deviates and no unexpected port is open.
 //! * **Confirmation.** A deviation seen in `confirm` consecutive conclusive
 //!   observations covering the port (full scans and re-checks alike) opens an
 //!   [`Incident`] and emits [`Event::Opened`]. Observations whose scope doesn't
 //!   include the port leave its streak untouched. A deviation of a *different*
 //!   kind restarts the streak at 1. `confirm == 1` opens on the first deviation;
 //!   a `confirm` of 0 (invalid, see [`MonitorSpec::validate`]) is treated as 1.
+//!   Host findings are confirmed the same way, over full scans.
 //! * **Resolution.** A conclusive observation that shows a port in its expected
 //!   state resets the port's streak and resolves its open incident
-//!   ([`Event::PortResolved`]). When this closes the monitor's last open
-//!   incident, [`Event::MonitorResolved`] follows ("all ports back to their
-//!   expected states").
+//!   ([`Event::PortResolved`]). When a step closes the monitor's last open
+//!   incident (port or host, on any address), [`Event::MonitorResolved`]
+//!   follows ("everything back to expected").
+//! * **Unreachable host.** An address that answered nothing (no echo reply, no
+//!   SYN-ACK, no RST) in a full scan is unreachable: every expected port is
+//!   recorded as `Filtered` (a port that is not open is not open), but no
+//!   port streak advances or resets and no port incident opens or resolves,
+//!   since nothing could be observed. `confirm` such scans in a row open one
+//!   [`HostIncidentKind::HostUnreachable`] incident listing the expected
+//!   ports it takes down: one event, not one per port. The first scan in
+//!   which the address answers again resolves it (`host_reachable`) and
+//!   port states continue from that scan as from any other. A re-check
+//!   that heard nothing from an address says nothing about it (it probed
+//!   a few ports that may all be filtered).
+//! * **Hosts that answer every port.** More unexpected open ports than
+//!   `answer_all_threshold` on one address in one full scan is one finding,
+//!   [`HostIncidentKind::HostAnswersAllPorts`], carrying the answering
+//!   ports as ranges. While a scan shows it, the address's unexpected ports
+//!   are neither tracked nor counted (their incidents stay as they are);
+//!   only expected ports are evaluated. The first full scan at or below the
+//!   threshold resolves it (`host_resolved`) and evaluates every port again.
+//! * **Event budget.** A step emits at most `max_port_events` per-port events
+//!   (openings and port resolutions, the most urgent first); when there are
+//!   more, one [`Event::PortsChanged`] lists every per-port event of the step
+//!   as ranges. The state, the incidents and the history hold every port.
+//! * **Addresses.** An address that appears starts fresh (normal confirmation,
+//!   no alert for being new). A conclusive observation without an address the
+//!   state knows resolves that address's incidents with
+//!   [`Resolution::AddressRemoved`] and forgets it.
 //! * **Configuration changes** are simply the next [`MonitorState::observe`]
-//!   call with the new [`MonitorSpec`]: the state is keyed by port, not by spec,
-//!   and every rule is evaluated against the spec passed in *now* (including a
-//!   changed `confirm`, which applies to streaks already under way). An open
-//!   incident whose kind the current spec can no longer produce for its port (an
-//!   `expected_port_down` on a port no longer expected, an
-//!   `unexpected_port_open` on a port now expected) resolves with
-//!   [`Resolution::ConfigChanged`] the next time the port is in scope of a
-//!   conclusive observation; if the port then deviates the other way, a new
+//!   call with the new [`MonitorSpec`]: the state is keyed by address and
+//!   port, not by spec, and every rule is evaluated against the spec passed in
+//!   *now* (including a changed `confirm`, which applies to streaks already
+//!   under way). An open incident whose kind the current spec can no longer
+//!   produce for its port (an `expected_port_down` on a port no longer
+//!   expected, an `unexpected_port_open` on a port now expected) resolves
+//!   with [`Resolution::ConfigChanged`] the next time the port is in scope of
+//!   a conclusive observation; if the port then deviates the other way, a new
 //!   streak starts with that observation counted as 1.
 //! * **Re-checks.** After an observation that leaves ports pending (a deviation
 //!   seen, not yet confirmed), [`Step::recheck`] asks the daemon to re-check just
@@ -53,11 +81,16 @@
 //!
 //! # Identifiers
 //!
-//! An incident id is `"{monitor}-{port}-{first_seen}"` (see [`incident_id`]);
-//! event ids are derived from it (see [`Event::id`]). They are stable across
-//! restarts and re-deliveries. They are unique as long as the `at` of successive
-//! observations of one monitor strictly increases, which the caller guarantees.
+//! A port incident's id is `"{monitor}-{address}-{port}-{first_seen}"` (see
+//! [`incident_id`]), a host incident's `"{monitor}-{address}-{kind}-{first_seen}"`
+//! (see [`host_incident_id`]); event ids are derived from them (see
+//! [`Event::id`]). They are stable across restarts and re-deliveries. They
+//! are unique as long as the `at` of successive observations of one monitor
+//! strictly increases, which the caller guarantees.
 
+#[cfg(test)]
+mod host_tests;
+mod ports;
 #[cfg(test)]
 mod proptests;
 #[cfg(test)]
@@ -65,8 +98,11 @@ mod tests;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
+use std::net::{IpAddr, Ipv4Addr};
 
 use serde::{Deserialize, Serialize};
+
+pub use ports::{PortRanges, PortRangesError, Ports};
 
 /// A point in time: milliseconds since the unix epoch, supplied by the caller.
 pub type Millis = i64;
@@ -255,50 +291,72 @@ impl Scope {
     }
 }
 
-/// The result of one scan (full or re-check) of one monitor's host.
+/// What one address of a monitor's host answered in one scan.
 ///
 /// For a port `p` in scope the detected state is `Open` if `p` is in `open`,
-/// else `Closed` if in `closed` (RST seen), else `Filtered` (no reply); all
-/// `Filtered` if the host is unreachable. Ports outside the scope are ignored,
-/// even if listed in `open` or `closed`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Observation {
-    /// The scan's id (carried into [`StateChange::scan_id`]).
-    pub scan_id: i64,
-    /// When the scan finished (or the time the caller wants to attribute to it).
-    pub at: Millis,
-    /// Which ports the scan covered.
-    pub scope: Scope,
-    /// Whether the scan can be trusted; `false` means the scanner itself failed
-    /// (send errors, reply-path drops) and the observation is ignored.
-    pub conclusive: bool,
-    /// Whether the host answered at all. `false` makes every port `Filtered`.
+/// else `Closed` if in `closed` (RST seen), else `Filtered` (no reply).
+/// Ports outside the scope are ignored, even if listed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AddressReplies {
+    /// Something answered: ICMP echo, or any TCP probe (SYN-ACK or RST).
     pub reachable: bool,
     /// Ports that answered SYN-ACK.
-    pub open: BTreeSet<u16>,
-    /// Ports that answered RST.
-    pub closed: BTreeSet<u16>,
+    pub open: Ports,
+    /// Ports that answered RST (the planner keeps only those the state
+    /// machine tracks).
+    pub closed: Ports,
 }
 
-impl Observation {
-    /// The detected state of `port`, ignoring the scope: `Filtered` if the host
-    /// is unreachable, else `Open` if in `open`, else `Closed` if in `closed`,
-    /// else `Filtered`.
+impl AddressReplies {
+    /// The detected state of `port`, ignoring the scope (`Filtered` when
+    /// nothing answered for it).
     pub fn detected(&self, port: u16) -> PortState {
-        if !self.reachable {
-            PortState::Filtered
-        } else if self.open.contains(&port) {
+        if self.open.contains(port) {
             PortState::Open
-        } else if self.closed.contains(&port) {
+        } else if self.closed.contains(port) {
             PortState::Closed
         } else {
             PortState::Filtered
         }
     }
+}
 
-    /// The detected state of `port`, or `None` if the scope doesn't cover it.
-    pub fn state_of(&self, port: u16) -> Option<PortState> {
-        self.scope.contains(port).then(|| self.detected(port))
+/// The result of one scan (full or re-check) of one monitor's host: what
+/// each of its addresses answered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Observation {
+    /// The scan's id (carried into [`StateChange::scan_id`]).
+    pub scan_id: i64,
+    /// When the scan started (the time the caller attributes to it).
+    pub at: Millis,
+    /// Which ports the scan covered.
+    pub scope: Scope,
+    /// Whether the scan can be trusted; `false` means the scanner itself
+    /// failed (send errors, reply-path drops, a name that did not resolve)
+    /// and the observation is ignored.
+    pub conclusive: bool,
+    /// Every address the host has now (a name resolves to all its A and
+    /// AAAA records), with what it answered. In a conclusive observation, an
+    /// address the state knows and this map lacks has gone away.
+    pub addresses: BTreeMap<IpAddr, AddressReplies>,
+}
+
+impl Observation {
+    /// A conclusive observation of one address.
+    pub fn of_address(
+        scan_id: i64,
+        at: Millis,
+        scope: Scope,
+        address: IpAddr,
+        replies: AddressReplies,
+    ) -> Observation {
+        Observation {
+            scan_id,
+            at,
+            scope,
+            conclusive: true,
+            addresses: BTreeMap::from([(address, replies)]),
+        }
     }
 }
 
@@ -308,16 +366,20 @@ impl Observation {
 pub enum Priority {
     /// The default.
     Normal,
-    /// To be treated first (an unexpected open port).
+    /// To be treated first: a security finding (an unexpected open port, a
+    /// host that answers on every port).
     High,
+    /// A whole host is down.
+    Critical,
 }
 
 impl Priority {
-    /// The snake_case name: `"normal"` or `"high"`.
+    /// The snake_case name: `"normal"`, `"high"` or `"critical"`.
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Normal => "normal",
             Self::High => "high",
+            Self::Critical => "critical",
         }
     }
 }
@@ -328,7 +390,7 @@ impl fmt::Display for Priority {
     }
 }
 
-/// The two kinds of deviation, and so of incident.
+/// The two kinds of deviation of one port, and so of port incident.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum IncidentKind {
@@ -362,14 +424,76 @@ impl fmt::Display for IncidentKind {
     }
 }
 
-/// The id of the incident of `monitor` on `port` whose streak began at
-/// `first_seen`: `"{monitor}-{port}-{first_seen}"`, e.g. `"web-443-1700000000000"`.
+/// The two kinds of finding about a whole address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HostIncidentKind {
+    /// Nothing answered: no echo reply, no SYN-ACK, no RST (availability).
+    HostUnreachable,
+    /// More unexpected ports than `answer_all_threshold` answered SYN-ACK: a
+    /// SYN proxy, tarpit or scrubber in front of the host (security).
+    HostAnswersAllPorts,
+}
+
+impl HostIncidentKind {
+    /// The snake_case name: `"host_unreachable"` or `"host_answers_all_ports"`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::HostUnreachable => "host_unreachable",
+            Self::HostAnswersAllPorts => "host_answers_all_ports",
+        }
+    }
+
+    /// The kind of the event that resolves it: `"host_reachable"` or
+    /// `"host_resolved"`.
+    pub fn resolved_kind(self) -> &'static str {
+        match self {
+            Self::HostUnreachable => "host_reachable",
+            Self::HostAnswersAllPorts => "host_resolved",
+        }
+    }
+
+    /// [`Priority::Critical`] for an unreachable host, [`Priority::High`]
+    /// for one that answers on every port.
+    pub fn priority(self) -> Priority {
+        match self {
+            Self::HostUnreachable => Priority::Critical,
+            Self::HostAnswersAllPorts => Priority::High,
+        }
+    }
+}
+
+impl fmt::Display for HostIncidentKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The id of the incident of `monitor` on `port` of `address` whose streak
+/// began at `first_seen`: `"{monitor}-{address}-{port}-{first_seen}"`, e.g.
+/// `"web-198.18.0.2-443-1700000000000"`.
 ///
 /// Deterministic, so a replay after a crash gives the same id. Unique per
 /// monitor as long as observation times strictly increase (a port's next
 /// incident always starts its streak at a later observation).
-pub fn incident_id(monitor: &str, port: u16, first_seen: Millis) -> String {
-    format!("{monitor}-{port}-{first_seen}")
+pub fn incident_id(monitor: &str, address: IpAddr, port: u16, first_seen: Millis) -> String {
+    format!("{monitor}-{address}-{port}-{first_seen}")
+}
+
+/// The id of a host incident: `"{monitor}-{address}-{kind}-{first_seen}"`.
+pub fn host_incident_id(
+    monitor: &str,
+    address: IpAddr,
+    kind: HostIncidentKind,
+    first_seen: Millis,
+) -> String {
+    format!("{monitor}-{address}-{kind}-{first_seen}")
+}
+
+/// An address for state saved before addresses were tracked; replaced by the
+/// first address observed.
+fn unknown_address() -> IpAddr {
+    IpAddr::V4(Ipv4Addr::UNSPECIFIED)
 }
 
 /// A confirmed deviation of one port.
@@ -379,6 +503,9 @@ pub struct Incident {
     pub id: String,
     /// The monitor's name.
     pub monitor: String,
+    /// The address the port belongs to.
+    #[serde(default = "unknown_address")]
+    pub address: IpAddr,
     /// The deviating port.
     pub port: u16,
     /// Which kind of deviation.
@@ -391,6 +518,26 @@ pub struct Incident {
     pub state: PortState,
 }
 
+/// A confirmed finding about a whole address.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostIncident {
+    /// Stable id, see [`host_incident_id`].
+    pub id: String,
+    /// The monitor's name.
+    pub monitor: String,
+    /// The address.
+    pub address: IpAddr,
+    /// Which finding.
+    pub kind: HostIncidentKind,
+    /// `at` of the first observation of the confirming streak.
+    pub first_seen: Millis,
+    /// `at` of the observation that confirmed it.
+    pub confirmed_at: Millis,
+    /// `host_unreachable`: the expected ports it takes down;
+    /// `host_answers_all_ports`: the unexpected ports that answered.
+    pub ports: PortRanges,
+}
+
 /// Why an incident resolved.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -401,15 +548,19 @@ pub enum Resolution {
     ConfigChanged,
     /// The monitor was removed from the configuration.
     MonitorRemoved,
+    /// The host name no longer resolves to the incident's address.
+    AddressRemoved,
 }
 
 impl Resolution {
-    /// The snake_case name: `"observed"`, `"config_changed"` or `"monitor_removed"`.
+    /// The snake_case name: `"observed"`, `"config_changed"`,
+    /// `"monitor_removed"` or `"address_removed"`.
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Observed => "observed",
             Self::ConfigChanged => "config_changed",
             Self::MonitorRemoved => "monitor_removed",
+            Self::AddressRemoved => "address_removed",
         }
     }
 }
@@ -420,12 +571,41 @@ impl fmt::Display for Resolution {
     }
 }
 
+/// The per-port events of one scan that did not go out one by one (over
+/// `max_port_events`): every per-port event of the scan, as ranges.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PortsChanged {
+    /// The monitor's name.
+    pub monitor: String,
+    /// `at` of the observation.
+    pub at: Millis,
+    /// Every per-port event of the scan: (address, event kind, ports).
+    pub changes: Vec<PortsChange>,
+    /// How many per-port events went out individually.
+    pub sent: u32,
+    /// How many per-port events the scan had in all.
+    pub total: u32,
+}
+
+/// One line of a [`PortsChanged`]: the ports of one address with one kind
+/// of per-port event.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PortsChange {
+    /// The address.
+    pub address: IpAddr,
+    /// `"unexpected_port_open"`, `"expected_port_down"` or `"port_resolved"`.
+    pub kind: String,
+    /// The ports.
+    pub ports: PortRanges,
+}
+
 /// Something to publish.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
-    /// An incident was confirmed: `expected_port_down` or `unexpected_port_open`.
+    /// A port incident was confirmed: `expected_port_down` or
+    /// `unexpected_port_open`.
     Opened(Incident),
-    /// An incident resolved: `port_resolved`.
+    /// A port incident resolved: `port_resolved`.
     PortResolved {
         /// The incident, as it was opened.
         incident: Incident,
@@ -436,8 +616,23 @@ pub enum Event {
         /// Why it resolved.
         reason: Resolution,
     },
-    /// The monitor's last open incident closed: `monitor_resolved`, "all ports
-    /// back to their expected states".
+    /// A host incident was confirmed: `host_unreachable` or
+    /// `host_answers_all_ports`.
+    HostOpened(HostIncident),
+    /// A host incident resolved: `host_reachable` (it answers again) or
+    /// `host_resolved` (it no longer answers on every port).
+    HostResolved {
+        /// The incident, as it was opened.
+        incident: HostIncident,
+        /// When it resolved.
+        resolved_at: Millis,
+        /// Why it resolved.
+        reason: Resolution,
+    },
+    /// More per-port events than `max_port_events` in one scan: the summary.
+    PortsChanged(PortsChanged),
+    /// The monitor's last open incident closed: `monitor_resolved`,
+    /// "everything back to expected".
     MonitorResolved {
         /// The monitor's name.
         monitor: String,
@@ -448,22 +643,30 @@ pub enum Event {
 
 impl Event {
     /// The event kind: `"expected_port_down"`, `"unexpected_port_open"`,
-    /// `"port_resolved"` or `"monitor_resolved"`.
+    /// `"port_resolved"`, `"host_unreachable"`, `"host_answers_all_ports"`,
+    /// `"host_reachable"`, `"host_resolved"`, `"ports_changed"` or
+    /// `"monitor_resolved"`.
     pub fn kind(&self) -> &'static str {
         match self {
             Self::Opened(incident) => incident.kind.as_str(),
             Self::PortResolved { .. } => "port_resolved",
+            Self::HostOpened(incident) => incident.kind.as_str(),
+            Self::HostResolved { incident, .. } => incident.kind.resolved_kind(),
+            Self::PortsChanged(_) => "ports_changed",
             Self::MonitorResolved { .. } => "monitor_resolved",
         }
     }
 
     /// A stable id, unique per event: `"{incident_id}:opened"`,
-    /// `"{incident_id}:resolved"` (an incident resolves once) or
-    /// `"{monitor}:resolved:{at}"`.
+    /// `"{incident_id}:resolved"` (an incident resolves once),
+    /// `"{monitor}:ports_changed:{at}"` or `"{monitor}:resolved:{at}"`.
     pub fn id(&self) -> String {
         match self {
             Self::Opened(incident) => format!("{}:opened", incident.id),
             Self::PortResolved { incident, .. } => format!("{}:resolved", incident.id),
+            Self::HostOpened(incident) => format!("{}:opened", incident.id),
+            Self::HostResolved { incident, .. } => format!("{}:resolved", incident.id),
+            Self::PortsChanged(p) => format!("{}:ports_changed:{}", p.monitor, p.at),
             Self::MonitorResolved { monitor, at } => format!("{monitor}:resolved:{at}"),
         }
     }
@@ -472,7 +675,28 @@ impl Event {
     pub fn monitor(&self) -> &str {
         match self {
             Self::Opened(incident) | Self::PortResolved { incident, .. } => &incident.monitor,
+            Self::HostOpened(incident) | Self::HostResolved { incident, .. } => &incident.monitor,
+            Self::PortsChanged(p) => &p.monitor,
             Self::MonitorResolved { monitor, .. } => monitor,
+        }
+    }
+
+    /// The address the event is about; `None` for monitor-wide events.
+    pub fn address(&self) -> Option<IpAddr> {
+        match self {
+            Self::Opened(incident) | Self::PortResolved { incident, .. } => Some(incident.address),
+            Self::HostOpened(incident) | Self::HostResolved { incident, .. } => {
+                Some(incident.address)
+            }
+            Self::PortsChanged(_) | Self::MonitorResolved { .. } => None,
+        }
+    }
+
+    /// The port the event is about, for per-port events.
+    pub fn port(&self) -> Option<u16> {
+        match self {
+            Self::Opened(incident) | Self::PortResolved { incident, .. } => Some(incident.port),
+            _ => None,
         }
     }
 
@@ -481,24 +705,50 @@ impl Event {
     pub fn at(&self) -> Millis {
         match self {
             Self::Opened(incident) => incident.confirmed_at,
-            Self::PortResolved { resolved_at, .. } => *resolved_at,
+            Self::HostOpened(incident) => incident.confirmed_at,
+            Self::PortResolved { resolved_at, .. } | Self::HostResolved { resolved_at, .. } => {
+                *resolved_at
+            }
+            Self::PortsChanged(p) => p.at,
             Self::MonitorResolved { at, .. } => *at,
         }
     }
 
-    /// The incident's priority for [`Event::Opened`]; [`Priority::Normal`]
-    /// for resolutions.
+    /// The incident's priority for an opening; a `ports_changed` summary
+    /// has the highest priority of the openings it holds; resolutions are
+    /// [`Priority::Normal`].
     pub fn priority(&self) -> Priority {
         match self {
             Self::Opened(incident) => incident.kind.priority(),
-            Self::PortResolved { .. } | Self::MonitorResolved { .. } => Priority::Normal,
+            Self::HostOpened(incident) => incident.kind.priority(),
+            Self::PortsChanged(p) => {
+                if p.changes
+                    .iter()
+                    .any(|c| c.kind == IncidentKind::UnexpectedPortOpen.as_str())
+                {
+                    Priority::High
+                } else {
+                    Priority::Normal
+                }
+            }
+            Self::PortResolved { .. }
+            | Self::HostResolved { .. }
+            | Self::MonitorResolved { .. } => Priority::Normal,
         }
+    }
+
+    /// Whether the event is about one port (and so counts against
+    /// `max_port_events`).
+    fn is_per_port(&self) -> bool {
+        matches!(self, Self::Opened(_) | Self::PortResolved { .. })
     }
 }
 
 /// A detected state change of one port, for the history.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StateChange {
+    /// The address.
+    pub address: IpAddr,
     /// The port.
     pub port: u16,
     /// The previously known state; `None` if the port was not tracked.
@@ -514,10 +764,12 @@ pub struct StateChange {
 /// What one call into a [`MonitorState`] produced.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Step {
-    /// Events to publish, in order: resolutions (by port), openings (by port),
-    /// then `monitor_resolved` if any.
+    /// Events to publish, in order: host resolutions, port resolutions, host
+    /// openings, port openings (per-port events by address and port, at
+    /// most `max_port_events` of them), `ports_changed` if some did not fit,
+    /// then `monitor_resolved` if the monitor is all clear.
     pub events: Vec<Event>,
-    /// Detected state changes, by port.
+    /// Detected state changes, by address and port.
     pub changes: Vec<StateChange>,
     /// Re-check these ports at that time, if set.
     pub recheck: Option<(Millis, BTreeSet<u16>)>,
@@ -532,12 +784,20 @@ struct Streak {
     first_seen: Millis,
 }
 
-/// The state of one monitor: known port states, unconfirmed streaks and open
-/// incidents, all keyed by port. Its size is O(expected + open + pending
-/// ports). Serialize it to persist it; a restored state behaves exactly like
-/// the original.
+/// An unconfirmed host finding.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+struct HostStreak {
+    count: u32,
+    first_seen: Millis,
+}
+
+/// The state of one address of a monitor's host: known port states,
+/// unconfirmed streaks and open incidents keyed by port, and the host
+/// findings. Its size is O(expected + open + pending ports), whatever the
+/// host answers: while it answers on every port, its unexpected ports are
+/// not tracked one by one.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct MonitorState {
+struct AddressState {
     /// Last detected state of tracked ports (expected ones, and ports that
     /// are or were last seen open).
     #[serde(default)]
@@ -545,9 +805,80 @@ pub struct MonitorState {
     /// Unconfirmed deviations. A port never has both a streak and an incident.
     #[serde(default)]
     streaks: BTreeMap<u16, Streak>,
-    /// Open incidents.
+    /// Open port incidents.
     #[serde(default)]
     incidents: BTreeMap<u16, Incident>,
+    /// Unconfirmed host findings. Never both a streak and an incident.
+    #[serde(default)]
+    host_streaks: BTreeMap<HostIncidentKind, HostStreak>,
+    /// Open host incidents.
+    #[serde(default)]
+    host_incidents: BTreeMap<HostIncidentKind, HostIncident>,
+}
+
+/// What the observations of one step produced so far, before ordering.
+#[derive(Default)]
+struct Produced {
+    host_resolved: Vec<Event>,
+    port_resolved: Vec<Event>,
+    host_opened: Vec<Event>,
+    port_opened: Vec<Event>,
+    changes: Vec<StateChange>,
+}
+
+impl Produced {
+    fn resolved_any(&self) -> bool {
+        !self.host_resolved.is_empty() || !self.port_resolved.is_empty()
+    }
+}
+
+/// The state of one monitor: per address of its host, an address state.
+/// Serialize it to persist it; a restored state behaves exactly like the
+/// original.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct MonitorState {
+    addresses: BTreeMap<IpAddr, AddressState>,
+    /// State saved before addresses were tracked (one address, unnamed):
+    /// adopted by the first address of the next conclusive observation.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    legacy: Option<AddressState>,
+}
+
+impl<'de> Deserialize<'de> for MonitorState {
+    /// Reads the current form, and the form saved before addresses were
+    /// tracked (`known`, `streaks`, `incidents` at the top), which becomes
+    /// the legacy state.
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<MonitorState, D::Error> {
+        #[derive(Deserialize)]
+        struct Saved {
+            #[serde(default)]
+            addresses: BTreeMap<IpAddr, AddressState>,
+            #[serde(default)]
+            legacy: Option<AddressState>,
+            #[serde(default)]
+            known: BTreeMap<u16, PortState>,
+            #[serde(default)]
+            streaks: BTreeMap<u16, Streak>,
+            #[serde(default)]
+            incidents: BTreeMap<u16, Incident>,
+        }
+        let saved = Saved::deserialize(d)?;
+        let old = AddressState {
+            known: saved.known,
+            streaks: saved.streaks,
+            incidents: saved.incidents,
+            ..AddressState::default()
+        };
+        let legacy = match saved.legacy {
+            Some(legacy) => Some(legacy),
+            None if old != AddressState::default() => Some(old),
+            None => None,
+        };
+        Ok(MonitorState {
+            addresses: saved.addresses,
+            legacy,
+        })
+    }
 }
 
 impl MonitorState {
@@ -565,100 +896,37 @@ impl MonitorState {
                 ..Step::default()
             };
         }
-
-        let ports: Vec<u16> = match &obs.scope {
-            // Every other port is closed or filtered, not expected, untracked
-            // and without a streak or incident: nothing to do for it.
-            Scope::Full => {
-                let mut ports: BTreeSet<u16> = spec.expected_open.clone();
-                ports.extend(self.known.keys());
-                ports.extend(self.streaks.keys());
-                ports.extend(self.incidents.keys());
-                if obs.reachable {
-                    ports.extend(&obs.open);
-                }
-                ports.into_iter().collect()
+        if let Some(&first) = obs.addresses.keys().next()
+            && let Some(mut legacy) = self.legacy.take()
+        {
+            for incident in legacy.incidents.values_mut() {
+                incident.address = first;
             }
-            Scope::Ports(ports) => ports.iter().copied().collect(),
-        };
-
-        let confirm = spec.confirmations();
-        let mut changes = Vec::new();
-        let mut resolved = Vec::new();
-        let mut opened = Vec::new();
-
-        for port in ports {
-            let state = obs.detected(port);
-            if let Some(change) = self.track(spec, obs, port, state) {
-                changes.push(change);
-            }
-            let deviation = spec.deviation(port, state);
-
-            if let Some(incident) = self.incidents.get(&port) {
-                if Some(incident.kind) == deviation {
-                    continue;
-                }
-                let reason = if spec.admits(port, incident.kind) {
-                    Resolution::Observed
-                } else {
-                    Resolution::ConfigChanged
-                };
-                if let Some(incident) = self.incidents.remove(&port) {
-                    resolved.push(Event::PortResolved {
-                        incident,
-                        resolved_at: obs.at,
-                        state: Some(state),
-                        reason,
-                    });
-                }
-                self.streaks.remove(&port);
-            }
-
-            let Some(kind) = deviation else {
-                self.streaks.remove(&port);
-                continue;
-            };
-            let streak = match self.streaks.get(&port) {
-                Some(s) if s.kind == kind => Streak {
-                    count: s.count.saturating_add(1),
-                    ..*s
-                },
-                _ => Streak {
-                    kind,
-                    count: 1,
-                    first_seen: obs.at,
-                },
-            };
-            if streak.count >= confirm {
-                self.streaks.remove(&port);
-                let incident = Incident {
-                    id: incident_id(&spec.name, port, streak.first_seen),
-                    monitor: spec.name.clone(),
-                    port,
-                    kind,
-                    first_seen: streak.first_seen,
-                    confirmed_at: obs.at,
-                    state,
-                };
-                self.incidents.insert(port, incident.clone());
-                opened.push(Event::Opened(incident));
-            } else {
-                self.streaks.insert(port, streak);
-            }
+            self.addresses.entry(first).or_insert(legacy);
         }
 
-        let all_clear = !resolved.is_empty() && self.incidents.is_empty();
-        let mut events = resolved;
-        events.append(&mut opened);
-        if all_clear {
-            events.push(Event::MonitorResolved {
-                monitor: spec.name.clone(),
-                at: obs.at,
-            });
+        let mut out = Produced::default();
+        let gone: Vec<IpAddr> = self
+            .addresses
+            .keys()
+            .filter(|a| !obs.addresses.contains_key(a))
+            .copied()
+            .collect();
+        for address in gone {
+            if let Some(state) = self.addresses.remove(&address) {
+                state.close(obs.at, Resolution::AddressRemoved, &mut out);
+            }
         }
+        for (&address, replies) in &obs.addresses {
+            self.addresses
+                .entry(address)
+                .or_default()
+                .observe(spec, obs, address, replies, &mut out);
+        }
+        let all_clear = out.resolved_any() && !self.has_incidents();
         Step {
-            events,
-            changes,
+            events: assemble(spec, obs.at, out.take_events(), all_clear),
+            changes: out.changes,
             recheck: self.recheck_request(spec, obs.at),
         }
     }
@@ -667,84 +935,435 @@ impl MonitorState {
     /// open incident ([`Resolution::MonitorRemoved`], state `None`), then emits
     /// `monitor_resolved` if any were open, and clears the state.
     pub fn remove(&mut self, spec: &MonitorSpec, at: Millis) -> Step {
-        let incidents = std::mem::take(self).incidents;
-        let mut events: Vec<Event> = incidents
-            .into_values()
-            .map(|incident| Event::PortResolved {
-                incident,
-                resolved_at: at,
-                state: None,
-                reason: Resolution::MonitorRemoved,
-            })
-            .collect();
-        if !events.is_empty() {
-            events.push(Event::MonitorResolved {
-                monitor: spec.name.clone(),
-                at,
-            });
+        let MonitorState { addresses, legacy } = std::mem::take(self);
+        let mut out = Produced::default();
+        for (_, state) in addresses
+            .into_iter()
+            .chain(legacy.map(|l| (unknown_address(), l)))
+        {
+            state.close(at, Resolution::MonitorRemoved, &mut out);
         }
+        let all_clear = out.resolved_any();
         Step {
-            events,
+            events: assemble(spec, at, out.take_events(), all_clear),
             ..Step::default()
         }
     }
 
-    /// The open incidents, sorted by port.
-    pub fn open_incidents(&self) -> Vec<&Incident> {
-        self.incidents.values().collect()
+    /// Whether any incident (port or host) is open.
+    pub fn has_incidents(&self) -> bool {
+        self.all_states()
+            .any(|s| !s.incidents.is_empty() || !s.host_incidents.is_empty())
     }
 
-    /// The ports open as last detected.
-    pub fn last_open(&self) -> BTreeSet<u16> {
-        self.known
-            .iter()
-            .filter(|&(_, &state)| state == PortState::Open)
-            .map(|(&port, _)| port)
+    /// The addresses the state knows, ascending.
+    pub fn addresses(&self) -> impl Iterator<Item = IpAddr> + '_ {
+        self.addresses.keys().copied()
+    }
+
+    /// The open port incidents, by address and port.
+    pub fn open_incidents(&self) -> Vec<&Incident> {
+        self.all_states()
+            .flat_map(|s| s.incidents.values())
             .collect()
     }
 
-    /// The ports with a deviation seen but not yet confirmed.
+    /// The open host incidents, by address.
+    pub fn host_incidents(&self) -> Vec<&HostIncident> {
+        self.all_states()
+            .flat_map(|s| s.host_incidents.values())
+            .collect()
+    }
+
+    /// The ports of `address` open as last detected.
+    pub fn last_open(&self, address: IpAddr) -> BTreeSet<u16> {
+        self.addresses
+            .get(&address)
+            .map(|s| {
+                s.known
+                    .iter()
+                    .filter(|&(_, &state)| state == PortState::Open)
+                    .map(|(&port, _)| port)
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// The ports with a deviation seen but not yet confirmed, on any address.
     pub fn pending(&self) -> BTreeSet<u16> {
-        self.streaks.keys().copied().collect()
+        self.all_states()
+            .flat_map(|s| s.streaks.keys().copied())
+            .collect()
     }
 
-    /// The last detected state of `port`, if it is tracked (expected ports,
-    /// and ports that are or were last seen open).
-    pub fn known_state(&self, port: u16) -> Option<PortState> {
-        self.known.get(&port).copied()
+    /// The last detected state of `port` of `address`, if it is tracked
+    /// (expected ports, and ports that are or were last seen open).
+    pub fn known_state(&self, address: IpAddr, port: u16) -> Option<PortState> {
+        self.addresses.get(&address)?.known.get(&port).copied()
     }
 
-    /// Updates the known state of `port` (detected `state`) and returns the
-    /// change to record, if any.
+    /// The ports whose closed replies a scan of `address` must keep: the
+    /// ports `address` tracks, has pending or has an incident on.
+    pub fn tracked_ports(&self, address: IpAddr) -> BTreeSet<u16> {
+        let mut ports = BTreeSet::new();
+        for s in self
+            .addresses
+            .get(&address)
+            .into_iter()
+            .chain(self.legacy.as_ref())
+        {
+            ports.extend(s.known.keys());
+            ports.extend(s.streaks.keys());
+            ports.extend(s.incidents.keys());
+        }
+        ports
+    }
+
+    fn all_states(&self) -> impl Iterator<Item = &AddressState> {
+        self.addresses.values().chain(self.legacy.as_ref())
+    }
+
+    /// The re-check to ask for after an observation at `at`.
+    fn recheck_request(&self, spec: &MonitorSpec, at: Millis) -> Option<(Millis, BTreeSet<u16>)> {
+        let delay = spec.recheck_ms?;
+        let pending = self.pending();
+        if pending.is_empty() {
+            return None;
+        }
+        let delay = Millis::try_from(delay).unwrap_or(Millis::MAX);
+        Some((at.saturating_add(delay), pending))
+    }
+}
+
+impl Produced {
+    /// The events in step order, before the per-port budget.
+    fn take_events(&mut self) -> Vec<Event> {
+        let mut events = std::mem::take(&mut self.host_resolved);
+        events.append(&mut self.port_resolved);
+        events.append(&mut self.host_opened);
+        events.append(&mut self.port_opened);
+        events
+    }
+}
+
+/// Applies the per-port event budget to `events` (in step order) and adds
+/// `monitor_resolved` when `all_clear`: at most `max_port_events` per-port
+/// events go out, the most urgent first (then in step order); when some do
+/// not fit, one `ports_changed` lists every per-port event of the step.
+fn assemble(spec: &MonitorSpec, at: Millis, events: Vec<Event>, all_clear: bool) -> Vec<Event> {
+    let budget = spec.max_port_events.max(1) as usize;
+    let per_port = events.iter().filter(|e| e.is_per_port()).count();
+    let mut out = if per_port <= budget {
+        events
+    } else {
+        let mut ranked: Vec<(usize, Priority)> = events
+            .iter()
+            .enumerate()
+            .filter(|(_, e)| e.is_per_port())
+            .map(|(i, e)| (i, e.priority()))
+            .collect();
+        ranked.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+        let sent: BTreeSet<usize> = ranked.iter().take(budget).map(|&(i, _)| i).collect();
+        let summary = ports_changed(spec, at, &events, budget);
+        let mut kept: Vec<Event> = events
+            .into_iter()
+            .enumerate()
+            .filter(|(i, e)| !e.is_per_port() || sent.contains(i))
+            .map(|(_, e)| e)
+            .collect();
+        kept.push(Event::PortsChanged(summary));
+        kept
+    };
+    if all_clear {
+        out.push(Event::MonitorResolved {
+            monitor: spec.name.clone(),
+            at,
+        });
+    }
+    out
+}
+
+/// The summary of every per-port event in `events`, of which `sent` went
+/// out one by one.
+fn ports_changed(spec: &MonitorSpec, at: Millis, events: &[Event], sent: usize) -> PortsChanged {
+    let mut groups: BTreeMap<(IpAddr, &'static str), Vec<u16>> = BTreeMap::new();
+    let mut total = 0u32;
+    for e in events.iter().filter(|e| e.is_per_port()) {
+        if let (Some(address), Some(port)) = (e.address(), e.port()) {
+            groups.entry((address, e.kind())).or_default().push(port);
+            total += 1;
+        }
+    }
+    PortsChanged {
+        monitor: spec.name.clone(),
+        at,
+        changes: groups
+            .into_iter()
+            .map(|((address, kind), ports)| PortsChange {
+                address,
+                kind: kind.to_string(),
+                ports: ports.into_iter().collect(),
+            })
+            .collect(),
+        sent: u32::try_from(sent).unwrap_or(u32::MAX),
+        total,
+    }
+}
+
+impl AddressState {
+    /// Feeds the replies of `address` in `obs` (conclusive).
+    fn observe(
+        &mut self,
+        spec: &MonitorSpec,
+        obs: &Observation,
+        address: IpAddr,
+        replies: &AddressReplies,
+        out: &mut Produced,
+    ) {
+        let full = obs.scope == Scope::Full;
+        if !replies.reachable {
+            // A re-check that heard nothing says nothing about the host: it
+            // probed a few ports that may all be filtered.
+            if !full {
+                return;
+            }
+            // Every expected port is down (the history says so), with the
+            // host as the cause: no port streak advances or resets, no port
+            // incident opens or resolves while nothing can be observed.
+            for &port in &spec.expected_open {
+                self.track(spec, obs, address, port, PortState::Filtered, out);
+            }
+            let down: PortRanges = spec.expected_open.iter().copied().collect();
+            self.host_deviates(
+                spec,
+                obs,
+                address,
+                HostIncidentKind::HostUnreachable,
+                down,
+                out,
+            );
+            return;
+        }
+        self.host_normal(obs, HostIncidentKind::HostUnreachable, out);
+
+        let unexpected = || replies.open.iter().filter(|&p| !spec.expects_open(p));
+        let answers_all = if full {
+            let count = unexpected().count() as u64;
+            if count > u64::from(spec.answer_all_threshold) {
+                let ports: PortRanges = unexpected().collect();
+                self.host_deviates(
+                    spec,
+                    obs,
+                    address,
+                    HostIncidentKind::HostAnswersAllPorts,
+                    ports,
+                    out,
+                );
+                true
+            } else {
+                self.host_normal(obs, HostIncidentKind::HostAnswersAllPorts, out);
+                false
+            }
+        } else {
+            self.host_incidents
+                .contains_key(&HostIncidentKind::HostAnswersAllPorts)
+        };
+
+        // The ports to evaluate. While the host answers on every port only
+        // the expected ones: its unexpected ports are neither tracked nor
+        // counted (their incidents stay as they are).
+        let ports: Vec<u16> = match (&obs.scope, answers_all) {
+            (Scope::Full, true) => spec.expected_open.iter().copied().collect(),
+            (Scope::Ports(ports), true) => ports
+                .iter()
+                .copied()
+                .filter(|&p| spec.expects_open(p))
+                .collect(),
+            // Every other port is closed or filtered, not expected,
+            // untracked and without a streak or incident: nothing to do.
+            (Scope::Full, false) => {
+                let mut ports: BTreeSet<u16> = spec.expected_open.clone();
+                ports.extend(self.known.keys());
+                ports.extend(self.streaks.keys());
+                ports.extend(self.incidents.keys());
+                ports.extend(replies.open.iter());
+                ports.into_iter().collect()
+            }
+            (Scope::Ports(ports), false) => ports.iter().copied().collect(),
+        };
+        for port in ports {
+            self.observe_port(spec, obs, address, port, replies.detected(port), out);
+        }
+    }
+
+    /// One port of a reachable address, detected in `state`.
+    fn observe_port(
+        &mut self,
+        spec: &MonitorSpec,
+        obs: &Observation,
+        address: IpAddr,
+        port: u16,
+        state: PortState,
+        out: &mut Produced,
+    ) {
+        self.track(spec, obs, address, port, state, out);
+        let deviation = spec.deviation(port, state);
+
+        if let Some(incident) = self.incidents.get(&port) {
+            if Some(incident.kind) == deviation {
+                return;
+            }
+            let reason = if spec.admits(port, incident.kind) {
+                Resolution::Observed
+            } else {
+                Resolution::ConfigChanged
+            };
+            if let Some(incident) = self.incidents.remove(&port) {
+                out.port_resolved.push(Event::PortResolved {
+                    incident,
+                    resolved_at: obs.at,
+                    state: Some(state),
+                    reason,
+                });
+            }
+            self.streaks.remove(&port);
+        }
+
+        let Some(kind) = deviation else {
+            self.streaks.remove(&port);
+            return;
+        };
+        let streak = match self.streaks.get(&port) {
+            Some(s) if s.kind == kind => Streak {
+                count: s.count.saturating_add(1),
+                ..*s
+            },
+            _ => Streak {
+                kind,
+                count: 1,
+                first_seen: obs.at,
+            },
+        };
+        if streak.count >= spec.confirmations() {
+            self.streaks.remove(&port);
+            let incident = Incident {
+                id: incident_id(&spec.name, address, port, streak.first_seen),
+                monitor: spec.name.clone(),
+                address,
+                port,
+                kind,
+                first_seen: streak.first_seen,
+                confirmed_at: obs.at,
+                state,
+            };
+            self.incidents.insert(port, incident.clone());
+            out.port_opened.push(Event::Opened(incident));
+        } else {
+            self.streaks.insert(port, streak);
+        }
+    }
+
+    /// The host shows finding `kind` in this observation: advance its
+    /// streak, open the incident once confirmed.
+    fn host_deviates(
+        &mut self,
+        spec: &MonitorSpec,
+        obs: &Observation,
+        address: IpAddr,
+        kind: HostIncidentKind,
+        ports: PortRanges,
+        out: &mut Produced,
+    ) {
+        if self.host_incidents.contains_key(&kind) {
+            return;
+        }
+        let streak = match self.host_streaks.get(&kind) {
+            Some(s) => HostStreak {
+                count: s.count.saturating_add(1),
+                ..*s
+            },
+            None => HostStreak {
+                count: 1,
+                first_seen: obs.at,
+            },
+        };
+        if streak.count >= spec.confirmations() {
+            self.host_streaks.remove(&kind);
+            let incident = HostIncident {
+                id: host_incident_id(&spec.name, address, kind, streak.first_seen),
+                monitor: spec.name.clone(),
+                address,
+                kind,
+                first_seen: streak.first_seen,
+                confirmed_at: obs.at,
+                ports,
+            };
+            self.host_incidents.insert(kind, incident.clone());
+            out.host_opened.push(Event::HostOpened(incident));
+        } else {
+            self.host_streaks.insert(kind, streak);
+        }
+    }
+
+    /// The host does not show finding `kind`: its streak ends, its incident
+    /// resolves.
+    fn host_normal(&mut self, obs: &Observation, kind: HostIncidentKind, out: &mut Produced) {
+        self.host_streaks.remove(&kind);
+        if let Some(incident) = self.host_incidents.remove(&kind) {
+            out.host_resolved.push(Event::HostResolved {
+                incident,
+                resolved_at: obs.at,
+                reason: Resolution::Observed,
+            });
+        }
+    }
+
+    /// Resolves every open incident for `reason` (the address or the whole
+    /// monitor went away).
+    fn close(self, at: Millis, reason: Resolution, out: &mut Produced) {
+        for incident in self.host_incidents.into_values() {
+            out.host_resolved.push(Event::HostResolved {
+                incident,
+                resolved_at: at,
+                reason,
+            });
+        }
+        for incident in self.incidents.into_values() {
+            out.port_resolved.push(Event::PortResolved {
+                incident,
+                resolved_at: at,
+                state: None,
+                reason,
+            });
+        }
+    }
+
+    /// Updates the known state of `port` (detected `state`) and records the
+    /// change, if any.
     fn track(
         &mut self,
         spec: &MonitorSpec,
         obs: &Observation,
+        address: IpAddr,
         port: u16,
         state: PortState,
-    ) -> Option<StateChange> {
+        out: &mut Produced,
+    ) {
         let tracked = spec.expects_open(port) || state == PortState::Open;
         let from = if tracked {
             self.known.insert(port, state)
         } else {
             self.known.remove(&port)
         };
-        (from != Some(state) && (tracked || from.is_some())).then_some(StateChange {
-            port,
-            from,
-            to: state,
-            at: obs.at,
-            scan_id: obs.scan_id,
-        })
-    }
-
-    /// The re-check to ask for after an observation at `at`.
-    fn recheck_request(&self, spec: &MonitorSpec, at: Millis) -> Option<(Millis, BTreeSet<u16>)> {
-        let delay = spec.recheck_ms?;
-        if self.streaks.is_empty() {
-            return None;
+        if from != Some(state) && (tracked || from.is_some()) {
+            out.changes.push(StateChange {
+                address,
+                port,
+                from,
+                to: state,
+                at: obs.at,
+                scan_id: obs.scan_id,
+            });
         }
-        let delay = Millis::try_from(delay).unwrap_or(Millis::MAX);
-        Some((at.saturating_add(delay), self.pending()))
     }
 }

@@ -62,15 +62,44 @@ fn at_of(i: usize) -> Millis {
     Millis::try_from(i).unwrap_or(Millis::MAX / 2) * 1000 + 1000
 }
 
+/// The monitored address.
+const ADDR: IpAddr = IpAddr::V4(Ipv4Addr::new(198, 18, 0, 9));
+
 fn obs(raw: &RawObs, i: usize) -> Observation {
-    Observation {
-        scan_id: i64::try_from(i).unwrap_or(-1),
-        at: at_of(i),
-        scope: raw.scope.clone().map_or(Scope::Full, Scope::Ports),
-        conclusive: raw.conclusive,
+    let replies = AddressReplies {
         reachable: raw.reachable,
-        open: raw.open.clone(),
-        closed: raw.closed.clone(),
+        open: raw.open.iter().copied().collect(),
+        closed: raw.closed.iter().copied().collect(),
+    };
+    let scope = raw.scope.clone().map_or(Scope::Full, Scope::Ports);
+    Observation {
+        conclusive: raw.conclusive,
+        ..Observation::of_address(
+            i64::try_from(i).unwrap_or(-1),
+            at_of(i),
+            scope,
+            ADDR,
+            replies,
+        )
+    }
+}
+
+/// The state of `port` the port rules observe: `None` when the scope does
+/// not cover it or the host answered nothing (then nothing is observed).
+fn observed(o: &Observation, port: u16) -> Option<PortState> {
+    let r = &o.addresses[&ADDR];
+    (o.scope.contains(port) && r.reachable).then(|| r.detected(port))
+}
+
+/// The state the history records for `port` after a conclusive `o`: the
+/// observed one, or `Filtered` for an expected port of an unreachable host
+/// in a full scan.
+fn recorded(spec: &MonitorSpec, o: &Observation, port: u16) -> Option<PortState> {
+    let unreachable = !o.addresses[&ADDR].reachable;
+    if unreachable && o.scope == Scope::Full && spec.expects_open(port) {
+        Some(PortState::Filtered)
+    } else {
+        observed(o, port)
     }
 }
 
@@ -153,7 +182,7 @@ proptest! {
             let mut want_resolved = Vec::new();
             if o.conclusive {
                 for &port in &PORTS {
-                    let Some(s) = o.state_of(port) else { continue };
+                    let Some(s) = observed(&o, port) else { continue };
                     seen.entry(port).or_default().push(o.at);
                     let m = model.get_mut(&port).unwrap();
                     let dev = spec.deviation(port, s);
@@ -231,8 +260,9 @@ proptest! {
         steps.push((end, state.remove(&spec, end)));
         prop_assert_eq!(&state, &MonitorState::default());
 
+        let mut host_open: HashSet<String> = HashSet::new();
         for (at, step) in &steps {
-            let had_open = !open.is_empty();
+            let had_open = !open.is_empty() || !host_open.is_empty();
             let mut resolved_here = 0;
             for (j, event) in step.events.iter().enumerate() {
                 prop_assert!(event_ids.insert(event.id()), "duplicate event id {}", event.id());
@@ -240,7 +270,7 @@ proptest! {
                     Event::Opened(inc) => {
                         prop_assert_eq!(inc.confirmed_at, *at);
                         prop_assert!(inc.first_seen <= inc.confirmed_at);
-                        prop_assert_eq!(&inc.id, &incident_id("m", inc.port, inc.first_seen));
+                        prop_assert_eq!(&inc.id, &incident_id("m", ADDR, inc.port, inc.first_seen));
                         prop_assert!(opened_ids.insert(inc.id.clone()));
                         prop_assert!(open.insert(inc.id.clone(), inc.clone()).is_none());
                     }
@@ -251,6 +281,19 @@ proptest! {
                         prop_assert!(resolved_ids.insert(incident.id.clone()));
                         resolved_here += 1;
                     }
+                    Event::HostOpened(inc) => {
+                        prop_assert_eq!(inc.confirmed_at, *at);
+                        prop_assert_eq!(inc.kind, HostIncidentKind::HostUnreachable);
+                        prop_assert!(opened_ids.insert(inc.id.clone()));
+                        prop_assert!(host_open.insert(inc.id.clone()));
+                    }
+                    Event::HostResolved { incident, resolved_at, .. } => {
+                        prop_assert_eq!(*resolved_at, *at);
+                        prop_assert!(host_open.remove(&incident.id));
+                        prop_assert!(resolved_ids.insert(incident.id.clone()));
+                        resolved_here += 1;
+                    }
+                    Event::PortsChanged(_) => prop_assert!(false, "5 ports never exceed the budget"),
                     Event::MonitorResolved { at: when, monitor } => {
                         prop_assert_eq!(j, step.events.len() - 1, "monitor_resolved comes last");
                         prop_assert_eq!(*when, *at);
@@ -259,9 +302,9 @@ proptest! {
                 }
             }
             let monitor_resolved = matches!(step.events.last(), Some(Event::MonitorResolved { .. }));
-            prop_assert_eq!(monitor_resolved, had_open && resolved_here > 0 && open.is_empty());
+            prop_assert_eq!(monitor_resolved, had_open && resolved_here > 0 && open.is_empty() && host_open.is_empty());
         }
-        prop_assert!(open.is_empty());
+        prop_assert!(open.is_empty() && host_open.is_empty());
         prop_assert_eq!(opened_ids, resolved_ids);
     }
 
@@ -313,28 +356,29 @@ proptest! {
                 prop_assert!(prev_port < Some(c.port), "sorted, one per port");
                 prev_port = Some(c.port);
                 prop_assert!(o.conclusive);
-                prop_assert_eq!(Some(c.to), o.state_of(c.port));
-                prop_assert_eq!(c.from, before.known_state(c.port));
+                prop_assert_eq!(Some(c.to), recorded(&spec, &o, c.port));
+                prop_assert_eq!(c.from, before.known_state(ADDR, c.port));
                 prop_assert_ne!(c.from, Some(c.to));
                 prop_assert_eq!((c.at, c.scan_id), (o.at, o.scan_id));
             }
             for &port in &PORTS {
-                match o.state_of(port).filter(|_| o.conclusive) {
+                match recorded(&spec, &o, port).filter(|_| o.conclusive) {
                     Some(s) => {
                         let tracked = spec.expects_open(port) || s == PortState::Open;
-                        prop_assert_eq!(state.known_state(port), tracked.then_some(s));
-                        let recorded = step.changes.iter().any(|c| c.port == port);
-                        let want = before.known_state(port) != Some(s)
-                            && (tracked || before.known_state(port).is_some());
-                        prop_assert_eq!(recorded, want, "port {}", port);
+                        prop_assert_eq!(state.known_state(ADDR, port), tracked.then_some(s));
+                        let was = before.known_state(ADDR, port);
+                        let changed = step.changes.iter().any(|c| c.port == port);
+                        let want = was != Some(s) && (tracked || was.is_some());
+                        prop_assert_eq!(changed, want, "port {}", port);
                     }
-                    None => prop_assert_eq!(state.known_state(port), before.known_state(port)),
+                    None => prop_assert_eq!(state.known_state(ADDR, port), before.known_state(ADDR, port)),
                 }
             }
             // Small state: tracked ports are expected, open, or not yet seen
             // since a config change (never more than the port universe here).
-            prop_assert!(state.known.len() <= PORTS.len());
-            prop_assert!(state.known.keys().all(|p| PORTS.contains(p)));
+            let known = state.addresses.get(&ADDR).map(|a| a.known.clone()).unwrap_or_default();
+            prop_assert!(known.len() <= PORTS.len());
+            prop_assert!(known.keys().all(|p| PORTS.contains(p)));
         }
     }
 }

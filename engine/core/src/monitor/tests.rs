@@ -28,17 +28,26 @@ fn spec_off(expected: &[u16], confirm: u32) -> MonitorSpec {
     }
 }
 
-/// A conclusive full scan; `scan_id` is derived from `at`.
-fn full(at: Millis, open: &[u16], closed: &[u16]) -> Observation {
-    Observation {
-        scan_id: at / 1000,
-        at,
-        scope: Scope::Full,
-        conclusive: true,
+/// The monitored address.
+const ADDR: IpAddr = IpAddr::V4(Ipv4Addr::new(198, 18, 0, 2));
+
+/// What `ADDR` answered.
+fn replies(open: &[u16], closed: &[u16]) -> AddressReplies {
+    AddressReplies {
         reachable: true,
-        open: set(open),
-        closed: set(closed),
+        open: open.iter().copied().collect(),
+        closed: closed.iter().copied().collect(),
     }
+}
+
+/// A conclusive full scan of `ADDR`; `scan_id` is derived from `at`.
+fn full(at: Millis, open: &[u16], closed: &[u16]) -> Observation {
+    Observation::of_address(at / 1000, at, Scope::Full, ADDR, replies(open, closed))
+}
+
+/// The state of `ADDR`.
+fn one(state: &MonitorState) -> &AddressState {
+    &state.addresses[&ADDR]
 }
 
 /// A conclusive re-check of `ports`.
@@ -61,10 +70,15 @@ fn inc(at: Millis) -> Observation {
 /// A conclusive full scan of an unreachable host (with a bogus open port that
 /// must be ignored).
 fn down(at: Millis) -> Observation {
-    Observation {
-        reachable: false,
-        ..full(at, &[6379], &[])
-    }
+    let mut obs = full(at, &[6379], &[]);
+    obs.addresses.insert(
+        ADDR,
+        AddressReplies {
+            reachable: false,
+            ..replies(&[6379], &[])
+        },
+    );
+    obs
 }
 
 /// A compact rendering of an event, for tables.
@@ -87,6 +101,34 @@ fn summary(event: &Event) -> String {
             state.map_or("none", PortState::as_str),
             resolved_at
         ),
+        Event::HostOpened(i) => format!(
+            "host {} {} ports={} first={} at={}",
+            i.address, i.kind, i.ports, i.first_seen, i.confirmed_at
+        ),
+        Event::HostResolved {
+            incident,
+            resolved_at,
+            reason,
+        } => format!(
+            "{} {} {} at={}",
+            incident.kind.resolved_kind(),
+            incident.address,
+            reason,
+            resolved_at
+        ),
+        Event::PortsChanged(p) => {
+            let changes: Vec<String> = p
+                .changes
+                .iter()
+                .map(|c| format!("{} {} {}", c.address, c.kind, c.ports))
+                .collect();
+            format!(
+                "ports_changed sent={}/{} [{}]",
+                p.sent,
+                p.total,
+                changes.join("; ")
+            )
+        }
         Event::MonitorResolved { monitor, at } => format!("monitor_resolved {monitor} at={at}"),
     }
 }
@@ -114,7 +156,10 @@ fn run_cases(cases: Vec<MonitorCase>) {
             // Internal invariant: never a streak and an incident on one port.
             for port in state.pending() {
                 assert!(
-                    !state.incidents.contains_key(&port),
+                    !state
+                        .addresses
+                        .values()
+                        .any(|a| a.incidents.contains_key(&port)),
                     "case {:?}, step {i}: port {port} pending with an open incident",
                     case.name
                 );
@@ -247,30 +292,36 @@ fn deviations_confirmations_and_resolutions() {
             ],
         },
         MonitorCase {
-            name: "unreachable host: every expected port filtered, unexpected ignored",
+            name: "unreachable host: one host event, then host_reachable, no port events",
             steps: vec![
                 (s2.clone(), down(1000), vec![]),
                 (
                     s2.clone(),
                     down(2000),
-                    vec![
-                        "open 80 expected_port_down filtered first=1000 at=2000",
-                        "open 443 expected_port_down filtered first=1000 at=2000",
-                    ],
+                    vec!["host 198.18.0.2 host_unreachable ports=80,443 first=1000 at=2000"],
                 ),
+                (s2.clone(), down(3000), vec![]),
                 (
                     s2.clone(),
-                    full(3000, &[80, 443], &[]),
+                    full(4000, &[80, 443], &[]),
                     vec![
-                        "resolved 80 expected_port_down observed open at=3000",
-                        "resolved 443 expected_port_down observed open at=3000",
-                        "monitor_resolved web at=3000",
+                        "host_reachable 198.18.0.2 observed at=4000",
+                        "monitor_resolved web at=4000",
                     ],
                 ),
             ],
         },
         MonitorCase {
-            name: "unreachable host resolves an unexpected open port",
+            name: "unreachable once is a streak that a reachable scan ends",
+            steps: vec![
+                (s2.clone(), down(1000), vec![]),
+                (s2.clone(), full(2000, &[80, 443], &[]), vec![]),
+                (s2.clone(), down(3000), vec![]),
+                (s2.clone(), full(4000, &[80, 443], &[]), vec![]),
+            ],
+        },
+        MonitorCase {
+            name: "an outage keeps an unexpected open port's incident open, no false resolution",
             steps: vec![
                 (
                     s1.clone(),
@@ -280,11 +331,52 @@ fn deviations_confirmations_and_resolutions() {
                 (
                     s1.clone(),
                     down(2000),
+                    vec!["host 198.18.0.2 host_unreachable ports=80,443 first=2000 at=2000"],
+                ),
+                // Back, 6379 still open: only the host resolves.
+                (
+                    s1.clone(),
+                    full(3000, &[80, 443, 6379], &[]),
+                    vec!["host_reachable 198.18.0.2 observed at=3000"],
+                ),
+                (
+                    s1.clone(),
+                    full(4000, &[80, 443], &[]),
                     vec![
-                        "resolved 6379 unexpected_port_open observed filtered at=2000",
-                        "open 80 expected_port_down filtered first=2000 at=2000",
-                        "open 443 expected_port_down filtered first=2000 at=2000",
+                        "resolved 6379 unexpected_port_open observed filtered at=4000",
+                        "monitor_resolved web at=4000",
                     ],
+                ),
+            ],
+        },
+        MonitorCase {
+            name: "an outage neither advances nor resets a port streak",
+            steps: vec![
+                (s2.clone(), full(1000, &[80], &[443]), vec![]),
+                (s2.clone(), down(2000), vec![]),
+                (
+                    s2.clone(),
+                    full(3000, &[80], &[443]),
+                    vec!["open 443 expected_port_down closed first=1000 at=3000"],
+                ),
+            ],
+        },
+        MonitorCase {
+            name: "a re-check that hears nothing says nothing",
+            steps: vec![
+                (s2.clone(), full(1000, &[80], &[443]), vec![]),
+                (
+                    s2.clone(),
+                    Observation {
+                        scope: Scope::Ports(set(&[443])),
+                        ..down(2000)
+                    },
+                    vec![],
+                ),
+                (
+                    s2.clone(),
+                    re(3000, &[443], &[], &[443]),
+                    vec!["open 443 expected_port_down closed first=1000 at=3000"],
                 ),
             ],
         },
@@ -674,13 +766,17 @@ fn streak_counts_and_pending() {
     assert_eq!(state.pending(), set(&[]));
     state.observe(&s, &full(1000, &[22], &[80]));
     assert_eq!(state.pending(), set(&[22, 80]));
-    assert_eq!(state.streaks[&80].count, 1);
+    assert_eq!(one(&state).streaks[&80].count, 1);
     state.observe(&s, &inc(2000));
-    assert_eq!(state.streaks[&80].count, 1, "inconclusive must not advance");
+    assert_eq!(
+        one(&state).streaks[&80].count,
+        1,
+        "inconclusive must not advance"
+    );
     state.observe(&s, &re(3000, &[80], &[], &[]));
-    assert_eq!(state.streaks[&80].count, 2);
-    assert_eq!(state.streaks[&22].count, 1, "out of scope: untouched");
-    assert_eq!(state.streaks[&80].first_seen, 1000);
+    assert_eq!(one(&state).streaks[&80].count, 2);
+    assert_eq!(one(&state).streaks[&22].count, 1, "out of scope: untouched");
+    assert_eq!(one(&state).streaks[&80].first_seen, 1000);
     state.observe(&s, &full(4000, &[22], &[80]));
     assert_eq!(state.pending(), set(&[22]));
     assert_eq!(
@@ -830,6 +926,7 @@ fn inconclusive_changes_nothing() {
 fn state_change_history() {
     fn ch(port: u16, from: Option<PortState>, to: PortState, at: Millis) -> StateChange {
         StateChange {
+            address: ADDR,
             port,
             from,
             to,
@@ -881,25 +978,25 @@ fn state_change_history() {
         ),
         // Inconclusive: nothing.
         (inc(7000), vec![], &[22, 80]),
-        // Unreachable: everything tracked goes filtered, 22 stops being tracked.
+        // Unreachable: the expected ports go filtered (the host is the
+        // cause); 22, unobserved, keeps its last state.
         (
             down(8000),
             vec![
-                ch(22, Some(Open), Filtered, 8000),
                 ch(80, Some(Open), Filtered, 8000),
                 ch(443, Some(Closed), Filtered, 8000),
             ],
-            &[],
+            &[22],
         ),
     ];
     let mut state = MonitorState::new();
     for (i, (obs, want, open)) in table.into_iter().enumerate() {
         let step = state.observe(&s, &obs);
         assert_eq!(step.changes, want, "row {i}");
-        assert_eq!(state.last_open(), set(open), "row {i}");
+        assert_eq!(state.last_open(ADDR), set(open), "row {i}");
     }
-    assert_eq!(state.known_state(80), Some(Filtered));
-    assert_eq!(state.known_state(22), None);
+    assert_eq!(state.known_state(ADDR, 80), Some(Filtered));
+    assert_eq!(state.known_state(ADDR, 22), Some(Open));
 }
 
 #[test]
@@ -907,16 +1004,16 @@ fn history_after_expected_port_is_dropped_from_config() {
     use PortState::Closed;
     let mut state = MonitorState::new();
     state.observe(&spec(&[80, 443], 2), &full(1000, &[443], &[80]));
-    assert_eq!(state.known_state(80), Some(Closed));
+    assert_eq!(state.known_state(ADDR, 80), Some(Closed));
     // 80 no longer expected, seen closed again: no change, no longer tracked.
     let step = state.observe(&spec(&[443], 2), &full(2000, &[443], &[80]));
     assert_eq!(step.changes, vec![]);
-    assert_eq!(state.known_state(80), None);
+    assert_eq!(state.known_state(ADDR, 80), None);
     // And its later changes among not-open states are not recorded.
     let step = state.observe(&spec(&[443], 2), &full(3000, &[443], &[]));
     assert_eq!(step.changes, vec![]);
-    assert_eq!(state.known_state(80), None);
-    assert_eq!(state.known_state(443), Some(PortState::Open));
+    assert_eq!(state.known_state(ADDR, 80), None);
+    assert_eq!(state.known_state(ADDR, 443), Some(PortState::Open));
 }
 
 #[test]
@@ -928,11 +1025,11 @@ fn state_stays_small_on_a_host_with_every_port_closed() {
     let mut state = MonitorState::new();
     let step = state.observe(&s, &full(1000, &[22, 80, 443], &closed));
     assert_eq!(step.changes.len(), 3);
-    assert_eq!(state.known.len(), 3);
+    assert_eq!(one(&state).known.len(), 3);
     assert_eq!(state.pending(), set(&[22]));
     let step = state.observe(&s, &full(2000, &[80, 443], &closed));
-    assert_eq!(state.known.len(), 2);
-    assert_eq!(state.streaks.len(), 0);
+    assert_eq!(one(&state).known.len(), 2);
+    assert_eq!(one(&state).streaks.len(), 0);
     assert_eq!(step.changes.len(), 1);
 }
 
@@ -961,7 +1058,7 @@ fn remove_resolves_everything_and_clears() {
     assert_eq!(state, MonitorState::default());
     assert!(state.open_incidents().is_empty());
     assert!(state.pending().is_empty());
-    assert!(state.last_open().is_empty());
+    assert!(state.last_open(ADDR).is_empty());
 }
 
 #[test]
@@ -998,8 +1095,9 @@ fn incident_fields_and_stable_ids() {
     assert_eq!(
         *down,
         Incident {
-            id: "web-80-1700000000000".to_owned(),
+            id: "web-198.18.0.2-80-1700000000000".to_owned(),
             monitor: "web".to_owned(),
+            address: ADDR,
             port: 80,
             kind: IncidentKind::ExpectedPortDown,
             first_seen: 1_700_000_000_000,
@@ -1012,12 +1110,12 @@ fn incident_fields_and_stable_ids() {
     assert_eq!(
         ids,
         vec![
-            "web-80-1700000000000:opened",
-            "web-443-1700000000000:opened",
-            "web-6379-1700000000000:opened",
-            "web-80-1700000000000:resolved",
-            "web-443-1700000000000:resolved",
-            "web-6379-1700000000000:resolved",
+            "web-198.18.0.2-80-1700000000000:opened",
+            "web-198.18.0.2-443-1700000000000:opened",
+            "web-198.18.0.2-6379-1700000000000:opened",
+            "web-198.18.0.2-80-1700000000000:resolved",
+            "web-198.18.0.2-443-1700000000000:resolved",
+            "web-198.18.0.2-6379-1700000000000:resolved",
             "web:resolved:1700000002000",
         ]
     );
@@ -1041,7 +1139,10 @@ fn incident_fields_and_stable_ids() {
     assert_eq!(events[2].priority(), Priority::High);
     assert_eq!(events[0].priority(), Priority::Normal);
     assert_eq!(events[5].priority(), Priority::Normal);
-    assert_eq!(incident_id("db-1", 5432, -5), "db-1-5432--5");
+    assert_eq!(
+        incident_id("db-1", "2001:2::5".parse().unwrap(), 5432, -5),
+        "db-1-2001:2::5-5432--5"
+    );
 }
 
 #[test]
@@ -1119,7 +1220,7 @@ fn state_serde_round_trip_mid_stream() {
             .iter()
             .map(|i| i.id.as_str())
             .collect::<Vec<_>>(),
-        vec!["web-6379-3000"]
+        vec!["web-198.18.0.2-6379-3000"]
     );
     // An empty object is a valid (fresh) state.
     let fresh: MonitorState = serde_json::from_str("{}").unwrap();
@@ -1197,22 +1298,15 @@ fn deviation_table() {
 #[test]
 fn observation_detected_states() {
     use PortState::{Closed, Filtered, Open};
-    let obs = re(1000, &[1, 2, 3, 4], &[1, 4], &[2, 4]);
+    let r = replies(&[1, 4], &[2, 4]);
     let table = [
-        (1, Some(Open)),
-        (2, Some(Closed)),
-        (3, Some(Filtered)),
-        (4, Some(Open)), // open wins over closed
-        (5, None),       // out of scope
+        (1, Open),
+        (2, Closed),
+        (3, Filtered),
+        (4, Open), // open wins over closed
     ];
     for (port, want) in table {
-        assert_eq!(obs.state_of(port), want, "port {port}");
+        assert_eq!(r.detected(port), want, "port {port}");
     }
-    let unreachable = Observation {
-        reachable: false,
-        ..obs
-    };
-    assert_eq!(unreachable.state_of(1), Some(Filtered));
-    assert_eq!(unreachable.state_of(2), Some(Filtered));
     assert!(Scope::Full.contains(65535));
 }
