@@ -64,8 +64,21 @@ pub enum EventData {
     ExpectedPortDown(PortEvent),
     /// A port incident ended.
     PortResolved(PortEvent),
-    /// The monitor's last open incident resolved: every port is back to
-    /// its expected state.
+    /// An address answered nothing (no echo, no SYN-ACK, no RST) in
+    /// `confirm` consecutive scans; lists the expected ports it takes down.
+    HostUnreachable(HostEvent),
+    /// An address answered SYN-ACK on more unexpected ports than its
+    /// threshold (a SYN proxy, tarpit or scrubber) in `confirm` scans.
+    HostAnswersAllPorts(HostEvent),
+    /// A `host_unreachable` incident ended: the address answers again.
+    HostReachable(HostEvent),
+    /// A `host_answers_all_ports` incident ended.
+    HostResolved(HostEvent),
+    /// One scan had more per-port events than `max_port_events`: the first
+    /// ones went out one by one, this lists every one of them as ranges.
+    PortsChanged(PortsChangedEvent),
+    /// The monitor's last open incident resolved: everything is back to
+    /// expected.
     MonitorResolved(MonitorEvent),
     /// The summary of one scan.
     Scan(ScanReport),
@@ -75,6 +88,10 @@ pub enum EventData {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Severity {
+    /// A whole host is down.
+    Critical,
+    /// A security finding: an unexpected open port, a host answering on
+    /// every port.
     High,
     Normal,
 }
@@ -84,6 +101,10 @@ pub enum Severity {
 pub struct PortEvent {
     pub monitor: String,
     pub host: String,
+    /// The address the port belongs to (a host name has one per A/AAAA
+    /// record).
+    #[serde(default)]
+    pub address: String,
     pub port: u16,
     /// `"open"`, `"closed"` or `"filtered"`, when known.
     pub state: Option<String>,
@@ -96,8 +117,61 @@ pub struct PortEvent {
     /// `"expected_port_down"` or `"unexpected_port_open"`.
     pub incident_kind: String,
     pub severity: Severity,
-    /// For resolutions: `"observed"`, `"config_changed"` or `"monitor_removed"`.
+    /// For resolutions: `"observed"`, `"config_changed"`,
+    /// `"monitor_removed"` or `"address_removed"`.
     pub reason: Option<String>,
+}
+
+/// A host incident (about one address), opened or resolved.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostEvent {
+    pub monitor: String,
+    pub host: String,
+    pub address: String,
+    pub first_seen: String,
+    pub confirmed_at: String,
+    pub resolved_at: Option<String>,
+    pub incident_id: String,
+    /// `"host_unreachable"` or `"host_answers_all_ports"`.
+    pub incident_kind: String,
+    pub severity: Severity,
+    /// `host_unreachable`: the expected ports it takes down;
+    /// `host_answers_all_ports`: the unexpected ports that answered; as
+    /// ranges, e.g. `"1-21,23-65535"`.
+    pub ports: String,
+    /// How many ports `ports` holds.
+    pub port_count: u64,
+    /// For resolutions: as [`PortEvent::reason`].
+    pub reason: Option<String>,
+    /// One line for humans.
+    pub message: String,
+}
+
+/// The summary of one scan's per-port events when there were more than
+/// `max_port_events`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PortsChangedEvent {
+    pub monitor: String,
+    pub host: String,
+    /// Every per-port event of the scan, grouped by address and kind.
+    pub changes: Vec<PortsChange>,
+    /// How many per-port events went out one by one.
+    pub sent: u32,
+    /// How many per-port events the scan had in all.
+    pub total: u32,
+    /// `high` when it holds an unexpected open port, else `normal`.
+    pub severity: Severity,
+}
+
+/// The ports of one address with one kind of per-port event.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PortsChange {
+    pub address: String,
+    /// `"unexpected_port_open"`, `"expected_port_down"` or `"port_resolved"`.
+    pub kind: String,
+    /// As ranges, e.g. `"8000-8299"`.
+    pub ports: String,
+    pub count: u64,
 }
 
 /// A monitor-level event.
@@ -113,23 +187,41 @@ pub struct MonitorEvent {
 pub struct ScanReport {
     pub monitor: String,
     pub host: String,
-    pub address: Option<String>,
     /// `"full"` or `"recheck"`.
     pub scan_kind: String,
     pub started: String,
     pub finished: String,
     pub conclusive: bool,
+    /// Whether any address answered.
     pub reachable: bool,
-    pub open_ports: Vec<u16>,
+    /// What the host resolved to, and what each address answered; empty if
+    /// it did not resolve.
+    pub addresses: Vec<AddressReport>,
     pub note: Option<String>,
+}
+
+/// What one address answered in one scan.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AddressReport {
+    pub address: String,
+    /// Whether it answered at all (echo, SYN-ACK or RST).
+    pub reachable: bool,
+    /// The ports in scope that answered SYN-ACK, as ranges (`"22,80,443"`).
+    pub open_ports: String,
+    pub open_count: u64,
 }
 
 impl EventData {
     /// All kinds, in declaration order.
-    pub const KINDS: [&'static str; 5] = [
+    pub const KINDS: [&'static str; 10] = [
         "unexpected_port_open",
         "expected_port_down",
         "port_resolved",
+        "host_unreachable",
+        "host_answers_all_ports",
+        "host_reachable",
+        "host_resolved",
+        "ports_changed",
         "monitor_resolved",
         "scan",
     ];
@@ -140,6 +232,11 @@ impl EventData {
             EventData::UnexpectedPortOpen(_) => "unexpected_port_open",
             EventData::ExpectedPortDown(_) => "expected_port_down",
             EventData::PortResolved(_) => "port_resolved",
+            EventData::HostUnreachable(_) => "host_unreachable",
+            EventData::HostAnswersAllPorts(_) => "host_answers_all_ports",
+            EventData::HostReachable(_) => "host_reachable",
+            EventData::HostResolved(_) => "host_resolved",
+            EventData::PortsChanged(_) => "ports_changed",
             EventData::MonitorResolved(_) => "monitor_resolved",
             EventData::Scan(_) => "scan",
         }
@@ -151,9 +248,53 @@ impl EventData {
             EventData::UnexpectedPortOpen(p)
             | EventData::ExpectedPortDown(p)
             | EventData::PortResolved(p) => &p.monitor,
+            EventData::HostUnreachable(h)
+            | EventData::HostAnswersAllPorts(h)
+            | EventData::HostReachable(h)
+            | EventData::HostResolved(h) => &h.monitor,
+            EventData::PortsChanged(p) => &p.monitor,
             EventData::MonitorResolved(m) => &m.monitor,
             EventData::Scan(s) => &s.monitor,
         }
+    }
+
+    /// The host event's data, for host events.
+    pub fn host_event(&self) -> Option<&HostEvent> {
+        match self {
+            EventData::HostUnreachable(h)
+            | EventData::HostAnswersAllPorts(h)
+            | EventData::HostReachable(h)
+            | EventData::HostResolved(h) => Some(h),
+            _ => None,
+        }
+    }
+
+    /// The address the event is about: for port and host events.
+    pub fn address(&self) -> Option<&str> {
+        self.port_event()
+            .map(|p| p.address.as_str())
+            .or_else(|| self.host_event().map(|h| h.address.as_str()))
+            .filter(|a| !a.is_empty())
+    }
+
+    /// The incident id, for port and host events.
+    pub fn incident_id(&self) -> Option<&str> {
+        self.port_event()
+            .map(|p| p.incident_id.as_str())
+            .or_else(|| self.host_event().map(|h| h.incident_id.as_str()))
+    }
+
+    /// Whether the event ends an incident (`port_resolved`,
+    /// `host_reachable`, `host_resolved`) or a monitor's incidents
+    /// (`monitor_resolved`).
+    pub fn is_resolution(&self) -> bool {
+        matches!(
+            self,
+            EventData::PortResolved(_)
+                | EventData::HostReachable(_)
+                | EventData::HostResolved(_)
+                | EventData::MonitorResolved(_)
+        )
     }
 
     /// The port event's severity; [`Severity::Normal`] for other kinds.
@@ -162,6 +303,11 @@ impl EventData {
             EventData::UnexpectedPortOpen(p)
             | EventData::ExpectedPortDown(p)
             | EventData::PortResolved(p) => p.severity,
+            EventData::HostUnreachable(h)
+            | EventData::HostAnswersAllPorts(h)
+            | EventData::HostReachable(h)
+            | EventData::HostResolved(h) => h.severity,
+            EventData::PortsChanged(p) => p.severity,
             EventData::MonitorResolved(_) | EventData::Scan(_) => Severity::Normal,
         }
     }
@@ -172,7 +318,7 @@ impl EventData {
             EventData::UnexpectedPortOpen(p)
             | EventData::ExpectedPortDown(p)
             | EventData::PortResolved(p) => Some(p),
-            EventData::MonitorResolved(_) | EventData::Scan(_) => None,
+            _ => None,
         }
     }
 
@@ -182,15 +328,28 @@ impl EventData {
     }
 }
 
+/// The CloudEvents `subject`: `"{monitor}/{address}:{port}"` for a port
+/// event (`[v6]:port` for IPv6), `"{monitor}/{address}"` for a host event,
+/// the monitor otherwise.
+fn subject_of(data: &EventData) -> String {
+    let monitor = data.monitor();
+    match (data.address(), data.port()) {
+        (Some(address), Some(port)) if address.contains(':') => {
+            format!("{monitor}/[{address}]:{port}")
+        }
+        (Some(address), Some(port)) => format!("{monitor}/{address}:{port}"),
+        (None, Some(port)) => format!("{monitor}/{port}"),
+        (Some(address), None) => format!("{monitor}/{address}"),
+        (None, None) => monitor.to_string(),
+    }
+}
+
 impl Envelope {
     /// Builds an envelope, filling `specversion`, `type` (with
     /// [`SCHEMA_VERSION`]) and `subject` from `data`.
     pub fn new(id: String, source: String, time: String, data: EventData) -> Envelope {
         let ty = type_for(data.kind());
-        let subject = match data.port() {
-            Some(port) => format!("{}/{}", data.monitor(), port),
-            None => data.monitor().to_string(),
-        };
+        let subject = subject_of(&data);
         Envelope {
             specversion: SPEC_VERSION.to_string(),
             id,

@@ -13,7 +13,7 @@ use std::path::Path;
 use rusqlite::{Connection, OptionalExtension, params};
 use thiserror::Error;
 
-use palisade_core::monitor::{Event, Millis, MonitorState, Step};
+use palisade_core::monitor::{Event, HostIncidentKind, Millis, MonitorState, PortRanges, Step};
 use palisade_core::plan::{SavedMonitor, ScanFacts, ScanKind};
 
 /// Store failures.
@@ -112,6 +112,23 @@ CREATE TABLE sink_cursor (
     seq  INTEGER NOT NULL
 );
 "#,
+    r#"
+-- Every address of a host: what each answered per scan (the scans row keeps
+-- `reachable` = any address answered; its `address` and `open_ports` columns
+-- are those of scans recorded before this migration), and the address of
+-- every state change and incident. Host incidents (host_unreachable,
+-- host_answers_all_ports) are incidents with port 0 and their ports as ranges.
+CREATE TABLE scan_addresses (
+    scan_id    INTEGER NOT NULL REFERENCES scans (id),
+    address    TEXT    NOT NULL,
+    reachable  INTEGER NOT NULL,
+    open_ports TEXT    NOT NULL,            -- ranges, e.g. "22,80,8000-8100"
+    PRIMARY KEY (scan_id, address)
+);
+ALTER TABLE state_changes ADD COLUMN address TEXT;
+ALTER TABLE incidents ADD COLUMN address TEXT;
+ALTER TABLE incidents ADD COLUMN ports TEXT;
+"#,
 ];
 
 /// A scan and everything it caused, decided (by the pure state machine)
@@ -154,8 +171,20 @@ pub struct StatusRow {
     pub host: Option<String>,
     pub last_scan_ms: Option<Millis>,
     pub last_conclusive: Option<bool>,
-    pub open_ports: Vec<u16>,
+    /// What each address answered in the last full scan.
+    pub addresses: Vec<AddressStatus>,
+    /// `"{address} {kind}"` for host incidents, `"{address}:{port} {kind}"`
+    /// (`[v6]:port`) for port incidents.
     pub open_incidents: Vec<String>,
+}
+
+/// One address in a [`StatusRow`].
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct AddressStatus {
+    pub address: String,
+    pub reachable: bool,
+    /// Open ports as ranges.
+    pub open_ports: String,
 }
 
 /// A row of `palisade history`.
@@ -164,6 +193,7 @@ pub struct StatusRow {
 pub enum HistoryRow {
     StateChange {
         at_ms: Millis,
+        address: Option<String>,
         port: u16,
         from: Option<String>,
         to: String,
@@ -172,7 +202,11 @@ pub enum HistoryRow {
     Incident {
         at_ms: Millis,
         id: String,
+        address: Option<String>,
+        /// 0 for a host incident.
         port: u16,
+        /// Host incidents: their ports, as ranges.
+        ports: Option<String>,
         kind: String,
         state: String,
         first_seen_ms: Millis,
@@ -287,7 +321,6 @@ impl Store {
     /// restart).
     pub fn record_scan(&mut self, decided: &DecidedScan) -> Result<(), StoreError> {
         let scan = &decided.scan;
-        let open: Vec<u16> = scan.open.iter().copied().collect();
         let tx = self.conn.transaction()?;
         tx.execute(
             "INSERT INTO scans (id, sweep, monitor, host, address, kind, started_ms, finished_ms,
@@ -298,16 +331,28 @@ impl Store {
                 scan.sweep,
                 scan.monitor,
                 scan.host,
-                scan.address.map(|a| a.to_string()),
+                Option::<String>::None,
                 scan.kind().as_str(),
                 scan.started,
                 scan.finished,
                 scan.conclusive(),
-                scan.reachable,
-                serde_json::to_string(&open).unwrap_or_else(|_| "[]".into()),
+                scan.reachable(),
+                "[]",
                 scan.inconclusive,
             ],
         )?;
+        for (address, replies) in &scan.addresses {
+            tx.execute(
+                "INSERT INTO scan_addresses (scan_id, address, reachable, open_ports)
+                 VALUES (?1, ?2, ?3, ?4)",
+                params![
+                    decided.scan_id,
+                    address.to_string(),
+                    replies.reachable,
+                    replies.open.ranges().to_string()
+                ],
+            )?;
+        }
         write_step(
             &tx,
             &scan.monitor,
@@ -415,48 +460,81 @@ impl Store {
         Ok(())
     }
 
-    /// One row per monitor that has scans: last scan, open ports, open incidents.
+    /// One row per monitor that has scans: last full scan, what each
+    /// address answered in it, open incidents.
     pub fn status(&self) -> Result<Vec<StatusRow>, StoreError> {
         let mut stmt = self.conn.prepare(
-            "SELECT s.monitor, s.host, s.started_ms, s.conclusive, s.open_ports
+            "SELECT s.id, s.monitor, s.host, s.started_ms, s.conclusive, s.address, s.reachable, s.open_ports
              FROM scans s
              WHERE s.id = (SELECT MAX(id) FROM scans t WHERE t.monitor = s.monitor AND t.kind = 'full')
              ORDER BY s.monitor",
         )?;
         let rows = stmt.query_map([], |r| {
             Ok((
-                r.get::<_, String>(0)?,
+                r.get::<_, i64>(0)?,
                 r.get::<_, String>(1)?,
-                r.get::<_, i64>(2)?,
-                r.get::<_, bool>(3)?,
-                r.get::<_, String>(4)?,
+                r.get::<_, String>(2)?,
+                r.get::<_, i64>(3)?,
+                r.get::<_, bool>(4)?,
+                r.get::<_, Option<String>>(5)?,
+                r.get::<_, bool>(6)?,
+                r.get::<_, String>(7)?,
             ))
         })?;
         let mut out = Vec::new();
         for row in rows {
-            let (monitor, host, at, conclusive, open) = row?;
+            let (id, monitor, host, at, conclusive, old_address, old_reachable, old_open) = row?;
+            let mut addresses = self.scan_addresses(id)?;
+            // A scan recorded before addresses were tracked.
+            if let (true, Some(address)) = (addresses.is_empty(), old_address) {
+                let open: Vec<u16> = serde_json::from_str(&old_open).unwrap_or_default();
+                addresses.push(AddressStatus {
+                    address,
+                    reachable: old_reachable,
+                    open_ports: open.into_iter().collect::<PortRanges>().to_string(),
+                });
+            }
             out.push(StatusRow {
                 open_incidents: self.open_incidents(&monitor)?,
                 monitor,
                 host: Some(host),
                 last_scan_ms: Some(at),
                 last_conclusive: Some(conclusive),
-                open_ports: serde_json::from_str(&open).unwrap_or_default(),
+                addresses,
             });
         }
         Ok(out)
     }
 
+    fn scan_addresses(&self, scan_id: i64) -> Result<Vec<AddressStatus>, StoreError> {
+        let mut stmt = self.conn.prepare(
+            "SELECT address, reachable, open_ports FROM scan_addresses WHERE scan_id = ?1 ORDER BY rowid",
+        )?;
+        let rows = stmt.query_map(params![scan_id], |r| {
+            Ok(AddressStatus {
+                address: r.get(0)?,
+                reachable: r.get(1)?,
+                open_ports: r.get(2)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
     fn open_incidents(&self, monitor: &str) -> Result<Vec<String>, StoreError> {
         let mut stmt = self.conn.prepare(
-            "SELECT port, kind FROM incidents WHERE monitor = ?1 AND resolved_at_ms IS NULL ORDER BY port",
+            "SELECT COALESCE(address, ''), port, kind FROM incidents
+             WHERE monitor = ?1 AND resolved_at_ms IS NULL ORDER BY address, port",
         )?;
         let rows = stmt.query_map(params![monitor], |r| {
-            Ok(format!(
-                "{}:{}",
-                r.get::<_, i64>(0)?,
-                r.get::<_, String>(1)?
-            ))
+            let address: String = r.get(0)?;
+            let port: u16 = r.get(1)?;
+            let kind: String = r.get(2)?;
+            Ok(match (port, address.contains(':')) {
+                (0, _) => format!("{address} {kind}"),
+                (_, true) => format!("[{address}]:{port} {kind}"),
+                (_, false) if address.is_empty() => format!("{port} {kind}"),
+                (_, false) => format!("{address}:{port} {kind}"),
+            })
         })?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
@@ -472,12 +550,13 @@ impl Store {
         let port = port.map(i64::from);
         let mut out = Vec::new();
         let mut stmt = self.conn.prepare(
-            "SELECT at_ms, port, from_state, to_state, scan_id FROM state_changes
+            "SELECT at_ms, port, from_state, to_state, scan_id, address FROM state_changes
              WHERE monitor = ?1 AND at_ms >= ?2 AND (?3 IS NULL OR port = ?3)",
         )?;
         let rows = stmt.query_map(params![monitor, since, port], |r| {
             Ok(HistoryRow::StateChange {
                 at_ms: r.get(0)?,
+                address: r.get(5)?,
                 port: r.get(1)?,
                 from: r.get(2)?,
                 to: r.get(3)?,
@@ -488,7 +567,8 @@ impl Store {
             out.push(row?);
         }
         let mut stmt = self.conn.prepare(
-            "SELECT id, port, kind, state, first_seen_ms, confirmed_at_ms, resolved_at_ms, resolution
+            "SELECT id, port, kind, state, first_seen_ms, confirmed_at_ms, resolved_at_ms, resolution,
+                    address, ports
              FROM incidents
              WHERE monitor = ?1 AND MAX(confirmed_at_ms, COALESCE(resolved_at_ms, 0)) >= ?2
                AND (?3 IS NULL OR port = ?3)",
@@ -499,7 +579,9 @@ impl Store {
             Ok(HistoryRow::Incident {
                 at_ms: resolved.unwrap_or(confirmed),
                 id: r.get(0)?,
+                address: r.get(8)?,
                 port: r.get(1)?,
+                ports: r.get(9)?,
                 kind: r.get(2)?,
                 state: r.get(3)?,
                 first_seen_ms: r.get(4)?,
@@ -543,15 +625,16 @@ fn write_step(
 ) -> Result<(), StoreError> {
     for c in &step.changes {
         tx.execute(
-            "INSERT INTO state_changes (monitor, port, from_state, to_state, at_ms, scan_id)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            "INSERT INTO state_changes (monitor, port, from_state, to_state, at_ms, scan_id, address)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
             params![
                 monitor,
                 c.port,
                 c.from.map(|s| s.to_string()),
                 c.to.to_string(),
                 c.at,
-                c.scan_id
+                c.scan_id,
+                c.address.to_string()
             ],
         )?;
     }
@@ -559,8 +642,8 @@ fn write_step(
         match event {
             Event::Opened(i) => {
                 tx.execute(
-                    "INSERT OR IGNORE INTO incidents (id, monitor, port, kind, first_seen_ms, confirmed_at_ms, state)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                    "INSERT OR IGNORE INTO incidents (id, monitor, port, kind, first_seen_ms, confirmed_at_ms, state, address)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
                     params![
                         i.id,
                         i.monitor,
@@ -568,8 +651,38 @@ fn write_step(
                         i.kind.to_string(),
                         i.first_seen,
                         i.confirmed_at,
-                        i.state.to_string()
+                        i.state.to_string(),
+                        i.address.to_string()
                     ],
+                )?;
+            }
+            Event::HostOpened(i) => {
+                tx.execute(
+                    "INSERT OR IGNORE INTO incidents (id, monitor, port, kind, first_seen_ms, confirmed_at_ms, state, address, ports)
+                     VALUES (?1, ?2, 0, ?3, ?4, ?5, ?6, ?7, ?8)",
+                    params![
+                        i.id,
+                        i.monitor,
+                        i.kind.to_string(),
+                        i.first_seen,
+                        i.confirmed_at,
+                        match i.kind {
+                            HostIncidentKind::HostUnreachable => "unreachable",
+                            HostIncidentKind::HostAnswersAllPorts => "answers_all",
+                        },
+                        i.address.to_string(),
+                        i.ports.to_string()
+                    ],
+                )?;
+            }
+            Event::HostResolved {
+                incident,
+                resolved_at,
+                reason,
+            } => {
+                tx.execute(
+                    "UPDATE incidents SET resolved_at_ms = ?2, resolution = ?3 WHERE id = ?1",
+                    params![incident.id, resolved_at, reason.as_str()],
                 )?;
             }
             Event::PortResolved {
@@ -584,13 +697,11 @@ fn write_step(
                         incident.id,
                         resolved_at,
                         state.map(|s| s.to_string()),
-                        serde_json::to_value(reason)
-                            .ok()
-                            .and_then(|v| v.as_str().map(String::from))
+                        reason.as_str()
                     ],
                 )?;
             }
-            Event::MonitorResolved { .. } => {}
+            Event::PortsChanged(_) | Event::MonitorResolved { .. } => {}
         }
     }
     for e in outbox {

@@ -73,7 +73,7 @@ pub fn alert_for(
         EventData::UnexpectedPortOpen(p) => (p, "unexpected_port_open", true),
         EventData::ExpectedPortDown(p) => (p, "expected_port_down", true),
         EventData::PortResolved(p) => (p, p.incident_kind.as_str(), false),
-        EventData::MonitorResolved(_) | EventData::Scan(_) => return None,
+        _ => return None,
     };
     let name = alertname(incident_kind)?;
     let labels = BTreeMap::from([
@@ -232,12 +232,7 @@ impl Dispatcher for AlertmanagerDispatcher {
             }
             return Ok(Dispatched::Skipped);
         };
-        let incident = match &event.data {
-            EventData::UnexpectedPortOpen(p)
-            | EventData::ExpectedPortDown(p)
-            | EventData::PortResolved(p) => p.incident_id.as_str(),
-            EventData::MonitorResolved(_) | EventData::Scan(_) => "",
-        };
+        let incident = event.data.incident_id().unwrap_or("");
         let resolution = matches!(event.data, EventData::PortResolved(_));
         if !resolution {
             // The incident may arrive after its resolution (its delivery

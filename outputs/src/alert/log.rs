@@ -100,6 +100,44 @@ pub fn human_line(e: &Envelope) -> String {
                 clean(&p.incident_id),
             )
         }
+        EventData::HostUnreachable(h) | EventData::HostAnswersAllPorts(h) => format!(
+            "{time} {} {} {} {} ({} ports: {}; first seen {}, confirmed {}, incident {})",
+            severity_word(h.severity),
+            e.kind(),
+            clean(&h.monitor),
+            clean(&h.address),
+            h.port_count,
+            clean(&h.ports),
+            clean(&h.first_seen),
+            clean(&h.confirmed_at),
+            clean(&h.incident_id),
+        ),
+        EventData::HostReachable(h) | EventData::HostResolved(h) => format!(
+            "{time} RESOLVED {} {} {} ({} since {}, resolved {}, {}, incident {})",
+            e.kind(),
+            clean(&h.monitor),
+            clean(&h.address),
+            clean(&h.incident_kind),
+            clean(&h.first_seen),
+            h.resolved_at.as_deref().map_or(Cow::Borrowed("?"), clean),
+            h.reason.as_deref().map_or(Cow::Borrowed("-"), clean),
+            clean(&h.incident_id),
+        ),
+        EventData::PortsChanged(p) => {
+            let changes: Vec<String> = p
+                .changes
+                .iter()
+                .map(|c| format!("{} {} {}", clean(&c.address), clean(&c.kind), clean(&c.ports)))
+                .collect();
+            format!(
+                "{time} {} ports_changed {} ({} per-port events, {} sent one by one): {}",
+                severity_word(p.severity),
+                clean(&p.monitor),
+                p.total,
+                p.sent,
+                changes.join("; "),
+            )
+        }
         EventData::MonitorResolved(m) => format!(
             "{time} RESOLVED monitor_resolved {} {}: {}",
             clean(&m.monitor),
@@ -111,37 +149,42 @@ pub fn human_line(e: &Envelope) -> String {
 }
 
 fn scan_line(time: &str, s: &ScanReport) -> String {
-    let mut line = format!("{time} SCAN {} {}", clean(&s.monitor), clean(&s.host));
-    if let Some(address) = s.address.as_deref().filter(|a| *a != s.host) {
-        line.push_str(&format!(" ({})", clean(address)));
-    }
-    line.push_str(&format!(
-        " {} {} {}, {} open",
+    let mut line = format!(
+        "{time} SCAN {} {} {} {}",
+        clean(&s.monitor),
+        clean(&s.host),
         clean(&s.scan_kind),
         if s.conclusive {
             "conclusive"
         } else {
             "inconclusive"
         },
-        if s.reachable {
-            "reachable"
-        } else {
-            "unreachable"
-        },
-        s.open_ports.len(),
-    ));
-    if !s.open_ports.is_empty() {
-        const SHOWN: usize = 32;
-        let ports: Vec<String> = s
-            .open_ports
-            .iter()
-            .take(SHOWN)
-            .map(u16::to_string)
-            .collect();
-        line.push_str(": ");
-        line.push_str(&ports.join(","));
-        if s.open_ports.len() > SHOWN {
-            line.push_str(",…");
+    );
+    if s.addresses.is_empty() {
+        line.push_str(" unresolved");
+    }
+    for a in &s.addresses {
+        line.push_str(&format!(
+            ", {} {} {} open",
+            clean(&a.address),
+            if a.reachable {
+                "reachable"
+            } else {
+                "unreachable"
+            },
+            a.open_count,
+        ));
+        if a.open_count > 0 {
+            const SHOWN: usize = 120;
+            let ports = clean(&a.open_ports);
+            line.push_str(": ");
+            if ports.len() > SHOWN {
+                let cut = ports.char_indices().nth(SHOWN).map_or(ports.len(), |(i, _)| i);
+                line.push_str(&ports[..cut]);
+                line.push('…');
+            } else {
+                line.push_str(&ports);
+            }
         }
     }
     if let Some(note) = &s.note {
@@ -152,6 +195,7 @@ fn scan_line(time: &str, s: &ScanReport) -> String {
 
 fn severity_word(s: Severity) -> &'static str {
     match s {
+        Severity::Critical => "CRITICAL",
         Severity::High => "HIGH",
         Severity::Normal => "NORMAL",
     }

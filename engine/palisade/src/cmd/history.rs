@@ -67,21 +67,25 @@ pub fn run(args: &HistoryArgs) -> Result<ExitCode> {
             OutputFormat::Text => match r {
                 HistoryRow::StateChange {
                     at_ms,
+                    address,
                     port,
                     from,
                     to,
                     ..
                 } => writeln!(
                     out,
-                    "{}  port {:<5}  {} -> {}",
+                    "{}  {:<16} port {:<5}  {} -> {}",
                     palisade::daemon::rfc3339(*at_ms),
+                    address.as_deref().unwrap_or("-"),
                     port,
                     from.as_deref().unwrap_or("unknown"),
                     to
                 )?,
                 HistoryRow::Incident {
                     at_ms,
+                    address,
                     port,
+                    ports,
                     kind,
                     state,
                     first_seen_ms,
@@ -91,9 +95,13 @@ pub fn run(args: &HistoryArgs) -> Result<ExitCode> {
                     ..
                 } => writeln!(
                     out,
-                    "{}  port {:<5}  incident {} ({}), first seen {}, confirmed {}{}",
+                    "{}  {:<16} {}  incident {} ({}), first seen {}, confirmed {}{}",
                     palisade::daemon::rfc3339(*at_ms),
-                    port,
+                    address.as_deref().unwrap_or("-"),
+                    match (port, ports) {
+                        (0, Some(ports)) => format!("host (ports {ports})"),
+                        _ => format!("port {port:<5}"),
+                    },
                     kind,
                     state,
                     palisade::daemon::rfc3339(*first_seen_ms),

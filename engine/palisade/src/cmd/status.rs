@@ -7,6 +7,8 @@ use std::process::ExitCode;
 use anyhow::Result;
 use clap::Args;
 
+use palisade_core::monitor::PortRanges;
+
 use super::{OutputFormat, load_config};
 
 #[derive(Debug, Args)]
@@ -35,8 +37,8 @@ pub fn run(args: &StatusArgs) -> Result<ExitCode> {
         OutputFormat::Text => {
             writeln!(
                 out,
-                "{:<20} {:<24} {:<26} {:<24} OPEN INCIDENTS",
-                "MONITOR", "HOST", "LAST SCAN", "OPEN PORTS"
+                "{:<20} {:<24} {:<24} {:<26} {:<24} OPEN INCIDENTS",
+                "MONITOR", "HOST", "ADDRESS", "LAST SCAN", "OPEN PORTS"
             )?;
             for m in &config.monitors {
                 let r = rows.iter().find(|r| r.monitor == m.name);
@@ -49,27 +51,40 @@ pub fn run(args: &StatusArgs) -> Result<ExitCode> {
                         }
                         s
                     });
-                let ports = r.map_or(String::new(), |r| {
-                    r.open_ports
-                        .iter()
-                        .map(u16::to_string)
-                        .collect::<Vec<_>>()
-                        .join(",")
-                });
                 let incidents = r.map_or(String::new(), |r| r.open_incidents.join(" "));
-                writeln!(
-                    out,
-                    "{:<20} {:<24} {:<26} {:<24} {}",
-                    m.name,
-                    m.host,
-                    last,
-                    ports,
-                    if incidents.is_empty() {
-                        "-".into()
+                let incidents = if incidents.is_empty() {
+                    "-".to_string()
+                } else {
+                    incidents
+                };
+                let addresses = r.map(|r| r.addresses.as_slice()).unwrap_or_default();
+                if addresses.is_empty() {
+                    writeln!(
+                        out,
+                        "{:<20} {:<24} {:<24} {:<26} {:<24} {}",
+                        m.name, m.host, "-", last, "", incidents
+                    )?;
+                }
+                for (i, a) in addresses.iter().enumerate() {
+                    // An unreachable address: every expected port is down,
+                    // with the host as the cause.
+                    let ports = if a.reachable {
+                        a.open_ports.clone()
                     } else {
-                        incidents
-                    }
-                )?;
+                        let expected: PortRanges = m.expected_open.iter().copied().collect();
+                        format!("unreachable (expected down: {expected})")
+                    };
+                    let (name, host, last, incidents) = if i == 0 {
+                        (m.name.as_str(), m.host.as_str(), last.as_str(), incidents.as_str())
+                    } else {
+                        ("", "", "", "")
+                    };
+                    writeln!(
+                        out,
+                        "{name:<20} {host:<24} {:<24} {last:<26} {ports:<24} {incidents}",
+                        a.address
+                    )?;
+                }
             }
         }
     }

@@ -5,10 +5,13 @@
 
 use std::time::{Duration, UNIX_EPOCH};
 
-use palisade_core::monitor::{Event, Incident, IncidentKind, Millis};
+use palisade_core::monitor::{
+    Event, HostIncident, HostIncidentKind, Incident, IncidentKind, Millis, Priority,
+};
 use palisade_core::plan::ScanFacts;
 use palisade_outputs::schema::{
-    Envelope, EventData, MonitorEvent, PortEvent, ScanReport, Severity,
+    AddressReport, Envelope, EventData, HostEvent, MonitorEvent, PortEvent, PortsChange,
+    PortsChangedEvent, ScanReport, Severity,
 };
 
 use crate::store::OutboxEntry;
@@ -19,11 +22,21 @@ pub fn rfc3339(ms: Millis) -> String {
     humantime::format_rfc3339_millis(t).to_string()
 }
 
+/// The schema's severity of a core priority.
+fn severity(p: Priority) -> Severity {
+    match p {
+        Priority::Critical => Severity::Critical,
+        Priority::High => Severity::High,
+        Priority::Normal => Severity::Normal,
+    }
+}
+
 /// The envelope of an event of the monitor of `host`.
 pub fn envelope(event: &Event, host: &str, source: &str) -> Envelope {
     let port_event = |i: &Incident| PortEvent {
         monitor: i.monitor.clone(),
         host: host.to_string(),
+        address: i.address.to_string(),
         port: i.port,
         state: Some(i.state.to_string()),
         expected: i.kind == IncidentKind::ExpectedPortDown,
@@ -32,11 +45,34 @@ pub fn envelope(event: &Event, host: &str, source: &str) -> Envelope {
         resolved_at: None,
         incident_id: i.id.clone(),
         incident_kind: i.kind.to_string(),
-        severity: match i.kind {
-            IncidentKind::UnexpectedPortOpen => Severity::High,
-            IncidentKind::ExpectedPortDown => Severity::Normal,
-        },
+        severity: severity(i.kind.priority()),
         reason: None,
+    };
+    let host_event = |i: &HostIncident| HostEvent {
+        monitor: i.monitor.clone(),
+        host: host.to_string(),
+        address: i.address.to_string(),
+        first_seen: rfc3339(i.first_seen),
+        confirmed_at: rfc3339(i.confirmed_at),
+        resolved_at: None,
+        incident_id: i.id.clone(),
+        incident_kind: i.kind.to_string(),
+        severity: severity(i.kind.priority()),
+        ports: i.ports.to_string(),
+        port_count: i.ports.count(),
+        reason: None,
+        message: match i.kind {
+            HostIncidentKind::HostUnreachable => format!(
+                "{} answers nothing (no echo reply, no SYN-ACK, no RST); expected ports down: {}",
+                i.address,
+                if i.ports.is_empty() { "none".to_string() } else { i.ports.to_string() }
+            ),
+            HostIncidentKind::HostAnswersAllPorts => format!(
+                "{} answers SYN-ACK on {} unexpected ports (a SYN proxy, tarpit or scrubber?)",
+                i.address,
+                i.ports.count()
+            ),
+        },
     };
     let data = match event {
         Event::Opened(i) => match i.kind {
@@ -55,10 +91,56 @@ pub fn envelope(event: &Event, host: &str, source: &str) -> Envelope {
             reason: Some(reason.to_string()),
             ..port_event(incident)
         }),
+        Event::HostOpened(i) => match i.kind {
+            HostIncidentKind::HostUnreachable => EventData::HostUnreachable(host_event(i)),
+            HostIncidentKind::HostAnswersAllPorts => EventData::HostAnswersAllPorts(host_event(i)),
+        },
+        Event::HostResolved {
+            incident,
+            resolved_at,
+            reason,
+        } => {
+            let data = HostEvent {
+                resolved_at: Some(rfc3339(*resolved_at)),
+                severity: Severity::Normal,
+                reason: Some(reason.to_string()),
+                message: match incident.kind {
+                    HostIncidentKind::HostUnreachable => {
+                        format!("{} answers again", incident.address)
+                    }
+                    HostIncidentKind::HostAnswersAllPorts => format!(
+                        "{} no longer answers on every port",
+                        incident.address
+                    ),
+                },
+                ..host_event(incident)
+            };
+            match incident.kind {
+                HostIncidentKind::HostUnreachable => EventData::HostReachable(data),
+                HostIncidentKind::HostAnswersAllPorts => EventData::HostResolved(data),
+            }
+        }
+        Event::PortsChanged(p) => EventData::PortsChanged(PortsChangedEvent {
+            monitor: p.monitor.clone(),
+            host: host.to_string(),
+            changes: p
+                .changes
+                .iter()
+                .map(|c| PortsChange {
+                    address: c.address.to_string(),
+                    kind: c.kind.clone(),
+                    ports: c.ports.to_string(),
+                    count: c.ports.count(),
+                })
+                .collect(),
+            sent: p.sent,
+            total: p.total,
+            severity: severity(event.priority()),
+        }),
         Event::MonitorResolved { monitor, .. } => EventData::MonitorResolved(MonitorEvent {
             monitor: monitor.clone(),
             host: host.to_string(),
-            message: "all ports back to their expected states".into(),
+            message: "everything back to expected".into(),
         }),
     };
     Envelope::new(event.id(), source.to_string(), rfc3339(event.at()), data)
@@ -70,13 +152,21 @@ pub fn scan_report(scan: &ScanFacts) -> ScanReport {
     ScanReport {
         monitor: scan.monitor.clone(),
         host: scan.host.clone(),
-        address: scan.address.map(|a| a.to_string()),
         scan_kind: scan.kind().as_str().to_string(),
         started: rfc3339(scan.started),
         finished: rfc3339(scan.finished),
         conclusive: scan.conclusive(),
-        reachable: scan.reachable,
-        open_ports: scan.open.iter().copied().collect(),
+        reachable: scan.reachable(),
+        addresses: scan
+            .addresses
+            .iter()
+            .map(|(address, r)| AddressReport {
+                address: address.to_string(),
+                reachable: r.reachable,
+                open_ports: r.open.ranges().to_string(),
+                open_count: r.open.len(),
+            })
+            .collect(),
         note: scan.inconclusive.clone(),
     }
 }

@@ -73,16 +73,21 @@ pub fn decide_removal(
 }
 
 /// Resolves a monitor's host: an address literal, or a name looked up now.
-fn resolve(host: &str) -> Result<IpAddr, String> {
+fn resolve(host: &str) -> Result<Vec<IpAddr>, String> {
     if let Ok(ip) = host.parse::<IpAddr>() {
-        return Ok(ip);
+        return Ok(vec![ip]);
     }
-    (host, 0)
+    let mut all: Vec<IpAddr> = (host, 0)
         .to_socket_addrs()
         .map_err(|e| format!("cannot resolve {host}: {e}"))?
         .map(|a| a.ip())
-        .min_by_key(|ip| ip.is_ipv6())
-        .ok_or_else(|| format!("{host} has no address"))
+        .collect();
+    all.sort_by_key(|ip| (ip.is_ipv6(), *ip));
+    all.dedup();
+    if all.is_empty() {
+        return Err(format!("{host} has no address"));
+    }
+    Ok(all)
 }
 
 impl Daemon {
@@ -102,12 +107,12 @@ impl Daemon {
             let Some(spec) = self.config.monitors.iter().find(|m| &m.name == name) else {
                 continue;
             };
-            let address = resolve(&spec.host);
-            if let Ok(ip) = address {
+            let addresses = resolve(&spec.host);
+            if let Ok(addresses) = &addresses {
                 let state = self.states.get(name).unwrap_or(&fresh);
-                targets.add(ip, spec, state, scope);
+                targets.add(addresses, spec, state, scope);
             }
-            members.push((spec.clone(), scope, address));
+            members.push((spec.clone(), scope, addresses));
         }
         let (end, replies) = self.probe(&targets, started, stop)?;
         let result = SweepResult {
@@ -119,8 +124,8 @@ impl Daemon {
         if let Some(why) = result.end.failure() {
             tracing::warn!("sweep inconclusive: {why}");
         }
-        for (spec, scope, address) in members {
-            let scan = result.scan(&spec, scope, &address);
+        for (spec, scope, addresses) in members {
+            let scan = result.scan(&spec, scope, &addresses);
             let before = self.states.get(&spec.name).unwrap_or(&fresh);
             let decided = decide(
                 &spec,
