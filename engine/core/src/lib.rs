@@ -1,5 +1,6 @@
 //! Palisade's pure core: everything that decides, and nothing that does I/O.
 //!
+//! * [`address`]: addresses that can never be a monitor's host, and why.
 //! * [`wire`]: packet views and builders, checksums.
 //! * [`probe`]: targets, ports, excludes, the keyed permutation of the sweep
 //!   index space, SYN cookies and pacing.
@@ -15,6 +16,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod address;
 pub mod classify;
 pub mod monitor;
 pub mod plan;

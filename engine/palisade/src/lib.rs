@@ -1,6 +1,7 @@
 //! The `palisade` command's library: the shells around the pure core.
 //!
 //! * [`config`]: the daemon's TOML configuration, with `file:line: key` errors.
+//! * [`resolve`]: every address of a monitor's host (all A and AAAA records).
 //! * [`store`]: SQLite history and the event outbox.
 //! * [`daemon`]: the scheduler, sweeps and re-checks, and delivery to the sinks.
 //!
@@ -10,4 +11,5 @@
 
 pub mod config;
 pub mod daemon;
+pub mod resolve;
 pub mod store;

@@ -1,25 +1,34 @@
-//! `palisade check-config`: check a configuration file; errors name file,
-//! line and key (exit 2).
+//! `palisade check-config`: check a configuration file as the daemon loads
+//! it (host names resolved); errors name file, line and key (exit 2);
+//! warnings (a name that does not resolve now, an address two monitors
+//! share) leave the file valid (exit 0).
 
 use std::path::Path;
 use std::process::ExitCode;
 
 use anyhow::Result;
 
-use super::load_config;
+use palisade::config;
 
 pub fn run(file: &Path) -> Result<ExitCode> {
-    Ok(match load_config(file) {
-        Ok(c) => {
-            println!(
-                "{}: ok: {} monitor(s), {} sink(s), store {}",
-                file.display(),
-                c.monitors.len(),
-                c.sinks.len(),
-                c.store.path.display()
-            );
-            ExitCode::SUCCESS
+    let loaded = match config::load_with_warnings(file) {
+        Ok(loaded) => loaded,
+        Err(errors) => {
+            eprintln!("{errors}");
+            return Ok(ExitCode::from(2));
         }
-        Err(code) => code,
-    })
+    };
+    for warning in &loaded.warnings {
+        eprintln!("{warning}");
+    }
+    let c = &loaded.config;
+    println!(
+        "{}: ok: {} monitor(s), {} sink(s), store {}, {} warning(s)",
+        file.display(),
+        c.monitors.len(),
+        c.sinks.len(),
+        c.store.path.display(),
+        loaded.warnings.len()
+    );
+    Ok(ExitCode::SUCCESS)
 }

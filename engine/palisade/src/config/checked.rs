@@ -64,7 +64,7 @@ pub(super) enum TomlScalar {
     /// no key takes a number anywhere near either.
     Integer(i128),
     Float,
-    Boolean,
+    Boolean(bool),
 }
 
 impl TomlScalar {
@@ -73,7 +73,7 @@ impl TomlScalar {
             TomlScalar::String(_) => "a string",
             TomlScalar::Integer(_) => "an integer",
             TomlScalar::Float => "a float",
-            TomlScalar::Boolean => "a boolean",
+            TomlScalar::Boolean(_) => "a boolean",
         }
     }
 }
@@ -92,6 +92,15 @@ impl FromToml for String {
     fn from_scalar(scalar: TomlScalar) -> Result<Self, Found> {
         match scalar {
             TomlScalar::String(text) => Ok(text),
+            other => Err(other.kind()),
+        }
+    }
+}
+
+impl FromToml for bool {
+    fn from_scalar(scalar: TomlScalar) -> Result<Self, Found> {
+        match scalar {
+            TomlScalar::Boolean(b) => Ok(b),
             other => Err(other.kind()),
         }
     }
@@ -169,8 +178,8 @@ impl<'de, T: FromToml> Visitor<'de> for ShapeVisitor<T> {
         formatter.write_str("any TOML value")
     }
 
-    fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
-        Ok(T::from_scalar(TomlScalar::Boolean))
+    fn visit_bool<E>(self, b: bool) -> Result<Self::Value, E> {
+        Ok(T::from_scalar(TomlScalar::Boolean(b)))
     }
 
     fn visit_i64<E>(self, n: i64) -> Result<Self::Value, E> {

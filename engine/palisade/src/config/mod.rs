@@ -14,6 +14,14 @@
 //! are then checked (types, ranges, syntax of hosts and names, ...), each
 //! problem reported at its value's line. A `[[sink]]` is first read for its
 //! `kind` only, then as the section type of that kind.
+//!
+//! Monitor hosts: an address that can never be monitored (unspecified,
+//! broadcast, multicast, loopback) is an error. [`load`] and
+//! [`load_with_warnings`] also resolve host names ([`crate::resolve`]): a
+//! name that resolves only to such addresses is an error, a name that does
+//! not resolve now is a warning (the daemon resolves at each sweep), and
+//! monitors that share an address are a warning (allowed: each evaluates the
+//! same scan).
 
 mod checked;
 mod nats;
@@ -21,7 +29,7 @@ mod report;
 #[cfg(test)]
 mod tests;
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::ops::Range;
 use std::path::{Path, PathBuf};
@@ -32,6 +40,8 @@ use toml::Spanned;
 use toml::de::{DeTable, DeValue};
 
 use palisade_core::monitor::MonitorSpec;
+
+use crate::resolve::{self, ResolveError};
 use palisade_core::wire::MacAddr;
 use palisade_dataplane::scan::{DEFAULT_RATE, DEFAULT_SOURCE_PORTS};
 use palisade_outputs::sink::NatsSinkOptions;
@@ -41,7 +51,7 @@ use checked::{
     read_document, read_part, value_at,
 };
 use nats::NatsSinkSection;
-pub use report::{ConfigError, ConfigErrors};
+pub use report::{ConfigError, ConfigErrors, ConfigWarning};
 use report::{ConfigReport, dotted, toml_error};
 
 /// How a NATS sink encodes events.
@@ -49,12 +59,10 @@ pub use palisade_outputs::schema::PayloadFormat;
 
 /// Default `store.path`.
 pub const DEFAULT_STORE_PATH: &str = "/var/lib/palisade/palisade.db";
-/// Default `monitor.every`.
-pub const DEFAULT_EVERY: Duration = Duration::from_secs(12 * 3600);
-/// Default `monitor.confirm`.
-pub const DEFAULT_CONFIRM: u32 = 2;
-/// Default `monitor.recheck`.
-pub const DEFAULT_RECHECK: Duration = Duration::from_secs(5 * 60);
+/// Default `scan.per_host_rate`: probes per second to any one address.
+pub const DEFAULT_PER_HOST_RATE: u64 = 20_000;
+// The defaults of a monitor's keys are those of `MonitorSpec::default()`
+// (`palisade_core::monitor::DEFAULT_*`).
 /// Defaults of a NATS sink's `subject_prefix` and `stream`.
 pub use palisade_outputs::sink::{DEFAULT_NATS_STREAM, DEFAULT_NATS_SUBJECT_PREFIX};
 /// Default `timeout` of a webhook sink.
@@ -78,6 +86,9 @@ pub struct ScanSettings {
     pub interface: Option<String>,
     /// Probes per second.
     pub rate: u64,
+    /// Probes per second to any one address: with few hosts in a sweep,
+    /// the total rate drops to this times their number.
+    pub per_host_rate: u64,
     /// Extra probes for a port that did not answer.
     pub retries: u32,
     /// How long to wait for late replies after the last probe.
@@ -94,6 +105,7 @@ impl Default for ScanSettings {
         ScanSettings {
             interface: None,
             rate: DEFAULT_RATE,
+            per_host_rate: DEFAULT_PER_HOST_RATE,
             retries: 1,
             wait: Duration::from_secs(1),
             source_ports: DEFAULT_SOURCE_PORTS,
@@ -137,11 +149,34 @@ pub enum SinkSpec {
     },
 }
 
-/// Reads and checks the configuration file at `path`.
+/// A configuration that passed the checks, and what is worth a warning
+/// about it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Loaded {
+    pub config: Config,
+    /// In file order.
+    pub warnings: Vec<ConfigWarning>,
+}
+
+/// Looks up a host name: [`resolve::resolve_host`], or a stand-in in tests.
+pub type Resolver<'r> = &'r dyn Fn(&str) -> Result<Vec<IpAddr>, ResolveError>;
+
+/// Reads and checks the configuration file at `path`, resolving host names
+/// ([`load_with_warnings`]); the warnings are logged.
 pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
+    let loaded = load_with_warnings(path)?;
+    for warning in &loaded.warnings {
+        tracing::warn!("{warning}");
+    }
+    Ok(loaded.config)
+}
+
+/// Reads and checks the configuration file at `path`, resolving host names
+/// with the system resolver ([`check`] with [`resolve::resolve_host`]).
+pub fn load_with_warnings(path: &Path) -> Result<Loaded, ConfigErrors> {
     let file = path.display().to_string();
     match std::fs::read_to_string(path) {
-        Ok(text) => parse(&file, &text),
+        Ok(text) => check(&file, &text, Some(&resolve::resolve_host)),
         Err(err) => Err(ConfigErrors(vec![ConfigError {
             file,
             line: 0,
@@ -151,8 +186,21 @@ pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
     }
 }
 
-/// Checks the configuration in `text`; `file` only names it in errors.
+/// Checks the configuration in `text` without resolving host names (no
+/// I/O); warnings are dropped. `file` only names it in errors.
 pub fn parse(file: &str, text: &str) -> Result<Config, ConfigErrors> {
+    check(file, text, None).map(|loaded| loaded.config)
+}
+
+/// Checks the configuration in `text`; `file` only names it in errors.
+/// With `resolve`, each monitor host that is a name is looked up: a name
+/// whose addresses can never be monitored is an error, one that does not
+/// resolve now a warning, and so is an address that two monitors share.
+pub fn check(
+    file: &str,
+    text: &str,
+    resolve: Option<Resolver<'_>>,
+) -> Result<Loaded, ConfigErrors> {
     let (root, syntax_errors) = DeTable::parse_recoverable(text);
     if !syntax_errors.is_empty() {
         let mut errors: Vec<ConfigError> = syntax_errors
@@ -166,8 +214,9 @@ pub fn parse(file: &str, text: &str) -> Result<Config, ConfigErrors> {
     let (document, ignored) = read_document::<ConfigDocument>(&root)
         .map_err(|err| ConfigErrors(vec![toml_error(file, text, &err)]))?;
     let mut report = ConfigReport::new(file, text, ignored);
-    let config = document.check(&mut report, &root);
-    report.finish(config)
+    let config = document.check(&mut report, &root, resolve);
+    let (config, warnings) = report.finish(config)?;
+    Ok(Loaded { config, warnings })
 }
 
 /// Bounds of the durations.
@@ -188,8 +237,13 @@ struct ConfigDocument {
 
 impl ConfigDocument {
     /// `root` is the document this was read from (sinks are read again,
-    /// by kind).
-    fn check(self, report: &mut ConfigReport<'_>, root: &Spanned<DeValue<'_>>) -> Config {
+    /// by kind); `resolve` looks up host names, if given.
+    fn check(
+        self,
+        report: &mut ConfigReport<'_>,
+        root: &Spanned<DeValue<'_>>,
+        resolve: Option<Resolver<'_>>,
+    ) -> Config {
         report.unknown_keys("", keys_of::<Self>());
         let scan = self
             .scan
@@ -204,12 +258,16 @@ impl ConfigDocument {
             .filter_map(|(index, span, entry)| entry.check(report, root, index, &span))
             .collect();
         let mut names = HashMap::new();
-        let monitors = array_of_tables(report, self.monitor, "monitor")
-            .into_iter()
-            .filter_map(|(index, span, monitor)| {
-                monitor.check(report, &format!("monitor[{index}]"), &span, &mut names)
-            })
-            .collect();
+        let checked: Vec<(MonitorSpec, HostAddresses)> =
+            array_of_tables(report, self.monitor, "monitor")
+                .into_iter()
+                .filter_map(|(index, span, monitor)| {
+                    let table = format!("monitor[{index}]");
+                    monitor.check(report, &table, &span, &mut names, resolve)
+                })
+                .collect();
+        shared_addresses(report, &checked);
+        let monitors = checked.into_iter().map(|(spec, _)| spec).collect();
         Config {
             scan,
             store,
@@ -244,6 +302,7 @@ fn array_of_tables<T>(
 struct ScanSection {
     interface: Option<Checked<String>>,
     rate: Option<Checked<i128>>,
+    per_host_rate: Option<Checked<i128>>,
     retries: Option<Checked<i128>>,
     wait: Option<Checked<String>>,
     source_ports: Option<Checked<SourcePortsValue>>,
@@ -264,6 +323,9 @@ impl ScanSection {
         let rate = self
             .rate
             .and_then(|value| report.integer(value, &key("rate"), 1..=100_000_000u64));
+        let per_host_rate = self
+            .per_host_rate
+            .and_then(|value| report.integer(value, &key("per_host_rate"), 1..=100_000_000u64));
         let retries = self
             .retries
             .and_then(|value| report.integer(value, &key("retries"), 0..=10u32));
@@ -282,6 +344,7 @@ impl ScanSection {
         ScanSettings {
             interface,
             rate: rate.unwrap_or(defaults.rate),
+            per_host_rate: per_host_rate.unwrap_or(defaults.per_host_rate),
             retries: retries.unwrap_or(defaults.retries),
             wait: wait.unwrap_or(defaults.wait),
             source_ports: source_ports.unwrap_or(defaults.source_ports),
@@ -582,20 +645,34 @@ struct MonitorSection {
     every: Option<Checked<String>>,
     confirm: Option<Checked<i128>>,
     recheck: Option<Checked<String>>,
+    ping: Option<Checked<bool>>,
+    answer_all_threshold: Option<Checked<i128>>,
+    max_port_events: Option<Checked<i128>>,
+}
+
+/// Where a monitor's host is written, and the addresses it stands for:
+/// the address of a literal, those a name resolved to (none if it was not
+/// resolved).
+struct HostAddresses {
+    span: Range<usize>,
+    key: String,
+    addresses: Vec<IpAddr>,
 }
 
 impl TomlTable for MonitorSection {}
 
 impl MonitorSection {
     /// `table` is its dotted key (`monitor[2]`), `table_span` where it
-    /// starts; `names` maps each monitor name seen so far to its line.
+    /// starts; `names` maps each monitor name seen so far to its line;
+    /// `resolve` looks up a host name, if given.
     fn check(
         self,
         report: &mut ConfigReport<'_>,
         table: &str,
         table_span: &Range<usize>,
         names: &mut HashMap<String, usize>,
-    ) -> Option<MonitorSpec> {
+        resolve: Option<Resolver<'_>>,
+    ) -> Option<(MonitorSpec, HostAddresses)> {
         report.unknown_keys(table, keys_of::<Self>());
         let key = |name: &str| dotted(table, name);
         let name = report
@@ -603,7 +680,7 @@ impl MonitorSection {
             .and_then(|value| monitor_name(report, value, &key("name"), names));
         let host = report
             .required(self.host, table_span, table, "host")
-            .and_then(|value| host(report, value, &key("host")));
+            .and_then(|value| host(report, value, &key("host"), resolve));
         let expected_open = self.expected_open.map_or_else(BTreeSet::new, |value| {
             expected_open(report, value, &key("expected_open"))
         });
@@ -613,20 +690,36 @@ impl MonitorSection {
         let confirm = self
             .confirm
             .and_then(|value| report.integer(value, &key("confirm"), 1..=10u32));
-        let recheck = match self.recheck {
-            None => Some(DEFAULT_RECHECK),
+        let defaults = MonitorSpec::default();
+        let recheck_ms = match self.recheck {
+            None => defaults.recheck_ms,
             Some(value) if value.value.as_deref() == Ok("off") => None,
-            Some(value) => report.duration(value, &key("recheck"), MILLISECOND..=YEAR),
+            Some(value) => report
+                .duration(value, &key("recheck"), MILLISECOND..=YEAR)
+                .map(millis),
         };
-        Some(MonitorSpec {
+        let ping = self
+            .ping
+            .and_then(|value| report.value(value, &key("ping"), "a boolean (true or false)"));
+        let answer_all_threshold = self
+            .answer_all_threshold
+            .and_then(|value| report.integer(value, &key("answer_all_threshold"), 1..=65_535u32));
+        let max_port_events = self
+            .max_port_events
+            .and_then(|value| report.integer(value, &key("max_port_events"), 1..=65_535u32));
+        let (host, addresses) = host?;
+        let spec = MonitorSpec {
             name: name?,
-            host: host?,
+            host,
             expected_open,
-            every_ms: millis(every.unwrap_or(DEFAULT_EVERY)),
-            confirm: confirm.unwrap_or(DEFAULT_CONFIRM),
-            recheck_ms: recheck.map(millis),
-            ..MonitorSpec::default()
-        })
+            every_ms: every.map_or(defaults.every_ms, millis),
+            confirm: confirm.unwrap_or(defaults.confirm),
+            recheck_ms,
+            ping: ping.unwrap_or(defaults.ping),
+            answer_all_threshold: answer_all_threshold.unwrap_or(defaults.answer_all_threshold),
+            max_port_events: max_port_events.unwrap_or(defaults.max_port_events),
+        };
+        Some((spec, addresses))
     }
 }
 
@@ -657,14 +750,98 @@ fn monitor_name(
     Some(name)
 }
 
-fn host(report: &mut ConfigReport<'_>, value: Checked<String>, key: &str) -> Option<String> {
+/// A host in valid syntax that can be monitored, and its addresses: a
+/// literal's own; a name's if `resolve` is given and found them.
+fn host(
+    report: &mut ConfigReport<'_>,
+    value: Checked<String>,
+    key: &str,
+    resolve: Option<Resolver<'_>>,
+) -> Option<(String, HostAddresses)> {
     let span = value.span.clone();
     let host = report.string(value, key)?;
-    match check_host(&host) {
-        Ok(()) => Some(host),
-        Err(problem) => {
-            report.error(&span, key, format!("invalid host {host:?}: {problem}"));
-            None
+    if let Err(problem) = check_host(&host) {
+        report.error(&span, key, format!("invalid host {host:?}: {problem}"));
+        return None;
+    }
+    let resolved = match (host.parse::<IpAddr>(), resolve) {
+        (Ok(ip), _) => resolve::literal(&host, ip),
+        (Err(_), Some(resolve)) => resolve(&host),
+        (Err(_), None) => Ok(Vec::new()),
+    };
+    let addresses = match resolved {
+        Ok(addresses) => addresses,
+        Err(err) if err.is_unmonitorable() => {
+            report.error(&span, key, err.to_string());
+            return None;
+        }
+        Err(err) => {
+            let message = format!("{err} (the daemon tries again at each sweep)");
+            report.warn(&span, key, message);
+            Vec::new()
+        }
+    };
+    let addresses = HostAddresses {
+        span,
+        key: key.to_owned(),
+        addresses,
+    };
+    Some((host, addresses))
+}
+
+/// Warns about each address that more than one monitor holds (allowed: two
+/// teams may watch one server), at the host of the last of them; addresses
+/// held by the same monitors are named together.
+fn shared_addresses(report: &mut ConfigReport<'_>, monitors: &[(MonitorSpec, HostAddresses)]) {
+    let mut holders: BTreeMap<IpAddr, BTreeSet<usize>> = BTreeMap::new();
+    for (index, (_, host)) in monitors.iter().enumerate() {
+        for &ip in &host.addresses {
+            holders.entry(ip).or_default().insert(index);
+        }
+    }
+    let mut shared: BTreeMap<Vec<usize>, Vec<IpAddr>> = BTreeMap::new();
+    for (ip, indices) in holders {
+        if indices.len() > 1 {
+            shared
+                .entry(indices.into_iter().collect())
+                .or_default()
+                .push(ip);
+        }
+    }
+    for (indices, addresses) in shared {
+        let names: Vec<&str> = indices
+            .iter()
+            .map(|&index| monitors[index].0.name.as_str())
+            .collect();
+        let addresses: Vec<String> = addresses.iter().map(ToString::to_string).collect();
+        let (all, it) = match (names.len(), addresses.len()) {
+            (2, 1) => ("both", "it is"),
+            (2, _) => ("both", "each is"),
+            (_, 1) => ("all", "it is"),
+            (_, _) => ("all", "each is"),
+        };
+        let message = format!(
+            "monitors {} {all} scan {}: {it} scanned once per sweep and {all} evaluate the same \
+             result",
+            and_list(&names),
+            and_list(&addresses),
+        );
+        let Some(&last) = indices.last() else {
+            continue;
+        };
+        let host = &monitors[last].1;
+        report.warn(&host.span, &host.key, message);
+    }
+}
+
+/// `a`, `a and b`, `a, b and c`.
+fn and_list<S: AsRef<str>>(items: &[S]) -> String {
+    match items {
+        [] => String::new(),
+        [one] => one.as_ref().to_owned(),
+        [init @ .., last] => {
+            let init: Vec<&str> = init.iter().map(AsRef::as_ref).collect();
+            format!("{} and {}", init.join(", "), last.as_ref())
         }
     }
 }

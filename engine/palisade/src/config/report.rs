@@ -1,6 +1,7 @@
-//! Errors and where they are: the `file:line: key: message` errors, the
-//! collector the checks report into, and the checks every section shares
-//! (strings, integers and durations with their ranges, unknown keys).
+//! Errors and where they are: the `file:line: key: message` errors and
+//! warnings, the collector the checks report into, and the checks every
+//! section shares (strings, integers and durations with their ranges,
+//! unknown keys).
 
 use std::collections::HashMap;
 use std::ops::{Range, RangeInclusive};
@@ -26,6 +27,20 @@ pub struct ConfigError {
     pub message: String,
 }
 
+/// Something worth knowing about a configuration that is valid: it is
+/// used as it is.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{file}:{line}: warning: {key}: {message}")]
+pub struct ConfigWarning {
+    /// The file, as named by the caller.
+    pub file: String,
+    /// 1-based.
+    pub line: usize,
+    /// Dotted key, e.g. `monitor[1].host`.
+    pub key: String,
+    pub message: String,
+}
+
 fn one_per_line(errors: &[ConfigError]) -> String {
     let lines: Vec<String> = errors.iter().map(ToString::to_string).collect();
     lines.join("\n")
@@ -38,6 +53,7 @@ pub(super) struct ConfigReport<'t> {
     /// The keys that no section type took, until their section claims them.
     ignored: Vec<IgnoredKey>,
     errors: Vec<ConfigError>,
+    warnings: Vec<ConfigWarning>,
 }
 
 impl<'t> ConfigReport<'t> {
@@ -47,11 +63,21 @@ impl<'t> ConfigReport<'t> {
             text,
             ignored,
             errors: Vec::new(),
+            warnings: Vec::new(),
         }
     }
 
     pub(super) fn error(&mut self, span: &Range<usize>, key: &str, message: impl Into<String>) {
         self.errors.push(ConfigError {
+            file: self.file.to_owned(),
+            line: self.line(span),
+            key: key.to_owned(),
+            message: message.into(),
+        });
+    }
+
+    pub(super) fn warn(&mut self, span: &Range<usize>, key: &str, message: impl Into<String>) {
+        self.warnings.push(ConfigWarning {
             file: self.file.to_owned(),
             line: self.line(span),
             key: key.to_owned(),
@@ -69,15 +95,17 @@ impl<'t> ConfigReport<'t> {
         self.text.get(span.clone()).unwrap_or_default()
     }
 
-    /// `config` if nothing was reported, else every problem in file order.
-    pub(super) fn finish<T>(mut self, config: T) -> Result<T, ConfigErrors> {
+    /// `config` and its warnings (in file order) if no error was reported,
+    /// else every error in file order.
+    pub(super) fn finish<T>(mut self, config: T) -> Result<(T, Vec<ConfigWarning>), ConfigErrors> {
         debug_assert!(
             self.ignored.is_empty(),
             "every table claims its unknown keys: {:?}",
             self.ignored
         );
         if self.errors.is_empty() {
-            Ok(config)
+            self.warnings.sort_by_key(|warning| warning.line);
+            Ok((config, self.warnings))
         } else {
             // Stable: problems of one line keep the order they were found in.
             self.errors.sort_by_key(|err| err.line);

@@ -49,7 +49,9 @@ fn monitor(name: &str, host: &str) -> MonitorSpec {
         every_ms: 12 * 3600 * 1000,
         confirm: 2,
         recheck_ms: Some(5 * 60 * 1000),
-        ..MonitorSpec::default()
+        ping: true,
+        answer_all_threshold: 1000,
+        max_port_events: 50,
     }
 }
 
@@ -59,6 +61,7 @@ fn full_config_round_trips() {
 [scan]
 interface = "eth1"
 rate = 250_000
+per_host_rate = 5000
 retries = 3
 wait = "2s 500ms"
 source_ports = "40000-40015"
@@ -96,6 +99,9 @@ expected_open = [443, 80]
 every = "1h"
 confirm = 3
 recheck = "30s"
+ping = false
+answer_all_threshold = 200
+max_port_events = 10
 
 [[monitor]]
 name = "mail_2"
@@ -106,6 +112,7 @@ recheck = "off"
         scan: ScanSettings {
             interface: Some("eth1".to_owned()),
             rate: 250_000,
+            per_host_rate: 5000,
             retries: 3,
             wait: Duration::from_millis(2500),
             source_ports: (40_000, 40_015),
@@ -152,7 +159,9 @@ recheck = "off"
                 every_ms: 3_600_000,
                 confirm: 3,
                 recheck_ms: Some(30_000),
-                ..MonitorSpec::default()
+                ping: false,
+                answer_all_threshold: 200,
+                max_port_events: 10,
             },
             MonitorSpec {
                 recheck_ms: None,
@@ -171,6 +180,7 @@ fn empty_file_gives_the_defaults() {
         ScanSettings {
             interface: None,
             rate: 100_000,
+            per_host_rate: 20_000,
             retries: 1,
             wait: Duration::from_secs(1),
             source_ports: (61_000, 61_063),
@@ -1102,7 +1112,10 @@ fn section_keys_are_the_fields_of_their_types() {
             "expected_open",
             "every",
             "confirm",
-            "recheck"
+            "recheck",
+            "ping",
+            "answer_all_threshold",
+            "max_port_events"
         ]
     );
     assert_eq!(
@@ -1110,4 +1123,341 @@ fn section_keys_are_the_fields_of_their_types() {
         ["scan", "store", "sink", "monitor"]
     );
     assert_eq!(sink_keys("jsonl"), ["kind", "path"]);
+}
+
+#[test]
+fn monitor_defaults_are_the_cores() {
+    let config = parse("t", "[[monitor]]\nname = \"a\"\nhost = \"198.18.0.2\"\n").unwrap();
+    assert_eq!(
+        config.monitors,
+        [MonitorSpec {
+            name: "a".to_owned(),
+            host: "198.18.0.2".to_owned(),
+            ..MonitorSpec::default()
+        }]
+    );
+}
+
+#[test]
+fn ping_is_a_boolean() {
+    let ping = |line: &str| parse("t", &monitor_with(line)).unwrap().monitors[0].ping;
+    assert!(ping(""));
+    assert!(ping("ping = true"));
+    assert!(!ping("ping = false"));
+    assert_error(
+        &monitor_with("ping = \"no\""),
+        4,
+        "monitor[0].ping",
+        "expected a boolean (true or false), found a string",
+    );
+    assert_error(
+        &monitor_with("ping = 0"),
+        4,
+        "monitor[0].ping",
+        "expected a boolean (true or false), found an integer",
+    );
+}
+
+#[test]
+fn answer_all_threshold_and_max_port_events_are_bounded() {
+    for key in ["answer_all_threshold", "max_port_events"] {
+        let value = |n: &str| {
+            let monitor = &parse("t", &monitor_with(&format!("{key} = {n}")))
+                .unwrap()
+                .monitors[0];
+            match key {
+                "answer_all_threshold" => monitor.answer_all_threshold,
+                _ => monitor.max_port_events,
+            }
+        };
+        assert_eq!(value("1"), 1, "{key}");
+        assert_eq!(value("300"), 300, "{key}");
+        assert_eq!(value("65_535"), 65_535, "{key}");
+        for bad in ["0", "-1", "65536", "4_294_967_296"] {
+            assert_error(
+                &monitor_with(&format!("{key} = {bad}")),
+                4,
+                &format!("monitor[0].{key}"),
+                &format!("{bad} is out of range (allowed: 1 to 65535)"),
+            );
+        }
+        assert_error(
+            &monitor_with(&format!("{key} = \"50\"")),
+            4,
+            &format!("monitor[0].{key}"),
+            "expected an integer, found a string",
+        );
+    }
+    let defaults = parse("t", &monitor_with("")).unwrap().monitors[0].clone();
+    assert_eq!(
+        (defaults.answer_all_threshold, defaults.max_port_events),
+        (1000, 50)
+    );
+}
+
+#[test]
+fn per_host_rate_is_bounded() {
+    let rate = |line: &str| {
+        parse("t", &format!("[scan]\n{line}\n"))
+            .unwrap()
+            .scan
+            .per_host_rate
+    };
+    assert_eq!(rate(""), 20_000);
+    assert_eq!(rate("per_host_rate = 1"), 1);
+    assert_eq!(rate("per_host_rate = 100_000_000"), 100_000_000);
+    for bad in ["0", "-5", "100_000_001"] {
+        assert_error(
+            &format!("[scan]\nper_host_rate = {bad}\n"),
+            2,
+            "scan.per_host_rate",
+            &format!("{bad} is out of range (allowed: 1 to 100000000)"),
+        );
+    }
+    assert_error(
+        "[scan]\nper_host_rate = 2.5\n",
+        2,
+        "scan.per_host_rate",
+        "expected an integer, found a float",
+    );
+}
+
+#[test]
+fn hosts_that_can_never_be_monitored_are_refused() {
+    let loopback = "a loopback address: it can never be scanned from the scan host's interface";
+    for (host, reason) in [
+        ("127.0.0.1", loopback),
+        ("127.9.9.9", loopback),
+        ("::1", loopback),
+        ("::ffff:127.0.0.1", loopback),
+        ("0.0.0.0", "an unspecified address"),
+        ("::", "an unspecified address"),
+        ("255.255.255.255", "the broadcast address"),
+        ("224.0.0.1", "a multicast address"),
+        ("239.1.2.3", "a multicast address"),
+        ("ff02::1", "a multicast address"),
+        ("::ffff:224.0.0.1", "a multicast address"),
+    ] {
+        let text = format!("[[monitor]]\nname = \"m\"\nhost = \"{host}\"\n");
+        assert_error(
+            &text,
+            3,
+            "monitor[0].host",
+            &format!("host {host} is {reason}"),
+        );
+    }
+    let errors = errors("[[monitor]]\nname = \"m\"\nhost = \"127.0.0.1\"\n");
+    assert_eq!(
+        errors[0].to_string(),
+        "test.toml:3: monitor[0].host: host 127.0.0.1 is a loopback address: it can never be \
+         scanned from the scan host's interface"
+    );
+}
+
+/// A resolver that knows a few names of 198.18.0.0/15 and 2001:2::/48.
+fn test_resolver(host: &str) -> Result<Vec<IpAddr>, ResolveError> {
+    let found: &[&str] = match host {
+        "dual.example.com" => &["2001:2::7", "198.18.0.7"],
+        "alias.example.com" => &["198.18.0.7", "2001:2::7"],
+        "v4.example.com" => &["198.18.0.2"],
+        "mixed.example.com" => &["127.0.1.1", "198.18.0.9"],
+        "loop.example.com" => &["::1", "127.0.0.1"],
+        "group.example.com" => &["224.0.0.251"],
+        _ => {
+            return Err(ResolveError::Lookup {
+                host: host.to_owned(),
+                cause: std::io::Error::other("no such name"),
+            });
+        }
+    };
+    resolve::monitorable(host, found.iter().map(|ip| ip.parse().unwrap()))
+}
+
+/// `text` checked with [`test_resolver`].
+fn checked(text: &str) -> Result<Loaded, ConfigErrors> {
+    check("test.toml", text, Some(&test_resolver))
+}
+
+/// `[[monitor]]` tables of (name, host), four lines each from line 1.
+fn monitors(list: &[(&str, &str)]) -> String {
+    list.iter()
+        .map(|(name, host)| format!("[[monitor]]\nname = \"{name}\"\nhost = \"{host}\"\n\n"))
+        .collect()
+}
+
+/// The warnings of `text` checked with [`test_resolver`], as
+/// `(line, key, message)`.
+fn warnings(text: &str) -> Vec<(usize, String, String)> {
+    checked(text)
+        .unwrap()
+        .warnings
+        .into_iter()
+        .map(|w| (w.line, w.key, w.message))
+        .collect()
+}
+
+#[test]
+fn names_that_resolve_only_to_unmonitorable_addresses_are_refused() {
+    let errors = checked(&monitors(&[
+        ("a", "loop.example.com"),
+        ("b", "group.example.com"),
+    ]))
+    .unwrap_err()
+    .0;
+    let found: Vec<(usize, &str, &str)> = errors
+        .iter()
+        .map(|e| (e.line, e.key.as_str(), e.message.as_str()))
+        .collect();
+    assert_eq!(
+        found,
+        [
+            (
+                3,
+                "monitor[0].host",
+                "host loop.example.com resolves only to addresses that can never be \
+                 monitored: 127.0.0.1 is a loopback address: it can never be scanned from \
+                 the scan host's interface; ::1 is a loopback address: it can never be \
+                 scanned from the scan host's interface"
+            ),
+            (
+                7,
+                "monitor[1].host",
+                "host group.example.com resolves only to addresses that can never be \
+                 monitored: 224.0.0.251 is a multicast address: it names a group of hosts, \
+                 and TCP never connects to a group"
+            ),
+        ]
+    );
+    // Without a resolver the names are not looked up.
+    assert!(parse("t", &monitors(&[("a", "loop.example.com")])).is_ok());
+}
+
+#[test]
+fn a_name_with_some_monitorable_address_is_accepted() {
+    let loaded = checked(&monitors(&[("a", "mixed.example.com")])).unwrap();
+    assert_eq!(loaded.config.monitors[0].host, "mixed.example.com");
+    assert_eq!(loaded.warnings, []);
+}
+
+#[test]
+fn a_name_that_does_not_resolve_now_is_a_warning() {
+    let text = monitors(&[("a", "198.18.0.2"), ("b", "gone.example.com")]);
+    let loaded = checked(&text).unwrap();
+    assert_eq!(loaded.config.monitors.len(), 2);
+    assert_eq!(
+        warnings(&text),
+        [(
+            7,
+            "monitor[1].host".to_owned(),
+            "cannot resolve gone.example.com: no such name (the daemon tries again at each \
+             sweep)"
+                .to_owned()
+        )]
+    );
+}
+
+#[test]
+fn monitors_sharing_an_address_are_a_warning() {
+    // Literal: at the second monitor's host.
+    let text = monitors(&[
+        ("a", "198.18.0.2"),
+        ("b", "198.18.0.3"),
+        ("c", "198.18.0.2"),
+    ]);
+    assert_eq!(
+        warnings(&text),
+        [(
+            11,
+            "monitor[2].host".to_owned(),
+            "monitors a and c both scan 198.18.0.2: it is scanned once per sweep and both \
+             evaluate the same result"
+                .to_owned()
+        )]
+    );
+    let loaded = checked(&text).unwrap();
+    assert_eq!(loaded.config.monitors.len(), 3);
+    assert_eq!(
+        loaded.warnings[0].to_string(),
+        "test.toml:11: warning: monitor[2].host: monitors a and c both scan 198.18.0.2: it is \
+         scanned once per sweep and both evaluate the same result"
+    );
+    // Literal warnings need no resolver.
+    assert_eq!(check("t", &text, None).unwrap().warnings.len(), 1);
+    // After resolution: a name and a literal, two names.
+    assert_eq!(
+        warnings(&monitors(&[("a", "v4.example.com"), ("b", "198.18.0.2")])),
+        [(
+            7,
+            "monitor[1].host".to_owned(),
+            "monitors a and b both scan 198.18.0.2: it is scanned once per sweep and both \
+             evaluate the same result"
+                .to_owned()
+        )]
+    );
+    assert_eq!(
+        warnings(&monitors(&[
+            ("v6", "2001:2::7"),
+            ("dual", "dual.example.com")
+        ])),
+        [(
+            7,
+            "monitor[1].host".to_owned(),
+            "monitors v6 and dual both scan 2001:2::7: it is scanned once per sweep and both \
+             evaluate the same result"
+                .to_owned()
+        )]
+    );
+    assert_eq!(
+        warnings(&monitors(&[
+            ("a", "dual.example.com"),
+            ("b", "alias.example.com")
+        ])),
+        [(
+            7,
+            "monitor[1].host".to_owned(),
+            "monitors a and b both scan 198.18.0.7 and 2001:2::7: each is scanned once per \
+             sweep and both evaluate the same result"
+                .to_owned()
+        )]
+    );
+    // Three monitors; each group of monitors is one warning.
+    assert_eq!(
+        warnings(&monitors(&[
+            ("a", "dual.example.com"),
+            ("b", "198.18.0.7"),
+            ("c", "alias.example.com"),
+        ])),
+        [
+            (
+                11,
+                "monitor[2].host".to_owned(),
+                "monitors a, b and c all scan 198.18.0.7: it is scanned once per sweep and \
+                 all evaluate the same result"
+                    .to_owned()
+            ),
+            (
+                11,
+                "monitor[2].host".to_owned(),
+                "monitors a and c both scan 2001:2::7: it is scanned once per sweep and both \
+                 evaluate the same result"
+                    .to_owned()
+            ),
+        ]
+    );
+    // Distinct addresses: nothing.
+    assert_eq!(
+        warnings(&monitors(&[("a", "dual.example.com"), ("b", "198.18.0.8")])),
+        []
+    );
+}
+
+#[test]
+fn warnings_are_dropped_when_there_are_errors() {
+    let text = format!(
+        "{}[scan]\nrate = 0\n",
+        monitors(&[("a", "198.18.0.2"), ("b", "198.18.0.2")])
+    );
+    let errors = checked(&text).unwrap_err().0;
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert_eq!(errors[0].key, "scan.rate");
 }

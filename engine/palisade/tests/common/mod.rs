@@ -1,7 +1,66 @@
 //! Helpers shared by the integration tests (running a child process bounded
 //! in time is `palisade_sim::testbed::bounded`).
 
+use std::ffi::OsStr;
+use std::path::PathBuf;
 use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+/// A hosts file of a test's own: a command made by [`HostsFile::command`]
+/// runs in a private mount namespace (`unshare --mount`) where the file is
+/// bind-mounted over `/etc/hosts`, so that the names it lists resolve (for
+/// that command and its children only) to the test's addresses, e.g. a
+/// dual-stack name with one address from 198.18.0.0/15 and one from
+/// 2001:2::/48. Needs root. The file is removed when this is dropped.
+///
+/// ```ignore
+/// let hosts = with_hosts_file("198.18.0.7 dual.palisade.test\n2001:2::7 dual.palisade.test");
+/// let output = hosts.command(BIN).args(["check-config", path]).output();
+/// ```
+///
+/// It composes with `ip netns exec` (which keeps the bind mount unless
+/// `/etc/netns/<ns>/hosts` exists): `hosts.command("ip").args(["netns",
+/// "exec", ns, BIN, ...])`.
+#[allow(dead_code)]
+pub struct HostsFile {
+    path: PathBuf,
+}
+
+/// A [`HostsFile`] with `entries` (hosts-file lines, `address name...`),
+/// after a `127.0.0.1 localhost` line.
+#[allow(dead_code)]
+pub fn with_hosts_file(entries: &str) -> HostsFile {
+    static COUNT: AtomicUsize = AtomicUsize::new(0);
+    let path = std::env::temp_dir().join(format!(
+        "palisade-hosts-{}-{}",
+        std::process::id(),
+        COUNT.fetch_add(1, Ordering::Relaxed)
+    ));
+    std::fs::write(&path, format!("127.0.0.1 localhost\n{entries}\n")).expect("write hosts file");
+    HostsFile { path }
+}
+
+#[allow(dead_code)]
+impl HostsFile {
+    /// A command that runs `program` (add its arguments to the command)
+    /// with this file as `/etc/hosts`.
+    pub fn command(&self, program: impl AsRef<OsStr>) -> Command {
+        let mut command = Command::new("unshare");
+        command
+            .args(["--mount", "--propagation", "private", "sh", "-c"])
+            .arg(r#"mount --bind "$1" /etc/hosts && shift && exec "$@""#)
+            .arg("sh")
+            .arg(&self.path)
+            .arg(program);
+        command
+    }
+}
+
+impl Drop for HostsFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
 
 /// Makes `127.0.0.1:<port>` of the host's loopback reachable as
 /// `127.0.0.1:<port>` inside a testbed namespace, through a Unix socket
