@@ -716,7 +716,7 @@ fn write_step(
 
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeSet;
+    use palisade_core::monitor::AddressReplies;
 
     use palisade_core::monitor::{MonitorSpec, Scope};
 
@@ -780,14 +780,18 @@ mod tests {
             sweep: started,
             monitor: "web".into(),
             host: "web.example".into(),
-            address: Some("198.18.0.2".parse().unwrap()),
+            addresses: BTreeMap::from([(
+                "198.18.0.2".parse().unwrap(),
+                AddressReplies {
+                    reachable: true,
+                    open: [22, 6379].into(),
+                    closed: Default::default(),
+                },
+            )]),
             scope,
             started,
             finished: started + 5,
             inconclusive: note.map(String::from),
-            reachable: true,
-            open: [22, 6379].into(),
-            closed: BTreeSet::new(),
         };
         let mut state = MonitorState::new();
         let step = state.observe(&spec, &scan.observation(scan_id));
@@ -839,7 +843,15 @@ mod tests {
         assert_eq!(store.load_states().unwrap()["web"].last_full, Some(1_000));
         assert_eq!(pending_ids(&store, "a"), [full.step.events[0].id()]);
         let status = store.status().unwrap();
-        assert_eq!(status[0].open_ports, [22, 6379]);
+        assert_eq!(
+            status[0].addresses,
+            [AddressStatus {
+                address: "198.18.0.2".into(),
+                reachable: true,
+                open_ports: "22,6379".into()
+            }]
+        );
+        assert_eq!(status[0].open_incidents, ["198.18.0.2:6379 unexpected_port_open"]);
         assert_eq!(status[0].last_conclusive, Some(false));
     }
 

@@ -193,16 +193,15 @@ pub fn outbox_entry(e: &Envelope) -> OutboxEntry {
 
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeSet;
-
-    use palisade_core::monitor::{PortState, Resolution, Scope};
+    use palisade_core::monitor::{AddressReplies, PortState, Resolution, Scope};
 
     use super::*;
 
     fn incident(kind: IncidentKind, state: PortState) -> Incident {
         Incident {
-            id: "web-6379-1000".into(),
+            id: "web-198.18.0.2-6379-1000".into(),
             monitor: "web".into(),
+            address: "198.18.0.2".parse().unwrap(),
             port: 6379,
             kind,
             first_seen: 1_000,
@@ -227,14 +226,17 @@ mod tests {
         let up = incident(IncidentKind::UnexpectedPortOpen, PortState::Open);
         let e = envelope(&Event::Opened(up.clone()), "198.18.0.2", "palisade://x");
         assert_eq!(e.kind(), "unexpected_port_open");
-        assert_eq!(e.id, "web-6379-1000:opened");
+        assert_eq!(e.id, "web-198.18.0.2-6379-1000:opened");
         assert_eq!(
             (e.source.as_str(), e.subject.as_str()),
-            ("palisade://x", "web/6379")
+            ("palisade://x", "web/198.18.0.2:6379")
         );
         assert_eq!(e.time, rfc3339(2_000));
         let p = port_event(&e);
-        assert_eq!((p.host.as_str(), p.port), ("198.18.0.2", 6379));
+        assert_eq!(
+            (p.host.as_str(), p.address.as_str(), p.port),
+            ("198.18.0.2", "198.18.0.2", 6379)
+        );
         assert_eq!(p.state.as_deref(), Some("open"));
         assert_eq!(p.severity, Severity::High);
         assert!(!p.expected);
@@ -278,7 +280,7 @@ mod tests {
             );
             assert_eq!(
                 (e.kind(), e.id.as_str()),
-                ("port_resolved", "web-6379-1000:resolved")
+                ("port_resolved", "web-198.18.0.2-6379-1000:resolved")
             );
             assert_eq!(e.time, rfc3339(9_000));
             let p = port_event(&e);
@@ -309,14 +311,19 @@ mod tests {
             sweep: 1_000,
             monitor: "web".into(),
             host: "web.example".into(),
-            address: Some("198.18.0.2".parse().unwrap()),
+            addresses: [(
+                "198.18.0.2".parse().unwrap(),
+                AddressReplies {
+                    reachable: true,
+                    open: [6379].into(),
+                    closed: [443].into(),
+                },
+            )]
+            .into(),
             scope: Scope::Ports([443, 6379].into()),
             started: 1_000,
             finished: 1_500,
             inconclusive: Some("sweep abandoned (stopped)".into()),
-            reachable: true,
-            open: [6379].into(),
-            closed: BTreeSet::from([443]),
         };
         let e = scan_envelope(7, &scan, "palisade://x");
         assert_eq!((e.kind(), e.id.as_str()), ("scan", "web:scan:1000:7"));
@@ -326,13 +333,17 @@ mod tests {
             EventData::Scan(ScanReport {
                 monitor: "web".into(),
                 host: "web.example".into(),
-                address: Some("198.18.0.2".into()),
                 scan_kind: "recheck".into(),
                 started: rfc3339(1_000),
                 finished: rfc3339(1_500),
                 conclusive: false,
                 reachable: true,
-                open_ports: vec![6379],
+                addresses: vec![AddressReport {
+                    address: "198.18.0.2".into(),
+                    reachable: true,
+                    open_ports: "6379".into(),
+                    open_count: 1,
+                }],
                 note: Some("sweep abandoned (stopped)".into()),
             })
         );

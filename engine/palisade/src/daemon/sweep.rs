@@ -3,7 +3,6 @@
 //! scan and decide ([`decide`]: the state machine's step and the outbox rows,
 //! pure) and store the decision in one transaction.
 
-use std::net::{IpAddr, ToSocketAddrs};
 use std::sync::atomic::AtomicBool;
 
 use palisade_core::monitor::{Millis, MonitorSpec, MonitorState, Step};
@@ -15,6 +14,7 @@ use palisade_dataplane::scan::{self, Progress, ScanConfig};
 
 use super::envelope::{envelope, outbox_entry, scan_envelope};
 use super::{Daemon, DaemonError, now_ms};
+use crate::resolve::resolve_host;
 use crate::store::{DecidedScan, OutboxEntry};
 
 /// What a scan decides, without I/O: the state machine's step from the
@@ -72,24 +72,6 @@ pub fn decide_removal(
     (step, outbox)
 }
 
-/// Resolves a monitor's host: an address literal, or a name looked up now.
-fn resolve(host: &str) -> Result<Vec<IpAddr>, String> {
-    if let Ok(ip) = host.parse::<IpAddr>() {
-        return Ok(vec![ip]);
-    }
-    let mut all: Vec<IpAddr> = (host, 0)
-        .to_socket_addrs()
-        .map_err(|e| format!("cannot resolve {host}: {e}"))?
-        .map(|a| a.ip())
-        .collect();
-    all.sort_by_key(|ip| (ip.is_ipv6(), *ip));
-    all.dedup();
-    if all.is_empty() {
-        return Err(format!("{host} has no address"));
-    }
-    Ok(all)
-}
-
 impl Daemon {
     /// Runs one sweep over the plan's monitors and stores what each scan
     /// decided; returns whether the sweep was conclusive.
@@ -107,7 +89,7 @@ impl Daemon {
             let Some(spec) = self.config.monitors.iter().find(|m| &m.name == name) else {
                 continue;
             };
-            let addresses = resolve(&spec.host);
+            let addresses = resolve_host(&spec.host).map_err(|e| e.to_string());
             if let Ok(addresses) = &addresses {
                 let state = self.states.get(name).unwrap_or(&fresh);
                 targets.add(addresses, spec, state, scope);
@@ -208,7 +190,7 @@ impl Daemon {
 mod tests {
     use std::collections::{BTreeMap, BTreeSet};
 
-    use palisade_core::monitor::Scope;
+    use palisade_core::monitor::{AddressReplies, Scope};
     use palisade_core::plan::{self, SavedMonitor, ScanKind, SweepSchedule};
     use palisade_outputs::schema::{Envelope, EventData};
 
@@ -271,12 +253,12 @@ mod tests {
         }
 
         fn sweep(&mut self, plan: &SweepPlan, now: Millis, open: &[u16], end: SweepEnd) {
-            let ip: IpAddr = HOST.parse().unwrap();
+            let ip: std::net::IpAddr = HOST.parse().unwrap();
             let fresh = MonitorState::new();
             let mut targets = SweepTargets::new(plan.kind);
             for (name, scope) in &plan.monitors {
                 let spec = self.specs.iter().find(|s| &s.name == name).unwrap();
-                targets.add(ip, spec, self.states.get(name).unwrap_or(&fresh), scope);
+                targets.add(&[ip], spec, self.states.get(name).unwrap_or(&fresh), scope);
             }
             let mut replies = targets.replies();
             for &port in targets.ports().as_slice() {
@@ -290,7 +272,7 @@ mod tests {
             };
             for (name, scope) in &plan.monitors {
                 let spec = self.specs.iter().find(|s| &s.name == name).unwrap().clone();
-                let scan = result.scan(&spec, scope, &Ok(ip));
+                let scan = result.scan(&spec, scope, &Ok(vec![ip]));
                 let before = self.states.get(name).unwrap_or(&fresh);
                 let decided = decide(&spec, before, scan, self.next_scan_id, SOURCE);
                 // Deciding again from the same inputs (a crash between the
@@ -582,14 +564,19 @@ mod tests {
             sweep: 100,
             monitor: "web-1".into(),
             host: HOST.into(),
-            address: Some(HOST.parse().unwrap()),
+            addresses: [(
+                HOST.parse().unwrap(),
+                AddressReplies {
+                    reachable: true,
+                    open: [22, 80, 443, 6379].into(),
+                    closed: Default::default(),
+                },
+            )]
+            .into(),
             scope: Scope::Full,
             started: 100,
             finished: 900,
             inconclusive: None,
-            reachable: true,
-            open: [22, 80, 443, 6379].into(),
-            closed: BTreeSet::new(),
         };
         let decided = decide(&web, &MonitorState::new(), scan.clone(), 7, SOURCE);
         assert_eq!(decided.scan_id, 7);
@@ -603,26 +590,17 @@ mod tests {
         );
         assert_eq!(decided.step.events.len(), 1);
         let ids: Vec<&str> = decided.outbox.iter().map(|r| r.id.as_str()).collect();
-        assert_eq!(ids, ["web-1-6379-100:opened", "web-1:scan:100:7"]);
+        assert_eq!(ids, ["web-1-198.18.0.2-6379-100:opened", "web-1:scan:100:7"]);
         assert_eq!(decided.state.open_incidents()[0].port, 6379);
         // Confirmed at once: no re-check asked for.
         assert_eq!(decided.step.recheck, None);
-        // An unreachable host: every expected port is down.
+        // An unreachable host: one host event, no port event.
         let dark = ScanFacts {
-            reachable: false,
-            open: BTreeSet::new(),
+            addresses: [(HOST.parse().unwrap(), AddressReplies::default())].into(),
             ..scan
         };
         let decided = decide(&web, &MonitorState::new(), dark, 8, SOURCE);
         let kinds: Vec<&str> = decided.outbox.iter().map(|r| r.kind.as_str()).collect();
-        assert_eq!(
-            kinds,
-            [
-                "expected_port_down",
-                "expected_port_down",
-                "expected_port_down",
-                "scan"
-            ]
-        );
+        assert_eq!(kinds, ["host_unreachable", "scan"]);
     }
 }
