@@ -851,7 +851,10 @@ mod tests {
                 open_ports: "22,6379".into()
             }]
         );
-        assert_eq!(status[0].open_incidents, ["198.18.0.2:6379 unexpected_port_open"]);
+        assert_eq!(
+            status[0].open_incidents,
+            ["198.18.0.2:6379 unexpected_port_open"]
+        );
         assert_eq!(status[0].last_conclusive, Some(false));
     }
 

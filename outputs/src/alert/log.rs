@@ -127,7 +127,14 @@ pub fn human_line(e: &Envelope) -> String {
             let changes: Vec<String> = p
                 .changes
                 .iter()
-                .map(|c| format!("{} {} {}", clean(&c.address), clean(&c.kind), clean(&c.ports)))
+                .map(|c| {
+                    format!(
+                        "{} {} {}",
+                        clean(&c.address),
+                        clean(&c.kind),
+                        clean(&c.ports)
+                    )
+                })
                 .collect();
             format!(
                 "{time} {} ports_changed {} ({} per-port events, {} sent one by one): {}",
@@ -179,7 +186,10 @@ fn scan_line(time: &str, s: &ScanReport) -> String {
             let ports = clean(&a.open_ports);
             line.push_str(": ");
             if ports.len() > SHOWN {
-                let cut = ports.char_indices().nth(SHOWN).map_or(ports.len(), |(i, _)| i);
+                let cut = ports
+                    .char_indices()
+                    .nth(SHOWN)
+                    .map_or(ports.len(), |(i, _)| i);
                 line.push_str(&ports[..cut]);
                 line.push('…');
             } else {

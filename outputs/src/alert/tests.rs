@@ -42,6 +42,7 @@ fn port_event(
     PortEvent {
         monitor: monitor.to_string(),
         host: "198.18.0.2".to_string(),
+        address: "198.18.0.2".to_string(),
         port,
         state: Some(state.to_string()),
         expected: incident_kind == "expected_port_down",
@@ -136,13 +137,17 @@ pub(super) fn scan(monitor: &str, time: &str) -> Envelope {
         EventData::Scan(ScanReport {
             monitor: monitor.to_string(),
             host: "198.18.0.2".to_string(),
-            address: Some("198.18.0.2".to_string()),
             scan_kind: "full".to_string(),
             started: time.to_string(),
             finished: time.to_string(),
             conclusive: true,
             reachable: true,
-            open_ports: vec![22, 443],
+            addresses: vec![crate::schema::AddressReport {
+                address: "198.18.0.2".into(),
+                reachable: true,
+                open_ports: "22,443".into(),
+                open_count: 2,
+            }],
             note: None,
         }),
     )
@@ -393,20 +398,24 @@ fn log_line_of_resolutions_and_scans() {
     );
     assert_eq!(
         human_line(&scan("web-1", "2026-11-29T13:00:00.000Z")),
-        "2026-11-29T13:00:00.000Z SCAN web-1 198.18.0.2 full conclusive reachable, 2 open: 22,443"
+        "2026-11-29T13:00:00.000Z SCAN web-1 198.18.0.2 full conclusive, 198.18.0.2 reachable 2 open: 22,443"
     );
     let mut s = scan("db-1", "t");
     if let EventData::Scan(s) = &mut s.data {
         s.conclusive = false;
         s.reachable = false;
-        s.open_ports.clear();
-        s.address = Some("198.18.0.9".into());
+        s.addresses = vec![crate::schema::AddressReport {
+            address: "198.18.0.9".into(),
+            reachable: false,
+            open_ports: String::new(),
+            open_count: 0,
+        }];
         s.host = "db.internal".into();
         s.note = Some("3 send errors".into());
     }
     assert_eq!(
         human_line(&s),
-        "t SCAN db-1 db.internal (198.18.0.9) full inconclusive unreachable, 0 open (3 send errors)"
+        "t SCAN db-1 db.internal full inconclusive, 198.18.0.9 unreachable 0 open (3 send errors)"
     );
 }
 

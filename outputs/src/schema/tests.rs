@@ -5,6 +5,7 @@ fn port_event(kind: &str, severity: Severity, resolved: bool) -> PortEvent {
     PortEvent {
         monitor: "web-1".into(),
         host: "web1.example.net".into(),
+        address: "198.18.0.2".into(),
         port: 22,
         state: Some("open".into()),
         expected: false,
@@ -18,11 +19,46 @@ fn port_event(kind: &str, severity: Severity, resolved: bool) -> PortEvent {
     }
 }
 
+fn host_event(kind: &str, severity: Severity, resolved: bool) -> HostEvent {
+    HostEvent {
+        monitor: "web-1".into(),
+        host: "web1.example.net".into(),
+        address: "198.18.0.2".into(),
+        first_seen: "2026-01-02T03:04:05Z".into(),
+        confirmed_at: "2026-01-02T03:05:05Z".into(),
+        resolved_at: resolved.then(|| "2026-01-02T04:00:00Z".into()),
+        incident_id: "web-1-198.18.0.2-host_unreachable-1".into(),
+        incident_kind: kind.into(),
+        severity,
+        ports: "22,443".into(),
+        port_count: 2,
+        reason: resolved.then(|| "observed".into()),
+        message: "198.18.0.2 answers nothing".into(),
+    }
+}
+
 pub(crate) fn samples() -> Vec<Envelope> {
     let datas = vec![
         EventData::UnexpectedPortOpen(port_event("unexpected_port_open", Severity::High, false)),
         EventData::ExpectedPortDown(port_event("expected_port_down", Severity::Normal, false)),
         EventData::PortResolved(port_event("unexpected_port_open", Severity::High, true)),
+        EventData::HostUnreachable(host_event("host_unreachable", Severity::Critical, false)),
+        EventData::HostAnswersAllPorts(host_event("host_answers_all_ports", Severity::High, false)),
+        EventData::HostReachable(host_event("host_unreachable", Severity::Normal, true)),
+        EventData::HostResolved(host_event("host_answers_all_ports", Severity::Normal, true)),
+        EventData::PortsChanged(PortsChangedEvent {
+            monitor: "web-1".into(),
+            host: "web1.example.net".into(),
+            changes: vec![PortsChange {
+                address: "2001:2::2".into(),
+                kind: "unexpected_port_open".into(),
+                ports: "8000-8299".into(),
+                count: 300,
+            }],
+            sent: 50,
+            total: 300,
+            severity: Severity::High,
+        }),
         EventData::MonitorResolved(MonitorEvent {
             monitor: "web-1".into(),
             host: "web1.example.net".into(),
@@ -31,13 +67,17 @@ pub(crate) fn samples() -> Vec<Envelope> {
         EventData::Scan(ScanReport {
             monitor: "web-1".into(),
             host: "web1.example.net".into(),
-            address: Some("198.18.0.2".into()),
             scan_kind: "full".into(),
             started: "2026-01-02T03:04:05Z".into(),
             finished: "2026-01-02T03:04:06Z".into(),
             conclusive: true,
             reachable: true,
-            open_ports: vec![22, 443],
+            addresses: vec![AddressReport {
+                address: "198.18.0.2".into(),
+                reachable: true,
+                open_ports: "22,443".into(),
+                open_count: 2,
+            }],
             note: None,
         }),
     ];
@@ -60,10 +100,18 @@ fn new_fills_type_and_subject() {
     let s = samples();
     assert_eq!(s[0].ty, "io.palisade.unexpected_port_open.v1");
     assert_eq!(s[0].specversion, "1.0");
-    assert_eq!(s[0].subject, "web-1/22");
-    assert_eq!(s[3].subject, "web-1");
-    assert_eq!(s[4].subject, "web-1");
-    assert_eq!(s[4].ty, "io.palisade.scan.v1");
+    assert_eq!(s[0].subject, "web-1/198.18.0.2:22");
+    assert_eq!(s[3].subject, "web-1/198.18.0.2");
+    assert_eq!(s[7].subject, "web-1");
+    assert_eq!(s[8].subject, "web-1");
+    assert_eq!(s[9].subject, "web-1");
+    assert_eq!(s[9].ty, "io.palisade.scan.v1");
+    let mut v6 = s[0].clone();
+    if let EventData::UnexpectedPortOpen(p) = &mut v6.data {
+        p.address = "2001:2::2".into();
+    }
+    let v6 = Envelope::new(v6.id, v6.source, v6.time, v6.data);
+    assert_eq!(v6.subject, "web-1/[2001:2::2]:22");
     let kinds: Vec<_> = s.iter().map(Envelope::kind).collect();
     assert_eq!(kinds, EventData::KINDS);
     for e in &s {
@@ -72,7 +120,18 @@ fn new_fills_type_and_subject() {
     }
     assert_eq!(s[0].data.severity(), Severity::High);
     assert_eq!(s[1].data.severity(), Severity::Normal);
-    assert_eq!(s[4].data.severity(), Severity::Normal);
+    assert_eq!(s[3].data.severity(), Severity::Critical);
+    assert_eq!(s[7].data.severity(), Severity::High);
+    assert_eq!(s[9].data.severity(), Severity::Normal);
+    let resolutions: Vec<bool> = s.iter().map(|e| e.data.is_resolution()).collect();
+    assert_eq!(
+        resolutions,
+        [
+            false, false, true, false, false, true, true, false, true, false
+        ]
+    );
+    assert_eq!(s[3].data.address(), Some("198.18.0.2"));
+    assert_eq!(s[7].data.address(), None);
 }
 
 #[test]
@@ -86,8 +145,12 @@ fn nats_subjects() {
         s[2].nats_subject("acme.palisade"),
         "acme.palisade.events.port_resolved.web-1"
     );
-    assert_eq!(s[4].nats_subject("palisade"), "palisade.scans.web-1");
-    let mut odd = s[3].clone();
+    assert_eq!(s[9].nats_subject("palisade"), "palisade.scans.web-1");
+    assert_eq!(
+        s[3].nats_subject("palisade"),
+        "palisade.events.host_unreachable.web-1"
+    );
+    let mut odd = s[8].clone();
     if let EventData::MonitorResolved(m) = &mut odd.data {
         m.monitor = "a.b *>c".into();
     }
@@ -282,8 +345,8 @@ prop_compose! {
         severity in severity(),
         reason in opt_string(),
     ) -> PortEvent {
-        PortEvent { monitor, host, port, state, expected, first_seen, confirmed_at, resolved_at,
-            incident_id, incident_kind, severity, reason }
+        PortEvent { monitor, host, address: String::new(), port, state, expected, first_seen,
+            confirmed_at, resolved_at, incident_id, incident_kind, severity, reason }
     }
 }
 
@@ -291,17 +354,19 @@ prop_compose! {
     fn arb_scan()(
         monitor in "[a-zA-Z0-9_-]{1,16}",
         host in ".{0,20}",
-        address in opt_string(),
+        address in ".{0,20}",
         scan_kind in ".{0,8}",
         started in ".{0,25}",
         finished in ".{0,25}",
         conclusive in any::<bool>(),
         reachable in any::<bool>(),
-        open_ports in proptest::collection::vec(any::<u16>(), 0..20),
+        open_ports in ".{0,20}",
+        open_count in any::<u64>(),
         note in opt_string(),
     ) -> ScanReport {
-        ScanReport { monitor, host, address, scan_kind, started, finished, conclusive, reachable,
-            open_ports, note }
+        let addresses = vec![AddressReport { address, reachable, open_ports, open_count }];
+        ScanReport { monitor, host, scan_kind, started, finished, conclusive, reachable,
+            addresses, note }
     }
 }
 

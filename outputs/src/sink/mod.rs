@@ -164,13 +164,14 @@ pub(crate) fn secs(d: Duration) -> String {
 /// `n` envelopes of every kind, with ids `<tag>-<i>`, for tests.
 #[cfg(test)]
 pub(crate) fn test_events(n: usize, tag: &str) -> Vec<Envelope> {
-    use crate::schema::{EventData, MonitorEvent, PortEvent, ScanReport, Severity};
+    use crate::schema::{AddressReport, EventData, MonitorEvent, PortEvent, ScanReport, Severity};
     (0..n)
         .map(|i| {
             let monitor = format!("mon-{}", i % 7);
             let port = PortEvent {
                 monitor: monitor.clone(),
                 host: "web1.example.net".into(),
+                address: "198.18.0.2".into(),
                 port: u16::try_from(i % 65_535).unwrap_or(1),
                 state: Some("open".into()),
                 expected: i % 2 == 0,
@@ -194,13 +195,17 @@ pub(crate) fn test_events(n: usize, tag: &str) -> Vec<Envelope> {
                 _ => EventData::Scan(ScanReport {
                     monitor,
                     host: "web1.example.net".into(),
-                    address: Some("198.18.0.2".into()),
                     scan_kind: "full".into(),
                     started: "2026-01-02T03:04:05Z".into(),
                     finished: "2026-01-02T03:04:06Z".into(),
                     conclusive: true,
                     reachable: true,
-                    open_ports: vec![22, 443],
+                    addresses: vec![AddressReport {
+                        address: "198.18.0.2".into(),
+                        reachable: true,
+                        open_ports: "22,443".into(),
+                        open_count: 2,
+                    }],
                     note: None,
                 }),
             };

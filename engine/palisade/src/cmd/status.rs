@@ -75,7 +75,12 @@ pub fn run(args: &StatusArgs) -> Result<ExitCode> {
                         format!("unreachable (expected down: {expected})")
                     };
                     let (name, host, last, incidents) = if i == 0 {
-                        (m.name.as_str(), m.host.as_str(), last.as_str(), incidents.as_str())
+                        (
+                            m.name.as_str(),
+                            m.host.as_str(),
+                            last.as_str(),
+                            incidents.as_str(),
+                        )
                     } else {
                         ("", "", "", "")
                     };

@@ -65,7 +65,11 @@ pub fn envelope(event: &Event, host: &str, source: &str) -> Envelope {
             HostIncidentKind::HostUnreachable => format!(
                 "{} answers nothing (no echo reply, no SYN-ACK, no RST); expected ports down: {}",
                 i.address,
-                if i.ports.is_empty() { "none".to_string() } else { i.ports.to_string() }
+                if i.ports.is_empty() {
+                    "none".to_string()
+                } else {
+                    i.ports.to_string()
+                }
             ),
             HostIncidentKind::HostAnswersAllPorts => format!(
                 "{} answers SYN-ACK on {} unexpected ports (a SYN proxy, tarpit or scrubber?)",
@@ -108,10 +112,9 @@ pub fn envelope(event: &Event, host: &str, source: &str) -> Envelope {
                     HostIncidentKind::HostUnreachable => {
                         format!("{} answers again", incident.address)
                     }
-                    HostIncidentKind::HostAnswersAllPorts => format!(
-                        "{} no longer answers on every port",
-                        incident.address
-                    ),
+                    HostIncidentKind::HostAnswersAllPorts => {
+                        format!("{} no longer answers on every port", incident.address)
+                    }
                 },
                 ..host_event(incident)
             };

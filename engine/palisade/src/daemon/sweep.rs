@@ -590,7 +590,10 @@ mod tests {
         );
         assert_eq!(decided.step.events.len(), 1);
         let ids: Vec<&str> = decided.outbox.iter().map(|r| r.id.as_str()).collect();
-        assert_eq!(ids, ["web-1-198.18.0.2-6379-100:opened", "web-1:scan:100:7"]);
+        assert_eq!(
+            ids,
+            ["web-1-198.18.0.2-6379-100:opened", "web-1:scan:100:7"]
+        );
         assert_eq!(decided.state.open_incidents()[0].port, 6379);
         // Confirmed at once: no re-check asked for.
         assert_eq!(decided.step.recheck, None);

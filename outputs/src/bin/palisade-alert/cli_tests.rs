@@ -39,6 +39,7 @@ fn event(monitor: &str, port: u16) -> Envelope {
         EventData::UnexpectedPortOpen(PortEvent {
             monitor: monitor.into(),
             host: "198.18.0.2".into(),
+            address: "198.18.0.2".into(),
             port,
             state: Some("open".into()),
             expected: false,
