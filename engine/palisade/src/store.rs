@@ -638,7 +638,7 @@ fn write_step(
             ],
         )?;
     }
-    for event in &step.events {
+    for event in &step.incidents {
         match event {
             Event::Opened(i) => {
                 tx.execute(

@@ -3,137 +3,15 @@
 //! and the store must say exactly what happened.
 
 use std::collections::BTreeSet;
-use std::net::{IpAddr, Ipv4Addr};
-use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use palisade_sim::testbed::{KillOnDrop, ListenerId, Testbed, TestbedConfig, bounded, stderr};
+use palisade_sim::testbed::{KillOnDrop, stderr};
 use serde_json::Value;
 
-const BIN: &str = env!("CARGO_BIN_EXE_palisade");
-const TARGET: &str = "198.18.0.2";
+mod common;
 
-struct DaemonCase {
-    tb: Testbed,
-    dir: PathBuf,
-    config: PathBuf,
-    events: PathBuf,
-}
-
-impl DaemonCase {
-    fn new(name: &str, monitor_extra: &str, rate: u32) -> DaemonCase {
-        let tb = Testbed::new(TestbedConfig {
-            targets_v4: vec![TARGET.parse::<Ipv4Addr>().unwrap()],
-            targets_v6: vec![],
-            tx_queues: 1,
-        })
-        .unwrap_or_else(|e| {
-            panic!("cannot build the testbed (needs root, iproute2, nftables, python3): {e}")
-        });
-        let dir =
-            std::env::temp_dir().join(format!("palisade-daemon-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        let config = dir.join("palisade.toml");
-        let events = dir.join("events.jsonl");
-        std::fs::write(
-            &config,
-            format!(
-                "[scan]\nrate = {rate}\nretries = 1\nwait = \"500ms\"\n\n\
-                 [store]\npath = \"{}\"\n\n\
-                 [[monitor]]\nname = \"web-1\"\nhost = \"{TARGET}\"\nexpected_open = [22, 80, 443]\n{monitor_extra}\n",
-                dir.join("palisade.db").display()
-            ),
-        )
-        .unwrap();
-        DaemonCase {
-            tb,
-            dir,
-            config,
-            events,
-        }
-    }
-
-    fn listen(&mut self, ports: &[u16]) -> ListenerId {
-        let ip: IpAddr = TARGET.parse().unwrap();
-        self.tb
-            .listen(&ports.iter().map(|&p| (ip, p)).collect::<Vec<_>>())
-            .expect("listeners")
-    }
-
-    fn command(&self, args: &[&str]) -> Command {
-        let mut cmd = self.tb.in_scanner(BIN);
-        cmd.args(args);
-        cmd
-    }
-
-    /// `palisade run --once`; returns (start, end) in unix ms.
-    fn once(&self) -> (i64, i64) {
-        let start = now_ms();
-        let o = bounded(
-            self.command(&[
-                "run",
-                "-c",
-                path(&self.config),
-                "--once",
-                "--events",
-                path(&self.events),
-            ]),
-            Duration::from_secs(120),
-        );
-        assert!(o.status.success(), "run --once: {}", stderr(&o));
-        (start, now_ms())
-    }
-
-    fn events(&self) -> Vec<Value> {
-        std::fs::read_to_string(&self.events)
-            .unwrap_or_default()
-            .lines()
-            .map(|l| {
-                let v: Value =
-                    serde_json::from_str(l).unwrap_or_else(|e| panic!("bad event line {l:?}: {e}"));
-                // The envelope's data, with the envelope's id, time and type.
-                let mut d = v["data"].clone();
-                for k in ["id", "time", "type", "specversion", "source", "subject"] {
-                    assert!(!v[k].is_null(), "envelope without {k}: {l}");
-                    d[k] = v[k].clone();
-                }
-                d
-            })
-            .collect()
-    }
-}
-
-impl Drop for DaemonCase {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-fn path(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as i64
-}
-
-fn ms(rfc3339: &Value) -> i64 {
-    let t = humantime::parse_rfc3339(rfc3339.as_str().expect("a time")).expect("RFC 3339");
-    t.duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64
-}
-
-/// (kind, port) of each event, in order.
-fn kinds(events: &[Value]) -> Vec<(String, Option<u64>)> {
-    events
-        .iter()
-        .map(|e| (e["kind"].as_str().unwrap().to_string(), e["port"].as_u64()))
-        .collect()
-}
+use common::{BIN, DaemonCase, TARGET, kinds, ms, path};
 
 #[test]
 fn sweeps_with_changes_give_exactly_the_expected_events() {

@@ -118,8 +118,9 @@ fn mass_changes_stay_within_the_event_budget_and_nothing_is_dropped() {
     assert_eq!(summary.changes[0].kind, "unexpected_port_open");
     assert_eq!(step.events[50].priority(), Priority::High);
     assert_eq!(step.events[50].id(), "web:ports_changed:2000");
-    // The state holds every incident.
+    // The state and the step's record (for the history) hold every one.
     assert_eq!(state.open_incidents().len(), 300);
+    assert_eq!(step.incidents.len(), 300);
     // They all close: 50 resolutions, the summary, then monitor_resolved.
     let step = state.observe(&s, &scan(3000, vec![(A, answered([22]))]));
     assert_eq!(step.events.len(), 52);

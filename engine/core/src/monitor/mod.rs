@@ -769,6 +769,10 @@ pub struct Step {
     /// most `max_port_events` of them), `ports_changed` if some did not fit,
     /// then `monitor_resolved` if the monitor is all clear.
     pub events: Vec<Event>,
+    /// Every incident opened or resolved in this step, in step order, for
+    /// the history: the per-port event budget limits what is published
+    /// (`events`), never what is recorded.
+    pub incidents: Vec<Event>,
     /// Detected state changes, by address and port.
     pub changes: Vec<StateChange>,
     /// Re-check these ports at that time, if set.
@@ -924,8 +928,10 @@ impl MonitorState {
                 .observe(spec, obs, address, replies, &mut out);
         }
         let all_clear = out.resolved_any() && !self.has_incidents();
+        let incidents = out.take_events();
         Step {
-            events: assemble(spec, obs.at, out.take_events(), all_clear),
+            events: assemble(spec, obs.at, incidents.clone(), all_clear),
+            incidents,
             changes: out.changes,
             recheck: self.recheck_request(spec, obs.at),
         }
@@ -944,8 +950,10 @@ impl MonitorState {
             state.close(at, Resolution::MonitorRemoved, &mut out);
         }
         let all_clear = out.resolved_any();
+        let incidents = out.take_events();
         Step {
-            events: assemble(spec, at, out.take_events(), all_clear),
+            events: assemble(spec, at, incidents.clone(), all_clear),
+            incidents,
             ..Step::default()
         }
     }

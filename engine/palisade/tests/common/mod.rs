@@ -2,9 +2,14 @@
 //! in time is `palisade_sim::testbed::bounded`).
 
 use std::ffi::OsStr;
-use std::path::PathBuf;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use palisade_sim::testbed::{ListenerId, Testbed, TestbedConfig, bounded, stderr};
+use serde_json::Value;
 
 /// A hosts file of a test's own: a command made by [`HostsFile::command`]
 /// runs in a private mount namespace (`unshare --mount`) where the file is
@@ -181,4 +186,210 @@ impl Drop for LoopbackBridge {
         }
         let _ = std::fs::remove_file(&self.path);
     }
+}
+
+/// The `palisade` binary under test.
+#[allow(dead_code)]
+pub const BIN: &str = env!("CARGO_BIN_EXE_palisade");
+/// The one kernel target of [`DaemonCase::new`].
+#[allow(dead_code)]
+pub const TARGET: &str = "198.18.0.2";
+
+/// A daemon test: a testbed with kernel targets, a configuration file, a
+/// store and a JSON-lines sink in a directory of its own (removed on drop).
+#[allow(dead_code)]
+pub struct DaemonCase {
+    pub tb: Testbed,
+    pub dir: PathBuf,
+    pub config: PathBuf,
+    pub events: PathBuf,
+    /// Where names resolve, when the test has its own hosts file.
+    pub hosts: Option<HostsFile>,
+}
+
+#[allow(dead_code)]
+impl DaemonCase {
+    /// One monitor `web-1` on [`TARGET`] expecting 22, 80 and 443, with
+    /// `monitor_extra` lines, scanning at `rate`.
+    pub fn new(name: &str, monitor_extra: &str, rate: u32) -> DaemonCase {
+        DaemonCase::with_monitors(
+            name,
+            &[TARGET],
+            &[],
+            &format!(
+                "[[monitor]]\nname = \"web-1\"\nhost = \"{TARGET}\"\n\
+                 expected_open = [22, 80, 443]\n{monitor_extra}\n"
+            ),
+            rate,
+        )
+    }
+
+    /// A testbed with kernel targets `v4` and `v6`, and a configuration
+    /// whose monitors are `monitors` (TOML), scanning at `rate`.
+    pub fn with_monitors(
+        name: &str,
+        v4: &[&str],
+        v6: &[&str],
+        monitors: &str,
+        rate: u32,
+    ) -> DaemonCase {
+        let tb = Testbed::new(TestbedConfig {
+            targets_v4: v4.iter().map(|a| a.parse().unwrap()).collect(),
+            targets_v6: v6.iter().map(|a| a.parse().unwrap()).collect(),
+            tx_queues: 1,
+        })
+        .unwrap_or_else(|e| {
+            panic!("cannot build the testbed (needs root, iproute2, nftables, python3): {e}")
+        });
+        let dir =
+            std::env::temp_dir().join(format!("palisade-daemon-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let config = dir.join("palisade.toml");
+        let events = dir.join("events.jsonl");
+        std::fs::write(
+            &config,
+            format!(
+                "[scan]\nrate = {rate}\nretries = 1\nwait = \"500ms\"\n\n\
+                 [store]\npath = \"{}\"\n\n{monitors}\n",
+                dir.join("palisade.db").display()
+            ),
+        )
+        .unwrap();
+        DaemonCase {
+            tb,
+            dir,
+            config,
+            events,
+            hosts: None,
+        }
+    }
+
+    /// Kernel listeners on `ports` of `address` in the target namespace.
+    pub fn listen_on(&mut self, address: &str, ports: &[u16]) -> ListenerId {
+        let ip: IpAddr = address.parse().unwrap();
+        self.tb
+            .listen(&ports.iter().map(|&p| (ip, p)).collect::<Vec<_>>())
+            .expect("listeners")
+    }
+
+    /// Kernel listeners on `ports` of [`TARGET`].
+    pub fn listen(&mut self, ports: &[u16]) -> ListenerId {
+        self.listen_on(TARGET, ports)
+    }
+
+    /// `palisade <args>` in the scanner namespace (with the test's hosts
+    /// file, if any).
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut cmd = match &self.hosts {
+            Some(hosts) => {
+                let mut cmd = hosts.command("ip");
+                cmd.args(["netns", "exec", self.tb.scanner_ns(), BIN]);
+                cmd
+            }
+            None => self.tb.in_scanner(BIN),
+        };
+        cmd.args(args);
+        cmd
+    }
+
+    /// `palisade run --once`; returns (start, end) in unix ms.
+    pub fn once(&self) -> (i64, i64) {
+        let start = now_ms();
+        let o = bounded(
+            self.command(&[
+                "run",
+                "-c",
+                path(&self.config),
+                "--once",
+                "--events",
+                path(&self.events),
+            ]),
+            Duration::from_secs(120),
+        );
+        assert!(o.status.success(), "run --once: {}", stderr(&o));
+        (start, now_ms())
+    }
+
+    /// The events the sink received, each the envelope's data with the
+    /// envelope's id, time, type, source and subject.
+    pub fn events(&self) -> Vec<Value> {
+        std::fs::read_to_string(&self.events)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| {
+                let v: Value =
+                    serde_json::from_str(l).unwrap_or_else(|e| panic!("bad event line {l:?}: {e}"));
+                let mut d = v["data"].clone();
+                for k in ["id", "time", "type", "specversion", "source", "subject"] {
+                    assert!(!v[k].is_null(), "envelope without {k}: {l}");
+                    d[k] = v[k].clone();
+                }
+                d
+            })
+            .collect()
+    }
+
+    /// The events that are not scan summaries.
+    pub fn alerts(&self) -> Vec<Value> {
+        self.events()
+            .into_iter()
+            .filter(|e| e["kind"] != "scan")
+            .collect()
+    }
+
+    /// Runs `nft -f -` with `script` in the target namespace.
+    pub fn nft(&self, script: &str) {
+        let mut child = self
+            .tb
+            .in_target("nft")
+            .args(["-f", "-"])
+            .stdin(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("nft");
+        use std::io::Write;
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(script.as_bytes())
+            .unwrap();
+        let o = child.wait_with_output().unwrap();
+        assert!(o.status.success(), "nft: {}", stderr(&o));
+    }
+}
+
+impl Drop for DaemonCase {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+#[allow(dead_code)]
+pub fn path(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+#[allow(dead_code)]
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+}
+
+#[allow(dead_code)]
+pub fn ms(rfc3339: &Value) -> i64 {
+    let t = humantime::parse_rfc3339(rfc3339.as_str().expect("a time")).expect("RFC 3339");
+    t.duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64
+}
+
+/// (kind, port) of each event, in order.
+#[allow(dead_code)]
+pub fn kinds(events: &[Value]) -> Vec<(String, Option<u64>)> {
+    events
+        .iter()
+        .map(|e| (e["kind"].as_str().unwrap().to_string(), e["port"].as_u64()))
+        .collect()
 }
