@@ -62,6 +62,8 @@ const LISTEN_READY_TIMEOUT: Duration = Duration::from_secs(10);
 const DAD_TIMEOUT: Duration = Duration::from_secs(10);
 /// nftables table holding the loss rule in the target namespace.
 const LOSS_TABLE: &str = "palisade_loss";
+/// nftables table holding the silence rules in the target namespace.
+const SILENT_TABLE: &str = "palisade_silent";
 
 /// Everything that can go wrong while building, using or tearing down a test bed.
 #[derive(Debug, thiserror::Error)]
@@ -550,6 +552,38 @@ impl Testbed {
                  \t\tiifname \"{TARGET_IF}\" meta l4proto tcp {select}drop\n\
                  \t}}\n\
                  }}\n"
+            ));
+        }
+        let mut cmd = self.in_target("nft");
+        cmd.args(["-f", "-"]);
+        run_with_input(
+            cmd,
+            &format!("ip netns exec {} nft -f -", self.target_ns),
+            &script,
+        )
+    }
+
+    /// Makes `addresses` silent: every packet to them is dropped in the target
+    /// namespace (TCP, ICMP, everything but ARP and neighbour discovery), as
+    /// behind a firewall that drops all, or a host that is down while its
+    /// neighbour entry lingers. An empty list ends the silence.
+    pub fn set_silent(&mut self, addresses: &[IpAddr]) -> Result<(), TestbedError> {
+        let mut script =
+            format!("table inet {SILENT_TABLE} {{}}\ndelete table inet {SILENT_TABLE}\n");
+        if !addresses.is_empty() {
+            let rules: Vec<String> = addresses
+                .iter()
+                .map(|a| match a {
+                    IpAddr::V4(a) => format!("\t\tip daddr {a} drop\n"),
+                    // Neighbour discovery keeps working: the host is "up".
+                    IpAddr::V6(a) => format!(
+                        "\t\tip6 daddr {a} icmpv6 type {{ nd-neighbor-solicit, nd-neighbor-advert }} accept\n\t\tip6 daddr {a} drop\n"
+                    ),
+                })
+                .collect();
+            script.push_str(&format!(
+                "table inet {SILENT_TABLE} {{\n\tchain prerouting {{\n\t\ttype filter hook prerouting priority raw; policy accept;\n{}\t}}\n}}\n",
+                rules.concat()
             ));
         }
         let mut cmd = self.in_target("nft");

@@ -105,6 +105,24 @@ pub(crate) fn demo() -> Result<()> {
             &tb,
             "sweep 4: port_resolved for both, then monitor_resolved",
         )?;
+        tb.set_silent(&[web])?;
+        say(
+            "outage: web-1 goes silent (every packet to it dropped: no echo reply, no SYN-ACK, no RST)",
+        );
+        sweep(
+            &tb,
+            "sweep 5: unreachable once: not yet confirmed, no alert",
+        )?;
+        sweep(
+            &tb,
+            "sweep 6: unreachable twice: ONE host_unreachable (critical) listing 22, 80, 443, not one alert per port",
+        )?;
+        tb.set_silent(&[])?;
+        say("web-1 answers again");
+        sweep(
+            &tb,
+            "sweep 7: host_reachable, then monitor_resolved; no burst of port events",
+        )?;
         say("palisade status");
         scan(&tb, &["status", "-c", cfg])?;
         say("palisade history web-1");

@@ -32,21 +32,6 @@ fn alert(
     (kind.into(), monitor.into(), address.into(), port)
 }
 
-/// Every packet to `address` dropped in the target namespace (TCP and
-/// ICMP alike; ARP still answered): the host is up but silent, as behind a
-/// firewall that drops everything.
-fn silence(case: &DaemonCase, address: &str) {
-    case.nft(&format!(
-        "table inet palisade_silence {{\n chain prerouting {{\n  \
-         type filter hook prerouting priority raw; policy accept;\n  \
-         ip daddr {address} drop\n }}\n}}\n"
-    ));
-}
-
-fn unsilence(case: &DaemonCase) {
-    case.nft("delete table inet palisade_silence\n");
-}
-
 /// What the store recorded per scan and address, in order:
 /// (scan id, address, reachable, open ports).
 fn scanned(case: &DaemonCase) -> Vec<(i64, String, bool, String)> {
@@ -71,7 +56,7 @@ fn a_host_that_goes_silent_is_one_host_event_then_one_host_reachable() {
     case.once();
     assert!(case.alerts().is_empty(), "{:?}", case.alerts());
 
-    silence(&case, TARGET);
+    case.tb.set_silent(&[TARGET.parse().unwrap()]).unwrap();
     case.once();
     case.once();
     assert_eq!(
@@ -104,7 +89,7 @@ fn a_host_that_goes_silent_is_one_host_event_then_one_host_reachable() {
     case.once();
     assert_eq!(case.alerts().len(), 1);
 
-    unsilence(&case);
+    case.tb.set_silent(&[]).unwrap();
     case.once();
     assert_eq!(
         alerts(&case),
