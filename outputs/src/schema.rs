@@ -13,8 +13,10 @@
 
 use serde::{Deserialize, Serialize};
 
-/// The version carried in every envelope's `type` (`...v1`).
-pub const SCHEMA_VERSION: u32 = 1;
+/// The version carried in every envelope's `type` (`...v2`). Version 2
+/// added the host events, `ports_changed` and addresses, and changed the
+/// scan summary (one entry per address) and incident ids (with the address).
+pub const SCHEMA_VERSION: u32 = 2;
 
 /// The CloudEvents spec version written into `specversion`.
 pub const SPEC_VERSION: &str = "1.0";
@@ -43,7 +45,7 @@ pub struct Envelope {
     pub id: String,
     /// `"palisade://<name of the host running palisade>"`.
     pub source: String,
-    /// `"io.palisade.<kind>.v1"`, e.g. `"io.palisade.unexpected_port_open.v1"`.
+    /// `"io.palisade.<kind>.v2"`, e.g. `"io.palisade.unexpected_port_open.v2"`.
     #[serde(rename = "type")]
     pub ty: String,
     /// `"<monitor>/<port>"` for port events, `"<monitor>"` otherwise.

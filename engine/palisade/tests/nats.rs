@@ -185,7 +185,7 @@ fn sweep_events_arrive_on_the_right_subjects() {
     assert_eq!(subject, "palisade.events.unexpected_port_open.web-1");
     assert_eq!(id, &env.id);
     assert_eq!(ct, "application/msgpack");
-    assert_eq!(env.ty, "io.palisade.unexpected_port_open.v1");
+    assert_eq!(env.ty, "io.palisade.unexpected_port_open.v2");
     assert_eq!(env.subject, "web-1/198.18.0.2:6379");
     let (subject, ..) = by_kind.get("scan").copied().expect("the scan summary");
     assert_eq!(subject, "palisade.scans.web-1");

@@ -98,14 +98,14 @@ pub(crate) fn samples() -> Vec<Envelope> {
 #[test]
 fn new_fills_type_and_subject() {
     let s = samples();
-    assert_eq!(s[0].ty, "io.palisade.unexpected_port_open.v1");
+    assert_eq!(s[0].ty, "io.palisade.unexpected_port_open.v2");
     assert_eq!(s[0].specversion, "1.0");
     assert_eq!(s[0].subject, "web-1/198.18.0.2:22");
     assert_eq!(s[3].subject, "web-1/198.18.0.2");
     assert_eq!(s[7].subject, "web-1");
     assert_eq!(s[8].subject, "web-1");
     assert_eq!(s[9].subject, "web-1");
-    assert_eq!(s[9].ty, "io.palisade.scan.v1");
+    assert_eq!(s[9].ty, "io.palisade.scan.v2");
     let mut v6 = s[0].clone();
     if let EventData::UnexpectedPortOpen(p) = &mut v6.data {
         p.address = "2001:2::2".into();
@@ -172,7 +172,7 @@ fn json_shape() {
     let e = &samples()[0];
     let v: serde_json::Value =
         serde_json::from_slice(&encode(e, PayloadFormat::Json).unwrap()).unwrap();
-    assert_eq!(v["type"], "io.palisade.unexpected_port_open.v1");
+    assert_eq!(v["type"], "io.palisade.unexpected_port_open.v2");
     assert_eq!(v["data"]["kind"], "unexpected_port_open");
     assert_eq!(v["data"]["severity"], "high");
     assert_eq!(v["data"]["port"], 22);
@@ -248,22 +248,22 @@ fn content_types() {
 fn future_version_is_rejected_clearly() {
     // Same shape, newer version.
     let mut e = samples()[0].clone();
-    e.ty = "io.palisade.unexpected_port_open.v2".into();
+    e.ty = "io.palisade.unexpected_port_open.v3".into();
     for f in [PayloadFormat::MsgPack, PayloadFormat::Json] {
         let err = decode(&encode(&e, f).unwrap(), f).unwrap_err();
         assert!(
-            matches!(err, SchemaError::UnsupportedType { supported: 1, .. }),
+            matches!(err, SchemaError::UnsupportedType { supported: 2, .. }),
             "{err}"
         );
-        assert!(err.to_string().contains("v2"), "{err}");
+        assert!(err.to_string().contains("v3"), "{err}");
     }
     // A new kind that this build cannot parse: still named as a version problem.
-    let json = br#"{"specversion":"1.0","id":"x","source":"palisade://h","type":"io.palisade.port_flapping.v2",
+    let json = br#"{"specversion":"1.0","id":"x","source":"palisade://h","type":"io.palisade.port_flapping.v3",
         "subject":"m","time":"2026-01-01T00:00:00Z","data":{"kind":"port_flapping","monitor":"m"}}"#;
     let err = decode(json, PayloadFormat::Json).unwrap_err();
     assert!(matches!(err, SchemaError::UnsupportedType { .. }), "{err}");
     // Same version, unknown kind: a plain decode error.
-    let json = br#"{"specversion":"1.0","id":"x","source":"palisade://h","type":"io.palisade.port_flapping.v1",
+    let json = br#"{"specversion":"1.0","id":"x","source":"palisade://h","type":"io.palisade.port_flapping.v2",
         "subject":"m","time":"2026-01-01T00:00:00Z","data":{"kind":"port_flapping","monitor":"m"}}"#;
     assert!(matches!(
         decode(json, PayloadFormat::Json).unwrap_err(),
@@ -274,7 +274,7 @@ fn future_version_is_rejected_clearly() {
 #[test]
 fn mismatched_or_malformed_type_is_rejected() {
     let mut e = samples()[0].clone();
-    e.ty = "io.palisade.scan.v1".into();
+    e.ty = "io.palisade.scan.v2".into();
     assert!(matches!(
         decode(
             &encode(&e, PayloadFormat::Json).unwrap(),
@@ -284,10 +284,10 @@ fn mismatched_or_malformed_type_is_rejected() {
         SchemaError::TypeMismatch { .. }
     ));
     for bad in [
-        "scan.v1",
+        "scan.v2",
         "io.palisade.scan",
         "io.palisade.scan.vX",
-        "io.palisade..v1",
+        "io.palisade..v2",
     ] {
         e.ty = bad.into();
         assert!(
@@ -405,7 +405,7 @@ proptest! {
 
 #[test]
 fn missing_optional_and_unknown_fields_are_accepted() {
-    let json = br#"{"specversion":"1.0","id":"x","source":"palisade://h","type":"io.palisade.port_resolved.v1",
+    let json = br#"{"specversion":"1.0","id":"x","source":"palisade://h","type":"io.palisade.port_resolved.v2",
         "subject":"m/22","time":"2026-01-01T00:00:00Z","extension":"ignored",
         "data":{"kind":"port_resolved","monitor":"m","host":"h","port":22,"expected":true,
         "first_seen":"a","confirmed_at":"b","incident_id":"i","incident_kind":"expected_port_down",
@@ -428,4 +428,35 @@ fn missing_optional_and_unknown_fields_are_accepted() {
     )
     .unwrap();
     assert_eq!(again, e);
+}
+
+/// The JSON examples in outputs/README.md are real events of this schema.
+#[test]
+fn readme_examples_decode() {
+    let readme = include_str!("../../README.md");
+    let section = readme
+        .split("### Examples (JSON)")
+        .nth(1)
+        .and_then(|s| s.split("\n## ").next())
+        .expect("the examples section");
+    let examples: Vec<&str> = section
+        .split("```json")
+        .skip(1)
+        .filter_map(|b| b.split("```").next())
+        .collect();
+    assert!(examples.len() >= 6, "{} examples", examples.len());
+    for text in examples {
+        let e = decode(text.as_bytes(), PayloadFormat::Json)
+            .unwrap_or_else(|err| panic!("{err}: {text}"));
+        assert_eq!(
+            e.subject,
+            Envelope::new(
+                e.id.clone(),
+                e.source.clone(),
+                e.time.clone(),
+                e.data.clone()
+            )
+            .subject
+        );
+    }
 }
