@@ -41,9 +41,12 @@ pub fn run(args: &RunArgs) -> Result<ExitCode> {
     })?;
     let outcome = daemon.run(&stop, &reload)?;
     eprintln!(
-        "palisade: {} sweep(s), {} event(s){}",
+        "palisade: {} sweep(s), {} event(s){}{}",
         outcome.sweeps,
         outcome.events,
+        outcome
+            .peak_rss_kib
+            .map_or(String::new(), |k| format!(", peak memory {k} KiB")),
         if outcome.inconclusive {
             "; a sweep was inconclusive (see the log)"
         } else {

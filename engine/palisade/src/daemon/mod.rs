@@ -64,6 +64,19 @@ pub struct Outcome {
     pub inconclusive: bool,
     /// Events still wait in the outbox for a sink (delivered on the next run).
     pub undelivered: bool,
+    /// The process's peak resident memory (VmHWM), in KiB, where the
+    /// kernel tells it.
+    pub peak_rss_kib: Option<u64>,
+}
+
+/// This process's peak resident set size (`VmHWM` of `/proc/self/status`),
+/// in KiB; `None` where there is no such file.
+pub fn peak_rss_kib() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
 }
 
 /// Now, in unix milliseconds.
@@ -184,6 +197,7 @@ impl Daemon {
             outcome.sweeps += 1;
             outcome.events = self.events;
             outcome.undelivered = !self.drain_for(Duration::from_secs(10))?;
+            outcome.peak_rss_kib = peak_rss_kib();
             return Ok(outcome);
         }
         while !stop.load(Ordering::Relaxed) {
@@ -206,6 +220,7 @@ impl Daemon {
             std::thread::sleep(Duration::from_millis(nap as u64));
         }
         outcome.events = self.events;
+        outcome.peak_rss_kib = peak_rss_kib();
         Ok(outcome)
     }
 
