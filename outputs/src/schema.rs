@@ -26,11 +26,11 @@ pub const TYPE_PREFIX: &str = "io.palisade.";
 /// webhook POST, from the webhook sink and from `palisade-alert`'s webhook
 /// dispatcher alike, so that a receiver can drop a re-sent event.
 ///
-/// `Idempotency-Key` rather than a Palisade-specific name: it is the header
-/// the IETF draft "The Idempotency-Key HTTP Header Field" standardises for
-/// exactly this, and which HTTP APIs and webhook receivers already
-/// de-duplicate by, so many receivers need no Palisade-specific code.
-pub const WEBHOOK_ID_HEADER: &str = "Idempotency-Key";
+/// `webhook-id`, the id header of the Standard Webhooks convention
+/// (<https://www.standardwebhooks.com/>), which also signs it together with
+/// `webhook-timestamp` and the body (`webhook-signature`); receivers and
+/// their libraries de-duplicate by it.
+pub const WEBHOOK_ID_HEADER: &str = "webhook-id";
 
 /// One event, CloudEvents 1.0 style.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

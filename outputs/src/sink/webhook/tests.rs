@@ -115,7 +115,13 @@ async fn fails_twice_then_succeeds() {
             req.header("content-type").as_deref(),
             Some("application/json")
         );
-        assert_eq!(req.header("idempotency-key").as_deref(), Some("w-0"));
+        assert_eq!(req.header("webhook-id").as_deref(), Some("w-0"));
+        assert!(req.header("webhook-timestamp").is_some());
+        assert_eq!(
+            req.header("webhook-signature"),
+            None,
+            "no secret, no signature"
+        );
         assert_eq!(decode(&req.body, PayloadFormat::Json).unwrap(), events[0]);
     }
 }
