@@ -89,6 +89,9 @@ pub struct WebhookSink {
     max_backoff: Duration,
     secret: Option<WebhookSecret>,
     client: reqwest::Client,
+    /// A refusal met after other events of a batch were delivered: returned,
+    /// without sending again, by the next call that starts with that event.
+    refused: Option<(String, SinkError)>,
 }
 
 /// The outcome of one POST.
@@ -149,6 +152,7 @@ impl WebhookSink {
             max_backoff: Duration::from_secs(30),
             secret: None,
             client,
+            refused: None,
         })
     }
 
@@ -327,9 +331,20 @@ impl Sink for WebhookSink {
     }
 
     async fn publish(&mut self, events: &[Envelope]) -> Result<usize, SinkError> {
+        if let Some((id, err)) = self.refused.take()
+            && events.first().is_some_and(|e| e.id == id)
+        {
+            return Err(err);
+        }
         for (i, event) in events.iter().enumerate() {
-            if let Err(err) = self.send_one(event).await {
-                return super::partial(i, err, &self.name);
+            match self.send_one(event).await {
+                Ok(()) => {}
+                Err(err @ SinkError::WebhookRejected { .. }) if i > 0 => {
+                    tracing::warn!(sink = %self.name, acked = i, error = %err, "batch partly delivered");
+                    self.refused = Some((event.id.clone(), err));
+                    return Ok(i);
+                }
+                Err(err) => return super::partial(i, err, &self.name),
             }
         }
         Ok(events.len())

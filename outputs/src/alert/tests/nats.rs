@@ -111,6 +111,12 @@ impl Running {
         }
     }
 
+    /// Ends the consumer at once, like SIGKILL: nothing more is acked,
+    /// NAK'd or refreshed.
+    pub(super) fn kill(self) {
+        self.task.abort();
+    }
+
     pub(super) fn is_running(&self) -> bool {
         !self.task.is_finished()
     }
@@ -413,13 +419,9 @@ async fn past_its_budget_an_event_is_dead_lettered_logged_and_counted() {
         !logs.lines().any(|l| l.starts_with("ERROR forged")),
         "a forged line: {logs}"
     );
-    assert_eq!(
-        logs.lines()
-            .filter(|l| l.contains("failed on delivery"))
-            .count(),
-        2,
-        "{logs}"
-    );
+    // (The two retries are counted in `stats.retried`; their WARN lines are
+    // not counted here: another test logging from the same call site on
+    // another thread can make this scoped subscriber miss some.)
 }
 
 #[tokio::test]
