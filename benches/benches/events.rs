@@ -26,6 +26,7 @@ fn envelope(i: u64) -> Envelope {
     let data = EventData::UnexpectedPortOpen(PortEvent {
         monitor: format!("bench-{}", i % 100),
         host: "198.18.0.2".into(),
+        address: "198.18.0.2".into(),
         port: (i % 65_535) as u16 + 1,
         state: Some("open".into()),
         expected: false,

@@ -28,11 +28,11 @@ pub const TYPE_PREFIX: &str = "io.palisade.";
 /// webhook POST, from the webhook sink and from `palisade-alert`'s webhook
 /// dispatcher alike, so that a receiver can drop a re-sent event.
 ///
-/// `Idempotency-Key` rather than a Palisade-specific name: it is the header
-/// the IETF draft "The Idempotency-Key HTTP Header Field" standardises for
-/// exactly this, and which HTTP APIs and webhook receivers already
-/// de-duplicate by, so many receivers need no Palisade-specific code.
-pub const WEBHOOK_ID_HEADER: &str = "Idempotency-Key";
+/// `webhook-id`, the id header of the Standard Webhooks convention
+/// (<https://www.standardwebhooks.com/>), which also signs it together with
+/// `webhook-timestamp` and the body (`webhook-signature`); receivers and
+/// their libraries de-duplicate by it.
+pub const WEBHOOK_ID_HEADER: &str = "webhook-id";
 
 /// One event, CloudEvents 1.0 style.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -257,6 +257,22 @@ impl EventData {
             EventData::PortsChanged(p) => &p.monitor,
             EventData::MonitorResolved(m) => &m.monitor,
             EventData::Scan(s) => &s.monitor,
+        }
+    }
+
+    /// The monitored host, as configured.
+    pub fn host(&self) -> &str {
+        match self {
+            EventData::UnexpectedPortOpen(p)
+            | EventData::ExpectedPortDown(p)
+            | EventData::PortResolved(p) => &p.host,
+            EventData::HostUnreachable(h)
+            | EventData::HostAnswersAllPorts(h)
+            | EventData::HostReachable(h)
+            | EventData::HostResolved(h) => &h.host,
+            EventData::PortsChanged(p) => &p.host,
+            EventData::MonitorResolved(m) => &m.host,
+            EventData::Scan(s) => &s.host,
         }
     }
 
@@ -558,4 +574,4 @@ struct Head {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

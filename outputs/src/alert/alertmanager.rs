@@ -1,16 +1,23 @@
-//! The `alertmanager` dispatcher: incidents become Alertmanager alerts.
+//! The `alertmanager` dispatcher: incidents become Alertmanager alerts, as
+//! Alertmanager's clients are meant to post them.
 //!
-//! An incident event (`unexpected_port_open`, `expected_port_down`) posts a
-//! firing alert to `<base>/api/v2/alerts`; the matching `port_resolved`
-//! posts the same labels with `endsAt` = the resolution time, which
-//! Alertmanager treats as resolved. `monitor_resolved` and scan summaries
-//! are acknowledged without a request.
+//! An event that fires an alert ([`alert_role`]) posts it to
+//! `<base>/api/v2/alerts` with `endsAt` [`RESENDS_AHEAD`] resends ahead,
+//! and the dispatcher keeps it in its set of firing alerts, which
+//! [`refresh`](Dispatcher::refresh) re-posts every `resend` (1 minute) with
+//! a fresh `endsAt`. So an Alertmanager that restarted has them back within
+//! one resend, and when `palisade-alert` dies they expire by themselves
+//! instead of firing forever. The event that ends an alert takes it out of
+//! the set at once (even if its own POST fails, so a retry never races a
+//! re-post) and posts the same labels with `endsAt` = the resolution time.
+//! At start-up the consumer replays the stream through
+//! [`restore`](Dispatcher::restore), which rebuilds the set.
 //!
-//! Alertmanager resolves an alert posted without `endsAt` by itself after
-//! its `resolve_timeout` (5 minutes by default) unless the source re-sends
-//! it; Palisade sends an incident once, so a firing alert carries an
-//! `endsAt` far in the future ([`FIRING_HORIZON`]) and ends only with its
-//! `port_resolved`.
+//! Labels: `alertname` (`Palisade` + the firing kind in CamelCase, e.g.
+//! `PalisadeUnexpectedPortOpen`), `monitor`, `instance` (the address, or
+//! `address:port`), `port` (port events), `severity`. Annotations:
+//! `summary`, `description`, `incident_id` (port incidents), `dashboard`
+//! (with `--dashboard-url`, also the `generatorURL`).
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Mutex;
@@ -19,11 +26,15 @@ use std::time::{Duration, SystemTime};
 use async_trait::async_trait;
 use serde::Serialize;
 
-use super::{DispatchConfigError, DispatchError, Dispatched, Dispatcher, HttpOptions};
-use crate::schema::{Envelope, EventData, PortEvent};
+use super::role::payload_field;
+use super::{
+    AlertRole, DispatchConfigError, DispatchError, Dispatched, Dispatcher, HttpOptions, alert_role,
+    event_address,
+};
+use crate::schema::{Envelope, EventData};
 
-/// How far ahead a firing alert's `endsAt` lies.
-pub const FIRING_HORIZON: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
+/// A firing alert's `endsAt` lies this many resends ahead.
+pub const RESENDS_AHEAD: u32 = 4;
 
 /// Resolutions remembered to keep a late redelivery of an incident from
 /// re-opening an alert that was already resolved.
@@ -42,138 +53,260 @@ pub struct PostableAlert {
     pub generator_url: Option<String>,
 }
 
-/// The `alertname` label of an incident kind.
-pub fn alertname(incident_kind: &str) -> Option<&'static str> {
-    match incident_kind {
-        "unexpected_port_open" => Some("PalisadeUnexpectedPortOpen"),
-        "expected_port_down" => Some("PalisadeExpectedPortDown"),
-        _ => None,
+/// The `alertname` of the alerts an event kind fires: `Palisade` and the
+/// kind in CamelCase (`unexpected_port_open` → `PalisadeUnexpectedPortOpen`).
+pub fn alertname(kind: &str) -> String {
+    let mut name = String::from("Palisade");
+    for word in kind.split('_').filter(|w| !w.is_empty()) {
+        let mut chars = word.chars();
+        if let Some(first) = chars.next() {
+            name.extend(first.to_uppercase());
+            name.push_str(chars.as_str());
+        }
     }
+    name
 }
 
-/// The `severity` label of an incident kind. It is derived from the kind,
-/// not from the event's own severity, so an incident and its resolution
-/// (which the engine marks `normal`) carry identical labels.
-fn severity_label(incident_kind: &str) -> &'static str {
-    match incident_kind {
-        "unexpected_port_open" => "high",
+/// The `severity` label of an alert whose firing event is not known (a
+/// resolution whose incident left the stream before `palisade-alert` read
+/// it): the severity the engine gives that kind. The labels of a known
+/// alert are always those it fired with.
+fn fallback_severity(fired_by: &str) -> &'static str {
+    match fired_by {
+        "unexpected_port_open" | "host_answers_all_ports" => "high",
+        "host_unreachable" => "critical",
         _ => "normal",
     }
 }
 
-/// The alert for an event, or `None` for events that are no alerts
-/// (`monitor_resolved`, scans) and for a resolution of an unknown incident
-/// kind. `firing_ends_at` is the `endsAt` of a firing alert.
-pub fn alert_for(
-    e: &Envelope,
-    firing_ends_at: &str,
-    generator_url: Option<&str>,
-) -> Option<PostableAlert> {
-    let (p, incident_kind, firing) = match &e.data {
-        EventData::UnexpectedPortOpen(p) => (p, "unexpected_port_open", true),
-        EventData::ExpectedPortDown(p) => (p, "expected_port_down", true),
-        EventData::PortResolved(p) => (p, p.incident_kind.as_str(), false),
-        _ => return None,
-    };
-    let name = alertname(incident_kind)?;
-    let labels = BTreeMap::from([
-        ("alertname".to_string(), name.to_string()),
-        ("monitor".to_string(), p.monitor.clone()),
-        ("host".to_string(), p.host.clone()),
-        ("port".to_string(), p.port.to_string()),
-        ("kind".to_string(), incident_kind.to_string()),
-        (
-            "severity".to_string(),
-            severity_label(incident_kind).to_string(),
-        ),
-    ]);
-    let mut annotations = BTreeMap::from([
-        ("summary".to_string(), summary(p, incident_kind)),
-        ("incident_id".to_string(), p.incident_id.clone()),
-    ]);
-    let ends_at = if firing {
-        annotations.insert("description".to_string(), description(p, incident_kind));
-        firing_ends_at.to_string()
-    } else {
-        let resolved_at = p.resolved_at.clone().unwrap_or_else(|| e.time.clone());
-        let mut text = format!(
-            "{} Resolved at {resolved_at}",
-            description(p, incident_kind)
-        );
-        if let Some(reason) = &p.reason {
-            text.push_str(&format!(" ({reason})"));
+/// `address:port` (`[v6]:port`), or the address alone.
+fn instance(address: &str, port: Option<u16>) -> String {
+    match port {
+        Some(port) if address.contains(':') && !address.starts_with('[') => {
+            format!("[{address}]:{port}")
         }
-        text.push('.');
-        annotations.insert("description".to_string(), text);
-        resolved_at
-    };
-    Some(PostableAlert {
-        labels,
-        annotations,
-        starts_at: p.first_seen.clone(),
-        ends_at: Some(ends_at),
-        generator_url: generator_url.map(str::to_string),
-    })
-}
-
-fn summary(p: &PortEvent, incident_kind: &str) -> String {
-    match incident_kind {
-        "unexpected_port_open" => format!(
-            "Unexpected open port {}/tcp on {} ({})",
-            p.port, p.monitor, p.host
-        ),
-        _ => format!(
-            "Expected port {}/tcp down on {} ({})",
-            p.port, p.monitor, p.host
-        ),
+        Some(port) => format!("{address}:{port}"),
+        None => address.to_string(),
     }
 }
 
-fn description(p: &PortEvent, incident_kind: &str) -> String {
-    let what = match incident_kind {
-        "unexpected_port_open" => "is open but not on the expected list",
-        _ => "is on the expected list but not open",
-    };
-    let state = p
-        .state
-        .as_deref()
-        .map(|s| format!(" (detected: {s})"))
-        .unwrap_or_default();
-    format!(
-        "Port {}/tcp on {} (monitor {}) {what}{state}. First seen {}, confirmed {}.",
-        p.port, p.host, p.monitor, p.first_seen, p.confirmed_at
-    )
+/// The dashboard link of a monitor: `{monitor}` in the template replaced by
+/// its (percent-encoded) name.
+fn dashboard_link(template: &str, monitor: &str) -> String {
+    let encoded: String = monitor
+        .bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+                char::from(b).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect();
+    template.replace("{monitor}", &encoded)
 }
 
-/// Posts incidents to Alertmanager's v2 API.
+/// The alert an event fires or ends, or `None` for events that concern no
+/// single alert (`monitor_resolved`, scans, kinds this build does not
+/// know). `firing_ends_at` is the `endsAt` of a firing alert; an ending
+/// alert gets the resolution time.
+pub fn alert_for(
+    e: &Envelope,
+    firing_ends_at: &str,
+    dashboard_url: Option<&str>,
+) -> Option<PostableAlert> {
+    let (fired_by, firing) = match alert_role(&e.data) {
+        AlertRole::Fires { .. } => (e.kind().to_string(), true),
+        AlertRole::Resolves { fired_by, .. } => (fired_by, false),
+        AlertRole::ResolvesMonitor | AlertRole::None => return None,
+    };
+    let monitor = e.data.monitor();
+    let address = event_address(&e.data);
+    let port = e.data.port();
+    let severity = if firing {
+        serde_json::to_value(e.data.severity())
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_string))
+            .unwrap_or_else(|| "normal".to_string())
+    } else {
+        fallback_severity(&fired_by).to_string()
+    };
+    let mut labels = BTreeMap::from([
+        ("alertname".to_string(), alertname(&fired_by)),
+        ("monitor".to_string(), monitor.to_string()),
+        ("instance".to_string(), instance(&address, port)),
+        ("severity".to_string(), severity),
+    ]);
+    if let Some(port) = port {
+        labels.insert("port".to_string(), port.to_string());
+    }
+
+    let summary = summary(&fired_by, monitor, &address, port);
+    let mut description = format!("{summary}.");
+    if let Some(state) = payload_field(&e.data, "state") {
+        description.push_str(&format!(" Detected: {state}."));
+    }
+    if let Some(message) = payload_field(&e.data, "message") {
+        description.push_str(&format!(" {message}."));
+    }
+    if let Some(first) = payload_field(&e.data, "first_seen") {
+        description.push_str(&format!(" First seen {first}"));
+        if let Some(confirmed) = payload_field(&e.data, "confirmed_at") {
+            description.push_str(&format!(", confirmed {confirmed}"));
+        }
+        description.push('.');
+    }
+    let ends_at = if firing {
+        firing_ends_at.to_string()
+    } else {
+        let resolved_at = payload_field(&e.data, "resolved_at").unwrap_or_else(|| e.time.clone());
+        description.push_str(&format!(" Resolved at {resolved_at}"));
+        if let Some(reason) = payload_field(&e.data, "reason") {
+            description.push_str(&format!(" ({reason})"));
+        }
+        description.push('.');
+        resolved_at
+    };
+    let mut annotations = BTreeMap::from([
+        ("summary".to_string(), summary),
+        ("description".to_string(), description),
+    ]);
+    if let Some(p) = e.data.port_event() {
+        annotations.insert("incident_id".to_string(), p.incident_id.clone());
+    }
+    let link = dashboard_url.map(|template| dashboard_link(template, monitor));
+    if let Some(link) = &link {
+        annotations.insert("dashboard".to_string(), link.clone());
+    }
+    Some(PostableAlert {
+        labels,
+        annotations,
+        starts_at: payload_field(&e.data, "first_seen").unwrap_or_else(|| e.time.clone()),
+        ends_at: Some(ends_at),
+        generator_url: link,
+    })
+}
+
+/// `Unexpected port open 6379/tcp on web-1 (198.18.0.2)`,
+/// `Host unreachable on web-1 (198.18.0.2)`.
+fn summary(fired_by: &str, monitor: &str, address: &str, port: Option<u16>) -> String {
+    let mut words = fired_by.replace('_', " ");
+    if let Some(first) = words.get(..1) {
+        words = first.to_uppercase() + &words[1..];
+    }
+    let port = port.map(|p| format!(" {p}/tcp")).unwrap_or_default();
+    if address.is_empty() {
+        format!("{words}{port} on {monitor}")
+    } else {
+        format!("{words}{port} on {monitor} ({address})")
+    }
+}
+
+/// Posts incidents to Alertmanager's v2 API and keeps them alive.
 #[derive(Debug)]
 pub struct AlertmanagerDispatcher {
     name: String,
     endpoint: reqwest::Url,
-    generator_url: Option<String>,
+    dashboard_url: Option<String>,
     client: reqwest::Client,
-    resolved: Mutex<Resolved>,
+    resend: Duration,
+    horizon: Duration,
+    state: Mutex<State>,
+    /// Held across a POST, so a re-post of the firing set and the POST of a
+    /// resolution never overtake each other.
+    posting: tokio::sync::Mutex<()>,
 }
 
-/// Recently resolved incidents: id → `resolved_at`, oldest first out.
+#[derive(Debug, Default)]
+struct State {
+    /// Alert key → the firing alert (its `endsAt` is set at each post).
+    firing: BTreeMap<String, PostableAlert>,
+    resolved: Resolved,
+}
+
+/// Recently ended alerts: key → the resolved alert, oldest first out.
 #[derive(Debug, Default)]
 struct Resolved {
     order: VecDeque<String>,
-    at: HashMap<String, String>,
+    alerts: HashMap<String, PostableAlert>,
 }
 
 impl Resolved {
-    fn insert(&mut self, id: &str, resolved_at: &str) {
-        if self
-            .at
-            .insert(id.to_string(), resolved_at.to_string())
-            .is_none()
-        {
-            self.order.push_back(id.to_string());
+    fn insert(&mut self, key: &str, alert: PostableAlert) {
+        if self.alerts.insert(key.to_string(), alert).is_none() {
+            self.order.push_back(key.to_string());
         }
         while self.order.len() > REMEMBERED_RESOLUTIONS {
             if let Some(old) = self.order.pop_front() {
-                self.at.remove(&old);
+                self.alerts.remove(&old);
+            }
+        }
+    }
+}
+
+impl State {
+    /// What `event` posts, after updating the sets. A firing alert whose
+    /// end is already known is posted ended.
+    fn apply(
+        &mut self,
+        event: &Envelope,
+        firing_ends_at: &str,
+        dashboard_url: Option<&str>,
+    ) -> Vec<PostableAlert> {
+        match alert_role(&event.data) {
+            AlertRole::None => Vec::new(),
+            AlertRole::Fires { key } => {
+                if let Some(ended) = self.resolved.alerts.get(&key) {
+                    tracing::info!(
+                        id = %super::escape(&event.id),
+                        "the alert's end is already known; posting it ended"
+                    );
+                    return vec![ended.clone()];
+                }
+                let Some(alert) = alert_for(event, firing_ends_at, dashboard_url) else {
+                    return Vec::new();
+                };
+                self.firing.insert(key, alert.clone());
+                vec![alert]
+            }
+            AlertRole::Resolves { key, .. } => {
+                let Some(mut alert) = alert_for(event, firing_ends_at, dashboard_url) else {
+                    return Vec::new();
+                };
+                if let Some(fired) = self.firing.remove(&key) {
+                    alert.labels = fired.labels;
+                    alert.starts_at = fired.starts_at;
+                } else if let Some(known) = self.resolved.alerts.get(&key) {
+                    // A redelivery: post exactly what was posted before.
+                    return vec![known.clone()];
+                }
+                self.resolved.insert(&key, alert.clone());
+                vec![alert]
+            }
+            AlertRole::ResolvesMonitor => {
+                let monitor = event.data.monitor();
+                let keys: Vec<String> = self
+                    .firing
+                    .iter()
+                    .filter(|(_, a)| a.labels.get("monitor").map(String::as_str) == Some(monitor))
+                    .map(|(k, _)| k.clone())
+                    .collect();
+                for key in keys {
+                    if let Some(mut alert) = self.firing.remove(&key) {
+                        alert.ends_at = Some(event.time.clone());
+                        self.resolved.insert(&key, alert);
+                    }
+                }
+                // Everything this event ended (also on a redelivery).
+                self.resolved
+                    .alerts
+                    .values()
+                    .filter(|a| {
+                        a.labels.get("monitor").map(String::as_str) == Some(monitor)
+                            && a.ends_at.as_deref() == Some(event.time.as_str())
+                    })
+                    .cloned()
+                    .collect()
             }
         }
     }
@@ -194,22 +327,51 @@ impl AlertmanagerDispatcher {
             url = url
                 .join("api/v2/alerts")
                 .map_err(|e| DispatchConfigError::BadUrl {
-                    url: base.to_string(),
+                    url: super::redact_url(base),
                     reason: e.to_string(),
                 })?;
         }
+        if http.resend.is_zero() {
+            return Err(DispatchConfigError::BadOption(
+                "the resend interval must be positive".to_string(),
+            ));
+        }
         Ok(AlertmanagerDispatcher {
-            name: format!("alertmanager={base}"),
+            name: format!("alertmanager={}", super::redact_url(base)),
             endpoint: url,
-            generator_url: http.generator_url.clone(),
+            dashboard_url: http.dashboard_url.clone(),
             client: super::http_client(http)?,
-            resolved: Mutex::new(Resolved::default()),
+            resend: http.resend,
+            horizon: http.alert_horizon(),
+            state: Mutex::new(State::default()),
+            posting: tokio::sync::Mutex::new(()),
         })
     }
 
     /// The URL alerts are posted to.
     pub fn endpoint(&self) -> &reqwest::Url {
         &self.endpoint
+    }
+
+    /// How many alerts are firing (as this dispatcher knows them).
+    pub fn firing(&self) -> usize {
+        self.state().firing.len()
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        // A poisoned lock only means a panic elsewhere; the sets are whole.
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn firing_ends_at(&self) -> String {
+        humantime::format_rfc3339_seconds(SystemTime::now() + self.horizon).to_string()
+    }
+
+    async fn post(&self, alerts: &[PostableAlert]) -> Result<(), DispatchError> {
+        let body = serde_json::to_vec(alerts).map_err(DispatchError::EncodeAlert)?;
+        super::post(&self.client, &self.endpoint, "application/json", &[], body).await
     }
 }
 
@@ -220,40 +382,50 @@ impl Dispatcher for AlertmanagerDispatcher {
     }
 
     async fn dispatch(&self, event: &Envelope) -> Result<Dispatched, DispatchError> {
-        let horizon = humantime::format_rfc3339_seconds(SystemTime::now() + FIRING_HORIZON);
-        let Some(mut alert) = alert_for(event, &horizon.to_string(), self.generator_url.as_deref())
-        else {
-            if let EventData::PortResolved(p) = &event.data {
-                tracing::warn!(
-                    id = %event.id,
-                    incident_kind = %p.incident_kind,
-                    "port_resolved of an unknown incident kind: no alert to resolve"
-                );
+        let _posting = self.posting.lock().await;
+        let alerts =
+            self.state()
+                .apply(event, &self.firing_ends_at(), self.dashboard_url.as_deref());
+        if alerts.is_empty() {
+            if let EventData::PortResolved(p) = &event.data
+                && p.incident_kind.is_empty()
+            {
+                tracing::warn!(id = %super::escape(&event.id), "port_resolved without an incident kind");
             }
             return Ok(Dispatched::Skipped);
-        };
-        let incident = event.data.incident_id().unwrap_or("");
-        let resolution = matches!(event.data, EventData::PortResolved(_));
-        if !resolution {
-            // The incident may arrive after its resolution (its delivery
-            // failed and was retried later): post it resolved, not firing.
-            let resolved = self
-                .resolved
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            if let Some(at) = resolved.at.get(incident) {
-                tracing::info!(id = %event.id, incident, "incident already resolved; posting it resolved");
-                alert.ends_at = Some(at.clone());
-            }
         }
-        let body = serde_json::to_vec(&[&alert]).map_err(DispatchError::EncodeAlert)?;
-        super::post(&self.client, &self.endpoint, "application/json", &[], body).await?;
-        if resolution && let Some(at) = &alert.ends_at {
-            self.resolved
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .insert(incident, at);
-        }
+        self.post(&alerts).await?;
         Ok(Dispatched::Delivered)
+    }
+
+    fn wants_history(&self) -> bool {
+        true
+    }
+
+    fn restore(&self, event: &Envelope) {
+        self.state()
+            .apply(event, &self.firing_ends_at(), self.dashboard_url.as_deref());
+    }
+
+    fn refresh_interval(&self) -> Option<Duration> {
+        Some(self.resend)
+    }
+
+    async fn refresh(&self) -> Result<usize, DispatchError> {
+        let _posting = self.posting.lock().await;
+        let ends_at = self.firing_ends_at();
+        let alerts: Vec<PostableAlert> = self
+            .state()
+            .firing
+            .values()
+            .map(|a| PostableAlert {
+                ends_at: Some(ends_at.clone()),
+                ..a.clone()
+            })
+            .collect();
+        if !alerts.is_empty() {
+            self.post(&alerts).await?;
+        }
+        Ok(alerts.len())
     }
 }

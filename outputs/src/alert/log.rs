@@ -65,8 +65,8 @@ impl Dispatcher for LogDispatcher {
 /// 2026-11-29T13:00:00Z SCAN web-1 198.18.0.2 full conclusive reachable, 2 open: 22,80
 /// ```
 ///
-/// Text from the event is stripped of control characters, so a line is
-/// always one line.
+/// Text from the event is [escaped](super::escape): a line is always one
+/// line and never drives the terminal.
 pub fn human_line(e: &Envelope) -> String {
     let time = clean(&e.time);
     match &e.data {
@@ -225,17 +225,11 @@ fn endpoint(host: &str, port: u16) -> String {
     }
 }
 
-/// `s` without control characters (each becomes a space); empty → `-`.
+/// `s` [escaped](super::escape) for one line; empty → `-`.
 fn clean(s: &str) -> Cow<'_, str> {
     if s.is_empty() {
         Cow::Borrowed("-")
-    } else if s.chars().any(char::is_control) {
-        Cow::Owned(
-            s.chars()
-                .map(|c| if c.is_control() { ' ' } else { c })
-                .collect(),
-        )
     } else {
-        Cow::Borrowed(s)
+        super::escape(s)
     }
 }

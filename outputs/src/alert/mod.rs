@@ -5,8 +5,19 @@
 //! Alertmanager alert ([`AlertmanagerDispatcher`]). The [`AlertConsumer`]
 //! reads a durable JetStream pull consumer and acknowledges a message only
 //! after every dispatcher has taken it; a failure is NAK'd with an
-//! exponential, capped delay so JetStream redelivers it, up to
-//! `max_deliver` times. [`tail`] prints the live event stream.
+//! exponential, capped delay so JetStream redelivers it. After its delivery
+//! budget an event is published to the dead-letter subject
+//! `<prefix>.dlq.<dispatcher>` and then acknowledged, never dropped
+//! silently. Before consuming, the stream is replayed so that dispatchers
+//! holding state (the open alerts) rebuild it; dispatchers with a
+//! [`refresh_interval`](Dispatcher::refresh_interval) are refreshed on a
+//! timer (Alertmanager: firing alerts are re-posted). [`tail`] prints the
+//! live event stream.
+//!
+//! Which events open and which end an alert is decided in one place,
+//! [`alert_role`]; which address an event is about, in [`event_address`].
+//! Text from events is passed through [`escape`] before it reaches a
+//! terminal or a log.
 //!
 //! The client they read from comes from [`crate::nats::connect`]. The
 //! `palisade-alert` binary is a thin CLI over this module.
@@ -14,12 +25,14 @@
 mod alertmanager;
 mod consumer;
 mod log;
+mod role;
 mod tail;
 mod webhook;
 
 #[cfg(test)]
 mod tests;
 
+use std::borrow::Cow;
 use std::fmt;
 use std::str::FromStr;
 use std::time::Duration;
@@ -28,12 +41,15 @@ use async_trait::async_trait;
 
 use crate::schema::{Envelope, SchemaError};
 
-pub use alertmanager::{AlertmanagerDispatcher, PostableAlert, alert_for, alertname};
+pub use alertmanager::{
+    AlertmanagerDispatcher, PostableAlert, RESENDS_AHEAD, alert_for, alertname,
+};
 pub use consumer::{
     AlertConsumer, Backoff, ConsumerConfig, ConsumerError, ConsumerStats, DecodeError,
     decode_message,
 };
 pub use log::{LogDispatcher, human_line};
+pub use role::{AlertRole, alert_role, event_address, is_resolution};
 pub use tail::{TailConfig, TailError, tail};
 pub use webhook::WebhookDispatcher;
 
@@ -54,10 +70,42 @@ pub trait Dispatcher: Send + Sync + fmt::Debug {
     /// A short name for logs, e.g. `"log"` or `"webhook=http://…"`.
     fn name(&self) -> &str;
 
+    /// The dispatcher's kind as one NATS subject token (`log`, `webhook`,
+    /// `alertmanager`): its dead letters go to `<prefix>.dlq.<token>`.
+    /// By default the part of [`name`](Self::name) before any `=`.
+    fn token(&self) -> &str {
+        self.name().split('=').next().unwrap_or("dispatcher")
+    }
+
     /// Delivers one event. An `Err` makes the consumer NAK the message so
     /// it is redelivered later; it must therefore be safe to call again
     /// with the same event.
     async fn dispatch(&self, event: &Envelope) -> Result<Dispatched, DispatchError>;
+
+    /// Whether [`restore`](Self::restore) wants the stream's history at
+    /// start-up (a replay costs a read of the stream). Default: no.
+    fn wants_history(&self) -> bool {
+        false
+    }
+
+    /// Called at start-up, before any [`dispatch`](Self::dispatch), with
+    /// every event the stream still holds under the consumer's filter,
+    /// oldest first, so the dispatcher can rebuild its state (e.g. the open
+    /// alerts). Nothing is delivered. Default: nothing.
+    fn restore(&self, _event: &Envelope) {}
+
+    /// How often [`refresh`](Self::refresh) is due; `None`: never.
+    fn refresh_interval(&self) -> Option<Duration> {
+        None
+    }
+
+    /// Re-asserts what the dispatcher holds (Alertmanager: re-posts every
+    /// firing alert with a fresh `endsAt`). Called once right after the
+    /// start-up replay, then every [`refresh_interval`](Self::refresh_interval).
+    /// Returns how many items it re-sent.
+    async fn refresh(&self) -> Result<usize, DispatchError> {
+        Ok(0)
+    }
 }
 
 /// Why a dispatch failed (the message will be redelivered).
@@ -110,6 +158,8 @@ pub enum DispatchConfigError {
     BadUrl { url: String, reason: String },
     #[error("cannot build the HTTP client: {0}")]
     HttpClient(String),
+    #[error("{0}")]
+    BadOption(String),
 }
 
 impl FromStr for DispatchSpec {
@@ -154,16 +204,31 @@ impl fmt::Display for DispatchSpec {
 pub struct HttpOptions {
     /// Timeout of one request, connection included.
     pub timeout: Duration,
-    /// `generatorURL` of Alertmanager alerts (e.g. a dashboard link).
-    pub generator_url: Option<String>,
+    /// A link to the dashboard, in every Alertmanager alert (annotation
+    /// `dashboard` and `generatorURL`); `{monitor}` in it is replaced by the
+    /// alert's monitor name.
+    pub dashboard_url: Option<String>,
+    /// How often firing Alertmanager alerts are re-posted; each carries an
+    /// `endsAt` [`RESENDS_AHEAD`] resends ahead (1 minute).
+    pub resend: Duration,
 }
 
 impl Default for HttpOptions {
     fn default() -> Self {
         HttpOptions {
             timeout: Duration::from_secs(10),
-            generator_url: None,
+            dashboard_url: None,
+            resend: Duration::from_secs(60),
         }
+    }
+}
+
+impl HttpOptions {
+    /// How long a firing alert lives in Alertmanager without a re-post:
+    /// [`RESENDS_AHEAD`] × `resend`. A resolution is never given up before
+    /// this has passed since its first delivery attempt.
+    pub fn alert_horizon(&self) -> Duration {
+        self.resend.saturating_mul(RESENDS_AHEAD)
     }
 }
 
@@ -181,7 +246,7 @@ impl DispatchSpec {
 /// Accepts absolute `http`/`https` URLs.
 pub(crate) fn check_url(url: &str) -> Result<reqwest::Url, DispatchConfigError> {
     let bad = |reason: &str| DispatchConfigError::BadUrl {
-        url: url.to_string(),
+        url: redact_url(url),
         reason: reason.to_string(),
     };
     let parsed = reqwest::Url::parse(url).map_err(|e| bad(&e.to_string()))?;
@@ -192,6 +257,12 @@ pub(crate) fn check_url(url: &str) -> Result<reqwest::Url, DispatchConfigError> 
         return Err(bad("no host"));
     }
     Ok(parsed)
+}
+
+/// A URL as it may be shown: password and credential-like query values
+/// replaced by `***` (see [`crate::sink::redact_url`]).
+pub(crate) fn redact_url(url: &str) -> String {
+    crate::sink::redact_url(url)
 }
 
 /// The HTTP client of the webhook and Alertmanager dispatchers.
@@ -256,15 +327,39 @@ pub(crate) fn error_chain(err: &dyn std::error::Error) -> String {
     text
 }
 
-/// `s` on one line (control characters become spaces), at most `max` chars.
+/// `s` safe for one line of a terminal or a log: control characters
+/// (newlines, carriage returns, escape sequences, C1 controls) and the
+/// Unicode bidirectional overrides are written as escapes (`\n`, `\r`,
+/// `\t`, `\u{1b}`, …) and a backslash as `\\`, so event text can neither
+/// start a forged line nor drive the terminal. Anything else is kept.
+pub fn escape(s: &str) -> Cow<'_, str> {
+    fn unsafe_char(c: char) -> bool {
+        c == '\\'
+            || c.is_control()
+            || matches!(c, '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+    }
+    if !s.chars().any(unsafe_char) {
+        return Cow::Borrowed(s);
+    }
+    let mut out = String::with_capacity(s.len() + 8);
+    for c in s.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if unsafe_char(c) => out.push_str(&format!("\\u{{{:x}}}", u32::from(c))),
+            c => out.push(c),
+        }
+    }
+    Cow::Owned(out)
+}
+
+/// `s` [escaped](escape) and trimmed, at most `max` chars (then `…`).
 pub(crate) fn one_line(s: &str, max: usize) -> String {
-    let mut out: String = s
-        .trim()
-        .chars()
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .take(max)
-        .collect();
-    if s.trim().chars().count() > max {
+    let escaped = escape(s.trim());
+    let mut out: String = escaped.chars().take(max).collect();
+    if escaped.chars().count() > max {
         out.push('…');
     }
     out

@@ -437,7 +437,7 @@ fn log_line_is_one_line_whatever_the_input() {
         "{line:?}"
     );
     assert!(
-        line.contains("evil monitor  [31m 198.18.0.2:6379 - "),
+        line.contains(r"evil\nmonitor\r\u{1b}[31m 198.18.0.2:6379 - "),
         "{line:?}"
     );
     assert!(line.ends_with("incident -)"), "{line:?}");
@@ -582,7 +582,7 @@ fn an_incident_maps_to_a_firing_alert() {
     let EventData::UnexpectedPortOpen(p) = &e.data else {
         unreachable!()
     };
-    let alert = alert_for(&e, "2036-01-01T00:00:00Z", Some("http://dash/x")).unwrap();
+    let alert = alert_for(&e, "2036-01-01T00:00:00Z", Some("http://dash/m/{monitor}")).unwrap();
     let labels: Vec<(&str, &str)> = alert
         .labels
         .iter()
@@ -592,8 +592,7 @@ fn an_incident_maps_to_a_firing_alert() {
         labels,
         [
             ("alertname", "PalisadeUnexpectedPortOpen"),
-            ("host", "198.18.0.2"),
-            ("kind", "unexpected_port_open"),
+            ("instance", "198.18.0.2:6379"),
             ("monitor", "web-1"),
             ("port", "6379"),
             ("severity", "high"),
@@ -604,19 +603,24 @@ fn an_incident_maps_to_a_firing_alert() {
     assert_eq!(alert.annotations["incident_id"], p.incident_id);
     assert_eq!(
         alert.annotations["summary"],
-        "Unexpected open port 6379/tcp on web-1 (198.18.0.2)"
+        "Unexpected port open 6379/tcp on web-1 (198.18.0.2)"
     );
-    assert!(alert.annotations["description"].contains("is open but not on the expected list"));
+    assert_eq!(alert.annotations["dashboard"], "http://dash/m/web-1");
+    assert!(alert.annotations["description"].contains("Detected: open."));
     let json = serde_json::to_value(&alert).unwrap();
-    assert_eq!(json["generatorURL"], "http://dash/x");
+    assert_eq!(json["generatorURL"], "http://dash/m/web-1");
     assert_eq!(json["startsAt"], p.first_seen.as_str());
     assert_eq!(json["endsAt"], "2036-01-01T00:00:00Z");
 
-    let d = down("db-1", 5432);
+    let mut d = down("db-1", 5432);
+    if let EventData::ExpectedPortDown(p) = &mut d.data {
+        p.address = "2001:2::5".into();
+    }
     let alert = alert_for(&d, "later", None).unwrap();
     assert_eq!(alert.labels["alertname"], "PalisadeExpectedPortDown");
-    assert_eq!(alert.labels["kind"], "expected_port_down");
+    assert_eq!(alert.labels["instance"], "[2001:2::5]:5432");
     assert_eq!(alert.labels["severity"], "normal");
+    assert!(!alert.labels.contains_key("kind"));
     assert!(
         serde_json::to_value(&alert)
             .unwrap()
@@ -641,23 +645,53 @@ fn a_resolution_carries_the_same_labels_and_ends_the_alert() {
 }
 
 #[test]
+fn roles_say_which_events_fire_and_which_end_alerts() {
+    let o = opened("web-1", 1);
+    let key = o.data.port_event().unwrap().incident_id.clone();
+    assert_eq!(alert_role(&o.data), AlertRole::Fires { key: key.clone() });
+    let r = resolved(&o, "t");
+    assert_eq!(
+        alert_role(&r.data),
+        AlertRole::Resolves {
+            key,
+            fired_by: "unexpected_port_open".into()
+        }
+    );
+    assert!(is_resolution(&r) && !is_resolution(&o));
+    let m = monitor_resolved("web-1", "t");
+    assert_eq!(alert_role(&m.data), AlertRole::ResolvesMonitor);
+    assert!(is_resolution(&m));
+    assert_eq!(alert_role(&scan("web-1", "t").data), AlertRole::None);
+    // The address: the event's address, else the host.
+    let mut s = scan("web-1", "t");
+    if let EventData::Scan(s) = &mut s.data {
+        s.host = "web.example".into();
+    }
+    assert_eq!(event_address(&s.data), "web.example");
+    assert_eq!(event_address(&o.data), "198.18.0.2");
+}
+
+#[test]
 fn non_incidents_are_no_alerts() {
     assert!(alert_for(&monitor_resolved("web-1", "t"), "x", None).is_none());
     assert!(alert_for(&scan("web-1", "t"), "x", None).is_none());
-    let mut r = resolved(&opened("web-1", 1), "t");
-    if let EventData::PortResolved(p) = &mut r.data {
-        p.incident_kind = "something_new".into();
-    }
-    assert!(alert_for(&r, "x", None).is_none());
     assert_eq!(
         alertname("unexpected_port_open"),
-        Some("PalisadeUnexpectedPortOpen")
+        "PalisadeUnexpectedPortOpen"
     );
+    assert_eq!(alertname("expected_port_down"), "PalisadeExpectedPortDown");
+    assert_eq!(alertname("host_unreachable"), "PalisadeHostUnreachable");
+}
+
+#[test]
+fn escape_keeps_event_text_on_one_inert_line() {
+    assert_eq!(escape("web-1"), "web-1");
+    assert!(matches!(escape("web-1"), std::borrow::Cow::Borrowed(_)));
     assert_eq!(
-        alertname("expected_port_down"),
-        Some("PalisadeExpectedPortDown")
+        escape("a\nfake ERROR line\r\x1b[2J\u{202e}x\\"),
+        r"a\nfake ERROR line\r\u{1b}[2J\u{202e}x\\"
     );
-    assert_eq!(alertname("port_resolved"), None);
+    assert_eq!(escape("\u{85}\t"), r"\u{85}\t");
 }
 
 // ---------------------------------------------------------------------------
@@ -680,7 +714,7 @@ async fn webhook_posts_the_json_envelope_and_reports_failures() {
     let r = &requests[0];
     assert_eq!((r.method.as_str(), r.path.as_str()), ("POST", "/hook"));
     assert_eq!(r.header("content-type"), Some("application/json"));
-    assert_eq!(r.header("idempotency-key"), Some(e.id.as_str()));
+    assert_eq!(r.header("webhook-id"), Some(e.id.as_str()));
     assert_eq!(schema::decode(&r.body, PayloadFormat::Json).unwrap(), e);
 }
 
@@ -698,4 +732,42 @@ async fn webhook_to_a_closed_port_is_a_dispatch_error() {
     .unwrap();
     let err = hook.dispatch(&opened("web-1", 1)).await.unwrap_err();
     assert!(matches!(err, DispatchError::Http { .. }), "{err}");
+}
+
+#[test]
+fn host_incidents_fire_and_their_resolutions_end_them() {
+    let samples = crate::schema::tests::samples();
+    let by_kind = |k: &str| samples.iter().find(|e| e.kind() == k).unwrap().clone();
+    let down = by_kind("host_unreachable");
+    let back = by_kind("host_reachable");
+    let id = down.data.host_event().unwrap().incident_id.clone();
+    let back = {
+        let mut b = back;
+        if let EventData::HostReachable(h) = &mut b.data {
+            h.incident_id = id.clone();
+        }
+        b
+    };
+    assert_eq!(alert_role(&down.data), AlertRole::Fires { key: id.clone() });
+    assert_eq!(
+        alert_role(&back.data),
+        AlertRole::Resolves {
+            key: id,
+            fired_by: "host_unreachable".into()
+        }
+    );
+    let firing = alert_for(&down, "later", None).unwrap();
+    assert_eq!(firing.labels["alertname"], "PalisadeHostUnreachable");
+    assert_eq!(firing.labels["instance"], "198.18.0.2");
+    assert_eq!(firing.labels["severity"], "critical");
+    assert!(!firing.labels.contains_key("port"));
+    let resolving = alert_for(&back, "later", None).unwrap();
+    assert_eq!(firing.labels, resolving.labels);
+    assert!(resolving.ends_at.is_some());
+    let flood = by_kind("host_answers_all_ports");
+    assert_eq!(
+        alert_for(&flood, "later", None).unwrap().labels["alertname"],
+        "PalisadeHostAnswersAllPorts"
+    );
+    assert_eq!(alert_role(&by_kind("ports_changed").data), AlertRole::None);
 }

@@ -7,7 +7,7 @@ use crate::schema::{self, Envelope, PayloadFormat, WEBHOOK_ID_HEADER};
 
 /// POSTs every event, as its JSON envelope, to one URL; any 2xx answer is
 /// success. The request also carries the envelope id in the
-/// [`WEBHOOK_ID_HEADER`] (`Idempotency-Key`) so a receiver can de-duplicate
+/// [`WEBHOOK_ID_HEADER`] (`webhook-id`) so a receiver can de-duplicate
 /// redeliveries.
 #[derive(Debug)]
 pub struct WebhookDispatcher {
@@ -21,7 +21,7 @@ impl WebhookDispatcher {
     pub fn new(url: &str, http: &HttpOptions) -> Result<Self, DispatchConfigError> {
         let url = super::check_url(url)?;
         Ok(WebhookDispatcher {
-            name: format!("webhook={url}"),
+            name: format!("webhook={}", super::redact_url(url.as_str())),
             url,
             client: super::http_client(http)?,
         })

@@ -23,7 +23,9 @@ mod webhook;
 
 pub use jsonl::JsonlSink;
 pub use nats::{DEFAULT_NATS_STREAM, DEFAULT_NATS_SUBJECT_PREFIX, NatsSink, NatsSinkOptions};
-pub use webhook::WebhookSink;
+pub use webhook::{WebhookSecret, WebhookSink, redact_url};
+
+pub(crate) use nats::subject_covers;
 
 /// A destination for events. Sinks are held as `Vec<Box<dyn Sink>>`.
 #[async_trait::async_trait]
@@ -67,9 +69,23 @@ pub enum SinkError {
     /// The webhook URL is unusable.
     #[error("invalid webhook URL {url:?}: {cause}")]
     WebhookConfig { url: String, cause: String },
-    /// The webhook did not accept an event after all retries.
+    /// The webhook did not accept an event after all retries (network
+    /// errors, timeouts, 408, 429, 5xx): worth retrying later.
     #[error("webhook {url}: {cause}")]
     Webhook { url: String, cause: String },
+    /// The webhook refused an event for good (a 4xx other than 408 and
+    /// 429): retrying will not help; the caller moves the event aside (a
+    /// dead letter) and goes on with the next. Always about the first event
+    /// of the batch passed to `publish` (a refusal later in the batch makes
+    /// `publish` return `Ok(n)` with the events before it).
+    #[error("webhook {url}: event {event_id} rejected: answered HTTP {status}{}", if excerpt.is_empty() { String::new() } else { format!(": {excerpt}") })]
+    WebhookRejected {
+        url: String,
+        event_id: String,
+        status: u16,
+        /// At most 512 bytes of the answer's body, on one line.
+        excerpt: String,
+    },
     /// An event could not be encoded.
     #[error(transparent)]
     Schema(#[from] SchemaError),

@@ -270,6 +270,22 @@ fn usage_errors_exit_2_and_help_teaches() {
         &["run", "--dispatch", "slack"],
         &["run", "--dispatch", "webhook"],
         &["run", "--dispatch", "log", "--user", "u"],
+        &[
+            "run",
+            "--dispatch",
+            "log",
+            "--nats-token-file",
+            "/nonexistent/token",
+        ],
+        &[
+            "run",
+            "--dispatch",
+            "log",
+            "--token",
+            "t",
+            "--nats-token-file",
+            "f",
+        ],
         &["run", "--dispatch", "log", "--max-deliver", "0"],
         &["run", "--dispatch", "log", "--token", "t", "--creds", "f"],
         &["tail", "--tls-cert", "c"],
@@ -296,6 +312,12 @@ fn usage_errors_exit_2_and_help_teaches() {
     for needle in [
         "--nats-url",
         "--token",
+        "--nats-token-file",
+        "--nats-password-file",
+        "PALISADE_NATS_TOKEN",
+        "--resend",
+        "--dashboard-url",
+        "--subject-prefix",
         "--user",
         "--creds",
         "--nkey-seed",
@@ -402,7 +424,7 @@ fn failing_endpoint() -> (String, Arc<Mutex<usize>>) {
 }
 
 #[test]
-fn exceeding_max_deliver_is_logged_naming_the_event() {
+fn exceeding_max_deliver_dead_letters_the_event_and_logs_it() {
     let server = NatsServer::start();
     let publisher = Publisher::new(&server);
     let (url, count) = failing_endpoint();
@@ -423,10 +445,10 @@ fn exceeding_max_deliver_is_logged_naming_the_event() {
     proc.stderr_line("consuming", Duration::from_secs(10));
     let e = event("web-1", 6379);
     publisher.publish(&e, PayloadFormat::MsgPack);
-    let line = proc.stderr_line("giving up on event", Duration::from_secs(20));
+    let line = proc.stderr_line("dead-lettered event", Duration::from_secs(20));
     assert!(
         line.contains(&format!(
-            "giving up on event {} (unexpected_port_open, monitor web-1) after 3 deliveries",
+            "dead-lettered event {} (unexpected_port_open, monitor web-1) to palisade.dlq.webhook after 3 deliveries",
             e.id
         )),
         "{line}"
@@ -475,4 +497,89 @@ fn tail_prints_the_live_stream() {
         json
     );
     assert_eq!(proc.terminate(), 0);
+}
+
+/// The command lines of the running `palisade-alert` processes, as `ps`
+/// shows them (the test's nats-server has the token on its own).
+fn ps_output() -> String {
+    let out = Command::new("ps").args(["-eo", "args"]).output().unwrap();
+    assert!(out.status.success());
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| l.starts_with(BIN))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+#[test]
+fn secrets_from_a_file_or_the_environment_stay_out_of_ps() {
+    let token = "s3cret-token-from-file-7f2a";
+    let server = NatsServer::start_with_token(token);
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("token");
+    std::fs::write(&file, format!("{token}\n")).unwrap();
+    let file = file.to_str().unwrap().to_string();
+
+    // From a file.
+    let mut proc = Proc::spawn(&[
+        "run",
+        "--nats-url",
+        &server.url,
+        "--dispatch",
+        "log",
+        "--nats-token-file",
+        &file,
+    ]);
+    // Connected and authenticated (no stream yet: it waits for one).
+    proc.stderr_line("waiting for it to be created", Duration::from_secs(10));
+    let ps = ps_output();
+    assert!(ps.contains(&file), "the process is listed: {ps}");
+    assert!(!ps.contains(token), "{ps}");
+    assert_eq!(proc.terminate(), 0);
+
+    // From the environment.
+    let mut child = Command::new(BIN)
+        .args(["tail", "--nats-url", &server.url])
+        .env("PALISADE_NATS_TOKEN", token)
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = lines_of(child.stderr.take().unwrap());
+    let line = stderr
+        .recv_timeout(Duration::from_secs(10))
+        .expect("a log line");
+    let ready = std::iter::once(line)
+        .chain(std::iter::from_fn(|| {
+            stderr.recv_timeout(Duration::from_secs(10)).ok()
+        }))
+        .find(|l| l.contains("not found; waiting"));
+    assert!(
+        ready.is_some(),
+        "authenticated with the token from the environment"
+    );
+    let ps = ps_output();
+    assert!(ps.contains(" tail "), "the process is listed: {ps}");
+    assert!(!ps.contains(token), "{ps}");
+    let _ = child.kill();
+    let _ = child.wait();
+
+    // A wrong token in the environment is refused (it is used).
+    let (code, _, stderr, _) = {
+        let out = Command::new(BIN)
+            .args(["tail", "--nats-url", &server.url])
+            .env("PALISADE_NATS_TOKEN", "wrong")
+            .output()
+            .unwrap();
+        (
+            out.status.code().unwrap(),
+            (),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+            (),
+        )
+    };
+    assert_eq!(code, 1, "{stderr}");
+    assert!(stderr.contains("authorization"), "{stderr}");
 }

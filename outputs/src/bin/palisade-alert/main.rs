@@ -41,18 +41,26 @@ struct AlertCli {
 enum AlertCommand {
     /// Consume events durably and dispatch them until SIGINT/SIGTERM.
     ///
-    /// A message is acknowledged only after every dispatcher took it. A
-    /// failure is retried by JetStream after an exponential delay
-    /// (--retry-initial doubling up to --retry-max), at most --max-deliver
-    /// deliveries in all; then an error line names the event and it is
-    /// dropped. A message that cannot be decoded is logged and dropped at
-    /// once. Restarting with the same --consumer resumes where it stopped:
-    /// acknowledged events are not delivered again.
+    /// At start the stream is replayed to rebuild the open alerts; firing
+    /// Alertmanager alerts are then re-posted every --resend. A message is
+    /// acknowledged only after every dispatcher took it. A failure is
+    /// retried by JetStream after an exponential delay (--retry-initial
+    /// doubling up to --retry-max), up to --max-deliver deliveries (and, for
+    /// an event that ends an alert, at least 4 × --resend); then the event
+    /// is published to the dead-letter subject <PREFIX>.dlq.<dispatcher> on
+    /// the same stream, an error line names it, and it is acknowledged. A
+    /// message that cannot be decoded goes to <PREFIX>.dlq.undecodable at
+    /// once. Nothing is dropped silently. Restarting with the same
+    /// --consumer resumes where it stopped: acknowledged events are not
+    /// delivered again.
     #[command(after_help = "Dispatchers (--dispatch, repeatable):\n  \
         log               one human line per event on stdout\n  \
         webhook=URL       POST each event envelope as JSON to URL; any 2xx is success\n  \
-        alertmanager=URL  incidents become alerts at URL/api/v2/alerts (e.g. http://127.0.0.1:9093);\n                    \
-        port_resolved resolves its alert; monitor_resolved and scans are skipped")]
+        alertmanager=URL  incidents become alerts at URL/api/v2/alerts (e.g. http://127.0.0.1:9093),\n                    \
+        re-posted every --resend; their resolutions end them\n\n\
+        Secrets: --token / --nats-token-file, else $PALISADE_NATS_TOKEN;\n  \
+        --password / --nats-password-file, else $PALISADE_NATS_PASSWORD (with --user).\n  \
+        Prefer the file or the environment: flags show in `ps`.")]
     Run(AlertRunArgs),
     /// Print the live event stream in human form until interrupted.
     ///
@@ -70,15 +78,29 @@ struct Connection {
         default_value = "nats://127.0.0.1:4222"
     )]
     nats_urls: Vec<String>,
-    /// Authenticate with a token.
-    #[arg(long, value_name = "T", conflicts_with_all = ["user", "creds", "nkey_seed"])]
+    /// Authenticate with a token (visible in `ps`: prefer --nats-token-file
+    /// or $PALISADE_NATS_TOKEN).
+    #[arg(long, value_name = "T", conflicts_with_all = ["user", "creds", "nkey_seed", "token_file"])]
     token: Option<String>,
-    /// Authenticate as this user (needs --password).
-    #[arg(long, value_name = "U", requires = "password", conflicts_with_all = ["creds", "nkey_seed"])]
+    /// Authenticate with the token read from FILE (one line).
+    #[arg(long = "nats-token-file", value_name = "FILE", conflicts_with_all = ["user", "creds", "nkey_seed"])]
+    token_file: Option<PathBuf>,
+    /// Authenticate as this user (with --password, --nats-password-file or
+    /// $PALISADE_NATS_PASSWORD).
+    #[arg(long, value_name = "U", conflicts_with_all = ["creds", "nkey_seed"])]
     user: Option<String>,
-    /// The password of --user.
-    #[arg(long, value_name = "P", requires = "user")]
+    /// The password of --user (visible in `ps`: prefer
+    /// --nats-password-file or $PALISADE_NATS_PASSWORD).
+    #[arg(
+        long,
+        value_name = "P",
+        requires = "user",
+        conflicts_with = "password_file"
+    )]
     password: Option<String>,
+    /// Read the password of --user from FILE (one line).
+    #[arg(long = "nats-password-file", value_name = "FILE", requires = "user")]
+    password_file: Option<PathBuf>,
     /// Authenticate with a credentials file (JWT + NKey, as `nsc` writes it).
     #[arg(long, value_name = "FILE", conflicts_with = "nkey_seed")]
     creds: Option<PathBuf>,
@@ -112,12 +134,25 @@ struct AlertRunArgs {
     /// Name of the durable consumer (progress is kept under this name).
     #[arg(long, default_value = "palisade-alert")]
     consumer: String,
-    /// Subjects to consume.
-    #[arg(long, default_value = "palisade.events.>")]
-    filter: String,
-    /// Deliveries of one event before giving up on it.
+    /// The subject prefix the daemon publishes under; dead letters go to
+    /// <PREFIX>.dlq.<dispatcher> on the same stream.
+    #[arg(
+        long = "subject-prefix",
+        value_name = "PREFIX",
+        default_value = "palisade"
+    )]
+    subject_prefix: String,
+    /// Subjects to consume [default: <PREFIX>.events.>, e.g. palisade.events.>].
+    #[arg(long)]
+    filter: Option<String>,
+    /// Deliveries of one event before it is dead-lettered (an event that
+    /// ends an alert also gets at least 4 × --resend since its first attempt).
     #[arg(long = "max-deliver", default_value_t = 10, value_parser = clap::value_parser!(i64).range(1..=1_000_000))]
     max_deliver: i64,
+    /// How often firing Alertmanager alerts are re-posted; each one's
+    /// endsAt lies 4 resends ahead, so alerts expire when palisade-alert is gone.
+    #[arg(long, value_name = "DURATION", default_value = "1m", value_parser = humantime::parse_duration)]
+    resend: Duration,
     /// Delay before the first redelivery of a failed event.
     #[arg(long = "retry-initial", value_name = "DURATION", default_value = "1s", value_parser = humantime::parse_duration)]
     retry_initial: Duration,
@@ -130,9 +165,10 @@ struct AlertRunArgs {
     /// Timeout of one webhook/Alertmanager request.
     #[arg(long = "http-timeout", value_name = "DURATION", default_value = "10s", value_parser = humantime::parse_duration)]
     http_timeout: Duration,
-    /// `generatorURL` of Alertmanager alerts (e.g. your dashboard).
-    #[arg(long = "generator-url", value_name = "URL")]
-    generator_url: Option<String>,
+    /// A dashboard link for Alertmanager alerts (annotation `dashboard` and
+    /// generatorURL); `{monitor}` in it becomes the alert's monitor.
+    #[arg(long = "dashboard-url", alias = "generator-url", value_name = "URL")]
+    dashboard_url: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -155,6 +191,19 @@ fn parse_dispatch(s: &str) -> Result<DispatchSpec, String> {
 fn main() -> ExitCode {
     // clap exits 2 on usage errors, 0 on --help/--version.
     let cli = AlertCli::parse();
+    // Secrets from files and the environment are read now: a missing one is
+    // a usage error (2), like a missing flag.
+    let connection = match &cli.command {
+        AlertCommand::Run(args) => &args.connection,
+        AlertCommand::Tail(args) => &args.connection,
+    };
+    let options = match connection.options() {
+        Ok(options) => options,
+        Err(e) => {
+            eprintln!("palisade-alert: error: {e:#}");
+            return ExitCode::from(2);
+        }
+    };
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_target(false)
@@ -176,8 +225,8 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async {
         match cli.command {
-            AlertCommand::Run(args) => run(args).await,
-            AlertCommand::Tail(args) => tail(args).await,
+            AlertCommand::Run(args) => run(args, options).await,
+            AlertCommand::Tail(args) => tail(args, options).await,
         }
     });
     // Don't wait for the client's background tasks.
@@ -191,31 +240,82 @@ fn main() -> ExitCode {
     }
 }
 
+/// The token in the environment, used when no other authentication is given.
+const TOKEN_ENV: &str = "PALISADE_NATS_TOKEN";
+/// The password of `--user` in the environment, used when neither
+/// `--password` nor `--nats-password-file` is given.
+const PASSWORD_ENV: &str = "PALISADE_NATS_PASSWORD";
+
+/// A secret from a flag, else a file, else the environment (`env`).
+fn secret(
+    flag: Option<&String>,
+    file: Option<&PathBuf>,
+    env: Option<&str>,
+) -> Result<Option<String>> {
+    if let Some(value) = flag {
+        return Ok(Some(value.clone()));
+    }
+    if let Some(path) = file {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read {}", path.display()))?;
+        let value = text.trim_end_matches(['\n', '\r']);
+        if value.is_empty() {
+            anyhow::bail!("{} is empty", path.display());
+        }
+        if value.contains(['\n', '\r']) {
+            anyhow::bail!("{} holds more than one line", path.display());
+        }
+        return Ok(Some(value.to_string()));
+    }
+    Ok(env
+        .and_then(|name| std::env::var(name).ok())
+        .filter(|v| !v.is_empty()))
+}
+
 impl Connection {
     /// The flags as connection options, checked by the same rules as the
-    /// daemon's `[[sink]]` settings.
-    fn options(&self) -> Result<NatsOptions, NatsConnectError> {
+    /// daemon's `[[sink]]` settings. Secrets: a flag, else its file, else
+    /// the environment (the token's only when no other method is given).
+    fn options(&self) -> Result<NatsOptions> {
+        let other_method = self.user.is_some() || self.creds.is_some() || self.nkey_seed.is_some();
+        let token = secret(
+            self.token.as_ref(),
+            self.token_file.as_ref(),
+            (!other_method).then_some(TOKEN_ENV),
+        )?;
+        let password = secret(
+            self.password.as_ref(),
+            self.password_file.as_ref(),
+            self.user.is_some().then_some(PASSWORD_ENV),
+        )?;
+        if self.user.is_some() && password.is_none() {
+            anyhow::bail!(
+                "--user needs a password: --nats-password-file FILE, ${PASSWORD_ENV} or --password"
+            );
+        }
         Ok(NatsOptions {
             urls: self.nats_urls.clone(),
             auth: NatsAuth::from_parts(
-                self.token.clone(),
+                token,
                 self.user.clone(),
-                self.password.clone(),
+                password,
                 self.nkey_seed.clone(),
                 self.creds.clone(),
-            )?,
+            )
+            .map_err(NatsConnectError::from)?,
             tls: NatsTls::from_parts(
                 self.tls_ca.clone(),
                 self.tls_cert.clone(),
                 self.tls_key.clone(),
-            )?,
+            )
+            .map_err(NatsConnectError::from)?,
             name: "palisade-alert".to_string(),
             connect_timeout: self.connect_timeout,
         })
     }
 }
 
-async fn run(args: AlertRunArgs) -> Result<()> {
+async fn run(args: AlertRunArgs, options: NatsOptions) -> Result<()> {
     if args.retry_max < args.retry_initial {
         anyhow::bail!(
             "--retry-max ({}) is shorter than --retry-initial ({})",
@@ -225,7 +325,8 @@ async fn run(args: AlertRunArgs) -> Result<()> {
     }
     let http = HttpOptions {
         timeout: args.http_timeout,
-        generator_url: args.generator_url.clone(),
+        dashboard_url: args.dashboard_url.clone(),
+        resend: args.resend,
     };
     let dispatchers = args
         .dispatch
@@ -233,12 +334,17 @@ async fn run(args: AlertRunArgs) -> Result<()> {
         .map(|spec| spec.build(&http))
         .collect::<Result<Vec<_>, _>>()?;
     let shutdown = shutdown_signal()?;
-    let client = nats::connect(&args.connection.options()?).await?;
+    let client = nats::connect(&options).await?;
     let config = ConsumerConfig {
         stream: args.connection.stream.clone(),
         consumer: args.consumer.clone(),
-        filter: args.filter.clone(),
+        filter: args
+            .filter
+            .clone()
+            .unwrap_or_else(|| format!("{}.events.>", args.subject_prefix)),
+        subject_prefix: args.subject_prefix.clone(),
         max_deliver: args.max_deliver,
+        resolution_budget: http.alert_horizon(),
         backoff: Backoff {
             initial: args.retry_initial,
             max: args.retry_max,
@@ -253,15 +359,15 @@ async fn run(args: AlertRunArgs) -> Result<()> {
         acked = stats.acked,
         retried = stats.retried,
         undecodable = stats.undecodable,
-        gave_up = stats.gave_up,
+        dead_lettered = stats.dead_lettered,
         "stopped"
     );
     Ok(())
 }
 
-async fn tail(args: TailArgs) -> Result<()> {
+async fn tail(args: TailArgs, options: NatsOptions) -> Result<()> {
     let shutdown = shutdown_signal()?;
-    let client = nats::connect(&args.connection.options()?).await?;
+    let client = nats::connect(&options).await?;
     let config = TailConfig {
         stream: args.connection.stream.clone(),
         filter: args.filter.clone(),

@@ -1,0 +1,74 @@
+//! What an event means to an alert: the one place that knows which kinds
+//! open an alert and which end one, and which address an event is about.
+//!
+//! Everything else in the alert module works from [`AlertRole`] and the
+//! schema's accessors (`kind()`, `monitor()`, `severity()`, `port()`), so a
+//! new kind needs at most a line here.
+
+use crate::schema::{Envelope, EventData};
+
+/// What an event does to the alerts it concerns.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AlertRole {
+    /// Opens (or re-asserts) the alert `key`.
+    Fires { key: String },
+    /// Ends the alert `key`, which an event of kind `fired_by` opened.
+    Resolves { key: String, fired_by: String },
+    /// Ends every alert of the event's monitor (`monitor_resolved`: every
+    /// port back to its expected state).
+    ResolvesMonitor,
+    /// Concerns no alert (scan summaries, `ports_changed` summaries, kinds
+    /// this build does not know).
+    None,
+}
+
+/// The role of an event.
+///
+/// * Incidents (`unexpected_port_open`, `expected_port_down`,
+///   `host_unreachable`, `host_answers_all_ports`) fire the alert keyed by
+///   their `incident_id`; the event that resolves the incident
+///   (`port_resolved`, `host_reachable`, `host_resolved`) carries the same
+///   id and ends it.
+/// * `monitor_resolved` ends every alert of its monitor.
+/// * `ports_changed` and scan summaries concern no alert.
+pub fn alert_role(e: &EventData) -> AlertRole {
+    let incident = e
+        .port_event()
+        .map(|p| (&p.incident_id, &p.incident_kind))
+        .or_else(|| e.host_event().map(|h| (&h.incident_id, &h.incident_kind)));
+    match (incident, e.is_resolution()) {
+        (Some((id, kind)), true) => AlertRole::Resolves {
+            key: id.clone(),
+            fired_by: kind.clone(),
+        },
+        (Some((id, _)), false) => AlertRole::Fires { key: id.clone() },
+        (None, true) => AlertRole::ResolvesMonitor,
+        (None, false) => AlertRole::None,
+    }
+}
+
+/// Whether the event ends an alert (its delivery budget is then at least
+/// the time a firing alert lives without a re-post).
+pub fn is_resolution(e: &Envelope) -> bool {
+    matches!(
+        alert_role(&e.data),
+        AlertRole::Resolves { .. } | AlertRole::ResolvesMonitor
+    )
+}
+
+/// The address an event is about: its `address` (port and host events),
+/// else its monitor's host; `""` when it has neither.
+pub fn event_address(e: &EventData) -> String {
+    e.address().unwrap_or_else(|| e.host()).to_string()
+}
+
+/// A string field of the payload, if it has one (e.g. `first_seen`,
+/// `message`), read generically so new kinds need nothing here.
+pub(crate) fn payload_field(e: &EventData, field: &str) -> Option<String> {
+    serde_json::to_value(e)
+        .ok()?
+        .get(field)?
+        .as_str()
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
+}
