@@ -82,6 +82,14 @@ pub enum EventData {
     /// The monitor's last open incident resolved: everything is back to
     /// expected.
     MonitorResolved(MonitorEvent),
+    /// Sweeps fail or come back inconclusive: nothing is being watched.
+    ScanFailed(HealthEvent),
+    /// A sweep succeeded again (`scan_failed` ended).
+    ScanRecovered(HealthEvent),
+    /// A monitor had no conclusive full scan for more than twice its period.
+    MonitorStale(HealthEvent),
+    /// The stale monitor was scanned conclusively again (or removed).
+    MonitorFresh(HealthEvent),
     /// The summary of one scan.
     Scan(ScanReport),
 }
@@ -145,6 +153,30 @@ pub struct HostEvent {
     pub port_count: u64,
     /// For resolutions: as [`PortEvent::reason`].
     pub reason: Option<String>,
+    /// One line for humans.
+    pub message: String,
+}
+
+/// An event about Palisade's own health (`scan_failed`, `scan_recovered`,
+/// `monitor_stale`, `monitor_fresh`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HealthEvent {
+    /// The monitor, for `monitor_stale` / `monitor_fresh`; `""` for the
+    /// scanner's own events.
+    pub monitor: String,
+    /// The monitor's host; `""` for the scanner's own events.
+    pub host: String,
+    pub incident_id: String,
+    /// `"scan_failed"` or `"monitor_stale"`.
+    pub incident_kind: String,
+    pub severity: Severity,
+    /// When the incident began.
+    pub first_seen: String,
+    pub resolved_at: Option<String>,
+    /// For resolutions: `"observed"` or `"monitor_removed"`.
+    pub reason: Option<String>,
+    /// The sweep's error, for `scan_failed` / `scan_recovered`.
+    pub error: Option<String>,
     /// One line for humans.
     pub message: String,
 }
@@ -215,7 +247,7 @@ pub struct AddressReport {
 
 impl EventData {
     /// All kinds, in declaration order.
-    pub const KINDS: [&'static str; 10] = [
+    pub const KINDS: [&'static str; 14] = [
         "unexpected_port_open",
         "expected_port_down",
         "port_resolved",
@@ -225,6 +257,10 @@ impl EventData {
         "host_resolved",
         "ports_changed",
         "monitor_resolved",
+        "scan_failed",
+        "scan_recovered",
+        "monitor_stale",
+        "monitor_fresh",
         "scan",
     ];
 
@@ -240,6 +276,10 @@ impl EventData {
             EventData::HostResolved(_) => "host_resolved",
             EventData::PortsChanged(_) => "ports_changed",
             EventData::MonitorResolved(_) => "monitor_resolved",
+            EventData::ScanFailed(_) => "scan_failed",
+            EventData::ScanRecovered(_) => "scan_recovered",
+            EventData::MonitorStale(_) => "monitor_stale",
+            EventData::MonitorFresh(_) => "monitor_fresh",
             EventData::Scan(_) => "scan",
         }
     }
@@ -256,6 +296,10 @@ impl EventData {
             | EventData::HostResolved(h) => &h.monitor,
             EventData::PortsChanged(p) => &p.monitor,
             EventData::MonitorResolved(m) => &m.monitor,
+            EventData::ScanFailed(h)
+            | EventData::ScanRecovered(h)
+            | EventData::MonitorStale(h)
+            | EventData::MonitorFresh(h) => &h.monitor,
             EventData::Scan(s) => &s.monitor,
         }
     }
@@ -272,6 +316,10 @@ impl EventData {
             | EventData::HostResolved(h) => &h.host,
             EventData::PortsChanged(p) => &p.host,
             EventData::MonitorResolved(m) => &m.host,
+            EventData::ScanFailed(h)
+            | EventData::ScanRecovered(h)
+            | EventData::MonitorStale(h)
+            | EventData::MonitorFresh(h) => &h.host,
             EventData::Scan(s) => &s.host,
         }
     }
@@ -295,16 +343,38 @@ impl EventData {
             .filter(|a| !a.is_empty())
     }
 
-    /// The incident id, for port and host events.
+    /// The health event's data, for health events.
+    pub fn health_event(&self) -> Option<&HealthEvent> {
+        match self {
+            EventData::ScanFailed(h)
+            | EventData::ScanRecovered(h)
+            | EventData::MonitorStale(h)
+            | EventData::MonitorFresh(h) => Some(h),
+            _ => None,
+        }
+    }
+
+    /// The incident the event opens or ends, as (incident id, incident
+    /// kind): for port, host and health events.
+    pub fn incident(&self) -> Option<(&str, &str)> {
+        if let Some(p) = self.port_event() {
+            return Some((&p.incident_id, &p.incident_kind));
+        }
+        if let Some(h) = self.host_event() {
+            return Some((&h.incident_id, &h.incident_kind));
+        }
+        self.health_event()
+            .map(|h| (h.incident_id.as_str(), h.incident_kind.as_str()))
+    }
+
+    /// The incident id, for port, host and health events.
     pub fn incident_id(&self) -> Option<&str> {
-        self.port_event()
-            .map(|p| p.incident_id.as_str())
-            .or_else(|| self.host_event().map(|h| h.incident_id.as_str()))
+        self.incident().map(|(id, _)| id)
     }
 
     /// Whether the event ends an incident (`port_resolved`,
-    /// `host_reachable`, `host_resolved`) or a monitor's incidents
-    /// (`monitor_resolved`).
+    /// `host_reachable`, `host_resolved`, `scan_recovered`, `monitor_fresh`)
+    /// or a monitor's incidents (`monitor_resolved`).
     pub fn is_resolution(&self) -> bool {
         matches!(
             self,
@@ -312,6 +382,8 @@ impl EventData {
                 | EventData::HostReachable(_)
                 | EventData::HostResolved(_)
                 | EventData::MonitorResolved(_)
+                | EventData::ScanRecovered(_)
+                | EventData::MonitorFresh(_)
         )
     }
 
@@ -326,6 +398,10 @@ impl EventData {
             | EventData::HostReachable(h)
             | EventData::HostResolved(h) => h.severity,
             EventData::PortsChanged(p) => p.severity,
+            EventData::ScanFailed(h)
+            | EventData::ScanRecovered(h)
+            | EventData::MonitorStale(h)
+            | EventData::MonitorFresh(h) => h.severity,
             EventData::MonitorResolved(_) | EventData::Scan(_) => Severity::Normal,
         }
     }

@@ -6,7 +6,8 @@
 //!   index space, SYN cookies and pacing.
 //! * [`classify`]: the reply classifier: a reply record and the scan's key →
 //!   open, closed or invalid, and which probe it answers.
-//! * [`monitor`]: the per-port monitor state machine.
+//! * [`monitor`]: the monitor state machine (per address and port).
+//! * [`health`]: self-monitoring: failing sweeps and stale monitors.
 //! * [`plan`]: the sweep planner: which monitors are due, which ports a scan
 //!   must keep, which ports to re-check, when a scan counts as conclusive.
 //!
@@ -18,6 +19,7 @@
 
 pub mod address;
 pub mod classify;
+pub mod health;
 pub mod monitor;
 pub mod plan;
 pub mod probe;

@@ -151,6 +151,24 @@ pub fn human_line(e: &Envelope) -> String {
             clean(&m.host),
             clean(&m.message),
         ),
+        EventData::ScanFailed(h) | EventData::MonitorStale(h) => format!(
+            "{time} {} {} {}: {} (since {}, incident {})",
+            severity_word(h.severity),
+            e.kind(),
+            clean(&h.monitor),
+            clean(&h.message),
+            clean(&h.first_seen),
+            clean(&h.incident_id),
+        ),
+        EventData::ScanRecovered(h) | EventData::MonitorFresh(h) => format!(
+            "{time} RESOLVED {} {}: {} (since {}, resolved {}, incident {})",
+            e.kind(),
+            clean(&h.monitor),
+            clean(&h.message),
+            clean(&h.first_seen),
+            h.resolved_at.as_deref().map_or(Cow::Borrowed("?"), clean),
+            clean(&h.incident_id),
+        ),
         EventData::Scan(s) => scan_line(&time, s),
     }
 }

@@ -25,23 +25,22 @@ pub enum AlertRole {
 /// The role of an event.
 ///
 /// * Incidents (`unexpected_port_open`, `expected_port_down`,
-///   `host_unreachable`, `host_answers_all_ports`) fire the alert keyed by
-///   their `incident_id`; the event that resolves the incident
-///   (`port_resolved`, `host_reachable`, `host_resolved`) carries the same
-///   id and ends it.
+///   `host_unreachable`, `host_answers_all_ports`, `scan_failed`,
+///   `monitor_stale`) fire the alert keyed by their `incident_id`; the event
+///   that resolves the incident (`port_resolved`, `host_reachable`,
+///   `host_resolved`, `scan_recovered`, `monitor_fresh`) carries the same id
+///   and ends it.
 /// * `monitor_resolved` ends every alert of its monitor.
 /// * `ports_changed` and scan summaries concern no alert.
 pub fn alert_role(e: &EventData) -> AlertRole {
-    let incident = e
-        .port_event()
-        .map(|p| (&p.incident_id, &p.incident_kind))
-        .or_else(|| e.host_event().map(|h| (&h.incident_id, &h.incident_kind)));
-    match (incident, e.is_resolution()) {
+    match (e.incident(), e.is_resolution()) {
         (Some((id, kind)), true) => AlertRole::Resolves {
-            key: id.clone(),
-            fired_by: kind.clone(),
+            key: id.to_string(),
+            fired_by: kind.to_string(),
         },
-        (Some((id, _)), false) => AlertRole::Fires { key: id.clone() },
+        (Some((id, _)), false) => AlertRole::Fires {
+            key: id.to_string(),
+        },
         (None, true) => AlertRole::ResolvesMonitor,
         (None, false) => AlertRole::None,
     }

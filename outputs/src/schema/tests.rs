@@ -37,6 +37,21 @@ fn host_event(kind: &str, severity: Severity, resolved: bool) -> HostEvent {
     }
 }
 
+fn health_event(kind: &str, severity: Severity, resolved: bool) -> HealthEvent {
+    HealthEvent {
+        monitor: "web-1".into(),
+        host: "web1.example.net".into(),
+        incident_id: format!("web-1-{kind}-1"),
+        incident_kind: kind.into(),
+        severity,
+        first_seen: "2026-01-02T03:04:05Z".into(),
+        resolved_at: resolved.then(|| "2026-01-02T04:00:00Z".into()),
+        reason: resolved.then(|| "observed".into()),
+        error: (kind == "scan_failed").then(|| "no route to 198.18.0.2".into()),
+        message: "sweeps fail".into(),
+    }
+}
+
 pub(crate) fn samples() -> Vec<Envelope> {
     let datas = vec![
         EventData::UnexpectedPortOpen(port_event("unexpected_port_open", Severity::High, false)),
@@ -64,6 +79,10 @@ pub(crate) fn samples() -> Vec<Envelope> {
             host: "web1.example.net".into(),
             message: "host reachable again".into(),
         }),
+        EventData::ScanFailed(health_event("scan_failed", Severity::Critical, false)),
+        EventData::ScanRecovered(health_event("scan_failed", Severity::Normal, true)),
+        EventData::MonitorStale(health_event("monitor_stale", Severity::High, false)),
+        EventData::MonitorFresh(health_event("monitor_stale", Severity::Normal, true)),
         EventData::Scan(ScanReport {
             monitor: "web-1".into(),
             host: "web1.example.net".into(),
@@ -104,8 +123,8 @@ fn new_fills_type_and_subject() {
     assert_eq!(s[3].subject, "web-1/198.18.0.2");
     assert_eq!(s[7].subject, "web-1");
     assert_eq!(s[8].subject, "web-1");
-    assert_eq!(s[9].subject, "web-1");
-    assert_eq!(s[9].ty, "io.palisade.scan.v2");
+    assert_eq!(s[13].subject, "web-1");
+    assert_eq!(s[13].ty, "io.palisade.scan.v2");
     let mut v6 = s[0].clone();
     if let EventData::UnexpectedPortOpen(p) = &mut v6.data {
         p.address = "2001:2::2".into();
@@ -122,7 +141,7 @@ fn new_fills_type_and_subject() {
     assert_eq!(s[1].data.severity(), Severity::Normal);
     assert_eq!(s[3].data.severity(), Severity::Critical);
     assert_eq!(s[7].data.severity(), Severity::High);
-    assert_eq!(s[9].data.severity(), Severity::Normal);
+    assert_eq!(s[9].data.severity(), Severity::Critical);
     let resolutions: Vec<bool> = s.iter().map(|e| e.data.is_resolution()).collect();
     assert_eq!(
         resolutions,
@@ -145,7 +164,7 @@ fn nats_subjects() {
         s[2].nats_subject("acme.palisade"),
         "acme.palisade.events.port_resolved.web-1"
     );
-    assert_eq!(s[9].nats_subject("palisade"), "palisade.scans.web-1");
+    assert_eq!(s[13].nats_subject("palisade"), "palisade.scans.web-1");
     assert_eq!(
         s[3].nats_subject("palisade"),
         "palisade.events.host_unreachable.web-1"
