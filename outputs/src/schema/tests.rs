@@ -146,8 +146,13 @@ fn new_fills_type_and_subject() {
     assert_eq!(
         resolutions,
         [
-            false, false, true, false, false, true, true, false, true, false
+            false, false, true, false, false, true, true, false, true, false, true, false, true,
+            false
         ]
+    );
+    assert_eq!(
+        s[9].data.incident(),
+        Some(("web-1-scan_failed-1", "scan_failed"))
     );
     assert_eq!(s[3].data.address(), Some("198.18.0.2"));
     assert_eq!(s[7].data.address(), None);
