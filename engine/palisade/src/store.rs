@@ -13,6 +13,7 @@ use std::path::Path;
 use rusqlite::{Connection, OptionalExtension, params};
 use thiserror::Error;
 
+use palisade_core::health::HealthState;
 use palisade_core::monitor::{Event, HostIncidentKind, Millis, MonitorState, PortRanges, Step};
 use palisade_core::plan::{SavedMonitor, ScanFacts, ScanKind};
 
@@ -128,6 +129,11 @@ CREATE TABLE scan_addresses (
 ALTER TABLE state_changes ADD COLUMN address TEXT;
 ALTER TABLE incidents ADD COLUMN address TEXT;
 ALTER TABLE incidents ADD COLUMN ports TEXT;
+-- Self-monitoring (palisade_core::health): one row, the JSON of HealthState.
+CREATE TABLE health (
+    id    INTEGER PRIMARY KEY CHECK (id = 1),
+    state TEXT NOT NULL
+);
 "#,
 ];
 
@@ -391,6 +397,52 @@ impl Store {
             "DELETE FROM monitor_state WHERE monitor = ?1",
             params![monitor],
         )?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// The self-monitoring state saved by [`Store::record_health`] (healthy
+    /// if none was).
+    pub fn load_health(&self) -> Result<HealthState, StoreError> {
+        let text: Option<String> = self
+            .conn
+            .query_row("SELECT state FROM health WHERE id = 1", [], |r| r.get(0))
+            .optional()?;
+        match text {
+            None => Ok(HealthState::new()),
+            Some(text) => serde_json::from_str(&text).map_err(|source| StoreError::State {
+                monitor: "(health)".into(),
+                source,
+            }),
+        }
+    }
+
+    /// Saves the self-monitoring state and the outbox rows of the events it
+    /// produced (each with its monitor, `""` for the scanner's own), in one
+    /// transaction.
+    pub fn record_health(
+        &mut self,
+        state: &HealthState,
+        outbox: &[(String, OutboxEntry)],
+        at: Millis,
+    ) -> Result<(), StoreError> {
+        let json = serde_json::to_string(state).map_err(|source| StoreError::State {
+            monitor: "(health)".into(),
+            source,
+        })?;
+        let tx = self.conn.transaction()?;
+        tx.execute(
+            "INSERT INTO health (id, state) VALUES (1, ?1)
+             ON CONFLICT (id) DO UPDATE SET state = excluded.state",
+            params![json],
+        )?;
+        for (monitor, e) in outbox {
+            tx.execute(
+                "INSERT OR IGNORE INTO outbox (event_id, kind, monitor, payload, created_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![e.id, e.kind, monitor, e.payload, at],
+            )?;
+        }
         tx.commit()?;
         Ok(())
     }

@@ -5,13 +5,14 @@
 
 use std::time::{Duration, UNIX_EPOCH};
 
+use palisade_core::health::HealthEvent;
 use palisade_core::monitor::{
     Event, HostIncident, HostIncidentKind, Incident, IncidentKind, Millis, Priority,
 };
 use palisade_core::plan::ScanFacts;
 use palisade_outputs::schema::{
-    AddressReport, Envelope, EventData, HostEvent, MonitorEvent, PortEvent, PortsChange,
-    PortsChangedEvent, ScanReport, Severity,
+    AddressReport, Envelope, EventData, HealthEvent as SchemaHealthEvent, HostEvent, MonitorEvent,
+    PortEvent, PortsChange, PortsChangedEvent, ScanReport, Severity,
 };
 
 use crate::store::OutboxEntry;
@@ -144,6 +145,85 @@ pub fn envelope(event: &Event, host: &str, source: &str) -> Envelope {
             monitor: monitor.clone(),
             host: host.to_string(),
             message: "everything back to expected".into(),
+        }),
+    };
+    Envelope::new(event.id(), source.to_string(), rfc3339(event.at()), data)
+}
+
+/// The envelope of a self-monitoring event; `host` is the monitor's host
+/// (`""` for the scanner's own events).
+pub fn health_envelope(event: &HealthEvent, host: &str, source: &str) -> Envelope {
+    let (kind, severity) = match event {
+        HealthEvent::ScanFailed(_) | HealthEvent::ScanRecovered { .. } => {
+            ("scan_failed", Severity::Critical)
+        }
+        HealthEvent::MonitorStale { .. } | HealthEvent::MonitorFresh { .. } => {
+            ("monitor_stale", Severity::High)
+        }
+    };
+    let base = |first_seen: Millis, message: String| SchemaHealthEvent {
+        monitor: event.monitor().to_string(),
+        host: host.to_string(),
+        incident_id: event.incident_id(),
+        incident_kind: kind.to_string(),
+        severity,
+        first_seen: rfc3339(first_seen),
+        resolved_at: None,
+        reason: None,
+        error: None,
+        message,
+    };
+    let data = match event {
+        HealthEvent::ScanFailed(f) => EventData::ScanFailed(SchemaHealthEvent {
+            error: Some(f.error.clone()),
+            ..base(
+                f.since,
+                format!("sweeps fail, nothing is being watched: {}", f.error),
+            )
+        }),
+        HealthEvent::ScanRecovered { failure, at } => EventData::ScanRecovered(SchemaHealthEvent {
+            error: Some(failure.error.clone()),
+            resolved_at: Some(rfc3339(*at)),
+            reason: Some("observed".into()),
+            severity: Severity::Normal,
+            ..base(failure.since, "sweeps succeed again".into())
+        }),
+        HealthEvent::MonitorStale {
+            monitor,
+            staleness,
+            every_ms,
+        } => EventData::MonitorStale(base(
+            staleness.since,
+            format!(
+                "{monitor} has had no conclusive scan since {} (more than twice its period of {})",
+                rfc3339(staleness.last_conclusive),
+                humantime::format_duration(Duration::from_millis(*every_ms)),
+            ),
+        )),
+        HealthEvent::MonitorFresh {
+            monitor,
+            staleness,
+            at,
+            scanned,
+        } => EventData::MonitorFresh(SchemaHealthEvent {
+            resolved_at: Some(rfc3339(*at)),
+            reason: Some(
+                if *scanned {
+                    "observed"
+                } else {
+                    "monitor_removed"
+                }
+                .into(),
+            ),
+            severity: Severity::Normal,
+            ..base(
+                staleness.since,
+                if *scanned {
+                    format!("{monitor} was scanned conclusively again")
+                } else {
+                    format!("{monitor} was removed from the configuration")
+                },
+            )
         }),
     };
     Envelope::new(event.id(), source.to_string(), rfc3339(event.at()), data)

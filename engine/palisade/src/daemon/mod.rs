@@ -14,6 +14,7 @@
 
 pub mod delivery;
 pub mod envelope;
+mod health;
 pub mod sweep;
 
 use std::collections::BTreeMap;
@@ -26,6 +27,7 @@ use thiserror::Error;
 use crate::config::{self, Config, ConfigErrors};
 use crate::store::{Store, StoreError};
 use delivery::OutboxDelivery;
+use palisade_core::health::HealthState;
 use palisade_core::monitor::{Millis, MonitorState};
 use palisade_core::plan::{self, SweepPlan, SweepSchedule};
 
@@ -106,6 +108,14 @@ pub struct Daemon {
     delivery: OutboxDelivery,
     source: String,
     events: u64,
+    /// Self-monitoring: failing sweeps, stale monitors.
+    health: HealthState,
+    /// The start of each monitor's last conclusive full scan.
+    last_conclusive: BTreeMap<String, Millis>,
+    /// When this daemon started: the age of a monitor never scanned.
+    started: Millis,
+    /// A monitor was scanned conclusively since the last staleness check.
+    ages_changed: bool,
 }
 
 impl std::fmt::Debug for Daemon {
@@ -125,7 +135,13 @@ impl Daemon {
         let config = config::load(&options.config_path)?;
         let store = Store::open(&config.store.path)?;
         let now = now_ms();
-        let recovered = plan::recover(&config.monitors, store.load_states()?, now);
+        let saved = store.load_states()?;
+        let last_conclusive = saved
+            .iter()
+            .filter_map(|(name, s)| Some((name.clone(), s.last_full?)))
+            .collect();
+        let health = store.load_health()?;
+        let recovered = plan::recover(&config.monitors, saved, now);
         let delivery =
             OutboxDelivery::new(delivery::sink_specs(&config.sinks, options.events.as_ref()))
                 .map_err(DaemonError::Runtime)?;
@@ -138,6 +154,10 @@ impl Daemon {
             delivery,
             source: source(),
             events: 0,
+            health,
+            last_conclusive,
+            started: now,
+            ages_changed: true,
         };
         for (name, state) in recovered.removed {
             daemon.remove_monitor(&name, state, now)?;
@@ -207,6 +227,7 @@ impl Daemon {
                 tracing::error!("reload failed, keeping the old configuration: {e}");
             }
             let now = now_ms();
+            self.check_staleness(now)?;
             if let Some(plan) = self.schedule.take_due(now) {
                 outcome.inconclusive |= !self.sweep(&plan, stop)?;
                 outcome.sweeps += 1;

@@ -7,7 +7,7 @@ use std::sync::atomic::AtomicBool;
 
 use palisade_core::monitor::{Millis, MonitorSpec, MonitorState, Step};
 use palisade_core::plan::{
-    ScanFacts, SweepEnd, SweepPlan, SweepReplies, SweepResult, SweepTargets,
+    ScanFacts, ScanKind, SweepEnd, SweepPlan, SweepReplies, SweepResult, SweepTargets,
 };
 use palisade_core::probe::Sweep;
 use palisade_dataplane::scan::{self, Progress, ScanConfig};
@@ -120,8 +120,12 @@ impl Daemon {
             self.events += decided.step.events.len() as u64;
             self.schedule
                 .after_scan(&spec, &decided.scan, decided.step.recheck);
+            if decided.scan.kind() == ScanKind::Full && decided.scan.conclusive() {
+                self.scanned_conclusively(&spec.name, decided.scan.started);
+            }
             self.states.insert(spec.name, decided.state);
         }
+        self.after_sweep_health(result.finished, result.end.failure())?;
         self.drain()?;
         Ok(result.end.failure().is_none())
     }
@@ -139,8 +143,10 @@ impl Daemon {
             return Ok((SweepEnd::NothingResolved, replies));
         }
         let ports = targets.ports();
-        let sweep = Sweep::new(&targets.targets, &ports, started as u64)
-            .map_err(|e| DaemonError::Scan(e.to_string()))?;
+        let sweep = match Sweep::new(&targets.targets, &ports, started as u64) {
+            Ok(sweep) => sweep,
+            Err(e) => return Ok((SweepEnd::Failed(e.to_string()), replies)),
+        };
         tracing::info!(
             hosts = sweep.host_count(),
             ports = ports.len(),
