@@ -328,3 +328,99 @@ fn sighup_reloads_the_configuration() {
     );
     assert_eq!(events[1]["reason"], "config_changed");
 }
+
+#[test]
+fn a_scan_interface_gone_is_scan_failed_then_monitor_stale_and_both_resolve() {
+    let mut case = DaemonCase::new(
+        "health",
+        "every = \"2s\"\nconfirm = 2\nrecheck = \"off\"",
+        300_000,
+    );
+    case.listen(&[22, 80, 443]);
+    let mut child = KillOnDrop(
+        case.command(&[
+            "run",
+            "-c",
+            path(&case.config),
+            "--events",
+            path(&case.events),
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap(),
+    );
+    let wait_for = |case: &DaemonCase, kind: &str| {
+        let start = Instant::now();
+        while !case.events().iter().any(|e| e["kind"] == kind) {
+            assert!(
+                start.elapsed() < Duration::from_secs(60),
+                "no {kind}: {:?}",
+                kinds(&case.events())
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    };
+    let store = || palisade::store::Store::open(&case.dir.join("palisade.db")).unwrap();
+    let start = Instant::now();
+    while store().scan_count().unwrap() < 1 {
+        assert!(start.elapsed() < Duration::from_secs(30), "no first scan");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // The scan interface goes away under the running daemon.
+    let link = |state: &str| {
+        let o = case
+            .tb
+            .in_scanner("ip")
+            .args(["link", "set", case.tb.scanner_if(), state])
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", stderr(&o));
+    };
+    link("down");
+    wait_for(&case, "scan_failed");
+    wait_for(&case, "monitor_stale");
+    let failed = case
+        .events()
+        .into_iter()
+        .find(|e| e["kind"] == "scan_failed")
+        .unwrap();
+    assert_eq!(failed["severity"], "critical");
+    assert!(
+        failed["error"].as_str().is_some_and(|e| !e.is_empty()),
+        "{failed}"
+    );
+    // Back: both resolve.
+    link("up");
+    wait_for(&case, "scan_recovered");
+    wait_for(&case, "monitor_fresh");
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(child.wait().unwrap().success());
+    let got: Vec<String> = case
+        .events()
+        .iter()
+        .map(|e| e["kind"].as_str().unwrap().to_string())
+        .collect();
+    // One incident each, opened then resolved; nothing about ports.
+    assert_eq!(
+        got,
+        [
+            "scan_failed",
+            "monitor_stale",
+            "scan_recovered",
+            "monitor_fresh"
+        ],
+        "{:?}",
+        case.events()
+    );
+    let ids: Vec<String> = case
+        .events()
+        .iter()
+        .map(|e| e["id"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(ids[0].replace(":opened", ":resolved"), ids[2]);
+    assert_eq!(ids[1].replace(":opened", ":resolved"), ids[3]);
+}

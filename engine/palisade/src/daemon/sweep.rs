@@ -125,7 +125,11 @@ impl Daemon {
             }
             self.states.insert(spec.name, decided.state);
         }
-        self.after_sweep_health(result.finished, result.end.failure())?;
+        // A sweep stopped on purpose (SIGTERM) says nothing of the scanner's
+        // health; every other failure is `scan_failed`.
+        if result.end != SweepEnd::Interrupted {
+            self.after_sweep_health(result.finished, result.end.failure())?;
+        }
         self.drain()?;
         Ok(result.end.failure().is_none())
     }
