@@ -12,6 +12,10 @@
 //                                                   open, else RST|ACK
 //   TCP RST to the block (the scanner's answer
 //   to our SYN-ACK)                              -> dropped, silently
+//   ICMP echo request / ICMPv6 echo request to
+//   a host of the block                          -> echo reply (same id, seq
+//                                                   and data), unless the host
+//                                                   is silent or in `noicmp`
 //   anything else                                -> XDP_PASS
 //
 // Ground truth (mirrored exactly by testbed/src/fleet.rs; keep in sync):
@@ -29,10 +33,24 @@
 //   scale(h, n)  = (h * n) >> 32, computed in 64 bits
 //
 // Host classes: a silent host answers ARP/NDP (it is "up", its packets are
-// dropped by a filter in front of it) but never a SYN, not even on an
-// explicit pair; a firewalled host answers SYN-ACK on open ports and
-// nothing on closed ones; a SYN-proxy host answers SYN-ACK on every port; a
-// normal host answers SYN-ACK or RST|ACK.
+// dropped by a filter in front of it) but never a SYN nor an echo request,
+// not even on an explicit pair; a firewalled host answers SYN-ACK on open
+// ports and nothing on closed ones; a SYN-proxy host answers SYN-ACK on
+// every port; a normal host answers SYN-ACK or RST|ACK. Every host but a
+// silent one answers echo, except those in the `noicmp` map (they drop
+// ICMP and still answer TCP).
+//
+// Per address, the `forge` map makes every TCP answer of that host
+// defective in one way (FORGE_*): a bad IPv4 header checksum, a bad TCP
+// checksum, an IPv4 fragment (more-fragments set: an incomplete first
+// fragment), a TCP data offset of 15 (60 bytes) past the IP total length
+// (the checksum still right), or an 802.1Q tag (VLAN 100) added to an
+// untagged frame. The first and third are IPv4 only. A scanner that accepts
+// only what the kernel would accept sees no answer from such a host.
+//
+// With `count_hosts`, the `hits` map counts per address the SYNs received
+// (all of them, whatever the class) and the first and last time one
+// arrived (bpf_ktime_get_ns), for the rate one address received.
 //
 // Then, for every TCP answer: `loss_permille` of them are dropped at random
 // (bpf_get_prandom_u32), and with `rate_limit` > 0 a token bucket per host
@@ -56,8 +74,9 @@
 // fleet` therefore attaches in generic mode unless told otherwise.
 //
 // Parses Ethernet with at most one VLAN tag (802.1Q or 802.1ad, kept in the
-// answer), IPv4 with any header length (first fragments only) and IPv6 with
-// TCP or ICMPv6 as the first next header.
+// answer), IPv4 with any header length (no fragments) and IPv6 with
+// TCP or ICMPv6 as the first next header. Echo requests are answered only
+// with a 20-byte IPv4 header.
 
 #include "common.h"
 
@@ -82,6 +101,7 @@ struct config {
 	__u8 mac[6];               // our MAC (the interface's): ARP/NDP answers
 	__u8 has_v4;               // the IPv4 block is configured
 	__u8 has_v6;               // the IPv6 block is configured
+	__u32 count_hosts;         // 1: count SYNs per address in `hits`
 };
 
 // An (address, port) pair that is always open (except on silent hosts).
@@ -97,6 +117,21 @@ struct host {
 	__u8 addr[16];
 	__u32 family;
 };
+
+// Per address: SYNs received and when the first and last arrived.
+struct hits {
+	__u64 syns;
+	__u64 first_ns;
+	__u64 last_ns;
+};
+
+#define FORGE_IP_CHECKSUM 1
+#define FORGE_TCP_CHECKSUM 2
+#define FORGE_FRAGMENT 3
+#define FORGE_DATA_OFFSET 4
+#define FORGE_VLAN 5
+
+#define FORGE_VLAN_ID 100
 
 struct bucket {
 	__u64 last_ns;
@@ -116,7 +151,10 @@ enum counter {
 	CNT_FILTERED = 9,          // SYNs to closed ports of firewalled hosts, dropped
 	CNT_RSTS_IN = 10,          // RSTs to the block (scanner answers), dropped
 	CNT_TX_ERRORS = 11,        // answers that could not be built (resize failed)
-	CNT_MAX = 12,
+	CNT_ECHO = 12,             // echo requests answered
+	CNT_ECHO_DROPPED = 13,     // echo requests to silent or `noicmp` hosts, dropped
+	CNT_FORGED = 14,           // TCP answers made defective (`forge`)
+	CNT_MAX = 15,
 };
 
 struct {
@@ -140,7 +178,39 @@ struct {
 	__type(value, struct bucket);
 } buckets SEC(".maps");
 
+// Hosts that drop ICMP (answer TCP, never echo).
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 1024);
+	__type(key, struct host);
+	__type(value, __u8);
+} noicmp SEC(".maps");
+
+// Hosts whose TCP answers are made defective: FORGE_*.
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 1024);
+	__type(key, struct host);
+	__type(value, __u8);
+} forge SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 131072);
+	__type(key, struct host);
+	__type(value, struct hits);
+} hits SEC(".maps");
+
 #include "counters.h"
+
+// The map key of a 4- or 16-byte address.
+static __always_inline void host_key(struct host *key, const __u8 *a, int v6)
+{
+	__builtin_memcpy(key->addr, a, 4);
+	if (v6)
+		__builtin_memcpy(key->addr + 4, a + 4, 12);
+	key->family = v6 ? 6 : 4;
+}
 
 // ---------------------------------------------------------------------------
 // MurmurHash3_x86_32 over 32-bit words
@@ -269,10 +339,7 @@ static __always_inline int take_token(const struct config *cfg, const __u8 *a, i
 	if (!rate)
 		return 1;
 	struct host key = {};
-	__builtin_memcpy(key.addr, a, 4);
-	if (v6)
-		__builtin_memcpy(key.addr + 4, a + 4, 12);
-	key.family = v6 ? 6 : 4;
+	host_key(&key, a, v6);
 	__u64 now = bpf_ktime_get_ns();
 	__u64 cap = rate * NSEC;
 	struct bucket *b = bpf_map_lookup_elem(&buckets, &key);
@@ -455,10 +522,32 @@ struct syn_info {
 	__u32 seq;        // theirs, host order
 };
 
+// Counts one SYN to `a` in `hits`.
+static __always_inline void count_hit(const __u8 *a, int v6)
+{
+	struct host key = {};
+	host_key(&key, a, v6);
+	__u64 now = bpf_ktime_get_ns();
+	struct hits *h = bpf_map_lookup_elem(&hits, &key);
+	if (!h) {
+		struct hits fresh = { .syns = 1, .first_ns = now, .last_ns = now };
+		if (bpf_map_update_elem(&hits, &key, &fresh, BPF_NOEXIST) == 0)
+			return;
+		// Another CPU inserted it meanwhile.
+		h = bpf_map_lookup_elem(&hits, &key);
+		if (!h)
+			return;
+	}
+	__sync_fetch_and_add(&h->syns, 1);
+	h->last_ns = now;
+}
+
 static __always_inline int answer_syn(struct xdp_md *ctx, const struct config *cfg,
 				      __u32 l3off, int v6, const struct syn_info *in)
 {
 	count(CNT_SYNS);
+	if (cfg->count_hosts)
+		count_hit(in->daddr, v6);
 	enum host_class cls = classify(cfg, in->daddr, v6);
 	if (cls == SILENT) {
 		count(CNT_SILENT);
@@ -511,9 +600,22 @@ static __always_inline int answer_syn(struct xdp_md *ctx, const struct config *c
 		tcp.rst = 1;
 	}
 
+	struct host fkey = {};
+	host_key(&fkey, in->daddr, v6);
+	__u8 *fmode = bpf_map_lookup_elem(&forge, &fkey);
+	__u8 defect = fmode ? *fmode : 0;
+	if (defect)
+		count(CNT_FORGED);
+	// A VLAN tag goes on untagged frames only.
+	int add_tag = defect == FORGE_VLAN && l3off == sizeof(struct ethhdr);
+
 	int old_len = (int)(ctx->data_end - ctx->data);
 	int new_len = (int)l3off + (v6 ? (int)sizeof(struct tcp6_reply) : (int)sizeof(struct tcp4_reply));
 	if (new_len != old_len && bpf_xdp_adjust_tail(ctx, new_len - old_len) != 0) {
+		count(CNT_TX_ERRORS);
+		return XDP_DROP;
+	}
+	if (add_tag && bpf_xdp_adjust_head(ctx, -4) != 0) {
 		count(CNT_TX_ERRORS);
 		return XDP_DROP;
 	}
@@ -525,6 +627,15 @@ static __always_inline int answer_syn(struct xdp_md *ctx, const struct config *c
 	__builtin_memcpy(eth->h_dest, in->smac, 6);
 	__builtin_memcpy(eth->h_source, cfg->mac, 6);
 	void *out = data + l3off;
+	if (add_tag) {
+		__be16 *tag = (void *)(eth + 1);
+		if ((void *)(tag + 2) > data_end)
+			return XDP_DROP;
+		eth->h_proto = bpf_htons(ETH_P_8021Q);
+		tag[0] = bpf_htons(FORGE_VLAN_ID);
+		tag[1] = bpf_htons(v6 ? ETH_P_IPV6 : ETH_P_IP);
+		out = data + sizeof(struct ethhdr) + 4;
+	}
 
 	if (v6) {
 		struct tcp6_reply r = {};
@@ -535,11 +646,15 @@ static __always_inline int answer_syn(struct xdp_md *ctx, const struct config *c
 		__builtin_memcpy(&r.ip.saddr, in->daddr, 16);
 		__builtin_memcpy(&r.ip.daddr, in->saddr, 16);
 		r.tcp = tcp;
+		if (defect == FORGE_DATA_OFFSET)
+			r.tcp.doff = 15;
 		__u32 sum = sum16(0, &r.ip.saddr, 32);
 		sum += bpf_htons(sizeof(struct tcphdr));
 		sum += bpf_htons(IPPROTO_TCP);
 		sum = sum16(sum, &r.tcp, sizeof(r.tcp));
 		r.tcp.check = fold(sum);
+		if (defect == FORGE_TCP_CHECKSUM)
+			r.tcp.check ^= 0x0101;
 		if (out + sizeof(r) > data_end)
 			return XDP_DROP;
 		__builtin_memcpy(out, &r, sizeof(r));
@@ -548,23 +663,111 @@ static __always_inline int answer_syn(struct xdp_md *ctx, const struct config *c
 		r.ip.version = 4;
 		r.ip.ihl = 5;
 		r.ip.tot_len = bpf_htons(sizeof(r));
-		r.ip.frag_off = bpf_htons(0x4000); // DF
+		// DF; a forged fragment has more-fragments set instead.
+		r.ip.frag_off = bpf_htons(defect == FORGE_FRAGMENT ? 0x2000 : 0x4000);
 		r.ip.ttl = 64;
 		r.ip.protocol = IPPROTO_TCP;
 		__builtin_memcpy(&r.ip.saddr, in->daddr, 4);
 		__builtin_memcpy(&r.ip.daddr, in->saddr, 4);
 		r.ip.check = fold(sum16(0, &r.ip, sizeof(r.ip)));
+		if (defect == FORGE_IP_CHECKSUM)
+			r.ip.check ^= 0x0101;
 		r.tcp = tcp;
+		if (defect == FORGE_DATA_OFFSET)
+			r.tcp.doff = 15;
 		__u32 sum = sum16(0, &r.ip.saddr, 8);
 		sum += bpf_htons(sizeof(struct tcphdr));
 		sum += bpf_htons(IPPROTO_TCP);
 		sum = sum16(sum, &r.tcp, sizeof(r.tcp));
 		r.tcp.check = fold(sum);
+		if (defect == FORGE_TCP_CHECKSUM)
+			r.tcp.check ^= 0x0101;
 		if (out + sizeof(r) > data_end)
 			return XDP_DROP;
 		__builtin_memcpy(out, &r, sizeof(r));
 	}
 	count(open ? CNT_SYN_ACKS : CNT_RSTS);
+	return XDP_TX;
+}
+
+// Whether host `a` answers echo: not silent, not in `noicmp`. Counts a
+// refused request.
+static __always_inline int answers_echo(const struct config *cfg, const __u8 *a, int v6)
+{
+	struct host key = {};
+	host_key(&key, a, v6);
+	if (classify(cfg, a, v6) == SILENT || bpf_map_lookup_elem(&noicmp, &key)) {
+		count(CNT_ECHO_DROPPED);
+		return 0;
+	}
+	return 1;
+}
+
+// RFC 1624: the checksum `check` after the 16-bit word `old` became `new`
+// (all three as found in the packet).
+static __always_inline __u16 csum_replace(__u16 check, __u16 old, __u16 new)
+{
+	__u32 sum = (__u16)~check;
+	sum += (__u16)~old;
+	sum += new;
+	return fold(sum);
+}
+
+static __always_inline void swap_macs(struct ethhdr *eth, const struct config *cfg)
+{
+	__builtin_memcpy(eth->h_dest, eth->h_source, 6);
+	__builtin_memcpy(eth->h_source, cfg->mac, 6);
+}
+
+// An ICMP echo request to a host of the block, answered in place.
+static __always_inline int echo4(struct xdp_md *ctx, const struct config *cfg, struct ethhdr *eth,
+				 struct iphdr *ip)
+{
+	void *data_end = (void *)(long)ctx->data_end;
+	if (ip->ihl != 5)
+		return pass();
+	__u8 *icmp = (void *)(ip + 1);
+	if ((void *)(icmp + 8) > data_end)
+		return pass();
+	if (icmp[0] != 8 || icmp[1] != 0)
+		return pass();
+	if (!answers_echo(cfg, (const __u8 *)&ip->daddr, 0))
+		return XDP_DROP;
+	__be32 them = ip->saddr;
+	ip->saddr = ip->daddr;
+	ip->daddr = them;
+	ip->ttl = 64;
+	ip->check = 0;
+	ip->check = fold(sum16(0, ip, sizeof(*ip)));
+	__u16 *check = (void *)(icmp + 2);
+	*check = csum_replace(*check, bpf_htons(0x0800), 0); // type 8 -> 0
+	icmp[0] = 0;
+	swap_macs(eth, cfg);
+	count(CNT_ECHO);
+	return XDP_TX;
+}
+
+// An ICMPv6 echo request to a host of the block, answered in place.
+static __always_inline int echo6(struct xdp_md *ctx, const struct config *cfg, struct ethhdr *eth,
+				 struct ipv6hdr *ip6)
+{
+	void *data_end = (void *)(long)ctx->data_end;
+	__u8 *icmp = (void *)(ip6 + 1);
+	if ((void *)(icmp + 8) > data_end)
+		return pass();
+	if (icmp[0] != 128 || icmp[1] != 0)
+		return pass();
+	if (!answers_echo(cfg, (const __u8 *)&ip6->daddr, 1))
+		return XDP_DROP;
+	struct in6_addr them = ip6->saddr;
+	ip6->saddr = ip6->daddr;
+	ip6->daddr = them;
+	ip6->hop_limit = 64;
+	__u16 *check = (void *)(icmp + 2);
+	*check = csum_replace(*check, bpf_htons(0x8000), bpf_htons(0x8100)); // 128 -> 129
+	icmp[0] = 129;
+	swap_macs(eth, cfg);
+	count(CNT_ECHO);
 	return XDP_TX;
 }
 
@@ -615,11 +818,13 @@ int palisade_responder(struct xdp_md *ctx)
 		struct iphdr *ip = l3;
 		if ((void *)(ip + 1) > data_end)
 			return pass();
-		if (ip->protocol != IPPROTO_TCP || ip->ihl < 5)
-			return pass();
-		if (ip->frag_off & bpf_htons(0x1fff))
+		if (ip->ihl < 5 || (ip->frag_off & bpf_htons(0x3fff)))
 			return pass();
 		if (!in_v4_block(cfg, ip->daddr))
+			return pass();
+		if (ip->protocol == IPPROTO_ICMP)
+			return echo4(ctx, cfg, eth, ip);
+		if (ip->protocol != IPPROTO_TCP)
 			return pass();
 		__builtin_memcpy(in.saddr, &ip->saddr, 4);
 		__builtin_memcpy(in.daddr, &ip->daddr, 4);
@@ -630,8 +835,13 @@ int palisade_responder(struct xdp_md *ctx)
 		struct ipv6hdr *ip6 = l3;
 		if ((void *)(ip6 + 1) > data_end)
 			return pass();
-		if (ip6->nexthdr == 58) // ICMPv6
+		if (ip6->nexthdr == 58) { // ICMPv6
+			__u8 *icmp = (void *)(ip6 + 1);
+			if ((void *)(icmp + 1) <= data_end && icmp[0] == 128 &&
+			    in_v6_block(cfg, (const __u8 *)&ip6->daddr))
+				return echo6(ctx, cfg, eth, ip6);
 			return answer_ns(ctx, cfg, l3off, ip6);
+		}
 		if (ip6->nexthdr != IPPROTO_TCP)
 			return pass();
 		if (!in_v6_block(cfg, (const __u8 *)&ip6->daddr))

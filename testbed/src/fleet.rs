@@ -21,6 +21,13 @@
 //!   or is normal or firewalled and the port is open; never on a silent host
 //!   (not even an explicit pair). Closed ports answer RST|ACK on normal
 //!   hosts and nothing on firewalled ones.
+//! * Every host but a silent one answers ICMP / ICMPv6 echo, except those
+//!   in [`FleetSpec::drops_icmp`] (they still answer TCP):
+//!   [`FleetSpec::answers_echo`].
+//! * A host in [`FleetSpec::forge`] sends every TCP answer defective (see
+//!   [`Forge`]): a scanner that accepts only what the kernel would accept
+//!   sees none of them, so [`FleetSpec::open`] and [`FleetSpec::truth`] have
+//!   no port of it (its echo answers stay good).
 //!
 //! [`FleetSpec::truth`] assumes every target lies inside the responder's
 //! blocks (addresses outside are not answered at all).
@@ -47,6 +54,66 @@ pub enum HostClass {
     SynProxy,
 }
 
+/// How a forged host's TCP answers are defective (the responder's
+/// `FORGE_*`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Forge {
+    /// A bad IPv4 header checksum (IPv4 only).
+    IpChecksum,
+    /// A bad TCP checksum.
+    TcpChecksum,
+    /// More-fragments set: an incomplete first fragment (IPv4 only).
+    Fragment,
+    /// A TCP data offset of 15 (60 bytes) past the IP total length.
+    DataOffset,
+    /// An 802.1Q tag (VLAN 100) on the frame.
+    Vlan,
+}
+
+impl Forge {
+    /// Every defect.
+    pub const ALL: [Forge; 5] = [
+        Forge::IpChecksum,
+        Forge::TcpChecksum,
+        Forge::Fragment,
+        Forge::DataOffset,
+        Forge::Vlan,
+    ];
+
+    /// The value of the responder's `forge` map.
+    pub fn code(self) -> u8 {
+        match self {
+            Forge::IpChecksum => 1,
+            Forge::TcpChecksum => 2,
+            Forge::Fragment => 3,
+            Forge::DataOffset => 4,
+            Forge::Vlan => 5,
+        }
+    }
+
+    /// The name `palisade-sim fleet --forge` takes.
+    pub fn name(self) -> &'static str {
+        match self {
+            Forge::IpChecksum => "ip-checksum",
+            Forge::TcpChecksum => "tcp-checksum",
+            Forge::Fragment => "fragment",
+            Forge::DataOffset => "data-offset",
+            Forge::Vlan => "vlan",
+        }
+    }
+
+    /// The defect called `name`.
+    pub fn from_name(name: &str) -> Option<Forge> {
+        Forge::ALL.into_iter().find(|f| f.name() == name)
+    }
+
+    /// Whether the defect exists for IPv4 only (IPv6 has no header checksum,
+    /// and its fragments are extension headers).
+    pub fn ipv4_only(self) -> bool {
+        matches!(self, Forge::IpChecksum | Forge::Fragment)
+    }
+}
+
 /// What the simulated fleet looks like: the knobs of the responder that
 /// decide the ground truth (loss and rate limits do not change it).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -63,6 +130,10 @@ pub struct FleetSpec {
     pub synproxy_permille: u32,
     /// Pairs that are open whatever the hash says (not on silent hosts).
     pub explicit: Vec<(IpAddr, u16)>,
+    /// Hosts that drop ICMP: no echo answer, TCP as their class says.
+    pub drops_icmp: Vec<IpAddr>,
+    /// Hosts whose every TCP answer is defective, and how.
+    pub forge: Vec<(IpAddr, Forge)>,
 }
 
 /// MurmurHash3_x86_32 of `words`, each encoded little-endian, with `seed`.
@@ -156,10 +227,24 @@ impl FleetSpec {
         HostClass::Normal
     }
 
-    /// Whether a scanner sees `port` of `addr` open (a SYN-ACK): every port
-    /// of a SYN proxy, none of a silent host, else the hash or an explicit
-    /// pair.
+    /// How `addr`'s TCP answers are defective, if they are.
+    pub fn forged(&self, addr: IpAddr) -> Option<Forge> {
+        self.forge.iter().find(|(a, _)| *a == addr).map(|&(_, f)| f)
+    }
+
+    /// Whether `addr` answers ICMP / ICMPv6 echo: it is not silent and does
+    /// not drop ICMP.
+    pub fn answers_echo(&self, addr: IpAddr) -> bool {
+        self.class(addr) != HostClass::Silent && !self.drops_icmp.contains(&addr)
+    }
+
+    /// Whether a scanner sees `port` of `addr` open (a valid SYN-ACK): every
+    /// port of a SYN proxy, none of a silent or forged host, else the hash or
+    /// an explicit pair.
     pub fn open(&self, addr: IpAddr, port: u16) -> bool {
+        if self.forged(addr).is_some() {
+            return false;
+        }
         match self.class(addr) {
             HostClass::Silent => false,
             HostClass::SynProxy => true,
@@ -185,7 +270,11 @@ impl FleetSpec {
             .iter()
             .flat_map(|&(lo, hi)| (lo..=hi).map(|a| IpAddr::from(std::net::Ipv6Addr::from(a))));
         v4.chain(v6).flat_map(move |addr| {
-            let class = self.class(addr);
+            let class = if self.forged(addr).is_some() {
+                HostClass::Silent // no valid answer at all
+            } else {
+                self.class(addr)
+            };
             let extra: Vec<u16> = self
                 .explicit
                 .iter()
@@ -220,6 +309,16 @@ impl FleetSpec {
         if classes > 1000 {
             return Err(format!(
                 "silent + firewalled + SYN-proxy hosts add up to {classes} per mille, more than 1000"
+            ));
+        }
+        if let Some((a, f)) = self
+            .forge
+            .iter()
+            .find(|(a, f)| a.is_ipv6() && f.ipv4_only())
+        {
+            return Err(format!(
+                "forge {a}={}: that defect exists for IPv4 only",
+                f.name()
             ));
         }
         Ok(())
@@ -425,6 +524,7 @@ mod tests {
             synproxy_permille: 100,
             firewalled_permille: 200,
             explicit: vec![(v4("198.18.0.3"), 1), (v6("2001:2::7"), 65_535)],
+            ..FleetSpec::default()
         };
         let mut targets = TargetSet::default();
         targets
@@ -451,6 +551,47 @@ mod tests {
         }
         assert_eq!(truth, brute);
         assert!(!truth.is_empty());
+    }
+
+    #[test]
+    fn echo_and_forging_follow_the_spec() {
+        let base = FleetSpec {
+            seed: 5,
+            explicit: vec![(v4("198.18.0.9"), 443), (v4("198.18.0.10"), 443)],
+            drops_icmp: vec![v4("198.18.0.10")],
+            forge: vec![(v4("198.18.0.9"), Forge::Vlan)],
+            ..FleetSpec::default()
+        };
+        assert!(base.answers_echo(v4("198.18.0.9")));
+        assert!(!base.answers_echo(v4("198.18.0.10")));
+        assert!(base.open(v4("198.18.0.10"), 443));
+        assert!(!base.open(v4("198.18.0.9"), 443));
+        assert_eq!(base.forged(v4("198.18.0.9")), Some(Forge::Vlan));
+        let mut targets = TargetSet::default();
+        targets.extend_arg("t", "198.18.0.9-198.18.0.10").unwrap();
+        let truth: Vec<_> = base
+            .truth(&targets, &PortSet::parse_arg("p", "443").unwrap())
+            .collect();
+        assert_eq!(truth, [(v4("198.18.0.10"), 443)]);
+        let silent = FleetSpec {
+            silent_permille: 1000,
+            ..base.clone()
+        };
+        assert!(!silent.answers_echo(v4("198.18.0.9")));
+        for f in Forge::ALL {
+            assert_eq!(Forge::from_name(f.name()), Some(f));
+        }
+        assert_eq!(Forge::from_name("bogus"), None);
+        let v6_fragment = FleetSpec {
+            forge: vec![(v6("2001:2::5"), Forge::Fragment)],
+            ..FleetSpec::default()
+        };
+        assert!(v6_fragment.validate().unwrap_err().contains("IPv4 only"));
+        let v6_vlan = FleetSpec {
+            forge: vec![(v6("2001:2::5"), Forge::Vlan)],
+            ..FleetSpec::default()
+        };
+        assert!(v6_vlan.validate().is_ok());
     }
 
     #[test]

@@ -123,6 +123,22 @@ struct FleetArgs {
     /// [2001:2::2]:443.
     #[arg(long, value_name = "IP:PORT")]
     open: Vec<std::net::SocketAddr>,
+    /// A host that drops ICMP: it never answers echo, and answers TCP as its
+    /// class says (repeat for more; at most 1024).
+    #[arg(long, value_name = "IP")]
+    drops_icmp: Vec<std::net::IpAddr>,
+    /// Make every TCP answer of host IP defective, as an on-path forger
+    /// would: ip-checksum (bad IPv4 header checksum), tcp-checksum,
+    /// fragment (IPv4 more-fragments set), data-offset (TCP data offset past
+    /// the IP total length) or vlan (an 802.1Q tag, VLAN 100). ip-checksum
+    /// and fragment are IPv4 only. Repeat for more hosts (at most 1024).
+    #[arg(long, value_name = "IP=DEFECT")]
+    forge: Vec<String>,
+    /// Count the SYNs each address receives, with the time of the first and
+    /// the last; printed on exit as `hosts` (address, syns, first_ns,
+    /// last_ns, rate in SYNs per second).
+    #[arg(long)]
+    count_per_host: bool,
     /// Stop after SECS seconds (default: at SIGINT or SIGTERM).
     #[arg(long, value_name = "SECS")]
     duration: Option<f64>,
@@ -178,6 +194,25 @@ fn parse_block(text: &str) -> Result<(std::net::IpAddr, u8), SimUsageError> {
     Ok((addr, prefix))
 }
 
+/// Parses `--forge IP=DEFECT`.
+fn parse_forge(
+    text: &str,
+) -> Result<(std::net::IpAddr, palisade_sim::fleet::Forge), SimUsageError> {
+    use palisade_sim::fleet::Forge;
+    let bad = |why: String| SimUsageError(format!("--forge: bad value `{text}`: {why}"));
+    let (ip, defect) = text
+        .split_once('=')
+        .ok_or_else(|| bad("give IP=DEFECT, e.g. 198.18.0.5=tcp-checksum".into()))?;
+    let ip = ip
+        .trim()
+        .parse()
+        .map_err(|_| bad(format!("`{ip}` is not an address")))?;
+    let names: Vec<&str> = Forge::ALL.iter().map(|f| f.name()).collect();
+    let defect = Forge::from_name(defect.trim())
+        .ok_or_else(|| bad(format!("the defect is one of {}", names.join(", "))))?;
+    Ok((ip, defect))
+}
+
 fn fleet(args: &FleetArgs) -> Result<ExitCode> {
     use palisade_dataplane::{self as xdp, AttachMode};
     use palisade_sim::responder::{Responder, ResponderOptions};
@@ -185,6 +220,15 @@ fn fleet(args: &FleetArgs) -> Result<ExitCode> {
     use std::sync::Arc;
     use std::sync::atomic::{AtomicBool, Ordering};
 
+    let forge = match args
+        .forge
+        .iter()
+        .map(|text| parse_forge(text))
+        .collect::<Result<Vec<_>, _>>()
+    {
+        Ok(f) => f,
+        Err(e) => return Ok(usage_error(&e)),
+    };
     let spec = palisade_sim::fleet::FleetSpec {
         seed: args.seed,
         density_ppm: args.density_ppm,
@@ -192,6 +236,8 @@ fn fleet(args: &FleetArgs) -> Result<ExitCode> {
         firewalled_permille: args.firewalled_permille,
         synproxy_permille: args.synproxy_permille,
         explicit: args.open.iter().map(|a| (a.ip(), a.port())).collect(),
+        drops_icmp: args.drops_icmp.clone(),
+        forge,
     };
     let setup = || -> Result<ResponderOptions, SimUsageError> {
         spec.validate().map_err(SimUsageError)?;
@@ -206,6 +252,7 @@ fn fleet(args: &FleetArgs) -> Result<ExitCode> {
                 "generic" => Some(AttachMode::Generic),
                 _ => None,
             },
+            count_hosts: args.count_per_host,
         };
         for text in &args.block {
             let twice =
@@ -229,6 +276,16 @@ fn fleet(args: &FleetArgs) -> Result<ExitCode> {
         if let Some(a) = args.open.iter().find(|a| !inside(a.ip()) || a.port() == 0) {
             return Err(SimUsageError(format!(
                 "--open: `{a}` is not a port of the blocks"
+            )));
+        }
+        if let Some(a) = args.drops_icmp.iter().find(|a| !inside(**a)) {
+            return Err(SimUsageError(format!(
+                "--drops-icmp: `{a}` is not an address of the blocks"
+            )));
+        }
+        if let Some((a, _)) = spec.forge.iter().find(|(a, _)| !inside(*a)) {
+            return Err(SimUsageError(format!(
+                "--forge: `{a}` is not an address of the blocks"
             )));
         }
         if let Some(d) = args.duration
@@ -266,6 +323,22 @@ fn fleet(args: &FleetArgs) -> Result<ExitCode> {
     let counters = responder.counters()?;
     let mut json = serde_json::to_value(counters)?;
     json["mode"] = serde_json::Value::from(responder.mode().to_string());
+    if args.count_per_host {
+        let hosts: Vec<serde_json::Value> = responder
+            .host_hits()?
+            .into_iter()
+            .map(|(ip, h)| {
+                serde_json::json!({
+                    "ip": ip.to_string(),
+                    "syns": h.syns,
+                    "first_ns": h.first_ns,
+                    "last_ns": h.last_ns,
+                    "rate": h.rate(),
+                })
+            })
+            .collect();
+        json["hosts"] = serde_json::Value::from(hosts);
+    }
     println!("{json}");
     Ok(ExitCode::SUCCESS)
 }

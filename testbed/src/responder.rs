@@ -43,12 +43,13 @@ struct ResponderConfig {
     mac: [u8; 6],
     has_v4: u8,
     has_v6: u8,
+    count_hosts: u32,
 }
 
-const _: () = assert!(std::mem::size_of::<ResponderConfig>() == 80);
+const _: () = assert!(std::mem::size_of::<ResponderConfig>() == 84);
 
 // SAFETY: `ResponderConfig` is `repr(C)`, made of integers and byte arrays with no
-// padding (10 * 4 + 16 + 16 + 6 + 1 + 1 = 80 bytes, every field at an offset
+// padding (10 * 4 + 16 + 16 + 6 + 1 + 1 + 4 = 84 bytes, every field at an offset
 // that is a multiple of its alignment, size a multiple of 4), so every bit
 // pattern is valid and it can be copied to and from the kernel.
 #[allow(unsafe_code)]
@@ -92,12 +93,75 @@ impl Pair {
     }
 }
 
+/// Mirrors `struct host` in responder.bpf.c: one address as a map key.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Host {
+    addr: [u8; 16],
+    family: u32,
+}
+
+const _: () = assert!(std::mem::size_of::<Host>() == 20);
+
+// SAFETY: `Host` is `repr(C)`: 16 bytes then a u32 at offset 16, 20 bytes
+// with no padding, so every bit pattern is valid and the kernel hashes
+// exactly these bytes.
+#[allow(unsafe_code)]
+unsafe impl Pod for Host {}
+
+impl Host {
+    fn new(addr: IpAddr) -> Self {
+        let p = Pair::new(addr, 0);
+        Host {
+            addr: p.addr,
+            family: u32::from(p.family),
+        }
+    }
+
+    fn ip(&self) -> IpAddr {
+        if self.family == 4 {
+            IpAddr::from([self.addr[0], self.addr[1], self.addr[2], self.addr[3]])
+        } else {
+            IpAddr::from(self.addr)
+        }
+    }
+}
+
+/// Mirrors `struct hits` in responder.bpf.c: the SYNs one address received.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct HostHits {
+    /// SYNs received.
+    pub syns: u64,
+    /// When the first arrived (`bpf_ktime_get_ns`, CLOCK_MONOTONIC).
+    pub first_ns: u64,
+    /// When the last arrived.
+    pub last_ns: u64,
+}
+
+// SAFETY: `HostHits` is `repr(C)`, three u64 (24 bytes, no padding), so every
+// bit pattern is valid.
+#[allow(unsafe_code)]
+unsafe impl Pod for HostHits {}
+
+impl HostHits {
+    /// The rate the address received, SYNs per second, from the first SYN
+    /// to the last: `(syns - 1) / (last - first)`; `None` with fewer than
+    /// two SYNs or no time between them.
+    pub fn rate(&self) -> Option<f64> {
+        let span = self.last_ns.checked_sub(self.first_ns)?;
+        (self.syns >= 2 && span > 0).then(|| (self.syns - 1) as f64 * 1e9 / span as f64)
+    }
+}
+
 /// The widest IPv4 block the responder answers for (a /16).
 pub const MIN_PREFIX_V4: u8 = 16;
 /// The widest IPv6 block the responder answers for (a /112).
 pub const MIN_PREFIX_V6: u8 = 112;
 /// How many explicit pairs the responder takes.
 pub const MAX_EXPLICIT: usize = 65_536;
+/// How many hosts the `noicmp` and `forge` maps take.
+pub const MAX_MARKED_HOSTS: usize = 1024;
 /// Token buckets for the rate limit: a /16 and a /112 (LRU beyond that).
 const MAX_HOSTS: u32 = 131_072;
 
@@ -128,6 +192,8 @@ pub struct ResponderOptions {
     pub rate_limit: u32,
     /// Attach in this mode only; `None`: native, falling back to generic.
     pub mode: Option<AttachMode>,
+    /// Count the SYNs each address receives ([`Responder::host_hits`]).
+    pub count_hosts: bool,
 }
 
 /// Counters of the responder, summed over CPUs.
@@ -157,15 +223,22 @@ pub struct ResponderCounters {
     pub rsts_in: u64,
     /// Answers that could not be built (the frame could not be resized).
     pub tx_errors: u64,
+    /// Echo requests answered.
+    pub echo: u64,
+    /// Echo requests to silent hosts or hosts that drop ICMP (dropped).
+    pub echo_dropped: u64,
+    /// TCP answers made defective (`forge`).
+    pub forged: u64,
 }
 
-const COUNTERS: u32 = 12;
+const COUNTERS: u32 = 15;
 
 /// The attached responder. Dropping it detaches the program.
 pub struct Responder {
     // Field order is drop order: the link goes first.
     _link: FdLink,
     counters: PerCpuArray<MapData, u64>,
+    hits: HashMap<MapData, Host, HostHits>,
     _ebpf: Ebpf,
     mode: AttachMode,
 }
@@ -199,6 +272,7 @@ fn config_for(spec: &FleetSpec, opts: &ResponderOptions) -> Result<ResponderConf
         firewalled_permille: spec.firewalled_permille,
         synproxy_permille: spec.synproxy_permille,
         rate_limit: opts.rate_limit,
+        count_hosts: u32::from(opts.count_hosts),
         mac: opts.mac.octets(),
         ..ResponderConfig::default()
     };
@@ -256,14 +330,44 @@ impl Responder {
                 spec.explicit.len()
             )));
         }
+        for (what, n) in [
+            ("hosts that drop ICMP", spec.drops_icmp.len()),
+            ("forged hosts", spec.forge.len()),
+        ] {
+            if n > MAX_MARKED_HOSTS {
+                return Err(bpf_err("configure the responder")(&format!(
+                    "{n} {what}, at most {MAX_MARKED_HOSTS}"
+                )));
+            }
+        }
         // The maps are preallocated: size them to what this fleet needs.
         let explicit_slots = u32::try_from(spec.explicit.len().max(1)).unwrap_or(u32::MAX);
         let bucket_slots = if opts.rate_limit == 0 { 1 } else { MAX_HOSTS };
+        let hit_slots = if opts.count_hosts { MAX_HOSTS } else { 1 };
         let mut ebpf = EbpfLoader::new()
             .map_max_entries("explicit", explicit_slots)
             .map_max_entries("buckets", bucket_slots)
+            .map_max_entries("hits", hit_slots)
             .load(OBJECT)
             .map_err(|e| bpf_err("load the eBPF object")(&e))?;
+        for (map, hosts) in [
+            (
+                "noicmp",
+                spec.drops_icmp.iter().map(|&a| (a, 1)).collect::<Vec<_>>(),
+            ),
+            (
+                "forge",
+                spec.forge.iter().map(|&(a, f)| (a, f.code())).collect(),
+            ),
+        ] {
+            let mut m: HashMap<&mut MapData, Host, u8> =
+                HashMap::try_from(ebpf.map_mut(map).ok_or_else(|| bpf_err("find map")(&map))?)
+                    .map_err(|e| bpf_err("open a host map")(&e))?;
+            for (addr, value) in hosts {
+                m.insert(Host::new(addr), value, 0)
+                    .map_err(|e| bpf_err("write a host map")(&e))?;
+            }
+        }
         {
             let mut explicit: HashMap<&mut MapData, Pair, u8> = HashMap::try_from(
                 ebpf.map_mut("explicit")
@@ -289,11 +393,17 @@ impl Responder {
                 .ok_or_else(|| bpf_err("find map")(&"counters"))?,
         )
         .map_err(|e| bpf_err("open the counters")(&e))?;
+        let hits = HashMap::try_from(
+            ebpf.take_map("hits")
+                .ok_or_else(|| bpf_err("find map")(&"hits"))?,
+        )
+        .map_err(|e| bpf_err("open map hits")(&e))?;
 
         let (link, mode) = attach_program(&mut ebpf, "palisade_responder", ifindex, opts.mode)?;
         Ok(Responder {
             _link: link,
             counters,
+            hits,
             _ebpf: ebpf,
             mode,
         })
@@ -328,7 +438,22 @@ impl Responder {
             filtered: v[9],
             rsts_in: v[10],
             tx_errors: v[11],
+            echo: v[12],
+            echo_dropped: v[13],
+            forged: v[14],
         })
+    }
+
+    /// The SYNs each address received, in address order (empty unless
+    /// `count_hosts`).
+    pub fn host_hits(&self) -> Result<Vec<(IpAddr, HostHits)>, XdpError> {
+        let mut out = Vec::new();
+        for item in self.hits.iter() {
+            let (host, hits) = item.map_err(|e| bpf_err("read map hits")(&e))?;
+            out.push((host.ip(), hits));
+        }
+        out.sort_by_key(|(a, _)| *a);
+        Ok(out)
     }
 }
 
@@ -344,6 +469,7 @@ mod tests {
             loss_permille: 0,
             rate_limit: 0,
             mode: None,
+            count_hosts: false,
         }
     }
 

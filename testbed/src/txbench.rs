@@ -67,6 +67,7 @@ pub fn run(opts: &TxBenchOptions) -> Result<TxBenchReport, TxBenchError> {
             None,
             (SOURCE_PORT, SOURCE_PORT),
             1 << 23,
+            false,
         )?)
     } else {
         None

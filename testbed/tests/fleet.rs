@@ -15,7 +15,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use palisade_core::probe::{PortSet, TargetSet};
-use palisade_sim::fleet::{FleetSpec, HostClass, syn_ack_seq};
+use palisade_sim::fleet::{FleetSpec, Forge, HostClass, syn_ack_seq};
 use palisade_sim::testbed::{Testbed, TestbedConfig, bounded, stderr, workspace_binary};
 
 /// The simulator (this package's binary).
@@ -72,6 +72,12 @@ impl FleetProcess {
         for &(a, p) in &spec.explicit {
             cmd.arg("--open")
                 .arg(std::net::SocketAddr::new(a, p).to_string());
+        }
+        for a in &spec.drops_icmp {
+            cmd.arg("--drops-icmp").arg(a.to_string());
+        }
+        for (a, f) in &spec.forge {
+            cmd.arg("--forge").arg(format!("{a}={}", f.name()));
         }
         cmd.args(extra)
             .stdin(Stdio::null())
@@ -187,13 +193,46 @@ fn scan(tb: &Testbed, args: &[&str]) -> Output {
     o
 }
 
-/// (ip, port, open) of every line of the JSON output.
+/// The addresses reported as answering echo (`"state":"echo"`, port 0).
+fn echo_set(o: &Output) -> BTreeSet<IpAddr> {
+    String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .filter_map(|l| {
+            let v: serde_json::Value =
+                serde_json::from_str(l).unwrap_or_else(|e| panic!("bad line {l:?}: {e}"));
+            (v["state"] == "echo").then(|| {
+                assert_eq!(v["port"], 0, "{l}");
+                v["ip"].as_str().unwrap().parse().unwrap()
+            })
+        })
+        .collect()
+}
+
+/// A number of the summary line on stderr: `<n> <name>`.
+fn summary_count(o: &Output, name: &str) -> u64 {
+    let err = stderr(o);
+    let suffix = format!(" {name}");
+    err.split([',', '(', ')', ';'])
+        .find_map(|part| {
+            part.trim()
+                .strip_suffix(suffix.as_str())?
+                .trim()
+                .parse()
+                .ok()
+        })
+        .unwrap_or_else(|| panic!("no `{name}` count in {err}"))
+}
+
+/// (ip, port, open) of every TCP line of the JSON output.
 fn findings(o: &Output) -> Vec<(IpAddr, u16, bool)> {
     String::from_utf8_lossy(&o.stdout)
         .lines()
         .map(|l| {
-            let v: serde_json::Value =
-                serde_json::from_str(l).unwrap_or_else(|e| panic!("bad line {l:?}: {e}"));
+            serde_json::from_str::<serde_json::Value>(l)
+                .unwrap_or_else(|e| panic!("bad line {l:?}: {e}"))
+        })
+        .filter(|v| v["state"] != "echo")
+        .map(|v| {
             (
                 v["ip"].as_str().unwrap().parse().unwrap(),
                 v["port"].as_u64().unwrap() as u16,
@@ -330,7 +369,7 @@ fn silent_firewalled_and_syn_proxy_hosts_behave() {
         silent_permille: 250,
         firewalled_permille: 250,
         synproxy_permille: 250,
-        explicit: Vec::new(),
+        ..FleetSpec::default()
     };
     let hosts = "198.18.0.0/27,2001:2::/123";
     let set = targets(hosts);
@@ -490,6 +529,233 @@ fn the_rate_limit_caps_answers_per_host() {
     );
     assert_eq!(answered + limited, 5000, "{counters}");
     assert_eq!(found, answered, "{}", stderr(&o));
+}
+
+#[test]
+fn echo_reports_reachable_hosts_but_not_silent_or_icmp_dropping_ones() {
+    let tb = testbed();
+    let mut spec = FleetSpec {
+        seed: 7,
+        density_ppm: 0,
+        silent_permille: 250,
+        ..FleetSpec::default()
+    };
+    let hosts: Vec<IpAddr> = (0..16u32)
+        .map(|i| IpAddr::from(std::net::Ipv4Addr::from(0xc612_0000 + i)))
+        .chain(
+            (0..16u128)
+                .map(|i| IpAddr::from(std::net::Ipv6Addr::from((0x2001_0002u128 << 96) + i))),
+        )
+        .collect();
+    let normal: Vec<IpAddr> = hosts
+        .iter()
+        .copied()
+        .filter(|&h| spec.class(h) == HostClass::Normal)
+        .collect();
+    let silent: Vec<IpAddr> = hosts
+        .iter()
+        .copied()
+        .filter(|&h| spec.class(h) == HostClass::Silent)
+        .collect();
+    assert!(
+        normal.len() >= 4 && !silent.is_empty(),
+        "seed 7: {normal:?} {silent:?}"
+    );
+    // One host of each family drops ICMP and serves TCP on port 22.
+    let v4_dropper = *normal.iter().find(|h| h.is_ipv4()).unwrap();
+    let v6_dropper = *normal.iter().find(|h| h.is_ipv6()).unwrap();
+    spec.drops_icmp = vec![v4_dropper, v6_dropper];
+    spec.explicit = vec![(v4_dropper, 22), (v6_dropper, 22)];
+    for &s in &silent {
+        spec.explicit.push((s, 22)); // never answered: the host is silent
+    }
+    let want_echo: BTreeSet<IpAddr> = hosts
+        .iter()
+        .copied()
+        .filter(|&h| spec.answers_echo(h))
+        .collect();
+    assert!(!want_echo.contains(&v4_dropper) && !want_echo.contains(&v6_dropper));
+    assert!(silent.iter().all(|s| !want_echo.contains(s)));
+
+    let fleet = FleetProcess::start(&tb, &spec, &[]);
+    let o = scan(
+        &tb,
+        &[
+            "198.18.0.0/28",
+            "2001:2::/124",
+            "-p",
+            "20-25",
+            "--ping",
+            "--closed",
+            "--rate",
+            "20000",
+        ],
+    );
+    let counters = fleet.stop();
+    assert_eq!(echo_set(&o), want_echo, "{}; fleet {counters}", stderr(&o));
+    let found = findings(&o);
+    // The ICMP droppers are reachable over TCP: 22 open, the rest closed.
+    for d in [v4_dropper, v6_dropper] {
+        let open: Vec<u16> = found
+            .iter()
+            .filter(|f| f.0 == d && f.2)
+            .map(|f| f.1)
+            .collect();
+        let closed = found.iter().filter(|f| f.0 == d && !f.2).count();
+        assert_eq!((open, closed), (vec![22], 5), "{d}: {}", stderr(&o));
+    }
+    // A silent host: nothing at all.
+    for s in &silent {
+        assert!(found.iter().all(|f| f.0 != *s), "silent {s} answered");
+    }
+    assert_eq!(
+        summary_count(&o, "hosts answered echo"),
+        want_echo.len() as u64
+    );
+    assert_eq!(summary_count(&o, "invalid"), 0, "{}", stderr(&o));
+    assert_eq!(
+        counter(&counters, "echo"),
+        want_echo.len() as u64,
+        "{counters}"
+    );
+    // Round 0 to all 32, then one retry to each that did not answer.
+    let silent_to_echo = 32 - want_echo.len() as u64;
+    assert_eq!(
+        counter(&counters, "echo_dropped"),
+        silent_to_echo * 2,
+        "{counters}"
+    );
+    assert_eq!(
+        summary_count(&o, "echo requests sent"),
+        32 + silent_to_echo,
+        "{}",
+        stderr(&o)
+    );
+}
+
+#[test]
+fn defective_syn_acks_are_invalid_and_never_open() {
+    let tb = testbed();
+    let v4 = ip("198.18.0.2");
+    let v6 = ip("2001:2::2");
+    let ports = [22u16, 80, 443];
+    let base = FleetSpec {
+        seed: 1,
+        explicit: ports.iter().flat_map(|&p| [(v4, p), (v6, p)]).collect(),
+        ..FleetSpec::default()
+    };
+    assert_eq!(base.class(v4), HostClass::Normal);
+    assert_eq!(base.class(v6), HostClass::Normal);
+    let args = [
+        "198.18.0.2",
+        "2001:2::2",
+        "-p",
+        "1-100,443",
+        "--rate",
+        "20000",
+        "--closed",
+        "--retries",
+        "1",
+        "--wait",
+        "0.5",
+    ];
+    // Not forged: the three ports open, the rest closed.
+    let fleet = FleetProcess::start(&tb, &base, &[]);
+    let o = scan(&tb, &args);
+    let counters = fleet.stop();
+    let want: BTreeSet<(IpAddr, u16)> = ports.iter().flat_map(|&p| [(v4, p), (v6, p)]).collect();
+    assert_eq!(open_set(&o), want, "{}; fleet {counters}", stderr(&o));
+    assert_eq!(findings(&o).len(), 2 * 101, "{}", stderr(&o));
+    assert_eq!(summary_count(&o, "filter_invalid"), 0, "{}", stderr(&o));
+
+    for defect in Forge::ALL {
+        let mut spec = base.clone();
+        spec.forge = vec![(v4, defect)];
+        if !defect.ipv4_only() {
+            spec.forge.push((v6, defect));
+        }
+        let fleet = FleetProcess::start(&tb, &spec, &[]);
+        let o = scan(&tb, &args);
+        let counters = fleet.stop();
+        let found = findings(&o);
+        let forged_hosts: Vec<IpAddr> = spec.forge.iter().map(|f| f.0).collect();
+        assert!(
+            found.iter().all(|f| !forged_hosts.contains(&f.0)),
+            "{}: a defective answer was reported: {found:?}; {}",
+            defect.name(),
+            stderr(&o)
+        );
+        let expect_open: BTreeSet<(IpAddr, u16)> = want
+            .iter()
+            .copied()
+            .filter(|(a, _)| !forged_hosts.contains(a))
+            .collect();
+        assert_eq!(
+            open_set(&o),
+            expect_open,
+            "{}: {}",
+            defect.name(),
+            stderr(&o)
+        );
+        // Every defective answer (first probes and the retries they caused)
+        // reached the filter and was counted invalid there.
+        let forged = counter(&counters, "forged");
+        assert_eq!(
+            forged,
+            forged_hosts.len() as u64 * 101 * 2,
+            "{}: {counters}",
+            defect.name()
+        );
+        assert_eq!(
+            summary_count(&o, "filter_invalid"),
+            forged,
+            "{}: {}; fleet {counters}",
+            defect.name(),
+            stderr(&o)
+        );
+        assert_eq!(summary_count(&o, "invalid"), 0, "{}", stderr(&o));
+    }
+}
+
+#[test]
+fn the_per_host_rate_caps_what_one_address_receives() {
+    let tb = testbed();
+    let spec = FleetSpec {
+        seed: 1,
+        ..FleetSpec::default()
+    };
+    let host = ip("198.18.0.2");
+    assert_eq!(spec.class(host), HostClass::Normal); // answers every SYN: no retries
+    let fleet = FleetProcess::start(&tb, &spec, &["--count-per-host"]);
+    let o = scan(
+        &tb,
+        &[
+            "198.18.0.2",
+            "-p",
+            "1-20000",
+            "--rate",
+            "1000000",
+            "--per-host-rate",
+            "20000",
+            "--closed",
+        ],
+    );
+    let counters = fleet.stop();
+    let hosts = counters["hosts"].as_array().expect("per-host counters");
+    let h = hosts
+        .iter()
+        .find(|h| h["ip"] == "198.18.0.2")
+        .unwrap_or_else(|| panic!("no counter for 198.18.0.2: {counters}"));
+    assert_eq!(h["syns"], 20_000, "{counters}");
+    let rate = h["rate"].as_f64().expect("a rate");
+    eprintln!("one host at --per-host-rate 20000 received {rate:.0} SYNs/s");
+    // An upper bound, with 5% for the pacer's batching and timer jitter.
+    assert!(
+        rate <= 21_000.0,
+        "{rate} SYNs/s: {counters}; {}",
+        stderr(&o)
+    );
+    assert_eq!(findings(&o).len(), 20_000, "{}", stderr(&o));
 }
 
 /// Checksum of `data` (RFC 1071), starting from `sum`.

@@ -1,19 +1,30 @@
-//! The reply classifier: a reply and the scan's cookie key → open, closed or
-//! invalid, and which probe it answers.
+//! The reply classifier: a reply and the scan's cookie key → open, closed,
+//! echo or invalid, and which probe it answers.
 //!
 //! Every SYN of a scan carries a keyed cookie in its sequence number
 //! ([`Cookies::seq`]), so a genuine reply acknowledges `cookie + 1`: a SYN-ACK
 //! says the port is open, an RST|ACK that it is closed. Anything else — a
 //! forged or stale reply, one from an earlier scan (another key), one to an
 //! address family we did not send from — is invalid and must never be
-//! reported. The data path hands replies over as records of header fields
-//! ([`Reply`]); [`ReplyClassifier::classify_frame`] takes a whole Ethernet
+//! reported.
+//!
+//! Every ICMP / ICMPv6 echo request carries an identifier and a sequence
+//! number derived from the keyed cookie of its target ([`Cookies::echo`]), so
+//! a genuine echo reply comes from that target and echoes both back: the
+//! host is reachable. An echo reply with any other identifier or sequence
+//! number, from a host we did not ping (its cookie differs), under another
+//! key, or of the wrong ICMP type or code, is invalid.
+//!
+//! The data path hands replies over as records of header fields ([`Reply`],
+//! [`EchoReply`]); [`ReplyClassifier::classify_frame`] takes a whole Ethernet
 //! frame instead, checksums verified.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use crate::probe::{CookieKey, Cookies, Probe, Target, Verdict};
-use crate::wire::{TcpSegmentInfo, parse_tcp_frame};
+use crate::wire::{
+    EchoInfo, ICMP_ECHO_REPLY, ICMPV6_ECHO_REPLY, TcpSegmentInfo, parse_echo_frame, parse_tcp_frame,
+};
 
 /// The header fields of a reply that decide what it says.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -45,6 +56,36 @@ impl From<&TcpSegmentInfo> for Reply {
     }
 }
 
+/// The header fields of an ICMP / ICMPv6 echo reply that decide what it says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EchoReply {
+    /// The target's address (the reply's source).
+    pub from: IpAddr,
+    /// Our address (the reply's destination).
+    pub to: IpAddr,
+    /// The ICMP (IPv4) or ICMPv6 (IPv6) type.
+    pub icmp_type: u8,
+    /// The ICMP code.
+    pub code: u8,
+    /// The identifier.
+    pub id: u16,
+    /// The sequence number.
+    pub seq: u16,
+}
+
+impl From<&EchoInfo> for EchoReply {
+    fn from(e: &EchoInfo) -> EchoReply {
+        EchoReply {
+            from: e.src,
+            to: e.dst,
+            icmp_type: e.icmp_type,
+            code: e.code,
+            id: e.id,
+            seq: e.seq,
+        }
+    }
+}
+
 /// What a reply says.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ReplyClass {
@@ -52,6 +93,8 @@ pub enum ReplyClass {
     Open(Probe),
     /// An RST to our probe: the port is closed (and the host is up).
     Closed(Probe),
+    /// An echo reply to our echo request: the host is reachable.
+    Echo(Target),
     /// Not an answer to a probe of this scan.
     Invalid,
 }
@@ -114,11 +157,45 @@ impl ReplyClassifier {
         }
     }
 
-    /// What an Ethernet frame says: a frame that is not a well-formed TCP
-    /// segment with good checksums is invalid.
+    /// What an echo reply says. It must be addressed to our source address
+    /// of its family, be an echo reply of that family (ICMP type 0 or
+    /// ICMPv6 type 129, code 0) and echo the identifier and sequence number
+    /// of our request to its source.
+    pub fn classify_echo(&self, reply: &EchoReply) -> ReplyClass {
+        let (ours, want_type) = match reply.to {
+            IpAddr::V4(a) => (
+                self.v4.as_ref().is_some_and(|(s, _)| *s == a),
+                ICMP_ECHO_REPLY,
+            ),
+            IpAddr::V6(a) => (
+                self.v6.as_ref().is_some_and(|(s, _)| *s == a),
+                ICMPV6_ECHO_REPLY,
+            ),
+        };
+        let target = Target::from(reply.from);
+        let same_family = reply.from.is_ipv4() == reply.to.is_ipv4();
+        let Some(cookies) = self.cookies(target).filter(|_| ours && same_family) else {
+            return ReplyClass::Invalid;
+        };
+        if reply.icmp_type != want_type || reply.code != 0 {
+            return ReplyClass::Invalid;
+        }
+        if cookies.echo(target) == (reply.id, reply.seq) {
+            ReplyClass::Echo(target)
+        } else {
+            ReplyClass::Invalid
+        }
+    }
+
+    /// What an Ethernet frame says: a frame that is neither a well-formed
+    /// TCP segment nor a well-formed echo message, with good checksums, is
+    /// invalid.
     pub fn classify_frame(&self, frame: &[u8]) -> ReplyClass {
-        match parse_tcp_frame(frame) {
-            Ok(segment) => self.classify(&Reply::from(&segment)),
+        if let Ok(segment) = parse_tcp_frame(frame) {
+            return self.classify(&Reply::from(&segment));
+        }
+        match parse_echo_frame(frame) {
+            Ok(echo) => self.classify_echo(&EchoReply::from(&echo)),
             Err(_) => ReplyClass::Invalid,
         }
     }
@@ -271,6 +348,167 @@ mod tests {
             c.classify(&reply),
             ReplyClass::Open(Probe { target, port: 22 })
         );
+    }
+
+    /// An echo reply frame from `from` to `to`, built by etherparse.
+    fn echo_frame(from: IpAddr, to: IpAddr, id: u16, seq: u16) -> Vec<u8> {
+        let eth = PacketBuilder::ethernet2([2, 0, 0, 0, 0, 2], [2, 0, 0, 0, 0, 1]);
+        let mut out = Vec::new();
+        match (from, to) {
+            (IpAddr::V4(f), IpAddr::V4(t)) => eth
+                .ipv4(f.octets(), t.octets(), 64)
+                .icmpv4_echo_reply(id, seq)
+                .write(&mut out, b"")
+                .unwrap(),
+            (IpAddr::V6(f), IpAddr::V6(t)) => eth
+                .ipv6(f.octets(), t.octets(), 64)
+                .icmpv6_echo_reply(id, seq)
+                .write(&mut out, b"")
+                .unwrap(),
+            _ => unreachable!("one family per frame"),
+        }
+        out
+    }
+
+    #[test]
+    fn echo_replies_to_our_requests_are_echo() {
+        let c = classifier();
+        for (them, us) in [
+            (IpAddr::from(THEM4), IpAddr::from(US4)),
+            (IpAddr::from(THEM6), IpAddr::from(US6)),
+        ] {
+            let target = Target::from(them);
+            let (id, seq) = c.cookies(target).unwrap().echo(target);
+            assert_eq!(
+                c.classify_frame(&echo_frame(them, us, id, seq)),
+                ReplyClass::Echo(target)
+            );
+            // The request we send, answered as the kernel does (same id and
+            // seq, source and destination swapped), is an echo.
+            let mut req = [0u8; crate::wire::ECHO_V6_LEN];
+            let n = crate::wire::write_echo_request(
+                &mut req,
+                MacAddr::ZERO,
+                MacAddr::ZERO,
+                us,
+                them,
+                id,
+                seq,
+                64,
+            )
+            .unwrap();
+            let sent = parse_echo_frame(&req[..n]).unwrap();
+            let answer = EchoReply {
+                from: sent.dst,
+                to: sent.src,
+                icmp_type: if them.is_ipv4() { 0 } else { 129 },
+                code: 0,
+                id: sent.id,
+                seq: sent.seq,
+            };
+            assert_eq!(c.classify_echo(&answer), ReplyClass::Echo(target));
+        }
+    }
+
+    #[test]
+    fn forged_echo_replies_are_invalid() {
+        let c = classifier();
+        let (them, us): (IpAddr, IpAddr) = (THEM4.into(), US4.into());
+        let target = Target::from(them);
+        let (id, seq) = c.cookies(target).unwrap().echo(target);
+        let third: IpAddr = Ipv4Addr::new(198, 18, 0, 50).into();
+        let cases = [
+            ("wrong id", echo_frame(them, us, id ^ 1, seq)),
+            ("wrong seq", echo_frame(them, us, id, seq.wrapping_add(1))),
+            ("id and seq swapped", echo_frame(them, us, seq, id)),
+            (
+                "from a third party, with the target's id and seq",
+                echo_frame(third, us, id, seq),
+            ),
+            (
+                "addressed to another host",
+                echo_frame(them, Ipv4Addr::new(198, 18, 0, 9).into(), id, seq),
+            ),
+        ];
+        for (what, f) in cases {
+            assert_eq!(c.classify_frame(&f), ReplyClass::Invalid, "{what}");
+        }
+        // Another scan's key.
+        let other = ReplyClassifier::new(&key(8), Some(US4), Some(US6));
+        assert_eq!(
+            other.classify_frame(&echo_frame(them, us, id, seq)),
+            ReplyClass::Invalid
+        );
+        // An echo *request* with the right id and seq, wrong type or code.
+        let reply = EchoReply {
+            from: them,
+            to: us,
+            icmp_type: 0,
+            code: 0,
+            id,
+            seq,
+        };
+        assert_eq!(c.classify_echo(&reply), ReplyClass::Echo(target));
+        for (icmp_type, code) in [(8, 0), (129, 0), (0, 1), (3, 0)] {
+            let r = EchoReply {
+                icmp_type,
+                code,
+                ..reply
+            };
+            assert_eq!(
+                c.classify_echo(&r),
+                ReplyClass::Invalid,
+                "{icmp_type}/{code}"
+            );
+        }
+        // Mixed families.
+        let r = EchoReply {
+            to: US6.into(),
+            icmp_type: 129,
+            ..reply
+        };
+        assert_eq!(c.classify_echo(&r), ReplyClass::Invalid);
+        // A corrupted frame (bad ICMP checksum).
+        let mut f = echo_frame(them, us, id, seq);
+        let last = f.len() - 1;
+        f[last] ^= 0xff;
+        assert_eq!(c.classify_frame(&f), ReplyClass::Invalid);
+    }
+
+    proptest! {
+        /// For any key, source and target: the reply that echoes the cookie's
+        /// id and seq is an echo of that target; any other id or seq, or the
+        /// same reply under another key, is invalid.
+        #[test]
+        fn echo_cookie_round_trip(
+            k in any::<[u8; 16]>(),
+            k2 in any::<[u8; 16]>(),
+            us in any::<u32>(),
+            host in any::<u32>(),
+            host6 in any::<u128>(),
+            wrong in 1u32..,
+        ) {
+            let us4 = Ipv4Addr::from(us);
+            let c = ReplyClassifier::new(&CookieKey::from_bytes(k), Some(us4), Some(US6));
+            for (from, to, t) in [
+                (IpAddr::from(Ipv4Addr::from(host)), IpAddr::from(us4), 0u8),
+                (IpAddr::from(Ipv6Addr::from(host6)), IpAddr::from(US6), 129u8),
+            ] {
+                let target = Target::from(from);
+                let (id, seq) = c.cookies(target).unwrap().echo(target);
+                let reply = EchoReply { from, to, icmp_type: t, code: 0, id, seq };
+                prop_assert_eq!(c.classify_echo(&reply), ReplyClass::Echo(target));
+                let both = (u32::from(id) << 16 | u32::from(seq)).wrapping_add(wrong);
+                let forged = EchoReply { id: (both >> 16) as u16, seq: both as u16, ..reply };
+                prop_assert_eq!(c.classify_echo(&forged), ReplyClass::Invalid);
+                if k2 != k {
+                    let other = ReplyClassifier::new(&CookieKey::from_bytes(k2), Some(us4), Some(US6));
+                    let (id2, seq2) = other.cookies(target).unwrap().echo(target);
+                    prop_assume!((id2, seq2) != (id, seq));
+                    prop_assert_eq!(other.classify_echo(&reply), ReplyClass::Invalid);
+                }
+            }
+        }
     }
 
     proptest! {

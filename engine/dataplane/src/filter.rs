@@ -11,7 +11,7 @@ use aya::programs::links::{FdLink, LinkError};
 use aya::programs::{Xdp, XdpMode};
 use aya::{Ebpf, EbpfLoader, Pod};
 
-use palisade_core::classify::Reply;
+use palisade_core::classify::{EchoReply, Reply};
 
 use super::XdpError;
 
@@ -27,13 +27,21 @@ struct FilterConfig {
     port_lo: u16,
     port_hi: u16,
     enabled: u32,
+    accept_vlan: u32,
 }
 
+const _: () = assert!(std::mem::size_of::<FilterConfig>() == 32);
+
 // SAFETY: `FilterConfig` is `repr(C)`, made of integers and byte arrays with no
-// padding (4 + 16 + 2 + 2 + 4 = 28 bytes, all fields naturally aligned), so
+// padding (4 + 16 + 2 + 2 + 4 + 4 = 32 bytes, all fields naturally aligned), so
 // every bit pattern is valid and it can be copied to and from the kernel.
 #[allow(unsafe_code)]
 unsafe impl Pod for FilterConfig {}
+
+/// `ReplyRecord::kind` of a TCP reply (SYN-ACK or RST).
+pub const RECORD_TCP: u8 = 0;
+/// `ReplyRecord::kind` of an ICMP / ICMPv6 echo reply.
+pub const RECORD_ECHO: u8 = 1;
 
 /// One reply as the filter hands it over; mirrors `struct reply`.
 #[repr(C)]
@@ -41,25 +49,38 @@ unsafe impl Pod for FilterConfig {}
 pub struct ReplyRecord {
     /// 4 or 6.
     pub family: u8,
-    /// The TCP flags byte.
+    /// TCP: the flags byte.
     pub tcp_flags: u8,
     /// TTL or hop limit as received.
     pub ttl: u8,
-    _pad: u8,
-    /// The target's port.
+    /// [`RECORD_TCP`] or [`RECORD_ECHO`].
+    pub kind: u8,
+    /// TCP: the target's port.
     pub src_port: u16,
-    /// Our source port.
+    /// TCP: our source port.
     pub dst_port: u16,
+    /// TCP: the sequence number.
     pub seq: u32,
+    /// TCP: the acknowledgement number.
     pub ack: u32,
     /// The target's address, network order (IPv4 in the first 4 bytes).
     pub saddr: [u8; 16],
     /// Our address, network order.
     pub daddr: [u8; 16],
+    /// Echo: the ICMP / ICMPv6 type.
+    pub icmp_type: u8,
+    /// Echo: the code.
+    pub icmp_code: u8,
+    /// Echo: the identifier.
+    pub echo_id: u16,
+    /// Echo: the sequence number.
+    pub echo_seq: u16,
+    _pad: u16,
 }
 
-const RECORD_LEN: usize = std::mem::size_of::<ReplyRecord>();
-const _: () = assert!(RECORD_LEN == 48);
+/// Bytes of one record.
+pub const RECORD_LEN: usize = std::mem::size_of::<ReplyRecord>();
+const _: () = assert!(RECORD_LEN == 56);
 
 impl ReplyRecord {
     /// Decodes a ring-buffer record; `None` if it is too short.
@@ -75,13 +96,18 @@ impl ReplyRecord {
             family: b[0],
             tcp_flags: b[1],
             ttl: b[2],
-            _pad: 0,
+            kind: b[3],
             src_port: u16_at(4),
             dst_port: u16_at(6),
             seq: u32_at(8),
             ack: u32_at(12),
             saddr,
             daddr,
+            icmp_type: b[48],
+            icmp_code: b[49],
+            echo_id: u16_at(50),
+            echo_seq: u16_at(52),
+            _pad: 0,
         })
     }
 
@@ -95,16 +121,30 @@ impl ReplyRecord {
         addr(self.family, &self.daddr)
     }
 
-    /// The fields the core's classifier judges.
-    pub fn reply(&self) -> Reply {
-        Reply {
+    /// The fields the core's classifier judges, for a TCP reply; `None`
+    /// for an echo reply.
+    pub fn reply(&self) -> Option<Reply> {
+        (self.kind == RECORD_TCP).then(|| Reply {
             from: self.source(),
             from_port: self.src_port,
             to: self.destination(),
             to_port: self.dst_port,
             tcp_flags: self.tcp_flags,
             ack: self.ack,
-        }
+        })
+    }
+
+    /// The fields the core's classifier judges, for an echo reply; `None`
+    /// for a TCP reply.
+    pub fn echo(&self) -> Option<EchoReply> {
+        (self.kind == RECORD_ECHO).then(|| EchoReply {
+            from: self.source(),
+            to: self.destination(),
+            icmp_type: self.icmp_type,
+            code: self.icmp_code,
+            id: self.echo_id,
+            seq: self.echo_seq,
+        })
     }
 }
 
@@ -144,6 +184,9 @@ pub struct FilterCounters {
     pub passed: u64,
     /// Replies lost because the ring buffer was full.
     pub ringbuf_full: u64,
+    /// Would-be replies the kernel would not accept (bad checksum, fragment,
+    /// truncated, VLAN-tagged on an untagged link), dropped unrecorded.
+    pub invalid: u64,
 }
 
 /// The attached filter. Dropping it detaches the program.
@@ -232,12 +275,15 @@ pub fn attach_program(
 impl ReplyFilter {
     /// Loads the filter, tells it our addresses and source ports, and
     /// attaches it to `ifindex` (native mode if the device has it).
+    /// `accept_vlan`: the link is VLAN-tagged, so tagged replies count;
+    /// otherwise a tagged reply is invalid.
     pub fn attach(
         ifindex: u32,
         src_v4: Option<std::net::Ipv4Addr>,
         src_v6: Option<std::net::Ipv6Addr>,
         ports: (u16, u16),
         ring_bytes: u32,
+        accept_vlan: bool,
     ) -> Result<Self, XdpError> {
         if ifindex == 0 {
             return Err(XdpError::NoInterface("interface index 0".into()));
@@ -260,6 +306,7 @@ impl ReplyFilter {
                     port_lo: ports.0,
                     port_hi: ports.1,
                     enabled: 1,
+                    accept_vlan: u32::from(accept_vlan),
                 },
                 0,
             )
@@ -341,6 +388,7 @@ impl ReplyFilter {
             matched: get(0)?,
             passed: get(1)?,
             ringbuf_full: get(2)?,
+            invalid: get(3)?,
         })
     }
 }
@@ -351,7 +399,7 @@ mod tests {
 
     #[test]
     fn record_decoding_matches_the_c_layout() {
-        let mut b = [0u8; 48];
+        let mut b = [0u8; RECORD_LEN];
         b[0] = 4;
         b[1] = 0x12;
         b[2] = 64;
@@ -366,6 +414,18 @@ mod tests {
         assert_eq!((r.src_port, r.dst_port, r.seq, r.ack), (443, 61000, 7, 9));
         assert_eq!(r.source().to_string(), "198.18.0.2");
         assert_eq!(r.destination().to_string(), "198.18.0.1");
-        assert_eq!(ReplyRecord::from_bytes(&b[..47]), None);
+        assert!(r.reply().is_some() && r.echo().is_none());
+        assert_eq!(ReplyRecord::from_bytes(&b[..RECORD_LEN - 1]), None);
+        // An echo reply.
+        b[3] = RECORD_ECHO;
+        b[48] = 0;
+        b[49] = 0;
+        b[50..52].copy_from_slice(&0xbeefu16.to_ne_bytes());
+        b[52..54].copy_from_slice(&0x1234u16.to_ne_bytes());
+        let r = ReplyRecord::from_bytes(&b).unwrap();
+        assert!(r.reply().is_none());
+        let e = r.echo().unwrap();
+        assert_eq!((e.icmp_type, e.code, e.id, e.seq), (0, 0, 0xbeef, 0x1234));
+        assert_eq!(e.from.to_string(), "198.18.0.2");
     }
 }

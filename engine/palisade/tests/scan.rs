@@ -340,6 +340,117 @@ fn forged_syn_acks_are_not_reported() {
     assert!(invalid > 1000, "only {invalid} forged replies seen: {err}");
 }
 
+/// A count of the summary line on stderr: `<n> <name>`.
+fn summary_count(o: &Output, name: &str) -> u64 {
+    let err = stderr(o);
+    let suffix = format!(" {name}");
+    err.split([',', '(', ')', ';'])
+        .find_map(|part| {
+            part.trim()
+                .strip_suffix(suffix.as_str())?
+                .trim()
+                .parse()
+                .ok()
+        })
+        .unwrap_or_else(|| panic!("no `{name}` count in {err}"))
+}
+
+#[test]
+fn forged_echo_replies_are_invalid_and_report_nothing() {
+    let mut tb = testbed(&["198.18.0.2"], &[]);
+    listen_everywhere(&mut tb, &[22]);
+    tb.add_forger().expect("forger namespace");
+    // An off-path forger sends the scanner ICMP echo replies claiming to come
+    // from the kernel target (198.18.0.2, which answers our pings itself)
+    // and from 198.18.0.50 (where nothing answers), with guessed identifiers
+    // and sequence numbers: every other one with a good ICMP checksum (the
+    // filter passes it, the cookie check rejects it) and every other one
+    // with a bad checksum (the filter rejects it).
+    let forge = "import socket,struct,random,time\n\
+         def csum(b):\n\
+         \x20   if len(b)%2: b+=b'\\0'\n\
+         \x20   s=sum(struct.unpack('!%dH'%(len(b)//2),b)); s=(s>>16)+(s&0xffff); s+=s>>16\n\
+         \x20   return ~s&0xffff\n\
+         dst=socket.inet_aton('198.18.0.1')\n\
+         s=socket.socket(socket.AF_INET,socket.SOCK_RAW,socket.IPPROTO_RAW)\n\
+         n=0; end=time.time()+4\n\
+         while time.time()<end:\n\
+         \x20   for src in (socket.inet_aton('198.18.0.2'),socket.inet_aton('198.18.0.50')):\n\
+         \x20       for bad in (0,1):\n\
+         \x20           m=struct.pack('!BBHHH',0,0,0,random.getrandbits(16),random.getrandbits(16))\n\
+         \x20           c=csum(m)^bad; m=m[:2]+struct.pack('!H',c)+m[4:]\n\
+         \x20           ip=struct.pack('!BBHHHBBH4s4s',0x45,0,20+len(m),0,0,64,1,0,src,dst)\n\
+         \x20           s.sendto(ip+m,('198.18.0.1',0)); n+=1\n\
+         \x20   time.sleep(0.001)\n\
+         print(n)\n";
+    let forger = tb
+        .in_forger("python3")
+        .expect("forger")
+        .args(["-c", forge])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let o = scan(
+        &tb,
+        &[
+            "198.18.0.2,198.18.0.50",
+            "-p",
+            "1-65535",
+            "--rate",
+            "30000",
+            "--ping",
+        ],
+    );
+    let forger = forger.wait_with_output().unwrap();
+    assert!(
+        forger.status.success(),
+        "forger: {}",
+        String::from_utf8_lossy(&forger.stderr)
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let mut echo = BTreeSet::new();
+    let mut open = BTreeSet::new();
+    for l in String::from_utf8_lossy(&o.stdout).lines() {
+        let v: serde_json::Value = serde_json::from_str(l).unwrap();
+        let a: IpAddr = v["ip"].as_str().unwrap().parse().unwrap();
+        match v["state"].as_str() {
+            Some("echo") => {
+                assert_eq!(v["port"], 0, "{l}");
+                assert!(echo.insert(a), "{a} reported twice: {l}");
+            }
+            Some("open") => {
+                open.insert((a, v["port"].as_u64().unwrap() as u16));
+            }
+            other => panic!("unexpected state {other:?}: {l}"),
+        }
+    }
+    // The kernel target answered our ping; nothing else is reachable.
+    let target: IpAddr = "198.18.0.2".parse().unwrap();
+    assert_eq!(echo, [target].into(), "{}", stderr(&o));
+    assert_eq!(open, [(target, 22)].into(), "{}", stderr(&o));
+    assert_eq!(
+        summary_count(&o, "hosts answered echo"),
+        1,
+        "{}",
+        stderr(&o)
+    );
+    // The forgeries reached the filter: those with a good checksum failed
+    // the cookie (invalid), those with a bad one the filter (filter_invalid).
+    let sent: u64 = String::from_utf8_lossy(&forger.stdout)
+        .trim()
+        .parse()
+        .unwrap();
+    let invalid = summary_count(&o, "invalid");
+    let filter_invalid = summary_count(&o, "filter_invalid");
+    assert!(sent > 1000, "the forger sent only {sent}");
+    assert!(
+        invalid > 200 && filter_invalid > 200,
+        "{sent} forged, {invalid} invalid, {filter_invalid} filter_invalid: {}",
+        stderr(&o)
+    );
+}
+
 #[test]
 fn no_xdp_program_stays_after_sigint_or_kill_9() {
     let mut tb = testbed(&["198.18.0.2"], &[]);

@@ -169,6 +169,35 @@ impl Cookies {
         h as u32
     }
 
+    /// The identifier and sequence number of our ICMP / ICMPv6 echo request
+    /// to `dst` (as zmap's icmp_echo module: a genuine reply echoes both
+    /// back, and only our key produces them for that target).
+    ///
+    /// They are the high and low halves of SipHash-1-3 over the source
+    /// words, then `dst << 32` and [`ECHO_DOMAIN`] for IPv4, or `dst_hi,
+    /// dst_lo`, [`ECHO_DOMAIN`] and [`ECHO_DOMAIN`] again for IPv6: one word
+    /// more than a SYN's cookie of the same family, so the two never share
+    /// an input (the length is hashed).
+    #[inline]
+    pub fn echo(&self, dst: Target) -> (u16, u16) {
+        let mut v = self.midstate;
+        let h = match dst {
+            Target::V4(d) => {
+                sip_absorb(&mut v, u64::from(d) << 32);
+                sip_absorb(&mut v, ECHO_DOMAIN);
+                sip_finish(v, self.src_words + 2)
+            }
+            Target::V6(d) => {
+                sip_absorb(&mut v, (d >> 64) as u64);
+                sip_absorb(&mut v, d as u64);
+                sip_absorb(&mut v, ECHO_DOMAIN);
+                sip_absorb(&mut v, ECHO_DOMAIN);
+                sip_finish(v, self.src_words + 4)
+            }
+        };
+        ((h >> 16) as u16, h as u16)
+    }
+
     /// Judges a reply by its TCP flags and acknowledgement number. It comes
     /// *from* the target (`target:tport`) *to* our source port `lport`.
     #[inline]
@@ -187,6 +216,9 @@ impl Cookies {
         }
     }
 }
+
+/// The word that sets the echo cookies apart ("ECHO", twice).
+pub const ECHO_DOMAIN: u64 = 0x4543_484f_4543_484f;
 
 /// What a reply to one of our SYNs says about the port.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -259,6 +291,42 @@ mod tests {
             let seq = c.seq(sp, Target::V6(d), dp);
             prop_assert_eq!(c.validate(Target::V6(d), dp, sp, 0x12, seq.wrapping_add(1)), Verdict::Open);
         }
+    }
+
+    proptest! {
+        /// The echo cookie is SipHash-1-3 of the documented words, and
+        /// differs from every SYN cookie's input.
+        #[test]
+        fn echo_cookies_are_siphash13_of_the_target(key: [u8; 16], s4: u32, d4: u32, s6: u128, d6: u128) {
+            for (src, dst) in [(Target::V4(s4), Target::V4(d4)), (Target::V6(s6), Target::V6(d6))] {
+                let c = Cookies::new(&CookieKey::from_bytes(key), src);
+                let (w, n) = source_words(src);
+                let mut words = w[..n].to_vec();
+                match dst {
+                    Target::V4(d) => words.extend([u64::from(d) << 32, ECHO_DOMAIN]),
+                    Target::V6(d) => words.extend([(d >> 64) as u64, d as u64, ECHO_DOMAIN, ECHO_DOMAIN]),
+                }
+                let h = reference(key, &words) as u32;
+                prop_assert_eq!(c.echo(dst), ((h >> 16) as u16, h as u16));
+            }
+        }
+    }
+
+    #[test]
+    fn echo_cookies_depend_on_key_source_and_target() {
+        let us = Target::V4(0xc612_0001);
+        let c = Cookies::new(&CookieKey::from_bytes([7; 16]), us);
+        let them = Target::V4(0xc612_0002);
+        assert_ne!(
+            c.echo(them),
+            Cookies::new(&CookieKey::from_bytes([8; 16]), us).echo(them)
+        );
+        assert_ne!(
+            c.echo(them),
+            Cookies::new(&CookieKey::from_bytes([7; 16]), Target::V4(0xc612_0009)).echo(them)
+        );
+        assert_ne!(c.echo(them), c.echo(Target::V4(0xc612_0003)));
+        assert_eq!(c.echo(them), c.echo(them));
     }
 
     #[test]

@@ -11,7 +11,7 @@ pub mod sweep;
 
 pub use cookie::{CookieKey, Cookies, Verdict};
 pub use lanes::{Lane, LaneStep, Lanes};
-pub use pace::Pacer;
+pub use pace::{Pacer, capped_rate};
 pub use permute::Permutation;
 pub use spec::{Origin, PortSet, Shard, SpecError, TargetSet};
 pub use sweep::{Probe, Sweep, SweepIter, Target};

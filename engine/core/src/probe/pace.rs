@@ -6,6 +6,20 @@
 //! at most one batch so an idle moment never turns into a burst above the
 //! rate. The caller passes the time; the pacer owns no clock.
 
+/// The rate of a sweep over `hosts` hosts when no one host may receive more
+/// than `per_host_rate` probes per second: `min(rate, per_host_rate ×
+/// hosts)`, at least 1 (saturating; `per_host_rate` `None` is no cap).
+///
+/// With one host in the sweep every probe goes to it, so the sweep's rate
+/// is the host's; with many, the keyed permutation spreads the probes evenly
+/// over the hosts, so each receives about `rate / hosts` and the cap only
+/// binds when `rate / hosts` would exceed it. Like `rate`, it counts first
+/// probes: retries ride along, and only for probes that were not answered.
+pub fn capped_rate(rate: u64, per_host_rate: Option<u64>, hosts: u64) -> u64 {
+    let cap = per_host_rate.map_or(u64::MAX, |p| p.saturating_mul(hosts));
+    rate.min(cap).max(1)
+}
+
 /// Hands out per-batch send quotas for a target rate.
 #[derive(Debug, Clone)]
 pub struct Pacer {
@@ -145,6 +159,44 @@ mod tests {
         p.spend(40);
         assert_eq!(p.quota(50_000), 60);
         assert_eq!(p.quota(100_000), 60);
+    }
+
+    #[test]
+    fn the_per_host_cap_binds_only_for_few_hosts() {
+        // One host: the sweep goes at the host's cap.
+        assert_eq!(capped_rate(2_000_000, Some(20_000), 1), 20_000);
+        // Ten hosts: ten times the cap.
+        assert_eq!(capped_rate(2_000_000, Some(20_000), 10), 200_000);
+        // Many hosts: the rate itself is below the cap × hosts.
+        assert_eq!(capped_rate(2_000_000, Some(20_000), 65_536), 2_000_000);
+        assert_eq!(capped_rate(2_000_000, Some(20_000), 100), 2_000_000);
+        // No cap.
+        assert_eq!(capped_rate(2_000_000, None, 1), 2_000_000);
+        // Never zero: no hosts, a zero cap, a zero rate.
+        assert_eq!(capped_rate(1000, Some(20_000), 0), 1);
+        assert_eq!(capped_rate(1000, Some(0), 5), 1);
+        assert_eq!(capped_rate(0, None, 5), 1);
+        // No overflow.
+        assert_eq!(capped_rate(u64::MAX, Some(u64::MAX), u64::MAX), u64::MAX);
+        assert_eq!(capped_rate(7, Some(u64::MAX / 2), 3), 7);
+    }
+
+    proptest::proptest! {
+        /// The capped rate never exceeds the rate nor (above 1) the cap ×
+        /// hosts, and equals one of them.
+        #[test]
+        fn capped_rate_is_the_smaller_bound(
+            rate in 1u64..10_000_000,
+            per_host in 1u64..1_000_000,
+            hosts in 1u64..1_000_000,
+        ) {
+            let r = capped_rate(rate, Some(per_host), hosts);
+            proptest::prop_assert!(r <= rate);
+            proptest::prop_assert!(r <= per_host * hosts);
+            proptest::prop_assert!(r == rate || r == per_host * hosts);
+            // Per host, on average, within the cap.
+            proptest::prop_assert!(r / hosts <= per_host);
+        }
     }
 
     #[test]

@@ -1,4 +1,5 @@
-//! Building the frames the scanner sends: SYN probes and RSTs.
+//! Building the frames the scanner sends: SYN probes, RSTs and ICMP echo
+//! requests.
 //!
 //! Frame layouts (byte offsets in the Ethernet frame):
 //!
@@ -9,16 +10,21 @@
 //!                 | 74 MSS option
 //! IPv4 RST (54):  0 eth | 14 ipv4 | 34 tcp
 //! IPv6 RST (74):  0 eth | 14 ipv6 | 54 tcp
+//! IPv4 echo (42): 0 eth | 14 ipv4 | 34 icmp (type 8, code 0, csum 36, id 38, seq 40)
+//! IPv6 echo (62): 0 eth | 14 ipv6 | 54 icmpv6 (type 128, code 0, csum 56, id 58, seq 60)
 //! ```
 //!
-//! Neither frame sets IPv4 don't-fragment; the RST uses IPv4 id 0.
+//! No frame sets IPv4 don't-fragment; the RST and the echo request use IPv4
+//! id 0. An echo request carries no data.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use super::checksum;
 use super::{
-    ETH_HEADER_LEN, ETHERTYPE_IPV4, ETHERTYPE_IPV6, IP_PROTO_TCP, IPV4_HEADER_LEN, IPV6_HEADER_LEN,
-    MacAddr, RST_V4_LEN, RST_V6_LEN, SYN_V4_LEN, SYN_V6_LEN, TCP_HEADER_LEN, WireError, tcp_flags,
+    ECHO_V4_LEN, ECHO_V6_LEN, ETH_HEADER_LEN, ETHERTYPE_IPV4, ETHERTYPE_IPV6, ICMP_ECHO_REQUEST,
+    ICMP_HEADER_LEN, ICMPV6_ECHO_REQUEST, IP_PROTO_ICMP, IP_PROTO_ICMPV6, IP_PROTO_TCP,
+    IPV4_HEADER_LEN, IPV6_HEADER_LEN, MacAddr, RST_V4_LEN, RST_V6_LEN, SYN_V4_LEN, SYN_V6_LEN,
+    TCP_HEADER_LEN, WireError, tcp_flags,
 };
 
 /// Length of the SYN's TCP header: 20 bytes plus the 4-byte MSS option.
@@ -61,6 +67,19 @@ fn ethernet_header(dst: MacAddr, src: MacAddr, ethertype: u16) -> [u8; ETH_HEADE
 
 /// An IPv4 header carrying TCP: IHL 5, TOS 0, no flags, checksum left zero.
 fn ipv4_header(total_len: u16, id: u16, ttl: u8, src: Ipv4Addr, dst: Ipv4Addr) -> [u8; 20] {
+    ipv4_header_proto(total_len, id, ttl, IP_PROTO_TCP, src, dst)
+}
+
+/// An IPv4 header carrying `protocol`: IHL 5, TOS 0, no flags, checksum left
+/// zero.
+fn ipv4_header_proto(
+    total_len: u16,
+    id: u16,
+    ttl: u8,
+    protocol: u8,
+    src: Ipv4Addr,
+    dst: Ipv4Addr,
+) -> [u8; 20] {
     let [len_hi, len_lo] = total_len.to_be_bytes();
     let [id_hi, id_lo] = id.to_be_bytes();
     let [s0, s1, s2, s3] = src.octets();
@@ -69,7 +88,7 @@ fn ipv4_header(total_len: u16, id: u16, ttl: u8, src: Ipv4Addr, dst: Ipv4Addr) -
     let header = [
         0x45, 0, len_hi, len_lo,    // version 4, IHL 5 | TOS | total length
         id_hi, id_lo, 0, 0,         // identification | flags, fragment offset
-        ttl, IP_PROTO_TCP, 0, 0,    // TTL | protocol | header checksum
+        ttl, protocol, 0, 0,        // TTL | protocol | header checksum
         s0, s1, s2, s3,             // source
         d0, d1, d2, d3,             // destination
     ];
@@ -78,10 +97,21 @@ fn ipv4_header(total_len: u16, id: u16, ttl: u8, src: Ipv4Addr, dst: Ipv4Addr) -
 
 /// An IPv6 header carrying TCP: traffic class 0, flow label 0.
 fn ipv6_header(payload_len: u16, hop_limit: u8, src: Ipv6Addr, dst: Ipv6Addr) -> [u8; 40] {
+    ipv6_header_next(payload_len, hop_limit, IP_PROTO_TCP, src, dst)
+}
+
+/// An IPv6 header with next header `next`: traffic class 0, flow label 0.
+fn ipv6_header_next(
+    payload_len: u16,
+    hop_limit: u8,
+    next: u8,
+    src: Ipv6Addr,
+    dst: Ipv6Addr,
+) -> [u8; 40] {
     let mut h = [0u8; IPV6_HEADER_LEN];
     h[0] = 0x60; // version 6
     h[4..6].copy_from_slice(&payload_len.to_be_bytes());
-    h[6] = IP_PROTO_TCP;
+    h[6] = next;
     h[7] = hop_limit;
     h[8..24].copy_from_slice(&src.octets());
     h[24..40].copy_from_slice(&dst.octets());
@@ -419,6 +449,80 @@ pub fn write_rst(
             out[v6::IP..v6::TCP].copy_from_slice(&ip);
             out[v6::TCP..].copy_from_slice(&tcp);
             Ok(RST_V6_LEN)
+        }
+        _ => Err(WireError::FamilyMismatch),
+    }
+}
+
+/// Writes an ICMP echo request (IPv4) or ICMPv6 echo request (IPv6) to
+/// `buf` and returns its length ([`ECHO_V4_LEN`] or [`ECHO_V6_LEN`]).
+///
+/// `id` and `seq` are the identifier and sequence number the reply must
+/// echo back (the scanner derives them from its keyed cookie of `dst`, see
+/// `Cookies::echo`). The message carries no data; the IPv4 header has id 0
+/// and no flags; `ttl` is the IPv4 TTL or the IPv6 hop limit. Both
+/// checksums (IPv4 header, ICMP / ICMPv6 with its pseudo-header) are
+/// filled in.
+///
+/// Errors: [`WireError::FamilyMismatch`] if `src` and `dst` are of different
+/// families, [`WireError::BufferTooSmall`] if `buf` is too short. `buf` is
+/// untouched on error.
+#[allow(clippy::too_many_arguments)] // The signature mirrors the frame's fields.
+pub fn write_echo_request(
+    buf: &mut [u8],
+    src_mac: MacAddr,
+    dst_mac: MacAddr,
+    src: IpAddr,
+    dst: IpAddr,
+    id: u16,
+    seq: u16,
+    ttl: u8,
+) -> Result<usize, WireError> {
+    let have = buf.len();
+    let icmp = |kind: u8| -> [u8; ICMP_HEADER_LEN] {
+        let [id_hi, id_lo] = id.to_be_bytes();
+        let [seq_hi, seq_lo] = seq.to_be_bytes();
+        [kind, 0, 0, 0, id_hi, id_lo, seq_hi, seq_lo]
+    };
+    match (src, dst) {
+        (IpAddr::V4(src), IpAddr::V4(dst)) => {
+            let out = buf
+                .first_chunk_mut::<ECHO_V4_LEN>()
+                .ok_or(WireError::BufferTooSmall {
+                    need: ECHO_V4_LEN,
+                    have,
+                })?;
+            let total_len = (IPV4_HEADER_LEN + ICMP_HEADER_LEN) as u16;
+            let mut ip = ipv4_header_proto(total_len, 0, ttl, IP_PROTO_ICMP, src, dst);
+            let ip_sum = checksum::finish(checksum::sum(&ip));
+            ip[10..12].copy_from_slice(&ip_sum.to_be_bytes());
+            let mut msg = icmp(ICMP_ECHO_REQUEST);
+            let sum = checksum::finish(checksum::sum(&msg));
+            msg[2..4].copy_from_slice(&sum.to_be_bytes());
+
+            out[..v4::IP].copy_from_slice(&ethernet_header(dst_mac, src_mac, ETHERTYPE_IPV4));
+            out[v4::IP..v4::TCP].copy_from_slice(&ip);
+            out[v4::TCP..].copy_from_slice(&msg);
+            Ok(ECHO_V4_LEN)
+        }
+        (IpAddr::V6(src), IpAddr::V6(dst)) => {
+            let out = buf
+                .first_chunk_mut::<ECHO_V6_LEN>()
+                .ok_or(WireError::BufferTooSmall {
+                    need: ECHO_V6_LEN,
+                    have,
+                })?;
+            let ip = ipv6_header_next(ICMP_HEADER_LEN as u16, ttl, IP_PROTO_ICMPV6, src, dst);
+            let mut msg = icmp(ICMPV6_ECHO_REQUEST);
+            let pseudo =
+                checksum::pseudo_header_v6(src, dst, IP_PROTO_ICMPV6, ICMP_HEADER_LEN as u32);
+            let sum = checksum::finish(checksum::add(pseudo, checksum::sum(&msg)));
+            msg[2..4].copy_from_slice(&sum.to_be_bytes());
+
+            out[..v6::IP].copy_from_slice(&ethernet_header(dst_mac, src_mac, ETHERTYPE_IPV6));
+            out[v6::IP..v6::TCP].copy_from_slice(&ip);
+            out[v6::TCP..].copy_from_slice(&msg);
+            Ok(ECHO_V6_LEN)
         }
         _ => Err(WireError::FamilyMismatch),
     }

@@ -9,10 +9,12 @@
 //! * Read-only typed views, each built with a `new_checked` constructor that
 //!   validates lengths once so that its accessors cannot fail:
 //!   [`EthernetFrame`], [`Ipv4Packet`], [`Ipv6Packet`], [`TcpSegment`].
-//! * Emitters for the two frames the scanner sends: [`SynTemplate`] (the hot
-//!   path, one SYN probe per call) and [`write_rst`].
-//! * [`parse_tcp_frame`], which turns a received Ethernet frame into a
-//!   [`TcpSegmentInfo`] after verifying every checksum.
+//! * Emitters for the frames the scanner sends: [`SynTemplate`] (the hot
+//!   path, one SYN probe per call), [`write_rst`] and [`write_echo_request`]
+//!   (ICMP / ICMPv6 echo, for host reachability).
+//! * [`parse_tcp_frame`] and [`parse_echo_frame`], which turn a received
+//!   Ethernet frame into a [`TcpSegmentInfo`] or an [`EchoInfo`] after
+//!   verifying every checksum.
 //!
 //! All multi-byte fields on the wire are big-endian (network order). Integer
 //! parameters named "host-order" are plain Rust integers, for example
@@ -29,8 +31,8 @@ mod view;
 #[cfg(test)]
 mod tests;
 
-pub use emit::{SynTemplate, write_rst};
-pub use parse::{TcpSegmentInfo, parse_tcp_frame};
+pub use emit::{SynTemplate, write_echo_request, write_rst};
+pub use parse::{EchoInfo, TcpSegmentInfo, parse_echo_frame, parse_tcp_frame};
 pub use view::{EthernetFrame, Ipv4Packet, Ipv6Packet, TcpSegment};
 
 /// EtherType of IPv4.
@@ -44,6 +46,22 @@ pub const ETHERTYPE_ARP: u16 = 0x0806;
 
 /// IP protocol number (IPv4) / next-header value (IPv6) of TCP.
 pub const IP_PROTO_TCP: u8 = 6;
+/// IP protocol number of ICMP (IPv4).
+pub const IP_PROTO_ICMP: u8 = 1;
+/// Next-header value of ICMPv6.
+pub const IP_PROTO_ICMPV6: u8 = 58;
+
+/// ICMP type of an echo reply (IPv4).
+pub const ICMP_ECHO_REPLY: u8 = 0;
+/// ICMP type of an echo request (IPv4).
+pub const ICMP_ECHO_REQUEST: u8 = 8;
+/// ICMPv6 type of an echo request.
+pub const ICMPV6_ECHO_REQUEST: u8 = 128;
+/// ICMPv6 type of an echo reply.
+pub const ICMPV6_ECHO_REPLY: u8 = 129;
+/// Length of an ICMP / ICMPv6 echo header: type, code, checksum, identifier,
+/// sequence number.
+pub const ICMP_HEADER_LEN: usize = 8;
 
 /// Length of an Ethernet II header without VLAN tag.
 pub const ETH_HEADER_LEN: usize = 14;
@@ -65,6 +83,10 @@ pub const SYN_V6_LEN: usize = 78;
 pub const RST_V4_LEN: usize = 54;
 /// Length of an RST over IPv6: 14 Ethernet + 40 IPv6 + 20 TCP.
 pub const RST_V6_LEN: usize = 74;
+/// Length of an ICMP echo request: 14 Ethernet + 20 IPv4 + 8 ICMP (no data).
+pub const ECHO_V4_LEN: usize = 42;
+/// Length of an ICMPv6 echo request: 14 Ethernet + 40 IPv6 + 8 ICMPv6.
+pub const ECHO_V6_LEN: usize = 62;
 
 /// TCP flag bits, as found in byte 13 of the TCP header.
 pub mod tcp_flags {
@@ -126,13 +148,20 @@ pub enum WireError {
     /// The IP payload is not TCP; carries the IPv4 protocol or IPv6 next header.
     #[error("not TCP: IP protocol / next header {0}")]
     NotTcp(u8),
+    /// The IP payload is not ICMP (IPv4) / ICMPv6 (IPv6); carries the IPv4
+    /// protocol or IPv6 next header.
+    #[error("not ICMP: IP protocol / next header {0}")]
+    NotIcmp(u8),
+    /// The ICMP message is not an echo request or reply; carries its type.
+    #[error("not an ICMP echo message: type {0}")]
+    NotEcho(u8),
     /// The IPv4 packet is a fragment (MF set or nonzero fragment offset).
     #[error("IPv4 fragment (more-fragments set or nonzero offset)")]
     Fragment,
     /// A checksum does not verify.
     #[error("{layer}: bad checksum")]
     BadChecksum {
-        /// The layer whose checksum failed ("ipv4" or "tcp").
+        /// The layer whose checksum failed ("ipv4", "tcp", "icmp" or "icmpv6").
         layer: &'static str,
     },
     /// The output buffer cannot hold the frame.

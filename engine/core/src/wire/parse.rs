@@ -1,10 +1,13 @@
-//! Parsing a received Ethernet frame down to its TCP header.
+//! Parsing a received Ethernet frame down to its TCP header or its ICMP
+//! echo message.
 
 use std::net::IpAddr;
 
+use super::checksum;
 use super::{
-    ETHERTYPE_IPV4, ETHERTYPE_IPV6, EthernetFrame, IP_PROTO_TCP, Ipv4Packet, Ipv6Packet, MacAddr,
-    TcpSegment, WireError,
+    ETHERTYPE_IPV4, ETHERTYPE_IPV6, EthernetFrame, ICMP_ECHO_REPLY, ICMP_ECHO_REQUEST,
+    ICMP_HEADER_LEN, ICMPV6_ECHO_REPLY, ICMPV6_ECHO_REQUEST, IP_PROTO_ICMP, IP_PROTO_ICMPV6,
+    IP_PROTO_TCP, Ipv4Packet, Ipv6Packet, MacAddr, TcpSegment, WireError,
 };
 
 /// The header fields of one TCP segment read from an Ethernet frame.
@@ -110,4 +113,119 @@ pub fn parse_tcp_frame(frame: &[u8]) -> Result<TcpSegmentInfo, WireError> {
         flags: tcp.flags(),
         window: tcp.window(),
     })
+}
+
+/// The fields of one ICMP (IPv4) or ICMPv6 echo message read from an
+/// Ethernet frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EchoInfo {
+    /// Source MAC address.
+    pub src_mac: MacAddr,
+    /// Destination MAC address.
+    pub dst_mac: MacAddr,
+    /// The 12-bit VLAN ID, if the frame carried an 802.1Q tag.
+    pub vlan: Option<u16>,
+    /// Source IP address.
+    pub src: IpAddr,
+    /// Destination IP address.
+    pub dst: IpAddr,
+    /// IPv4 TTL, or IPv6 hop limit.
+    pub ttl: u8,
+    /// The ICMP / ICMPv6 type: [`ICMP_ECHO_REQUEST`], [`ICMP_ECHO_REPLY`],
+    /// [`ICMPV6_ECHO_REQUEST`] or [`ICMPV6_ECHO_REPLY`].
+    pub icmp_type: u8,
+    /// The code (0 for a well-formed echo message).
+    pub code: u8,
+    /// The identifier.
+    pub id: u16,
+    /// The sequence number.
+    pub seq: u16,
+}
+
+/// Parses an Ethernet frame carrying an ICMP echo request or reply (IPv4) or
+/// an ICMPv6 echo request or reply (IPv6), and verifies its checksums.
+///
+/// The same frames as [`parse_tcp_frame`] are accepted below the transport
+/// (one VLAN tag, IPv4 options, no IPv6 extension headers, no fragments);
+/// the ICMP checksum (ICMPv6: with its pseudo-header) must verify over the
+/// whole message as delimited by the IP length field. Any other ICMP type
+/// gives [`WireError::NotEcho`], another protocol [`WireError::NotIcmp`].
+pub fn parse_echo_frame(frame: &[u8]) -> Result<EchoInfo, WireError> {
+    let eth = EthernetFrame::new_checked(frame)?;
+    let (src, dst, ttl, msg) = match eth.ethertype() {
+        ETHERTYPE_IPV4 => {
+            let ip = Ipv4Packet::new_checked(eth.payload())?;
+            if !ip.verify_checksum() {
+                return Err(WireError::BadChecksum { layer: "ipv4" });
+            }
+            if ip.is_fragment() {
+                return Err(WireError::Fragment);
+            }
+            if ip.protocol() != IP_PROTO_ICMP {
+                return Err(WireError::NotIcmp(ip.protocol()));
+            }
+            let msg = ip.payload();
+            echo_type(msg, "icmp", &[ICMP_ECHO_REQUEST, ICMP_ECHO_REPLY])?;
+            if !checksum::is_valid(checksum::sum(msg)) {
+                return Err(WireError::BadChecksum { layer: "icmp" });
+            }
+            (
+                IpAddr::V4(ip.src_addr()),
+                IpAddr::V4(ip.dst_addr()),
+                ip.ttl(),
+                msg,
+            )
+        }
+        ETHERTYPE_IPV6 => {
+            let ip = Ipv6Packet::new_checked(eth.payload())?;
+            if ip.next_header() != IP_PROTO_ICMPV6 {
+                return Err(WireError::NotIcmp(ip.next_header()));
+            }
+            let msg = ip.payload();
+            echo_type(msg, "icmpv6", &[ICMPV6_ECHO_REQUEST, ICMPV6_ECHO_REPLY])?;
+            let len = u32::try_from(msg.len()).unwrap_or(u32::MAX);
+            let pseudo =
+                checksum::pseudo_header_v6(ip.src_addr(), ip.dst_addr(), IP_PROTO_ICMPV6, len);
+            if !checksum::is_valid(checksum::add(pseudo, checksum::sum(msg))) {
+                return Err(WireError::BadChecksum { layer: "icmpv6" });
+            }
+            (
+                IpAddr::V6(ip.src_addr()),
+                IpAddr::V6(ip.dst_addr()),
+                ip.hop_limit(),
+                msg,
+            )
+        }
+        other => return Err(WireError::UnsupportedEtherType(other)),
+    };
+    let byte = |i: usize| msg.get(i).copied().unwrap_or(0);
+    Ok(EchoInfo {
+        src_mac: eth.src(),
+        dst_mac: eth.dst(),
+        vlan: eth.vlan_id(),
+        src,
+        dst,
+        ttl,
+        icmp_type: byte(0),
+        code: byte(1),
+        id: u16::from_be_bytes([byte(4), byte(5)]),
+        seq: u16::from_be_bytes([byte(6), byte(7)]),
+    })
+}
+
+/// Checks that `msg` holds a whole echo header of one of `types`.
+fn echo_type(msg: &[u8], layer: &'static str, types: &[u8]) -> Result<(), WireError> {
+    if msg.len() < ICMP_HEADER_LEN {
+        return Err(WireError::Truncated {
+            layer,
+            need: ICMP_HEADER_LEN,
+            have: msg.len(),
+        });
+    }
+    let kind = msg.first().copied().unwrap_or(0);
+    if types.contains(&kind) {
+        Ok(())
+    } else {
+        Err(WireError::NotEcho(kind))
+    }
 }

@@ -7,6 +7,8 @@
 //! * [`receive`]: one receiver drains the filter's ring buffer, has the
 //!   classifier judge each reply, reports each (host, port) once.
 //! * [`window`]: the retry window between them.
+//! * [`echo`]: the addresses pinged for host reachability (ICMP / ICMPv6
+//!   echo, sent by sender 0) and which of them answered.
 //!
 //! Retries are loss-aware and spaced in time with bounded memory: a sender at
 //! step `m` of its sequence also re-sends step `m - r*W` for each retry `r`,
@@ -15,6 +17,7 @@
 //! and the "answered" bits live in a ring of a few `W` -- not in a bitmap of
 //! the whole sweep.
 
+mod echo;
 mod path;
 mod receive;
 mod send;
@@ -26,12 +29,13 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use palisade_core::classify::ReplyClassifier;
-use palisade_core::probe::{CookieKey, Lanes, Shard, Sweep};
+use palisade_core::probe::{CookieKey, Lanes, Shard, Sweep, capped_rate};
 use palisade_core::wire::MacAddr;
 use serde::Serialize;
 use thiserror::Error;
 
-use crate::{AttachMode, ReplyFilter, XdpError};
+use crate::{AttachMode, ReplyFilter, XdpError, filter::RECORD_LEN};
+use echo::Pings;
 use path::{Path, resolve_path};
 use send::{Rst, send_lane};
 use window::RetryWindow;
@@ -44,6 +48,10 @@ pub struct ScanConfig {
     pub resume: u64,
     /// Probes per second (at least 1).
     pub rate: u64,
+    /// At most this many probes per second to any one address: the scan
+    /// goes at `probe::capped_rate(rate, per_host_rate, hosts)`. `None`: no
+    /// cap. Like `rate`, it counts first probes; retries ride along.
+    pub per_host_rate: Option<u64>,
     /// Extra probes for a port that did not answer.
     pub retries: u32,
     /// How long to wait for late replies after the last probe.
@@ -60,6 +68,14 @@ pub struct ScanConfig {
     pub report_closed: bool,
     /// Key for the cookies; random per scan unless a test fixes it.
     pub cookie_key: Option<[u8; 16]>,
+    /// Addresses to send ICMP (IPv4) / ICMPv6 (IPv6) echo requests to, for
+    /// host reachability: once at the start of the scan, then `retries`
+    /// more times, half a second apart, to those that have not answered.
+    /// Each that answers is reported once, as an [`Answer::Echo`] finding.
+    pub ping: Vec<IpAddr>,
+    /// The link is VLAN-tagged: replies carrying a VLAN tag count. `false`
+    /// (the default): a tagged reply is invalid (`filter_invalid`).
+    pub accept_vlan: bool,
 }
 
 impl Default for ScanConfig {
@@ -78,6 +94,9 @@ impl Default for ScanConfig {
             queues: None,
             report_closed: false,
             cookie_key: None,
+            per_host_rate: None,
+            ping: Vec::new(),
+            accept_vlan: false,
         }
     }
 }
@@ -87,12 +106,36 @@ pub const DEFAULT_RATE: u64 = 100_000;
 /// Default source ports: above Linux's ephemeral range (32768-60999).
 pub const DEFAULT_SOURCE_PORTS: (u16, u16) = (61_000, 61_063);
 
-/// One finding: a port that answered.
+/// What answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Answer {
+    /// A SYN-ACK: the port is open.
+    Open,
+    /// An RST: the port is closed (reported with `report_closed` only).
+    Closed,
+    /// An echo reply: the host is reachable (port 0).
+    Echo,
+}
+
+impl Answer {
+    /// `open`, `closed` or `echo`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Answer::Open => "open",
+            Answer::Closed => "closed",
+            Answer::Echo => "echo",
+        }
+    }
+}
+
+/// One finding: a port that answered, or a host that answered echo.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Finding {
     pub ip: IpAddr,
+    /// The port; 0 for [`Answer::Echo`].
     pub port: u16,
-    pub open: bool,
+    pub answer: Answer,
     pub ttl: u8,
     /// When the reply was read.
     pub time: std::time::SystemTime,
@@ -121,8 +164,17 @@ pub struct ScanSummary {
     pub retries: u64,
     /// Valid replies (first per port).
     pub replies: u64,
-    /// Replies that failed cookie validation (forged, stale, unrelated).
+    /// Replies that failed cookie validation (forged, stale, unrelated),
+    /// TCP and echo.
     pub invalid: u64,
+    /// Would-be replies the XDP filter dropped because the kernel would not
+    /// accept them: bad IP, TCP or ICMP checksum, a fragment, a header past
+    /// the IP length or the frame, a VLAN tag on an untagged link.
+    pub filter_invalid: u64,
+    /// ICMP / ICMPv6 echo requests sent (first rounds and re-sends).
+    pub echo_sent: u64,
+    /// Addresses that answered echo (each counted once).
+    pub echo_replies: u64,
     /// Valid replies for a port already reported.
     pub duplicates: u64,
     pub open: u64,
@@ -207,6 +259,8 @@ struct Shared<'a> {
     path: &'a Path,
     /// Judges replies; holds the cookies the senders sign probes with.
     classifier: ReplyClassifier,
+    /// The addresses to ping and which answered.
+    pings: Pings,
     lanes: Lanes,
     windows: Vec<RetryWindow>,
     /// Retry spacing in steps of one lane.
@@ -225,8 +279,20 @@ impl Shared<'_> {
     }
 }
 
+/// The addresses of `ping` the scan has a source address for (the path
+/// resolves one for each family of the sweep and of `ping`).
+fn pings_with_source(ping: &[IpAddr], path: &Path) -> Vec<IpAddr> {
+    ping.iter()
+        .copied()
+        .filter(|a| match a {
+            IpAddr::V4(_) => path.v4.is_some(),
+            IpAddr::V6(_) => path.v6.is_some(),
+        })
+        .collect()
+}
+
 /// Runs a scan of `sweep`; calls `found` for each port that answered (once
-/// per port). `stop` ends it early (SIGINT). `progress` can be read live.
+/// per port) and for each address of `cfg.ping` that answered echo (once). `stop` ends it early (SIGINT). `progress` can be read live.
 pub fn run(
     sweep: &Sweep,
     cfg: &ScanConfig,
@@ -237,13 +303,28 @@ pub fn run(
     let started = Instant::now();
     let path = resolve_path(sweep, cfg)?;
     tracing::debug!(elapsed = ?started.elapsed(), ?path, "path resolved");
+    let rate = capped_rate(cfg.rate, cfg.per_host_rate, sweep.host_count());
+    if rate < cfg.rate {
+        tracing::info!(
+            rate,
+            configured = cfg.rate,
+            hosts = sweep.host_count(),
+            "rate capped by the per-host rate"
+        );
+    }
     // About 20 ms of replies at the full rate, within 1 to 8 MiB: the
     // receiver drains it continuously, and its pages (mapped twice, for
     // wrap-around) count in our resident memory.
-    let ring_bytes = (cfg.rate.saturating_mul(48) / 50).clamp(1 << 20, 1 << 23) as u32;
-    let mut filter =
-        ReplyFilter::attach(path.ifindex, path.v4, path.v6, cfg.source_ports, ring_bytes)
-            .map_err(permission)?;
+    let ring_bytes = (rate.saturating_mul(RECORD_LEN as u64) / 50).clamp(1 << 20, 1 << 23) as u32;
+    let mut filter = ReplyFilter::attach(
+        path.ifindex,
+        path.v4,
+        path.v6,
+        cfg.source_ports,
+        ring_bytes,
+        cfg.accept_vlan,
+    )
+    .map_err(permission)?;
 
     let sockets = crate::open_queues(path.ifindex, &path.ifname, cfg.queues).map_err(permission)?;
     let queues = sockets.len();
@@ -263,7 +344,7 @@ pub fn run(
         k
     });
     let key = CookieKey::from_bytes(key);
-    let lane_rate = (cfg.rate / queues as u64).max(1);
+    let lane_rate = (rate / queues as u64).max(1);
     // Half a second of probes, capped so the window stays small (2 Mi steps:
     // 0.5 s up to 4 Mpps per lane, longer beyond).
     let spacing = (lane_rate / 2).clamp(1, 1 << 21);
@@ -273,6 +354,7 @@ pub fn run(
         cfg,
         path: &path,
         classifier: ReplyClassifier::new(&key, path.v4, path.v6),
+        pings: Pings::new(&pings_with_source(&cfg.ping, &path)),
         lanes: Lanes::new(cfg.shard, queues),
         windows: (0..queues).map(|_| RetryWindow::new(span)).collect(),
         spacing,
@@ -322,10 +404,13 @@ pub fn run(
         summary.rsts_sent += c.rsts;
         summary.tx_busy += c.tx.busy;
         summary.send_duration = summary.send_duration.max(c.main_pass);
+        summary.echo_sent += c.echo_sent;
     }
     summary.sent = progress.sent.load(Ordering::Relaxed);
     summary.retries = progress.retries.load(Ordering::Relaxed);
-    summary.ringbuf_full = filter.counters().map(|c| c.ringbuf_full).unwrap_or(0);
+    let counters = filter.counters().unwrap_or_default();
+    summary.ringbuf_full = counters.ringbuf_full;
+    summary.filter_invalid = counters.invalid;
     summary.interrupted = stop.load(Ordering::Relaxed);
     summary.duration = started.elapsed();
     Ok(summary)

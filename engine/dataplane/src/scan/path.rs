@@ -22,10 +22,18 @@ pub(super) struct Path {
     pub v6: Option<Ipv6Addr>,
 }
 
-/// Resolves the path to the sweep's first targets (one of each family)
-/// from the kernel's routes and neighbours, or from the overrides in `cfg`.
+/// Resolves the path to the sweep's first targets (one of each family;
+/// the first address of `cfg.ping` of a family the sweep lacks) from the
+/// kernel's routes and neighbours, or from the overrides in `cfg`.
 pub(super) fn resolve_path(sweep: &Sweep, cfg: &ScanConfig) -> Result<Path, ScanError> {
-    let (first4, first6) = sweep.first_targets();
+    let (mut first4, mut first6) = sweep.first_targets();
+    for &a in &cfg.ping {
+        match a {
+            IpAddr::V4(_) if first4.is_none() => first4 = Some(a.into()),
+            IpAddr::V6(_) if first6.is_none() => first6 = Some(a.into()),
+            _ => {}
+        }
+    }
     let mut rtnl = Rtnl::new().map_err(ScanError::Netlink)?;
     let forced_if = match &cfg.interface {
         Some(name) => Some(crate::ifindex(name)?),

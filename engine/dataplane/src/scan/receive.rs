@@ -1,7 +1,7 @@
 //! The receiver: drains the reply filter's ring buffer, lets the core's
 //! classifier judge each reply, marks the probe it answers so that no retry
 //! follows, asks sender 0 to tear down half-open connections, and reports
-//! each port once.
+//! each port once and each address that answered echo once.
 
 use std::collections::HashSet;
 use std::net::IpAddr;
@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use palisade_core::classify::ReplyClass;
 
 use super::send::Rst;
-use super::{Finding, ScanSummary, Shared};
+use super::{Answer, Finding, ScanSummary, Shared};
 use crate::{ReplyFilter, ReplyRecord};
 
 /// Runs until the senders are done and `wait` has passed (or the scan is
@@ -74,9 +74,15 @@ impl Replies<'_, '_> {
     /// torn down, and returns the finding to report, if it is a new one.
     fn take(&mut self, record: &ReplyRecord) -> Option<Finding> {
         let shared = self.shared;
-        let (probe, open) = match shared.classifier.classify(&record.reply()) {
+        let class = match (record.reply(), record.echo()) {
+            (Some(tcp), _) => shared.classifier.classify(&tcp),
+            (None, Some(echo)) => shared.classifier.classify_echo(&echo),
+            (None, None) => ReplyClass::Invalid,
+        };
+        let (probe, open) = match class {
             ReplyClass::Open(p) => (p, true),
             ReplyClass::Closed(p) => (p, false),
+            ReplyClass::Echo(target) => return self.echo(IpAddr::from(target), record.ttl),
             ReplyClass::Invalid => {
                 self.summary.invalid += 1;
                 return None;
@@ -121,9 +127,35 @@ impl Replies<'_, '_> {
         Some(Finding {
             ip,
             port: probe.port,
-            open,
+            answer: if open { Answer::Open } else { Answer::Closed },
             ttl: record.ttl,
             time: std::time::SystemTime::now(),
         })
+    }
+
+    /// A valid echo reply from `ip`: reported on its first answer, if we
+    /// pinged it (a valid cookie for an address we did not ping cannot be
+    /// an answer of this scan: invalid).
+    fn echo(&mut self, ip: IpAddr, ttl: u8) -> Option<Finding> {
+        match self.shared.pings.mark(ip) {
+            None => {
+                self.summary.invalid += 1;
+                None
+            }
+            Some(false) => {
+                self.summary.duplicates += 1;
+                None
+            }
+            Some(true) => {
+                self.summary.echo_replies += 1;
+                Some(Finding {
+                    ip,
+                    port: 0,
+                    answer: Answer::Echo,
+                    ttl,
+                    time: std::time::SystemTime::now(),
+                })
+            }
+        }
     }
 }

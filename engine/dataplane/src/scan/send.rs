@@ -1,7 +1,8 @@
 //! The senders: one thread per transmit queue walks its lane of the shard,
 //! paced, writing SYNs straight into UMEM, and re-sends the steps of its
 //! retry window that were not answered. Sender 0 also answers SYN-ACKs with
-//! RSTs, so that targets do not hold half-open connections.
+//! RSTs, so that targets do not hold half-open connections, and sends the
+//! echo requests for host reachability (paced with its probes).
 
 use std::net::IpAddr;
 use std::sync::atomic::Ordering;
@@ -9,8 +10,9 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use palisade_core::probe::{Pacer, Probe, Target};
-use palisade_core::wire::{SynTemplate, write_rst};
+use palisade_core::wire::{SynTemplate, write_echo_request, write_rst};
 
+use super::echo::PingRounds;
 use super::{BATCH, Shared};
 use crate::{TxCounters, TxSocket, XdpError};
 
@@ -26,6 +28,8 @@ pub(super) struct Rst {
 #[derive(Debug, Default)]
 pub(super) struct LaneCounters {
     pub rsts: u64,
+    /// Echo requests sent.
+    pub echo_sent: u64,
     /// Time from the lane's start to its last first probe.
     pub main_pass: Duration,
     pub tx: TxCounters,
@@ -83,6 +87,10 @@ pub(super) fn send_lane(
         }
     };
 
+    // Sender 0 pings: round 0 at once, the re-sends half a second apart.
+    let mut ping_rounds = (q == 0).then(|| PingRounds::new(shared.cfg.retries));
+    let mut ping_batch: Vec<IpAddr> = Vec::with_capacity(BATCH);
+
     // In the tail after the last first probe only retries are left: stop as
     // soon as every step that could still be retried has been answered.
     let mut pending = lane.first;
@@ -112,6 +120,27 @@ pub(super) fn send_lane(
             }
             std::thread::sleep(Duration::from_nanos(wait.min(1_000_000)));
             continue;
+        }
+        if let Some(rounds) = ping_rounds.as_mut() {
+            rounds.take(
+                &shared.pings,
+                epoch.elapsed(),
+                quota.min(BATCH),
+                &mut ping_batch,
+            );
+            if !ping_batch.is_empty() {
+                match send_pings(shared, &mut sock, &ping_batch) {
+                    Ok(n) => {
+                        counters.echo_sent += n;
+                        pacer.spend(n as u32);
+                    }
+                    Err(e) => {
+                        fail(e);
+                        break;
+                    }
+                }
+                continue;
+            }
         }
         let steps = (quota as u64).min(last_step - step).min(BATCH as u64);
         // First probes of this batch.
@@ -172,6 +201,30 @@ pub(super) fn send_lane(
     }
     let _ = sock.kick();
     counters.main_pass = main_done.unwrap_or_else(|| epoch.elapsed());
+    // Sender 0: the echo rounds still due (a small sweep ends before them).
+    if let Some(rounds) = ping_rounds.as_mut() {
+        while !shared.stop.load(Ordering::Relaxed) && !rounds.done(&shared.pings) {
+            sock.reclaim();
+            if let Some(rx) = &rsts {
+                counters.rsts += send_rsts(shared, &mut sock, rx);
+            }
+            let elapsed = epoch.elapsed();
+            rounds.take(&shared.pings, elapsed, BATCH, &mut ping_batch);
+            if ping_batch.is_empty() {
+                let due = rounds.next_due().unwrap_or(elapsed);
+                let nap = due.saturating_sub(elapsed).min(Duration::from_millis(5));
+                std::thread::sleep(nap.max(Duration::from_micros(100)));
+                continue;
+            }
+            match send_pings(shared, &mut sock, &ping_batch) {
+                Ok(n) => counters.echo_sent += n,
+                Err(e) => {
+                    fail(e);
+                    break;
+                }
+            }
+        }
+    }
     tracing::debug!(lane = q, elapsed = ?epoch.elapsed(), main_pass = ?counters.main_pass, step, "sender done");
     shared.senders_done.fetch_add(1, Ordering::Release);
     // Sender 0 keeps answering SYN-ACKs until the receiver is done.
@@ -191,6 +244,36 @@ pub(super) fn send_lane(
     }
     counters.tx = sock.counters();
     counters
+}
+
+/// Sends one echo request to each of `addrs` (at most a batch); returns how
+/// many went out.
+fn send_pings(shared: &Shared<'_>, sock: &mut TxSocket, addrs: &[IpAddr]) -> Result<u64, XdpError> {
+    let path = shared.path;
+    let mut done = 0;
+    let deadline = Instant::now() + Duration::from_millis(200);
+    while done < addrs.len() && !shared.stop.load(Ordering::Relaxed) {
+        let n = sock.queue(addrs.len() - done, |i, frame| {
+            let dst = addrs[done + i];
+            let target = Target::from(dst);
+            let (id, seq) = shared.classifier.cookies(target)?.echo(target);
+            let src: IpAddr = match dst {
+                IpAddr::V4(_) => IpAddr::V4(path.v4?),
+                IpAddr::V6(_) => IpAddr::V6(path.v6?),
+            };
+            write_echo_request(frame, path.src_mac, path.dst_mac, src, dst, id, seq, 64).ok()
+        });
+        done += n;
+        sock.kick()?;
+        if n == 0 {
+            if Instant::now() > deadline {
+                break;
+            }
+            sock.reclaim();
+            std::thread::yield_now();
+        }
+    }
+    Ok(done as u64)
 }
 
 fn send_rsts(shared: &Shared<'_>, sock: &mut TxSocket, rx: &mpsc::Receiver<Rst>) -> u64 {

@@ -81,6 +81,13 @@ pub struct TargetArgs {
 impl TargetArgs {
     /// Builds the sweep the arguments describe.
     pub fn sweep(&self) -> Result<Sweep, UsageError> {
+        let targets = self.target_set()?;
+        let ports = PortSet::parse_arg("-p", &self.ports)?;
+        Ok(Sweep::new(&targets, &ports, self.seed)?)
+    }
+
+    /// The targets the arguments describe, excludes removed (never empty).
+    pub fn target_set(&self) -> Result<TargetSet, UsageError> {
         let mut targets = TargetSet::default();
         for (i, t) in self.targets.iter().enumerate() {
             targets.extend_arg(&format!("target argument {}", i + 1), t)?;
@@ -107,7 +114,6 @@ impl TargetArgs {
             }
             .into());
         }
-        let ports = PortSet::parse_arg("-p", &self.ports)?;
-        Ok(Sweep::new(&targets, &ports, self.seed)?)
+        Ok(targets)
     }
 }

@@ -19,6 +19,21 @@ pub struct ScanArgs {
     #[arg(long, value_name = "PPS", default_value_t = palisade_dataplane::scan::DEFAULT_RATE,
           value_parser = clap::value_parser!(u64).range(1..=100_000_000))]
     rate: u64,
+    /// At most PPS probes per second to any one address: with few targets
+    /// the scan slows down to N × PPS, so that no single server is flooded
+    /// at the full --rate (with many targets the probe order spreads the load
+    /// and the cap does not bind). Counts first probes, like --rate. Default:
+    /// no cap.
+    #[arg(long, value_name = "PPS",
+          value_parser = clap::value_parser!(u64).range(1..=100_000_000))]
+    per_host_rate: Option<u64>,
+    /// Also send an ICMP echo request (ICMPv6 for IPv6) to every target, with
+    /// the same retries, and report each that answers once, as
+    /// `"state":"echo"` with port 0: the host is reachable. Its identifier
+    /// and sequence number are keyed to the scan and the target, so forged
+    /// or stale replies are counted invalid. At most 1,048,576 targets.
+    #[arg(long)]
+    ping: bool,
     /// Extra probes for a port that did not answer, 0.5 s apart.
     #[arg(long, value_name = "N", default_value_t = 1,
           value_parser = clap::value_parser!(u32).range(0..=10))]
@@ -51,8 +66,10 @@ pub struct ScanArgs {
     #[arg(long, value_enum, default_value_t = OutputFormat::Jsonl)]
     format: OutputFormat,
     /// Also write the summary as one JSON object to FILE (`-` for stderr),
-    /// for scripts and benchmarks: probes, retries, replies, invalid,
-    /// duplicates, open, closed, RSTs, ring-buffer losses, `rate` (first
+    /// for scripts and benchmarks: probes, retries, replies, invalid (failed
+    /// the cookie), filter_invalid (dropped by the XDP filter: bad checksum,
+    /// fragment, truncated, VLAN-tagged), duplicates, open, closed,
+    /// echo_sent, echo_replies, RSTs, ring-buffer losses, `rate` (first
     /// probes per second while sending), durations in seconds, interface,
     /// XDP mode, queues, interrupted.
     #[arg(long, value_name = "FILE")]
@@ -74,11 +91,38 @@ fn parse_source_ports(text: &str) -> Result<(u16, u16), UsageError> {
     Ok((lo, hi))
 }
 
+/// Most targets `--ping` takes (one echo request each, held in memory).
+const MAX_PING_TARGETS: u128 = 1 << 20;
+
+/// Every target address, for `--ping`.
+fn ping_targets(args: &ScanArgs) -> Result<Vec<std::net::IpAddr>, UsageError> {
+    let targets = args.target.target_set()?;
+    if targets.count() > MAX_PING_TARGETS {
+        return Err(UsageError(format!(
+            "--ping: {} targets, at most {MAX_PING_TARGETS}: ping fewer hosts",
+            targets.count()
+        )));
+    }
+    let v4 = targets.v4.ranges().iter().flat_map(|&(lo, hi)| {
+        (lo..=hi).map(|a| std::net::IpAddr::from(std::net::Ipv4Addr::from(a as u32)))
+    });
+    let v6 = targets.v6.ranges().iter().flat_map(|&(lo, hi)| {
+        (lo..=hi).map(|a| std::net::IpAddr::from(std::net::Ipv6Addr::from(a)))
+    });
+    Ok(v4.chain(v6).collect())
+}
+
 fn scan_config(args: &ScanArgs) -> Result<palisade_dataplane::scan::ScanConfig, UsageError> {
     let mut cfg = palisade_dataplane::scan::ScanConfig {
         shard: args.target.shard,
         resume: args.target.resume_index,
         rate: args.rate,
+        per_host_rate: args.per_host_rate,
+        ping: if args.ping {
+            ping_targets(args)?
+        } else {
+            Vec::new()
+        },
         retries: args.retries,
         interface: args.interface.clone(),
         source_ports: parse_source_ports(&args.source_port)?,
@@ -109,7 +153,7 @@ fn scan_config(args: &ScanArgs) -> Result<palisade_dataplane::scan::ScanConfig, 
 }
 
 fn format_finding(f: &palisade_dataplane::scan::Finding, format: OutputFormat) -> String {
-    let state = if f.open { "open" } else { "closed" };
+    let state = f.answer.as_str();
     let time = humantime::format_rfc3339_millis(f.time);
     match format {
         OutputFormat::Jsonl => serde_json::json!({
@@ -120,6 +164,9 @@ fn format_finding(f: &palisade_dataplane::scan::Finding, format: OutputFormat) -
             "time": time.to_string(),
         })
         .to_string(),
+        OutputFormat::Text if f.answer == palisade_dataplane::scan::Answer::Echo => {
+            format!("{state:<6} {}  ttl {}  {time}", f.ip, f.ttl)
+        }
         OutputFormat::Text => format!(
             "{state:<6} {}  ttl {}  {time}",
             std::net::SocketAddr::new(f.ip, f.port),
@@ -177,13 +224,16 @@ pub fn run(args: &ScanArgs) -> Result<ExitCode> {
         return Err(e).context("writing the findings");
     }
     eprintln!(
-        "palisade: {} probes sent ({} retries), {} replies ({} open, {} closed), {} invalid, {} duplicate, {} RSTs sent; {:.0} probes/s while sending ({:.3} s), {:.2} s in all; transport af_xdp on {} ({} copy, {} queue(s)), XDP {} mode{}",
+        "palisade: {} probes sent ({} retries), {} replies ({} open, {} closed), {} echo requests sent, {} hosts answered echo, {} invalid, {} filter_invalid, {} duplicate, {} RSTs sent; {:.0} probes/s while sending ({:.3} s), {:.2} s in all; transport af_xdp on {} ({} copy, {} queue(s)), XDP {} mode{}",
         summary.sent,
         summary.retries,
         summary.replies,
         summary.open,
         summary.closed,
+        summary.echo_sent,
+        summary.echo_replies,
         summary.invalid,
+        summary.filter_invalid,
         summary.duplicates,
         summary.rsts_sent,
         summary.rate(),

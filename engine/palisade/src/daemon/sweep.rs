@@ -10,7 +10,7 @@ use palisade_core::plan::{
     ScanFacts, ScanKind, SweepEnd, SweepPlan, SweepReplies, SweepResult, SweepTargets,
 };
 use palisade_core::probe::Sweep;
-use palisade_dataplane::scan::{self, Progress, ScanConfig};
+use palisade_dataplane::scan::{self, Answer, Progress, ScanConfig};
 
 use super::envelope::{envelope, outbox_entry, scan_envelope};
 use super::{Daemon, DaemonError, now_ms};
@@ -157,8 +157,12 @@ impl Daemon {
             "sweep starting"
         );
         let progress = Progress::default();
-        let end = match scan::run(&sweep, &self.scan_config(), stop, &progress, |f| {
-            replies.record(f.ip, f.port, f.open)
+        let mut config = self.scan_config();
+        config.ping = targets.ping.iter().copied().collect();
+        let end = match scan::run(&sweep, &config, stop, &progress, |f| match f.answer {
+            Answer::Echo => replies.record_echo(f.ip),
+            Answer::Open => replies.record(f.ip, f.port, true),
+            Answer::Closed => replies.record(f.ip, f.port, false),
         }) {
             Ok(s) => {
                 let end = SweepEnd::after_run(s.interrupted, s.ringbuf_full);
@@ -166,6 +170,8 @@ impl Daemon {
                     tracing::info!(
                         sent = s.sent,
                         open = s.open,
+                        echo_replies = s.echo_replies,
+                        invalid = s.invalid + s.filter_invalid,
                         secs = s.duration.as_secs_f64(),
                         "sweep done"
                     );
@@ -188,6 +194,7 @@ impl Daemon {
             source_v6: s.source_v6,
             source_ports: s.source_ports,
             gateway_mac: s.gateway_mac,
+            per_host_rate: Some(s.per_host_rate),
             report_closed: true,
             ..ScanConfig::default()
         }

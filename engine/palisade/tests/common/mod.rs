@@ -225,7 +225,9 @@ impl DaemonCase {
     }
 
     /// A testbed with kernel targets `v4` and `v6`, and a configuration
-    /// whose monitors are `monitors` (TOML), scanning at `rate`.
+    /// whose monitors are `monitors` (TOML), scanning at `rate` (the
+    /// per-host cap lifted: a testbed host can take it, and the cap has its
+    /// own tests).
     pub fn with_monitors(
         name: &str,
         v4: &[&str],
@@ -250,7 +252,7 @@ impl DaemonCase {
         std::fs::write(
             &config,
             format!(
-                "[scan]\nrate = {rate}\nretries = 1\nwait = \"500ms\"\n\n\
+                "[scan]\nrate = {rate}\nper_host_rate = 1000000\nretries = 1\nwait = \"500ms\"\n\n\
                  [store]\npath = \"{}\"\n\n{monitors}\n",
                 dir.join("palisade.db").display()
             ),
