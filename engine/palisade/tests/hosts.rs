@@ -274,3 +274,38 @@ fn three_hundred_ports_opened_at_once_are_fifty_events_and_one_summary() {
         .count();
     assert_eq!(incidents, 300);
 }
+
+#[test]
+fn a_host_that_answers_ping_but_drops_all_tcp_has_its_ports_down_not_the_host() {
+    let mut case = DaemonCase::new(
+        "tcpdrop",
+        "every = \"1h\"\nconfirm = 2\nrecheck = \"off\"",
+        200_000,
+    );
+    case.listen(&[22, 80, 443]);
+    case.once();
+    // Every TCP segment to the target dropped; ICMP echo still answered.
+    case.tb.set_loss(1000).unwrap();
+    case.once();
+    case.once();
+    assert_eq!(
+        alerts(&case),
+        [
+            alert("expected_port_down", "web-1", TARGET, Some(22)),
+            alert("expected_port_down", "web-1", TARGET, Some(80)),
+            alert("expected_port_down", "web-1", TARGET, Some(443)),
+        ]
+    );
+    assert!(scanned(&case).iter().all(|s| s.2), "reachable by echo");
+    // With ping off, the same host is unreachable.
+    let text = std::fs::read_to_string(&case.config).unwrap();
+    std::fs::write(
+        &case.config,
+        text.replace("recheck = \"off\"", "recheck = \"off\"\nping = false"),
+    )
+    .unwrap();
+    case.once();
+    case.once();
+    let got = alerts(&case);
+    assert_eq!(got[3..], [alert("host_unreachable", "web-1", TARGET, None)]);
+}
