@@ -180,6 +180,8 @@ pub struct ScanSummary {
     pub open: u64,
     pub closed: u64,
     pub rsts_sent: u64,
+    /// RSTs not sent because sender 0 was behind (best effort).
+    pub rsts_dropped: u64,
     /// Replies the filter lost because the ring buffer was full.
     pub ringbuf_full: u64,
     /// Transmit kicks the kernel deferred.
@@ -252,6 +254,11 @@ fn permission(e: XdpError) -> ScanError {
 
 const BATCH: usize = 64;
 
+/// RSTs waiting for sender 0 at most (about 2 MiB): beyond, they are
+/// dropped and counted (`rsts_dropped`), so memory stays bounded however
+/// many ports answer SYN-ACK.
+const RST_QUEUE: usize = 65_536;
+
 /// Shared by the threads of one scan.
 struct Shared<'a> {
     sweep: &'a Sweep,
@@ -312,10 +319,12 @@ pub fn run(
             "rate capped by the per-host rate"
         );
     }
-    // About 20 ms of replies at the full rate, within 1 to 8 MiB: the
-    // receiver drains it continuously, and its pages (mapped twice, for
-    // wrap-around) count in our resident memory.
-    let ring_bytes = (rate.saturating_mul(RECORD_LEN as u64) / 50).clamp(1 << 20, 1 << 23) as u32;
+    // About 100 ms of replies at the full rate, within 4 to 16 MiB: the
+    // receiver drains it continuously, but a lost reply makes the whole
+    // sweep inconclusive, so the ring absorbs the receiver's stalls (a
+    // debug build, a busy core) rather than save memory: its pages (mapped
+    // twice, for wrap-around) count in our resident memory.
+    let ring_bytes = (rate.saturating_mul(RECORD_LEN as u64) / 10).clamp(1 << 22, 1 << 24) as u32;
     let mut filter = ReplyFilter::attach(
         path.ifindex,
         path.v4,
@@ -366,7 +375,7 @@ pub fn run(
     };
     let planned = sweep.shard_len(cfg.shard).saturating_sub(cfg.resume);
 
-    let (rst_tx, rst_rx) = mpsc::channel::<Rst>();
+    let (rst_tx, rst_rx) = mpsc::sync_channel::<Rst>(RST_QUEUE);
     let mut summary = ScanSummary {
         planned,
         interface: path.ifname.clone(),

@@ -3,13 +3,14 @@
 //! follows, asks sender 0 to tear down half-open connections, and reports
 //! each port once and each address that answered echo once.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::atomic::Ordering;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use palisade_core::classify::ReplyClass;
+use palisade_core::monitor::Ports;
 
 use super::send::Rst;
 use super::{Answer, Finding, ScanSummary, Shared};
@@ -20,7 +21,7 @@ use crate::{ReplyFilter, ReplyRecord};
 pub(super) fn receive(
     shared: &Shared<'_>,
     filter: &mut ReplyFilter,
-    rsts: &mpsc::Sender<Rst>,
+    rsts: &mpsc::SyncSender<Rst>,
     summary: &mut ScanSummary,
     found: &mut impl FnMut(Finding),
 ) {
@@ -28,7 +29,7 @@ pub(super) fn receive(
         shared,
         rsts,
         summary,
-        reported: HashSet::new(),
+        reported: HashMap::new(),
     };
     let lanes = shared.lanes.count() as u64;
     let mut senders_done_at: Option<Instant> = None;
@@ -61,12 +62,13 @@ pub(super) fn receive(
 /// What the receiver knows between replies.
 struct Replies<'s, 'a> {
     shared: &'s Shared<'a>,
-    rsts: &'s mpsc::Sender<Rst>,
+    rsts: &'s mpsc::SyncSender<Rst>,
     summary: &'s mut ScanSummary,
-    /// Open ports found: a SYN-ACK is reported once however often it comes.
-    /// Closed ports are deduplicated by the retry window alone, so memory
-    /// stays bounded however many ports answer RST.
-    reported: HashSet<(IpAddr, u16)>,
+    /// Open ports found, per address: a SYN-ACK is reported once however
+    /// often it comes (targets retransmit them). Compact sets, so a host
+    /// that answers on every port costs 8 KiB, not 65,535 entries. Closed
+    /// ports are deduplicated by the retry window alone.
+    reported: HashMap<IpAddr, Ports>,
 }
 
 impl Replies<'_, '_> {
@@ -96,16 +98,22 @@ impl Replies<'_, '_> {
             .is_none_or(|at| shared.windows[at.lane].mark(at.step));
         let ip = IpAddr::from(probe.target);
         if open {
-            // Politeness: tear down the half-open connection.
-            let _ = self.rsts.send(Rst {
+            // Politeness: tear down the half-open connection. Best effort:
+            // when sender 0 falls behind (a host that answers every port),
+            // the RST is dropped rather than queued without bound; the
+            // target times the half-open connection out by itself.
+            let rst = Rst {
                 target: probe.target,
                 tport: probe.port,
                 lport: record.dst_port,
                 seq: record.ack,
-            });
+            };
+            if let Err(mpsc::TrySendError::Full(_)) = self.rsts.try_send(rst) {
+                self.summary.rsts_dropped += 1;
+            }
         }
         let first = if open {
-            self.reported.insert((ip, probe.port))
+            self.reported.entry(ip).or_default().insert(probe.port)
         } else {
             new_step
         };

@@ -224,7 +224,7 @@ pub fn run(args: &ScanArgs) -> Result<ExitCode> {
         return Err(e).context("writing the findings");
     }
     eprintln!(
-        "palisade: {} probes sent ({} retries), {} replies ({} open, {} closed), {} echo requests sent, {} hosts answered echo, {} invalid, {} filter_invalid, {} duplicate, {} RSTs sent; {:.0} probes/s while sending ({:.3} s), {:.2} s in all; transport af_xdp on {} ({} copy, {} queue(s)), XDP {} mode{}",
+        "palisade: {} probes sent ({} retries), {} replies ({} open, {} closed), {} echo requests sent, {} hosts answered echo, {} invalid, {} filter_invalid, {} duplicate, {} RSTs sent ({} dropped); {:.0} probes/s while sending ({:.3} s), {:.2} s in all; transport af_xdp on {} ({} copy, {} queue(s)), XDP {} mode{}",
         summary.sent,
         summary.retries,
         summary.replies,
@@ -236,6 +236,7 @@ pub fn run(args: &ScanArgs) -> Result<ExitCode> {
         summary.filter_invalid,
         summary.duplicates,
         summary.rsts_sent,
+        summary.rsts_dropped,
         summary.rate(),
         summary.send_duration.as_secs_f64(),
         summary.duration.as_secs_f64(),
