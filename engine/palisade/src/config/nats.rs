@@ -20,6 +20,9 @@ use super::{DEFAULT_NATS_STREAM, DEFAULT_NATS_SUBJECT_PREFIX};
 /// The keys of a NATS sink (besides `kind`).
 #[derive(Debug, Deserialize)]
 pub(super) struct NatsSinkSection {
+    /// The sink's `name` and `start`, read by the caller.
+    pub(super) name: Option<Checked<String>>,
+    pub(super) start: Option<Checked<String>>,
     url: Option<Checked<StringOrList>>,
     subject_prefix: Option<Checked<String>>,
     stream: Option<Checked<String>>,
