@@ -213,9 +213,10 @@ impl Daemon {
     /// sinks, waiting for them [`SHUTDOWN_GRACE`] at most.
     pub fn run(&mut self, stop: &AtomicBool, reload: &AtomicBool) -> Result<Outcome, DaemonError> {
         let result = self.run_until_stopped(stop, reload);
+        let behind = self.delivery_behind();
         self.delivery.shutdown(SHUTDOWN_GRACE);
         let mut outcome = result?;
-        outcome.undelivered = self.delivery_behind()?;
+        outcome.undelivered = behind?;
         if !outcome.undelivered.is_empty() {
             tracing::warn!(
                 sinks = ?outcome.undelivered,
