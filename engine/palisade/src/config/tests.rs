@@ -1621,3 +1621,38 @@ fn a_webhook_secret_may_come_from_a_file() {
         Some(&WebhookSecret::parse("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw").unwrap())
     );
 }
+
+#[test]
+fn nats_credentials_in_a_url_leave_the_url() {
+    let config = parse(
+        "test.toml",
+        &sink_with(
+            "nats",
+            "url = [\"nats://bob:hunter2@n1:4222\", \"nats://n2:4222\"]",
+        ),
+    )
+    .unwrap();
+    let SinkTarget::Nats(nats) = &config.sinks[0].target else {
+        panic!("{config:?}");
+    };
+    assert_eq!(nats.nats.urls, ["nats://n1:4222", "nats://n2:4222"]);
+    assert_eq!(
+        nats.nats.auth,
+        NatsAuth::UserPassword {
+            user: "bob".to_owned(),
+            password: "hunter2".to_owned()
+        }
+    );
+    let config = parse("test.toml", &sink_with("nats", "url = \"tls://s3cret@n1\"")).unwrap();
+    let SinkTarget::Nats(nats) = &config.sinks[0].target else {
+        panic!("{config:?}");
+    };
+    assert_eq!(nats.nats.auth, NatsAuth::Token("s3cret".to_owned()));
+    assert_eq!(nats.nats.urls, ["tls://n1"]);
+    let errors = errors(&sink_with(
+        "nats",
+        "url = \"nats://bob:hunter2@n1\"\ntoken = \"t\"",
+    ));
+    assert!(errors[0].message.contains("give them once"), "{errors:?}");
+    assert!(!format!("{errors:?}").contains("hunter2"));
+}
