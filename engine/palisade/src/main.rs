@@ -14,7 +14,8 @@ mod cmd;
     name = "palisade",
     version,
     about = "Open-port monitoring engine: SYN-scans all TCP ports of a fleet and reports what changed",
-    after_help = "Exit codes: 0 success, 1 runtime failure, 2 bad arguments."
+    after_help = "Exit codes: 0 success, 1 runtime failure, 2 bad arguments or configuration, \
+                  3 `run --once` left events undelivered."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -54,6 +55,11 @@ enum Command {
     Status(cmd::status::StatusArgs),
     /// Show a monitor's state changes and incidents, newest first.
     History(cmd::history::HistoryArgs),
+    /// Manage dead letters: events a sink refused for good (a webhook's 4xx).
+    ///
+    /// `list` shows them; `retry` puts them back in their sink's queue;
+    /// `drop` forgets them.
+    Deliveries(cmd::deliveries::DeliveriesArgs),
 }
 
 fn main() -> ExitCode {
@@ -74,6 +80,7 @@ fn main() -> ExitCode {
         Command::CheckConfig { file } => cmd::check_config::run(file),
         Command::Status(args) => cmd::status::run(args),
         Command::History(args) => cmd::history::run(args),
+        Command::Deliveries(args) => cmd::deliveries::run(args),
     };
     match result {
         Ok(code) => code,

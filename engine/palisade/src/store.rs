@@ -8,6 +8,7 @@
 //! rows delivered only after they acknowledged them.
 
 use std::collections::BTreeMap;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 
 use rusqlite::{Connection, OptionalExtension, params};
@@ -16,6 +17,9 @@ use thiserror::Error;
 use palisade_core::health::HealthState;
 use palisade_core::monitor::{Event, HostIncidentKind, Millis, MonitorState, PortRanges, Step};
 use palisade_core::plan::{SavedMonitor, ScanFacts, ScanKind};
+use palisade_outputs::sink::redact_url;
+
+use crate::config::SinkStart;
 
 /// Store failures.
 #[derive(Debug, Error)]
@@ -25,6 +29,12 @@ pub enum StoreError {
         path: String,
         #[source]
         source: rusqlite::Error,
+    },
+    #[error("cannot create the store {path}: {source}")]
+    Create {
+        path: String,
+        #[source]
+        source: std::io::Error,
     },
     #[error(
         "the store {path} has schema version {found}, newer than this palisade knows ({known}); upgrade palisade"
@@ -135,7 +145,33 @@ CREATE TABLE health (
     state TEXT NOT NULL
 );
 "#,
+    r#"
+-- Events a sink refused for good (a webhook's 4xx other than 408 and 429):
+-- set aside so that the sink goes on with the next event. Each is also a
+-- row of `deliveries` (the sink is done with it) until it is retried. The
+-- outbox row stays while its dead letter does.
+CREATE TABLE dead_letters (
+    sink     TEXT    NOT NULL,
+    seq      INTEGER NOT NULL REFERENCES outbox (seq),
+    event_id TEXT    NOT NULL,
+    status   INTEGER,                       -- the HTTP status, if any
+    excerpt  TEXT    NOT NULL,              -- the start of the answer
+    at_ms    INTEGER NOT NULL,
+    PRIMARY KEY (sink, seq)
+);
+-- The last delivery problem of each sink, for `palisade status`.
+CREATE TABLE sink_health (
+    sink     TEXT PRIMARY KEY,
+    problem  TEXT,                          -- NULL: delivering
+    since_ms INTEGER NOT NULL
+);
+"#,
 ];
+
+/// The migration after which sink names hold no secret: the webhook sinks'
+/// names (`webhook:<url>` before names existed) are rewritten with the URL
+/// redacted (see [`rename_legacy_sinks`]).
+const REDACTED_NAMES_MIGRATION: usize = 3;
 
 /// A scan and everything it caused, decided (by the pure state machine)
 /// before it is stored: the store writes all of it in one transaction.
@@ -168,6 +204,22 @@ pub struct OutboxRow {
     pub kind: String,
     pub monitor: String,
     pub payload: String,
+}
+
+/// An event a sink refused for good, set aside.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct DeadLetter {
+    pub sink: String,
+    /// The outbox row.
+    pub seq: i64,
+    pub event_id: String,
+    pub kind: String,
+    pub monitor: String,
+    /// The HTTP status of the refusal, if any.
+    pub status: Option<u16>,
+    /// The start of the refusing answer, on one line.
+    pub excerpt: String,
+    pub at_ms: Millis,
 }
 
 /// A row of `palisade status`.
@@ -239,10 +291,29 @@ pub struct Store {
 
 impl Store {
     /// Opens (creating if needed) the store at `path` and migrates it.
+    ///
+    /// The store holds the history of the fleet's exposure: a directory it
+    /// creates is owner-only (0700), and so is the file (0600; SQLite gives
+    /// its `-wal` and `-shm` files the same mode). An existing file that
+    /// others may read is tightened to 0600, and a log line says so.
     pub fn open(path: &Path) -> Result<Store, StoreError> {
         let name = path.display().to_string();
+        let open_err = |source: std::io::Error| StoreError::Create {
+            path: name.clone(),
+            source,
+        };
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            let _ = std::fs::create_dir_all(dir);
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir)
+                .map_err(open_err)?;
+        }
+        owner_only(path, true).map_err(open_err)?;
+        for suffix in ["-wal", "-shm"] {
+            let mut side = path.as_os_str().to_owned();
+            side.push(suffix);
+            owner_only(Path::new(&side), false).map_err(open_err)?;
         }
         let conn = Connection::open(path).map_err(|source| StoreError::Open {
             path: name.clone(),
@@ -261,6 +332,9 @@ impl Store {
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "FULL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
+        // Deleted rows are overwritten, not left in free pages: a sink name
+        // rewritten without its credentials leaves no copy behind.
+        conn.pragma_update(None, "secure_delete", "ON")?;
         // Each migration reads the version and applies the next step in one
         // immediate (write-locked) transaction, so two processes opening a
         // new store at once never apply a step twice.
@@ -283,6 +357,9 @@ impl Store {
                 break;
             };
             tx.execute_batch(sql)?;
+            if version as usize == REDACTED_NAMES_MIGRATION {
+                rename_legacy_sinks(&tx)?;
+            }
             tx.pragma_update(None, "user_version", version + 1)?;
             tx.commit()?;
         }
@@ -507,19 +584,158 @@ impl Store {
                 stmt.execute(params![sink, seq, at])?;
             }
         }
-        // Advance the cursor to just before the first row still pending (or
-        // to the last row, if none is).
-        tx.execute(
-            "INSERT INTO sink_cursor (sink, seq) VALUES (?1, COALESCE(
-                 (SELECT MIN(o.seq) - 1 FROM outbox o
-                  WHERE o.seq > COALESCE((SELECT seq FROM sink_cursor WHERE sink = ?1), 0)
-                    AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.sink = ?1 AND d.seq = o.seq)),
-                 (SELECT COALESCE(MAX(seq), 0) FROM outbox)))
-             ON CONFLICT (sink) DO UPDATE SET seq = excluded.seq",
-            params![sink],
-        )?;
+        advance_cursor(&tx, sink)?;
         tx.commit()?;
         Ok(())
+    }
+
+    /// Makes `sink` known: a sink the store has never seen starts at the
+    /// current end of the outbox ([`SinkStart::New`]) or at its beginning
+    /// ([`SinkStart::All`]); a known one keeps its position. Returns
+    /// whether the sink was new.
+    pub fn register_sink(&mut self, sink: &str, start: SinkStart) -> Result<bool, StoreError> {
+        let added = self.conn.execute(
+            "INSERT OR IGNORE INTO sink_cursor (sink, seq) VALUES (?1,
+                 CASE WHEN ?2 THEN 0 ELSE (SELECT COALESCE(MAX(seq), 0) FROM outbox) END)",
+            params![sink, start == SinkStart::All],
+        )?;
+        Ok(added == 1)
+    }
+
+    /// How many events `sink` has not acknowledged (dead letters aside).
+    pub fn pending_count(&self, sink: &str) -> Result<i64, StoreError> {
+        Ok(self.conn.query_row(
+            "SELECT COUNT(*) FROM outbox o
+             WHERE o.seq > COALESCE((SELECT seq FROM sink_cursor WHERE sink = ?1), 0)
+               AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.sink = ?1 AND d.seq = o.seq)",
+            params![sink],
+            |r| r.get(0),
+        )?)
+    }
+
+    /// Sets the outbox row `seq` aside for `sink`: a dead letter, with why
+    /// (`status`, an excerpt of the answer); the sink goes on with the next.
+    pub fn dead_letter(
+        &mut self,
+        sink: &str,
+        seq: i64,
+        status: Option<u16>,
+        excerpt: &str,
+        at: Millis,
+    ) -> Result<(), StoreError> {
+        let tx = self.conn.transaction()?;
+        tx.execute(
+            "INSERT OR REPLACE INTO dead_letters (sink, seq, event_id, status, excerpt, at_ms)
+             SELECT ?1, seq, event_id, ?3, ?4, ?5 FROM outbox WHERE seq = ?2",
+            params![sink, seq, status, excerpt, at],
+        )?;
+        tx.execute(
+            "INSERT OR IGNORE INTO deliveries (sink, seq, delivered_ms) VALUES (?1, ?2, ?3)",
+            params![sink, seq, at],
+        )?;
+        advance_cursor(&tx, sink)?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// The dead letters (of `sink`, if given), oldest first.
+    pub fn dead_letters(&self, sink: Option<&str>) -> Result<Vec<DeadLetter>, StoreError> {
+        let mut stmt = self.conn.prepare(
+            "SELECT d.sink, d.seq, d.event_id, o.kind, o.monitor, d.status, d.excerpt, d.at_ms
+             FROM dead_letters d JOIN outbox o ON o.seq = d.seq
+             WHERE ?1 IS NULL OR d.sink = ?1 ORDER BY d.at_ms, d.seq",
+        )?;
+        let rows = stmt.query_map(params![sink], |r| {
+            Ok(DeadLetter {
+                sink: r.get(0)?,
+                seq: r.get(1)?,
+                event_id: r.get(2)?,
+                kind: r.get(3)?,
+                monitor: r.get(4)?,
+                status: r.get(5)?,
+                excerpt: r.get(6)?,
+                at_ms: r.get(7)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// How many dead letters wait, over all sinks.
+    pub fn dead_letter_count(&self) -> Result<i64, StoreError> {
+        Ok(self
+            .conn
+            .query_row("SELECT COUNT(*) FROM dead_letters", [], |r| r.get(0))?)
+    }
+
+    /// Puts dead letters back in their sink's queue (they are delivered
+    /// again, before the events after them); returns those it found.
+    pub fn retry_dead_letters(&mut self, letters: &[DeadLetter]) -> Result<usize, StoreError> {
+        let tx = self.conn.transaction()?;
+        let mut found = 0;
+        for l in letters {
+            let n = tx.execute(
+                "DELETE FROM dead_letters WHERE sink = ?1 AND seq = ?2",
+                params![l.sink, l.seq],
+            )?;
+            if n == 0 {
+                continue;
+            }
+            found += 1;
+            tx.execute(
+                "DELETE FROM deliveries WHERE sink = ?1 AND seq = ?2",
+                params![l.sink, l.seq],
+            )?;
+            tx.execute(
+                "UPDATE sink_cursor SET seq = MIN(seq, ?2 - 1) WHERE sink = ?1",
+                params![l.sink, l.seq],
+            )?;
+        }
+        tx.commit()?;
+        Ok(found)
+    }
+
+    /// Forgets dead letters (the events stay undelivered to their sink for
+    /// good); returns those it found.
+    pub fn drop_dead_letters(&mut self, letters: &[DeadLetter]) -> Result<usize, StoreError> {
+        let tx = self.conn.transaction()?;
+        let mut found = 0;
+        for l in letters {
+            found += tx.execute(
+                "DELETE FROM dead_letters WHERE sink = ?1 AND seq = ?2",
+                params![l.sink, l.seq],
+            )?;
+        }
+        tx.commit()?;
+        Ok(found)
+    }
+
+    /// Records `sink`'s delivery problem (`None`: delivering again), if it
+    /// changed.
+    pub fn set_sink_health(
+        &mut self,
+        sink: &str,
+        problem: Option<&str>,
+        at: Millis,
+    ) -> Result<(), StoreError> {
+        self.conn.execute(
+            "INSERT INTO sink_health (sink, problem, since_ms) VALUES (?1, ?2, ?3)
+             ON CONFLICT (sink) DO UPDATE SET problem = excluded.problem, since_ms = excluded.since_ms
+             WHERE sink_health.problem IS NOT excluded.problem",
+            params![sink, problem, at],
+        )?;
+        Ok(())
+    }
+
+    /// `sink`'s delivery problem and since when, if it has one.
+    pub fn sink_health(&self, sink: &str) -> Result<Option<(String, Millis)>, StoreError> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT problem, since_ms FROM sink_health WHERE sink = ?1 AND problem IS NOT NULL",
+                params![sink],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?)
     }
 
     /// One row per monitor that has scans: last full scan, what each
@@ -675,6 +891,93 @@ impl Store {
             })
             .optional()?)
     }
+}
+
+/// Creates the file owner-only (0600) if `create`, or tightens an existing
+/// one that group or others may access.
+fn owner_only(path: &Path, create: bool) -> std::io::Result<()> {
+    match std::fs::metadata(path) {
+        Ok(meta) => {
+            let mode = meta.permissions().mode() & 0o777;
+            if mode & 0o077 != 0 {
+                std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+                tracing::warn!(
+                    path = %path.display(),
+                    "the store was readable by others (mode {mode:o}); its mode is now 600"
+                );
+            }
+            Ok(())
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && !create => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(path)
+            .map(drop)
+            .or_else(|e| {
+                // Created meanwhile by another opener: fine.
+                if e.kind() == std::io::ErrorKind::AlreadyExists {
+                    Ok(())
+                } else {
+                    Err(e)
+                }
+            }),
+        Err(e) => Err(e),
+    }
+}
+
+/// Rewrites the names sinks had before they were named (`webhook:<url>`,
+/// credentials and all) to the default names of today (the URL redacted,
+/// [`redact_url`]): a store upgraded keeps each webhook's position, and no
+/// longer holds its token. Two old names that redact alike merge; the
+/// lower cursor wins (an event may be sent again, never skipped).
+fn rename_legacy_sinks(tx: &rusqlite::Transaction<'_>) -> Result<(), StoreError> {
+    let names: Vec<String> = {
+        let mut stmt = tx.prepare(
+            "SELECT sink FROM sink_cursor WHERE sink LIKE 'webhook:%'
+             UNION SELECT DISTINCT sink FROM deliveries WHERE sink LIKE 'webhook:%'",
+        )?;
+        let rows = stmt.query_map([], |r| r.get(0))?;
+        rows.collect::<Result<_, _>>()?
+    };
+    for old in names {
+        let Some(url) = old.strip_prefix("webhook:") else {
+            continue;
+        };
+        let new = format!("webhook:{}", redact_url(url));
+        if new == old {
+            continue;
+        }
+        tx.execute(
+            "INSERT INTO sink_cursor (sink, seq) SELECT ?2, seq FROM sink_cursor WHERE sink = ?1
+             ON CONFLICT (sink) DO UPDATE SET seq = MIN(seq, excluded.seq)",
+            params![old, new],
+        )?;
+        tx.execute("DELETE FROM sink_cursor WHERE sink = ?1", params![old])?;
+        tx.execute(
+            "INSERT OR IGNORE INTO deliveries (sink, seq, delivered_ms)
+             SELECT ?2, seq, delivered_ms FROM deliveries WHERE sink = ?1",
+            params![old, new],
+        )?;
+        tx.execute("DELETE FROM deliveries WHERE sink = ?1", params![old])?;
+    }
+    Ok(())
+}
+
+/// Advances `sink`'s cursor to just before the first row still pending (or
+/// to the last row, if none is).
+fn advance_cursor(tx: &rusqlite::Transaction<'_>, sink: &str) -> Result<(), StoreError> {
+    tx.execute(
+        "INSERT INTO sink_cursor (sink, seq) VALUES (?1, COALESCE(
+             (SELECT MIN(o.seq) - 1 FROM outbox o
+              WHERE o.seq > COALESCE((SELECT seq FROM sink_cursor WHERE sink = ?1), 0)
+                AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.sink = ?1 AND d.seq = o.seq)),
+             (SELECT COALESCE(MAX(seq), 0) FROM outbox)))
+         ON CONFLICT (sink) DO UPDATE SET seq = excluded.seq",
+        params![sink],
+    )?;
+    Ok(())
 }
 
 /// Writes a step's state changes, incidents and outbox rows.
@@ -941,6 +1244,104 @@ mod tests {
             Store::open(&path),
             Err(StoreError::TooNew { found: 99, .. })
         ));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_new_sink_starts_at_the_end_or_at_the_beginning_and_a_known_one_keeps_its_place() {
+        let mut store = Store::in_memory().unwrap();
+        store.enqueue("m", &entries(0..3), 1).unwrap();
+        assert!(store.register_sink("late", SinkStart::New).unwrap());
+        assert!(store.register_sink("all", SinkStart::All).unwrap());
+        assert!(pending_ids(&store, "late").is_empty());
+        assert_eq!(pending_ids(&store, "all"), ["e0", "e1", "e2"]);
+        store.enqueue("m", &entries(3..4), 2).unwrap();
+        assert_eq!(pending_ids(&store, "late"), ["e3"]);
+        // Known: registering again changes nothing, whatever `start` says.
+        assert!(!store.register_sink("late", SinkStart::All).unwrap());
+        assert_eq!(pending_ids(&store, "late"), ["e3"]);
+        assert_eq!(store.pending_count("all").unwrap(), 4);
+    }
+
+    #[test]
+    fn a_dead_letter_is_set_aside_listed_retried_or_dropped() {
+        let mut store = Store::in_memory().unwrap();
+        store.enqueue("m", &entries(0..4), 1).unwrap();
+        let rows = store.pending("s", 10).unwrap();
+        store.mark_delivered("s", &[rows[0].seq], 2).unwrap();
+        store
+            .dead_letter("s", rows[1].seq, Some(400), "bad request", 3)
+            .unwrap();
+        assert_eq!(pending_ids(&store, "s"), ["e2", "e3"]);
+        store
+            .mark_delivered("s", &[rows[2].seq, rows[3].seq], 4)
+            .unwrap();
+        assert!(pending_ids(&store, "s").is_empty());
+        let letters = store.dead_letters(None).unwrap();
+        assert_eq!(letters.len(), 1);
+        assert_eq!(
+            (
+                letters[0].event_id.as_str(),
+                letters[0].status,
+                letters[0].excerpt.as_str()
+            ),
+            ("e1", Some(400), "bad request")
+        );
+        assert_eq!(store.dead_letter_count().unwrap(), 1);
+        assert!(store.dead_letters(Some("other")).unwrap().is_empty());
+        // Retried: pending again, and only it.
+        assert_eq!(store.retry_dead_letters(&letters).unwrap(), 1);
+        assert_eq!(pending_ids(&store, "s"), ["e1"]);
+        assert_eq!(store.dead_letter_count().unwrap(), 0);
+        assert_eq!(store.retry_dead_letters(&letters).unwrap(), 0);
+        // Refused again, then dropped: done with for good.
+        store
+            .dead_letter("s", rows[1].seq, Some(422), "still bad", 5)
+            .unwrap();
+        assert_eq!(store.drop_dead_letters(&letters).unwrap(), 1);
+        assert!(pending_ids(&store, "s").is_empty());
+        assert_eq!(store.dead_letter_count().unwrap(), 0);
+    }
+
+    #[test]
+    fn the_store_is_owner_only_and_old_webhook_names_lose_their_secrets() {
+        let dir = std::env::temp_dir().join(format!("palisade-store-perm-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let path = dir.join("sub").join("p.db");
+        let secret_name = "webhook:https://u:hunter2@h.example/in?token=s3cret";
+        {
+            let mut store = Store::open(&path).unwrap();
+            store.enqueue("m", &entries(0..3), 1).unwrap();
+            let rows = store.pending(secret_name, 10).unwrap();
+            store
+                .mark_delivered(secret_name, &[rows[0].seq, rows[1].seq], 2)
+                .unwrap();
+            // As a store written before sink names were redacted.
+            store
+                .conn
+                .pragma_update(None, "user_version", REDACTED_NAMES_MIGRATION as i64)
+                .unwrap();
+            store
+                .conn
+                .execute_batch("DROP TABLE dead_letters; DROP TABLE sink_health;")
+                .unwrap();
+        }
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&path), 0o600);
+        assert_eq!(mode(path.parent().unwrap()), 0o700);
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let store = Store::open(&path).unwrap();
+        assert_eq!(mode(&path), 0o600, "tightened");
+        let redacted = "webhook:https://u:***@h.example/in?token=***";
+        assert_eq!(
+            pending_ids(&store, redacted),
+            ["e2"],
+            "the position is kept"
+        );
+        drop(store);
+        let bytes = std::fs::read(&path).unwrap();
+        let text = String::from_utf8_lossy(&bytes);
+        assert!(!text.contains("hunter2") && !text.contains("s3cret"));
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -353,7 +353,7 @@ fn an_unexpected_open_port_fires_in_alertmanager_and_resolves() {
                 a["labels"]["alertname"] == "PalisadeUnexpectedPortOpen"
                     && a["labels"]["port"] == "6379"
                     && a["labels"]["monitor"] == "web-1"
-                    && a["labels"]["host"] == TARGET
+                    && a["labels"]["instance"] == format!("{TARGET}:6379")
                     && a["labels"]["severity"] == "high"
                     && a["status"]["state"] == "active"
             });

@@ -1,10 +1,12 @@
 //! The JSON lines sink: one JSON envelope per line, appended to a file (or
-//! written to stdout).
+//! written to stdout, a FIFO or another non-regular file).
 
 use std::collections::HashSet;
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, Seek, SeekFrom, Write};
+use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use super::{Sink, SinkError};
 use crate::schema::Envelope;
@@ -15,12 +17,21 @@ use crate::schema::Envelope;
 /// crash (events written but not yet marked delivered) is not written twice.
 /// A torn last line (no trailing newline, left by a crash mid-write) is cut
 /// off; its event, never acknowledged, is written again when re-sent.
+///
+/// A path that is not a regular file (a FIFO, a character device) is
+/// written as a stream, never blocking: opening a FIFO nobody reads fails
+/// at once (and is retried later), and a write that finds the pipe full for
+/// [`PIPE_STALL_LIMIT`] fails; the rest of a line cut short is written
+/// first next time, so the reader never sees a torn line.
 #[derive(Debug)]
 pub struct JsonlSink {
     name: String,
     target: JsonlDestination,
     seen: HashSet<String>,
 }
+
+/// How long a write to a full pipe may wait for its reader.
+pub const PIPE_STALL_LIMIT: Duration = Duration::from_secs(5);
 
 #[derive(Debug)]
 enum JsonlDestination {
@@ -30,6 +41,70 @@ enum JsonlDestination {
         /// Taken while a batch is written on a blocking thread.
         file: Option<File>,
     },
+    /// A FIFO or another file that is no regular file.
+    Stream {
+        path: PathBuf,
+        file: Option<File>,
+        /// The rest of a line cut short by a full pipe, and its event id.
+        tail: Option<(Vec<u8>, String)>,
+    },
+}
+
+/// Whether `path` exists and is a FIFO, socket or device.
+fn is_stream(path: &Path) -> bool {
+    std::fs::metadata(path).is_ok_and(|m| {
+        let t = m.file_type();
+        t.is_fifo() || t.is_char_device() || t.is_socket() || t.is_block_device()
+    })
+}
+
+/// Opens a stream for writing without blocking: a FIFO with no reader is
+/// an error (ENXIO) rather than a wait.
+fn open_stream(path: &Path) -> Result<File, SinkError> {
+    OpenOptions::new()
+        .write(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
+        .map_err(|source| SinkError::Open {
+            path: path.to_path_buf(),
+            source: if source.raw_os_error() == Some(libc::ENXIO) {
+                std::io::Error::other("nobody reads this FIFO")
+            } else {
+                source
+            },
+        })
+}
+
+/// Writes `data` to a non-blocking stream, waiting for a full pipe up to
+/// [`PIPE_STALL_LIMIT`] at a time; returns how much was written.
+fn write_stream(file: &mut File, data: &[u8]) -> (usize, std::io::Result<()>) {
+    let mut written = 0;
+    let mut stalled = Instant::now();
+    while written < data.len() {
+        match file.write(&data[written..]) {
+            Ok(0) => return (written, Err(std::io::ErrorKind::WriteZero.into())),
+            Ok(n) => {
+                written += n;
+                stalled = Instant::now();
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                if stalled.elapsed() >= PIPE_STALL_LIMIT {
+                    let why = format!(
+                        "the pipe stayed full for {}s: its reader does not read",
+                        PIPE_STALL_LIMIT.as_secs()
+                    );
+                    return (
+                        written,
+                        Err(std::io::Error::new(std::io::ErrorKind::TimedOut, why)),
+                    );
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            Err(e) => return (written, Err(e)),
+        }
+    }
+    (written, Ok(()))
 }
 
 impl JsonlSink {
@@ -47,6 +122,18 @@ impl JsonlSink {
                 seen: HashSet::new(),
             });
         };
+        if is_stream(&path) {
+            let file = open_stream(&path)?;
+            return Ok(JsonlSink {
+                name: format!("jsonl:{}", path.display()),
+                target: JsonlDestination::Stream {
+                    path,
+                    file: Some(file),
+                    tail: None,
+                },
+                seen: HashSet::new(),
+            });
+        }
         let (file, seen) = open_file(&path)?;
         tracing::debug!(path = %path.display(), known = seen.len(), "opened JSON lines sink");
         Ok(JsonlSink {
@@ -158,6 +245,9 @@ impl Sink for JsonlSink {
             *file = Some(reopened);
             self.seen.extend(ids);
         }
+        if let JsonlDestination::Stream { .. } = &self.target {
+            return self.publish_stream(events).await;
+        }
         let (buf, ids) = render(events, &self.seen)?;
         if buf.is_empty() {
             return Ok(events.len());
@@ -201,9 +291,107 @@ impl Sink for JsonlSink {
                     }
                 }
             }
+            JsonlDestination::Stream { .. } => {}
         }
         self.seen.extend(ids);
         Ok(events.len())
+    }
+}
+
+impl JsonlSink {
+    /// [`Sink::publish`] to a stream: the rest of a line cut short first,
+    /// then the batch, without ever blocking for long.
+    async fn publish_stream(&mut self, events: &[Envelope]) -> Result<usize, SinkError> {
+        let JsonlDestination::Stream { path, file, tail } = &mut self.target else {
+            return Ok(0);
+        };
+        let handle = match file.take() {
+            Some(handle) => handle,
+            None => open_stream(path)?,
+        };
+        let (buf, ids) = render(events, &self.seen)?;
+        let pending = tail.take();
+        let skip = pending.as_ref().map(|(_, id)| id.clone());
+        // The event whose line is being finished is not rendered again.
+        let (buf, ids) = match &skip {
+            Some(id) if ids.contains(id) => {
+                let keep: Vec<&Envelope> = events.iter().filter(|e| &e.id != id).collect();
+                let keep: Vec<Envelope> = keep.into_iter().cloned().collect();
+                render(&keep, &self.seen)?
+            }
+            _ => (buf, ids),
+        };
+        let head_len = pending.as_ref().map_or(0, |(rest, _)| rest.len());
+        let mut data = pending
+            .as_ref()
+            .map_or_else(Vec::new, |(rest, _)| rest.clone());
+        data.extend_from_slice(&buf);
+        let task = tokio::task::spawn_blocking(move || {
+            let mut handle = handle;
+            let (written, result) = write_stream(&mut handle, &data);
+            (handle, data, written, result)
+        });
+        let (handle, data, written, result) = task.await.map_err(|join| SinkError::Write {
+            path: path.clone(),
+            source: std::io::Error::other(join.to_string()),
+        })?;
+        // What was written: the finished line, then whole lines of the
+        // batch, then perhaps part of one more.
+        if let Some((_, id)) = &pending
+            && written >= head_len
+        {
+            self.seen.insert(id.clone());
+        }
+        if written < head_len {
+            if let Some((rest, id)) = pending {
+                *tail = Some((rest[written..].to_vec(), id));
+            }
+        } else {
+            let mut start = head_len;
+            for id in &ids {
+                let Some(end) = data[start..].iter().position(|&b| b == b'\n') else {
+                    break;
+                };
+                let end = start + end + 1;
+                if end <= written {
+                    self.seen.insert(id.clone());
+                } else {
+                    if written > start {
+                        *tail = Some((data[written..end].to_vec(), id.clone()));
+                    }
+                    break;
+                }
+                start = end;
+            }
+        }
+        match result {
+            Ok(()) => {
+                *file = Some(handle);
+                Ok(events.len())
+            }
+            Err(source) => {
+                let full = source.kind() == std::io::ErrorKind::TimedOut;
+                if full {
+                    // The reader is slow: keep the pipe and the rest of the line.
+                    *file = Some(handle);
+                } else {
+                    // The reader is gone: a new one starts afresh.
+                    *tail = None;
+                }
+                let acked = events
+                    .iter()
+                    .take_while(|e| self.seen.contains(&e.id))
+                    .count();
+                super::partial(
+                    acked,
+                    SinkError::Write {
+                        path: path.clone(),
+                        source,
+                    },
+                    &self.name,
+                )
+            }
+        }
     }
 }
 

@@ -3,6 +3,7 @@
 //! arguments of `plan` and `scan`.
 
 pub mod check_config;
+pub mod deliveries;
 pub mod history;
 pub mod plan;
 pub mod run;

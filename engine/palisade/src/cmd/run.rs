@@ -7,7 +7,16 @@ use clap::Args;
 
 use super::load_config;
 
+/// The exit code of a `--once` run that left events undelivered after
+/// waiting for its sinks (10 s).
+pub const UNDELIVERED: u8 = 3;
+
 #[derive(Debug, Args)]
+#[command(
+    after_help = "Exit codes: 0 success; 1 runtime failure (with --once: also a sweep \
+that was inconclusive); 2 bad arguments or configuration; 3 (--once) events left undelivered \
+in the outbox after 10 s (the next run delivers them)."
+)]
 pub struct RunArgs {
     /// The configuration file (see config/palisade.example.toml).
     #[arg(short = 'c', long = "config", value_name = "FILE")]
@@ -15,7 +24,8 @@ pub struct RunArgs {
     /// Sweep every monitor once, now, then exit (for cron and tests).
     #[arg(long)]
     once: bool,
-    /// Also write events as JSON lines to FILE (`-` for stdout).
+    /// Also write events as JSON lines to FILE (`-` for stdout): a sink
+    /// named `jsonl:FILE` that starts with every event the store holds.
     #[arg(long, value_name = "FILE")]
     events: Option<std::path::PathBuf>,
 }
@@ -53,8 +63,16 @@ pub fn run(args: &RunArgs) -> Result<ExitCode> {
             ""
         }
     );
+    if !outcome.undelivered.is_empty() {
+        eprintln!(
+            "palisade: events wait in the outbox for {} (delivered on the next run)",
+            outcome.undelivered.join(", ")
+        );
+    }
     Ok(if args.once && outcome.inconclusive {
         ExitCode::FAILURE
+    } else if args.once && !outcome.undelivered.is_empty() {
+        ExitCode::from(UNDELIVERED)
     } else {
         ExitCode::SUCCESS
     })

@@ -27,11 +27,15 @@ pub fn run(args: &StatusArgs) -> Result<ExitCode> {
     };
     let store = palisade::store::Store::open(&config.store.path)?;
     let rows = store.status()?;
+    let sinks = sink_rows(&store, &config)?;
     let mut out = std::io::stdout().lock();
     match args.format {
         OutputFormat::Jsonl => {
             for r in &rows {
                 writeln!(out, "{}", serde_json::to_string(r)?)?;
+            }
+            for s in &sinks {
+                writeln!(out, "{}", serde_json::to_string(s)?)?;
             }
         }
         OutputFormat::Text => {
@@ -91,7 +95,65 @@ pub fn run(args: &StatusArgs) -> Result<ExitCode> {
                     )?;
                 }
             }
+            writeln!(out)?;
+            writeln!(
+                out,
+                "{:<48} {:>8} {:>12}  PROBLEM",
+                "SINK", "PENDING", "DEAD LETTERS"
+            )?;
+            for s in &sinks {
+                let problem = s.problem.as_ref().map_or("-".to_string(), |p| {
+                    format!(
+                        "{} (since {})",
+                        palisade_outputs::alert::escape(p),
+                        s.problem_since_ms
+                            .map_or("?".to_string(), palisade::daemon::rfc3339)
+                    )
+                });
+                writeln!(
+                    out,
+                    "{:<48} {:>8} {:>12}  {problem}",
+                    s.sink, s.pending, s.dead_letters
+                )?;
+            }
+            writeln!(out, "dead letters: {}", store.dead_letter_count()?)?;
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// A sink's line of `status`: what waits for it and its last problem.
+#[derive(Debug, serde::Serialize)]
+struct SinkRow {
+    sink: String,
+    pending: i64,
+    dead_letters: usize,
+    problem: Option<String>,
+    problem_since_ms: Option<i64>,
+}
+
+/// The configured sinks, and any other sink that has dead letters.
+fn sink_rows(
+    store: &palisade::store::Store,
+    config: &palisade::config::Config,
+) -> Result<Vec<SinkRow>> {
+    let letters = store.dead_letters(None)?;
+    let mut names: Vec<String> = config.sinks.iter().map(|s| s.name.clone()).collect();
+    for l in &letters {
+        if !names.contains(&l.sink) {
+            names.push(l.sink.clone());
+        }
+    }
+    let mut rows = Vec::with_capacity(names.len());
+    for sink in names {
+        let health = store.sink_health(&sink)?;
+        rows.push(SinkRow {
+            pending: store.pending_count(&sink)?,
+            dead_letters: letters.iter().filter(|l| l.sink == sink).count(),
+            problem_since_ms: health.as_ref().map(|h| h.1),
+            problem: health.map(|h| h.0),
+            sink,
+        });
+    }
+    Ok(rows)
 }

@@ -44,7 +44,7 @@ use palisade_core::monitor::MonitorSpec;
 use crate::resolve::{self, ResolveError};
 use palisade_core::wire::MacAddr;
 use palisade_dataplane::scan::{DEFAULT_RATE, DEFAULT_SOURCE_PORTS};
-use palisade_outputs::sink::NatsSinkOptions;
+use palisade_outputs::sink::{NatsSinkOptions, WebhookSecret, redact_url};
 
 use checked::{
     Checked, Found, FromToml, KeySegment, StringOrList, TomlScalar, TomlTable, keys_of,
@@ -130,13 +130,37 @@ impl Default for StoreSettings {
     }
 }
 
-/// One `[[sink]]`: where events go.
+/// One `[[sink]]`: where events go, under which name, from where.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SinkSpec {
+    /// The delivery identity: the store keeps the sink's position and dead
+    /// letters under it. `name` in the file (a token), else
+    /// [`SinkTarget::default_name`] (never a secret). Renaming a sink makes
+    /// a new sink.
+    pub name: String,
+    /// Where a sink seen for the first time starts.
+    pub start: SinkStart,
+    pub target: SinkTarget,
+}
+
+/// Where a sink the store has never seen starts (`start`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SinkStart {
+    /// At the current end of the outbox: only events from now on (`"new"`,
+    /// the default).
+    #[default]
+    New,
+    /// At the beginning: every event the store still holds (`"all"`).
+    All,
+}
+
+/// What a `[[sink]]` delivers to.
 #[derive(Debug, Clone, PartialEq)]
 #[allow(
     clippy::large_enum_variant,
     reason = "built once at start-up; a plain NatsSinkOptions is simpler to match on than a box"
 )]
-pub enum SinkSpec {
+pub enum SinkTarget {
     /// JSON lines appended to `path`; `None`: standard output.
     Jsonl { path: Option<PathBuf> },
     /// Events published to NATS JetStream.
@@ -146,7 +170,39 @@ pub enum SinkSpec {
         url: String,
         timeout: Duration,
         max_retries: u32,
+        /// Signs every POST (Standard Webhooks), from `secret`,
+        /// `secret_file` or `secret_env`.
+        secret: Option<WebhookSecret>,
     },
+}
+
+impl SinkTarget {
+    /// The name of a sink without `name`: `jsonl:<path>` (`jsonl:-` for
+    /// standard output), `nats:<stream>`, `webhook:<url>` with any
+    /// password and credential-like query value shown as `***`
+    /// ([`redact_url`]): never a secret.
+    pub fn default_name(&self) -> String {
+        match self {
+            SinkTarget::Jsonl { path } => format!(
+                "jsonl:{}",
+                path.as_deref()
+                    .map_or("-".into(), |p| p.display().to_string())
+            ),
+            SinkTarget::Nats(n) => format!("nats:{}", n.stream),
+            SinkTarget::Webhook { url, .. } => format!("webhook:{}", redact_url(url)),
+        }
+    }
+}
+
+impl SinkSpec {
+    /// A sink without a `name`: named by [`SinkTarget::default_name`].
+    pub fn unnamed(target: SinkTarget, start: SinkStart) -> SinkSpec {
+        SinkSpec {
+            name: target.default_name(),
+            start,
+            target,
+        }
+    }
 }
 
 /// A configuration that passed the checks, and what is worth a warning
@@ -255,8 +311,12 @@ impl ConfigDocument {
             .map_or_else(StoreSettings::default, |store| store.check(report));
         let sinks = array_of_tables(report, self.sink, "sink")
             .into_iter()
-            .filter_map(|(index, span, entry)| entry.check(report, root, index, &span))
+            .filter_map(|(index, span, entry)| {
+                let sink = entry.check(report, root, index, &span)?;
+                Some((index, span, sink))
+            })
             .collect();
+        let sinks = distinct_sink_names(report, sinks);
         let mut names = HashMap::new();
         let checked: Vec<(MonitorSpec, HostAddresses)> =
             array_of_tables(report, self.monitor, "monitor")
@@ -544,9 +604,28 @@ impl SinkEntry {
         let path = [KeySegment::Key("sink".to_owned()), KeySegment::Index(index)];
         let part = value_at(root, &path)?;
         let read = match kind {
-            "jsonl" => read_part(part).map(|jsonl: JsonlSinkSection| jsonl.check(report, &table)),
-            "nats" => read_part(part)
-                .map(|nats: NatsSinkSection| nats.check(report, &table, span).map(SinkSpec::Nats)),
+            "jsonl" => read_part(part).map(|jsonl: JsonlSinkSection| {
+                let identity = SinkIdentity {
+                    name: jsonl.name,
+                    start: jsonl.start,
+                };
+                jsonl
+                    .path
+                    .map(|value| report.nonempty(value, &dotted(&table, "path")))
+                    .map_or(Some(None), |path| path.map(Some))
+                    .map(|path| SinkTarget::Jsonl {
+                        path: path.map(PathBuf::from),
+                    })
+                    .and_then(|target| identity.check(report, &table, target))
+            }),
+            "nats" => read_part(part).map(|mut nats: NatsSinkSection| {
+                let identity = SinkIdentity {
+                    name: nats.name.take(),
+                    start: nats.start.take(),
+                };
+                nats.check(report, &table, span)
+                    .and_then(|n| identity.check(report, &table, SinkTarget::Nats(n)))
+            }),
             _ => read_part(part)
                 .map(|webhook: WebhookSinkSection| webhook.check(report, &table, span)),
         };
@@ -557,6 +636,95 @@ impl SinkEntry {
             None
         })
     }
+}
+
+/// The keys every kind of sink has: `name` and `start`.
+#[derive(Debug, Default)]
+struct SinkIdentity {
+    name: Option<Checked<String>>,
+    start: Option<Checked<String>>,
+}
+
+/// A sink name: 1 to 64 of A-Z, a-z, 0-9, '_', '-' and '.'.
+fn valid_sink_name(name: &str) -> bool {
+    (1..=64).contains(&name.len())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+}
+
+impl SinkIdentity {
+    /// The sink: `target` under its `name` (or its default name), starting
+    /// as `start` says.
+    fn check(
+        self,
+        report: &mut ConfigReport<'_>,
+        table: &str,
+        target: SinkTarget,
+    ) -> Option<SinkSpec> {
+        let key = |name: &str| dotted(table, name);
+        let start = match self.start {
+            None => Some(SinkStart::default()),
+            Some(value) => {
+                let span = value.span.clone();
+                match report.string(value, &key("start")).as_deref() {
+                    Some("new") => Some(SinkStart::New),
+                    Some("all") => Some(SinkStart::All),
+                    Some(other) => {
+                        let message =
+                            format!("unknown start {other:?}; expected \"new\" or \"all\"");
+                        report.error(&span, &key("start"), message);
+                        None
+                    }
+                    None => None,
+                }
+            }
+        };
+        let name = match self.name {
+            None => Some(target.default_name()),
+            Some(value) => {
+                let span = value.span.clone();
+                let name = report.string(value, &key("name"))?;
+                if valid_sink_name(&name) {
+                    Some(name)
+                } else {
+                    let message = format!(
+                        "invalid sink name {name:?}: 1 to 64 of A-Z, a-z, 0-9, '_', '-' and '.'"
+                    );
+                    report.error(&span, &key("name"), message);
+                    None
+                }
+            }
+        };
+        Some(SinkSpec {
+            name: name?,
+            start: start?,
+            target,
+        })
+    }
+}
+
+/// Refuses a sink whose name an earlier sink has: each name is one
+/// delivery identity. `sinks` are the checked ones with their spans.
+fn distinct_sink_names(
+    report: &mut ConfigReport<'_>,
+    sinks: Vec<(usize, Range<usize>, SinkSpec)>,
+) -> Vec<SinkSpec> {
+    let mut seen: HashMap<String, usize> = HashMap::new();
+    let mut out = Vec::with_capacity(sinks.len());
+    for (index, span, sink) in sinks {
+        if let Some(first) = seen.get(&sink.name) {
+            let message = format!(
+                "sink name {:?} is already that of sink[{first}]: give each sink its own `name`",
+                sink.name
+            );
+            report.error(&span, &dotted(&format!("sink[{index}]"), "name"), message);
+            continue;
+        }
+        seen.insert(sink.name.clone(), index);
+        out.push(sink);
+    }
+    out
 }
 
 fn sink_kind(
@@ -581,26 +749,22 @@ fn sink_kind(
 /// A `[[sink]]` of kind `"jsonl"` (besides `kind`).
 #[derive(Debug, Deserialize)]
 struct JsonlSinkSection {
+    name: Option<Checked<String>>,
+    start: Option<Checked<String>>,
     path: Option<Checked<String>>,
-}
-
-impl JsonlSinkSection {
-    fn check(self, report: &mut ConfigReport<'_>, table: &str) -> Option<SinkSpec> {
-        let path = self
-            .path
-            .and_then(|value| report.nonempty(value, &dotted(table, "path")));
-        Some(SinkSpec::Jsonl {
-            path: path.map(PathBuf::from),
-        })
-    }
 }
 
 /// A `[[sink]]` of kind `"webhook"` (besides `kind`).
 #[derive(Debug, Deserialize)]
 struct WebhookSinkSection {
+    name: Option<Checked<String>>,
+    start: Option<Checked<String>>,
     url: Option<Checked<String>>,
     timeout: Option<Checked<String>>,
     max_retries: Option<Checked<i128>>,
+    secret: Option<Checked<String>>,
+    secret_file: Option<Checked<String>>,
+    secret_env: Option<Checked<String>>,
 }
 
 impl WebhookSinkSection {
@@ -617,6 +781,15 @@ impl WebhookSinkSection {
         let max_retries = self
             .max_retries
             .and_then(|value| report.integer(value, &key("max_retries"), 0..=100u32));
+        let secret = webhook_secret(
+            report,
+            table,
+            [
+                ("secret", self.secret),
+                ("secret_file", self.secret_file),
+                ("secret_env", self.secret_env),
+            ],
+        );
         let value = report.required(self.url, table_span, table, "url")?;
         let span = value.span.clone();
         let url = report.string(value, &key("url"))?;
@@ -624,15 +797,68 @@ impl WebhookSinkSection {
             .strip_prefix("https://")
             .or_else(|| url.strip_prefix("http://"));
         if rest.is_none_or(|rest| rest.is_empty() || rest.contains(char::is_whitespace)) {
-            let message = format!("invalid webhook URL {url:?}: give an http:// or https:// URL");
+            // Shown redacted: the URL may hold a token.
+            let message = format!(
+                "invalid webhook URL {:?}: give an http:// or https:// URL",
+                redact_url(&url)
+            );
             report.error(&span, &key("url"), message);
             return None;
         }
-        Some(SinkSpec::Webhook {
+        let target = SinkTarget::Webhook {
             url,
             timeout: timeout.unwrap_or(DEFAULT_WEBHOOK_TIMEOUT),
             max_retries: max_retries.unwrap_or(DEFAULT_WEBHOOK_MAX_RETRIES),
-        })
+            secret: secret?,
+        };
+        let identity = SinkIdentity {
+            name: self.name,
+            start: self.start,
+        };
+        identity.check(report, table, target)
+    }
+}
+
+/// The webhook signing secret: at most one of `secret` (the value),
+/// `secret_file` (a file holding it) and `secret_env` (the environment
+/// variable holding it); `Some(None)` when none is given, `None` after an
+/// error. No message shows the secret.
+fn webhook_secret(
+    report: &mut ConfigReport<'_>,
+    table: &str,
+    sources: [(&str, Option<Checked<String>>); 3],
+) -> Option<Option<WebhookSecret>> {
+    let mut given = sources
+        .into_iter()
+        .filter_map(|(name, value)| Some((name, value?)));
+    let Some((name, value)) = given.next() else {
+        return Some(None);
+    };
+    if let Some((second, other)) = given.next() {
+        let message = format!("`{name}` and `{second}` both set: give the webhook secret one way");
+        report.error(&other.span, &dotted(table, second), message);
+        return None;
+    }
+    let key = dotted(table, name);
+    let span = value.span.clone();
+    let text = report.nonempty(value, &key)?;
+    let secret = match name {
+        "secret" => Ok(text),
+        "secret_file" => std::fs::read_to_string(&text)
+            .map(|s| s.trim().to_owned())
+            .map_err(|e| format!("cannot read the webhook secret from {text}: {e}")),
+        _ => std::env::var(&text)
+            .map(|s| s.trim().to_owned())
+            .map_err(|_| {
+                format!("the environment variable {text} (the webhook secret) is not set")
+            }),
+    };
+    match secret.and_then(|s| WebhookSecret::parse(&s)) {
+        Ok(secret) => Some(Some(secret)),
+        Err(message) => {
+            report.error(&span, &key, message);
+            None
+        }
     }
 }
 

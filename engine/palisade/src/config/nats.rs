@@ -20,6 +20,9 @@ use super::{DEFAULT_NATS_STREAM, DEFAULT_NATS_SUBJECT_PREFIX};
 /// The keys of a NATS sink (besides `kind`).
 #[derive(Debug, Deserialize)]
 pub(super) struct NatsSinkSection {
+    /// The sink's `name` and `start`, read by the caller.
+    pub(super) name: Option<Checked<String>>,
+    pub(super) start: Option<Checked<String>>,
     url: Option<Checked<StringOrList>>,
     subject_prefix: Option<Checked<String>>,
     stream: Option<Checked<String>>,
@@ -77,9 +80,9 @@ impl NatsSinkSection {
             .unwrap_or_else(|| DEFAULT_NATS_SUBJECT_PREFIX.to_owned());
         let stream =
             string(self.stream, "stream").unwrap_or_else(|| DEFAULT_NATS_STREAM.to_owned());
-        let token = string(self.token, "token");
-        let user = string(self.user, "user");
-        let password = string(self.password, "password");
+        let mut token = string(self.token, "token");
+        let mut user = string(self.user, "user");
+        let mut password = string(self.password, "password");
         let mut path = |value, name| string(value, name).map(PathBuf::from);
         let nkey_seed_file = path(self.nkey_seed_file, "nkey_seed_file");
         let creds_file = path(self.creds_file, "creds_file");
@@ -88,6 +91,25 @@ impl NatsSinkSection {
         let tls_key = path(self.tls_key, "tls_key");
         let format = self.format.map_or(PayloadFormat::MsgPack, |value| {
             payload_format(report, value, &key("format"))
+        });
+        // Credentials written in a URL become `user`/`password` (or
+        // `token`), so that the URL shown in errors and logs holds none.
+        let urls = urls.map(|urls| {
+            let (urls, inline) = split_credentials(urls);
+            match inline {
+                Ok(None) => {}
+                Ok(Some(_)) if token.is_some() || user.is_some() || password.is_some() => {
+                    let message = "credentials both in the URL and in `token`/`user`/`password`: give them once";
+                    report.error(table_span, &key("url"), message);
+                }
+                Ok(Some(UrlCredentials::Token(t))) => token = Some(t),
+                Ok(Some(UrlCredentials::UserPassword(u, p))) => {
+                    user = Some(u);
+                    password = Some(p);
+                }
+                Err(message) => report.error(table_span, &key("url"), message),
+            }
+            urls
         });
         for check in [
             nats::validate_subject_prefix(&subject_prefix),
@@ -126,6 +148,50 @@ impl NatsSinkSection {
             format,
         })
     }
+}
+
+/// Credentials written in a NATS URL (`nats://user:password@host`,
+/// `nats://token@host`).
+#[derive(Debug, PartialEq, Eq)]
+enum UrlCredentials {
+    Token(String),
+    UserPassword(String, String),
+}
+
+/// The URLs without their credentials, and the credentials they held (the
+/// same in every URL that has any).
+fn split_credentials(urls: Vec<String>) -> (Vec<String>, Result<Option<UrlCredentials>, String>) {
+    let mut found: Option<UrlCredentials> = None;
+    let mut clash = false;
+    let urls = urls
+        .into_iter()
+        .map(|url| {
+            let Some((scheme, rest)) = url.split_once("://") else {
+                return url;
+            };
+            let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+            let Some(at) = rest[..authority_end].rfind('@') else {
+                return url;
+            };
+            let userinfo = &rest[..at];
+            let credentials = match userinfo.split_once(':') {
+                Some((u, p)) => UrlCredentials::UserPassword(u.to_owned(), p.to_owned()),
+                None => UrlCredentials::Token(userinfo.to_owned()),
+            };
+            match &found {
+                Some(known) if *known != credentials => clash = true,
+                _ => found = Some(credentials),
+            }
+            format!("{scheme}://{}", &rest[at + 1..])
+        })
+        .collect();
+    if clash {
+        return (
+            urls,
+            Err("the URLs hold different credentials: give them once, in `user`/`password` or `token`".to_owned()),
+        );
+    }
+    (urls, Ok(found))
 }
 
 /// The server URLs: at least one, each valid (`nats::validate_url`),

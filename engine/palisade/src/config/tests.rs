@@ -124,32 +124,39 @@ recheck = "off"
             path: PathBuf::from("/srv/palisade/state.db"),
         },
         sinks: vec![
-            SinkSpec::Jsonl { path: None },
-            SinkSpec::Nats(NatsSinkOptions {
-                nats: NatsOptions {
-                    urls: vec!["tls://nats.example.com:4222".to_owned()],
-                    auth: NatsAuth::UserPassword {
-                        user: "palisade".to_owned(),
-                        password: "hunter2".to_owned(),
+            SinkSpec::unnamed(SinkTarget::Jsonl { path: None }, SinkStart::New),
+            SinkSpec::unnamed(
+                SinkTarget::Nats(NatsSinkOptions {
+                    nats: NatsOptions {
+                        urls: vec!["tls://nats.example.com:4222".to_owned()],
+                        auth: NatsAuth::UserPassword {
+                            user: "palisade".to_owned(),
+                            password: "hunter2".to_owned(),
+                        },
+                        tls: NatsTls {
+                            ca: Some(PathBuf::from("/etc/ca.pem")),
+                            client_cert: Some((
+                                PathBuf::from("/etc/client.pem"),
+                                PathBuf::from("/etc/client.key"),
+                            )),
+                        },
+                        ..NatsOptions::default()
                     },
-                    tls: NatsTls {
-                        ca: Some(PathBuf::from("/etc/ca.pem")),
-                        client_cert: Some((
-                            PathBuf::from("/etc/client.pem"),
-                            PathBuf::from("/etc/client.key"),
-                        )),
-                    },
-                    ..NatsOptions::default()
+                    subject_prefix: "ops.palisade".to_owned(),
+                    stream: "PORTS".to_owned(),
+                    format: PayloadFormat::Json,
+                }),
+                SinkStart::New,
+            ),
+            SinkSpec::unnamed(
+                SinkTarget::Webhook {
+                    url: "http://hooks.example.com/in".to_owned(),
+                    timeout: Duration::from_secs(3),
+                    max_retries: 0,
+                    secret: None,
                 },
-                subject_prefix: "ops.palisade".to_owned(),
-                stream: "PORTS".to_owned(),
-                format: PayloadFormat::Json,
-            }),
-            SinkSpec::Webhook {
-                url: "http://hooks.example.com/in".to_owned(),
-                timeout: Duration::from_secs(3),
-                max_retries: 0,
-            },
+                SinkStart::New,
+            ),
         ],
         monitors: vec![
             MonitorSpec {
@@ -218,20 +225,27 @@ host = "2001:2::10"
     assert_eq!(
         config.sinks,
         [
-            SinkSpec::Nats(NatsSinkOptions {
-                nats: NatsOptions {
-                    urls: vec!["nats://nats.example.com".to_owned()],
-                    ..NatsOptions::default()
+            SinkSpec::unnamed(
+                SinkTarget::Nats(NatsSinkOptions {
+                    nats: NatsOptions {
+                        urls: vec!["nats://nats.example.com".to_owned()],
+                        ..NatsOptions::default()
+                    },
+                    subject_prefix: "palisade".to_owned(),
+                    stream: "PALISADE".to_owned(),
+                    format: PayloadFormat::MsgPack,
+                }),
+                SinkStart::New
+            ),
+            SinkSpec::unnamed(
+                SinkTarget::Webhook {
+                    url: "https://hooks.example.com/".to_owned(),
+                    timeout: Duration::from_secs(10),
+                    max_retries: 5,
+                    secret: None,
                 },
-                subject_prefix: "palisade".to_owned(),
-                stream: "PALISADE".to_owned(),
-                format: PayloadFormat::MsgPack,
-            }),
-            SinkSpec::Webhook {
-                url: "https://hooks.example.com/".to_owned(),
-                timeout: Duration::from_secs(10),
-                max_retries: 5,
-            },
+                SinkStart::New
+            ),
         ]
     );
     assert_eq!(config.monitors, [monitor("a", "2001:2::10")]);
@@ -253,9 +267,12 @@ expected_open = [+22, 0x50]
     assert_eq!(config.scan.source_v4, Some(Ipv4Addr::new(198, 18, 0, 9)));
     assert_eq!(
         config.sinks,
-        [SinkSpec::Jsonl {
-            path: Some(PathBuf::from("/tmp/e.jsonl"))
-        }]
+        [SinkSpec::unnamed(
+            SinkTarget::Jsonl {
+                path: Some(PathBuf::from("/tmp/e.jsonl"))
+            },
+            SinkStart::New
+        )]
     );
     assert_eq!(config.monitors[0].expected_open, BTreeSet::from([22, 80]));
 }
@@ -266,7 +283,9 @@ fn example_file_parses_and_documents_every_key() {
     let config = parse("palisade.example.toml", text).unwrap();
     assert_eq!(config.scan.source_v4, Some(Ipv4Addr::new(198, 18, 0, 1)));
     assert_eq!(config.sinks.len(), 3);
-    assert!(matches!(config.sinks[1], SinkSpec::Nats(ref nats) if nats.nats.urls.len() == 2));
+    assert!(
+        matches!(config.sinks[1].target, SinkTarget::Nats(ref nats) if nats.nats.urls.len() == 2)
+    );
     let names: Vec<&str> = config.monitors.iter().map(|m| m.name.as_str()).collect();
     assert_eq!(names, ["web-1", "mail", "db-v6"]);
     let all_keys = [
@@ -376,7 +395,7 @@ fn unknown_key_without_a_close_match_lists_the_known_ones() {
         &sink_with("jsonl", "url = \"x\""),
         3,
         "sink[0].url",
-        "unknown key `url`; known keys: kind, path",
+        "unknown key `url`; known keys: kind, name, start, path",
     );
     // Sub-tables of a monitor.
     assert_error(
@@ -802,9 +821,9 @@ fn bad_sinks_are_reported() {
         (unknown[1].line, unknown[1].message.as_str()),
         (
             3,
-            "unknown key `colour`; known keys: creds_file, format, kind, max_retries, \
-             nkey_seed_file, password, path, stream, subject_prefix, timeout, tls_ca, \
-             tls_cert, tls_key, token, url, user"
+            "unknown key `colour`; known keys: creds_file, format, kind, max_retries, name, \
+             nkey_seed_file, password, path, secret, secret_env, secret_file, start, stream, \
+             subject_prefix, timeout, tls_ca, tls_cert, tls_key, token, url, user"
         )
     );
 }
@@ -1069,7 +1088,8 @@ fn sink_keys_are_those_of_its_kind_wherever_kind_is() {
         "[[sink]]\ntimeout = \"1s\"\nurl = \"https://h.example.com\"\nformat = \"json\"\nkind = \"webhook\"\n",
         4,
         "sink[0].format",
-        "unknown key `format`; known keys: kind, url, timeout, max_retries",
+        "unknown key `format`; known keys: kind, name, start, url, timeout, max_retries, secret, \
+         secret_file, secret_env",
     );
     // A webhook takes one URL.
     assert_error(
@@ -1122,7 +1142,7 @@ fn section_keys_are_the_fields_of_their_types() {
         keys_of::<ConfigDocument>(),
         ["scan", "store", "sink", "monitor"]
     );
-    assert_eq!(sink_keys("jsonl"), ["kind", "path"]);
+    assert_eq!(sink_keys("jsonl"), ["kind", "name", "start", "path"]);
 }
 
 #[test]
@@ -1460,4 +1480,179 @@ fn warnings_are_dropped_when_there_are_errors() {
     let errors = checked(&text).unwrap_err().0;
     assert_eq!(errors.len(), 1, "{errors:?}");
     assert_eq!(errors[0].key, "scan.rate");
+}
+
+#[test]
+fn sinks_have_names_and_start_positions() {
+    let text = r#"
+[[sink]]
+kind = "webhook"
+name = "ops-hook"
+start = "all"
+url = "https://u:hunter2@hooks.example.com/in?token=s3cret"
+secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+
+[[sink]]
+kind = "webhook"
+url = "https://hooks.example.com/other?token=s3cret"
+
+[[sink]]
+kind = "jsonl"
+name = "file.v2"
+path = "/var/log/p.jsonl"
+"#;
+    let config = parse("test.toml", text).unwrap();
+    let names: Vec<&str> = config.sinks.iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "ops-hook",
+            "webhook:https://hooks.example.com/other?token=***",
+            "file.v2"
+        ]
+    );
+    let starts: Vec<SinkStart> = config.sinks.iter().map(|s| s.start).collect();
+    assert_eq!(starts, [SinkStart::All, SinkStart::New, SinkStart::New]);
+    assert!(matches!(
+        &config.sinks[0].target,
+        SinkTarget::Webhook {
+            secret: Some(_),
+            ..
+        }
+    ));
+    assert!(matches!(
+        &config.sinks[1].target,
+        SinkTarget::Webhook { secret: None, .. }
+    ));
+}
+
+#[test]
+fn bad_sink_names_starts_and_secrets_are_reported_without_the_secret() {
+    assert_error(
+        &sink_with("jsonl", "name = \"a b\""),
+        3,
+        "sink[0].name",
+        "invalid sink name",
+    );
+    assert_error(
+        &sink_with("jsonl", "start = \"oldest\""),
+        3,
+        "sink[0].start",
+        "expected \"new\" or \"all\"",
+    );
+    let twice = format!(
+        "{}{}",
+        sink_with("jsonl", "path = \"/a\""),
+        sink_with("jsonl", "path = \"/a\"")
+    );
+    assert_error(&twice, 4, "sink[1].name", "give each sink its own `name`");
+    let named_twice = format!(
+        "{}{}",
+        sink_with("jsonl", "name = \"x\"\npath = \"/a\""),
+        sink_with("nats", "name = \"x\"\nurl = \"nats://127.0.0.1\"")
+    );
+    assert_error(&named_twice, 5, "sink[1].name", "already that of sink[0]");
+    let hook = "url = \"https://h.example/\"\n";
+    assert_error(
+        &sink_with("webhook", &format!("{hook}secret = \"whsec_%%%notbase64\"")),
+        4,
+        "sink[0].secret",
+        "not `whsec_` followed by base64",
+    );
+    let errors = errors(&sink_with(
+        "webhook",
+        &format!("{hook}secret = \"whsec_%%%notbase64\""),
+    ));
+    assert!(!format!("{errors:?}").contains("notbase64"), "{errors:?}");
+    assert_error(
+        &sink_with(
+            "webhook",
+            &format!("{hook}secret = \"whsec_AAAA\"\nsecret_env = \"X\""),
+        ),
+        5,
+        "sink[0].secret_env",
+        "both set",
+    );
+    assert_error(
+        &sink_with(
+            "webhook",
+            &format!("{hook}secret_env = \"PALISADE_TEST_UNSET_SECRET_VARIABLE\""),
+        ),
+        4,
+        "sink[0].secret_env",
+        "is not set",
+    );
+    assert_error(
+        &sink_with(
+            "webhook",
+            &format!("{hook}secret_file = \"/nonexistent/palisade/secret\""),
+        ),
+        4,
+        "sink[0].secret_file",
+        "cannot read the webhook secret",
+    );
+    // An invalid URL is shown without its credentials.
+    assert_error(
+        &sink_with("webhook", "url = \"ftp://u:hunter2@h/?token=abc\""),
+        3,
+        "sink[0].url",
+        "ftp://u:***@h/?token=***",
+    );
+}
+
+#[test]
+fn a_webhook_secret_may_come_from_a_file() {
+    let path = std::env::temp_dir().join(format!("palisade-secret-{}", std::process::id()));
+    std::fs::write(&path, "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\n").unwrap();
+    let text = sink_with(
+        "webhook",
+        &format!(
+            "url = \"https://h.example/\"\nsecret_file = \"{}\"",
+            path.display()
+        ),
+    );
+    let config = parse("test.toml", &text).unwrap();
+    std::fs::remove_file(&path).unwrap();
+    let SinkTarget::Webhook { secret, .. } = &config.sinks[0].target else {
+        panic!("{config:?}");
+    };
+    assert_eq!(
+        secret.as_ref(),
+        Some(&WebhookSecret::parse("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw").unwrap())
+    );
+}
+
+#[test]
+fn nats_credentials_in_a_url_leave_the_url() {
+    let config = parse(
+        "test.toml",
+        &sink_with(
+            "nats",
+            "url = [\"nats://bob:hunter2@n1:4222\", \"nats://n2:4222\"]",
+        ),
+    )
+    .unwrap();
+    let SinkTarget::Nats(nats) = &config.sinks[0].target else {
+        panic!("{config:?}");
+    };
+    assert_eq!(nats.nats.urls, ["nats://n1:4222", "nats://n2:4222"]);
+    assert_eq!(
+        nats.nats.auth,
+        NatsAuth::UserPassword {
+            user: "bob".to_owned(),
+            password: "hunter2".to_owned()
+        }
+    );
+    let config = parse("test.toml", &sink_with("nats", "url = \"tls://s3cret@n1\"")).unwrap();
+    let SinkTarget::Nats(nats) = &config.sinks[0].target else {
+        panic!("{config:?}");
+    };
+    assert_eq!(nats.nats.auth, NatsAuth::Token("s3cret".to_owned()));
+    assert_eq!(nats.nats.urls, ["tls://n1"]);
+    let errors = errors(&sink_with(
+        "nats",
+        "url = \"nats://bob:hunter2@n1\"\ntoken = \"t\"",
+    ));
+    assert!(errors[0].message.contains("give them once"), "{errors:?}");
+    assert!(!format!("{errors:?}").contains("hunter2"));
 }

@@ -26,7 +26,7 @@ use thiserror::Error;
 
 use crate::config::{self, Config, ConfigErrors};
 use crate::store::{Store, StoreError};
-use delivery::OutboxDelivery;
+use delivery::{DeliveryError, OutboxDelivery, SHUTDOWN_GRACE};
 use palisade_core::health::HealthState;
 use palisade_core::monitor::{Millis, MonitorState};
 use palisade_core::plan::{self, SweepPlan, SweepSchedule};
@@ -42,9 +42,12 @@ pub enum DaemonError {
     Store(#[from] StoreError),
     #[error("the sweep failed: {0}")]
     Scan(String),
-    #[error("cannot start the I/O runtime: {0}")]
-    Runtime(#[source] std::io::Error),
+    #[error(transparent)]
+    Delivery(#[from] DeliveryError),
 }
+
+/// How long a `--once` run waits for its sinks after its sweep.
+pub const ONCE_DRAIN: Duration = Duration::from_secs(10);
 
 /// How the daemon runs.
 #[derive(Debug, Clone)]
@@ -64,8 +67,9 @@ pub struct Outcome {
     pub events: u64,
     /// A sweep failed or was abandoned (its scans are recorded inconclusive).
     pub inconclusive: bool,
-    /// Events still wait in the outbox for a sink (delivered on the next run).
-    pub undelivered: bool,
+    /// Events still wait in the outbox for a sink (delivered on the next
+    /// run): the sinks that are behind.
+    pub undelivered: Vec<String>,
     /// The process's peak resident memory (VmHWM), in KiB, where the
     /// kernel tells it.
     pub peak_rss_kib: Option<u64>,
@@ -133,7 +137,7 @@ impl Daemon {
     /// left off: monitors the configuration dropped since are removed.
     pub fn new(options: Options) -> Result<Daemon, DaemonError> {
         let config = config::load(&options.config_path)?;
-        let store = Store::open(&config.store.path)?;
+        let mut store = Store::open(&config.store.path)?;
         let now = now_ms();
         let saved = store.load_states()?;
         let last_conclusive = saved
@@ -142,9 +146,11 @@ impl Daemon {
             .collect();
         let health = store.load_health()?;
         let recovered = plan::recover(&config.monitors, saved, now);
-        let delivery =
-            OutboxDelivery::new(delivery::sink_specs(&config.sinks, options.events.as_ref()))
-                .map_err(DaemonError::Runtime)?;
+        let delivery = OutboxDelivery::start(
+            &mut store,
+            &config.store.path,
+            delivery::sink_specs(&config.sinks, options.events.as_ref()),
+        )?;
         let mut daemon = Daemon {
             options,
             config,
@@ -180,9 +186,17 @@ impl Daemon {
     }
 
     /// Re-reads the configuration (SIGHUP): new monitors are due now, removed
-    /// ones resolve their incidents, changed ones apply from the next scan.
+    /// ones resolve their incidents, changed ones apply from the next scan;
+    /// new sinks start, removed ones stop, changed ones restart. A file that
+    /// fails the checks changes nothing.
     pub fn reload(&mut self) -> Result<(), DaemonError> {
         let config = config::load(&self.options.config_path)?;
+        if config.store.path != self.config.store.path {
+            tracing::warn!(
+                "store.path changed: the daemon keeps {} until it is restarted",
+                self.config.store.path.display()
+            );
+        }
         let now = now_ms();
         let gone: Vec<String> = self
             .config
@@ -200,24 +214,56 @@ impl Daemon {
             self.states.entry(m.name.clone()).or_default();
             self.schedule.add(&m.name, now);
         }
+        self.delivery.reload(
+            &mut self.store,
+            delivery::sink_specs(&config.sinks, self.options.events.as_ref()),
+        )?;
+        let store = self.config.store.clone();
         self.config = config;
+        self.config.store = store;
         tracing::info!(
             monitors = self.config.monitors.len(),
+            sinks = ?self.delivery.names(),
             "configuration reloaded"
         );
         self.drain().map(|_| ())
     }
 
-    /// Runs until stopped (or one sweep with `--once`).
+    /// Runs until stopped (or one sweep with `--once`); then stops the
+    /// sinks, waiting for them [`SHUTDOWN_GRACE`] at most.
     pub fn run(&mut self, stop: &AtomicBool, reload: &AtomicBool) -> Result<Outcome, DaemonError> {
+        let result = self.run_until_stopped(stop, reload);
+        let behind = self.delivery_behind();
+        self.delivery.shutdown(SHUTDOWN_GRACE);
+        let mut outcome = result?;
+        outcome.undelivered = behind?;
+        if !outcome.undelivered.is_empty() {
+            tracing::warn!(
+                sinks = ?outcome.undelivered,
+                "events wait in the outbox; they are delivered when the daemon runs again"
+            );
+        }
+        outcome.peak_rss_kib = peak_rss_kib();
+        Ok(outcome)
+    }
+
+    /// The sinks that have events left to deliver.
+    fn delivery_behind(&self) -> Result<Vec<String>, DaemonError> {
+        Ok(self.delivery.behind(&self.store)?)
+    }
+
+    fn run_until_stopped(
+        &mut self,
+        stop: &AtomicBool,
+        reload: &AtomicBool,
+    ) -> Result<Outcome, DaemonError> {
         let mut outcome = Outcome::default();
         if self.options.once {
             let all = SweepPlan::full(self.config.monitors.iter().map(|m| m.name.clone()));
             outcome.inconclusive |= !self.sweep(&all, stop)?;
             outcome.sweeps += 1;
             outcome.events = self.events;
-            outcome.undelivered = !self.drain_for(Duration::from_secs(10))?;
-            outcome.peak_rss_kib = peak_rss_kib();
+            self.delivery.drain_for(&self.store, ONCE_DRAIN, stop)?;
             return Ok(outcome);
         }
         while !stop.load(Ordering::Relaxed) {
@@ -241,20 +287,21 @@ impl Daemon {
             std::thread::sleep(Duration::from_millis(nap as u64));
         }
         outcome.events = self.events;
-        outcome.peak_rss_kib = peak_rss_kib();
         Ok(outcome)
     }
 
-    /// Delivers the outbox to every sink that is not backing off; a row is
-    /// marked delivered only after its sink acknowledged it. Returns whether
-    /// nothing is left to deliver.
+    /// Tells the sinks there are new events, without waiting for them (each
+    /// delivers on its own thread). Returns whether nothing is left to
+    /// deliver.
     pub fn drain(&mut self) -> Result<bool, DaemonError> {
-        Ok(self.delivery.drain(&mut self.store)?)
+        self.delivery.wake();
+        Ok(self.delivery.behind(&self.store)?.is_empty())
     }
 
-    /// Drains until nothing is left or `limit` has passed (the end of a
-    /// `--once` run); what is left waits in the outbox for the next run.
+    /// Waits until the sinks delivered everything or `limit` has passed;
+    /// what is left waits in the outbox for the next run.
     pub fn drain_for(&mut self, limit: Duration) -> Result<bool, DaemonError> {
-        Ok(self.delivery.drain_for(&mut self.store, limit)?)
+        let never = AtomicBool::new(false);
+        Ok(self.delivery.drain_for(&self.store, limit, &never)?)
     }
 }

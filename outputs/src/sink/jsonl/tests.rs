@@ -90,3 +90,63 @@ async fn stdout_sink() {
         assert_eq!(sink.publish(&test_events(1, "s")).await.unwrap(), 1);
     }
 }
+
+#[tokio::test]
+async fn a_fifo_is_never_waited_for_and_never_gets_a_torn_line() {
+    use std::io::Read;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("events.fifo");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&path)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    // Nobody reads: opening fails at once.
+    let started = std::time::Instant::now();
+    let err = JsonlSink::open(Some(&path)).unwrap_err();
+    assert!(err.to_string().contains("nobody reads"), "{err}");
+    assert!(started.elapsed() < Duration::from_secs(5));
+    // A reader that does not read: the pipe fills, the write gives up.
+    let mut reader = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(&path)
+        .unwrap();
+    let mut sink = JsonlSink::open(Some(&path)).unwrap();
+    let events = test_events(2_000, "f");
+    let acked: usize = sink.publish(&events).await.unwrap_or_default();
+    assert!(acked < events.len(), "a pipe holds less than 2,000 events");
+    // It reads now: everything arrives, each line whole, each event once.
+    let reading = std::thread::spawn(move || {
+        let mut got = Vec::new();
+        let mut chunk = vec![0; 1 << 16];
+        loop {
+            match reader.read(&mut chunk) {
+                Ok(0) => break, // no writer left
+                Ok(n) => got.extend_from_slice(&chunk[..n]),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                Err(e) => panic!("{e}"),
+            }
+        }
+        got
+    });
+    let mut delivered = acked;
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while delivered < events.len() && std::time::Instant::now() < deadline {
+        if let Ok(n) = sink.publish(&events[delivered..]).await {
+            delivered += n;
+        }
+    }
+    assert_eq!(delivered, events.len());
+    drop(sink);
+    let got = reading.join().unwrap();
+    let ids: Vec<String> = String::from_utf8(got)
+        .unwrap()
+        .lines()
+        .map(|l| decode(l.as_bytes(), PayloadFormat::Json).unwrap().id)
+        .collect();
+    let want: Vec<String> = events.iter().map(|e| e.id.clone()).collect();
+    assert_eq!(ids, want);
+}
