@@ -13,7 +13,7 @@
 //!   `scan_failed` with the error, at once: there is nothing to confirm, a
 //!   failed sweep is a fact. Further failures keep it open without new events.
 //!   The next sweep that succeeds resolves it: `scan_recovered`.
-//! * **`monitor_stale`.** A monitor whose last conclusive full scan (or, if it
+//! * **`monitor_stale`.** A monitor whose last conclusive full scan ended (or, if it
 //!   never had one, the moment the daemon first knew it) is more than twice its
 //!   period ago emits `monitor_stale`; its next conclusive full scan resolves
 //!   it: `monitor_fresh`. A monitor removed from the configuration resolves it
@@ -36,7 +36,7 @@ pub struct MonitorAge {
     pub name: String,
     /// Its period (`every`), in milliseconds.
     pub every_ms: u64,
-    /// The start of its last conclusive full scan, or when the daemon first
+    /// The end of its last conclusive full scan, or when the daemon first
     /// knew it if it never had one.
     pub last_conclusive: Millis,
 }

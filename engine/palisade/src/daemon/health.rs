@@ -36,9 +36,11 @@ impl Daemon {
         self.record_health(health, &events, now)
     }
 
-    /// A monitor's full scan at `started` was conclusive.
-    pub(super) fn scanned_conclusively(&mut self, monitor: &str, started: Millis) {
-        self.last_conclusive.insert(monitor.to_string(), started);
+    /// A monitor's full scan, which ended at `finished`, was conclusive.
+    /// Staleness counts from the end of a scan, so a sweep that takes
+    /// longer than the period itself never makes its monitors stale.
+    pub(super) fn scanned_conclusively(&mut self, monitor: &str, finished: Millis) {
+        self.last_conclusive.insert(monitor.to_string(), finished);
         self.ages_changed = true;
     }
 

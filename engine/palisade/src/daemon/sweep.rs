@@ -121,7 +121,7 @@ impl Daemon {
             self.schedule
                 .after_scan(&spec, &decided.scan, decided.step.recheck);
             if decided.scan.kind() == ScanKind::Full && decided.scan.conclusive() {
-                self.scanned_conclusively(&spec.name, decided.scan.started);
+                self.scanned_conclusively(&spec.name, decided.scan.finished);
             }
             self.states.insert(spec.name, decided.state);
         }
