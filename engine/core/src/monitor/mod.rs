@@ -780,19 +780,31 @@ pub struct Step {
 }
 
 /// An unconfirmed deviation: `count` consecutive conclusive observations of
-/// the same `kind`, the first at `first_seen`.
+/// the same `kind` (an [`IncidentKind`] of a port, a [`HostIncidentKind`] of
+/// an address), the first at `first_seen`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-struct Streak {
-    kind: IncidentKind,
+struct Streak<K = IncidentKind> {
+    kind: K,
     count: u32,
     first_seen: Millis,
 }
 
-/// An unconfirmed host finding.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-struct HostStreak {
-    count: u32,
-    first_seen: Millis,
+impl<K: PartialEq + Copy> Streak<K> {
+    /// The streak after an observation at `at` showing `kind`, given the one
+    /// before: one longer if of the same kind, else a new one.
+    fn after(previous: Option<&Streak<K>>, kind: K, at: Millis) -> Streak<K> {
+        match previous {
+            Some(s) if s.kind == kind => Streak {
+                count: s.count.saturating_add(1),
+                ..*s
+            },
+            _ => Streak {
+                kind,
+                count: 1,
+                first_seen: at,
+            },
+        }
+    }
 }
 
 /// The state of one address of a monitor's host: known port states,
@@ -814,7 +826,7 @@ struct AddressState {
     incidents: BTreeMap<u16, Incident>,
     /// Unconfirmed host findings. Never both a streak and an incident.
     #[serde(default)]
-    host_streaks: BTreeMap<HostIncidentKind, HostStreak>,
+    host_streaks: BTreeMap<HostIncidentKind, Streak<HostIncidentKind>>,
     /// Open host incidents.
     #[serde(default)]
     host_incidents: BTreeMap<HostIncidentKind, HostIncident>,
@@ -1241,17 +1253,7 @@ impl AddressState {
             self.streaks.remove(&port);
             return;
         };
-        let streak = match self.streaks.get(&port) {
-            Some(s) if s.kind == kind => Streak {
-                count: s.count.saturating_add(1),
-                ..*s
-            },
-            _ => Streak {
-                kind,
-                count: 1,
-                first_seen: obs.at,
-            },
-        };
+        let streak = Streak::after(self.streaks.get(&port), kind, obs.at);
         if streak.count >= spec.confirmations() {
             self.streaks.remove(&port);
             let incident = Incident {
@@ -1285,16 +1287,7 @@ impl AddressState {
         if self.host_incidents.contains_key(&kind) {
             return;
         }
-        let streak = match self.host_streaks.get(&kind) {
-            Some(s) => HostStreak {
-                count: s.count.saturating_add(1),
-                ..*s
-            },
-            None => HostStreak {
-                count: 1,
-                first_seen: obs.at,
-            },
-        };
+        let streak = Streak::after(self.host_streaks.get(&kind), kind, obs.at);
         if streak.count >= spec.confirmations() {
             self.host_streaks.remove(&kind);
             let incident = HostIncident {
