@@ -10,6 +10,7 @@
 use std::collections::BTreeMap;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::Path;
+use std::time::Duration;
 
 use rusqlite::{Connection, OptionalExtension, params};
 use thiserror::Error;
@@ -166,6 +167,17 @@ CREATE TABLE sink_health (
     since_ms INTEGER NOT NULL
 );
 "#,
+    r#"
+-- Retention (Store::prune): the oldest rows of each table are found by
+-- time, and a parent row's children by its key (SQLite also looks a deleted
+-- parent's children up to check the foreign keys).
+CREATE INDEX scans_started ON scans (started_ms);
+CREATE INDEX state_changes_scan ON state_changes (scan_id);
+CREATE INDEX incidents_resolved ON incidents (resolved_at_ms) WHERE resolved_at_ms IS NOT NULL;
+CREATE INDEX outbox_created ON outbox (created_ms);
+CREATE INDEX deliveries_seq ON deliveries (seq);
+CREATE INDEX dead_letters_seq ON dead_letters (seq);
+"#,
 ];
 
 /// The migration after which sink names hold no secret: the webhook sinks'
@@ -281,6 +293,89 @@ impl HistoryRow {
             HistoryRow::StateChange { at_ms, .. } | HistoryRow::Incident { at_ms, .. } => *at_ms,
         }
     }
+}
+
+/// The time before which history may be pruned: `now` less `retain`
+/// (`store.retain`), in unix milliseconds.
+pub fn prune_cutoff(now: Millis, retain: Duration) -> Millis {
+    now.saturating_sub(Millis::try_from(retain.as_millis()).unwrap_or(Millis::MAX))
+}
+
+/// How much one [`Store::prune`] call may do: about `batch_rows` rows per
+/// transaction (the write lock is held for one batch at a time), and no new
+/// batch once `time` has passed (after at least one batch that deleted
+/// something).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PruneBudget {
+    pub batch_rows: usize,
+    pub time: Duration,
+}
+
+impl PruneBudget {
+    /// The daemon's: 1,000 rows per transaction, half a second per call.
+    pub const DAEMON: PruneBudget = PruneBudget {
+        batch_rows: 1_000,
+        time: Duration::from_millis(500),
+    };
+
+    /// How many parent rows (scans, incidents, outbox rows) the next batch
+    /// takes, so that with their children it deletes about `batch_rows`
+    /// rows: the last batch of the same table tells how many rows a parent
+    /// brings (`(parents, rows)`); the first batch guesses two.
+    pub fn parents_per_batch(&self, last: Option<(usize, usize)>) -> usize {
+        let rows = self.batch_rows.max(1);
+        match last {
+            Some((parents, deleted)) if parents > 0 && deleted > parents => {
+                (rows.saturating_mul(parents) / deleted).max(1)
+            }
+            Some(_) => rows,
+            None => (rows / 2).max(1),
+        }
+    }
+
+    /// Whether another batch may start after `elapsed`.
+    pub fn allows(&self, elapsed: Duration) -> bool {
+        elapsed < self.time
+    }
+}
+
+/// What a [`Store::prune`] call deleted.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Pruned {
+    /// Scan summaries, with their `scan_addresses` rows and state changes.
+    pub scans: usize,
+    pub scan_addresses: usize,
+    pub state_changes: usize,
+    /// Resolved incidents.
+    pub incidents: usize,
+    /// Outbox rows, with their `deliveries` rows.
+    pub outbox: usize,
+    pub deliveries: usize,
+    /// Transactions used.
+    pub batches: usize,
+    /// Nothing older than the cut-off that may go is left (else the time
+    /// budget ran out: the next call goes on).
+    pub done: bool,
+}
+
+impl Pruned {
+    /// Rows deleted, all tables.
+    pub fn rows(&self) -> usize {
+        self.scans
+            + self.scan_addresses
+            + self.state_changes
+            + self.incidents
+            + self.outbox
+            + self.deliveries
+    }
+}
+
+/// The tables [`Store::prune`] goes through, in order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum PruneTable {
+    Scans,
+    Incidents,
+    Outbox,
 }
 
 /// The SQLite store.
@@ -875,6 +970,129 @@ impl Store {
         Ok(out)
     }
 
+    /// Deletes the history older than `cutoff` ([`prune_cutoff`]), a batch
+    /// per transaction, within `budget`:
+    ///
+    /// * scans that started before it, with their `scan_addresses` rows and
+    ///   state changes, except each monitor's last full scan (what `status`
+    ///   shows) and anything after it;
+    /// * incidents resolved before it (open incidents stay, however old);
+    /// * outbox rows created before it that every sink in `sinks` has
+    ///   delivered (or set aside) and that no dead letter holds, with their
+    ///   `deliveries` rows. An event a sink of `sinks` still waits for
+    ///   stays; the positions of sinks no longer configured hold nothing
+    ///   back (a sink configured again later finds what is left).
+    ///
+    /// The monitors' states (`monitor_state`), the self-monitoring state,
+    /// the sinks' positions and dead letters are never pruned.
+    pub fn prune(
+        &mut self,
+        cutoff: Millis,
+        sinks: &[&str],
+        budget: PruneBudget,
+    ) -> Result<Pruned, StoreError> {
+        let started = std::time::Instant::now();
+        let sinks = serde_json::to_string(sinks).map_err(|source| StoreError::State {
+            monitor: "(sinks)".into(),
+            source,
+        })?;
+        let mut pruned = Pruned::default();
+        for table in [PruneTable::Scans, PruneTable::Incidents, PruneTable::Outbox] {
+            let mut last = None;
+            loop {
+                // At least one batch that deletes something runs.
+                if pruned.rows() > 0 && !budget.allows(started.elapsed()) {
+                    return Ok(pruned);
+                }
+                let limit = budget.parents_per_batch(last);
+                let before = pruned.rows();
+                let parents = self.prune_batch(table, cutoff, &sinks, limit, &mut pruned)?;
+                pruned.batches += 1;
+                if parents < limit {
+                    break;
+                }
+                last = Some((parents, pruned.rows() - before));
+            }
+        }
+        pruned.done = true;
+        Ok(pruned)
+    }
+
+    /// One transaction of [`Store::prune`]: up to `limit` parent rows of
+    /// `table` and their children. Returns the parent rows deleted.
+    fn prune_batch(
+        &mut self,
+        table: PruneTable,
+        cutoff: Millis,
+        sinks: &str,
+        limit: usize,
+        pruned: &mut Pruned,
+    ) -> Result<usize, StoreError> {
+        let tx = self.conn.transaction()?;
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let parents = match table {
+            PruneTable::Scans => {
+                // A later full scan of the same monitor exists: this one is
+                // not the monitor's last word.
+                let ids = select_ids(
+                    &tx,
+                    "SELECT s.id FROM scans s
+                     WHERE s.started_ms < ?1
+                       AND EXISTS (SELECT 1 FROM scans t
+                                   WHERE t.monitor = s.monitor AND t.started_ms >= s.started_ms
+                                     AND t.id > s.id AND t.kind = 'full')
+                     ORDER BY s.started_ms LIMIT ?2",
+                    params![cutoff, limit],
+                )?;
+                let mut addresses = tx.prepare("DELETE FROM scan_addresses WHERE scan_id = ?1")?;
+                let mut changes = tx.prepare("DELETE FROM state_changes WHERE scan_id = ?1")?;
+                let mut scans = tx.prepare("DELETE FROM scans WHERE id = ?1")?;
+                for id in &ids {
+                    pruned.scan_addresses += addresses.execute(params![id])?;
+                    pruned.state_changes += changes.execute(params![id])?;
+                    pruned.scans += scans.execute(params![id])?;
+                }
+                ids.len()
+            }
+            PruneTable::Incidents => {
+                let n = tx.execute(
+                    "DELETE FROM incidents WHERE rowid IN
+                         (SELECT rowid FROM incidents WHERE resolved_at_ms < ?1
+                          ORDER BY resolved_at_ms LIMIT ?2)",
+                    params![cutoff, limit],
+                )?;
+                pruned.incidents += n;
+                n
+            }
+            PruneTable::Outbox => {
+                // Every sink of `sinks` is past it or has a delivery row
+                // for it (a dead letter has one too, and holds it itself).
+                let seqs = select_ids(
+                    &tx,
+                    "SELECT o.seq FROM outbox o
+                     WHERE o.created_ms < ?1
+                       AND NOT EXISTS (SELECT 1 FROM dead_letters l WHERE l.seq = o.seq)
+                       AND NOT EXISTS (
+                           SELECT 1 FROM json_each(?2) s
+                           WHERE o.seq > COALESCE((SELECT c.seq FROM sink_cursor c WHERE c.sink = s.value), 0)
+                             AND NOT EXISTS (SELECT 1 FROM deliveries d
+                                             WHERE d.sink = s.value AND d.seq = o.seq))
+                     ORDER BY o.created_ms LIMIT ?3",
+                    params![cutoff, sinks, limit],
+                )?;
+                let mut deliveries = tx.prepare("DELETE FROM deliveries WHERE seq = ?1")?;
+                let mut outbox = tx.prepare("DELETE FROM outbox WHERE seq = ?1")?;
+                for seq in &seqs {
+                    pruned.deliveries += deliveries.execute(params![seq])?;
+                    pruned.outbox += outbox.execute(params![seq])?;
+                }
+                seqs.len()
+            }
+        };
+        tx.commit()?;
+        Ok(parents)
+    }
+
     /// The number of scans recorded so far (for tests and status).
     pub fn scan_count(&self) -> Result<i64, StoreError> {
         Ok(self
@@ -963,6 +1181,17 @@ fn rename_legacy_sinks(tx: &rusqlite::Transaction<'_>) -> Result<(), StoreError>
         tx.execute("DELETE FROM deliveries WHERE sink = ?1", params![old])?;
     }
     Ok(())
+}
+
+/// The integers (ids) a query selects.
+fn select_ids(
+    tx: &rusqlite::Transaction<'_>,
+    sql: &str,
+    params: impl rusqlite::Params,
+) -> Result<Vec<i64>, StoreError> {
+    let mut stmt = tx.prepare(sql)?;
+    let rows = stmt.query_map(params, |r| r.get(0))?;
+    Ok(rows.collect::<Result<_, _>>()?)
 }
 
 /// Advances `sink`'s cursor to just before the first row still pending (or
@@ -1304,6 +1533,208 @@ mod tests {
     }
 
     #[test]
+    fn the_cut_off_and_the_batches_are_sized_by_the_budget() {
+        let day = Duration::from_secs(86_400);
+        assert_eq!(prune_cutoff(10 * 86_400_000, day), 9 * 86_400_000);
+        assert_eq!(prune_cutoff(0, Duration::MAX), -Millis::MAX);
+        let budget = PruneBudget {
+            batch_rows: 1_000,
+            time: Duration::from_millis(500),
+        };
+        assert_eq!(
+            budget.parents_per_batch(None),
+            500,
+            "first guess: 2 rows each"
+        );
+        assert_eq!(budget.parents_per_batch(Some((500, 2_000))), 250);
+        assert_eq!(
+            budget.parents_per_batch(Some((10, 10))),
+            1_000,
+            "no children"
+        );
+        assert_eq!(
+            budget.parents_per_batch(Some((1, 5_000))),
+            1,
+            "at least one"
+        );
+        let tiny = PruneBudget {
+            batch_rows: 0,
+            ..budget
+        };
+        assert_eq!(tiny.parents_per_batch(None), 1);
+        assert!(budget.allows(Duration::from_millis(499)));
+        assert!(!budget.allows(Duration::from_millis(500)));
+    }
+
+    fn count(store: &Store, table: &str) -> i64 {
+        store
+            .conn
+            .query_row(&format!("SELECT COUNT(*) FROM {table}"), [], |r| r.get(0))
+            .unwrap()
+    }
+
+    fn event_ids(store: &Store) -> Vec<String> {
+        let mut stmt = store
+            .conn
+            .prepare("SELECT event_id FROM outbox ORDER BY seq")
+            .unwrap();
+        let rows = stmt.query_map([], |r| r.get(0)).unwrap();
+        rows.collect::<Result<_, _>>().unwrap()
+    }
+
+    const ALL_AT_ONCE: PruneBudget = PruneBudget {
+        batch_rows: 1_000,
+        time: Duration::from_secs(3600),
+    };
+
+    #[test]
+    fn pruning_keeps_the_last_full_scan_and_open_incidents() {
+        let mut store = Store::in_memory().unwrap();
+        // Each scan (from a fresh state) sees 6379 open: one open incident,
+        // first seen at 1,000, and a state change per scan.
+        store
+            .record_scan(&decided(1, Scope::Full, 1_000, None))
+            .unwrap();
+        store
+            .record_scan(&decided(2, Scope::Full, 2_000, None))
+            .unwrap();
+        store
+            .record_scan(&decided(3, Scope::Ports([22].into()), 3_000, None))
+            .unwrap();
+        store
+            .conn
+            .execute_batch(
+                "INSERT INTO incidents (id, monitor, port, kind, first_seen_ms, confirmed_at_ms,
+                                        state, resolved_at_ms, resolution)
+                 VALUES ('old', 'web', 80, 'expected_port_down', 10, 10, 'closed', 1500, 'recovered'),
+                        ('new', 'web', 80, 'expected_port_down', 10, 10, 'closed', 20000, 'recovered');",
+            )
+            .unwrap();
+        let states = store.load_states().unwrap();
+        let status = store.status().unwrap();
+        let pruned = store.prune(10_000, &[], ALL_AT_ONCE).unwrap();
+        assert!(pruned.done);
+        assert_eq!(
+            (pruned.scans, pruned.scan_addresses, pruned.state_changes),
+            (1, 1, 2),
+            "scan 1 and its rows (22 and 6379 seen open); scan 2 is the last full scan, scan 3 came after it"
+        );
+        assert_eq!(pruned.incidents, 1, "the one resolved before the cut-off");
+        assert_eq!(store.scan_kind(1).unwrap(), None);
+        assert_eq!(store.scan_kind(2).unwrap().as_deref(), Some("full"));
+        assert_eq!(store.scan_kind(3).unwrap().as_deref(), Some("recheck"));
+        let open: i64 = store
+            .conn
+            .query_row(
+                "SELECT COUNT(*) FROM incidents WHERE resolved_at_ms IS NULL AND first_seen_ms = 1000",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(open, 1, "the open incident, older than the cut-off, stays");
+        assert_eq!(count(&store, "incidents"), 3);
+        assert_eq!(store.load_states().unwrap(), states);
+        assert_eq!(store.status().unwrap(), status);
+        assert_eq!(store.next_scan_id().unwrap(), 4);
+        // Again: nothing left to prune.
+        let again = store.prune(10_000, &[], ALL_AT_ONCE).unwrap();
+        assert_eq!((again.rows(), again.done), (0, true));
+        // A later full scan lets scans 2 and 3 go.
+        store
+            .record_scan(&decided(4, Scope::Full, 4_000, None))
+            .unwrap();
+        let pruned = store.prune(10_000, &[], ALL_AT_ONCE).unwrap();
+        assert_eq!(pruned.scans, 2);
+        assert_eq!(store.scan_count().unwrap(), 1);
+    }
+
+    #[test]
+    fn pruning_keeps_events_a_sink_or_a_dead_letter_still_needs() {
+        let mut store = Store::in_memory().unwrap();
+        store.enqueue("m", &entries(0..6), 1_000).unwrap();
+        store.enqueue("m", &entries(6..7), 50_000).unwrap();
+        let seq: Vec<i64> = store
+            .pending("a", 10)
+            .unwrap()
+            .iter()
+            .map(|r| r.seq)
+            .collect();
+        // a: everything, e4 refused (a dead letter).
+        store
+            .mark_delivered(
+                "a",
+                &[seq[0], seq[1], seq[2], seq[3], seq[5], seq[6]],
+                2_000,
+            )
+            .unwrap();
+        store
+            .dead_letter("a", seq[4], Some(400), "no", 2_000)
+            .unwrap();
+        // b: e0, e1 (its cursor), e3, e4, e6; e2 and e5 wait.
+        store
+            .mark_delivered("b", &[seq[0], seq[1], seq[3], seq[4], seq[6]], 2_000)
+            .unwrap();
+        let pruned = store.prune(10_000, &["a", "b"], ALL_AT_ONCE).unwrap();
+        assert_eq!((pruned.outbox, pruned.deliveries), (3, 6));
+        assert_eq!(event_ids(&store), ["e2", "e4", "e5", "e6"]);
+        assert_eq!(pending_ids(&store, "b"), ["e2", "e5"]);
+        assert!(pending_ids(&store, "a").is_empty());
+        assert_eq!(store.dead_letters(None).unwrap()[0].event_id, "e4");
+        // b is no longer configured: it holds nothing back; the dead letter
+        // and e6 (newer than the cut-off) still stay.
+        let pruned = store.prune(10_000, &["a"], ALL_AT_ONCE).unwrap();
+        assert_eq!(pruned.outbox, 2);
+        assert_eq!(event_ids(&store), ["e4", "e6"]);
+        // Positions survive: new events are pending to each sink, once.
+        store.enqueue("m", &entries(7..8), 60_000).unwrap();
+        assert_eq!(pending_ids(&store, "a"), ["e7"]);
+        assert_eq!(pending_ids(&store, "b"), ["e7"]);
+        // The dead letter retried is pending again; dropped, it may go.
+        let letters = store.dead_letters(None).unwrap();
+        store.retry_dead_letters(&letters).unwrap();
+        assert_eq!(pending_ids(&store, "a"), ["e4", "e7"]);
+        assert_eq!(store.prune(10_000, &["a"], ALL_AT_ONCE).unwrap().outbox, 0);
+        store
+            .dead_letter("a", seq[4], Some(400), "no", 3_000)
+            .unwrap();
+        store.drop_dead_letters(&letters).unwrap();
+        assert_eq!(store.prune(10_000, &["a"], ALL_AT_ONCE).unwrap().outbox, 1);
+        assert_eq!(event_ids(&store), ["e6", "e7"]);
+        // No sink at all: every old row may go.
+        store.enqueue("m", &entries(8..9), 5_000).unwrap();
+        assert_eq!(store.prune(10_000, &[], ALL_AT_ONCE).unwrap().outbox, 1);
+        assert_eq!(event_ids(&store), ["e6", "e7"]);
+    }
+
+    #[test]
+    fn pruning_goes_a_batch_at_a_time_and_stops_when_the_time_is_up() {
+        let mut store = Store::in_memory().unwrap();
+        for i in 0..10 {
+            store
+                .enqueue("m", &entries(i..i + 1), 1_000 + i64::from(i))
+                .unwrap();
+        }
+        let one_batch = PruneBudget {
+            batch_rows: 6,
+            time: Duration::ZERO,
+        };
+        // No sink: scans and incidents (nothing to do), then the outbox, 3
+        // rows a batch (a guess of 2 rows per row), one batch a call.
+        let mut outbox = Vec::new();
+        loop {
+            let p = store.prune(10_000, &[], one_batch).unwrap();
+            assert_eq!(p.batches, 3, "{p:?}");
+            outbox.push(p.outbox);
+            if p.done {
+                break;
+            }
+            assert!(outbox.len() < 20);
+        }
+        assert_eq!(outbox, [3, 3, 3, 1]);
+        assert_eq!(count(&store, "outbox"), 0);
+    }
+
+    #[test]
     fn the_store_is_owner_only_and_old_webhook_names_lose_their_secrets() {
         let dir = std::env::temp_dir().join(format!("palisade-store-perm-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
@@ -1323,7 +1754,12 @@ mod tests {
                 .unwrap();
             store
                 .conn
-                .execute_batch("DROP TABLE dead_letters; DROP TABLE sink_health;")
+                .execute_batch(
+                    "DROP TABLE dead_letters; DROP TABLE sink_health;
+                     DROP INDEX scans_started; DROP INDEX state_changes_scan;
+                     DROP INDEX incidents_resolved; DROP INDEX outbox_created;
+                     DROP INDEX deliveries_seq;",
+                )
                 .unwrap();
         }
         let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;

@@ -59,6 +59,12 @@ pub use palisade_outputs::schema::PayloadFormat;
 
 /// Default `store.path`.
 pub const DEFAULT_STORE_PATH: &str = "/var/lib/palisade/palisade.db";
+/// Default `store.retain`: 400 days, a year and a month to compare with.
+pub const DEFAULT_RETAIN: Duration = Duration::from_secs(400 * 86_400);
+/// Bounds of `store.retain`: at least a day, so that a mistyped unit
+/// (`"400s"`) cannot wipe the history; at most 100 years.
+pub const RETAIN_MIN: Duration = Duration::from_secs(86_400);
+pub const RETAIN_MAX: Duration = Duration::from_secs(100 * YEAR.as_secs());
 /// Default `scan.per_host_rate`: probes per second to any one address.
 pub const DEFAULT_PER_HOST_RATE: u64 = 20_000;
 // The defaults of a monitor's keys are those of `MonitorSpec::default()`
@@ -116,16 +122,21 @@ impl Default for ScanSettings {
     }
 }
 
-/// `[store]`: where the state lives.
+/// `[store]`: where the state lives, and for how long.
 #[derive(Debug, Clone, PartialEq)]
 pub struct StoreSettings {
     pub path: PathBuf,
+    /// How long history is kept (`retain`): scans, state changes, resolved
+    /// incidents and delivered events older than this are pruned
+    /// ([`crate::store::Store::prune`]).
+    pub retain: Duration,
 }
 
 impl Default for StoreSettings {
     fn default() -> Self {
         StoreSettings {
             path: PathBuf::from(DEFAULT_STORE_PATH),
+            retain: DEFAULT_RETAIN,
         }
     }
 }
@@ -540,6 +551,7 @@ fn gateway_mac(
 #[derive(Debug, Deserialize)]
 struct StoreSection {
     path: Option<Checked<String>>,
+    retain: Option<Checked<String>>,
 }
 
 impl TomlTable for StoreSection {}
@@ -547,12 +559,16 @@ impl TomlTable for StoreSection {}
 impl StoreSection {
     fn check(self, report: &mut ConfigReport<'_>) -> StoreSettings {
         report.unknown_keys("store", keys_of::<Self>());
+        let defaults = StoreSettings::default();
         let path = self
             .path
-            .and_then(|value| report.nonempty(value, "store.path"));
-        path.map_or_else(StoreSettings::default, |path| StoreSettings {
-            path: PathBuf::from(path),
-        })
+            .and_then(|value| report.nonempty(value, "store.path"))
+            .map_or(defaults.path, PathBuf::from);
+        let retain = self
+            .retain
+            .and_then(|value| report.duration(value, "store.retain", RETAIN_MIN..=RETAIN_MAX))
+            .unwrap_or(defaults.retain);
+        StoreSettings { path, retain }
     }
 }
 

@@ -70,6 +70,7 @@ gateway_mac = "AA:bb:cc:dd:ee:0f"
 
 [store]
 path = "/srv/palisade/state.db"
+retain = "90d"
 
 [[sink]]
 kind = "jsonl"
@@ -122,6 +123,7 @@ recheck = "off"
         },
         store: StoreSettings {
             path: PathBuf::from("/srv/palisade/state.db"),
+            retain: Duration::from_secs(90 * 86_400),
         },
         sinks: vec![
             SinkSpec::unnamed(SinkTarget::Jsonl { path: None }, SinkStart::New),
@@ -200,6 +202,7 @@ fn empty_file_gives_the_defaults() {
         config.store.path,
         PathBuf::from("/var/lib/palisade/palisade.db")
     );
+    assert_eq!(config.store.retain, Duration::from_secs(400 * 86_400));
     assert_eq!(config.sinks, []);
     assert_eq!(config.monitors, []);
     // Empty tables too.
@@ -646,6 +649,37 @@ fn bad_durations_are_reported() {
 }
 
 #[test]
+fn retention_is_a_day_at_least() {
+    assert_error(
+        "[store]\nretain = \"400s\"\n",
+        2,
+        "store.retain",
+        "\"400s\" is out of range: must be at least 1day",
+    );
+    assert_error(
+        "[store]\n\nretain = \"forever\"\n",
+        3,
+        "store.retain",
+        "invalid duration \"forever\"",
+    );
+    assert_error(
+        "[store]\nretain = 400\n",
+        2,
+        "store.retain",
+        "found an integer",
+    );
+    let retain = |text: &str| parse("t", text).unwrap().store.retain;
+    assert_eq!(
+        retain("[store]\nretain = \"1day\"\n"),
+        Duration::from_secs(86_400)
+    );
+    assert_eq!(
+        retain("[store]\nretain = \"2years\"\n"),
+        Duration::from_secs(2 * 31_557_600)
+    );
+}
+
+#[test]
 fn bad_monitor_names_are_reported() {
     for name in ["web 1", "", "wéb", "a.b", &"x".repeat(65)] {
         let text = format!("[[monitor]]\nname = \"{name}\"\nhost = \"198.18.0.2\"\n");
@@ -968,7 +1002,7 @@ fn errors_display_one_per_line() {
     assert_eq!(
         errors.to_string(),
         "c.toml:2: scan.rate: 0 is out of range (allowed: 1 to 100000000)\n\
-         c.toml:4: store.foo: unknown key `foo`; known keys: path"
+         c.toml:4: store.foo: unknown key `foo`; known keys: path, retain"
     );
 }
 

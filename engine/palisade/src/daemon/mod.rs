@@ -25,7 +25,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use thiserror::Error;
 
 use crate::config::{self, Config, ConfigErrors};
-use crate::store::{Store, StoreError};
+use crate::store::{PruneBudget, Store, StoreError, prune_cutoff};
 use delivery::{DeliveryError, OutboxDelivery, SHUTDOWN_GRACE};
 use palisade_core::health::HealthState;
 use palisade_core::monitor::{Millis, MonitorState};
@@ -45,6 +45,10 @@ pub enum DaemonError {
     #[error(transparent)]
     Delivery(#[from] DeliveryError),
 }
+
+/// How often the daemon prunes the history older than `store.retain`
+/// (sooner while a call left some for the next).
+pub const PRUNE_EVERY: Duration = Duration::from_secs(3600);
 
 /// How long a `--once` run waits for its sinks after its sweep.
 pub const ONCE_DRAIN: Duration = Duration::from_secs(10);
@@ -120,6 +124,8 @@ pub struct Daemon {
     started: Millis,
     /// A monitor was scanned conclusively since the last staleness check.
     ages_changed: bool,
+    /// When to prune the history next ([`Daemon::prune`]).
+    next_prune: Millis,
 }
 
 impl std::fmt::Debug for Daemon {
@@ -164,6 +170,7 @@ impl Daemon {
             last_conclusive,
             started: now,
             ages_changed: true,
+            next_prune: now,
         };
         for (name, state) in recovered.removed {
             daemon.remove_monitor(&name, state, now)?;
@@ -218,9 +225,9 @@ impl Daemon {
             &mut self.store,
             delivery::sink_specs(&config.sinks, self.options.events.as_ref()),
         )?;
-        let store = self.config.store.clone();
+        let path = self.config.store.path.clone();
         self.config = config;
-        self.config.store = store;
+        self.config.store.path = path;
         tracing::info!(
             monitors = self.config.monitors.len(),
             sinks = ?self.delivery.names(),
@@ -264,6 +271,7 @@ impl Daemon {
             outcome.sweeps += 1;
             outcome.events = self.events;
             self.delivery.drain_for(&self.store, ONCE_DRAIN, stop)?;
+            self.prune(now_ms());
             return Ok(outcome);
         }
         while !stop.load(Ordering::Relaxed) {
@@ -280,6 +288,9 @@ impl Daemon {
                 continue;
             }
             self.drain()?;
+            if now >= self.next_prune {
+                self.prune(now);
+            }
             let nap = self
                 .schedule
                 .next_wake()
@@ -288,6 +299,40 @@ impl Daemon {
         }
         outcome.events = self.events;
         Ok(outcome)
+    }
+
+    /// Deletes a bounded share ([`PruneBudget::DAEMON`]) of the history
+    /// older than `store.retain` ([`Store::prune`]), and says when to go on:
+    /// at once if some is left, else in [`PRUNE_EVERY`]. A failure is
+    /// logged and tried again then; it stops nothing.
+    fn prune(&mut self, now: Millis) {
+        let cutoff = prune_cutoff(now, self.config.store.retain);
+        let sinks = self.delivery.names();
+        let every = PRUNE_EVERY.as_millis() as Millis;
+        match self.store.prune(cutoff, &sinks, PruneBudget::DAEMON) {
+            Ok(pruned) => {
+                self.next_prune = if pruned.done { now + every } else { now };
+                let cutoff = rfc3339(cutoff);
+                if pruned.rows() > 0 {
+                    tracing::info!(
+                        before = %cutoff,
+                        scans = pruned.scans,
+                        state_changes = pruned.state_changes,
+                        incidents = pruned.incidents,
+                        events = pruned.outbox,
+                        rows = pruned.rows(),
+                        done = pruned.done,
+                        "pruned the history older than store.retain"
+                    );
+                } else {
+                    tracing::debug!(before = %cutoff, "nothing to prune");
+                }
+            }
+            Err(e) => {
+                self.next_prune = now + every;
+                tracing::warn!("pruning the history failed (tried again in an hour): {e}");
+            }
+        }
     }
 
     /// Tells the sinks there are new events, without waiting for them (each
