@@ -1,8 +1,19 @@
-//! The versioned event schema: a CloudEvents 1.0 style [`Envelope`] around
-//! [`EventData`], encoded as MessagePack (named fields) or JSON.
+//! The versioned event schema: a CloudEvents 1.0 [`Envelope`] around
+//! [`EventData`], encoded as JSON (the CloudEvents JSON event format,
+//! structured mode) or MessagePack (the same value, value for value).
 //!
 //! The wire contract is documented in `outputs/README.md`. In short:
 //!
+//! * In JSON an envelope is a CloudEvents 1.0 event in structured mode:
+//!   `specversion`, `id`, `source` (a URI reference), `type`,
+//!   `datacontenttype` (`application/json`), `subject` (absent when empty),
+//!   `time` (RFC 3339) and `data`. Its `Content-Type` is
+//!   `application/cloudevents+json` ([`PayloadFormat::content_type`]), as the
+//!   CloudEvents HTTP and NATS bindings want for structured mode.
+//! * MessagePack has no CloudEvents event format: a MessagePack payload is
+//!   the JSON event transcoded, map for object, so it says
+//!   `datacontenttype: application/json` too, and converting it to JSON
+//!   gives the structured-mode event.
 //! * `type` is `io.palisade.<kind>.v<SCHEMA_VERSION>`; [`decode`] rejects an
 //!   envelope whose `type` carries any other version (or a kind that disagrees
 //!   with `data.kind`) with [`SchemaError::UnsupportedType`] /
@@ -21,6 +32,10 @@ pub const SCHEMA_VERSION: u32 = 2;
 /// The CloudEvents spec version written into `specversion`.
 pub const SPEC_VERSION: &str = "1.0";
 
+/// The `datacontenttype` of every envelope: `data` is a JSON value (in
+/// MessagePack, the same value transcoded).
+pub const DATA_CONTENT_TYPE: &str = "application/json";
+
 /// The prefix of every envelope `type`.
 pub const TYPE_PREFIX: &str = "io.palisade.";
 
@@ -34,7 +49,7 @@ pub const TYPE_PREFIX: &str = "io.palisade.";
 /// their libraries de-duplicate by it.
 pub const WEBHOOK_ID_HEADER: &str = "webhook-id";
 
-/// One event, CloudEvents 1.0 style.
+/// One event, a CloudEvents 1.0 event.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Envelope {
     /// Always `"1.0"`.
@@ -43,12 +58,21 @@ pub struct Envelope {
     /// the `Nats-Msg-Id` header and the webhook [`WEBHOOK_ID_HEADER`] for
     /// de-duplication.
     pub id: String,
-    /// `"palisade://<name of the host running palisade>"`.
+    /// `"palisade://<name of the host running palisade>"`, a URI reference
+    /// ([`Envelope::new`] percent-encodes what a URI may not hold).
     pub source: String,
     /// `"io.palisade.<kind>.v2"`, e.g. `"io.palisade.unexpected_port_open.v2"`.
     #[serde(rename = "type")]
     pub ty: String,
-    /// `"<monitor>/<port>"` for port events, `"<monitor>"` otherwise.
+    /// [`DATA_CONTENT_TYPE`]. Envelopes from producers that did not write it
+    /// read as if they had (their `data` is the same JSON value).
+    #[serde(default = "data_content_type")]
+    pub datacontenttype: String,
+    /// `"<monitor>/<address>:<port>"` for port events, `"<monitor>/<address>"`
+    /// for host events, `"<monitor>"` otherwise; empty (and then left out of
+    /// the encoding, as CloudEvents wants no empty `subject`) for the
+    /// scanner's own `scan_failed` / `scan_recovered`.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub subject: String,
     /// RFC 3339 UTC time of the event.
     pub time: String,
@@ -438,17 +462,60 @@ fn subject_of(data: &EventData) -> String {
     }
 }
 
+fn data_content_type() -> String {
+    DATA_CONTENT_TYPE.to_string()
+}
+
+/// `text` as a URI reference (RFC 3986), for `source`: a leading scheme
+/// (`palisade:`) is kept, and in the rest every byte other than an
+/// unreserved character, a sub-delimiter, `/`, `@` (and `:` after a
+/// scheme) or a valid `%XX` escape is percent-encoded, so a host name with
+/// a space, `#`, `%` or a non-ASCII letter still gives a valid
+/// `palisade://...`. Text that already is such a reference is unchanged.
+pub fn uri_reference(text: &str) -> String {
+    let scheme_end = text.find(':').filter(|&end| {
+        let scheme = &text.as_bytes()[..end];
+        scheme.first().is_some_and(u8::is_ascii_alphabetic)
+            && scheme
+                .iter()
+                .all(|b| b.is_ascii_alphanumeric() || b"+-.".contains(b))
+    });
+    let (scheme, rest) = match scheme_end {
+        Some(end) => text.split_at(end + 1),
+        None => ("", text),
+    };
+    let bytes = rest.as_bytes();
+    let mut out = String::with_capacity(text.len());
+    out.push_str(scheme);
+    for (i, &b) in bytes.iter().enumerate() {
+        let escape = b == b'%'
+            && bytes.get(i + 1).is_some_and(u8::is_ascii_hexdigit)
+            && bytes.get(i + 2).is_some_and(u8::is_ascii_hexdigit);
+        let plain = b.is_ascii_alphanumeric()
+            || b"-._~!$&'()*+,;=/@".contains(&b)
+            || (b == b':' && !scheme.is_empty());
+        if plain || escape {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
 impl Envelope {
     /// Builds an envelope, filling `specversion`, `type` (with
-    /// [`SCHEMA_VERSION`]) and `subject` from `data`.
+    /// [`SCHEMA_VERSION`]), `datacontenttype` and `subject` from `data`;
+    /// `source` becomes a [URI reference](uri_reference).
     pub fn new(id: String, source: String, time: String, data: EventData) -> Envelope {
         let ty = type_for(data.kind());
         let subject = subject_of(&data);
         Envelope {
             specversion: SPEC_VERSION.to_string(),
             id,
-            source,
+            source: uri_reference(&source),
             ty,
+            datacontenttype: DATA_CONTENT_TYPE.to_string(),
             subject,
             time,
             data,
@@ -534,27 +601,34 @@ fn subject_token(name: &str) -> String {
         .collect()
 }
 
-/// The payload encoding.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// The payload encoding. JSON is the default: what `nats sub`, a webhook
+/// receiver or a CloudEvents SDK reads as it is; MessagePack is smaller,
+/// for volume.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum PayloadFormat {
     /// MessagePack with named fields (maps), `application/msgpack`.
     MsgPack,
-    /// JSON, `application/json`.
+    /// The CloudEvents JSON event format (structured mode),
+    /// `application/cloudevents+json`.
+    #[default]
     Json,
 }
 
 impl PayloadFormat {
-    /// The `Content-Type` header value.
+    /// The `Content-Type` header value: for JSON the structured-mode type of
+    /// the CloudEvents HTTP and NATS bindings (by which a CloudEvents SDK
+    /// tells structured from binary mode).
     pub fn content_type(self) -> &'static str {
         match self {
             PayloadFormat::MsgPack => "application/msgpack",
-            PayloadFormat::Json => "application/json",
+            PayloadFormat::Json => "application/cloudevents+json; charset=utf-8",
         }
     }
 
     /// Parses a `Content-Type` value (parameters such as `; charset=utf-8`
     /// are ignored; `application/x-msgpack` and `application/vnd.msgpack`
-    /// are accepted as MessagePack).
+    /// are accepted as MessagePack, `application/json` (older producers) and
+    /// `application/cloudevents+json` as JSON).
     pub fn from_content_type(value: &str) -> Option<PayloadFormat> {
         let mime = value.split(';').next().unwrap_or("").trim();
         if mime.eq_ignore_ascii_case("application/msgpack")
@@ -562,7 +636,9 @@ impl PayloadFormat {
             || mime.eq_ignore_ascii_case("application/vnd.msgpack")
         {
             Some(PayloadFormat::MsgPack)
-        } else if mime.eq_ignore_ascii_case("application/json") {
+        } else if mime.eq_ignore_ascii_case("application/json")
+            || mime.eq_ignore_ascii_case("application/cloudevents+json")
+        {
             Some(PayloadFormat::Json)
         } else {
             None

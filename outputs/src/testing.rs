@@ -52,6 +52,12 @@ pub struct NatsServer {
 /// run the tests against it.
 pub const CURRENT_NATS_SERVER: &str = "/opt/palisade/venv/bin/nats-server";
 
+/// The Python of the venv `cargo xtask setup` fills with the pinned
+/// reference implementations the tests check against (`standardwebhooks`,
+/// `cloudevents`). Tests that need it fail, naming `cargo xtask setup`,
+/// when it is missing.
+pub const VENV_PYTHON: &str = "/opt/palisade/venv/bin/python";
+
 /// Finds the `nats-server` binary: `$PALISADE_NATS_SERVER` if set (`None`
 /// if that is no file), else `PATH`, `/usr/sbin`, `/usr/bin`.
 pub fn nats_server_binary() -> Option<PathBuf> {

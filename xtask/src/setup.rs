@@ -52,6 +52,10 @@ pub(crate) const PYTHON_PACKAGES: &[(&str, &str)] = &[
         "standardwebhooks==1.1.0",
         "the reference Standard Webhooks implementation that verifies the webhook sink's signatures in tests",
     ),
+    (
+        "cloudevents==2.2.0",
+        "the official CloudEvents Python SDK that reads every kind of JSON envelope in tests (structured mode)",
+    ),
 ];
 
 /// The current nats-server in [`VENV`].

@@ -184,7 +184,8 @@ fn sweep_events_arrive_on_the_right_subjects() {
         .expect("the event");
     assert_eq!(subject, "palisade.events.unexpected_port_open.web-1");
     assert_eq!(id, &env.id);
-    assert_eq!(ct, "application/msgpack");
+    // JSON by default, as the CloudEvents NATS binding wants for structured mode.
+    assert_eq!(ct, "application/cloudevents+json; charset=utf-8");
     assert_eq!(env.ty, "io.palisade.unexpected_port_open.v2");
     assert_eq!(env.subject, "web-1/198.18.0.2:6379");
     let (subject, ..) = by_kind.get("scan").copied().expect("the scan summary");

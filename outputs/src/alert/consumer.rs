@@ -190,7 +190,9 @@ pub enum ConsumerError {
 /// Why a message could not be decoded (it is terminated, not retried).
 #[derive(Debug, thiserror::Error)]
 pub enum DecodeError {
-    #[error("unsupported Content-Type {0:?} (expected application/msgpack or application/json)")]
+    #[error(
+        "unsupported Content-Type {0:?} (expected application/cloudevents+json, application/json or application/msgpack)"
+    )]
     ContentType(String),
     #[error(transparent)]
     Schema(#[from] SchemaError),

@@ -713,7 +713,10 @@ async fn webhook_posts_the_json_envelope_and_reports_failures() {
     assert_eq!(requests.len(), 2);
     let r = &requests[0];
     assert_eq!((r.method.as_str(), r.path.as_str()), ("POST", "/hook"));
-    assert_eq!(r.header("content-type"), Some("application/json"));
+    assert_eq!(
+        r.header("content-type"),
+        Some("application/cloudevents+json; charset=utf-8")
+    );
     assert_eq!(r.header("webhook-id"), Some(e.id.as_str()));
     assert_eq!(schema::decode(&r.body, PayloadFormat::Json).unwrap(), e);
 }

@@ -214,6 +214,7 @@ fn msgpack_has_named_fields() {
             "id",
             "source",
             "type",
+            "datacontenttype",
             "subject",
             "time",
             "data",
@@ -260,8 +261,18 @@ fn content_types() {
     for f in [PayloadFormat::MsgPack, PayloadFormat::Json] {
         assert_eq!(PayloadFormat::from_content_type(f.content_type()), Some(f));
     }
+    // JSON is the default, sent as the CloudEvents structured mode wants.
+    assert_eq!(PayloadFormat::default(), PayloadFormat::Json);
+    assert_eq!(
+        PayloadFormat::Json.content_type(),
+        "application/cloudevents+json; charset=utf-8"
+    );
     assert_eq!(
         PayloadFormat::from_content_type("application/json; charset=utf-8"),
+        Some(PayloadFormat::Json)
+    );
+    assert_eq!(
+        PayloadFormat::from_content_type("Application/CloudEvents+JSON"),
         Some(PayloadFormat::Json)
     );
     assert_eq!(PayloadFormat::from_content_type("text/plain"), None);
@@ -483,4 +494,210 @@ fn readme_examples_decode() {
             .subject
         );
     }
+}
+
+/// A `scan_failed` of the scanner itself: no monitor, so no `subject`.
+fn scanner_failed() -> Envelope {
+    let mut h = health_event("scan_failed", Severity::Critical, false);
+    h.monitor = String::new();
+    h.host = String::new();
+    h.incident_id = "scan_failed-1".into();
+    Envelope::new(
+        "evt-scanner".into(),
+        "palisade://scanner-a".into(),
+        "2026-01-02T03:05:05.123Z".into(),
+        EventData::ScanFailed(h),
+    )
+}
+
+#[test]
+fn cloudevents_attributes() {
+    for e in samples() {
+        assert_eq!(e.datacontenttype, "application/json");
+        let v: serde_json::Value =
+            serde_json::from_slice(&encode(&e, PayloadFormat::Json).unwrap()).unwrap();
+        assert_eq!(v["datacontenttype"], "application/json");
+        assert_eq!(v["specversion"], "1.0");
+        assert!(!v["subject"].as_str().unwrap().is_empty());
+        humantime::parse_rfc3339(v["time"].as_str().unwrap()).unwrap();
+    }
+    // CloudEvents wants no empty subject: it is left out, and read back empty.
+    let e = scanner_failed();
+    assert_eq!(e.subject, "");
+    for f in [PayloadFormat::MsgPack, PayloadFormat::Json] {
+        let bytes = encode(&e, f).unwrap();
+        assert_eq!(decode(&bytes, f).unwrap(), e, "{f:?}");
+    }
+    let v: serde_json::Value =
+        serde_json::from_slice(&encode(&e, PayloadFormat::Json).unwrap()).unwrap();
+    assert!(v.get("subject").is_none(), "{v}");
+}
+
+#[test]
+fn envelopes_without_datacontenttype_still_decode() {
+    // As producers before `datacontenttype` wrote them.
+    let e = samples()[2].clone();
+    let mut v = serde_json::to_value(&e).unwrap();
+    v.as_object_mut().unwrap().remove("datacontenttype");
+    let json = serde_json::to_vec(&v).unwrap();
+    assert_eq!(decode(&json, PayloadFormat::Json).unwrap(), e);
+    let msgpack = rmp_serde::to_vec_named(&v).unwrap();
+    assert_eq!(decode(&msgpack, PayloadFormat::MsgPack).unwrap(), e);
+}
+
+#[test]
+fn msgpack_is_the_json_event_value_for_value() {
+    for e in samples().into_iter().chain([scanner_failed()]) {
+        let from_msgpack: serde_json::Value =
+            rmp_serde::from_slice(&encode(&e, PayloadFormat::MsgPack).unwrap()).unwrap();
+        let from_json: serde_json::Value =
+            serde_json::from_slice(&encode(&e, PayloadFormat::Json).unwrap()).unwrap();
+        assert_eq!(from_msgpack, from_json, "{}", e.kind());
+    }
+}
+
+#[test]
+fn sources_are_uri_references() {
+    for ok in [
+        "palisade://scanner-a",
+        "palisade://x",
+        "palisade://a.b_c~d",
+        "/rel/ok",
+        "palisade://h%41",
+    ] {
+        assert_eq!(uri_reference(ok), ok);
+    }
+    assert_eq!(uri_reference("palisade://my host"), "palisade://my%20host");
+    assert_eq!(uri_reference("palisade://naïve"), "palisade://na%C3%AFve");
+    assert_eq!(
+        uri_reference("palisade://a#b?c%"),
+        "palisade://a%23b%3Fc%25"
+    );
+    assert_eq!(uri_reference("no scheme:here"), "no%20scheme%3Ahere");
+    let e = Envelope::new(
+        "i".into(),
+        "palisade://bad host".into(),
+        "2026-01-02T03:05:05Z".into(),
+        samples()[0].data.clone(),
+    );
+    assert_eq!(e.source, "palisade://bad%20host");
+}
+
+proptest! {
+    #[test]
+    fn uri_reference_keeps_only_uri_characters(host in "\\PC{0,24}") {
+        let source = uri_reference(&format!("palisade://{host}"));
+        prop_assert!(source.starts_with("palisade://"));
+        let rest = &source.as_bytes()["palisade:".len()..];
+        for (i, &b) in rest.iter().enumerate() {
+            let escape = b == b'%'
+                && rest.get(i + 1).is_some_and(u8::is_ascii_hexdigit)
+                && rest.get(i + 2).is_some_and(u8::is_ascii_hexdigit);
+            let in_escape = i >= 1 && rest[i - 1] == b'%' || i >= 2 && rest[i - 2] == b'%';
+            prop_assert!(
+                b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=/@:".contains(&b) || escape || in_escape,
+                "{source}"
+            );
+        }
+        // Already a reference: unchanged.
+        prop_assert_eq!(uri_reference(&source), source.clone());
+    }
+}
+
+/// Every kind of envelope, as JSON and as MessagePack transcoded to JSON,
+/// read by the official CloudEvents Python SDK (pinned by `cargo xtask
+/// setup`) in structured mode, with the headers the sinks send: it accepts
+/// each and reads back what we wrote. A broken envelope is refused, so the
+/// SDK does check.
+#[test]
+fn the_cloudevents_sdk_reads_every_envelope() {
+    use crate::testing::VENV_PYTHON;
+    assert!(
+        std::path::Path::new(VENV_PYTHON).is_file(),
+        "{VENV_PYTHON} not found: `cargo xtask setup` installs the pinned cloudevents package"
+    );
+    let envelopes: Vec<Envelope> = samples().into_iter().chain([scanner_failed()]).collect();
+    let dir = tempfile::tempdir().unwrap();
+    let mut bodies = Vec::new();
+    for (i, e) in envelopes.iter().enumerate() {
+        let json = encode(e, PayloadFormat::Json).unwrap();
+        let msgpack: serde_json::Value =
+            rmp_serde::from_slice(&encode(e, PayloadFormat::MsgPack).unwrap()).unwrap();
+        for (name, body) in [
+            (format!("{i}.json"), json),
+            (
+                format!("{i}.msgpack.json"),
+                serde_json::to_vec(&msgpack).unwrap(),
+            ),
+        ] {
+            std::fs::write(dir.path().join(&name), body).unwrap();
+            bodies.push((name, e));
+        }
+    }
+    let mut broken = serde_json::to_value(&envelopes[0]).unwrap();
+    broken["time"] = "yesterday".into();
+    std::fs::write(
+        dir.path().join("broken.json"),
+        serde_json::to_vec(&broken).unwrap(),
+    )
+    .unwrap();
+    let script = [
+        "import json, sys, os",
+        "from cloudevents.core.bindings.http import HTTPMessage, from_http",
+        "from cloudevents.core.formats.json import JSONFormat",
+        "from cloudevents.core.v1.event import CloudEvent",
+        "content_type, folder = sys.argv[1:]",
+        "out = {}",
+        "for name in sorted(os.listdir(folder)):",
+        "    body = open(os.path.join(folder, name), 'rb').read()",
+        "    try:",
+        "        e = from_http(HTTPMessage(headers={'content-type': content_type}, body=body), JSONFormat(), CloudEvent)",
+        "    except Exception as err:",
+        "        out[name] = {'refused': repr(err)}",
+        "        continue",
+        "    out[name] = {'specversion': e.get_specversion(), 'id': e.get_id(), 'source': e.get_source(),",
+        "        'type': e.get_type(), 'subject': e.get_subject(), 'datacontenttype': e.get_datacontenttype(),",
+        "        'time': e.get_time().isoformat(), 'utcoffset': e.get_time().utcoffset().total_seconds(),",
+        "        'data': e.get_data()}",
+        "print(json.dumps(out))",
+    ]
+    .join("\n");
+    let out = std::process::Command::new(VENV_PYTHON)
+        .args(["-c", &script, PayloadFormat::Json.content_type()])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let read: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    for (name, e) in bodies {
+        let got = &read[&name];
+        assert!(got.get("refused").is_none(), "{name}: {got}");
+        assert_eq!(got["specversion"], "1.0", "{name}");
+        assert_eq!(got["id"], e.id.as_str(), "{name}");
+        assert_eq!(got["source"], e.source.as_str(), "{name}");
+        assert_eq!(got["type"], e.ty.as_str(), "{name}");
+        let subject = (!e.subject.is_empty()).then_some(e.subject.as_str());
+        assert_eq!(got["subject"].as_str(), subject, "{name}");
+        assert_eq!(got["datacontenttype"], "application/json", "{name}");
+        assert_eq!(got["utcoffset"], 0.0, "{name}");
+        assert_eq!(
+            humantime::parse_rfc3339(got["time"].as_str().unwrap()).unwrap(),
+            humantime::parse_rfc3339(&e.time).unwrap(),
+            "{name}"
+        );
+        assert_eq!(
+            got["data"],
+            serde_json::to_value(&e.data).unwrap(),
+            "{name}"
+        );
+    }
+    assert!(
+        read["broken.json"].get("refused").is_some(),
+        "{}",
+        read["broken.json"]
+    );
 }

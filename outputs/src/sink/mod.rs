@@ -22,7 +22,10 @@ mod nats;
 mod webhook;
 
 pub use jsonl::JsonlSink;
-pub use nats::{DEFAULT_NATS_STREAM, DEFAULT_NATS_SUBJECT_PREFIX, NatsSink, NatsSinkOptions};
+pub use nats::{
+    DEFAULT_NATS_STREAM, DEFAULT_NATS_SUBJECT_PREFIX, DEFAULT_STREAM_MAX_AGE, MAX_STREAM_REPLICAS,
+    NatsSink, NatsSinkOptions, StreamSettings, StreamStorage, stream_differences,
+};
 pub use webhook::{WebhookSecret, WebhookSink, redact_url};
 
 pub(crate) use nats::subject_covers;

@@ -23,6 +23,153 @@ pub const DEFAULT_NATS_SUBJECT_PREFIX: &str = "palisade";
 /// The JetStream stream used when none is configured.
 pub const DEFAULT_NATS_STREAM: &str = "PALISADE";
 
+/// How long the stream keeps a message when `max_age` is not configured:
+/// 400 days, as long as the store keeps its history by default.
+pub const DEFAULT_STREAM_MAX_AGE: Duration = Duration::from_secs(400 * 24 * 3600);
+
+/// The most replicas a JetStream stream can have.
+pub const MAX_STREAM_REPLICAS: usize = 5;
+
+/// Where the stream keeps its messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum StreamStorage {
+    /// On disk: survives a server restart.
+    #[default]
+    File,
+    /// In memory: lost when the server restarts.
+    Memory,
+}
+
+impl StreamStorage {
+    /// `"file"` or `"memory"`, as in the config.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StreamStorage::File => "file",
+            StreamStorage::Memory => "memory",
+        }
+    }
+
+    /// Parses `"file"` or `"memory"`.
+    pub fn parse(text: &str) -> Option<StreamStorage> {
+        match text {
+            "file" => Some(StreamStorage::File),
+            "memory" => Some(StreamStorage::Memory),
+            _ => None,
+        }
+    }
+
+    fn jetstream(self) -> stream::StorageType {
+        match self {
+            StreamStorage::File => stream::StorageType::File,
+            StreamStorage::Memory => stream::StorageType::Memory,
+        }
+    }
+}
+
+/// The settings of the stream the sink creates when it is missing. An
+/// existing stream is never changed: where its settings differ, the sink
+/// says so ([`stream_differences`]) and uses it as it is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StreamSettings {
+    /// How long a message is kept ([`DEFAULT_STREAM_MAX_AGE`]).
+    pub max_age: Duration,
+    /// How many bytes the stream holds at most before dropping its oldest
+    /// messages; `None` (the default): no bound but `max_age`.
+    pub max_bytes: Option<u64>,
+    /// Copies kept in a cluster, 1 to [`MAX_STREAM_REPLICAS`] (default 1).
+    pub replicas: usize,
+    /// File (the default) or memory.
+    pub storage: StreamStorage,
+}
+
+impl Default for StreamSettings {
+    fn default() -> Self {
+        StreamSettings {
+            max_age: DEFAULT_STREAM_MAX_AGE,
+            max_bytes: None,
+            replicas: 1,
+            storage: StreamStorage::File,
+        }
+    }
+}
+
+impl StreamSettings {
+    /// The JetStream `max_bytes`: -1 for no bound.
+    fn jetstream_max_bytes(&self) -> i64 {
+        self.max_bytes
+            .map_or(-1, |bytes| i64::try_from(bytes).unwrap_or(i64::MAX))
+    }
+
+    /// The configuration of a new stream `name` over `subject`.
+    pub fn stream_config(&self, name: &str, subject: &str) -> stream::Config {
+        stream::Config {
+            name: name.to_string(),
+            subjects: vec![subject.to_string()],
+            storage: self.storage.jetstream(),
+            max_age: self.max_age,
+            max_bytes: self.jetstream_max_bytes(),
+            num_replicas: self.replicas,
+            duplicate_window: DUPLICATE_WINDOW,
+            ..Default::default()
+        }
+    }
+}
+
+/// How an existing stream's configuration differs from `wanted`, one line
+/// per setting (`max_age`, `max_bytes`, `replicas`, `storage`), empty if it
+/// does not.
+pub fn stream_differences(config: &stream::Config, wanted: &StreamSettings) -> Vec<String> {
+    let bytes = |b: i64| {
+        if b < 0 {
+            "unlimited".to_string()
+        } else {
+            b.to_string()
+        }
+    };
+    let age = |d: Duration| {
+        if d.is_zero() {
+            "unlimited".to_string()
+        } else {
+            days_or_exact(d)
+        }
+    };
+    let storage = |s: &stream::StorageType| match s {
+        stream::StorageType::File => "file",
+        stream::StorageType::Memory => "memory",
+    };
+    let mut out = Vec::new();
+    if config.max_age != wanted.max_age {
+        out.push(format!(
+            "max_age is {}, configured {}",
+            age(config.max_age),
+            age(wanted.max_age)
+        ));
+    }
+    if config.max_bytes != wanted.jetstream_max_bytes() {
+        out.push(format!(
+            "max_bytes is {}, configured {}",
+            bytes(config.max_bytes),
+            bytes(wanted.jetstream_max_bytes())
+        ));
+    }
+    // A server before 2.10 reports 0 replicas for an unclustered stream.
+    if config.num_replicas.max(1) != wanted.replicas {
+        out.push(format!(
+            "replicas is {}, configured {}",
+            config.num_replicas.max(1),
+            wanted.replicas
+        ));
+    }
+    if config.storage != wanted.storage.jetstream() {
+        out.push(format!(
+            "storage is {}, configured {}",
+            storage(&config.storage),
+            wanted.storage.as_str()
+        ));
+    }
+    out
+}
+
 /// Where and how to publish to NATS JetStream.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NatsSinkOptions {
@@ -33,6 +180,9 @@ pub struct NatsSinkOptions {
     pub subject_prefix: String,
     /// JetStream stream name, created to cover `<prefix>.>` if missing.
     pub stream: String,
+    /// The settings of the stream when the sink creates it.
+    pub stream_settings: StreamSettings,
+    /// JSON (the default) or MessagePack.
     pub format: PayloadFormat,
 }
 
@@ -42,18 +192,39 @@ impl Default for NatsSinkOptions {
             nats: NatsOptions::default(),
             subject_prefix: DEFAULT_NATS_SUBJECT_PREFIX.to_string(),
             stream: DEFAULT_NATS_STREAM.to_string(),
-            format: PayloadFormat::MsgPack,
+            stream_settings: StreamSettings::default(),
+            format: PayloadFormat::default(),
         }
     }
 }
 
 impl NatsSinkOptions {
-    /// Checks the connection options, the subject prefix and the stream
-    /// name (no I/O).
+    /// Checks the connection options, the subject prefix, the stream name
+    /// and its settings (no I/O).
     pub fn validate(&self) -> Result<(), NatsOptionError> {
         self.nats.validate()?;
         nats::validate_subject_prefix(&self.subject_prefix)?;
-        nats::validate_stream_name(&self.stream)
+        nats::validate_stream_name(&self.stream)?;
+        let settings = &self.stream_settings;
+        if !(1..=MAX_STREAM_REPLICAS).contains(&settings.replicas) {
+            return Err(NatsOptionError {
+                key: "replicas",
+                message: format!("must be 1 to {MAX_STREAM_REPLICAS}"),
+            });
+        }
+        if settings.max_bytes == Some(0) {
+            return Err(NatsOptionError {
+                key: "max_bytes",
+                message: "must be at least 1 (leave it out for no bound)".to_string(),
+            });
+        }
+        if settings.max_age.is_zero() {
+            return Err(NatsOptionError {
+                key: "max_age",
+                message: "must be longer than 0".to_string(),
+            });
+        }
+        Ok(())
     }
 }
 
@@ -72,8 +243,9 @@ pub struct NatsSink {
 
 impl NatsSink {
     /// Connects, then creates the stream `<stream>` with subjects `<prefix>.>`
-    /// (file storage, 2 minute duplicate window) if it is missing, or checks
-    /// that the existing one covers `<prefix>.>`.
+    /// (2 minute duplicate window, and the [`StreamSettings`]) if it is
+    /// missing, or checks that the existing one covers `<prefix>.>` (and
+    /// warns of the settings where it differs, without changing it).
     ///
     /// Connecting is [`nats::connect`]: bounded by `connect_timeout`, then the
     /// client reconnects by itself, with backoff, after any outage.
@@ -94,7 +266,8 @@ impl NatsSink {
             client,
             js,
         };
-        sink.ensure_stream(&opts.stream).await?;
+        sink.ensure_stream(&opts.stream, &opts.stream_settings)
+            .await?;
         tracing::info!(server = %sink.server, stream = %opts.stream, prefix = %sink.prefix, "NATS sink ready");
         Ok(sink)
     }
@@ -116,10 +289,10 @@ impl NatsSink {
         }
     }
 
-    async fn ensure_stream(&self, name: &str) -> Result<(), SinkError> {
+    async fn ensure_stream(&self, name: &str, settings: &StreamSettings) -> Result<(), SinkError> {
         let wanted = format!("{}.>", self.prefix);
         match self.js.get_stream(name).await {
-            Ok(stream) => self.check_stream(name, stream.cached_info(), &wanted),
+            Ok(stream) => self.check_stream(name, stream.cached_info(), &wanted, settings),
             Err(err) => {
                 let missing = matches!(
                     err.kind(),
@@ -130,22 +303,29 @@ impl NatsSink {
                     return Err(self
                         .nats_error(format!("cannot look up stream {name}: {}", js_cause(&err))));
                 }
-                let config = stream::Config {
-                    name: name.to_string(),
-                    subjects: vec![wanted.clone()],
-                    storage: stream::StorageType::File,
-                    duplicate_window: DUPLICATE_WINDOW,
-                    ..Default::default()
-                };
+                let config = settings.stream_config(name, &wanted);
                 match self.js.create_stream(config).await {
                     Ok(_) => {
-                        tracing::info!(stream = name, subjects = %wanted, "created JetStream stream");
+                        tracing::info!(
+                            stream = name,
+                            subjects = %wanted,
+                            max_age = %days_or_exact(settings.max_age),
+                            max_bytes = ?settings.max_bytes,
+                            replicas = settings.replicas,
+                            storage = settings.storage.as_str(),
+                            "created JetStream stream"
+                        );
                         Ok(())
                     }
                     Err(create_err) => {
                         // Someone else may have created it meanwhile.
                         if let Ok(stream) = self.js.get_stream(name).await {
-                            return self.check_stream(name, stream.cached_info(), &wanted);
+                            return self.check_stream(
+                                name,
+                                stream.cached_info(),
+                                &wanted,
+                                settings,
+                            );
                         }
                         Err(self.nats_error(format!(
                             "cannot create stream {name} for {wanted}: {}",
@@ -157,7 +337,13 @@ impl NatsSink {
         }
     }
 
-    fn check_stream(&self, name: &str, info: &stream::Info, wanted: &str) -> Result<(), SinkError> {
+    fn check_stream(
+        &self,
+        name: &str,
+        info: &stream::Info,
+        wanted: &str,
+        settings: &StreamSettings,
+    ) -> Result<(), SinkError> {
         let config = &info.config;
         if !config.subjects.iter().any(|s| subject_covers(s, wanted)) {
             return Err(self.nats_error(format!(
@@ -170,6 +356,12 @@ impl NatsSink {
                 stream = name,
                 window = ?config.duplicate_window,
                 "stream's duplicate window is shorter than 2 minutes; re-sends after a long outage may be stored twice"
+            );
+        }
+        for difference in stream_differences(config, settings) {
+            tracing::warn!(
+                stream = name,
+                "existing stream's {difference}; left as it is (change it with `nats stream edit`, or delete it to have it created anew)"
             );
         }
         if config.storage != stream::StorageType::File {
@@ -276,6 +468,16 @@ impl Sink for NatsSink {
             acked += 1;
         }
         Ok(acked)
+    }
+}
+
+/// `"400d"` for whole days (humantime would say `1year 1month 4days
+/// 7h 26m 24s`), else humantime's exact form.
+fn days_or_exact(d: Duration) -> String {
+    if d.subsec_nanos() == 0 && d.as_secs().is_multiple_of(86400) {
+        format!("{}d", d.as_secs() / 86400)
+    } else {
+        humantime::format_duration(d).to_string()
     }
 }
 

@@ -65,8 +65,10 @@ impl WebhookSecret {
     }
 }
 
-/// POSTs each event as a JSON envelope with the Standard Webhooks headers:
-/// `Content-Type: application/json`, `webhook-id: <event id>` (see
+/// POSTs each event as a CloudEvents JSON envelope in structured mode
+/// (`Content-Type: application/cloudevents+json; charset=utf-8`, as the
+/// CloudEvents HTTP binding wants) with the Standard Webhooks headers:
+/// `webhook-id: <event id>` (see
 /// [`WEBHOOK_ID_HEADER`]), `webhook-timestamp: <unix seconds>` and, with a
 /// [secret](WebhookSink::with_secret), `webhook-signature: v1,<base64
 /// HMAC-SHA256 of "{id}.{timestamp}.{body}">`.

@@ -10,12 +10,12 @@ use std::path::PathBuf;
 
 use palisade_outputs::nats::{self, NatsAuth, NatsOptionError, NatsOptions, NatsTls};
 use palisade_outputs::schema::PayloadFormat;
-use palisade_outputs::sink::NatsSinkOptions;
+use palisade_outputs::sink::{MAX_STREAM_REPLICAS, NatsSinkOptions, StreamSettings, StreamStorage};
 use serde::Deserialize;
 
 use super::checked::{Checked, StringOrList};
 use super::report::{ConfigReport, dotted};
-use super::{DEFAULT_NATS_STREAM, DEFAULT_NATS_SUBJECT_PREFIX};
+use super::{DEFAULT_NATS_STREAM, DEFAULT_NATS_SUBJECT_PREFIX, SECOND, YEAR};
 
 /// The keys of a NATS sink (besides `kind`).
 #[derive(Debug, Deserialize)]
@@ -35,6 +35,11 @@ pub(super) struct NatsSinkSection {
     tls_cert: Option<Checked<String>>,
     tls_key: Option<Checked<String>>,
     format: Option<Checked<String>>,
+    /// The settings of the stream the sink creates ([`StreamSettings`]).
+    max_age: Option<Checked<String>>,
+    max_bytes: Option<Checked<i128>>,
+    replicas: Option<Checked<i128>>,
+    storage: Option<Checked<String>>,
 }
 
 impl NatsSinkSection {
@@ -89,9 +94,17 @@ impl NatsSinkSection {
         let tls_ca = path(self.tls_ca, "tls_ca");
         let tls_cert = path(self.tls_cert, "tls_cert");
         let tls_key = path(self.tls_key, "tls_key");
-        let format = self.format.map_or(PayloadFormat::MsgPack, |value| {
+        let format = self.format.map_or(PayloadFormat::default(), |value| {
             payload_format(report, value, &key("format"))
         });
+        let stream_settings = stream_settings(
+            report,
+            &key,
+            self.max_age,
+            self.max_bytes,
+            self.replicas,
+            self.storage,
+        );
         // Credentials written in a URL become `user`/`password` (or
         // `token`), so that the URL shown in errors and logs holds none.
         let urls = urls.map(|urls| {
@@ -145,8 +158,51 @@ impl NatsSinkSection {
             nats,
             subject_prefix,
             stream,
+            stream_settings,
             format,
         })
+    }
+}
+
+/// The stream's settings: each key given checked at its line, the others
+/// [`StreamSettings::default`].
+fn stream_settings(
+    report: &mut ConfigReport<'_>,
+    key: &dyn Fn(&str) -> String,
+    max_age: Option<Checked<String>>,
+    max_bytes: Option<Checked<i128>>,
+    replicas: Option<Checked<i128>>,
+    storage: Option<Checked<String>>,
+) -> StreamSettings {
+    let default = StreamSettings::default();
+    let max_age = max_age
+        .and_then(|value| report.duration(value, &key("max_age"), SECOND..=100 * YEAR))
+        .unwrap_or(default.max_age);
+    let max_bytes = max_bytes
+        .and_then(|value| report.integer::<u64>(value, &key("max_bytes"), 1..=i64::MAX as u64))
+        .or(default.max_bytes);
+    let replicas = replicas
+        .and_then(|value| {
+            report.integer::<u8>(value, &key("replicas"), 1..=MAX_STREAM_REPLICAS as u8)
+        })
+        .map_or(default.replicas, usize::from);
+    let storage = storage
+        .and_then(|value| {
+            let span = value.span.clone();
+            let text = report.string(value, &key("storage"))?;
+            let storage = StreamStorage::parse(&text);
+            if storage.is_none() {
+                let message = format!("unknown storage {text:?}; expected \"file\" or \"memory\"");
+                report.error(&span, &key("storage"), message);
+            }
+            storage
+        })
+        .unwrap_or(default.storage);
+    StreamSettings {
+        max_age,
+        max_bytes,
+        replicas,
+        storage,
     }
 }
 
@@ -236,11 +292,12 @@ fn payload_format(
     let span = value.span.clone();
     match report.string(value, key).as_deref() {
         Some("json") => PayloadFormat::Json,
-        Some("msgpack") | None => PayloadFormat::MsgPack,
+        Some("msgpack") => PayloadFormat::MsgPack,
+        None => PayloadFormat::default(),
         Some(other) => {
-            let message = format!("unknown format {other:?}; expected \"msgpack\" or \"json\"");
+            let message = format!("unknown format {other:?}; expected \"json\" or \"msgpack\"");
             report.error(&span, key, message);
-            PayloadFormat::MsgPack
+            PayloadFormat::default()
         }
     }
 }

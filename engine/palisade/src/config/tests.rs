@@ -3,6 +3,7 @@
 use super::report::{closest, edit_distance};
 use super::*;
 use palisade_outputs::nats::{NatsAuth, NatsOptions, NatsTls};
+use palisade_outputs::sink::{StreamSettings, StreamStorage};
 
 /// The errors of `text`; panics if it parses.
 fn errors(text: &str) -> Vec<ConfigError> {
@@ -86,6 +87,10 @@ tls_ca = "/etc/ca.pem"
 tls_cert = "/etc/client.pem"
 tls_key = "/etc/client.key"
 format = "json"
+max_age = "30d"
+max_bytes = 1073741824
+replicas = 3
+storage = "memory"
 
 [[sink]]
 kind = "webhook"
@@ -146,6 +151,12 @@ recheck = "off"
                     },
                     subject_prefix: "ops.palisade".to_owned(),
                     stream: "PORTS".to_owned(),
+                    stream_settings: StreamSettings {
+                        max_age: Duration::from_secs(30 * 86400),
+                        max_bytes: Some(1 << 30),
+                        replicas: 3,
+                        storage: StreamStorage::Memory,
+                    },
                     format: PayloadFormat::Json,
                 }),
                 SinkStart::New,
@@ -236,7 +247,8 @@ host = "2001:2::10"
                     },
                     subject_prefix: "palisade".to_owned(),
                     stream: "PALISADE".to_owned(),
-                    format: PayloadFormat::MsgPack,
+                    stream_settings: StreamSettings::default(),
+                    format: PayloadFormat::Json,
                 }),
                 SinkStart::New
             ),
@@ -855,9 +867,10 @@ fn bad_sinks_are_reported() {
         (unknown[1].line, unknown[1].message.as_str()),
         (
             3,
-            "unknown key `colour`; known keys: creds_file, format, kind, max_retries, name, \
-             nkey_seed_file, password, path, secret, secret_env, secret_file, start, stream, \
-             subject_prefix, timeout, tls_ca, tls_cert, tls_key, token, url, user"
+            "unknown key `colour`; known keys: creds_file, format, kind, max_age, max_bytes, \
+             max_retries, name, nkey_seed_file, password, path, replicas, secret, secret_env, \
+             secret_file, start, storage, stream, subject_prefix, timeout, tls_ca, tls_cert, \
+             tls_key, token, url, user"
         )
     );
 }
@@ -888,6 +901,42 @@ fn nats_rules_are_checked() {
         4,
         "sink[0].format",
         "unknown format \"yaml\"",
+    );
+    assert_error(
+        &nats("max_age = \"forever\""),
+        4,
+        "sink[0].max_age",
+        "invalid duration \"forever\"",
+    );
+    assert_error(
+        &nats("max_age = \"0s\""),
+        4,
+        "sink[0].max_age",
+        "must be at least 1s",
+    );
+    assert_error(
+        &nats("max_bytes = 0"),
+        4,
+        "sink[0].max_bytes",
+        "out of range",
+    );
+    assert_error(
+        &nats("max_bytes = \"1G\""),
+        4,
+        "sink[0].max_bytes",
+        "an integer",
+    );
+    assert_error(
+        &nats("replicas = 6"),
+        4,
+        "sink[0].replicas",
+        "out of range (allowed: 1 to 5)",
+    );
+    assert_error(
+        &nats("storage = \"disk\""),
+        4,
+        "sink[0].storage",
+        "unknown storage \"disk\"",
     );
     assert_error(
         &nats("subject_prefix = \"a..b\""),

@@ -385,7 +385,7 @@ async fn past_its_budget_an_event_is_dead_lettered_logged_and_counted() {
     assert_eq!(schema::decode(&l.payload, PayloadFormat::Json).unwrap(), e);
     assert_eq!(
         l.header("Content-Type").as_deref(),
-        Some("application/json")
+        Some("application/cloudevents+json; charset=utf-8")
     );
     assert_eq!(l.header("Palisade-Dlq-Deliveries").as_deref(), Some("3"));
     assert_eq!(

@@ -91,12 +91,16 @@ async fn events_arrive_on_subjects_with_headers() {
         let events = test_events(10, "a");
         assert_eq!(sink.publish(&events).await.unwrap(), 10);
 
-        // The stream was created as specified.
+        // The stream was created as specified, with the default settings.
         let mut s = sink.jetstream().get_stream(stream).await.unwrap();
         let info = s.info().await.unwrap();
         assert_eq!(info.config.subjects, vec![format!("{prefix}.>")]);
         assert_eq!(info.config.duplicate_window, Duration::from_secs(120));
         assert_eq!(info.config.storage, stream::StorageType::File);
+        assert_eq!(info.config.max_age, Duration::from_secs(400 * 86400));
+        assert_eq!(info.config.max_bytes, -1);
+        assert_eq!(info.config.num_replicas.max(1), 1);
+        assert!(stream_differences(&info.config, &StreamSettings::default()).is_empty());
 
         let got = read_back(sink.client(), stream, events.len()).await;
         assert_eq!(got.len(), events.len());
@@ -737,5 +741,137 @@ async fn nkey_seed_file() {
         err.to_string()
             .starts_with("invalid NATS configuration: cannot read NATS credentials file"),
         "{err}"
+    );
+}
+
+#[test]
+fn json_is_the_default_format() {
+    assert_eq!(NatsSinkOptions::default().format, PayloadFormat::Json);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_stream_gets_the_configured_settings() {
+    let server = NatsServer::start();
+    let settings = StreamSettings {
+        max_age: Duration::from_secs(3 * 86400),
+        max_bytes: Some(64 << 20),
+        replicas: 1,
+        storage: StreamStorage::Memory,
+    };
+    let mut sink = NatsSink::connect(NatsSinkOptions {
+        stream: "PAL_SET".into(),
+        stream_settings: settings.clone(),
+        ..config(&server.url)
+    })
+    .await
+    .unwrap();
+    assert_eq!(sink.publish(&test_events(3, "s")).await.unwrap(), 3);
+    let mut s = sink.jetstream().get_stream("PAL_SET").await.unwrap();
+    let info = s.info().await.unwrap();
+    assert_eq!(info.config.max_age, Duration::from_secs(3 * 86400));
+    assert_eq!(info.config.max_bytes, 64 << 20);
+    assert_eq!(info.config.num_replicas.max(1), 1);
+    assert_eq!(info.config.storage, stream::StorageType::Memory);
+    assert_eq!(info.config.duplicate_window, DUPLICATE_WINDOW);
+    assert!(stream_differences(&info.config, &settings).is_empty());
+    assert_eq!(info.state.messages, 3);
+
+    // The existing stream is used as it is when the settings differ: not
+    // changed (the sink warns), and still written to.
+    let other = StreamSettings::default();
+    let mut again = NatsSink::connect(NatsSinkOptions {
+        stream: "PAL_SET".into(),
+        stream_settings: other.clone(),
+        ..config(&server.url)
+    })
+    .await
+    .unwrap();
+    assert_eq!(again.publish(&test_events(2, "t")).await.unwrap(), 2);
+    let info = s.info().await.unwrap();
+    assert_eq!(info.config.max_age, Duration::from_secs(3 * 86400));
+    assert_eq!(info.config.storage, stream::StorageType::Memory);
+    assert_eq!(info.state.messages, 5);
+    assert_eq!(
+        stream_differences(&info.config, &other),
+        [
+            "max_age is 3d, configured 400d",
+            "max_bytes is 67108864, configured unlimited",
+            "storage is memory, configured file",
+        ]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn more_replicas_than_servers_is_a_clear_error() {
+    let server = NatsServer::start();
+    let err = NatsSink::connect(NatsSinkOptions {
+        stream: "PAL_R3".into(),
+        stream_settings: StreamSettings {
+            replicas: 3,
+            ..StreamSettings::default()
+        },
+        ..config(&server.url)
+    })
+    .await
+    .unwrap_err();
+    assert!(
+        err.to_string().contains("cannot create stream PAL_R3"),
+        "{err}"
+    );
+}
+
+#[test]
+fn stream_settings_are_validated() {
+    let bad = |settings: StreamSettings| {
+        NatsSinkOptions {
+            stream_settings: settings,
+            ..config("nats://127.0.0.1:4222")
+        }
+        .validate()
+        .unwrap_err()
+        .key
+    };
+    let d = StreamSettings::default;
+    assert_eq!(bad(StreamSettings { replicas: 0, ..d() }), "replicas");
+    assert_eq!(bad(StreamSettings { replicas: 6, ..d() }), "replicas");
+    assert_eq!(
+        bad(StreamSettings {
+            max_bytes: Some(0),
+            ..d()
+        }),
+        "max_bytes"
+    );
+    assert_eq!(
+        bad(StreamSettings {
+            max_age: Duration::ZERO,
+            ..d()
+        }),
+        "max_age"
+    );
+    assert!(config("nats://127.0.0.1:4222").validate().is_ok());
+}
+
+#[test]
+fn stream_differences_name_each_setting() {
+    let wanted = StreamSettings::default();
+    let same = wanted.stream_config("S", "p.>");
+    assert!(stream_differences(&same, &wanted).is_empty());
+    // A 2.9 server reports 0 replicas for a single-server stream.
+    let old_server = stream::Config {
+        num_replicas: 0,
+        ..same.clone()
+    };
+    assert!(stream_differences(&old_server, &wanted).is_empty());
+    let unbounded = stream::Config {
+        max_age: Duration::ZERO,
+        num_replicas: 3,
+        ..same
+    };
+    assert_eq!(
+        stream_differences(&unbounded, &wanted),
+        [
+            "max_age is unlimited, configured 400d",
+            "replicas is 3, configured 1"
+        ]
     );
 }

@@ -122,7 +122,7 @@ async fn fails_twice_then_succeeds() {
         );
         assert_eq!(
             req.header("content-type").as_deref(),
-            Some("application/json")
+            Some("application/cloudevents+json; charset=utf-8")
         );
         assert_eq!(req.header("webhook-id").as_deref(), Some("w-0"));
         assert!(req.header("webhook-timestamp").is_some());
@@ -344,8 +344,7 @@ async fn retry_after_sets_the_delay() {
     assert_eq!(times.lock().unwrap().len(), 1);
 }
 
-/// The venv `cargo xtask setup` fills with the pinned `standardwebhooks`.
-const VENV_PYTHON: &str = "/opt/palisade/venv/bin/python";
+use crate::testing::VENV_PYTHON;
 
 #[tokio::test]
 async fn the_signature_verifies_with_the_reference_implementation() {
