@@ -310,3 +310,154 @@ impl Drop for NatsServer {
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
+
+/// Finds the Alertmanager binary: `$PALISADE_ALERTMANAGER`, then
+/// `prometheus-alertmanager` / `alertmanager` on `PATH` and in `/usr/bin`.
+pub fn alertmanager_binary() -> PathBuf {
+    if let Some(p) = std::env::var_os("PALISADE_ALERTMANAGER").map(PathBuf::from)
+        && p.is_file()
+    {
+        return p;
+    }
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain([PathBuf::from("/usr/bin"), PathBuf::from("/usr/local/bin")])
+        .flat_map(|d| [d.join("prometheus-alertmanager"), d.join("alertmanager")])
+        .find(|p| p.is_file())
+        .unwrap_or_else(|| {
+            panic!(
+                "Alertmanager not found (looked for prometheus-alertmanager and alertmanager in \
+                 $PALISADE_ALERTMANAGER, PATH, /usr/bin): install Debian's package \
+                 `prometheus-alertmanager` (`cargo xtask setup` does)"
+            )
+        })
+}
+
+/// A throwaway Alertmanager on a free 127.0.0.1 port, clustering off,
+/// killed on drop.
+#[derive(Debug)]
+pub struct Alertmanager {
+    pub url: String,
+    port: u16,
+    child: Child,
+    dir: PathBuf,
+    http: reqwest::Client,
+}
+
+impl Alertmanager {
+    pub async fn start() -> Alertmanager {
+        let dir = unique_dir();
+        std::fs::create_dir_all(&dir).unwrap();
+        let config = dir.join("alertmanager.yml");
+        std::fs::write(
+            &config,
+            "route:\n  receiver: \"null\"\n  group_by: ['alertname', 'monitor']\nreceivers:\n  - name: \"null\"\n",
+        )
+        .unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = Self::spawn(&dir, port);
+        let mut am = Alertmanager {
+            url: format!("http://127.0.0.1:{port}"),
+            port,
+            child,
+            dir,
+            http: reqwest::Client::new(),
+        };
+        am.wait_ready().await;
+        am
+    }
+
+    /// Kills it (SIGKILL: it keeps no alerts) and starts it again on the
+    /// same port.
+    pub async fn kill_and_restart(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self.child = Self::spawn(&self.dir, self.port);
+        self.wait_ready().await;
+    }
+
+    fn spawn(dir: &Path, port: u16) -> Child {
+        let binary = alertmanager_binary();
+        let config = dir.join("alertmanager.yml");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join("alertmanager.log"))
+            .unwrap();
+        Command::new(&binary)
+            .arg(format!("--config.file={}", config.display()))
+            .arg(format!("--storage.path={}", dir.join("data").display()))
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .arg("--cluster.listen-address=")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot run {}: {e}", binary.display()))
+    }
+
+    async fn wait_ready(&mut self) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("alertmanager exited with {status}: {}", self.log());
+            }
+            let ready = self
+                .http
+                .get(format!("{}/-/ready", self.url))
+                .send()
+                .await
+                .is_ok_and(|r| r.status().is_success());
+            if ready {
+                return;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "alertmanager not ready within 20s: {}",
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("alertmanager.log")).unwrap_or_default()
+    }
+
+    /// `GET /api/v2/alerts<query>`.
+    pub async fn alerts(&self, query: &str) -> Vec<serde_json::Value> {
+        let response = self
+            .http
+            .get(format!("{}/api/v2/alerts{query}", self.url))
+            .send()
+            .await
+            .unwrap();
+        assert!(response.status().is_success(), "{}", response.status());
+        let bytes = response.bytes().await.unwrap();
+        serde_json::from_slice(&bytes).unwrap()
+    }
+
+    /// The listed alerts with this `alertname` and `port`.
+    pub async fn find(&self, alertname: &str, port: u16) -> Vec<serde_json::Value> {
+        self.alerts("")
+            .await
+            .into_iter()
+            .filter(|a| {
+                a["labels"]["alertname"] == alertname
+                    && a["labels"]["port"].as_str() == Some(port.to_string().as_str())
+            })
+            .collect()
+    }
+}
+
+impl Drop for Alertmanager {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}

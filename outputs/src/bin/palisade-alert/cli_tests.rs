@@ -17,7 +17,7 @@ use palisade_outputs::schema::{self, Envelope, EventData, PayloadFormat, PortEve
 #[path = "../../testing.rs"]
 mod testing;
 
-use testing::NatsServer;
+use testing::{Alertmanager, NatsServer};
 
 const BIN: &str = env!("CARGO_BIN_EXE_palisade-alert");
 
@@ -582,4 +582,112 @@ fn secrets_from_a_file_or_the_environment_stay_out_of_ps() {
     };
     assert_eq!(code, 1, "{stderr}");
     assert!(stderr.contains("authorization"), "{stderr}");
+}
+
+/// The JetStream messages on `subject` (e.g. the dead letters).
+fn messages_on(server: &NatsServer, subject: &str) -> usize {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let client = async_nats::connect(&server.url).await.unwrap();
+        let js = async_nats::jetstream::new(client);
+        let mut stream = js.get_stream("PALISADE").await.unwrap();
+        let info = stream.info().await.unwrap();
+        let mut n = 0;
+        for seq in info.state.first_sequence..=info.state.last_sequence {
+            if let Ok(m) = stream.get_raw_message(seq).await
+                && m.subject.as_str().starts_with(subject)
+            {
+                n += 1;
+            }
+        }
+        n
+    })
+}
+
+/// `palisade-alert` killed (SIGKILL) while an incident fires in a real
+/// Alertmanager; its resolution is published while it is dead, for longer
+/// than its delivery budget; restarted, it delivers the resolution (not a
+/// dead letter), and the alert does not fire again.
+#[test]
+fn killed_for_longer_than_its_budget_a_pending_resolution_still_ends_the_alert() {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let am = rt.block_on(Alertmanager::start());
+    let server = NatsServer::start();
+    let publisher = Publisher::new(&server);
+    let dispatch = format!("alertmanager={}", am.url);
+    let args = [
+        "run",
+        "--nats-url",
+        &server.url,
+        "--dispatch",
+        &dispatch,
+        "--resend",
+        "1s",
+        "--max-deliver",
+        "2",
+        "--retry-initial",
+        "100ms",
+        "--retry-max",
+        "200ms",
+    ];
+    let firing = |want: usize| {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            let n = rt
+                .block_on(am.find("PalisadeUnexpectedPortOpen", 6379))
+                .len();
+            if n == want {
+                return;
+            }
+            assert!(Instant::now() < deadline, "{n} alerts, want {want}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    let mut proc = Proc::spawn(&args);
+    proc.stderr_line("consuming", Duration::from_secs(10));
+    let open = event("db-1", 6379);
+    publisher.publish(&open, PayloadFormat::Json);
+    firing(1);
+
+    // Killed: nothing acked, nothing re-posted.
+    proc.child.kill().unwrap();
+    proc.child.wait().unwrap();
+    let mut resolution = open.clone();
+    if let EventData::UnexpectedPortOpen(p) = &open.data {
+        let now = humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string();
+        resolution = Envelope::new(
+            format!("{}:resolved", p.incident_id),
+            open.source.clone(),
+            now.clone(),
+            EventData::PortResolved(PortEvent {
+                resolved_at: Some(now),
+                state: Some("closed".into()),
+                reason: Some("observed".into()),
+                severity: Severity::Normal,
+                ..p.clone()
+            }),
+        );
+    }
+    publisher.publish(&resolution, PayloadFormat::Json);
+    // Dead for longer than its delivery budget (4 resends, the endsAt
+    // horizon): the alert expires by itself in Alertmanager meanwhile.
+    std::thread::sleep(Duration::from_secs(5));
+    firing(0);
+
+    // Restarted: the resolution is delivered, the alert stays ended, and
+    // nothing was dead-lettered.
+    let mut proc = Proc::spawn(&args);
+    proc.stderr_line("consuming", Duration::from_secs(10));
+    std::thread::sleep(Duration::from_secs(3));
+    firing(0);
+    assert_eq!(messages_on(&server, "palisade.dlq."), 0, "dead letters");
+    assert_eq!(proc.terminate(), 0);
+    let seen = proc.drain_stderr().join("\n");
+    assert!(!seen.contains("dead-lettered"), "{seen}");
 }
