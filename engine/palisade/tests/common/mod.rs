@@ -314,7 +314,8 @@ impl DaemonCase {
     }
 
     /// The events the sink received, each the envelope's data with the
-    /// envelope's id, time, type, source and subject.
+    /// envelope's CloudEvents attributes (id, time, type, source, subject,
+    /// ...).
     pub fn events(&self) -> Vec<Value> {
         std::fs::read_to_string(&self.events)
             .unwrap_or_default()
@@ -323,10 +324,20 @@ impl DaemonCase {
                 let v: Value =
                     serde_json::from_str(l).unwrap_or_else(|e| panic!("bad event line {l:?}: {e}"));
                 let mut d = v["data"].clone();
-                for k in ["id", "time", "type", "specversion", "source", "subject"] {
+                // The CloudEvents attributes we always send; `subject` is
+                // left out for the scanner's own events (no monitor).
+                for k in [
+                    "id",
+                    "time",
+                    "type",
+                    "specversion",
+                    "source",
+                    "datacontenttype",
+                ] {
                     assert!(!v[k].is_null(), "envelope without {k}: {l}");
                     d[k] = v[k].clone();
                 }
+                d["subject"] = v["subject"].clone();
                 d
             })
             .collect()
