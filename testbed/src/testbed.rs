@@ -595,6 +595,72 @@ impl Testbed {
         )
     }
 
+    /// Takes `scan0` out of the scanner namespace (into the forger namespace,
+    /// added if need be), as if the scan interface were removed: the scanner
+    /// sees no such interface and no route to the targets.
+    /// [`Testbed::replug_scanner`] brings it back.
+    pub fn unplug_scanner(&mut self) -> Result<(), TestbedError> {
+        let f = self.add_forger()?;
+        run(
+            "ip",
+            &[
+                "-n",
+                &self.scanner_ns,
+                "link",
+                "set",
+                SCANNER_IF,
+                "netns",
+                &f,
+            ],
+        )?;
+        Ok(())
+    }
+
+    /// Puts `scan0` back into the scanner namespace with its addresses, up.
+    pub fn replug_scanner(&mut self) -> Result<(), TestbedError> {
+        let s = self.scanner_ns.clone();
+        run(
+            "ip",
+            &[
+                "-n",
+                &self.forger_ns_name,
+                "link",
+                "set",
+                SCANNER_IF,
+                "netns",
+                &s,
+            ],
+        )?;
+        run(
+            "ip",
+            &[
+                "-n",
+                &s,
+                "addr",
+                "add",
+                &format!("{SCANNER_V4}/24"),
+                "dev",
+                SCANNER_IF,
+            ],
+        )?;
+        run(
+            "ip",
+            &[
+                "-n",
+                &s,
+                "-6",
+                "addr",
+                "add",
+                &format!("{SCANNER_V6}/64"),
+                "dev",
+                SCANNER_IF,
+                "nodad",
+            ],
+        )?;
+        run("ip", &["-n", &s, "link", "set", SCANNER_IF, "up"])?;
+        Ok(())
+    }
+
     /// Adds the forger namespace `pal-<pid>-<n>-f`, joined to the target namespace
     /// by its own veth pair: `frg0` (target side, 198.18.1.1/24, 2001:2:0:1::1/64)
     /// and `frg1` (forger side, 198.18.1.2/24, 2001:2:0:1::2/64). The target

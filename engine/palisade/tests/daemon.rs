@@ -368,16 +368,7 @@ fn a_scan_interface_gone_is_scan_failed_then_monitor_stale_and_both_resolve() {
         std::thread::sleep(Duration::from_millis(200));
     }
     // The scan interface goes away under the running daemon.
-    let link = |state: &str| {
-        let o = case
-            .tb
-            .in_scanner("ip")
-            .args(["link", "set", case.tb.scanner_if(), state])
-            .output()
-            .unwrap();
-        assert!(o.status.success(), "{}", stderr(&o));
-    };
-    link("down");
+    case.tb.unplug_scanner().unwrap();
     wait_for(&case, "scan_failed");
     wait_for(&case, "monitor_stale");
     let failed = case
@@ -391,7 +382,7 @@ fn a_scan_interface_gone_is_scan_failed_then_monitor_stale_and_both_resolve() {
         "{failed}"
     );
     // Back: both resolve.
-    link("up");
+    case.tb.replug_scanner().unwrap();
     wait_for(&case, "scan_recovered");
     wait_for(&case, "monitor_fresh");
     Command::new("kill")
