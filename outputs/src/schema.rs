@@ -130,6 +130,17 @@ pub enum Severity {
     Normal,
 }
 
+impl Severity {
+    /// The snake_case name: `"critical"`, `"high"` or `"normal"`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Severity::Critical => "critical",
+            Severity::High => "high",
+            Severity::Normal => "normal",
+        }
+    }
+}
+
 /// A port incident, opened or resolved.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PortEvent {
@@ -269,6 +280,24 @@ pub struct AddressReport {
     pub open_count: u64,
 }
 
+/// The times and words of an incident event (port, host or health),
+/// whatever its kind: what a consumer shows about it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IncidentFacts<'a> {
+    /// When the deviation was first seen.
+    pub first_seen: &'a str,
+    /// When it was confirmed (port and host incidents).
+    pub confirmed_at: Option<&'a str>,
+    /// When it ended (resolutions).
+    pub resolved_at: Option<&'a str>,
+    /// Why it ended (resolutions).
+    pub reason: Option<&'a str>,
+    /// The detected port state (port events).
+    pub state: Option<&'a str>,
+    /// One line for humans (host and health events).
+    pub message: Option<&'a str>,
+}
+
 impl EventData {
     /// All kinds, in declaration order.
     pub const KINDS: [&'static str; 14] = [
@@ -389,6 +418,38 @@ impl EventData {
         }
         self.health_event()
             .map(|h| (h.incident_id.as_str(), h.incident_kind.as_str()))
+    }
+
+    /// The facts of a port, host or health event.
+    pub fn incident_facts(&self) -> Option<IncidentFacts<'_>> {
+        if let Some(p) = self.port_event() {
+            return Some(IncidentFacts {
+                first_seen: &p.first_seen,
+                confirmed_at: Some(&p.confirmed_at),
+                resolved_at: p.resolved_at.as_deref(),
+                reason: p.reason.as_deref(),
+                state: p.state.as_deref(),
+                message: None,
+            });
+        }
+        if let Some(h) = self.host_event() {
+            return Some(IncidentFacts {
+                first_seen: &h.first_seen,
+                confirmed_at: Some(&h.confirmed_at),
+                resolved_at: h.resolved_at.as_deref(),
+                reason: h.reason.as_deref(),
+                state: None,
+                message: Some(&h.message),
+            });
+        }
+        self.health_event().map(|h| IncidentFacts {
+            first_seen: &h.first_seen,
+            confirmed_at: None,
+            resolved_at: h.resolved_at.as_deref(),
+            reason: h.reason.as_deref(),
+            state: None,
+            message: Some(&h.message),
+        })
     }
 
     /// The incident id, for port, host and health events.

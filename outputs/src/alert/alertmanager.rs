@@ -26,7 +26,6 @@ use std::time::{Duration, SystemTime};
 use async_trait::async_trait;
 use serde::Serialize;
 
-use super::role::payload_field;
 use super::{
     AlertRole, DispatchConfigError, DispatchError, Dispatched, Dispatcher, HttpOptions, alert_role,
     event_address,
@@ -124,34 +123,33 @@ pub fn alert_for(
     let address = event_address(&e.data);
     let port = e.data.port();
     let severity = if firing {
-        serde_json::to_value(e.data.severity())
-            .ok()
-            .and_then(|v| v.as_str().map(str::to_string))
-            .unwrap_or_else(|| "normal".to_string())
+        e.data.severity().as_str()
     } else {
-        fallback_severity(&fired_by).to_string()
+        fallback_severity(&fired_by)
     };
     let mut labels = BTreeMap::from([
         ("alertname".to_string(), alertname(&fired_by)),
         ("monitor".to_string(), monitor.to_string()),
         ("instance".to_string(), instance(&address, port)),
-        ("severity".to_string(), severity),
+        ("severity".to_string(), severity.to_string()),
     ]);
     if let Some(port) = port {
         labels.insert("port".to_string(), port.to_string());
     }
 
+    let facts = e.data.incident_facts();
     let summary = summary(&fired_by, monitor, &address, port);
     let mut description = format!("{summary}.");
-    if let Some(state) = payload_field(&e.data, "state") {
+    if let Some(state) = facts.and_then(|f| f.state).filter(|s| !s.is_empty()) {
         description.push_str(&format!(" Detected: {state}."));
     }
-    if let Some(message) = payload_field(&e.data, "message") {
+    if let Some(message) = facts.and_then(|f| f.message).filter(|s| !s.is_empty()) {
         description.push_str(&format!(" {message}."));
     }
-    if let Some(first) = payload_field(&e.data, "first_seen") {
+    let first_seen = facts.map(|f| f.first_seen).filter(|s| !s.is_empty());
+    if let Some(first) = first_seen {
         description.push_str(&format!(" First seen {first}"));
-        if let Some(confirmed) = payload_field(&e.data, "confirmed_at") {
+        if let Some(confirmed) = facts.and_then(|f| f.confirmed_at).filter(|s| !s.is_empty()) {
             description.push_str(&format!(", confirmed {confirmed}"));
         }
         description.push('.');
@@ -159,9 +157,12 @@ pub fn alert_for(
     let ends_at = if firing {
         firing_ends_at.to_string()
     } else {
-        let resolved_at = payload_field(&e.data, "resolved_at").unwrap_or_else(|| e.time.clone());
+        let resolved_at = facts
+            .and_then(|f| f.resolved_at)
+            .filter(|s| !s.is_empty())
+            .map_or_else(|| e.time.clone(), str::to_string);
         description.push_str(&format!(" Resolved at {resolved_at}"));
-        if let Some(reason) = payload_field(&e.data, "reason") {
+        if let Some(reason) = facts.and_then(|f| f.reason).filter(|s| !s.is_empty()) {
             description.push_str(&format!(" ({reason})"));
         }
         description.push('.');
@@ -171,8 +172,8 @@ pub fn alert_for(
         ("summary".to_string(), summary),
         ("description".to_string(), description),
     ]);
-    if let Some(p) = e.data.port_event() {
-        annotations.insert("incident_id".to_string(), p.incident_id.clone());
+    if let Some(id) = e.data.incident_id() {
+        annotations.insert("incident_id".to_string(), id.to_string());
     }
     let link = dashboard_url.map(|template| dashboard_link(template, monitor));
     if let Some(link) = &link {
@@ -181,7 +182,7 @@ pub fn alert_for(
     Some(PostableAlert {
         labels,
         annotations,
-        starts_at: payload_field(&e.data, "first_seen").unwrap_or_else(|| e.time.clone()),
+        starts_at: first_seen.map_or_else(|| e.time.clone(), str::to_string),
         ends_at: Some(ends_at),
         generator_url: link,
     })

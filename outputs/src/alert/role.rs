@@ -60,14 +60,3 @@ pub fn is_resolution(e: &Envelope) -> bool {
 pub fn event_address(e: &EventData) -> String {
     e.address().unwrap_or_else(|| e.host()).to_string()
 }
-
-/// A string field of the payload, if it has one (e.g. `first_seen`,
-/// `message`), read generically so new kinds need nothing here.
-pub(crate) fn payload_field(e: &EventData, field: &str) -> Option<String> {
-    serde_json::to_value(e)
-        .ok()?
-        .get(field)?
-        .as_str()
-        .filter(|s| !s.is_empty())
-        .map(str::to_string)
-}

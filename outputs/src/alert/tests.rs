@@ -764,9 +764,23 @@ fn host_incidents_fire_and_their_resolutions_end_them() {
     assert_eq!(firing.labels["instance"], "198.18.0.2");
     assert_eq!(firing.labels["severity"], "critical");
     assert!(!firing.labels.contains_key("port"));
+    assert_eq!(
+        firing.annotations["incident_id"],
+        "web-1-198.18.0.2-host_unreachable-1"
+    );
+    assert!(
+        firing.annotations["description"].contains("198.18.0.2 answers nothing"),
+        "{:?}",
+        firing.annotations
+    );
+    assert_eq!(firing.starts_at, "2026-01-02T03:04:05Z");
     let resolving = alert_for(&back, "later", None).unwrap();
     assert_eq!(firing.labels, resolving.labels);
-    assert!(resolving.ends_at.is_some());
+    assert_eq!(resolving.ends_at.as_deref(), Some("2026-01-02T04:00:00Z"));
+    // The scanner's own health incidents are alerts too.
+    let failed = alert_for(&by_kind("scan_failed"), "later", None).unwrap();
+    assert_eq!(failed.labels["alertname"], "PalisadeScanFailed");
+    assert_eq!(failed.labels["severity"], "critical");
     let flood = by_kind("host_answers_all_ports");
     assert_eq!(
         alert_for(&flood, "later", None).unwrap().labels["alertname"],
