@@ -339,41 +339,31 @@ impl EventData {
 
     /// The monitor the event is about.
     pub fn monitor(&self) -> &str {
-        match self {
-            EventData::UnexpectedPortOpen(p)
-            | EventData::ExpectedPortDown(p)
-            | EventData::PortResolved(p) => &p.monitor,
-            EventData::HostUnreachable(h)
-            | EventData::HostAnswersAllPorts(h)
-            | EventData::HostReachable(h)
-            | EventData::HostResolved(h) => &h.monitor,
-            EventData::PortsChanged(p) => &p.monitor,
-            EventData::MonitorResolved(m) => &m.monitor,
-            EventData::ScanFailed(h)
-            | EventData::ScanRecovered(h)
-            | EventData::MonitorStale(h)
-            | EventData::MonitorFresh(h) => &h.monitor,
-            EventData::Scan(s) => &s.monitor,
-        }
+        self.monitor_and_host().0
     }
 
     /// The monitored host, as configured.
     pub fn host(&self) -> &str {
+        self.monitor_and_host().1
+    }
+
+    /// The monitor and its host, whatever the kind.
+    fn monitor_and_host(&self) -> (&str, &str) {
         match self {
             EventData::UnexpectedPortOpen(p)
             | EventData::ExpectedPortDown(p)
-            | EventData::PortResolved(p) => &p.host,
+            | EventData::PortResolved(p) => (&p.monitor, &p.host),
             EventData::HostUnreachable(h)
             | EventData::HostAnswersAllPorts(h)
             | EventData::HostReachable(h)
-            | EventData::HostResolved(h) => &h.host,
-            EventData::PortsChanged(p) => &p.host,
-            EventData::MonitorResolved(m) => &m.host,
+            | EventData::HostResolved(h) => (&h.monitor, &h.host),
+            EventData::PortsChanged(p) => (&p.monitor, &p.host),
+            EventData::MonitorResolved(m) => (&m.monitor, &m.host),
             EventData::ScanFailed(h)
             | EventData::ScanRecovered(h)
             | EventData::MonitorStale(h)
-            | EventData::MonitorFresh(h) => &h.host,
-            EventData::Scan(s) => &s.host,
+            | EventData::MonitorFresh(h) => (&h.monitor, &h.host),
+            EventData::Scan(s) => (&s.monitor, &s.host),
         }
     }
 

@@ -281,32 +281,7 @@ impl Testbed {
         no_dad(&s, SCANNER_IF)?;
         no_dad(&t, TARGET_IF)?;
 
-        run(
-            "ip",
-            &[
-                "-n",
-                &s,
-                "addr",
-                "add",
-                &format!("{SCANNER_V4}/24"),
-                "dev",
-                SCANNER_IF,
-            ],
-        )?;
-        run(
-            "ip",
-            &[
-                "-n",
-                &s,
-                "-6",
-                "addr",
-                "add",
-                &format!("{SCANNER_V6}/64"),
-                "dev",
-                SCANNER_IF,
-                "nodad",
-            ],
-        )?;
+        address_scanner(&s)?;
         for a in &self.targets_v4 {
             run(
                 "ip",
@@ -631,32 +606,7 @@ impl Testbed {
                 &s,
             ],
         )?;
-        run(
-            "ip",
-            &[
-                "-n",
-                &s,
-                "addr",
-                "add",
-                &format!("{SCANNER_V4}/24"),
-                "dev",
-                SCANNER_IF,
-            ],
-        )?;
-        run(
-            "ip",
-            &[
-                "-n",
-                &s,
-                "-6",
-                "addr",
-                "add",
-                &format!("{SCANNER_V6}/64"),
-                "dev",
-                SCANNER_IF,
-                "nodad",
-            ],
-        )?;
+        address_scanner(&s)?;
         run("ip", &["-n", &s, "link", "set", SCANNER_IF, "up"])?;
         Ok(())
     }
@@ -997,6 +947,37 @@ fn in_ns(ns: &str, program: &str) -> Command {
 }
 
 /// Runs `program args`, failing with its stderr on a non-zero exit.
+/// Gives `scan0` in namespace `s` the scanner's addresses.
+fn address_scanner(s: &str) -> Result<(), TestbedError> {
+    run(
+        "ip",
+        &[
+            "-n",
+            s,
+            "addr",
+            "add",
+            &format!("{SCANNER_V4}/24"),
+            "dev",
+            SCANNER_IF,
+        ],
+    )?;
+    run(
+        "ip",
+        &[
+            "-n",
+            s,
+            "-6",
+            "addr",
+            "add",
+            &format!("{SCANNER_V6}/64"),
+            "dev",
+            SCANNER_IF,
+            "nodad",
+        ],
+    )?;
+    Ok(())
+}
+
 fn run(program: &str, args: &[&str]) -> Result<Output, TestbedError> {
     let cmdline = format!("{program} {}", args.join(" "));
     let out = Command::new(program)

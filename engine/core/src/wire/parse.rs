@@ -58,47 +58,20 @@ pub struct TcpSegmentInfo {
 /// Returns an error, and never panics, on any other byte string.
 pub fn parse_tcp_frame(frame: &[u8]) -> Result<TcpSegmentInfo, WireError> {
     let eth = EthernetFrame::new_checked(frame)?;
-    let (src, dst, ttl, tcp) = match eth.ethertype() {
-        ETHERTYPE_IPV4 => {
-            let ip = Ipv4Packet::new_checked(eth.payload())?;
-            if !ip.verify_checksum() {
-                return Err(WireError::BadChecksum { layer: "ipv4" });
-            }
-            if ip.is_fragment() {
-                return Err(WireError::Fragment);
-            }
-            if ip.protocol() != IP_PROTO_TCP {
-                return Err(WireError::NotTcp(ip.protocol()));
-            }
-            let tcp = TcpSegment::new_checked(ip.payload())?;
-            if !tcp.verify_checksum_v4(ip.src_addr(), ip.dst_addr()) {
-                return Err(WireError::BadChecksum { layer: "tcp" });
-            }
-            (
-                IpAddr::V4(ip.src_addr()),
-                IpAddr::V4(ip.dst_addr()),
-                ip.ttl(),
-                tcp,
-            )
-        }
-        ETHERTYPE_IPV6 => {
-            let ip = Ipv6Packet::new_checked(eth.payload())?;
-            if ip.next_header() != IP_PROTO_TCP {
-                return Err(WireError::NotTcp(ip.next_header()));
-            }
-            let tcp = TcpSegment::new_checked(ip.payload())?;
-            if !tcp.verify_checksum_v6(ip.src_addr(), ip.dst_addr()) {
-                return Err(WireError::BadChecksum { layer: "tcp" });
-            }
-            (
-                IpAddr::V6(ip.src_addr()),
-                IpAddr::V6(ip.dst_addr()),
-                ip.hop_limit(),
-                tcp,
-            )
-        }
-        other => return Err(WireError::UnsupportedEtherType(other)),
+    let ip = ip_layer(&eth)?;
+    if ip.protocol != IP_PROTO_TCP {
+        return Err(WireError::NotTcp(ip.protocol));
+    }
+    let tcp = TcpSegment::new_checked(ip.payload)?;
+    let valid = match (ip.src, ip.dst) {
+        (IpAddr::V4(src), IpAddr::V4(dst)) => tcp.verify_checksum_v4(src, dst),
+        (IpAddr::V6(src), IpAddr::V6(dst)) => tcp.verify_checksum_v6(src, dst),
+        _ => false,
     };
+    if !valid {
+        return Err(WireError::BadChecksum { layer: "tcp" });
+    }
+    let Ip { src, dst, ttl, .. } = ip;
     Ok(TcpSegmentInfo {
         src_mac: eth.src(),
         dst_mac: eth.dst(),
@@ -152,52 +125,32 @@ pub struct EchoInfo {
 /// gives [`WireError::NotEcho`], another protocol [`WireError::NotIcmp`].
 pub fn parse_echo_frame(frame: &[u8]) -> Result<EchoInfo, WireError> {
     let eth = EthernetFrame::new_checked(frame)?;
-    let (src, dst, ttl, msg) = match eth.ethertype() {
-        ETHERTYPE_IPV4 => {
-            let ip = Ipv4Packet::new_checked(eth.payload())?;
-            if !ip.verify_checksum() {
-                return Err(WireError::BadChecksum { layer: "ipv4" });
+    let ip = ip_layer(&eth)?;
+    let msg = ip.payload;
+    let valid = match (ip.src, ip.dst) {
+        (IpAddr::V4(_), _) => {
+            if ip.protocol != IP_PROTO_ICMP {
+                return Err(WireError::NotIcmp(ip.protocol));
             }
-            if ip.is_fragment() {
-                return Err(WireError::Fragment);
-            }
-            if ip.protocol() != IP_PROTO_ICMP {
-                return Err(WireError::NotIcmp(ip.protocol()));
-            }
-            let msg = ip.payload();
             echo_type(msg, "icmp", &[ICMP_ECHO_REQUEST, ICMP_ECHO_REPLY])?;
-            if !checksum::is_valid(checksum::sum(msg)) {
-                return Err(WireError::BadChecksum { layer: "icmp" });
-            }
-            (
-                IpAddr::V4(ip.src_addr()),
-                IpAddr::V4(ip.dst_addr()),
-                ip.ttl(),
-                msg,
-            )
+            checksum::is_valid(checksum::sum(msg))
         }
-        ETHERTYPE_IPV6 => {
-            let ip = Ipv6Packet::new_checked(eth.payload())?;
-            if ip.next_header() != IP_PROTO_ICMPV6 {
-                return Err(WireError::NotIcmp(ip.next_header()));
+        (IpAddr::V6(src), IpAddr::V6(dst)) => {
+            if ip.protocol != IP_PROTO_ICMPV6 {
+                return Err(WireError::NotIcmp(ip.protocol));
             }
-            let msg = ip.payload();
             echo_type(msg, "icmpv6", &[ICMPV6_ECHO_REQUEST, ICMPV6_ECHO_REPLY])?;
             let len = u32::try_from(msg.len()).unwrap_or(u32::MAX);
-            let pseudo =
-                checksum::pseudo_header_v6(ip.src_addr(), ip.dst_addr(), IP_PROTO_ICMPV6, len);
-            if !checksum::is_valid(checksum::add(pseudo, checksum::sum(msg))) {
-                return Err(WireError::BadChecksum { layer: "icmpv6" });
-            }
-            (
-                IpAddr::V6(ip.src_addr()),
-                IpAddr::V6(ip.dst_addr()),
-                ip.hop_limit(),
-                msg,
-            )
+            let pseudo = checksum::pseudo_header_v6(src, dst, IP_PROTO_ICMPV6, len);
+            checksum::is_valid(checksum::add(pseudo, checksum::sum(msg)))
         }
-        other => return Err(WireError::UnsupportedEtherType(other)),
+        (IpAddr::V6(_), IpAddr::V4(_)) => false,
     };
+    if !valid {
+        let layer = if ip.src.is_ipv4() { "icmp" } else { "icmpv6" };
+        return Err(WireError::BadChecksum { layer });
+    }
+    let Ip { src, dst, ttl, .. } = ip;
     let byte = |i: usize| msg.get(i).copied().unwrap_or(0);
     Ok(EchoInfo {
         src_mac: eth.src(),
@@ -211,6 +164,53 @@ pub fn parse_echo_frame(frame: &[u8]) -> Result<EchoInfo, WireError> {
         id: u16::from_be_bytes([byte(4), byte(5)]),
         seq: u16::from_be_bytes([byte(6), byte(7)]),
     })
+}
+
+/// The network layer of a frame, checked, and what it carries.
+struct Ip<'a> {
+    src: IpAddr,
+    dst: IpAddr,
+    /// IPv4 TTL, or IPv6 hop limit.
+    ttl: u8,
+    /// IPv4 protocol, or IPv6 next header.
+    protocol: u8,
+    /// The transport, as delimited by the IP length field.
+    payload: &'a [u8],
+}
+
+/// The IP layer both parsers accept: IPv4 (any IHL >= 5) whose header
+/// checksum verifies and that is not a fragment, or IPv6 with the fixed
+/// header only; anything else is an error.
+fn ip_layer<'a>(eth: &EthernetFrame<'a>) -> Result<Ip<'a>, WireError> {
+    match eth.ethertype() {
+        ETHERTYPE_IPV4 => {
+            let ip = Ipv4Packet::new_checked(eth.payload())?;
+            if !ip.verify_checksum() {
+                return Err(WireError::BadChecksum { layer: "ipv4" });
+            }
+            if ip.is_fragment() {
+                return Err(WireError::Fragment);
+            }
+            Ok(Ip {
+                src: IpAddr::V4(ip.src_addr()),
+                dst: IpAddr::V4(ip.dst_addr()),
+                ttl: ip.ttl(),
+                protocol: ip.protocol(),
+                payload: ip.payload(),
+            })
+        }
+        ETHERTYPE_IPV6 => {
+            let ip = Ipv6Packet::new_checked(eth.payload())?;
+            Ok(Ip {
+                src: IpAddr::V6(ip.src_addr()),
+                dst: IpAddr::V6(ip.dst_addr()),
+                ttl: ip.hop_limit(),
+                protocol: ip.next_header(),
+                payload: ip.payload(),
+            })
+        }
+        other => Err(WireError::UnsupportedEtherType(other)),
+    }
 }
 
 /// Checks that `msg` holds a whole echo header of one of `types`.
