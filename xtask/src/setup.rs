@@ -36,6 +36,22 @@ pub(crate) const PACKAGES: &[(&str, &str)] = &[
         "the Alertmanager the alert consumer's tests post to",
     ),
     ("python3-venv", "the venv holding the Python packages below"),
+    (
+        "chromium",
+        "the headless browser the dashboard's tests drive",
+    ),
+    (
+        "chromium-driver",
+        "chromedriver: WebDriver for the dashboard's browser tests",
+    ),
+    (
+        "prometheus",
+        "the Prometheus that scrapes /metrics in the tests (and promtool)",
+    ),
+    (
+        "fonts-dejavu-core",
+        "a font for the dashboard's screenshots",
+    ),
 ];
 
 /// The venv of the pinned Python packages (the same path as

@@ -91,6 +91,7 @@
 #[cfg(test)]
 mod host_tests;
 mod ports;
+mod view;
 #[cfg(test)]
 mod proptests;
 #[cfg(test)]
@@ -103,6 +104,9 @@ use std::net::{IpAddr, Ipv4Addr};
 use serde::{Deserialize, Serialize};
 
 pub use ports::{PortRanges, PortRangesError, Ports};
+pub use view::{
+    AddressView, Deviation, HostFinding, MonitorSummary, PortView, Reachability,
+};
 
 /// A point in time: milliseconds since the unix epoch, supplied by the caller.
 pub type Millis = i64;

@@ -24,6 +24,7 @@
 //! same scan).
 
 mod checked;
+mod http;
 mod nats;
 mod report;
 #[cfg(test)]
@@ -51,6 +52,7 @@ use checked::{
     read_document, read_part, value_at,
 };
 use nats::NatsSinkSection;
+pub use http::{DEFAULT_HTTP_LISTEN, HttpSettings};
 pub use report::{ConfigError, ConfigErrors, ConfigWarning};
 use report::{ConfigReport, dotted, toml_error};
 
@@ -83,6 +85,8 @@ pub struct Config {
     pub store: StoreSettings,
     pub sinks: Vec<SinkSpec>,
     pub monitors: Vec<MonitorSpec>,
+    /// `[http]`: the dashboard and API; `None` when absent (off).
+    pub http: Option<HttpSettings>,
 }
 
 /// `[scan]`: how the sweeps are sent.
@@ -300,6 +304,7 @@ struct ConfigDocument {
     store: Option<Checked<StoreSection>>,
     sink: Option<Checked<Vec<Checked<SinkEntry>>>>,
     monitor: Option<Checked<Vec<Checked<MonitorSection>>>>,
+    http: Option<Checked<http::HttpSection>>,
 }
 
 impl ConfigDocument {
@@ -320,6 +325,10 @@ impl ConfigDocument {
             .store
             .and_then(|store| report.value(store, "store", "a table ([store])"))
             .map_or_else(StoreSettings::default, |store| store.check(report));
+        let http = self
+            .http
+            .and_then(|http| report.value(http, "http", "a table ([http])"))
+            .and_then(|http| http.check(report));
         let sinks = array_of_tables(report, self.sink, "sink")
             .into_iter()
             .filter_map(|(index, span, entry)| {
@@ -344,6 +353,7 @@ impl ConfigDocument {
             store,
             sinks,
             monitors,
+            http,
         }
     }
 }
@@ -883,7 +893,7 @@ fn webhook_secret(
 struct MonitorSection {
     name: Option<Checked<String>>,
     host: Option<Checked<String>>,
-    expected_open: Option<Checked<Vec<Checked<i128>>>>,
+    expected_open: Option<Checked<PortList>>,
     every: Option<Checked<String>>,
     confirm: Option<Checked<i128>>,
     recheck: Option<Checked<String>>,
@@ -1133,41 +1143,141 @@ fn check_host(host: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// The ports; every error points at the array.
+/// `expected_open`: an array of ports and ranges (`[22, 80, "8000-8100"]`),
+/// or one string of them (`"22,80,8000-8100"`, as the settings page takes it).
+#[derive(Debug)]
+enum PortList {
+    One(String),
+    List(Vec<Checked<PortItem>>),
+}
+
+impl FromToml for PortList {
+    fn from_scalar(scalar: TomlScalar) -> Result<Self, Found> {
+        String::from_scalar(scalar).map(PortList::One)
+    }
+
+    fn from_seq<'de, A: serde::de::SeqAccess<'de>>(
+        seq: A,
+    ) -> Result<Result<Self, Found>, A::Error> {
+        Ok(Vec::from_seq(seq)?.map(PortList::List))
+    }
+}
+
+/// One element of an `expected_open` array: a port, or a range as a string.
+#[derive(Debug)]
+enum PortItem {
+    Number(i128),
+    Text(String),
+}
+
+impl FromToml for PortItem {
+    fn from_scalar(scalar: TomlScalar) -> Result<Self, Found> {
+        match scalar {
+            TomlScalar::Integer(n) => Ok(PortItem::Number(n)),
+            TomlScalar::String(text) => Ok(PortItem::Text(text)),
+            other => Err(other.kind()),
+        }
+    }
+}
+
+/// How many problems of one `expected_open` are reported one by one; the
+/// rest are counted.
+const PORT_PROBLEMS_SHOWN: usize = 5;
+
+/// The ports; every error points at the value. At most
+/// [`PORT_PROBLEMS_SHOWN`] problems are reported, then how many more.
 fn expected_open(
     report: &mut ConfigReport<'_>,
-    value: Checked<Vec<Checked<i128>>>,
+    value: Checked<PortList>,
     key: &str,
 ) -> BTreeSet<u16> {
-    let mut ports = BTreeSet::new();
     let span = value.span.clone();
-    let Some(items) = report.value(value, key, "an array of port numbers") else {
-        return ports;
+    let Some(list) = report.value(
+        value,
+        key,
+        "an array of port numbers and ranges, or a string such as \"22,80,8000-8100\"",
+    ) else {
+        return BTreeSet::new();
     };
-    for item in items {
-        let port = match item.value {
-            Ok(port) => port,
-            Err(found) => {
-                report.error(&span, key, format!("expected port numbers, found {found}"));
-                continue;
-            }
-        };
-        match u16::try_from(port) {
-            Ok(port) if port != 0 => {
-                if !ports.insert(port) {
-                    report.error(&span, key, format!("port {port} is listed twice"));
+    let mut ports = BTreeSet::new();
+    let mut problems = Vec::new();
+    let mut add = |item: Result<(i128, i128), String>, problems: &mut Vec<String>| match item {
+        Err(problem) => problems.push(problem),
+        Ok((first, last)) => {
+            for port in [first, last] {
+                if !(1..=65_535).contains(&port) {
+                    problems.push(format!(
+                        "port {port} is out of range (allowed: 1 to 65535)"
+                    ));
+                    return;
                 }
             }
-            _ => {
-                let message = format!(
-                    "port {} is out of range (allowed: 1 to 65535)",
-                    report.written(&item.span)
-                );
-                report.error(&span, key, message);
+            if first > last {
+                problems.push(format!(
+                    "range {first}-{last} is backwards (write {last}-{first})"
+                ));
+                return;
+            }
+            for port in first..=last {
+                if !ports.insert(port as u16) {
+                    problems.push(format!("port {port} is listed twice"));
+                    return;
+                }
+            }
+        }
+    };
+    match list {
+        PortList::One(text) => {
+            for token in text.split(',').map(str::trim) {
+                add(port_or_range(token), &mut problems);
+            }
+        }
+        PortList::List(items) => {
+            for item in items {
+                let parsed = match item.value {
+                    // Out of range: as written (TOML reads integers beyond
+                    // i128 as i128::MAX).
+                    Ok(PortItem::Number(port)) if !(1..=65_535).contains(&port) => Err(format!(
+                        "port {} is out of range (allowed: 1 to 65535)",
+                        report.written(&item.span).trim()
+                    )),
+                    Ok(PortItem::Number(port)) => Ok((port, port)),
+                    Ok(PortItem::Text(text)) => port_or_range(text.trim()),
+                    Err(found) => Err(format!(
+                        "expected port numbers or ranges such as \"8000-8100\", found {found}"
+                    )),
+                };
+                add(parsed, &mut problems);
             }
         }
     }
+    let more = problems.len().saturating_sub(PORT_PROBLEMS_SHOWN);
+    for problem in problems.into_iter().take(PORT_PROBLEMS_SHOWN) {
+        report.error(&span, key, problem);
+    }
+    if more > 0 {
+        report.error(&span, key, format!("and {more} more problems with these ports"));
+    }
     ports
+}
+
+/// `"22"` or `"8000-8100"`, the numbers not yet range-checked.
+fn port_or_range(token: &str) -> Result<(i128, i128), String> {
+    let number = |text: &str| text.trim().parse::<i128>().ok();
+    let parsed = match token.split_once('-') {
+        // A leading '-' is a negative number, not a range.
+        Some((first, last)) if !first.trim().is_empty() => {
+            number(first).zip(number(last))
+        }
+        _ => number(token).map(|port| (port, port)),
+    };
+    parsed.ok_or_else(|| {
+        if token.is_empty() {
+            "an empty entry (two commas in a row, or one at an end)".to_owned()
+        } else {
+            format!("{token:?} is not a port or a range (write e.g. 22 or 8000-8100)")
+        }
+    })
 }
 
 /// Whole milliseconds; the durations are bounded well below `u64::MAX` ms.

@@ -511,7 +511,7 @@ fn wrong_types_are_reported() {
         &monitor_with("expected_open = 80"),
         4,
         "monitor[0].expected_open",
-        "expected an array of port numbers, found an integer",
+        "expected an array of port numbers and ranges, or a string such as \"22,80,8000-8100\", found an integer",
     );
     assert_error(
         "[[monitor]]\nname = 7\nhost = \"198.18.0.2\"\n",
@@ -574,16 +574,40 @@ fn bad_ports_point_at_the_array() {
         "port 80 is listed twice",
     );
     assert_error(
-        &monitor_with("expected_open = [80, \"443\"]"),
-        4,
-        key,
-        "expected port numbers, found a string",
-    );
-    assert_error(
         &monitor_with("expected_open = [8.0]"),
         4,
         key,
-        "expected port numbers, found a float",
+        "expected port numbers or ranges such as \"8000-8100\", found a float",
+    );
+    assert_error(
+        &monitor_with("expected_open = \"22,70000\""),
+        4,
+        key,
+        &format!("port 70000 {range}"),
+    );
+    assert_error(
+        &monitor_with("expected_open = \"22,,80\""),
+        4,
+        key,
+        "an empty entry (two commas in a row, or one at an end)",
+    );
+    assert_error(
+        &monitor_with("expected_open = [\"90-80\"]"),
+        4,
+        key,
+        "range 90-80 is backwards (write 80-90)",
+    );
+    assert_error(
+        &monitor_with("expected_open = \"22,http\""),
+        4,
+        key,
+        "\"http\" is not a port or a range (write e.g. 22 or 8000-8100)",
+    );
+    assert_error(
+        &monitor_with("expected_open = \"80-90,85\""),
+        4,
+        key,
+        "port 85 is listed twice",
     );
     // A multi-line array: still the line the array starts on.
     assert_error(
@@ -592,6 +616,31 @@ fn bad_ports_point_at_the_array() {
         key,
         "port 0 ",
     );
+}
+
+#[test]
+fn expected_ports_take_lists_and_ranges() {
+    for written in [
+        "\"22, 80,8000-8002\"",
+        "[22, \"80\", \"8000-8002\"]",
+        "[\"8000 - 8002\", 80, 22]",
+    ] {
+        let config = parse("t.toml", &monitor_with(&format!("expected_open = {written}")))
+            .unwrap_or_else(|e| panic!("{written}: {e}"));
+        assert_eq!(
+            config.monitors[0].expected_open,
+            BTreeSet::from([22, 80, 8000, 8001, 8002]),
+            "{written}"
+        );
+    }
+}
+
+#[test]
+fn many_bad_ports_are_reported_first_few_then_counted() {
+    let ports: Vec<String> = (70_000..70_100).map(|p| p.to_string()).collect();
+    let errors = errors(&monitor_with(&format!("expected_open = [{}]", ports.join(","))));
+    assert_eq!(errors.len(), 6, "{errors:?}");
+    assert_eq!(errors[5].message, "and 95 more problems with these ports");
 }
 
 #[test]
@@ -1121,7 +1170,7 @@ fn date_times_are_named_as_such() {
         &monitor_with("expected_open = [80, 07:32:00]"),
         4,
         "monitor[0].expected_open",
-        "expected port numbers, found a date-time",
+        "expected port numbers or ranges such as \"8000-8100\", found a date-time",
     );
 }
 
