@@ -99,6 +99,23 @@ impl SweepSchedule {
         self.due.entry(name.to_string()).or_insert(at);
     }
 
+    /// Makes a known monitor's full sweep due at `at` (sooner than
+    /// planned: "scan now"); `false` if the monitor is not scheduled.
+    pub fn scan_now(&mut self, name: &str, at: Millis) -> bool {
+        match self.due.get_mut(name) {
+            Some(due) => {
+                *due = (*due).min(at);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Every scheduled monitor and when its next full sweep is due.
+    pub fn due_times(&self) -> impl Iterator<Item = (&str, Millis)> + '_ {
+        self.due.iter().map(|(name, &at)| (name.as_str(), at))
+    }
+
     /// Forgets a monitor (removed from the configuration).
     pub fn remove(&mut self, name: &str) {
         self.due.remove(name);
@@ -602,6 +619,26 @@ mod tests {
         assert_eq!(s.recheck("c"), None);
         // A full sweep stays due until its scan reschedules it.
         assert_eq!(s.take_due(150).map(|p| p.kind), Some(ScanKind::Full));
+    }
+
+    #[test]
+    fn scan_now_brings_a_known_monitor_forward_only() {
+        let mut s = SweepSchedule::default();
+        s.add("a", 1_000);
+        s.add("b", 5_000);
+        assert!(s.scan_now("a", 100));
+        assert!(
+            !s.scan_now("nobody", 100),
+            "an unknown monitor is not added"
+        );
+        assert_eq!(s.due_at("nobody"), None);
+        // Never later than planned.
+        assert!(s.scan_now("b", 9_000));
+        assert_eq!(
+            s.due_times().collect::<Vec<_>>(),
+            [("a", 100), ("b", 5_000)]
+        );
+        assert_eq!(s.take_due(100), Some(SweepPlan::full(["a".to_string()])));
     }
 
     #[test]

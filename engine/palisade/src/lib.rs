@@ -4,6 +4,8 @@
 //! * [`resolve`]: every address of a monitor's host (all A and AAAA records).
 //! * [`store`]: SQLite history and the event outbox.
 //! * [`daemon`]: the scheduler, sweeps and re-checks, and delivery to the sinks.
+//! * [`http`]: the dashboard, the JSON API, `/metrics` (`[http]`).
+//! * [`metrics`]: the daemon's own metrics.
 //!
 //! Packets, permutations, cookies and the monitor state machine live in
 //! `palisade_core`; AF_XDP and eBPF in `palisade_dataplane`; the event schema
@@ -11,5 +13,7 @@
 
 pub mod config;
 pub mod daemon;
+pub mod http;
+pub mod metrics;
 pub mod resolve;
 pub mod store;

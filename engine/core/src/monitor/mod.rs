@@ -91,11 +91,11 @@
 #[cfg(test)]
 mod host_tests;
 mod ports;
-mod view;
 #[cfg(test)]
 mod proptests;
 #[cfg(test)]
 mod tests;
+mod view;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -104,9 +104,7 @@ use std::net::{IpAddr, Ipv4Addr};
 use serde::{Deserialize, Serialize};
 
 pub use ports::{PortRanges, PortRangesError, Ports};
-pub use view::{
-    AddressView, Deviation, HostFinding, MonitorSummary, PortView, Reachability,
-};
+pub use view::{AddressView, Deviation, HostFinding, MonitorSummary, PortView, Reachability};
 
 /// A point in time: milliseconds since the unix epoch, supplied by the caller.
 pub type Millis = i64;

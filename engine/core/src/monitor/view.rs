@@ -278,7 +278,10 @@ mod tests {
         assert_eq!(open, [(22, true), (8080, false)]);
         let unexpected = a.open[1].deviation.as_ref().expect("deviation");
         assert_eq!(unexpected.kind, IncidentKind::UnexpectedPortOpen);
-        assert_eq!((unexpected.first_seen, unexpected.confirmed_at), (2000, None));
+        assert_eq!(
+            (unexpected.first_seen, unexpected.confirmed_at),
+            (2000, None)
+        );
         assert_eq!(unexpected.seen, 1);
         assert_eq!(a.expected_down.len(), 1);
         assert_eq!(a.expected_down[0].port, 443);
@@ -309,7 +312,10 @@ mod tests {
     fn reachability_counts_confirmed_unreachable_addresses() {
         let s = spec();
         let mut state = MonitorState::new();
-        state.observe(&s, &scan(1000, &[(A, true, &[22, 443]), (B, true, &[22, 443])]));
+        state.observe(
+            &s,
+            &scan(1000, &[(A, true, &[22, 443]), (B, true, &[22, 443])]),
+        );
         state.observe(&s, &scan(2000, &[(A, true, &[22, 443]), (B, false, &[])]));
         // One scan unreachable is pending, not a state.
         assert_eq!(state.summary(&s).reachability, Reachability::Reachable);

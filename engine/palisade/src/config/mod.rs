@@ -24,6 +24,7 @@
 //! same scan).
 
 mod checked;
+mod document;
 mod http;
 mod nats;
 mod report;
@@ -51,8 +52,9 @@ use checked::{
     Checked, Found, FromToml, KeySegment, StringOrList, TomlScalar, TomlTable, keys_of,
     read_document, read_part, value_at,
 };
-use nats::NatsSinkSection;
+pub use document::{CheckedMonitor, FieldError, MonitorDoc, check_monitor};
 pub use http::{DEFAULT_HTTP_LISTEN, HttpSettings};
+use nats::NatsSinkSection;
 pub use report::{ConfigError, ConfigErrors, ConfigWarning};
 use report::{ConfigReport, dotted, toml_error};
 
@@ -1206,9 +1208,7 @@ fn expected_open(
         Ok((first, last)) => {
             for port in [first, last] {
                 if !(1..=65_535).contains(&port) {
-                    problems.push(format!(
-                        "port {port} is out of range (allowed: 1 to 65535)"
-                    ));
+                    problems.push(format!("port {port} is out of range (allowed: 1 to 65535)"));
                     return;
                 }
             }
@@ -1256,7 +1256,11 @@ fn expected_open(
         report.error(&span, key, problem);
     }
     if more > 0 {
-        report.error(&span, key, format!("and {more} more problems with these ports"));
+        report.error(
+            &span,
+            key,
+            format!("and {more} more problems with these ports"),
+        );
     }
     ports
 }
@@ -1266,9 +1270,7 @@ fn port_or_range(token: &str) -> Result<(i128, i128), String> {
     let number = |text: &str| text.trim().parse::<i128>().ok();
     let parsed = match token.split_once('-') {
         // A leading '-' is a negative number, not a range.
-        Some((first, last)) if !first.trim().is_empty() => {
-            number(first).zip(number(last))
-        }
+        Some((first, last)) if !first.trim().is_empty() => number(first).zip(number(last)),
         _ => number(token).map(|port| (port, port)),
     };
     parsed.ok_or_else(|| {

@@ -188,6 +188,7 @@ recheck = "off"
                 ..monitor("mail_2", "mail.example.com")
             },
         ],
+        http: None,
     };
     assert_eq!(parse("test.toml", text).unwrap(), expected);
 }
@@ -625,8 +626,11 @@ fn expected_ports_take_lists_and_ranges() {
         "[22, \"80\", \"8000-8002\"]",
         "[\"8000 - 8002\", 80, 22]",
     ] {
-        let config = parse("t.toml", &monitor_with(&format!("expected_open = {written}")))
-            .unwrap_or_else(|e| panic!("{written}: {e}"));
+        let config = parse(
+            "t.toml",
+            &monitor_with(&format!("expected_open = {written}")),
+        )
+        .unwrap_or_else(|e| panic!("{written}: {e}"));
         assert_eq!(
             config.monitors[0].expected_open,
             BTreeSet::from([22, 80, 8000, 8001, 8002]),
@@ -638,7 +642,10 @@ fn expected_ports_take_lists_and_ranges() {
 #[test]
 fn many_bad_ports_are_reported_first_few_then_counted() {
     let ports: Vec<String> = (70_000..70_100).map(|p| p.to_string()).collect();
-    let errors = errors(&monitor_with(&format!("expected_open = [{}]", ports.join(","))));
+    let errors = errors(&monitor_with(&format!(
+        "expected_open = [{}]",
+        ports.join(",")
+    )));
     assert_eq!(errors.len(), 6, "{errors:?}");
     assert_eq!(errors[5].message, "and 95 more problems with these ports");
 }
@@ -1272,7 +1279,7 @@ fn section_keys_are_the_fields_of_their_types() {
     );
     assert_eq!(
         keys_of::<ConfigDocument>(),
-        ["scan", "store", "sink", "monitor"]
+        ["scan", "store", "sink", "monitor", "http"]
     );
     assert_eq!(sink_keys("jsonl"), ["kind", "name", "start", "path"]);
 }

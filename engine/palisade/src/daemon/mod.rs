@@ -12,6 +12,7 @@
 //! loop and the reload; [`sweep`] runs one sweep, [`delivery`] drains the
 //! outbox, [`envelope`] builds what the sinks publish.
 
+pub mod control;
 pub mod delivery;
 pub mod envelope;
 mod health;
@@ -19,15 +20,20 @@ pub mod sweep;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use thiserror::Error;
 
 use crate::config::{self, Config, ConfigErrors};
+use crate::http::{self, AppState, HttpError, HttpServer};
+use crate::metrics::Metrics;
 use crate::store::{PruneBudget, Store, StoreError, prune_cutoff};
+use control::{Command, Control, DaemonHandle, LastSweep, SweepUnderWay};
 use delivery::{DeliveryError, OutboxDelivery, SHUTDOWN_GRACE};
 use palisade_core::health::HealthState;
+use palisade_core::monitor::MonitorSpec;
 use palisade_core::monitor::{Millis, MonitorState};
 use palisade_core::plan::{self, SweepPlan, SweepSchedule};
 
@@ -44,6 +50,8 @@ pub enum DaemonError {
     Scan(String),
     #[error(transparent)]
     Delivery(#[from] DeliveryError),
+    #[error(transparent)]
+    Http(#[from] HttpError),
 }
 
 /// How often the daemon prunes the history older than `store.retain`
@@ -126,6 +134,11 @@ pub struct Daemon {
     ages_changed: bool,
     /// When to prune the history next ([`Daemon::prune`]).
     next_prune: Millis,
+    /// What the HTTP server sees of the daemon and asks of it.
+    control: Control,
+    metrics: Arc<Metrics>,
+    /// The dashboard, the API and `/metrics`, if `[http]` is configured.
+    http: Option<HttpServer>,
 }
 
 impl std::fmt::Debug for Daemon {
@@ -139,12 +152,15 @@ impl std::fmt::Debug for Daemon {
 }
 
 impl Daemon {
-    /// Loads the configuration and the store, and resumes where the last run
-    /// left off: monitors the configuration dropped since are removed.
+    /// Loads the configuration and the store, imports the configuration
+    /// file's monitors into the store, and resumes where the last run left
+    /// off: monitors gone since (or disabled) are removed. Starts the HTTP
+    /// server if `[http]` is configured.
     pub fn new(options: Options) -> Result<Daemon, DaemonError> {
-        let config = config::load(&options.config_path)?;
+        let mut config = config::load(&options.config_path)?;
         let mut store = Store::open(&config.store.path)?;
         let now = now_ms();
+        config.monitors = import_monitors(&mut store, &config.monitors, now)?;
         let saved = store.load_states()?;
         let last_conclusive = saved
             .iter()
@@ -157,6 +173,22 @@ impl Daemon {
             &config.store.path,
             delivery::sink_specs(&config.sinks, options.events.as_ref()),
         )?;
+        let control = Control::new(now);
+        let metrics = Arc::new(Metrics::new());
+        let http = match &config.http {
+            Some(settings) => {
+                let auth =
+                    http::auth::Auth::new(settings.tokens.as_deref()).map_err(HttpError::from)?;
+                let state = AppState::new(
+                    &config.store.path,
+                    control.handle(),
+                    Arc::clone(&metrics),
+                    auth,
+                );
+                Some(HttpServer::start(settings, state)?)
+            }
+            None => None,
+        };
         let mut daemon = Daemon {
             options,
             config,
@@ -171,12 +203,41 @@ impl Daemon {
             started: now,
             ages_changed: true,
             next_prune: now,
+            control,
+            metrics,
+            http,
         };
         for (name, state) in recovered.removed {
             daemon.remove_monitor(&name, state, now)?;
         }
+        daemon.publish_schedule();
         daemon.drain()?;
         Ok(daemon)
+    }
+
+    /// The HTTP server's side of the daemon (tests drive it directly).
+    pub fn handle(&self) -> DaemonHandle {
+        self.control.handle()
+    }
+
+    /// Where the HTTP server listens, if it runs.
+    pub fn http_addr(&self) -> Option<std::net::SocketAddr> {
+        self.http.as_ref().map(HttpServer::local_addr)
+    }
+
+    /// The daemon's metrics.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    /// Shows the schedule to the HTTP server.
+    fn publish_schedule(&self) {
+        let next_due = self
+            .schedule
+            .due_times()
+            .map(|(name, at)| (name.to_owned(), at))
+            .collect();
+        self.control.update(|live| live.next_due = next_due);
     }
 
     /// Resolves a removed monitor's incidents and forgets its state.
@@ -192,42 +253,34 @@ impl Daemon {
         Ok(())
     }
 
-    /// Re-reads the configuration (SIGHUP): new monitors are due now, removed
-    /// ones resolve their incidents, changed ones apply from the next scan;
-    /// new sinks start, removed ones stop, changed ones restart. A file that
-    /// fails the checks changes nothing.
+    /// Re-reads the configuration (SIGHUP) and imports its monitors: new
+    /// monitors are due now, removed ones resolve their incidents, changed
+    /// ones apply from the next scan; new sinks start, removed ones stop,
+    /// changed ones restart. A file that fails the checks changes nothing.
     pub fn reload(&mut self) -> Result<(), DaemonError> {
-        let config = config::load(&self.options.config_path)?;
+        let mut config = config::load(&self.options.config_path)?;
         if config.store.path != self.config.store.path {
             tracing::warn!(
                 "store.path changed: the daemon keeps {} until it is restarted",
                 self.config.store.path.display()
             );
         }
+        if config.http != self.config.http {
+            tracing::warn!("[http] changed: the HTTP server keeps its settings until restarted");
+        }
         let now = now_ms();
-        let gone: Vec<String> = self
-            .config
-            .monitors
-            .iter()
-            .filter(|old| !config.monitors.iter().any(|m| m.name == old.name))
-            .map(|old| old.name.clone())
-            .collect();
-        for name in gone {
-            let state = self.states.remove(&name).unwrap_or_default();
-            self.schedule.remove(&name);
-            self.remove_monitor(&name, state, now)?;
-        }
-        for m in &config.monitors {
-            self.states.entry(m.name.clone()).or_default();
-            self.schedule.add(&m.name, now);
-        }
+        config.monitors = import_monitors(&mut self.store, &config.monitors, now)?;
         self.delivery.reload(
             &mut self.store,
             delivery::sink_specs(&config.sinks, self.options.events.as_ref()),
         )?;
         let path = self.config.store.path.clone();
+        let http = self.config.http.clone();
+        let monitors = std::mem::take(&mut config.monitors);
         self.config = config;
         self.config.store.path = path;
+        self.config.http = http;
+        self.apply_monitors(monitors, now)?;
         tracing::info!(
             monitors = self.config.monitors.len(),
             sinks = ?self.delivery.names(),
@@ -236,10 +289,98 @@ impl Daemon {
         self.drain().map(|_| ())
     }
 
+    /// Takes the monitors the store holds now (changed through the API).
+    fn reload_monitors(&mut self) -> Result<(), DaemonError> {
+        let monitors = self.store.enabled_monitors()?;
+        self.apply_monitors(monitors, now_ms())?;
+        tracing::info!(monitors = self.config.monitors.len(), "monitors reloaded");
+        self.drain().map(|_| ())
+    }
+
+    /// Makes `monitors` the ones the daemon scans: those gone resolve their
+    /// incidents, new ones are due now, changed ones apply from the next
+    /// scan.
+    fn apply_monitors(
+        &mut self,
+        monitors: Vec<MonitorSpec>,
+        now: Millis,
+    ) -> Result<(), DaemonError> {
+        let gone: Vec<String> = self
+            .config
+            .monitors
+            .iter()
+            .filter(|old| !monitors.iter().any(|m| m.name == old.name))
+            .map(|old| old.name.clone())
+            .collect();
+        for name in gone {
+            let state = self.states.remove(&name).unwrap_or_default();
+            self.schedule.remove(&name);
+            self.last_conclusive.remove(&name);
+            self.remove_monitor(&name, state, now)?;
+        }
+        for m in &monitors {
+            self.states.entry(m.name.clone()).or_default();
+            self.schedule.add(&m.name, now);
+        }
+        self.config.monitors = monitors;
+        self.publish_schedule();
+        Ok(())
+    }
+
+    /// Does what the HTTP server asked.
+    fn obey(&mut self, command: Command) -> Result<(), DaemonError> {
+        match command {
+            Command::MonitorsChanged => self.reload_monitors(),
+            Command::ScanNow(name) => {
+                if self.schedule.scan_now(&name, now_ms()) {
+                    tracing::info!(monitor = %name, "scan requested");
+                    self.publish_schedule();
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// Runs one sweep, showing it to the HTTP server while it runs.
+    fn run_sweep(&mut self, plan: &SweepPlan, stop: &AtomicBool) -> Result<bool, DaemonError> {
+        let started = now_ms();
+        let kind = plan.kind.as_str().to_owned();
+        self.control.update(|live| {
+            live.sweeping = Some(SweepUnderWay {
+                started_ms: started,
+                kind: kind.clone(),
+                monitors: plan.monitors.iter().map(|(n, _)| n.clone()).collect(),
+            });
+        });
+        let result = self.sweep(plan, stop);
+        let failure = match &result {
+            Ok(true) => None,
+            Ok(false) => Some("inconclusive (see the log)".to_owned()),
+            Err(e) => Some(e.to_string()),
+        };
+        let finished = now_ms();
+        self.control.update(|live| {
+            live.sweeping = None;
+            live.last_sweep = Some(LastSweep {
+                started_ms: started,
+                finished_ms: finished,
+                kind,
+                monitors: plan.monitors.len(),
+                failure,
+            });
+        });
+        self.publish_schedule();
+        result
+    }
+
     /// Runs until stopped (or one sweep with `--once`); then stops the
     /// sinks, waiting for them [`SHUTDOWN_GRACE`] at most.
     pub fn run(&mut self, stop: &AtomicBool, reload: &AtomicBool) -> Result<Outcome, DaemonError> {
         let result = self.run_until_stopped(stop, reload);
+        self.control.update(|live| live.stopping = true);
+        if let Some(http) = &mut self.http {
+            http.shutdown();
+        }
         let behind = self.delivery_behind();
         self.delivery.shutdown(SHUTDOWN_GRACE);
         let mut outcome = result?;
@@ -267,7 +408,7 @@ impl Daemon {
         let mut outcome = Outcome::default();
         if self.options.once {
             let all = SweepPlan::full(self.config.monitors.iter().map(|m| m.name.clone()));
-            outcome.inconclusive |= !self.sweep(&all, stop)?;
+            outcome.inconclusive |= !self.run_sweep(&all, stop)?;
             outcome.sweeps += 1;
             outcome.events = self.events;
             self.delivery.drain_for(&self.store, ONCE_DRAIN, stop)?;
@@ -283,7 +424,7 @@ impl Daemon {
             let now = now_ms();
             self.check_staleness(now)?;
             if let Some(plan) = self.schedule.take_due(now) {
-                outcome.inconclusive |= !self.sweep(&plan, stop)?;
+                outcome.inconclusive |= !self.run_sweep(&plan, stop)?;
                 outcome.sweeps += 1;
                 continue;
             }
@@ -295,7 +436,11 @@ impl Daemon {
                 .schedule
                 .next_wake()
                 .map_or(200, |at| (at - now).clamp(1, 200));
-            std::thread::sleep(Duration::from_millis(nap as u64));
+            if let Some(command) = self.control.next(Duration::from_millis(nap as u64))
+                && let Err(e) = self.obey(command)
+            {
+                tracing::error!("{e}");
+            }
         }
         outcome.events = self.events;
         Ok(outcome)
@@ -349,4 +494,32 @@ impl Daemon {
         let never = AtomicBool::new(false);
         Ok(self.delivery.drain_for(&self.store, limit, &never)?)
     }
+}
+
+/// Imports the configuration file's monitors into the store (a name an API
+/// monitor holds is refused, and logged), and returns the enabled monitors
+/// the store holds then: what the daemon scans.
+fn import_monitors(
+    store: &mut Store,
+    from_file: &[MonitorSpec],
+    now: Millis,
+) -> Result<Vec<MonitorSpec>, DaemonError> {
+    let report = store.import_config_monitors(from_file, now)?;
+    for name in &report.conflicts {
+        tracing::error!(
+            monitor = %name,
+            "the configuration file's monitor {name:?} is not imported: a monitor created \
+             through the API or the dashboard has that name; rename one of them, or delete the \
+             other in the dashboard"
+        );
+    }
+    if report.changed() {
+        tracing::info!(
+            added = report.added.len(),
+            updated = report.updated.len(),
+            removed = report.removed.len(),
+            "imported the configuration file's monitors"
+        );
+    }
+    Ok(store.enabled_monitors()?)
 }

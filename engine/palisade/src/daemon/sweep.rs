@@ -39,6 +39,7 @@ pub fn decide(
         scan_id,
         scan,
         step,
+        summary: state.summary(spec),
         state,
         outbox,
     }

@@ -16,11 +16,19 @@ use rusqlite::{Connection, OptionalExtension, params};
 use thiserror::Error;
 
 use palisade_core::health::HealthState;
-use palisade_core::monitor::{Event, HostIncidentKind, Millis, MonitorState, PortRanges, Step};
+use palisade_core::monitor::{
+    Event, HostIncidentKind, Millis, MonitorState, MonitorSummary, PortRanges, Step,
+};
 use palisade_core::plan::{SavedMonitor, ScanFacts, ScanKind};
 use palisade_outputs::sink::redact_url;
 
 use crate::config::SinkStart;
+
+mod monitors;
+mod views;
+
+pub use monitors::{ImportReport, ManagedBy, MonitorWriteError, StoredMonitor};
+pub use views::*;
 
 /// Store failures.
 #[derive(Debug, Error)]
@@ -178,6 +186,32 @@ CREATE INDEX outbox_created ON outbox (created_ms);
 CREATE INDEX deliveries_seq ON deliveries (seq);
 CREATE INDEX dead_letters_seq ON dead_letters (seq);
 "#,
+    r#"
+-- Monitors live here (the dashboard's settings page and the API edit them):
+-- those of the configuration file ('config': imported at start and on
+-- SIGHUP, read-only elsewhere) and those created through the API ('api').
+-- `spec` is the JSON of palisade_core::monitor::MonitorSpec; `version`
+-- grows with every change (the API's ETag).
+CREATE TABLE monitors (
+    name       TEXT PRIMARY KEY,
+    managed_by TEXT    NOT NULL CHECK (managed_by IN ('config', 'api')),
+    spec       TEXT    NOT NULL,
+    enabled    INTEGER NOT NULL DEFAULT 1,
+    version    INTEGER NOT NULL DEFAULT 1,
+    created_ms INTEGER NOT NULL,
+    updated_ms INTEGER NOT NULL
+);
+-- Each monitor's state in counts, written with the state (the fleet page).
+ALTER TABLE monitor_state ADD COLUMN last_scan_ms INTEGER;
+ALTER TABLE monitor_state ADD COLUMN last_conclusive INTEGER;
+ALTER TABLE monitor_state ADD COLUMN reachability TEXT NOT NULL DEFAULT 'unknown';
+ALTER TABLE monitor_state ADD COLUMN expected_down INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE monitor_state ADD COLUMN unexpected_open INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE monitor_state ADD COLUMN open_incidents INTEGER NOT NULL DEFAULT 0;
+CREATE INDEX incidents_open ON incidents (monitor) WHERE resolved_at_ms IS NULL;
+CREATE INDEX incidents_confirmed ON incidents (confirmed_at_ms);
+CREATE INDEX scans_monitor_id ON scans (monitor, id);
+"#,
 ];
 
 /// The migration after which sink names hold no secret: the webhook sinks'
@@ -198,6 +232,8 @@ pub struct DecidedScan {
     pub state: MonitorState,
     /// The outbox rows: the step's events, then the scan summary.
     pub outbox: Vec<OutboxEntry>,
+    /// The new state in counts (`MonitorState::summary`).
+    pub summary: MonitorSummary,
 }
 
 /// An event for the outbox: its stable id, kind and JSON payload.
@@ -417,6 +453,52 @@ impl Store {
         Self::init(conn, &name)
     }
 
+    /// Another connection to the store at `path`, which a daemon opened
+    /// (and so migrated) already: the HTTP server's. Refuses a store of
+    /// another schema version.
+    pub fn connect(path: &Path) -> Result<Store, StoreError> {
+        let name = path.display().to_string();
+        let conn = Connection::open_with_flags(
+            path,
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(|source| StoreError::Open {
+            path: name.clone(),
+            source,
+        })?;
+        conn.busy_timeout(std::time::Duration::from_secs(10))?;
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+        conn.pragma_update(None, "secure_delete", "ON")?;
+        let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+        let known = MIGRATIONS.len() as i64;
+        if version != known {
+            return Err(StoreError::TooNew {
+                path: name,
+                found: version,
+                known,
+            });
+        }
+        Ok(Store { conn })
+    }
+
+    /// The size of the store's files (database and write-ahead log), in
+    /// bytes.
+    pub fn size_bytes(&self) -> Result<u64, StoreError> {
+        let pages: i64 = self
+            .conn
+            .pragma_query_value(None, "page_count", |r| r.get(0))?;
+        let page_size: i64 = self
+            .conn
+            .pragma_query_value(None, "page_size", |r| r.get(0))?;
+        let main = (pages * page_size) as u64;
+        let wal = self
+            .conn
+            .path()
+            .and_then(|p| std::fs::metadata(format!("{p}-wal")).ok())
+            .map_or(0, |m| m.len());
+        Ok(main + wal)
+    }
+
     /// An in-memory store, for tests.
     pub fn in_memory() -> Result<Store, StoreError> {
         Self::init(Connection::open_in_memory()?, ":memory:")
@@ -554,11 +636,27 @@ impl Store {
                 source,
             })?;
         let full = (scan.kind() == ScanKind::Full && scan.conclusive()).then_some(scan.started);
+        let summary = &decided.summary;
         tx.execute(
-            "INSERT INTO monitor_state (monitor, state, last_full_ms) VALUES (?1, ?2, ?3)
+            "INSERT INTO monitor_state (monitor, state, last_full_ms, last_scan_ms, last_conclusive,
+                                        reachability, expected_down, unexpected_open, open_incidents)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
              ON CONFLICT (monitor) DO UPDATE SET state = excluded.state,
-                 last_full_ms = COALESCE(excluded.last_full_ms, monitor_state.last_full_ms)",
-            params![scan.monitor, state_json, full],
+                 last_full_ms = COALESCE(excluded.last_full_ms, monitor_state.last_full_ms),
+                 last_scan_ms = excluded.last_scan_ms, last_conclusive = excluded.last_conclusive,
+                 reachability = excluded.reachability, expected_down = excluded.expected_down,
+                 unexpected_open = excluded.unexpected_open, open_incidents = excluded.open_incidents",
+            params![
+                scan.monitor,
+                state_json,
+                full,
+                scan.started,
+                scan.conclusive(),
+                summary.reachability.as_str(),
+                summary.expected_down,
+                summary.unexpected_open,
+                summary.open_incidents
+            ],
         )?;
         tx.commit()?;
         Ok(())
@@ -1402,6 +1500,7 @@ mod tests {
             scan_id,
             scan,
             step,
+            summary: state.summary(&spec),
             state,
             outbox,
         }
@@ -1758,7 +1857,15 @@ mod tests {
                     "DROP TABLE dead_letters; DROP TABLE sink_health;
                      DROP INDEX scans_started; DROP INDEX state_changes_scan;
                      DROP INDEX incidents_resolved; DROP INDEX outbox_created;
-                     DROP INDEX deliveries_seq;",
+                     DROP INDEX deliveries_seq; DROP TABLE monitors;
+                     DROP INDEX incidents_open; DROP INDEX incidents_confirmed;
+                     DROP INDEX scans_monitor_id;
+                     ALTER TABLE monitor_state DROP COLUMN last_scan_ms;
+                     ALTER TABLE monitor_state DROP COLUMN last_conclusive;
+                     ALTER TABLE monitor_state DROP COLUMN reachability;
+                     ALTER TABLE monitor_state DROP COLUMN expected_down;
+                     ALTER TABLE monitor_state DROP COLUMN unexpected_open;
+                     ALTER TABLE monitor_state DROP COLUMN open_incidents;",
                 )
                 .unwrap();
         }

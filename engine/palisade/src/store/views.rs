@@ -1,0 +1,452 @@
+//! Reads for the dashboard and the API: the fleet in pages (sorted,
+//! filtered, searched in SQL over each monitor's counts, so a page costs
+//! the same with 10 or 100,000 monitors), one monitor, incidents, scans
+//! and events, newest first.
+
+use rusqlite::{OptionalExtension, params};
+use serde::Serialize;
+
+use palisade_core::monitor::{Millis, MonitorState};
+
+use super::{AddressStatus, Store, StoreError, monitors::ManagedBy};
+
+/// How the fleet list is sorted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FleetSort {
+    /// Most open incidents first, then most deviations, then by name.
+    #[default]
+    Attention,
+    Name,
+    Host,
+    LastScan,
+    ExpectedDown,
+    UnexpectedOpen,
+}
+
+impl FleetSort {
+    pub const ALL: [FleetSort; 6] = [
+        FleetSort::Attention,
+        FleetSort::Name,
+        FleetSort::Host,
+        FleetSort::LastScan,
+        FleetSort::ExpectedDown,
+        FleetSort::UnexpectedOpen,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Attention => "attention",
+            Self::Name => "name",
+            Self::Host => "host",
+            Self::LastScan => "last_scan",
+            Self::ExpectedDown => "expected_down",
+            Self::UnexpectedOpen => "unexpected_open",
+        }
+    }
+
+    fn order_by(self) -> &'static str {
+        match self {
+            Self::Attention => {
+                "COALESCE(s.open_incidents, 0) DESC, \
+                 COALESCE(s.unexpected_open, 0) + COALESCE(s.expected_down, 0) DESC, m.name"
+            }
+            Self::Name => "m.name",
+            Self::Host => "json_extract(m.spec, '$.host'), m.name",
+            Self::LastScan => "s.last_scan_ms IS NULL, s.last_scan_ms DESC, m.name",
+            Self::ExpectedDown => "COALESCE(s.expected_down, 0) DESC, m.name",
+            Self::UnexpectedOpen => "COALESCE(s.unexpected_open, 0) DESC, m.name",
+        }
+    }
+}
+
+/// Which monitors the fleet list shows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FleetFilter {
+    #[default]
+    All,
+    /// With an open incident.
+    Incidents,
+    /// With an expected port down or an unexpected port open.
+    Deviating,
+    /// Some or every address confirmed unreachable.
+    Unreachable,
+    Disabled,
+}
+
+impl FleetFilter {
+    pub const ALL: [FleetFilter; 5] = [
+        FleetFilter::All,
+        FleetFilter::Incidents,
+        FleetFilter::Deviating,
+        FleetFilter::Unreachable,
+        FleetFilter::Disabled,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::All => "all",
+            Self::Incidents => "incidents",
+            Self::Deviating => "deviating",
+            Self::Unreachable => "unreachable",
+            Self::Disabled => "disabled",
+        }
+    }
+
+    fn condition(self) -> &'static str {
+        match self {
+            Self::All => "1",
+            Self::Incidents => "COALESCE(s.open_incidents, 0) > 0",
+            Self::Deviating => "COALESCE(s.expected_down, 0) + COALESCE(s.unexpected_open, 0) > 0",
+            Self::Unreachable => "s.reachability IN ('unreachable', 'partly')",
+            Self::Disabled => "NOT m.enabled",
+        }
+    }
+}
+
+/// A page of the fleet list.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct FleetQuery {
+    /// A substring of the name or the host (case-insensitive).
+    pub search: String,
+    pub filter: FleetFilter,
+    pub sort: FleetSort,
+    /// From 1.
+    pub page: u32,
+    pub per_page: u32,
+}
+
+/// Most rows a page of any list holds.
+pub const MAX_PER_PAGE: u32 = 500;
+
+/// One monitor in the fleet list.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FleetRow {
+    pub name: String,
+    pub host: String,
+    pub managed_by: ManagedBy,
+    pub enabled: bool,
+    /// `unknown`, `reachable`, `partly` or `unreachable`.
+    pub reachability: String,
+    pub expected_down: u32,
+    pub unexpected_open: u32,
+    pub open_incidents: u32,
+    pub last_scan_ms: Option<Millis>,
+    pub last_scan_conclusive: Option<bool>,
+    /// The start of the last conclusive full scan.
+    pub last_full_ms: Option<Millis>,
+}
+
+/// A page of [`FleetRow`]s and how many match in all.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FleetPage {
+    pub rows: Vec<FleetRow>,
+    pub total: u64,
+    pub page: u32,
+    pub per_page: u32,
+}
+
+/// Fleet-wide counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+pub struct FleetTotals {
+    pub monitors: u64,
+    pub enabled: u64,
+    pub with_incidents: u64,
+    pub unreachable: u64,
+    pub open_incidents: u64,
+    pub expected_down: u64,
+    pub unexpected_open: u64,
+}
+
+/// An incident as the dashboard lists it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct IncidentRow {
+    pub id: String,
+    pub monitor: String,
+    pub address: Option<String>,
+    /// 0 for a host incident.
+    pub port: u16,
+    /// Host incidents: the ports concerned, as ranges.
+    pub ports: Option<String>,
+    pub kind: String,
+    /// The detected state that opened it.
+    pub state: String,
+    pub first_seen_ms: Millis,
+    pub confirmed_at_ms: Millis,
+    pub resolved_at_ms: Option<Millis>,
+    pub resolution: Option<String>,
+}
+
+/// Which incidents to list.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct IncidentQuery {
+    pub monitor: Option<String>,
+    /// Only those still open.
+    pub open_only: bool,
+    pub page: u32,
+    pub per_page: u32,
+}
+
+/// One scan of a monitor, with what each address answered.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ScanRow {
+    pub id: i64,
+    pub sweep: i64,
+    /// `full` or `recheck`.
+    pub kind: String,
+    pub started_ms: Millis,
+    pub finished_ms: Millis,
+    pub conclusive: bool,
+    /// Why it was inconclusive, if it was.
+    pub note: Option<String>,
+    pub addresses: Vec<AddressStatus>,
+}
+
+/// One event of the outbox.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct EventRow {
+    pub seq: i64,
+    pub id: String,
+    pub kind: String,
+    pub monitor: String,
+    pub created_ms: Millis,
+    /// The envelope, as JSON text.
+    pub payload: String,
+}
+
+/// A monitor's saved state and its counts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MonitorStatus {
+    pub state: MonitorState,
+    pub last_scan_ms: Option<Millis>,
+    pub last_scan_conclusive: Option<bool>,
+    pub last_full_ms: Option<Millis>,
+}
+
+fn page_bounds(page: u32, per_page: u32) -> (u32, u32, i64) {
+    let per_page = per_page.clamp(1, MAX_PER_PAGE);
+    let page = page.max(1);
+    (page, per_page, i64::from(page - 1) * i64::from(per_page))
+}
+
+/// `text` for a LIKE pattern: `%`, `_` and `\` taken literally.
+fn like_escaped(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() + 2);
+    out.push('%');
+    for c in text.chars() {
+        if matches!(c, '%' | '_' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out.push('%');
+    out
+}
+
+const FLEET_FROM: &str = "FROM monitors m LEFT JOIN monitor_state s ON s.monitor = m.name
+     WHERE (?1 = '' OR m.name LIKE ?2 ESCAPE '\\' OR json_extract(m.spec, '$.host') LIKE ?2 ESCAPE '\\')";
+
+impl Store {
+    /// A page of the fleet list.
+    pub fn fleet(&self, query: &FleetQuery) -> Result<FleetPage, StoreError> {
+        let (page, per_page, offset) = page_bounds(query.page, query.per_page);
+        let search = query.search.trim();
+        let pattern = like_escaped(search);
+        let condition = query.filter.condition();
+        let total: i64 = self.conn.query_row(
+            &format!("SELECT COUNT(*) {FLEET_FROM} AND {condition}"),
+            params![search, pattern],
+            |r| r.get(0),
+        )?;
+        let mut stmt = self.conn.prepare(&format!(
+            "SELECT m.name, json_extract(m.spec, '$.host'), m.managed_by, m.enabled,
+                    COALESCE(s.reachability, 'unknown'), COALESCE(s.expected_down, 0),
+                    COALESCE(s.unexpected_open, 0), COALESCE(s.open_incidents, 0),
+                    s.last_scan_ms, s.last_conclusive, s.last_full_ms
+             {FLEET_FROM} AND {condition}
+             ORDER BY {} LIMIT ?3 OFFSET ?4",
+            query.sort.order_by()
+        ))?;
+        let rows = stmt.query_map(params![search, pattern, per_page, offset], |r| {
+            let managed_by: String = r.get(2)?;
+            Ok(FleetRow {
+                name: r.get(0)?,
+                host: r.get(1)?,
+                managed_by: if managed_by == "config" {
+                    ManagedBy::Config
+                } else {
+                    ManagedBy::Api
+                },
+                enabled: r.get(3)?,
+                reachability: r.get(4)?,
+                expected_down: r.get(5)?,
+                unexpected_open: r.get(6)?,
+                open_incidents: r.get(7)?,
+                last_scan_ms: r.get(8)?,
+                last_scan_conclusive: r.get(9)?,
+                last_full_ms: r.get(10)?,
+            })
+        })?;
+        Ok(FleetPage {
+            rows: rows.collect::<Result<_, _>>()?,
+            total: total as u64,
+            page,
+            per_page,
+        })
+    }
+
+    /// Counts over the whole fleet.
+    pub fn fleet_totals(&self) -> Result<FleetTotals, StoreError> {
+        Ok(self.conn.query_row(
+            "SELECT COUNT(*), COALESCE(SUM(m.enabled), 0),
+                    COALESCE(SUM(COALESCE(s.open_incidents, 0) > 0), 0),
+                    COALESCE(SUM(s.reachability IN ('unreachable', 'partly')), 0),
+                    COALESCE(SUM(s.open_incidents), 0), COALESCE(SUM(s.expected_down), 0),
+                    COALESCE(SUM(s.unexpected_open), 0)
+             FROM monitors m LEFT JOIN monitor_state s ON s.monitor = m.name",
+            [],
+            |r| {
+                Ok(FleetTotals {
+                    monitors: r.get::<_, i64>(0)? as u64,
+                    enabled: r.get::<_, i64>(1)? as u64,
+                    with_incidents: r.get::<_, i64>(2)? as u64,
+                    unreachable: r.get::<_, i64>(3)? as u64,
+                    open_incidents: r.get::<_, i64>(4)? as u64,
+                    expected_down: r.get::<_, i64>(5)? as u64,
+                    unexpected_open: r.get::<_, i64>(6)? as u64,
+                })
+            },
+        )?)
+    }
+
+    /// The saved state of `monitor` and when it was last scanned, if it
+    /// has been.
+    pub fn monitor_status(&self, monitor: &str) -> Result<Option<MonitorStatus>, StoreError> {
+        let row = self
+            .conn
+            .query_row(
+                "SELECT state, last_scan_ms, last_conclusive, last_full_ms
+                 FROM monitor_state WHERE monitor = ?1",
+                params![monitor],
+                |r| {
+                    Ok((
+                        r.get::<_, String>(0)?,
+                        MonitorStatus {
+                            state: MonitorState::new(),
+                            last_scan_ms: r.get(1)?,
+                            last_scan_conclusive: r.get(2)?,
+                            last_full_ms: r.get(3)?,
+                        },
+                    ))
+                },
+            )
+            .optional()?;
+        row.map(|(json, status)| {
+            let state = serde_json::from_str(&json).map_err(|source| StoreError::State {
+                monitor: monitor.to_owned(),
+                source,
+            })?;
+            Ok(MonitorStatus { state, ..status })
+        })
+        .transpose()
+    }
+
+    /// Incidents, newest confirmed first, and how many match in all.
+    pub fn incidents(&self, query: &IncidentQuery) -> Result<(Vec<IncidentRow>, u64), StoreError> {
+        let (_, per_page, offset) = page_bounds(query.page, query.per_page);
+        let filter = "(?1 IS NULL OR monitor = ?1) AND (NOT ?2 OR resolved_at_ms IS NULL)";
+        let total: i64 = self.conn.query_row(
+            &format!("SELECT COUNT(*) FROM incidents WHERE {filter}"),
+            params![query.monitor, query.open_only],
+            |r| r.get(0),
+        )?;
+        let mut stmt = self.conn.prepare(&format!(
+            "SELECT id, monitor, address, port, ports, kind, state, first_seen_ms, confirmed_at_ms,
+                    resolved_at_ms, resolution
+             FROM incidents WHERE {filter}
+             ORDER BY confirmed_at_ms DESC, id LIMIT ?3 OFFSET ?4"
+        ))?;
+        let rows = stmt.query_map(
+            params![query.monitor, query.open_only, per_page, offset],
+            |r| {
+                Ok(IncidentRow {
+                    id: r.get(0)?,
+                    monitor: r.get(1)?,
+                    address: r.get(2)?,
+                    port: r.get(3)?,
+                    ports: r.get(4)?,
+                    kind: r.get(5)?,
+                    state: r.get(6)?,
+                    first_seen_ms: r.get(7)?,
+                    confirmed_at_ms: r.get(8)?,
+                    resolved_at_ms: r.get(9)?,
+                    resolution: r.get(10)?,
+                })
+            },
+        )?;
+        Ok((rows.collect::<Result<_, _>>()?, total as u64))
+    }
+
+    /// The scans of `monitor`, newest first, and how many it has.
+    pub fn scans(
+        &self,
+        monitor: &str,
+        page: u32,
+        per_page: u32,
+    ) -> Result<(Vec<ScanRow>, u64), StoreError> {
+        let (_, per_page, offset) = page_bounds(page, per_page);
+        let total: i64 = self.conn.query_row(
+            "SELECT COUNT(*) FROM scans WHERE monitor = ?1",
+            params![monitor],
+            |r| r.get(0),
+        )?;
+        let mut stmt = self.conn.prepare(
+            "SELECT id, sweep, kind, started_ms, finished_ms, conclusive, note
+             FROM scans WHERE monitor = ?1 ORDER BY id DESC LIMIT ?2 OFFSET ?3",
+        )?;
+        let rows = stmt.query_map(params![monitor, per_page, offset], |r| {
+            Ok(ScanRow {
+                id: r.get(0)?,
+                sweep: r.get(1)?,
+                kind: r.get(2)?,
+                started_ms: r.get(3)?,
+                finished_ms: r.get(4)?,
+                conclusive: r.get(5)?,
+                note: r.get(6)?,
+                addresses: Vec::new(),
+            })
+        })?;
+        let mut scans: Vec<ScanRow> = rows.collect::<Result<_, _>>()?;
+        for scan in &mut scans {
+            scan.addresses = self.scan_addresses(scan.id)?;
+        }
+        Ok((scans, total as u64))
+    }
+
+    /// Events of the outbox after `after` (a `seq`), oldest first, at most
+    /// `limit`; only `monitor`'s if given.
+    pub fn events(
+        &self,
+        after: i64,
+        limit: u32,
+        monitor: Option<&str>,
+    ) -> Result<Vec<EventRow>, StoreError> {
+        let limit = limit.clamp(1, MAX_PER_PAGE);
+        let mut stmt = self.conn.prepare(
+            "SELECT seq, event_id, kind, monitor, created_ms, payload FROM outbox
+             WHERE seq > ?1 AND (?2 IS NULL OR monitor = ?2) ORDER BY seq LIMIT ?3",
+        )?;
+        let rows = stmt.query_map(params![after, monitor, limit], |r| {
+            Ok(EventRow {
+                seq: r.get(0)?,
+                id: r.get(1)?,
+                kind: r.get(2)?,
+                monitor: r.get(3)?,
+                created_ms: r.get(4)?,
+                payload: r.get(5)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+}
