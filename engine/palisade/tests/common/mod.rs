@@ -130,10 +130,26 @@ while True:
 
 #[allow(dead_code)]
 impl LoopbackBridge {
+    /// `127.0.0.1:<port>` of the host reachable inside `namespace`.
     pub fn new(namespace: &str, port: u16) -> LoopbackBridge {
+        LoopbackBridge::relay(namespace, port, true)
+    }
+
+    /// The reverse: `127.0.0.1:<port>` inside `namespace` (a daemon's HTTP
+    /// server) reachable as `127.0.0.1:<port>` of the host (the test, a
+    /// browser, Prometheus). Pick the port with [`free_port`].
+    pub fn out_of(namespace: &str, port: u16) -> LoopbackBridge {
+        LoopbackBridge::relay(namespace, port, false)
+    }
+
+    /// Two relays joined by a Unix socket: the listening one on the side
+    /// the connections come from.
+    fn relay(namespace: &str, port: u16, into_namespace: bool) -> LoopbackBridge {
+        static COUNT: AtomicUsize = AtomicUsize::new(0);
         let path = std::env::temp_dir().join(format!(
-            "palisade-bridge-{}-{port}.sock",
-            std::process::id()
+            "palisade-bridge-{}-{port}-{}.sock",
+            std::process::id(),
+            COUNT.fetch_add(1, Ordering::Relaxed)
         ));
         let ready = |child: &mut std::process::Child| {
             let mut line = String::new();
@@ -146,36 +162,44 @@ impl LoopbackBridge {
                 "the loopback relay did not start (needs python3)"
             );
         };
-        let mut outer = Command::new("python3")
-            .args([
-                "-c",
-                RELAY,
-                "unix2tcp",
-                path.to_str().unwrap(),
-                &port.to_string(),
-            ])
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("python3 for the loopback relay");
-        ready(&mut outer);
-        let mut inner = Command::new("ip")
-            .args([
-                "netns",
-                "exec",
-                namespace,
-                "python3",
-                "-c",
-                RELAY,
-                "tcp2unix",
-                &port.to_string(),
-            ])
-            .arg(&path)
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("ip netns exec python3");
-        ready(&mut inner);
+        let port = port.to_string();
+        let path_text = path.to_str().unwrap().to_owned();
+        let relay = |in_namespace: bool, args: [&str; 3]| {
+            let mut command = if in_namespace {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", namespace, "python3"]);
+                c
+            } else {
+                Command::new("python3")
+            };
+            command
+                .args(["-c", RELAY])
+                .args(args)
+                .stdout(Stdio::piped())
+                .spawn()
+                .expect("python3 for the loopback relay")
+        };
+        // The Unix side first (it must exist before the TCP side connects).
+        let mut unix_side = relay(!into_namespace, ["unix2tcp", &path_text, &port]);
+        ready(&mut unix_side);
+        let mut tcp_side = relay(into_namespace, ["tcp2unix", &port, &path_text]);
+        ready(&mut tcp_side);
+        let (inner, outer) = if into_namespace {
+            (tcp_side, unix_side)
+        } else {
+            (unix_side, tcp_side)
+        };
         LoopbackBridge { inner, outer, path }
     }
+}
+
+/// A TCP port free on the host's loopback now.
+#[allow(dead_code)]
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
 }
 
 impl Drop for LoopbackBridge {
