@@ -5,6 +5,7 @@
 //! * [`fleet`]: the ground truth of a simulated fleet (pure), and
 //!   [`responder`], the XDP program (`ebpf/responder.bpf.c`) that answers as
 //!   that fleet would, for whole address blocks.
+//! * [`bridge`]: loopback bridges into and out of a testbed namespace.
 //! * [`txbench`]: a bare AF_XDP transmit loop, the ceiling a scan's rate is
 //!   measured against.
 //!
@@ -12,6 +13,7 @@
 //! The `palisade-sim` binary runs the fleet (`fleet`, `fleet-truth`) and the
 //! transmit loop (`tx-bench`); the `palisade` binary ships none of this.
 
+pub mod bridge;
 pub mod fleet;
 #[cfg(feature = "fleet")]
 pub mod responder;

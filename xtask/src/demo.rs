@@ -1,11 +1,35 @@
 //! `cargo xtask demo`: the main job on a fresh machine: setup, build, and
-//! Palisade at work on a testbed (a scan, then four monitor sweeps).
+//! Palisade at work on a testbed (a scan, then seven monitor sweeps), with a
+//! screenshot of the dashboard while incidents are open. `--serve` then
+//! keeps the testbed and the daemon running, the dashboard on a local
+//! port, until Ctrl-C.
+
+use std::path::{Path, PathBuf};
+use std::process::Child;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
+use palisade_sim::bridge::LoopbackBridge;
+use palisade_sim::testbed::Testbed;
 
 use crate::{build_release, setup::setup};
 
-pub(crate) fn demo() -> Result<()> {
+/// `cargo xtask demo` options.
+#[derive(Debug, clap::Args)]
+pub(crate) struct DemoArgs {
+    /// After the demo, keep the testbed and the daemon running with the
+    /// dashboard on http://127.0.0.1:<port>/ until Ctrl-C.
+    #[arg(long)]
+    serve: bool,
+    /// The dashboard's port on this host's loopback.
+    #[arg(long, default_value_t = 9180)]
+    port: u16,
+}
+
+/// The dashboard's port inside the scanner namespace (its own loopback).
+const DASHBOARD_PORT: u16 = 9180;
+
+pub(crate) fn demo(args: &DemoArgs) -> Result<()> {
     use palisade_sim::testbed::{Testbed, TestbedConfig};
     use std::net::IpAddr;
 
@@ -72,6 +96,7 @@ pub(crate) fn demo() -> Result<()> {
         &config,
         format!(
             "[scan]\nrate = 500000\nwait = \"500ms\"\n\n[store]\npath = \"{}\"\n\n\
+             [http]\nlisten = \"127.0.0.1:{DASHBOARD_PORT}\"\n\n\
              [[monitor]]\nname = \"web-1\"\nhost = \"198.18.0.2\"\nexpected_open = [22, 80, 443]\n\
              every = \"12h\"\nconfirm = 2\nrecheck = \"off\"\n",
             dir.join("palisade.db").display()
@@ -98,6 +123,15 @@ pub(crate) fn demo() -> Result<()> {
             &tb,
             "sweep 3: seen twice in a row: expected_port_down 443, unexpected_port_open 6379 (high)",
         )?;
+        say("the dashboard, with both incidents open");
+        match screenshots(&tb, bin, &config) {
+            Ok(shots) => {
+                for shot in shots {
+                    say(&format!("screenshot: {}", shot.display()));
+                }
+            }
+            Err(e) => say(&format!("no screenshot of the dashboard: {e:#}")),
+        }
         tb.stop_listener(redis)?;
         tb.listen(&[(web, 443)])?;
         say("fix: 443 listens again, Redis is gone");
@@ -126,12 +160,151 @@ pub(crate) fn demo() -> Result<()> {
         say("palisade status");
         scan(&tb, &["status", "-c", cfg])?;
         say("palisade history web-1");
-        scan(&tb, &["history", "web-1", "-c", cfg])
+        scan(&tb, &["history", "web-1", "-c", cfg])?;
+        if args.serve {
+            serve(&tb, bin, &config, args.port)?;
+        }
+        Ok(())
     })();
     let _ = std::fs::remove_dir_all(&dir);
     tb.teardown().context("cannot tear the testbed down")?;
     result?;
     say("testbed torn down");
+    Ok(())
+}
+
+/// The daemon in the scanner namespace, its dashboard on `127.0.0.1:port`
+/// of this host (through a loopback bridge); stopped when dropped.
+struct Dashboard {
+    daemon: Child,
+    _bridge: LoopbackBridge,
+    url: String,
+}
+
+impl Dashboard {
+    fn start(tb: &Testbed, bin: &str, config: &Path, port: u16) -> Result<Dashboard> {
+        let daemon = tb
+            .in_scanner(bin)
+            .arg("run")
+            .arg("-c")
+            .arg(config)
+            .spawn()
+            .context("cannot start palisade run")?;
+        let bridge = LoopbackBridge::start(tb.scanner_ns(), port, false)
+            .context("cannot bridge the dashboard's port out of the testbed")?;
+        let url = format!("http://127.0.0.1:{port}/");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !healthy(port) {
+            if Instant::now() > deadline {
+                bail!("the dashboard did not answer on {url} within 20 s");
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        Ok(Dashboard {
+            daemon,
+            _bridge: bridge,
+            url,
+        })
+    }
+}
+
+impl Drop for Dashboard {
+    fn drop(&mut self) {
+        // SIGTERM: the daemon stops its sinks and the server cleanly.
+        let _ = std::process::Command::new("kill")
+            .arg(self.daemon.id().to_string())
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.daemon.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _ = self.daemon.kill();
+        let _ = self.daemon.wait();
+    }
+}
+
+/// `GET /healthz` answers 200 on this host's `127.0.0.1:port`.
+fn healthy(port: u16) -> bool {
+    use std::io::{Read, Write};
+    let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+        return false;
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
+    if stream
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+        .is_err()
+    {
+        return false;
+    }
+    let mut answer = String::new();
+    let _ = stream.read_to_string(&mut answer);
+    answer.starts_with("HTTP/1.1 200")
+}
+
+/// Screenshots of the fleet page and of web-1's page, taken by headless
+/// Chromium through the daemon's dashboard, into `target/demo/`.
+fn screenshots(tb: &Testbed, bin: &str, config: &Path) -> Result<Vec<PathBuf>> {
+    let port = palisade_sim::bridge::free_port().context("no free port")?;
+    let dashboard = Dashboard::start(tb, bin, config, port)?;
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/demo");
+    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let dir = dir.canonicalize()?;
+    let mut shots = Vec::new();
+    for (file, page) in [
+        ("dashboard.png", ""),
+        ("monitor-web-1.png", "monitors/web-1"),
+    ] {
+        let shot = dir.join(file);
+        let _ = std::fs::remove_file(&shot);
+        let profile =
+            std::env::temp_dir().join(format!("palisade-demo-chromium-{}", std::process::id()));
+        let status = std::process::Command::new("chromium")
+            .args([
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--hide-scrollbars",
+                "--no-first-run",
+                "--window-size=1280,900",
+            ])
+            .arg(format!("--user-data-dir={}", profile.display()))
+            .arg(format!("--screenshot={}", shot.display()))
+            .arg(format!("{}{page}", dashboard.url))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .context("cannot run chromium (cargo xtask setup installs it)")?;
+        let _ = std::fs::remove_dir_all(&profile);
+        if !status.success() || !shot.exists() {
+            bail!("chromium could not take {} ({status})", shot.display());
+        }
+        shots.push(shot);
+    }
+    Ok(shots)
+}
+
+/// Runs the daemon with its dashboard on `127.0.0.1:port` until Ctrl-C.
+fn serve(tb: &Testbed, bin: &str, config: &Path, port: u16) -> Result<()> {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let stop = Arc::new(AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(signal, Arc::clone(&stop))
+            .context("cannot install the signal handlers")?;
+    }
+    let dashboard = Dashboard::start(tb, bin, config, port)?;
+    say(&format!(
+        "the dashboard: {} (no login on loopback without a tokens file); Ctrl-C stops the \
+         daemon and tears the testbed down",
+        dashboard.url
+    ));
+    while !stop.load(Ordering::Relaxed) {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    drop(dashboard);
     Ok(())
 }
 

@@ -36,8 +36,9 @@ enum XtaskCommand {
     Setup,
     /// Setup, cargo fmt --check, clippy -D warnings, every test, bench --quick.
     Ci,
-    /// The main job on a fresh machine: setup, build, scan and monitor a testbed.
-    Demo,
+    /// The main job on a fresh machine: setup, build, scan and monitor a testbed,
+    /// and a screenshot of the dashboard.
+    Demo(demo::DemoArgs),
     /// Every benchmark side by side on a testbed -> benches/RESULTS.md.
     Bench(bench::BenchArgs),
     /// Side by side on one testbed: bare AF_XDP transmit, palisade scan, masscan.
@@ -49,7 +50,7 @@ fn main() -> ExitCode {
     let result = match &cli.command {
         XtaskCommand::Setup => setup::setup(),
         XtaskCommand::Ci => ci::ci(),
-        XtaskCommand::Demo => demo::demo(),
+        XtaskCommand::Demo(args) => demo::demo(args),
         XtaskCommand::Bench(args) => bench::bench(args),
         XtaskCommand::Compare => compare::compare(),
     };
