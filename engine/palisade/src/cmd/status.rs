@@ -27,6 +27,16 @@ pub fn run(args: &StatusArgs) -> Result<ExitCode> {
     };
     let store = palisade::store::Store::open(&config.store.path)?;
     let rows = store.status()?;
+    // The configuration file's monitors, then those created through the
+    // API or the dashboard (the store holds them).
+    let mut monitors = config.monitors.clone();
+    for stored in store.monitors()? {
+        if stored.managed_by == palisade::store::ManagedBy::Api
+            && !monitors.iter().any(|m| m.name == stored.spec.name)
+        {
+            monitors.push(stored.spec);
+        }
+    }
     let sinks = sink_rows(&store, &config)?;
     let mut out = std::io::stdout().lock();
     match args.format {
@@ -44,7 +54,7 @@ pub fn run(args: &StatusArgs) -> Result<ExitCode> {
                 "{:<20} {:<24} {:<24} {:<26} {:<24} OPEN INCIDENTS",
                 "MONITOR", "HOST", "ADDRESS", "LAST SCAN", "OPEN PORTS"
             )?;
-            for m in &config.monitors {
+            for m in &monitors {
                 let r = rows.iter().find(|r| r.monitor == m.name);
                 let last = r
                     .and_then(|r| r.last_scan_ms)

@@ -67,6 +67,7 @@ impl Drop for HostsFile {
     }
 }
 
+#[allow(unused_imports)]
 pub use palisade_sim::bridge::LoopbackBridge;
 
 /// A TCP port free on the host's loopback now.
