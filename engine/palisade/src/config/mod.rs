@@ -28,6 +28,7 @@ mod document;
 mod http;
 mod nats;
 mod report;
+pub mod tokens;
 #[cfg(test)]
 mod tests;
 
@@ -249,7 +250,26 @@ pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
 pub fn load_with_warnings(path: &Path) -> Result<Loaded, ConfigErrors> {
     let file = path.display().to_string();
     match std::fs::read_to_string(path) {
-        Ok(text) => check(&file, &text, Some(&resolve::resolve_host)),
+        Ok(text) => {
+            let loaded = check(&file, &text, Some(&resolve::resolve_host))?;
+            // The tokens file is part of the configuration: a bad one is
+            // refused here, not when the server starts.
+            if let Some(tokens) = loaded.config.http.as_ref().and_then(|h| h.tokens.as_ref())
+                && let Err(e) = tokens::Tokens::load(tokens)
+            {
+                let line = text
+                    .lines()
+                    .position(|l| l.trim_start().starts_with("tokens"))
+                    .map_or(0, |i| i + 1);
+                return Err(ConfigErrors(vec![ConfigError {
+                    file,
+                    line,
+                    key: "http.tokens".to_owned(),
+                    message: e.to_string(),
+                }]));
+            }
+            Ok(loaded)
+        }
         Err(err) => Err(ConfigErrors(vec![ConfigError {
             file,
             line: 0,

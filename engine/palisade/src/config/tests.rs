@@ -1795,3 +1795,57 @@ fn nats_credentials_in_a_url_leave_the_url() {
     assert!(errors[0].message.contains("give them once"), "{errors:?}");
     assert!(!format!("{errors:?}").contains("hunter2"));
 }
+
+#[test]
+fn http_listens_on_loopback_by_default_and_beyond_only_with_tokens() {
+    let config = parse("test.toml", "[http]\n").unwrap();
+    let http = config.http.expect("[http] present");
+    assert_eq!(http.listen.to_string(), DEFAULT_HTTP_LISTEN);
+    assert_eq!(http.tokens, None);
+    assert_eq!(parse("test.toml", "").unwrap().http, None, "absent: off");
+    let v6 = parse("test.toml", "[http]\nlisten = \"[::1]:8080\"\n").unwrap();
+    assert_eq!(v6.http.unwrap().listen.to_string(), "[::1]:8080");
+    assert_error(
+        "[http]\nlisten = \"0.0.0.0:9180\"\n",
+        2,
+        "http.listen",
+        "0.0.0.0:9180 is reachable beyond this host: set `tokens`",
+    );
+    let open = parse(
+        "test.toml",
+        "[http]\nlisten = \"0.0.0.0:9180\"\ntokens = \"/etc/palisade/tokens\"\n",
+    )
+    .unwrap();
+    assert_eq!(
+        open.http.unwrap().tokens,
+        Some(std::path::PathBuf::from("/etc/palisade/tokens"))
+    );
+    assert_error(
+        "[http]\nlisten = \"localhost:9180\"\n",
+        2,
+        "http.listen",
+        "invalid address \"localhost:9180\": write an address and a port",
+    );
+    assert_error("[http]\nport = 1\n", 2, "http.port", "unknown key `port`");
+}
+
+#[test]
+fn a_bad_tokens_file_is_a_configuration_error() {
+    let dir = std::env::temp_dir().join(format!("palisade-tokens-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let tokens = dir.join("tokens");
+    std::fs::write(&tokens, "admin short\n").unwrap();
+    let config = dir.join("p.toml");
+    std::fs::write(
+        &config,
+        format!("[http]\ntokens = \"{}\"\n", tokens.display()),
+    )
+    .unwrap();
+    let errors = load_with_warnings(&config).unwrap_err().0;
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert_eq!((errors[0].line, errors[0].key.as_str()), (2, "http.tokens"));
+    assert!(errors[0].message.contains("too short"), "{}", errors[0].message);
+    std::fs::write(&tokens, "admin 0123456789abcdef0123 ops\n").unwrap();
+    assert!(load_with_warnings(&config).is_ok());
+    let _ = std::fs::remove_dir_all(&dir);
+}
