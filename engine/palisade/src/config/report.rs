@@ -54,6 +54,9 @@ pub(super) struct ConfigReport<'t> {
     ignored: Vec<IgnoredKey>,
     errors: Vec<ConfigError>,
     warnings: Vec<ConfigWarning>,
+    /// Where each line after the first starts: a span's line is a binary
+    /// search, not a count from the top (a file of 65,536 monitors).
+    line_starts: Vec<usize>,
 }
 
 impl<'t> ConfigReport<'t> {
@@ -64,6 +67,12 @@ impl<'t> ConfigReport<'t> {
             ignored,
             errors: Vec::new(),
             warnings: Vec::new(),
+            line_starts: text
+                .bytes()
+                .enumerate()
+                .filter(|&(_, b)| b == b'\n')
+                .map(|(i, _)| i + 1)
+                .collect(),
         }
     }
 
@@ -87,7 +96,8 @@ impl<'t> ConfigReport<'t> {
 
     /// The 1-based line that `span` starts on.
     pub(super) fn line(&self, span: &Range<usize>) -> usize {
-        line_of(self.text, span.start)
+        let offset = span.start.min(self.text.len());
+        1 + self.line_starts.partition_point(|&start| start <= offset)
     }
 
     /// The value at `span` as written in the file, e.g. `100_000_001`.
