@@ -12,7 +12,8 @@
 //! unreachable.
 //!
 //! `cargo bench -p palisade-benches --bench dashboard -- [--quick]
-//! [--monitors N] [--json FILE]`
+//! [--monitors N] [--json FILE] [--build-only STORE]` (`--build-only`: make
+//! the store and keep it, for timing other readers such as `palisade status`)
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr};
@@ -36,6 +37,8 @@ struct Args {
     quick: bool,
     monitors: usize,
     json: Option<String>,
+    /// Only build the store, at this path, and keep it.
+    build_only: Option<std::path::PathBuf>,
 }
 
 fn args() -> Args {
@@ -43,6 +46,7 @@ fn args() -> Args {
         quick: false,
         monitors: 10_000,
         json: None,
+        build_only: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -55,6 +59,7 @@ fn args() -> Args {
                     .expect("--monitors N")
             }
             "--json" => args.json = it.next(),
+            "--build-only" => args.build_only = it.next().map(Into::into),
             _ => {} // cargo bench's own flags (--bench)
         }
     }
@@ -118,6 +123,11 @@ fn main() {
     std::fs::create_dir_all(&dir).expect("temp dir");
     let path = dir.join("palisade.db");
     let now = 1_780_000_000_000;
+    if let Some(path) = &args.build_only {
+        build_store(path, args.monitors, now);
+        eprintln!("store of {} monitors: {}", args.monitors, path.display());
+        return;
+    }
     let built = Instant::now();
     let store = build_store(&path, args.monitors, now);
     let size = store.size_bytes().unwrap_or(0);

@@ -27,15 +27,17 @@ pub fn run(args: &StatusArgs) -> Result<ExitCode> {
     };
     let store = palisade::store::Store::open(&config.store.path)?;
     let rows = store.status()?;
-    // The configuration file's monitors, then those created through the
-    // API or the dashboard (the store holds them).
-    let mut monitors = config.monitors.clone();
-    for stored in store.monitors()? {
-        if stored.managed_by == palisade::store::ManagedBy::Api
-            && !monitors.iter().any(|m| m.name == stored.spec.name)
-        {
-            monitors.push(stored.spec);
-        }
+    // The monitors of the store (the configuration file's, as last
+    // imported, and those created through the API or the dashboard), and
+    // the file's that the daemon has not imported yet; by name.
+    let mut monitors: std::collections::BTreeMap<String, palisade_core::monitor::MonitorSpec> =
+        store
+            .monitors()?
+            .into_iter()
+            .map(|m| (m.spec.name.clone(), m.spec))
+            .collect();
+    for m in &config.monitors {
+        monitors.entry(m.name.clone()).or_insert_with(|| m.clone());
     }
     let sinks = sink_rows(&store, &config)?;
     let mut out = std::io::stdout().lock();
@@ -54,8 +56,10 @@ pub fn run(args: &StatusArgs) -> Result<ExitCode> {
                 "{:<20} {:<24} {:<24} {:<26} {:<24} OPEN INCIDENTS",
                 "MONITOR", "HOST", "ADDRESS", "LAST SCAN", "OPEN PORTS"
             )?;
-            for m in &monitors {
-                let r = rows.iter().find(|r| r.monitor == m.name);
+            let by_name: std::collections::HashMap<&str, &palisade::store::StatusRow> =
+                rows.iter().map(|r| (r.monitor.as_str(), r)).collect();
+            for m in monitors.values() {
+                let r = by_name.get(m.name.as_str()).copied();
                 let last = r
                     .and_then(|r| r.last_scan_ms)
                     .map_or("never".to_string(), |t| {

@@ -1844,7 +1844,11 @@ fn a_bad_tokens_file_is_a_configuration_error() {
     let errors = load_with_warnings(&config).unwrap_err().0;
     assert_eq!(errors.len(), 1, "{errors:?}");
     assert_eq!((errors[0].line, errors[0].key.as_str()), (2, "http.tokens"));
-    assert!(errors[0].message.contains("too short"), "{}", errors[0].message);
+    assert!(
+        errors[0].message.contains("too short"),
+        "{}",
+        errors[0].message
+    );
     std::fs::write(&tokens, "admin 0123456789abcdef0123 ops\n").unwrap();
     assert!(load_with_warnings(&config).is_ok());
     let _ = std::fs::remove_dir_all(&dir);

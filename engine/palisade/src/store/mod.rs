@@ -7,7 +7,7 @@
 //! neither loses a confirmed event nor emits one twice. Sinks mark outbox
 //! rows delivered only after they acknowledged them.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 use std::time::Duration;
@@ -208,6 +208,10 @@ ALTER TABLE monitor_state ADD COLUMN reachability TEXT NOT NULL DEFAULT 'unknown
 ALTER TABLE monitor_state ADD COLUMN expected_down INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE monitor_state ADD COLUMN unexpected_open INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE monitor_state ADD COLUMN open_incidents INTEGER NOT NULL DEFAULT 0;
+-- The last full scan (conclusive or not): what `status` shows, found by key.
+ALTER TABLE monitor_state ADD COLUMN last_full_scan_id INTEGER;
+UPDATE monitor_state SET last_full_scan_id =
+    (SELECT MAX(id) FROM scans WHERE scans.monitor = monitor_state.monitor AND kind = 'full');
 CREATE INDEX incidents_open ON incidents (monitor) WHERE resolved_at_ms IS NULL;
 CREATE INDEX incidents_confirmed ON incidents (confirmed_at_ms);
 CREATE INDEX scans_monitor_id ON scans (monitor, id);
@@ -639,10 +643,12 @@ impl Store {
         let summary = &decided.summary;
         tx.execute(
             "INSERT INTO monitor_state (monitor, state, last_full_ms, last_scan_ms, last_conclusive,
-                                        reachability, expected_down, unexpected_open, open_incidents)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+                                        reachability, expected_down, unexpected_open, open_incidents,
+                                        last_full_scan_id)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
              ON CONFLICT (monitor) DO UPDATE SET state = excluded.state,
                  last_full_ms = COALESCE(excluded.last_full_ms, monitor_state.last_full_ms),
+                 last_full_scan_id = COALESCE(excluded.last_full_scan_id, monitor_state.last_full_scan_id),
                  last_scan_ms = excluded.last_scan_ms, last_conclusive = excluded.last_conclusive,
                  reachability = excluded.reachability, expected_down = excluded.expected_down,
                  unexpected_open = excluded.unexpected_open, open_incidents = excluded.open_incidents",
@@ -655,7 +661,8 @@ impl Store {
                 summary.reachability.as_str(),
                 summary.expected_down,
                 summary.unexpected_open,
-                summary.open_incidents
+                summary.open_incidents,
+                (scan.kind() == ScanKind::Full).then_some(decided.scan_id)
             ],
         )?;
         tx.commit()?;
@@ -931,14 +938,60 @@ impl Store {
             .optional()?)
     }
 
-    /// One row per monitor that has scans: last full scan, what each
-    /// address answered in it, open incidents.
+    /// One row per monitor with a state and a full scan: its last full
+    /// scan, what each address answered in it, its open incidents. Three
+    /// queries whatever the number of monitors.
     pub fn status(&self) -> Result<Vec<StatusRow>, StoreError> {
+        let mut incidents: HashMap<String, Vec<String>> = HashMap::new();
+        {
+            let mut stmt = self.conn.prepare(
+                "SELECT monitor, COALESCE(address, ''), port, kind FROM incidents
+                 WHERE resolved_at_ms IS NULL ORDER BY monitor, address, port",
+            )?;
+            let rows = stmt.query_map([], |r| {
+                let monitor: String = r.get(0)?;
+                let address: String = r.get(1)?;
+                let port: u16 = r.get(2)?;
+                let kind: String = r.get(3)?;
+                let text = match (port, address.contains(':')) {
+                    (0, _) => format!("{address} {kind}"),
+                    (_, true) => format!("[{address}]:{port} {kind}"),
+                    (_, false) if address.is_empty() => format!("{port} {kind}"),
+                    (_, false) => format!("{address}:{port} {kind}"),
+                };
+                Ok((monitor, text))
+            })?;
+            for row in rows {
+                let (monitor, text) = row?;
+                incidents.entry(monitor).or_default().push(text);
+            }
+        }
+        let mut addresses: HashMap<i64, Vec<AddressStatus>> = HashMap::new();
+        {
+            let mut stmt = self.conn.prepare(
+                "SELECT a.scan_id, a.address, a.reachable, a.open_ports
+                 FROM monitor_state m JOIN scan_addresses a ON a.scan_id = m.last_full_scan_id
+                 ORDER BY a.scan_id, a.rowid",
+            )?;
+            let rows = stmt.query_map([], |r| {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    AddressStatus {
+                        address: r.get(1)?,
+                        reachable: r.get(2)?,
+                        open_ports: r.get(3)?,
+                    },
+                ))
+            })?;
+            for row in rows {
+                let (scan, address) = row?;
+                addresses.entry(scan).or_default().push(address);
+            }
+        }
         let mut stmt = self.conn.prepare(
             "SELECT s.id, s.monitor, s.host, s.started_ms, s.conclusive, s.address, s.reachable, s.open_ports
-             FROM scans s
-             WHERE s.id = (SELECT MAX(id) FROM scans t WHERE t.monitor = s.monitor AND t.kind = 'full')
-             ORDER BY s.monitor",
+             FROM monitor_state m JOIN scans s ON s.id = m.last_full_scan_id
+             ORDER BY m.monitor",
         )?;
         let rows = stmt.query_map([], |r| {
             Ok((
@@ -955,7 +1008,7 @@ impl Store {
         let mut out = Vec::new();
         for row in rows {
             let (id, monitor, host, at, conclusive, old_address, old_reachable, old_open) = row?;
-            let mut addresses = self.scan_addresses(id)?;
+            let mut addresses = addresses.remove(&id).unwrap_or_default();
             // A scan recorded before addresses were tracked.
             if let (true, Some(address)) = (addresses.is_empty(), old_address) {
                 let open: Vec<u16> = serde_json::from_str(&old_open).unwrap_or_default();
@@ -966,7 +1019,7 @@ impl Store {
                 });
             }
             out.push(StatusRow {
-                open_incidents: self.open_incidents(&monitor)?,
+                open_incidents: incidents.remove(&monitor).unwrap_or_default(),
                 monitor,
                 host: Some(host),
                 last_scan_ms: Some(at),
@@ -986,25 +1039,6 @@ impl Store {
                 address: r.get(0)?,
                 reachable: r.get(1)?,
                 open_ports: r.get(2)?,
-            })
-        })?;
-        Ok(rows.collect::<Result<_, _>>()?)
-    }
-
-    fn open_incidents(&self, monitor: &str) -> Result<Vec<String>, StoreError> {
-        let mut stmt = self.conn.prepare(
-            "SELECT COALESCE(address, ''), port, kind FROM incidents
-             WHERE monitor = ?1 AND resolved_at_ms IS NULL ORDER BY address, port",
-        )?;
-        let rows = stmt.query_map(params![monitor], |r| {
-            let address: String = r.get(0)?;
-            let port: u16 = r.get(1)?;
-            let kind: String = r.get(2)?;
-            Ok(match (port, address.contains(':')) {
-                (0, _) => format!("{address} {kind}"),
-                (_, true) => format!("[{address}]:{port} {kind}"),
-                (_, false) if address.is_empty() => format!("{port} {kind}"),
-                (_, false) => format!("{address}:{port} {kind}"),
             })
         })?;
         Ok(rows.collect::<Result<_, _>>()?)
@@ -1865,7 +1899,8 @@ mod tests {
                      ALTER TABLE monitor_state DROP COLUMN reachability;
                      ALTER TABLE monitor_state DROP COLUMN expected_down;
                      ALTER TABLE monitor_state DROP COLUMN unexpected_open;
-                     ALTER TABLE monitor_state DROP COLUMN open_incidents;",
+                     ALTER TABLE monitor_state DROP COLUMN open_incidents;
+                     ALTER TABLE monitor_state DROP COLUMN last_full_scan_id;",
                 )
                 .unwrap();
         }
