@@ -244,7 +244,7 @@ pub fn render(
                                         a href=(monitor_link(&row.name)) { strong { (row.name) } }
                                         @if !row.enabled { " " (tag(Tone::Quiet, "disabled")) }
                                     }
-                                    td data-label="Host" { span.ports { (row.host) } }
+                                    td data-label="Host" { span.ports.host { (row.host) } }
                                     td data-label="Host state" { (reachability(&row.reachability)) }
                                     td data-label="Ports" {
                                         @if row.last_scan_ms.is_none() {

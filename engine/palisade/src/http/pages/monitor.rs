@@ -15,9 +15,9 @@ use palisade_core::monitor::{
     AddressView, HostFinding, HostIncidentKind, IncidentKind, Millis, MonitorSpec, PortView,
 };
 
-use super::fleet::{count, sweep_banner};
+use super::fleet::{count, deviations, sweep_banner};
 use super::format::{link, monitor_link, page_number, settings_link, words};
-use super::layout::{self, Nav, Tone, csrf_field, maybe_time, pager, tag, time};
+use super::layout::{self, Nav, Tone, csrf_field, maybe_time, pager, reachability, tag, time};
 use super::{PageError, PageResult, Viewer};
 use crate::config::MonitorDoc;
 use crate::daemon::control::{Command, Live};
@@ -401,6 +401,7 @@ fn render(
         .as_ref()
         .map(|s| s.state.view(spec))
         .unwrap_or_default();
+    let summary = data.status.as_ref().map(|s| s.state.summary(spec));
     let hpage_text = hpage.to_string();
     let spage_text = spage.to_string();
     html! {
@@ -434,8 +435,17 @@ fn render(
         p #live-status .live-status {}
         div #live data-refresh="3" {
             (sweep_banner(live, now))
-            section.card {
-                h2 { "Scans" }
+            div.card #summary {
+                p {
+                    @match &summary {
+                        Some(summary) => {
+                            (reachability(summary.reachability.as_str())) " "
+                            (deviations(u64::from(summary.expected_down), u64::from(summary.unexpected_open)))
+                            " · " (count(u64::from(summary.open_incidents), "open incident", "open incidents"))
+                        }
+                        None => { (reachability("unknown")) }
+                    }
+                }
                 (schedule(name, monitor.enabled, live, now))
                 @if let Some(status) = &data.status {
                     p {
@@ -443,10 +453,7 @@ fn render(
                         @if status.last_scan_conclusive == Some(false) { " " (tag(Tone::Down, "inconclusive")) }
                         ". Last conclusive full scan " (maybe_time(now, status.last_full_ms, "never")) "."
                     }
-                } @else {
-                    p.none { "Not scanned yet." }
                 }
-                (definition(monitor))
             }
             h2 { "Ports now" }
             @if views.is_empty() {
@@ -488,6 +495,8 @@ fn render(
                 }
                 (pager(&path, &[("hpage", hpage_text.as_str())], "spage", spage, data.scans_total, SCANS_PER_PAGE, "Scan history pages"))
             }
+            h2 #definition-title { "Definition" }
+            div.card { (definition(monitor)) }
         }
     }
 }
