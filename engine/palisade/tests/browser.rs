@@ -61,7 +61,7 @@ fn start_daemon(case: &DaemonCase, port: u16) -> Daemon {
     let log = std::env::temp_dir().join(format!("palisade-browser-{}.log", std::process::id()));
     let process = case
         .command(&["run", "-c", path(&case.config)])
-        .env("RUST_LOG", "info")
+        .env("PALISADE_LOG", "info")
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(&log).unwrap())
         .spawn()
@@ -296,6 +296,20 @@ async fn scenario(driver: &Driver, port: u16, message: &str) {
     assert!(down_443.contains("UTC"), "confirmed at a time: {down_443}");
     assert!(!down_443.contains("pending"), "{down_443}");
     screenshot(&client, "monitor").await;
+    client.goto(&format!("{base}/incidents")).await.unwrap();
+    let incidents = text_of(&client, "#incidents").await.expect("the incidents");
+    assert!(incidents.contains("expected port down"), "{incidents}");
+    assert!(incidents.contains("unexpected port open"), "{incidents}");
+    let link = js(
+        &client,
+        "return document.querySelector('#incidents a').getAttribute('href');",
+    )
+    .await;
+    assert_eq!(link, "/monitors/web-1");
+    client
+        .goto(&format!("{base}/monitors/web-1"))
+        .await
+        .unwrap();
 
     // 5. Scan now: the page refreshes itself and shows a new scan.
     let before = scans_shown(&client).await;
@@ -308,6 +322,18 @@ async fn scenario(driver: &Driver, port: u16, message: &str) {
         || {
             let client = client.clone();
             async move { (scans_shown(&client).await > before).then_some(()) }
+        },
+    )
+    .await;
+    wait_for(
+        "the live-refresh script's first refresh",
+        Duration::from_millis(500),
+        || {
+            let client = client.clone();
+            async move {
+                let status = text_of(&client, "#live-status").await?;
+                status.starts_with("Updated").then_some(())
+            }
         },
     )
     .await;
@@ -468,4 +494,316 @@ async fn scenario(driver: &Driver, port: u16, message: &str) {
     );
 
     client.close().await.unwrap();
+}
+
+/// A dashboard served in-process on loopback (no daemon, no browser),
+/// with its store in a directory of its own.
+struct Served {
+    server: palisade::http::HttpServer,
+    control: palisade::daemon::control::Control,
+    store: std::path::PathBuf,
+    dir: std::path::PathBuf,
+}
+
+impl Served {
+    fn start(name: &str, tokens: Option<&str>) -> Served {
+        use palisade::http::{AppState, HttpServer, auth::Auth};
+        let dir =
+            std::env::temp_dir().join(format!("palisade-pages-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let store = dir.join("palisade.db");
+        let mut opened = palisade::store::Store::open(&store).unwrap();
+        let config_monitor = palisade_core::monitor::MonitorSpec {
+            name: "cfg".into(),
+            host: "198.18.0.7".into(),
+            expected_open: [22].into(),
+            ..Default::default()
+        };
+        opened.import_config_monitors(&[config_monitor], 1).unwrap();
+        let tokens_path = tokens.map(|text| {
+            let path = dir.join("tokens");
+            std::fs::write(&path, text).unwrap();
+            path
+        });
+        let control = palisade::daemon::control::Control::new(0);
+        let state = AppState::new(
+            &store,
+            control.handle(),
+            std::sync::Arc::new(palisade::metrics::Metrics::new()),
+            Auth::new(tokens_path.as_deref()).unwrap(),
+        );
+        let settings = palisade::config::HttpSettings {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            tokens: tokens_path,
+        };
+        let server = HttpServer::start(&settings, state).unwrap();
+        Served {
+            server,
+            control,
+            store,
+            dir,
+        }
+    }
+
+    fn port(&self) -> u16 {
+        self.server.local_addr().port()
+    }
+
+    fn get(&self, path: &str, cookie: &str) -> (u16, String, String) {
+        common::browser::http_request(self.port(), "GET", path, &[("Cookie", cookie)], "")
+            .expect("an answer")
+    }
+
+    fn post(&self, path: &str, cookie: &str, fields: &[(&str, &str)]) -> (u16, String, String) {
+        let body: Vec<String> = fields
+            .iter()
+            .map(|(k, v)| format!("{k}={}", encode(v)))
+            .collect();
+        common::browser::http_request(
+            self.port(),
+            "POST",
+            path,
+            &[
+                ("Cookie", cookie),
+                ("Content-Type", "application/x-www-form-urlencoded"),
+            ],
+            &body.join("&"),
+        )
+        .expect("an answer")
+    }
+
+    fn monitor(&self, name: &str) -> Option<palisade::store::StoredMonitor> {
+        palisade::store::Store::connect(&self.store)
+            .unwrap()
+            .monitor(name)
+            .unwrap()
+    }
+
+    /// The commands the pages sent the daemon so far.
+    fn commands(&self) -> Vec<palisade::daemon::control::Command> {
+        std::iter::from_fn(|| self.control.next(Duration::from_millis(50))).collect()
+    }
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        self.server.shutdown();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn encode(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' => {
+                char::from(b).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// The value of the header `name` of `head`.
+fn header<'h>(head: &'h str, name: &str) -> Option<&'h str> {
+    head.lines().find_map(|line| {
+        let (n, v) = line.split_once(':')?;
+        n.trim().eq_ignore_ascii_case(name).then_some(v.trim())
+    })
+}
+
+/// The value of the first hidden field `name` of a page.
+fn field(body: &str, name: &str) -> String {
+    let at = body
+        .find(&format!("name=\"{name}\" value=\""))
+        .unwrap_or_else(|| panic!("no field {name} in {body}"));
+    let rest = &body[at + name.len() + 15..];
+    rest[..rest.find('"').unwrap()].to_owned()
+}
+
+#[test]
+fn settings_forms_write_only_what_is_valid_and_current() {
+    use palisade::daemon::control::Command;
+    let served = Served::start("forms", None);
+
+    // Without a tokens file the first page opens a session.
+    let (status, head, body) = served.get("/", "");
+    assert_eq!(status, 200);
+    let set_cookie = header(&head, "set-cookie").expect("a session cookie");
+    assert!(set_cookie.contains("HttpOnly") && set_cookie.contains("SameSite=Strict"));
+    let cookie = set_cookie.split(';').next().unwrap().to_owned();
+    assert!(body.contains("<h1>Fleet</h1>"), "{body}");
+    let (_, _, body) = served.get("/settings/new", &cookie);
+    let csrf = field(&body, "csrf");
+
+    // A new monitor; the daemon is told.
+    let new = |name: &'static str, ports: &'static str| {
+        vec![
+            ("csrf", csrf.clone()),
+            ("name", name.to_owned()),
+            ("host", "198.18.0.9".to_owned()),
+            ("expected_open", ports.to_owned()),
+            ("every", "1h".to_owned()),
+            ("confirm", "1".to_owned()),
+            ("recheck", "off".to_owned()),
+            ("ping", "on".to_owned()),
+            ("enabled", "on".to_owned()),
+        ]
+    };
+    let post = |path: &str, fields: &[(&str, String)]| {
+        let fields: Vec<(&str, &str)> = fields.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        served.post(path, &cookie, &fields)
+    };
+    let (status, head, _) = post("/settings/new", &new("api-1", "22,80"));
+    assert_eq!(status, 303);
+    assert_eq!(header(&head, "location"), Some("/settings?saved=api-1"));
+    assert_eq!(served.commands(), [Command::MonitorsChanged]);
+    let stored = served.monitor("api-1").unwrap();
+    assert_eq!((stored.version, stored.enabled), (1, true));
+    assert_eq!(stored.spec.expected_open, [22, 80].into());
+
+    // The same name again, or no CSRF token: refused, nothing changes.
+    let (status, _, body) = post("/settings/new", &new("api-1", "443"));
+    assert_eq!(status, 422);
+    assert!(body.contains("exists already"), "{body}");
+    let mut forged = new("api-2", "22");
+    forged[0].1 = "forged".into();
+    let (status, _, body) = post("/settings/new", &forged);
+    assert_eq!(status, 403);
+    assert!(body.contains("CSRF"), "{body}");
+    assert!(served.monitor("api-2").is_none());
+    assert!(served.commands().is_empty());
+
+    // An edit from version 1, then a second edit from the same version 1:
+    // "changed by someone else", and the first edit stays.
+    let edit = |version: &str, ports: &'static str| {
+        let mut fields = new("api-1", ports);
+        fields.push(("version", version.to_owned()));
+        fields
+    };
+    let (status, _, _) = post("/settings/monitors/api-1", &edit("1", "443"));
+    assert_eq!(status, 303);
+    let (status, _, body) = post("/settings/monitors/api-1", &edit("1", "8080"));
+    assert_eq!(status, 409);
+    assert!(body.contains("changed by someone else"), "{body}");
+    let stored = served.monitor("api-1").unwrap();
+    assert_eq!(
+        (stored.version, stored.spec.expected_open),
+        (2, [443].into())
+    );
+
+    // A bad port: check-config's message next to the field; nothing changes.
+    let (status, _, body) = post("/settings/monitors/api-1", &edit("2", "22,70000"));
+    assert_eq!(status, 422);
+    assert!(
+        body.contains("port 70000 is out of range (allowed: 1 to 65535)"),
+        "{body}"
+    );
+    assert_eq!(served.monitor("api-1").unwrap().version, 2);
+    assert_eq!(served.commands(), [Command::MonitorsChanged]);
+
+    // The config file's monitor is read-only.
+    let (status, _, body) = served.get("/settings/monitors/cfg", &cookie);
+    assert_eq!(status, 200);
+    assert!(body.contains("Managed by the config file"), "{body}");
+    assert!(!body.contains("name=\"expected_open\""), "no form: {body}");
+    let mut cfg = new("cfg", "22,80");
+    cfg.push(("version", "1".to_owned()));
+    let (status, _, _) = post("/settings/monitors/cfg", &cfg);
+    assert_eq!(status, 403);
+    assert_eq!(
+        served.monitor("cfg").unwrap().spec.expected_open,
+        [22].into()
+    );
+
+    // Disable, and a disabled monitor is not scanned on request.
+    let (status, _, _) = post(
+        "/settings/monitors/api-1/enabled",
+        &[
+            ("csrf", csrf.clone()),
+            ("version", "2".into()),
+            ("enabled", "false".into()),
+        ],
+    );
+    assert_eq!(status, 303);
+    assert!(!served.monitor("api-1").unwrap().enabled);
+    let (status, _, _) = post("/monitors/api-1/scan", &[("csrf", csrf.clone())]);
+    assert_eq!(status, 400);
+    let (status, head, _) = post("/monitors/cfg/scan", &[("csrf", csrf.clone())]);
+    assert_eq!(status, 303);
+    assert_eq!(
+        header(&head, "location"),
+        Some("/monitors/cfg?scan=requested")
+    );
+    assert_eq!(
+        served.commands(),
+        [Command::MonitorsChanged, Command::ScanNow("cfg".into())]
+    );
+
+    // Delete: only when confirmed, and at the current version.
+    let delete = |version: &str, confirm: &str| {
+        vec![
+            ("csrf", csrf.clone()),
+            ("version", version.to_owned()),
+            ("confirm", confirm.to_owned()),
+        ]
+    };
+    let (status, _, _) = post("/settings/monitors/api-1/delete", &delete("3", ""));
+    assert_eq!(status, 422);
+    let (status, head, _) = post("/settings/monitors/api-1/delete", &delete("2", "yes"));
+    assert_eq!(status, 303);
+    assert_eq!(header(&head, "location"), Some("/settings?stale=api-1"));
+    assert!(served.monitor("api-1").is_some());
+    let (status, head, _) = post("/settings/monitors/api-1/delete", &delete("3", "yes"));
+    assert_eq!(status, 303);
+    assert_eq!(header(&head, "location"), Some("/settings?deleted=api-1"));
+    assert!(served.monitor("api-1").is_none());
+    assert_eq!(served.commands(), [Command::MonitorsChanged]);
+
+    // Pages of what does not exist, and the assets.
+    let (status, _, body) = served.get("/monitors/nope", &cookie);
+    assert_eq!(status, 404);
+    assert!(body.contains("No monitor is named"), "{body}");
+    let (status, head, _) = served.get("/assets/live.js", "");
+    assert_eq!(status, 200);
+    assert_eq!(
+        header(&head, "content-type"),
+        Some("text/javascript; charset=utf-8")
+    );
+    assert_eq!(header(&head, "x-content-type-options"), Some("nosniff"));
+    assert_eq!(served.get("/assets/nope.js", "").0, 404);
+}
+
+#[test]
+fn with_tokens_pages_need_a_login() {
+    let served = Served::start("login", Some(&format!("admin {ADMIN} alice\n")));
+    let (status, head, _) = served.get("/monitors/cfg", "");
+    assert_eq!(status, 303);
+    assert_eq!(
+        header(&head, "location"),
+        Some("/login?next=%2Fmonitors%2Fcfg")
+    );
+    let (status, _, body) = served.post("/login", "", &[("token", "wrong-wrong-wrong-wrong")]);
+    assert_eq!(status, 401);
+    assert!(body.contains("the token is not valid"), "{body}");
+    let (status, head, _) =
+        served.post("/login", "", &[("token", ADMIN), ("next", "/monitors/cfg")]);
+    assert_eq!(status, 303);
+    assert_eq!(header(&head, "location"), Some("/monitors/cfg"));
+    let cookie = header(&head, "set-cookie")
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_owned();
+    let (status, _, body) = served.get("/monitors/cfg", &cookie);
+    assert_eq!(status, 200);
+    assert!(body.contains("managed by the config file"), "{body}");
+    // A POST without a session is refused, not redirected.
+    assert_eq!(served.post("/monitors/cfg/scan", "", &[]).0, 401);
+    // Logging out ends the session.
+    let csrf = field(&body, "csrf");
+    let (status, _, _) = served.post("/logout", &cookie, &[("csrf", &csrf)]);
+    assert_eq!(status, 303);
+    assert_eq!(served.get("/monitors/cfg", &cookie).0, 303);
 }
