@@ -253,6 +253,7 @@ async fn scenario(driver: &Driver, port: u16, message: &str) {
         config_row.contains("managed by the config file"),
         "{config_row}"
     );
+    screenshot(&client, "settings").await;
 
     // 3. The fleet shows web-1 with one expected port down and one
     //    unexpected port open, in words, once the daemon has scanned it.
@@ -300,6 +301,7 @@ async fn scenario(driver: &Driver, port: u16, message: &str) {
     let incidents = text_of(&client, "#incidents").await.expect("the incidents");
     assert!(incidents.contains("expected port down"), "{incidents}");
     assert!(incidents.contains("unexpected port open"), "{incidents}");
+    screenshot(&client, "incidents").await;
     let link = js(
         &client,
         "return document.querySelector('#incidents a').getAttribute('href');",

@@ -214,7 +214,8 @@ pub async fn screenshot(client: &Client, name: &str) -> PathBuf {
     assert!(png.starts_with(b"\x89PNG"), "a screenshot is a PNG");
     let path = dir.join(format!("{name}.png"));
     std::fs::write(&path, png).unwrap();
-    println!("screenshot: {}", path.display());
+    // Straight to stderr: shown even when the test harness captures output.
+    let _ = writeln!(std::io::stderr(), "screenshot: {}", path.display());
     path
 }
 
