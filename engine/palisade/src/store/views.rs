@@ -450,3 +450,116 @@ impl Store {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 }
+
+// ---------------------------------------------------------------------------
+// The dashboard's monitor page: the incident timeline in pages.
+
+use super::HistoryRow;
+
+impl Store {
+    /// [`Store::history`] of `monitor` in pages, newest first (state
+    /// changes before incidents at the same time), and how many rows it
+    /// has in all.
+    pub fn history_page(
+        &self,
+        monitor: &str,
+        page: u32,
+        per_page: u32,
+    ) -> Result<(Vec<HistoryRow>, u64), StoreError> {
+        let (_, per_page, offset) = page_bounds(page, per_page);
+        let total: i64 = self.conn.query_row(
+            "SELECT (SELECT COUNT(*) FROM state_changes WHERE monitor = ?1)
+                  + (SELECT COUNT(*) FROM incidents WHERE monitor = ?1)",
+            params![monitor],
+            |r| r.get(0),
+        )?;
+        let mut stmt = self.conn.prepare(
+            "SELECT t, at, port, address, from_state, to_state, scan_id, id, ports, kind,
+                    first_seen_ms, confirmed_at_ms, resolved_at_ms, resolution
+             FROM (
+                 SELECT 0 AS t, at_ms AS at, port, address, from_state, to_state, scan_id,
+                        NULL AS id, NULL AS ports, NULL AS kind, NULL AS first_seen_ms,
+                        NULL AS confirmed_at_ms, NULL AS resolved_at_ms, NULL AS resolution
+                 FROM state_changes WHERE monitor = ?1
+                 UNION ALL
+                 SELECT 1, COALESCE(resolved_at_ms, confirmed_at_ms), port, address, NULL,
+                        state, NULL, id, ports, kind, first_seen_ms, confirmed_at_ms,
+                        resolved_at_ms, resolution
+                 FROM incidents WHERE monitor = ?1
+             )
+             ORDER BY at DESC, t, port LIMIT ?2 OFFSET ?3",
+        )?;
+        let rows = stmt.query_map(params![monitor, per_page, offset], |r| {
+            let t: i64 = r.get(0)?;
+            Ok(if t == 0 {
+                HistoryRow::StateChange {
+                    at_ms: r.get(1)?,
+                    address: r.get(3)?,
+                    port: r.get(2)?,
+                    from: r.get(4)?,
+                    to: r.get(5)?,
+                    scan_id: r.get(6)?,
+                }
+            } else {
+                HistoryRow::Incident {
+                    at_ms: r.get(1)?,
+                    id: r.get(7)?,
+                    address: r.get(3)?,
+                    port: r.get(2)?,
+                    ports: r.get(8)?,
+                    kind: r.get(9)?,
+                    state: r.get(5)?,
+                    first_seen_ms: r.get(10)?,
+                    confirmed_at_ms: r.get(11)?,
+                    resolved_at_ms: r.get(12)?,
+                    resolution: r.get(13)?,
+                }
+            })
+        })?;
+        Ok((rows.collect::<Result<_, _>>()?, total as u64))
+    }
+}
+
+#[cfg(test)]
+mod history_page_tests {
+    use super::*;
+
+    #[test]
+    fn pages_of_the_history_are_the_history_in_slices() {
+        let store = Store::in_memory().unwrap();
+        store
+            .conn
+            .execute_batch(
+                "INSERT INTO scans (id, sweep, monitor, host, kind, started_ms, finished_ms,
+                                    conclusive, reachable, open_ports)
+                 VALUES (1, 1, 'web', 'h', 'full', 100, 200, 1, 1, '[]');
+                 INSERT INTO state_changes (monitor, port, from_state, to_state, at_ms, scan_id, address)
+                 VALUES ('web', 443, NULL, 'open', 100, 1, '198.18.0.2'),
+                        ('web', 443, 'open', 'closed', 300, 1, '198.18.0.2'),
+                        ('web', 22, NULL, 'open', 300, 1, '198.18.0.2'),
+                        ('other', 80, NULL, 'open', 400, 1, '198.18.0.3');
+                 INSERT INTO incidents (id, monitor, port, kind, first_seen_ms, confirmed_at_ms,
+                                        state, resolved_at_ms, address)
+                 VALUES ('a', 'web', 443, 'expected_port_down', 300, 500, 'closed', NULL, '198.18.0.2'),
+                        ('b', 'web', 6379, 'unexpected_port_open', 50, 60, 'open', 250, '198.18.0.2');",
+            )
+            .unwrap();
+        let all = store.history("web", None, None).unwrap();
+        assert_eq!(all.len(), 5);
+        let (first, total) = store.history_page("web", 1, 2).unwrap();
+        let (second, _) = store.history_page("web", 2, 2).unwrap();
+        let (third, _) = store.history_page("web", 3, 2).unwrap();
+        assert_eq!(total, 5);
+        assert_eq!((first.len(), second.len(), third.len()), (2, 2, 1));
+        let paged: Vec<HistoryRow> = first.into_iter().chain(second).chain(third).collect();
+        let at: Vec<i64> = paged.iter().map(HistoryRow::at_ms).collect();
+        assert_eq!(at, [500, 300, 300, 250, 100]);
+        let mut by_page = paged.clone();
+        let mut whole = all.clone();
+        let key = |r: &HistoryRow| format!("{r:?}");
+        by_page.sort_by_key(key);
+        whole.sort_by_key(key);
+        assert_eq!(by_page, whole, "the same rows as history()");
+        assert!(matches!(&paged[0], HistoryRow::Incident { id, .. } if id == "a"));
+    }
+}

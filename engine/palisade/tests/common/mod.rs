@@ -1,6 +1,8 @@
 //! Helpers shared by the integration tests (running a child process bounded
 //! in time is `palisade_sim::testbed::bounded`).
 
+pub mod browser;
+
 use std::ffi::OsStr;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
