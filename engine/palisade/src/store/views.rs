@@ -450,3 +450,131 @@ impl Store {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 }
+
+// ---------------------------------------------------------------------------
+// Self-monitoring reads (`/metrics`, `/readyz`): what the store knows of the
+// daemon's health, read at scrape time.
+
+/// What `/metrics` reports from the store, read in one snapshot.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StoreGauges {
+    /// Open incidents by kind: port (`unexpected_port_open`,
+    /// `expected_port_down`), host (`host_unreachable`,
+    /// `host_answers_all_ports`) and self-monitoring (`scan_failed`,
+    /// `monitor_stale`); every kind listed, 0 when none is open.
+    pub open_incidents: Vec<(String, u64)>,
+    /// Per sink asked for (and any other with dead letters): events it has
+    /// not acknowledged yet (dead letters aside), and its dead letters.
+    pub sinks: Vec<SinkGauges>,
+    /// Per monitor with one: the start of its last conclusive full scan.
+    pub last_full: Vec<(String, Millis)>,
+    pub monitors_enabled: u64,
+    pub monitors_disabled: u64,
+    /// [`Store::size_bytes`].
+    pub size_bytes: u64,
+}
+
+/// One sink's queue in the outbox.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SinkGauges {
+    pub sink: String,
+    pub pending: u64,
+    pub dead_letters: u64,
+}
+
+/// The kinds of incidents [`StoreGauges::open_incidents`] lists.
+pub const INCIDENT_KINDS: [&str; 6] = [
+    "unexpected_port_open",
+    "expected_port_down",
+    "host_unreachable",
+    "host_answers_all_ports",
+    "scan_failed",
+    "monitor_stale",
+];
+
+impl Store {
+    /// The store's gauges for `/metrics`, in one read transaction; `sinks`
+    /// are the configured sinks (each listed, with 0 if nothing waits).
+    pub fn gauges(&self, sinks: &[String]) -> Result<StoreGauges, StoreError> {
+        let tx = self.conn.unchecked_transaction()?;
+        let mut open: std::collections::BTreeMap<String, u64> = INCIDENT_KINDS
+            .iter()
+            .map(|k| ((*k).to_owned(), 0))
+            .collect();
+        {
+            let mut stmt = tx.prepare(
+                "SELECT kind, COUNT(*) FROM incidents WHERE resolved_at_ms IS NULL GROUP BY kind",
+            )?;
+            let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?;
+            for row in rows {
+                let (kind, n) = row?;
+                open.insert(kind, n as u64);
+            }
+        }
+        let health = self.load_health()?;
+        open.insert("scan_failed".into(), u64::from(health.failing().is_some()));
+        open.insert("monitor_stale".into(), health.stale().count() as u64);
+        let mut dead: std::collections::BTreeMap<String, u64> = std::collections::BTreeMap::new();
+        {
+            let mut stmt = tx.prepare("SELECT sink, COUNT(*) FROM dead_letters GROUP BY sink")?;
+            let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?;
+            for row in rows {
+                let (sink, n) = row?;
+                dead.insert(sink, n as u64);
+            }
+        }
+        let mut sink_gauges = Vec::new();
+        for sink in sinks {
+            sink_gauges.push(SinkGauges {
+                sink: sink.clone(),
+                pending: self.pending_count(sink)?.max(0) as u64,
+                dead_letters: dead.remove(sink).unwrap_or(0),
+            });
+        }
+        // Dead letters of a sink no longer configured still wait.
+        sink_gauges.extend(dead.into_iter().map(|(sink, dead_letters)| SinkGauges {
+            sink,
+            pending: 0,
+            dead_letters,
+        }));
+        let last_full = {
+            let mut stmt = tx.prepare(
+                "SELECT monitor, last_full_ms FROM monitor_state
+                 WHERE last_full_ms IS NOT NULL ORDER BY monitor",
+            )?;
+            let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            rows.collect::<Result<Vec<_>, _>>()?
+        };
+        let (enabled, disabled): (i64, i64) = tx.query_row(
+            "SELECT COALESCE(SUM(enabled != 0), 0), COALESCE(SUM(enabled = 0), 0) FROM monitors",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )?;
+        let size_bytes = self.size_bytes()?;
+        tx.finish()?;
+        let mut open_incidents: Vec<(String, u64)> = INCIDENT_KINDS
+            .iter()
+            .map(|k| ((*k).to_owned(), open.remove(*k).unwrap_or(0)))
+            .collect();
+        open_incidents.extend(open);
+        Ok(StoreGauges {
+            open_incidents,
+            sinks: sink_gauges,
+            last_full,
+            monitors_enabled: enabled as u64,
+            monitors_disabled: disabled as u64,
+            size_bytes,
+        })
+    }
+
+    /// Whether the store takes writes: its write lock (`BEGIN IMMEDIATE`)
+    /// is obtained within `wait`, then let go (`ROLLBACK`); nothing is
+    /// written. Takes the connection (its busy timeout becomes `wait`): open
+    /// a fresh one with [`Store::connect`], which also proves the file opens
+    /// read-write.
+    pub fn check_writable(self, wait: std::time::Duration) -> Result<(), StoreError> {
+        self.conn.busy_timeout(wait)?;
+        self.conn.execute_batch("BEGIN IMMEDIATE; ROLLBACK")?;
+        Ok(())
+    }
+}
