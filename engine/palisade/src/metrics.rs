@@ -108,6 +108,11 @@ struct MonitorLabel {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct IncidentLabel {
+    kind: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct StateLabel {
     state: &'static str,
 }
@@ -386,10 +391,10 @@ impl Metrics {
 /// A registry of the store's gauges, for one scrape.
 fn store_registry(g: &StoreGauges) -> Registry {
     let mut registry = Registry::with_prefix(PREFIX);
-    let incidents = Family::<Vec<(&'static str, String)>, Gauge>::default();
+    let incidents = Family::<IncidentLabel, Gauge>::default();
     for (kind, n) in &g.open_incidents {
         incidents
-            .get_or_create(&vec![("kind", kind.clone())])
+            .get_or_create(&IncidentLabel { kind: kind.clone() })
             .set(*n as i64);
     }
     registry.register(

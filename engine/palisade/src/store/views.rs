@@ -578,3 +578,106 @@ impl Store {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod self_monitoring_tests {
+    use std::collections::BTreeMap;
+
+    use palisade_core::health::HealthState;
+    use palisade_core::monitor::MonitorSpec;
+
+    use super::*;
+    use crate::config::SinkStart;
+    use crate::store::OutboxEntry;
+
+    fn entry(id: &str) -> OutboxEntry {
+        OutboxEntry {
+            id: id.into(),
+            kind: "monitor_resolved".into(),
+            payload: "{}".into(),
+        }
+    }
+
+    #[test]
+    fn gauges_count_incidents_queues_dead_letters_and_monitors() {
+        let mut store = Store::in_memory().unwrap();
+        let empty = store.gauges(&[]).unwrap();
+        assert_eq!(
+            empty.open_incidents,
+            INCIDENT_KINDS.map(|k| (k.to_owned(), 0)).to_vec()
+        );
+        assert_eq!((empty.monitors_enabled, empty.monitors_disabled), (0, 0));
+        assert!(empty.size_bytes > 0);
+
+        let mut health = HealthState::new();
+        health.after_sweep(1_000, Some("no route".into()));
+        store.record_health(&health, &[], 1_000).unwrap();
+        for (name, enabled) in [("a", true), ("b", true), ("c", false)] {
+            let spec = MonitorSpec {
+                name: name.into(),
+                host: "198.18.0.2".into(),
+                ..MonitorSpec::default()
+            };
+            store.create_monitor(&spec, enabled, 1).unwrap();
+        }
+        store.register_sink("hook", SinkStart::All).unwrap();
+        store.register_sink("file", SinkStart::All).unwrap();
+        store
+            .enqueue("a", &[entry("e1"), entry("e2"), entry("e3")], 2)
+            .unwrap();
+        store.mark_delivered("file", &[1, 2, 3], 3).unwrap();
+        store.dead_letter("hook", 1, Some(400), "no", 3).unwrap();
+        store.dead_letter("gone", 2, Some(410), "no", 3).unwrap();
+
+        let g = store.gauges(&["hook".into(), "file".into()]).unwrap();
+        let open: BTreeMap<&str, u64> = g
+            .open_incidents
+            .iter()
+            .map(|(k, n)| (k.as_str(), *n))
+            .collect();
+        assert_eq!(open["scan_failed"], 1);
+        assert_eq!(open["unexpected_port_open"], 0);
+        assert_eq!(
+            g.sinks,
+            [
+                SinkGauges {
+                    sink: "hook".into(),
+                    pending: 2,
+                    dead_letters: 1
+                },
+                SinkGauges {
+                    sink: "file".into(),
+                    pending: 0,
+                    dead_letters: 0
+                },
+                // Not configured, but its dead letter still waits.
+                SinkGauges {
+                    sink: "gone".into(),
+                    pending: 0,
+                    dead_letters: 1
+                },
+            ]
+        );
+        assert_eq!((g.monitors_enabled, g.monitors_disabled), (2, 1));
+    }
+
+    #[test]
+    fn the_write_check_fails_while_another_connection_holds_the_write_lock() {
+        let dir = std::env::temp_dir().join(format!("palisade-store-ready-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let path = dir.join("p.db");
+        let store = Store::open(&path).unwrap();
+        let wait = std::time::Duration::from_millis(100);
+        Store::connect(&path).unwrap().check_writable(wait).unwrap();
+        store.conn.execute_batch("BEGIN IMMEDIATE").unwrap();
+        let err = Store::connect(&path)
+            .unwrap()
+            .check_writable(wait)
+            .unwrap_err();
+        assert!(err.to_string().contains("locked"), "{err}");
+        store.conn.execute_batch("ROLLBACK").unwrap();
+        Store::connect(&path).unwrap().check_writable(wait).unwrap();
+        drop(store);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
