@@ -159,8 +159,14 @@ impl Served {
     /// `/readyz`: its status and the checks of its JSON body that failed.
     fn readyz(&self) -> (u16, Value) {
         let a = self.get("/readyz", &[]);
-        let body: Value = serde_json::from_str(&a.body)
-            .unwrap_or_else(|e| panic!("/readyz is not JSON ({e}): {:?}", a.body));
+        let body: Value = serde_json::from_str(&a.body).unwrap_or_else(|e| {
+            panic!(
+                "/readyz: status {}, not JSON ({e}): {:?}; log: {}",
+                a.status,
+                a.body,
+                self.log_text()
+            )
+        });
         (a.status, body)
     }
 
@@ -347,6 +353,19 @@ fn prometheus_scrapes_the_numbers_of_the_scan_summaries() {
         200_000,
     );
     case.listen(&[22, 80, 6379]);
+    // A webhook nobody listens to (inside the scanner namespace): its
+    // events wait, its attempts fail.
+    let mut config = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&case.config)
+        .unwrap();
+    write!(
+        config,
+        "\n[[sink]]\nkind = \"webhook\"\nname = \"down-hook\"\n\
+         url = \"http://127.0.0.1:9/hook\"\ntimeout = \"1s\"\nmax_retries = 0\n"
+    )
+    .unwrap();
+    drop(config);
     let served = Served::start(&case, None);
     wait_for("both incidents", Duration::from_secs(60), || {
         let mut kinds: Vec<String> = case
@@ -515,6 +534,18 @@ fn prometheus_scrapes_the_numbers_of_the_scan_summaries() {
         prometheus.value(&format!(
             "palisade_delivery_failures_total{{sink=\"{sink}\"}}"
         )),
+        0.0
+    );
+    let alerts = case.alerts().len() as f64;
+    wait_for("the webhook's queue", Duration::from_secs(30), || {
+        let v = prometheus.value("palisade_outbox_pending_events{sink=\"down-hook\"}");
+        (v == alerts)
+            .then_some(())
+            .ok_or_else(|| format!("{v} pending, {alerts} events"))
+    });
+    assert!(prometheus.value("palisade_delivery_failures_total{sink=\"down-hook\"}") >= 1.0);
+    assert_eq!(
+        prometheus.value("palisade_outbox_dead_letters{sink=\"down-hook\"}"),
         0.0
     );
     assert_eq!(
