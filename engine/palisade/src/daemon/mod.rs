@@ -168,13 +168,14 @@ impl Daemon {
             .collect();
         let health = store.load_health()?;
         let recovered = plan::recover(&config.monitors, saved, now);
+        let metrics = Arc::new(Metrics::new());
         let delivery = OutboxDelivery::start(
             &mut store,
             &config.store.path,
             delivery::sink_specs(&config.sinks, options.events.as_ref()),
+            Arc::clone(&metrics),
         )?;
         let control = Control::new(now);
-        let metrics = Arc::new(Metrics::new());
         let http = match &config.http {
             Some(settings) => {
                 let auth =

@@ -104,6 +104,8 @@ impl Daemon {
             end,
             replies,
         };
+        self.metrics
+            .record_sweep(plan.kind, &result.end, result.started, result.finished);
         if let Some(why) = result.end.failure() {
             tracing::warn!("sweep inconclusive: {why}");
         }
@@ -166,20 +168,28 @@ impl Daemon {
             Answer::Closed => replies.record(f.ip, f.port, false),
         }) {
             Ok(s) => {
+                self.metrics.record_scan(&s);
                 let end = SweepEnd::after_run(s.interrupted, s.ringbuf_full);
                 if end == SweepEnd::Completed {
                     tracing::info!(
                         sent = s.sent,
+                        retries = s.retries,
                         open = s.open,
+                        closed = s.closed,
                         echo_replies = s.echo_replies,
                         invalid = s.invalid + s.filter_invalid,
+                        rate = s.rate(),
                         secs = s.duration.as_secs_f64(),
                         "sweep done"
                     );
                 }
                 end
             }
-            Err(e) => SweepEnd::Failed(e.to_string()),
+            Err(e) => {
+                let why = e.to_string();
+                self.metrics.data_path_failed(&why);
+                SweepEnd::Failed(why)
+            }
         };
         Ok((end, replies))
     }

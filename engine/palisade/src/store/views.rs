@@ -563,3 +563,234 @@ mod history_page_tests {
         assert!(matches!(&paged[0], HistoryRow::Incident { id, .. } if id == "a"));
     }
 }
+
+// ---------------------------------------------------------------------------
+// Self-monitoring reads (`/metrics`, `/readyz`): what the store knows of the
+// daemon's health, read at scrape time.
+
+/// What `/metrics` reports from the store, read in one snapshot.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StoreGauges {
+    /// Open incidents by kind: port (`unexpected_port_open`,
+    /// `expected_port_down`), host (`host_unreachable`,
+    /// `host_answers_all_ports`) and self-monitoring (`scan_failed`,
+    /// `monitor_stale`); every kind listed, 0 when none is open.
+    pub open_incidents: Vec<(String, u64)>,
+    /// Per sink asked for (and any other with dead letters): events it has
+    /// not acknowledged yet (dead letters aside), and its dead letters.
+    pub sinks: Vec<SinkGauges>,
+    /// Per monitor with one: the start of its last conclusive full scan.
+    pub last_full: Vec<(String, Millis)>,
+    pub monitors_enabled: u64,
+    pub monitors_disabled: u64,
+    /// [`Store::size_bytes`].
+    pub size_bytes: u64,
+}
+
+/// One sink's queue in the outbox.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SinkGauges {
+    pub sink: String,
+    pub pending: u64,
+    pub dead_letters: u64,
+}
+
+/// The kinds of incidents [`StoreGauges::open_incidents`] lists.
+pub const INCIDENT_KINDS: [&str; 6] = [
+    "unexpected_port_open",
+    "expected_port_down",
+    "host_unreachable",
+    "host_answers_all_ports",
+    "scan_failed",
+    "monitor_stale",
+];
+
+impl Store {
+    /// The store's gauges for `/metrics`, in one read transaction; `sinks`
+    /// are the configured sinks (each listed, with 0 if nothing waits).
+    pub fn gauges(&self, sinks: &[String]) -> Result<StoreGauges, StoreError> {
+        let tx = self.conn.unchecked_transaction()?;
+        let mut open: std::collections::BTreeMap<String, u64> = INCIDENT_KINDS
+            .iter()
+            .map(|k| ((*k).to_owned(), 0))
+            .collect();
+        {
+            let mut stmt = tx.prepare(
+                "SELECT kind, COUNT(*) FROM incidents WHERE resolved_at_ms IS NULL GROUP BY kind",
+            )?;
+            let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?;
+            for row in rows {
+                let (kind, n) = row?;
+                open.insert(kind, n as u64);
+            }
+        }
+        let health = self.load_health()?;
+        open.insert("scan_failed".into(), u64::from(health.failing().is_some()));
+        open.insert("monitor_stale".into(), health.stale().count() as u64);
+        let mut dead: std::collections::BTreeMap<String, u64> = std::collections::BTreeMap::new();
+        {
+            let mut stmt = tx.prepare("SELECT sink, COUNT(*) FROM dead_letters GROUP BY sink")?;
+            let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?;
+            for row in rows {
+                let (sink, n) = row?;
+                dead.insert(sink, n as u64);
+            }
+        }
+        let mut sink_gauges = Vec::new();
+        for sink in sinks {
+            sink_gauges.push(SinkGauges {
+                sink: sink.clone(),
+                pending: self.pending_count(sink)?.max(0) as u64,
+                dead_letters: dead.remove(sink).unwrap_or(0),
+            });
+        }
+        // Dead letters of a sink no longer configured still wait.
+        sink_gauges.extend(dead.into_iter().map(|(sink, dead_letters)| SinkGauges {
+            sink,
+            pending: 0,
+            dead_letters,
+        }));
+        let last_full = {
+            let mut stmt = tx.prepare(
+                "SELECT monitor, last_full_ms FROM monitor_state
+                 WHERE last_full_ms IS NOT NULL ORDER BY monitor",
+            )?;
+            let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            rows.collect::<Result<Vec<_>, _>>()?
+        };
+        let (enabled, disabled): (i64, i64) = tx.query_row(
+            "SELECT COALESCE(SUM(enabled != 0), 0), COALESCE(SUM(enabled = 0), 0) FROM monitors",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )?;
+        let size_bytes = self.size_bytes()?;
+        tx.finish()?;
+        let mut open_incidents: Vec<(String, u64)> = INCIDENT_KINDS
+            .iter()
+            .map(|k| ((*k).to_owned(), open.remove(*k).unwrap_or(0)))
+            .collect();
+        open_incidents.extend(open);
+        Ok(StoreGauges {
+            open_incidents,
+            sinks: sink_gauges,
+            last_full,
+            monitors_enabled: enabled as u64,
+            monitors_disabled: disabled as u64,
+            size_bytes,
+        })
+    }
+
+    /// Whether the store takes writes: its write lock (`BEGIN IMMEDIATE`)
+    /// is obtained within `wait`, then let go (`ROLLBACK`); nothing is
+    /// written. Takes the connection (its busy timeout becomes `wait`): open
+    /// a fresh one with [`Store::connect`], which also proves the file opens
+    /// read-write.
+    pub fn check_writable(self, wait: std::time::Duration) -> Result<(), StoreError> {
+        self.conn.busy_timeout(wait)?;
+        self.conn.execute_batch("BEGIN IMMEDIATE; ROLLBACK")?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod self_monitoring_tests {
+    use std::collections::BTreeMap;
+
+    use palisade_core::health::HealthState;
+    use palisade_core::monitor::MonitorSpec;
+
+    use super::*;
+    use crate::config::SinkStart;
+    use crate::store::OutboxEntry;
+
+    fn entry(id: &str) -> OutboxEntry {
+        OutboxEntry {
+            id: id.into(),
+            kind: "monitor_resolved".into(),
+            payload: "{}".into(),
+        }
+    }
+
+    #[test]
+    fn gauges_count_incidents_queues_dead_letters_and_monitors() {
+        let mut store = Store::in_memory().unwrap();
+        let empty = store.gauges(&[]).unwrap();
+        assert_eq!(
+            empty.open_incidents,
+            INCIDENT_KINDS.map(|k| (k.to_owned(), 0)).to_vec()
+        );
+        assert_eq!((empty.monitors_enabled, empty.monitors_disabled), (0, 0));
+        assert!(empty.size_bytes > 0);
+
+        let mut health = HealthState::new();
+        health.after_sweep(1_000, Some("no route".into()));
+        store.record_health(&health, &[], 1_000).unwrap();
+        for (name, enabled) in [("a", true), ("b", true), ("c", false)] {
+            let spec = MonitorSpec {
+                name: name.into(),
+                host: "198.18.0.2".into(),
+                ..MonitorSpec::default()
+            };
+            store.create_monitor(&spec, enabled, 1).unwrap();
+        }
+        store.register_sink("hook", SinkStart::All).unwrap();
+        store.register_sink("file", SinkStart::All).unwrap();
+        store
+            .enqueue("a", &[entry("e1"), entry("e2"), entry("e3")], 2)
+            .unwrap();
+        store.mark_delivered("file", &[1, 2, 3], 3).unwrap();
+        store.dead_letter("hook", 1, Some(400), "no", 3).unwrap();
+        store.dead_letter("gone", 2, Some(410), "no", 3).unwrap();
+
+        let g = store.gauges(&["hook".into(), "file".into()]).unwrap();
+        let open: BTreeMap<&str, u64> = g
+            .open_incidents
+            .iter()
+            .map(|(k, n)| (k.as_str(), *n))
+            .collect();
+        assert_eq!(open["scan_failed"], 1);
+        assert_eq!(open["unexpected_port_open"], 0);
+        assert_eq!(
+            g.sinks,
+            [
+                SinkGauges {
+                    sink: "hook".into(),
+                    pending: 2,
+                    dead_letters: 1
+                },
+                SinkGauges {
+                    sink: "file".into(),
+                    pending: 0,
+                    dead_letters: 0
+                },
+                // Not configured, but its dead letter still waits.
+                SinkGauges {
+                    sink: "gone".into(),
+                    pending: 0,
+                    dead_letters: 1
+                },
+            ]
+        );
+        assert_eq!((g.monitors_enabled, g.monitors_disabled), (2, 1));
+    }
+
+    #[test]
+    fn the_write_check_fails_while_another_connection_holds_the_write_lock() {
+        let dir = std::env::temp_dir().join(format!("palisade-store-ready-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let path = dir.join("p.db");
+        let store = Store::open(&path).unwrap();
+        let wait = std::time::Duration::from_millis(100);
+        Store::connect(&path).unwrap().check_writable(wait).unwrap();
+        store.conn.execute_batch("BEGIN IMMEDIATE").unwrap();
+        let err = Store::connect(&path)
+            .unwrap()
+            .check_writable(wait)
+            .unwrap_err();
+        assert!(err.to_string().contains("locked"), "{err}");
+        store.conn.execute_batch("ROLLBACK").unwrap();
+        Store::connect(&path).unwrap().check_writable(wait).unwrap();
+        drop(store);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

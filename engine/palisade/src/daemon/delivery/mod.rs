@@ -14,10 +14,12 @@
 mod worker;
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::config::{SinkSpec, SinkStart, SinkTarget};
+use crate::metrics::Metrics;
 use crate::store::{Store, StoreError};
 use worker::Worker;
 
@@ -73,25 +75,30 @@ pub struct OutboxDelivery {
     workers: Vec<Worker>,
     /// Workers being stopped (after a reload), reaped when they end.
     stopping: Vec<Worker>,
+    /// Where the sinks count their failures, and which sinks there are.
+    metrics: Arc<Metrics>,
 }
 
 impl OutboxDelivery {
     /// Makes every sink known to `store` (a new one starts where its
     /// `start` says) and starts delivering to each from the store at
-    /// `store_path` (the same database).
+    /// `store_path` (the same database); failures are counted in `metrics`.
     pub fn start(
         store: &mut Store,
         store_path: &Path,
         specs: Vec<SinkSpec>,
+        metrics: Arc<Metrics>,
     ) -> Result<OutboxDelivery, DeliveryError> {
         let mut delivery = OutboxDelivery {
             store_path: store_path.to_path_buf(),
             workers: Vec::new(),
             stopping: Vec::new(),
+            metrics,
         };
         for spec in specs {
             delivery.add(store, spec)?;
         }
+        delivery.metrics.set_sinks(&delivery.names());
         Ok(delivery)
     }
 
@@ -110,7 +117,8 @@ impl OutboxDelivery {
                 }
             );
         }
-        let worker = Worker::spawn(spec, &self.store_path).map_err(DeliveryError::Thread)?;
+        let worker = Worker::spawn(spec, &self.store_path, Arc::clone(&self.metrics))
+            .map_err(DeliveryError::Thread)?;
         worker.wake();
         self.workers.push(worker);
         Ok(())
@@ -190,6 +198,7 @@ impl OutboxDelivery {
                 self.add(store, spec)?;
             }
         }
+        self.metrics.set_sinks(&self.names());
         Ok(())
     }
 
@@ -375,8 +384,16 @@ mod tests {
             kind: "monitor_resolved".into(),
             payload: "not json".into(),
         };
-        let mut delivery =
-            OutboxDelivery::start(&mut store, &db, vec![file(&path, SinkStart::New)]).unwrap();
+        let metrics = Arc::new(Metrics::new());
+        let mut delivery = OutboxDelivery::start(
+            &mut store,
+            &db,
+            vec![file(&path, SinkStart::New)],
+            Arc::clone(&metrics),
+        )
+        .unwrap();
+        // The sinks' queues are what /metrics reads.
+        assert_eq!(metrics.sinks(), [file(&path, SinkStart::New).name]);
         store
             .enqueue(
                 "web",

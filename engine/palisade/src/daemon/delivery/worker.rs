@@ -15,6 +15,7 @@ use tokio::sync::{Notify, watch};
 use super::{backoff, sink_takes};
 use crate::config::{SinkSpec, SinkTarget};
 use crate::daemon::now_ms;
+use crate::metrics::Metrics;
 use crate::store::{OutboxRow, Store, StoreError};
 
 /// An attempt (connect, or publish a batch) still running after this long
@@ -70,7 +71,12 @@ pub(super) struct Worker {
 
 impl Worker {
     /// Starts delivering `spec`'s events from the store at `store_path`.
-    pub(super) fn spawn(spec: SinkSpec, store_path: &Path) -> std::io::Result<Worker> {
+    /// Its failures are counted in `metrics`.
+    pub(super) fn spawn(
+        spec: SinkSpec,
+        store_path: &Path,
+        metrics: Arc<Metrics>,
+    ) -> std::io::Result<Worker> {
         let (stop, stopped) = watch::channel(false);
         let wake = Arc::new(Notify::new());
         let delivering = Delivering {
@@ -81,6 +87,7 @@ impl Worker {
             sink: None,
             backoff: Duration::ZERO,
             problem: None,
+            metrics,
         };
         let thread = std::thread::Builder::new()
             .name(format!("sink {}", spec.name))
@@ -143,6 +150,7 @@ struct Delivering {
     backoff: Duration,
     /// The current problem, logged once rather than at every retry.
     problem: Option<String>,
+    metrics: Arc<Metrics>,
 }
 
 impl Delivering {
@@ -357,6 +365,7 @@ impl Delivering {
 
     /// After a failure: wait longer each time; the problem is logged once.
     fn fail(&mut self, store: Option<&mut Store>, why: &dyn std::fmt::Display) {
+        self.metrics.delivery_failed(&self.spec.name);
         self.backoff = backoff(self.backoff);
         let why = why.to_string();
         if self.problem.as_deref() != Some(why.as_str()) {
