@@ -190,7 +190,9 @@ impl Store {
         now: Millis,
     ) -> Result<StoredMonitor, MonitorWriteError> {
         let json = spec_json(spec)?;
-        let tx = self.conn.transaction()?;
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         let inserted = tx.execute(
             "INSERT OR IGNORE INTO monitors (name, managed_by, spec, enabled, version, created_ms, updated_ms)
              VALUES (?1, 'api', ?2, ?3, 1, ?4, ?4)",
@@ -220,7 +222,9 @@ impl Store {
         now: Millis,
     ) -> Result<StoredMonitor, MonitorWriteError> {
         let json = spec_json(spec)?;
-        let tx = self.conn.transaction()?;
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         let current = writable(&tx, &spec.name, if_version)?;
         tx.execute(
             "UPDATE monitors SET spec = ?2, enabled = ?3, version = version + 1, updated_ms = ?4
@@ -240,7 +244,9 @@ impl Store {
     /// Deletes an API monitor if its version is still `if_version`. Its
     /// history stays; the daemon resolves its incidents.
     pub fn delete_monitor(&mut self, name: &str, if_version: i64) -> Result<(), MonitorWriteError> {
-        let tx = self.conn.transaction()?;
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         writable(&tx, name, if_version)?;
         tx.execute("DELETE FROM monitors WHERE name = ?1", params![name])?;
         tx.commit()?;
@@ -257,7 +263,9 @@ impl Store {
         now: Millis,
     ) -> Result<ImportReport, StoreError> {
         let mut report = ImportReport::default();
-        let tx = self.conn.transaction()?;
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         let existing: Vec<(String, String, String)> = {
             let mut stmt = tx.prepare("SELECT name, managed_by, spec FROM monitors")?;
             let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
