@@ -96,7 +96,7 @@ impl FromRequestParts<AppState> for Reader {
 /// still needs an `Authorization: Bearer` header (any token) or a session:
 /// a page of another site cannot send either.
 #[derive(Debug)]
-pub struct Admin(#[allow(dead_code)] pub Caller);
+pub struct Admin(pub Caller);
 
 impl FromRequestParts<AppState> for Admin {
     type Rejection = Problem;
@@ -535,6 +535,12 @@ mod tests {
         headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
         let problem = json_object(&headers, body()).unwrap_err();
         assert_eq!(problem.kind(), ProblemKind::BadRequest);
+        // docs/API.md's example.
+        let example = Bytes::from_static(br#"{"name": "web-2", "host": }"#);
+        assert_eq!(
+            json_object(&headers, Ok(example)).unwrap_err().detail,
+            "the body is not valid JSON: expected value at line 1 column 27"
+        );
         assert_eq!(problem.extensions["line"], 2);
         assert!(
             problem.detail.contains("line 2 column"),

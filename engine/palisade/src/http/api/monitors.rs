@@ -205,7 +205,7 @@ pub async fn read(
 /// `POST /monitors`: 201 with `Location` and `ETag`.
 pub async fn create(
     State(state): State<AppState>,
-    _: Admin,
+    Admin(caller): Admin,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, Problem> {
@@ -215,6 +215,7 @@ pub async fn create(
     let created = state
         .write(move |store| Ok::<_, Problem>(store.create_monitor(&spec, enabled, now_ms())?))
         .await?;
+    tracing::info!(by = %caller.name, monitor = %created.spec.name, "monitor created through the API");
     monitors_changed(&state);
     let location = format!("{PREFIX}/monitors/{}", created.spec.name);
     let mut resource = describe(&state, created).await?;
@@ -248,7 +249,7 @@ async fn changeable(state: &AppState, name: &str) -> Result<StoredMonitor, Probl
 /// `PUT /monitors/{name}`: replaces an API monitor, `If-Match` required.
 pub async fn replace(
     State(state): State<AppState>,
-    _: Admin,
+    Admin(caller): Admin,
     MonitorName(name): MonitorName,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
@@ -264,6 +265,10 @@ pub async fn replace(
             Ok::<_, Problem>(store.update_monitor(&spec, enabled, version, now_ms())?)
         })
         .await?;
+    tracing::info!(
+        by = %caller.name, monitor = %name, version = updated.version,
+        "monitor replaced through the API"
+    );
     monitors_changed(&state);
     let mut resource = describe(&state, updated).await?;
     resource.warnings = checked.warnings;
@@ -273,15 +278,17 @@ pub async fn replace(
 /// `DELETE /monitors/{name}`: 204, `If-Match` required.
 pub async fn delete(
     State(state): State<AppState>,
-    _: Admin,
+    Admin(caller): Admin,
     MonitorName(name): MonitorName,
     headers: HeaderMap,
 ) -> Result<StatusCode, Problem> {
     let wanted = if_match(&headers)?;
     let version = version_of(&state, &name, wanted).await?;
+    let key = name.clone();
     state
-        .write(move |store| Ok::<_, Problem>(store.delete_monitor(&name, version)?))
+        .write(move |store| Ok::<_, Problem>(store.delete_monitor(&key, version)?))
         .await?;
+    tracing::info!(by = %caller.name, monitor = %name, "monitor deleted through the API");
     monitors_changed(&state);
     Ok(StatusCode::NO_CONTENT)
 }
@@ -301,7 +308,7 @@ pub struct ScanRequested {
 /// the daemon is between sweeps.
 pub async fn scan_now(
     State(state): State<AppState>,
-    _: Admin,
+    Admin(caller): Admin,
     MonitorName(name): MonitorName,
 ) -> Result<Response, Problem> {
     let current = stored(&state, &name).await?;
@@ -318,6 +325,7 @@ pub async fn scan_now(
             "the daemon is stopping",
         ));
     }
+    tracing::info!(by = %caller.name, monitor = %name, "scan requested through the API");
     let next_due_ms = live.next_due.get(&name).map_or(now, |&due| due.min(now));
     let answer = ScanRequested {
         monitor: name,
