@@ -73,7 +73,7 @@ async fn method_not_allowed(method: Method, uri: Uri) -> Problem {
 
 /// A caller allowed to read: any role. Without a tokens file, anyone.
 #[derive(Debug)]
-pub struct Reader(#[allow(dead_code)] pub Caller);
+pub struct Reader(pub Caller);
 
 impl FromRequestParts<AppState> for Reader {
     type Rejection = Problem;
@@ -211,7 +211,7 @@ impl Params {
         self.parse(name, |text| match text.trim().parse::<i64>() {
             Ok(n) if (min..=max).contains(&n) => Ok(n),
             _ if max == i64::MAX => Err(format!(
-                "expected a whole number from {min}, found {text:?}"
+                "expected a whole number, at least {min}, found {text:?}"
             )),
             _ => Err(format!(
                 "expected a whole number from {min} to {max}, found {text:?}"
