@@ -15,6 +15,7 @@ pub mod api;
 pub mod auth;
 pub mod health;
 pub mod pages;
+pub mod problem;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
