@@ -49,6 +49,10 @@ pub(crate) const PACKAGES: &[(&str, &str)] = &[
         "the Prometheus that scrapes /metrics in the tests (and promtool)",
     ),
     (
+        "curl",
+        "HTTP requests in the metrics tests (Prometheus' API)",
+    ),
+    (
         "fonts-dejavu-core",
         "a font for the dashboard's screenshots",
     ),

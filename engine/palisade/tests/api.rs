@@ -6,17 +6,15 @@
 //! monitors read-only, and monitors created through the API scanned by the
 //! daemon, on schedule and on request. Needs root.
 
-use std::path::PathBuf;
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use palisade_sim::testbed::{KillOnDrop, stderr};
+use palisade_sim::testbed::stderr;
 use reqwest::Method;
 use reqwest::header::HeaderMap;
 use serde_json::{Value, json};
 
 mod common;
-use common::{BIN, DaemonCase, LoopbackBridge, TARGET, free_port, now_ms, path};
+use common::{BIN, DaemonCase, ServedDaemon, TARGET, now_ms, path};
 
 const ADMIN: &str = "admin-token-of-the-api-test-0123";
 const READER: &str = "read-token-of-the-api-test-0123";
@@ -26,11 +24,9 @@ const READER: &str = "read-token-of-the-api-test-0123";
 /// no re-check), kernel listeners on 22, 80 and 6379 of [`TARGET`], and a
 /// tokens file with an admin and a read-only token.
 struct ApiCase {
-    // Dropped in this order: the daemon, the bridge, then the testbed.
-    daemon: KillOnDrop,
-    _bridge: LoopbackBridge,
+    // Dropped in this order: the daemon (and its bridge), then the testbed.
+    served: ServedDaemon,
     case: DaemonCase,
-    log: PathBuf,
     base: String,
     client: reqwest::Client,
     rt: tokio::runtime::Runtime,
@@ -184,40 +180,16 @@ impl ApiCase {
             format!("# the API test\nadmin {ADMIN} alice\nread {READER} bob\n"),
         )
         .unwrap();
-        let port = free_port();
-        let mut config = std::fs::read_to_string(&case.config).unwrap();
-        config.push_str(&format!(
-            "\n[http]\nlisten = \"127.0.0.1:{port}\"\ntokens = \"{}\"\n",
-            tokens.display()
-        ));
-        std::fs::write(&case.config, config).unwrap();
-        let log = case.dir.join("daemon.log");
-        let daemon = KillOnDrop(
-            case.command(&[
-                "run",
-                "-c",
-                path(&case.config),
-                "--events",
-                path(&case.events),
-            ])
-            .env("PALISADE_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .expect("palisade run"),
-        );
-        let bridge = LoopbackBridge::out_of(case.tb.scanner_ns(), port);
+        let served = case.serve(Some(&tokens));
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
             .build()
             .unwrap();
         let mut api = ApiCase {
-            daemon,
-            _bridge: bridge,
+            base: served.url(""),
+            served,
             case,
-            log,
-            base: format!("http://127.0.0.1:{port}"),
             client: client(),
             rt,
         };
@@ -240,16 +212,12 @@ impl ApiCase {
                 }
             }
         });
-        assert!(
-            api.daemon.try_wait().unwrap().is_none(),
-            "the daemon exited: {}",
-            api.log()
-        );
+        assert!(api.served.running(), "the daemon exited: {}", api.log());
         api
     }
 
     fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
+        self.served.log_text()
     }
 
     fn call(&self, call: Call<'_>) -> Answer {
@@ -302,20 +270,7 @@ impl ApiCase {
 
     /// Stops the daemon (SIGTERM) and checks it exits cleanly.
     fn stop(mut self) {
-        let _ = std::process::Command::new("kill")
-            .args(["-TERM", &self.daemon.id().to_string()])
-            .status();
-        let start = Instant::now();
-        let status = loop {
-            if let Some(status) = self.daemon.try_wait().unwrap() {
-                break status;
-            }
-            assert!(
-                start.elapsed() < Duration::from_secs(30),
-                "the daemon did not stop"
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        };
+        let status = self.served.stop();
         assert!(status.success(), "daemon exit {status:?}: {}", self.log());
     }
 }

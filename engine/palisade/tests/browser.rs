@@ -4,93 +4,25 @@
 //! [`LoopbackBridge`]. As root. Screenshots go to
 //! `$CARGO_TARGET_TMPDIR/screenshots/` (the paths are printed).
 
-use std::process::Stdio;
 use std::time::Duration;
 
 use fantoccini::{Client, Locator};
-use palisade_sim::testbed::{KillOnDrop, stderr};
+use palisade_sim::testbed::stderr;
 use serde_json::Value;
 
 mod common;
 
 use common::browser::{
-    Driver, click_and_wait, here, http_get, js, requested_urls, screenshot, text_of, type_into,
-    wait_for,
+    Driver, click_and_wait, here, js, requested_urls, screenshot, text_of, type_into, wait_for,
 };
-use common::{BIN, DaemonCase, LoopbackBridge, TARGET, free_port, path};
+use common::http::{http_get, http_request};
+use common::{BIN, DaemonCase, TARGET, path};
 
 const ADMIN: &str = "admin-token-0123456789abcdef";
 const READER: &str = "read-token-0123456789abcdef";
 
 /// The whole test at most.
 const BUDGET: Duration = Duration::from_secs(420);
-
-/// The daemon under test, its log kept for a failure's message.
-struct Daemon {
-    process: KillOnDrop,
-    log: std::path::PathBuf,
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            let log = std::fs::read_to_string(&self.log).unwrap_or_default();
-            let tail: Vec<&str> = log.lines().rev().take(60).collect();
-            eprintln!("--- the daemon's last log lines ---");
-            for line in tail.iter().rev() {
-                eprintln!("{line}");
-            }
-        }
-        let _ = self.process.0.kill();
-        let _ = self.process.0.wait();
-        let _ = std::fs::remove_file(&self.log);
-    }
-}
-
-/// Starts `palisade run` for `case` with `[http]` on `port` and a tokens
-/// file, and waits until the dashboard answers through `bridge`.
-fn start_daemon(case: &DaemonCase, port: u16) -> Daemon {
-    let tokens = case.dir.join("tokens");
-    std::fs::write(&tokens, format!("admin {ADMIN} alice\nread {READER} bob\n")).unwrap();
-    let mut config = std::fs::read_to_string(&case.config).unwrap();
-    config.push_str(&format!(
-        "\n[http]\nlisten = \"127.0.0.1:{port}\"\ntokens = \"{}\"\n",
-        tokens.display()
-    ));
-    std::fs::write(&case.config, config).unwrap();
-    let log = std::env::temp_dir().join(format!("palisade-browser-{}.log", std::process::id()));
-    let process = case
-        .command(&["run", "-c", path(&case.config)])
-        .env("PALISADE_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .expect("palisade run");
-    Daemon {
-        process: KillOnDrop(process),
-        log,
-    }
-}
-
-fn wait_until_served(port: u16, daemon: &mut Daemon) {
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    loop {
-        if let Some((200, _, _)) = http_get(port, "/login") {
-            return;
-        }
-        if let Ok(Some(status)) = daemon.process.0.try_wait() {
-            panic!(
-                "the daemon exited ({status}): {}",
-                std::fs::read_to_string(&daemon.log).unwrap_or_default()
-            );
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the dashboard did not answer within 60 s"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
 
 /// The text of the fleet row of `monitor`.
 async fn fleet_row(client: &Client, monitor: &str) -> Option<String> {
@@ -168,10 +100,10 @@ fn the_dashboard_in_a_real_browser() {
         200_000,
     );
     case.listen(&[22, 80, 6379]);
-    let port = free_port();
-    let mut daemon = start_daemon(&case, port);
-    let _bridge = LoopbackBridge::out_of(case.tb.scanner_ns(), port);
-    wait_until_served(port, &mut daemon);
+    let tokens = case.dir.join("tokens");
+    std::fs::write(&tokens, format!("admin {ADMIN} alice\nread {READER} bob\n")).unwrap();
+    let daemon = case.serve(Some(&tokens));
+    let port = daemon.port;
 
     // The security headers of a page and the assets' caching.
     let (status, head, body) = http_get(port, "/login").unwrap();
@@ -553,8 +485,7 @@ impl Served {
     }
 
     fn get(&self, path: &str, cookie: &str) -> (u16, String, String) {
-        common::browser::http_request(self.port(), "GET", path, &[("Cookie", cookie)], "")
-            .expect("an answer")
+        http_request(self.port(), "GET", path, &[("Cookie", cookie)], "").expect("an answer")
     }
 
     fn post(&self, path: &str, cookie: &str, fields: &[(&str, &str)]) -> (u16, String, String) {
@@ -562,7 +493,7 @@ impl Served {
             .iter()
             .map(|(k, v)| format!("{k}={}", encode(v)))
             .collect();
-        common::browser::http_request(
+        http_request(
             self.port(),
             "POST",
             path,

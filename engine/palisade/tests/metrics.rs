@@ -20,7 +20,7 @@ use serde_json::Value;
 
 mod common;
 
-use common::{DaemonCase, LoopbackBridge, free_port, ms, now_ms, path};
+use common::{DaemonCase, ServedDaemon, free_port, ms, now_ms, path};
 
 /// Waits for `f` to give a value, `limit` at most; panics naming `what`
 /// (and the last thing `f` saw) on timeout.
@@ -75,70 +75,24 @@ fn get(url: &str, extra: &[&str]) -> Answer {
     }
 }
 
-/// A daemon of `case` serving `[http]` on a free port of the scanner
-/// namespace's loopback, reachable on the same port of the host's.
-struct Served {
-    daemon: KillOnDrop,
-    _bridge: LoopbackBridge,
-    port: u16,
-    log: PathBuf,
+/// A daemon of `case` serving `[http]` ([`DaemonCase::serve`]), asked with
+/// curl.
+struct Served(ServedDaemon);
+
+impl std::ops::Deref for Served {
+    type Target = ServedDaemon;
+    fn deref(&self) -> &ServedDaemon {
+        &self.0
+    }
 }
 
 impl Served {
-    /// Appends `[http]` (with `tokens`, if given) to the configuration and
-    /// starts `palisade run` with the JSON lines sink and info logs.
     fn start(case: &DaemonCase, tokens: Option<&Path>) -> Served {
-        let port = free_port();
-        let mut config = std::fs::OpenOptions::new()
-            .append(true)
-            .open(&case.config)
-            .unwrap();
-        write!(config, "\n[http]\nlisten = \"127.0.0.1:{port}\"\n").unwrap();
-        if let Some(tokens) = tokens {
-            writeln!(config, "tokens = \"{}\"", tokens.display()).unwrap();
-        }
-        let log = case.dir.join("daemon.log");
-        let daemon = KillOnDrop(
-            case.command(&[
-                "run",
-                "-c",
-                path(&case.config),
-                "--events",
-                path(&case.events),
-            ])
-            .env("PALISADE_LOG", "info")
-            .env("NO_COLOR", "1")
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap(),
-        );
-        let bridge = LoopbackBridge::out_of(case.tb.scanner_ns(), port);
-        let served = Served {
-            daemon,
-            _bridge: bridge,
-            port,
-            log,
-        };
-        wait_for("/healthz", Duration::from_secs(30), || {
-            let a = served.get("/healthz", &[]);
-            (a.status == 200).then_some(()).ok_or_else(|| {
-                format!("status {} {}; log: {}", a.status, a.body, served.log_text())
-            })
-        });
-        served
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("http://127.0.0.1:{}{path}", self.port)
+        Served(case.serve(tokens))
     }
 
     fn get(&self, path: &str, extra: &[&str]) -> Answer {
         get(&self.url(path), extra)
-    }
-
-    fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
     /// The fields of each `sweep done` line of the daemon's log.
@@ -171,10 +125,7 @@ impl Served {
     }
 
     fn stop(mut self) {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.daemon.id().to_string()])
-            .status();
-        let status = self.daemon.wait().unwrap();
+        let status = self.0.stop();
         assert!(
             status.success(),
             "daemon exit {status:?}: {}",

@@ -2,6 +2,7 @@
 //! in time is `palisade_sim::testbed::bounded`).
 
 pub mod browser;
+pub mod http;
 
 use std::ffi::OsStr;
 use std::net::IpAddr;
@@ -10,7 +11,7 @@ use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use palisade_sim::testbed::{ListenerId, Testbed, TestbedConfig, bounded, stderr};
+use palisade_sim::testbed::{KillOnDrop, ListenerId, Testbed, TestbedConfig, bounded, stderr};
 use serde_json::Value;
 
 /// A hosts file of a test's own: a command made by [`HostsFile::command`]
@@ -260,6 +261,126 @@ impl DaemonCase {
             .unwrap();
         let o = child.wait_with_output().unwrap();
         assert!(o.status.success(), "nft: {}", stderr(&o));
+    }
+}
+
+/// A daemon of a [`DaemonCase`] serving `[http]` (the dashboard, the API,
+/// `/metrics`) on a free port of the scanner namespace's loopback, reachable
+/// on the same port of the host's through a [`LoopbackBridge`]. Its log
+/// (info) is kept in the case's directory; dropped during a panic, it
+/// prints the log's last lines. Stopped (SIGKILL) when dropped.
+#[allow(dead_code)]
+pub struct ServedDaemon {
+    process: KillOnDrop,
+    _bridge: LoopbackBridge,
+    pub port: u16,
+    pub log: PathBuf,
+}
+
+#[allow(dead_code)]
+impl DaemonCase {
+    /// Appends `[http]` (with `tokens`, if given) to the configuration,
+    /// starts `palisade run` with the case's `--events` sink, and waits (60 s
+    /// at most) until `/healthz` answers 200.
+    pub fn serve(&self, tokens: Option<&Path>) -> ServedDaemon {
+        let port = free_port();
+        let mut config = std::fs::read_to_string(&self.config).unwrap();
+        config.push_str(&format!("\n[http]\nlisten = \"127.0.0.1:{port}\"\n"));
+        if let Some(tokens) = tokens {
+            config.push_str(&format!("tokens = \"{}\"\n", tokens.display()));
+        }
+        std::fs::write(&self.config, config).unwrap();
+        let log = self.dir.join("daemon.log");
+        let process = KillOnDrop(
+            self.command(&[
+                "run",
+                "-c",
+                path(&self.config),
+                "--events",
+                path(&self.events),
+            ])
+            .env("PALISADE_LOG", "info")
+            .env("NO_COLOR", "1")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .expect("palisade run"),
+        );
+        let mut served = ServedDaemon {
+            process,
+            _bridge: LoopbackBridge::out_of(self.tb.scanner_ns(), port),
+            port,
+            log,
+        };
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some((200, _, _)) = http::http_get(port, "/healthz") {
+                return served;
+            }
+            if let Ok(Some(status)) = served.process.0.try_wait() {
+                panic!("the daemon exited ({status}): {}", served.log_text());
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the daemon's HTTP server did not answer within 60 s: {}",
+                served.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+}
+
+#[allow(dead_code)]
+impl ServedDaemon {
+    /// `http://127.0.0.1:<port><path>`.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    /// The daemon's log so far.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// The process's pid (to signal it).
+    pub fn pid(&self) -> u32 {
+        self.process.0.id()
+    }
+
+    /// Whether it still runs.
+    pub fn running(&mut self) -> bool {
+        matches!(self.process.0.try_wait(), Ok(None))
+    }
+
+    /// SIGTERM, then its exit status (SIGKILL after 20 s).
+    pub fn stop(&mut self) -> std::process::ExitStatus {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.pid().to_string()])
+            .status();
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok(Some(status)) = self.process.0.try_wait() {
+                return status;
+            }
+            if std::time::Instant::now() > deadline {
+                let _ = self.process.0.kill();
+                return self.process.0.wait().expect("wait for the daemon");
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for ServedDaemon {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            let log = self.log_text();
+            let tail: Vec<&str> = log.lines().rev().take(60).collect();
+            eprintln!("--- the daemon's last log lines ---");
+            for line in tail.iter().rev() {
+                eprintln!("{line}");
+            }
+        }
     }
 }
 

@@ -759,25 +759,7 @@ async fn set_enabled(
             }
         })
         .await?;
-    match outcome {
-        Outcome::Saved { .. } => {
-            monitors_changed(&state);
-            Ok(Redirect::to(&link("/settings", &[("saved", &name)])).into_response())
-        }
-        Outcome::Stale { .. } => {
-            Ok(Redirect::to(&link("/settings", &[("stale", &name)])).into_response())
-        }
-        other => {
-            respond(
-                &state,
-                &viewer,
-                Mode::Edit(name),
-                MonitorForm::default(),
-                other,
-            )
-            .await
-        }
-    }
+    after_list_write(&state, &viewer, name, outcome, "saved").await
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -822,18 +804,31 @@ async fn delete(
             Err(e) => outcome(e),
         })
         .await?;
+    after_list_write(&state, &viewer, name, outcome, "deleted").await
+}
+
+/// After a write from the list (enable, disable, delete): back to the list
+/// saying `done` (the daemon told), or that someone else changed the
+/// monitor first; anything else is the monitor's form with the problem.
+async fn after_list_write(
+    state: &AppState,
+    viewer: &Viewer,
+    name: String,
+    outcome: Outcome,
+    done: &str,
+) -> PageResult {
     match outcome {
         Outcome::Saved { .. } => {
-            monitors_changed(&state);
-            Ok(Redirect::to(&link("/settings", &[("deleted", &name)])).into_response())
+            monitors_changed(state);
+            Ok(Redirect::to(&link("/settings", &[(done, &name)])).into_response())
         }
         Outcome::Stale { .. } => {
             Ok(Redirect::to(&link("/settings", &[("stale", &name)])).into_response())
         }
         other => {
             respond(
-                &state,
-                &viewer,
+                state,
+                viewer,
                 Mode::Edit(name),
                 MonitorForm::default(),
                 other,
