@@ -280,6 +280,10 @@ pub struct SweepTargets {
     pub ping: BTreeSet<IpAddr>,
     /// The union of the re-checked ports (re-check sweeps).
     recheck_ports: BTreeSet<u16>,
+    /// The union of the monitors' scan ranges (full sweeps), unless one
+    /// scans every port.
+    full_ports: Ports,
+    full_all: bool,
     keep: BTreeMap<IpAddr, BTreeSet<u16>>,
 }
 
@@ -291,6 +295,8 @@ impl SweepTargets {
             targets: TargetSet::default(),
             ping: BTreeSet::new(),
             recheck_ports: BTreeSet::new(),
+            full_ports: Ports::new(),
+            full_all: false,
             keep: BTreeMap::new(),
         }
     }
@@ -305,8 +311,16 @@ impl SweepTargets {
         state: &MonitorState,
         scope: &Scope,
     ) {
-        if let Scope::Ports(ports) = scope {
-            self.recheck_ports.extend(ports);
+        match scope {
+            Scope::Ports(ports) => self.recheck_ports.extend(ports),
+            Scope::Full if spec.scans_all_ports() => self.full_all = true,
+            Scope::Full if !self.full_all => {
+                self.full_ports.insert_ranges(&spec.scan_ports);
+                for &port in &spec.expected_open {
+                    self.full_ports.insert(port);
+                }
+            }
+            Scope::Full => {}
         }
         for &address in addresses {
             self.targets.insert(address);
@@ -320,11 +334,13 @@ impl SweepTargets {
         }
     }
 
-    /// The ports to probe: all of them for a full sweep, the union of the
-    /// re-checked ports for a re-check sweep.
+    /// The ports to probe: for a full sweep the union of its monitors'
+    /// scan ranges (all of them, by default), for a re-check sweep the union
+    /// of the re-checked ports.
     pub fn ports(&self) -> PortSet {
         match self.kind {
-            ScanKind::Full => PortSet::all(),
+            ScanKind::Full if self.full_all => PortSet::all(),
+            ScanKind::Full => PortSet::from_ports(self.full_ports.iter()),
             ScanKind::Recheck => PortSet::from_ports(self.recheck_ports.iter().copied()),
         }
     }
@@ -438,9 +454,12 @@ impl SweepResult {
         scope: &Scope,
         addresses: &Result<Vec<IpAddr>, String>,
     ) -> ScanFacts {
+        // A shared address may have been probed on more ports for another
+        // monitor: this one sees its own scope only.
         let in_scope = |ports: &Ports| -> Ports {
             match scope {
-                Scope::Full => ports.clone(),
+                Scope::Full if spec.scans_all_ports() => ports.clone(),
+                Scope::Full => ports.iter().filter(|&port| spec.in_scan(port)).collect(),
                 Scope::Ports(p) => ports.iter().filter(|port| p.contains(port)).collect(),
             }
         };
@@ -778,6 +797,46 @@ mod tests {
             kept_ports(&web, &MonitorState::new(), ip(2), &Scope::Full),
             ports(&[22, 443])
         );
+    }
+
+    #[test]
+    fn narrowed_monitors_probe_the_union_of_their_ranges_and_see_only_their_own() {
+        let narrow = |name: &str, expected: &[u16], range: &str| MonitorSpec {
+            scan_ports: range.parse().unwrap(),
+            ..spec(name, expected, HOUR)
+        };
+        let a = narrow("a", &[8443], "1-1024");
+        let b = narrow("b", &[], "2000-2001");
+        let fresh = MonitorState::new();
+        let mut targets = SweepTargets::new(ScanKind::Full);
+        targets.add(&[ip(2)], &a, &fresh, &Scope::Full);
+        targets.add(&[ip(2)], &b, &fresh, &Scope::Full);
+        // The ranges, and a's expected port beyond its range.
+        let probed = targets.ports();
+        assert_eq!(probed.len(), 1024 + 2 + 1);
+        assert!(probed.contains(8443) && probed.contains(2001) && !probed.contains(1025));
+        // One monitor scanning every port: every port.
+        targets.add(&[ip(3)], &spec("c", &[], HOUR), &fresh, &Scope::Full);
+        assert_eq!(targets.ports(), PortSet::all());
+
+        let mut replies = targets.replies();
+        for port in [22, 2000, 8443] {
+            replies.record(ip(2), port, true);
+        }
+        let result = SweepResult {
+            started: 0,
+            finished: 1,
+            end: SweepEnd::Completed,
+            replies,
+        };
+        let open = |m: &MonitorSpec| {
+            result.scan(m, &Scope::Full, &Ok(vec![ip(2)])).addresses[&ip(2)]
+                .open
+                .iter()
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(open(&a), [22, 8443]);
+        assert_eq!(open(&b), [2000]);
     }
 
     #[test]

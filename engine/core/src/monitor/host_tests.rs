@@ -246,3 +246,41 @@ fn state_saved_before_addresses_is_adopted_by_the_first_address() {
     let text = serde_json::to_string(&state).unwrap();
     assert!(!text.contains("legacy"), "{text}");
 }
+
+#[test]
+fn a_narrowed_scan_range_observes_only_its_ports_and_resolves_what_it_left() {
+    let mut s = spec(&[22, 8443]);
+    let mut state = MonitorState::new();
+    // Full range: 22 and 8443 open as expected, 9000 open, unexpected.
+    for at in [1000, 2000] {
+        state.observe(&s, &scan(at, vec![(A, answered([22, 8443, 9000]))]));
+    }
+    assert_eq!(state.open_incidents().len(), 1);
+    assert_eq!(state.open_incidents()[0].port, 9000);
+
+    // Narrowed to 1-1024: 9000 is no longer scanned; its incident resolves
+    // as config_changed (state unknown), the expected 8443 is still
+    // observed, and an open port beyond the range (replies from a shared
+    // address probed wider) is ignored.
+    s.scan_ports = "1-1024".parse().unwrap();
+    let step = state.observe(&s, &scan(3000, vec![(A, answered([22, 8443, 9000, 7000]))]));
+    let Event::PortResolved {
+        incident,
+        state: detected,
+        reason,
+        ..
+    } = &step.events[0]
+    else {
+        panic!("{:?}", step.events);
+    };
+    assert_eq!((incident.port, *detected), (9000, None));
+    assert_eq!(*reason, Resolution::ConfigChanged);
+    assert_eq!(state.known_state(A, 9000), None, "forgotten");
+    assert_eq!(state.known_state(A, 8443), Some(PortState::Open));
+    assert_eq!(state.tracked_ports(A), BTreeSet::from([22, 8443]));
+    let again = state.observe(&s, &scan(4000, vec![(A, answered([22, 8443, 7000]))]));
+    assert!(
+        again.changes.is_empty() && again.events.is_empty(),
+        "{again:?}"
+    );
+}

@@ -136,6 +136,11 @@ pub struct MonitorSpec {
     /// At most this many per-port events per scan; the rest go into one
     /// `ports_changed` summary.
     pub max_port_events: u32,
+    /// The ports a full scan covers (`ports`, default all, 1-65535), with
+    /// the expected ones always added ([`MonitorSpec::in_scan`]): a
+    /// deliberate narrowing; a port outside is never observed.
+    #[serde(default = "PortRanges::all")]
+    pub scan_ports: PortRanges,
 }
 
 /// Default [`MonitorSpec::every_ms`]: 12 hours.
@@ -163,6 +168,7 @@ impl Default for MonitorSpec {
             ping: true,
             answer_all_threshold: DEFAULT_ANSWER_ALL_THRESHOLD,
             max_port_events: DEFAULT_MAX_PORT_EVENTS,
+            scan_ports: PortRanges::all(),
         }
     }
 }
@@ -220,6 +226,17 @@ impl MonitorSpec {
         self.expected_open.contains(&port)
     }
 
+    /// Whether a full scan of this monitor covers `port`: in `scan_ports`,
+    /// or expected open.
+    pub fn in_scan(&self, port: u16) -> bool {
+        self.scan_ports.contains(port) || self.expects_open(port)
+    }
+
+    /// Whether a full scan covers every port (the default).
+    pub fn scans_all_ports(&self) -> bool {
+        self.scan_ports.count() == u64::from(u16::MAX)
+    }
+
     /// The deviation, if any, of `port` detected in `state` under this spec.
     pub fn deviation(&self, port: u16, state: PortState) -> Option<IncidentKind> {
         match (self.expects_open(port), state) {
@@ -240,7 +257,7 @@ impl MonitorSpec {
     fn admits(&self, port: u16, kind: IncidentKind) -> bool {
         match kind {
             IncidentKind::ExpectedPortDown => self.expects_open(port),
-            IncidentKind::UnexpectedPortOpen => !self.expects_open(port),
+            IncidentKind::UnexpectedPortOpen => !self.expects_open(port) && self.in_scan(port),
         }
     }
 }
@@ -1168,7 +1185,12 @@ impl AddressState {
         }
         self.host_normal(obs, HostIncidentKind::HostUnreachable, out);
 
-        let unexpected = || replies.open.iter().filter(|&p| !spec.expects_open(p));
+        let unexpected = || {
+            replies
+                .open
+                .iter()
+                .filter(|&p| !spec.expects_open(p) && spec.in_scan(p))
+        };
         let answers_all = if full {
             let count = unexpected().count() as u64;
             if count > u64::from(spec.answer_all_threshold) {
@@ -1209,7 +1231,14 @@ impl AddressState {
                 ports.extend(self.streaks.keys());
                 ports.extend(self.incidents.keys());
                 ports.extend(replies.open.iter());
-                ports.into_iter().collect()
+                // Ports the scan range no longer covers (narrowed since):
+                // forgotten, their incidents resolved (config_changed).
+                let (inside, outside): (Vec<u16>, Vec<u16>) =
+                    ports.into_iter().partition(|&p| spec.in_scan(p));
+                for port in outside {
+                    self.forget_port(obs, port, out);
+                }
+                inside
             }
             (Scope::Ports(ports), false) => ports.iter().copied().collect(),
         };
@@ -1272,6 +1301,22 @@ impl AddressState {
             out.port_opened.push(Event::Opened(incident));
         } else {
             self.streaks.insert(port, streak);
+        }
+    }
+
+    /// A port no full scan covers any more: no longer tracked, its streak
+    /// dropped, its incident resolved as `config_changed` (its state is
+    /// unknown: no state is given).
+    fn forget_port(&mut self, obs: &Observation, port: u16, out: &mut Produced) {
+        self.known.remove(&port);
+        self.streaks.remove(&port);
+        if let Some(incident) = self.incidents.remove(&port) {
+            out.port_resolved.push(Event::PortResolved {
+                incident,
+                resolved_at: obs.at,
+                state: None,
+                reason: Resolution::ConfigChanged,
+            });
         }
     }
 

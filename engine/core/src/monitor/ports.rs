@@ -23,6 +23,30 @@ impl Ports {
         self.0.insert(u32::from(port))
     }
 
+    /// The ports `first` to `last`, inclusive.
+    pub fn range(first: u16, last: u16) -> Ports {
+        let mut ports = Ports::new();
+        ports.0.insert_range(u32::from(first)..=u32::from(last));
+        ports
+    }
+
+    /// Adds every port of `other`.
+    pub fn extend_with(&mut self, other: &Ports) {
+        self.0 |= &other.0;
+    }
+
+    /// The lowest port both sets hold.
+    pub fn first_shared(&self, other: &Ports) -> Option<u16> {
+        (&self.0 & &other.0).min().map(|p| p as u16)
+    }
+
+    /// Adds every port of `ranges`.
+    pub fn insert_ranges(&mut self, ranges: &PortRanges) {
+        for &(first, last) in ranges.as_slice() {
+            self.0.insert_range(u32::from(first)..=u32::from(last));
+        }
+    }
+
     /// Whether `port` is in the set.
     pub fn contains(&self, port: u16) -> bool {
         self.0.contains(u32::from(port))
@@ -74,6 +98,11 @@ impl fmt::Debug for Ports {
 pub struct PortRanges(Vec<(u16, u16)>);
 
 impl PortRanges {
+    /// Every port, 1-65535.
+    pub fn all() -> PortRanges {
+        PortRanges(vec![(1, u16::MAX)])
+    }
+
     /// The ranges, ascending.
     pub fn as_slice(&self) -> &[(u16, u16)] {
         &self.0

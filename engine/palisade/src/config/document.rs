@@ -32,6 +32,13 @@ pub struct MonitorDoc {
     pub ping: bool,
     pub answer_all_threshold: u32,
     pub max_port_events: u32,
+    /// The ports a full scan covers, `"1-65535"` (all) by default.
+    #[serde(default = "all_ports")]
+    pub ports: String,
+}
+
+fn all_ports() -> String {
+    PortRanges::all().to_string()
 }
 
 impl MonitorDoc {
@@ -53,6 +60,7 @@ impl MonitorDoc {
             ping: spec.ping,
             answer_all_threshold: spec.answer_all_threshold,
             max_port_events: spec.max_port_events,
+            ports: spec.scan_ports.to_string(),
         }
     }
 }

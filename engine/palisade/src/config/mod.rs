@@ -42,7 +42,7 @@ use serde::Deserialize;
 use toml::Spanned;
 use toml::de::{DeTable, DeValue};
 
-use palisade_core::monitor::MonitorSpec;
+use palisade_core::monitor::{MonitorSpec, PortRanges, Ports};
 
 use crate::resolve::{self, ResolveError};
 use palisade_core::wire::MacAddr;
@@ -111,6 +111,10 @@ pub struct ScanSettings {
     pub source_v4: Option<Ipv4Addr>,
     pub source_v6: Option<Ipv6Addr>,
     pub gateway_mac: Option<MacAddr>,
+    /// The ports a monitor's full scan covers unless it says (`ports`):
+    /// all of them by default. A deliberate narrowing: ports outside are
+    /// never observed (expected ones always are).
+    pub ports: PortRanges,
 }
 
 impl Default for ScanSettings {
@@ -125,6 +129,7 @@ impl Default for ScanSettings {
             source_v4: None,
             source_v6: None,
             gateway_mac: None,
+            ports: PortRanges::all(),
         }
     }
 }
@@ -365,7 +370,7 @@ impl ConfigDocument {
                 .into_iter()
                 .filter_map(|(index, span, monitor)| {
                     let table = format!("monitor[{index}]");
-                    monitor.check(report, &table, &span, &mut names, resolve)
+                    monitor.check(report, &table, &span, &mut names, &scan.ports, resolve)
                 })
                 .collect();
         shared_addresses(report, &checked);
@@ -411,6 +416,7 @@ struct ScanSection {
     source_ports: Option<Checked<SourcePortsValue>>,
     source_ip: Option<Checked<StringOrList>>,
     gateway_mac: Option<Checked<String>>,
+    ports: Option<Checked<PortList>>,
 }
 
 impl TomlTable for ScanSection {}
@@ -444,7 +450,12 @@ impl ScanSection {
         let gateway_mac = self
             .gateway_mac
             .and_then(|value| gateway_mac(report, value, &key("gateway_mac")));
+        let ports = self
+            .ports
+            .and_then(|value| port_list(report, value, &key("ports")))
+            .map_or(defaults.ports, |ports| ports.ranges());
         ScanSettings {
+            ports,
             interface,
             rate: rate.unwrap_or(defaults.rate),
             per_host_rate: per_host_rate.unwrap_or(defaults.per_host_rate),
@@ -922,6 +933,7 @@ struct MonitorSection {
     ping: Option<Checked<bool>>,
     answer_all_threshold: Option<Checked<i128>>,
     max_port_events: Option<Checked<i128>>,
+    ports: Option<Checked<PortList>>,
 }
 
 /// Where a monitor's host is written, and the addresses it stands for:
@@ -945,6 +957,7 @@ impl MonitorSection {
         table: &str,
         table_span: &Range<usize>,
         names: &mut HashMap<String, usize>,
+        default_ports: &PortRanges,
         resolve: Option<Resolver<'_>>,
     ) -> Option<(MonitorSpec, HostAddresses)> {
         report.unknown_keys(table, keys_of::<Self>());
@@ -981,6 +994,10 @@ impl MonitorSection {
         let max_port_events = self
             .max_port_events
             .and_then(|value| report.integer(value, &key("max_port_events"), 1..=65_535u32));
+        let scan_ports = match self.ports {
+            None => default_ports.clone(),
+            Some(value) => port_list(report, value, &key("ports"))?.ranges(),
+        };
         let (host, addresses) = host?;
         let spec = MonitorSpec {
             name: name?,
@@ -992,6 +1009,7 @@ impl MonitorSection {
             ping: ping.unwrap_or(defaults.ping),
             answer_all_threshold: answer_all_threshold.unwrap_or(defaults.answer_all_threshold),
             max_port_events: max_port_events.unwrap_or(defaults.max_port_events),
+            scan_ports,
         };
         Some((spec, addresses))
     }
@@ -1206,22 +1224,29 @@ impl FromToml for PortItem {
 /// rest are counted.
 const PORT_PROBLEMS_SHOWN: usize = 5;
 
-/// The ports; every error points at the value. At most
-/// [`PORT_PROBLEMS_SHOWN`] problems are reported, then how many more.
+/// The ports of `expected_open`.
 fn expected_open(
     report: &mut ConfigReport<'_>,
     value: Checked<PortList>,
     key: &str,
 ) -> BTreeSet<u16> {
+    port_list(report, value, key)
+        .map(|ports| ports.iter().collect())
+        .unwrap_or_default()
+}
+
+/// A port list (`expected_open`, `ports`), as compact ranges (a range of
+/// 65,535 ports costs what one port does); every error points at the
+/// value. At most [`PORT_PROBLEMS_SHOWN`] problems are reported, then how
+/// many more; `None` if there was any.
+fn port_list(report: &mut ConfigReport<'_>, value: Checked<PortList>, key: &str) -> Option<Ports> {
     let span = value.span.clone();
-    let Some(list) = report.value(
+    let list = report.value(
         value,
         key,
         "an array of port numbers and ranges, or a string such as \"22,80,8000-8100\"",
-    ) else {
-        return BTreeSet::new();
-    };
-    let mut ports = BTreeSet::new();
+    )?;
+    let mut ports = Ports::new();
     let mut problems = Vec::new();
     let mut add = |item: Result<(i128, i128), String>, problems: &mut Vec<String>| match item {
         Err(problem) => problems.push(problem),
@@ -1238,12 +1263,12 @@ fn expected_open(
                 ));
                 return;
             }
-            for port in first..=last {
-                if !ports.insert(port as u16) {
-                    problems.push(format!("port {port} is listed twice"));
-                    return;
-                }
+            let range = Ports::range(first as u16, last as u16);
+            if let Some(twice) = ports.first_shared(&range) {
+                problems.push(format!("port {twice} is listed twice"));
+                return;
             }
+            ports.extend_with(&range);
         }
     };
     match list {
@@ -1271,6 +1296,7 @@ fn expected_open(
             }
         }
     }
+    let problems_seen = problems.len();
     let more = problems.len().saturating_sub(PORT_PROBLEMS_SHOWN);
     for problem in problems.into_iter().take(PORT_PROBLEMS_SHOWN) {
         report.error(&span, key, problem);
@@ -1282,7 +1308,7 @@ fn expected_open(
             format!("and {more} more problems with these ports"),
         );
     }
-    ports
+    (problems_seen == 0).then_some(ports)
 }
 
 /// `"22"` or `"8000-8100"`, the numbers not yet range-checked.

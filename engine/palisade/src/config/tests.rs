@@ -53,6 +53,7 @@ fn monitor(name: &str, host: &str) -> MonitorSpec {
         ping: true,
         answer_all_threshold: 1000,
         max_port_events: 50,
+        scan_ports: PortRanges::all(),
     }
 }
 
@@ -68,6 +69,7 @@ wait = "2s 500ms"
 source_ports = "40000-40015"
 source_ip = ["2001:2::1", "198.18.0.1"]
 gateway_mac = "AA:bb:cc:dd:ee:0f"
+ports = "1-1024"
 
 [store]
 path = "/srv/palisade/state.db"
@@ -108,6 +110,7 @@ recheck = "30s"
 ping = false
 answer_all_threshold = 200
 max_port_events = 10
+ports = [1, "2-2048"]
 
 [[monitor]]
 name = "mail_2"
@@ -125,6 +128,7 @@ recheck = "off"
             source_v4: Some(Ipv4Addr::new(198, 18, 0, 1)),
             source_v6: Some("2001:2::1".parse().unwrap()),
             gateway_mac: Some(MacAddr([0xaa, 0xbb, 0xcc, 0xdd, 0xee, 0x0f])),
+            ports: "1-1024".parse().unwrap(),
         },
         store: StoreSettings {
             path: PathBuf::from("/srv/palisade/state.db"),
@@ -182,9 +186,11 @@ recheck = "off"
                 ping: false,
                 answer_all_threshold: 200,
                 max_port_events: 10,
+                scan_ports: "1-2048".parse().unwrap(),
             },
             MonitorSpec {
                 recheck_ms: None,
+                scan_ports: "1-1024".parse().unwrap(),
                 ..monitor("mail_2", "mail.example.com")
             },
         ],
@@ -208,6 +214,7 @@ fn empty_file_gives_the_defaults() {
             source_v4: None,
             source_v6: None,
             gateway_mac: None,
+            ports: PortRanges::all(),
         }
     );
     assert_eq!(
@@ -1274,7 +1281,8 @@ fn section_keys_are_the_fields_of_their_types() {
             "recheck",
             "ping",
             "answer_all_threshold",
-            "max_port_events"
+            "max_port_events",
+            "ports"
         ]
     );
     assert_eq!(

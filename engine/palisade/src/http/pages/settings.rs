@@ -42,7 +42,7 @@ pub fn routes() -> Router<AppState> {
 }
 
 /// The fields of the form, in order: key, label, hint.
-const FIELDS: [(&str, &str, &str); 9] = [
+const FIELDS: [(&str, &str, &str); 10] = [
     (
         "name",
         "Name",
@@ -84,6 +84,11 @@ const FIELDS: [(&str, &str, &str); 9] = [
         "Most port events a scan",
         "More port events than this in one scan go out as one summary.",
     ),
+    (
+        "ports",
+        "Ports scanned",
+        "The ports a full scan covers (expected ones always are), e.g. 1-1024; default all, 1-65535.",
+    ),
 ];
 
 /// What the form holds, as typed.
@@ -104,6 +109,7 @@ pub struct MonitorForm {
     pub enabled: Option<String>,
     pub answer_all_threshold: String,
     pub max_port_events: String,
+    pub ports: String,
 }
 
 impl MonitorForm {
@@ -124,6 +130,7 @@ impl MonitorForm {
             enabled: ticked(monitor.enabled),
             answer_all_threshold: doc.answer_all_threshold.to_string(),
             max_port_events: doc.max_port_events.to_string(),
+            ports: doc.ports,
         }
     }
 
@@ -160,6 +167,7 @@ impl MonitorForm {
             "recheck" => &self.recheck,
             "answer_all_threshold" => &self.answer_all_threshold,
             "max_port_events" => &self.max_port_events,
+            "ports" => &self.ports,
             _ => "",
         }
     }
@@ -175,7 +183,7 @@ impl MonitorForm {
             "expected_open".into(),
             Value::String(self.expected_open.trim().to_owned()),
         );
-        for key in ["every", "recheck"] {
+        for key in ["every", "recheck", "ports"] {
             let text = self.text(key).trim();
             if !text.is_empty() {
                 fields.insert(key.into(), Value::String(text.to_owned()));
@@ -264,9 +272,9 @@ fn form_page(
         .iter()
         .filter(|e| !FIELDS.iter().any(|(key, _, _)| about(e, key)))
         .collect();
-    let advanced_open = errors
-        .iter()
-        .any(|e| about(e, "answer_all_threshold") || about(e, "max_port_events"));
+    let advanced_open = errors.iter().any(|e| {
+        about(e, "answer_all_threshold") || about(e, "max_port_events") || about(e, "ports")
+    });
     let field = |key: &'static str, label: &str, hint: &str, kind: &str| {
         let mine: Vec<&FieldError> = errors.iter().filter(|e| about(e, key)).collect();
         let error_id = format!("{key}-error");
@@ -341,7 +349,7 @@ fn form_page(
             details open[advanced_open] {
                 summary { "More settings" }
                 @for (key, label, hint) in &FIELDS[7..] {
-                    (field(key, label, hint, "number"))
+                    (field(key, label, hint, if *key == "ports" { "text" } else { "number" }))
                 }
             }
             button type="submit" #save { (submit) }
@@ -395,6 +403,7 @@ fn read_only_page(viewer: &Viewer, monitor: &StoredMonitor) -> Markup {
             dt { "Enabled" } dd { @if monitor.enabled { "yes" } @else { "no" } }
             dt { "Answers-all threshold" } dd { (doc.answer_all_threshold) }
             dt { "Most port events a scan" } dd { (doc.max_port_events) }
+            dt { "Ports scanned" } dd { span.ports { (doc.ports) } }
         }
         p { a href=(monitor_link(name)) { "The monitor's page" } }
     }
