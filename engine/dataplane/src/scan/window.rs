@@ -64,6 +64,60 @@ impl RetryWindow {
     }
 }
 
+/// Which hosts of the sweep answered anything (a SYN-ACK or an RST, valid):
+/// one bit per host index ([`palisade_core::probe::Sweep::locate`]). Set by
+/// the receiver, read by the senders at a silent probe's last configured
+/// retry: only the silent ports of answering hosts get extra rounds. At most
+/// 2^26 bits (8 MiB): beyond, hosts share bits (index modulo), which can
+/// only give a silent host extra retries. Empty when retries do not adapt.
+#[derive(Debug)]
+pub(super) struct HostsAnswered {
+    bits: Vec<AtomicU64>,
+    mask: u64,
+}
+
+/// Most bits of [`HostsAnswered`].
+const MAX_HOST_BITS: u64 = 1 << 26;
+
+impl HostsAnswered {
+    /// Bits for `hosts` hosts (none if `on` is false).
+    pub(super) fn new(hosts: u64, on: bool) -> Self {
+        if !on {
+            return HostsAnswered {
+                bits: Vec::new(),
+                mask: 0,
+            };
+        }
+        let size = hosts.clamp(64, MAX_HOST_BITS).next_power_of_two();
+        HostsAnswered {
+            bits: (0..size / 64).map(|_| AtomicU64::new(0)).collect(),
+            mask: size - 1,
+        }
+    }
+
+    fn slot(&self, host: u64) -> Option<(&AtomicU64, u64)> {
+        let i = host & self.mask;
+        Some((self.bits.get((i / 64) as usize)?, 1 << (i % 64)))
+    }
+
+    /// Host `host` answered.
+    pub(super) fn mark(&self, host: u64) {
+        if let Some((w, b)) = self.slot(host) {
+            // A load first: most replies come from hosts already marked,
+            // and a load leaves the cache line shared with the senders.
+            if w.load(Ordering::Relaxed) & b == 0 {
+                w.fetch_or(b, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Whether host `host` answered anything yet.
+    pub(super) fn answered(&self, host: u64) -> bool {
+        self.slot(host)
+            .is_some_and(|(w, b)| w.load(Ordering::Relaxed) & b != 0)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -82,5 +136,22 @@ mod tests {
         w.advance(10_000);
         w.mark(149); // long gone: its slot belongs to a newer step
         assert!(!w.answered(149));
+    }
+
+    #[test]
+    fn hosts_answered_are_bits_by_host_index() {
+        let h = HostsAnswered::new(1000, true);
+        assert!(!h.answered(7));
+        h.mark(7);
+        h.mark(7);
+        assert!(h.answered(7) && !h.answered(8) && !h.answered(6));
+        // Off: nothing is kept, nothing answered.
+        let off = HostsAnswered::new(1000, false);
+        off.mark(7);
+        assert!(!off.answered(7));
+        // Beyond the cap, hosts share bits.
+        let big = HostsAnswered::new(u64::MAX, true);
+        big.mark(3);
+        assert!(big.answered(3 + MAX_HOST_BITS));
     }
 }
