@@ -870,8 +870,10 @@ mod tests {
         // The scanner's loss estimate reaches every scan of the sweep.
         let outcome = RetryOutcome {
             loss: crate::probe::LossCounts {
-                first: 100,
-                retry: 5,
+                first_sent: 200,
+                first_answered: 100,
+                retry_due: 200,
+                retry_answered: 5,
             },
             rounds: 3,
         };

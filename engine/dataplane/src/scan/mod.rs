@@ -402,7 +402,10 @@ pub fn run(
     // 0.5 s up to 4 Mpps per lane, longer beyond).
     let spacing = (lane_rate / 2).clamp(1, 1 << 21);
     let retry = AdaptiveRetries::new(cfg.retries, cfg.target_recall);
-    let span = spacing * u64::from(retry.reach()) + BATCH as u64;
+    // The window reaches back to the last retry, and to the second round
+    // for the loss estimate (answers count by their age).
+    let measured = if retry.measures() { 2 } else { 0 };
+    let span = spacing * u64::from(retry.max_rounds().max(measured)) + BATCH as u64;
     let shared = Shared {
         sweep,
         cfg,
@@ -410,7 +413,9 @@ pub fn run(
         classifier: ReplyClassifier::new(&key, path.v4, path.v6),
         pings: Pings::new(&pings_with_source(&cfg.ping, &path)),
         lanes: Lanes::new(cfg.shard, queues),
-        windows: (0..queues).map(|_| RetryWindow::new(span)).collect(),
+        windows: (0..queues)
+            .map(|_| RetryWindow::new(span, spacing))
+            .collect(),
         retry,
         hosts: HostsAnswered::new(sweep.host_count(), retry.target().is_some()),
         spacing,
@@ -458,7 +463,7 @@ pub fn run(
     }
     let mut loss = LossCounts::default();
     for c in counters {
-        loss.add(c.loss);
+        loss.add(shared.windows[c.lane].loss(c.first_sent, c.retry_due));
         summary.extra_retries += c.extra_retries;
         summary.extra_retries_skipped += c.extra_retries_skipped;
         summary.rsts_sent += c.rsts;

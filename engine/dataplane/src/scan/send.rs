@@ -12,7 +12,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use palisade_core::probe::retry::{Due, RetryLedger};
-use palisade_core::probe::{LossCounts, Pacer, Probe, Target};
+use palisade_core::probe::{Pacer, Probe, Target};
 use palisade_core::wire::{SynTemplate, write_echo_request, write_rst};
 
 use super::echo::PingRounds;
@@ -35,8 +35,12 @@ pub(super) struct LaneCounters {
     pub echo_sent: u64,
     /// Time from the lane's start to its last first probe.
     pub main_pass: Duration,
-    /// The loss this lane counted (see `palisade_core::probe::retry`).
-    pub loss: LossCounts,
+    /// The lane.
+    pub lane: usize,
+    /// First probes sent, and first retries that came due (the loss
+    /// estimate's denominators; its window counts the answers).
+    pub first_sent: u64,
+    pub retry_due: u64,
     /// Retries beyond the configured ones, sent and held back by the budget.
     pub extra_retries: u64,
     pub extra_retries_skipped: u64,
@@ -51,7 +55,10 @@ pub(super) fn send_lane(
     rate: u64,
     rsts: Option<mpsc::Receiver<Rst>>,
 ) -> LaneCounters {
-    let mut counters = LaneCounters::default();
+    let mut counters = LaneCounters {
+        lane: q,
+        ..LaneCounters::default()
+    };
     let lane = shared.lanes.lane(q, shared.cfg.resume);
     let window = &shared.windows[q];
     let sweep = shared.sweep;
@@ -64,13 +71,13 @@ pub(super) fn send_lane(
         .map(|a| SynTemplate::v6(path.src_mac, path.dst_mac, a, 64, 65_535, 1440));
     let lane_len = sweep.shard_len(lane.shard);
     let spacing = shared.spacing;
-    let mut ledger = RetryLedger::new(
-        shared.retry,
-        spacing * u64::from(shared.retry.reach()) + BATCH as u64,
-    );
     // Steps further back than this have had every round they can get.
     let max_back = u64::from(shared.retry.max_rounds()) * spacing;
-    let last_step = lane_len + u64::from(shared.retry.reach()) * spacing;
+    let mut ledger = RetryLedger::new(shared.retry, max_back + BATCH as u64);
+    let last_step = lane_len + max_back;
+    // First probes sent, and first retries due, before `step`.
+    let first_sent = |step: u64| step.min(lane_len).saturating_sub(lane.first);
+    let retry_due = |step: u64| first_sent(step.saturating_sub(spacing));
     // Up to a millisecond of credit: a sender that slept (timer slack is
     // tens of microseconds) catches up instead of falling behind.
     let burst = (rate / 1000).clamp(BATCH as u64, 1 << 16) as u32;
@@ -172,13 +179,13 @@ pub(super) fn send_lane(
         } else {
             0
         };
-        ledger.sent_first(fresh as u64);
         // Retries of the steps `r * spacing` back, as the ledger says: not
         // for an answered step; the configured rounds for the others, more
         // for silent steps of answering hosts. Per step and round: one
         // atomic load and a few bit operations on the sender's own ledger;
-        // the rounds are recomputed once a batch.
-        ledger.refresh();
+        // the loss estimate and the rounds are updated once a batch (two
+        // atomic loads).
+        ledger.observe(window.loss(first_sent(step), retry_due(step)));
         let visits = ledger.visits();
         for s in step..step + steps {
             for r in 1..=visits {
@@ -232,7 +239,8 @@ pub(super) fn send_lane(
     }
     let _ = sock.kick();
     counters.main_pass = main_done.unwrap_or_else(|| epoch.elapsed());
-    counters.loss = ledger.loss();
+    counters.first_sent = first_sent(step);
+    counters.retry_due = retry_due(step);
     counters.extra_retries = ledger.extra();
     counters.extra_retries_skipped = ledger.skipped();
     // Sender 0: the echo rounds still due (a small sweep ends before them).

@@ -415,8 +415,10 @@ mod tests {
             inconclusive: Some("sweep abandoned (stopped)".into()),
             retries: Some(RetryOutcome {
                 loss: LossCounts {
-                    first: 1000,
-                    retry: 50,
+                    first_sent: 2000,
+                    first_answered: 1000,
+                    retry_due: 2000,
+                    retry_answered: 50,
                 },
                 rounds: 1,
             }),
