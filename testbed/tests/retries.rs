@@ -159,6 +159,18 @@ fn at_five_percent_loss_adaptive_retries_find_every_open_port() {
     assert!((0.04..=0.06).contains(&loss), "{loss}");
     assert_eq!(s["retry_rounds"], 3, "{s}");
     assert!(s["expected_misses"].as_f64().unwrap() < 0.1, "{s}");
+    // The text summary says so too.
+    let text = stderr(&adaptive.output);
+    assert!(
+        text.contains("; retry rounds 3 (adaptive, target recall 99.99%: ")
+            && text.contains("expected misses 0.0"),
+        "{text}"
+    );
+    assert!(
+        stderr(&plain.output).contains("per attempt; retry rounds 1; expected misses "),
+        "{}",
+        stderr(&plain.output)
+    );
     // The default estimates the same loss, and keeps its one retry.
     let plain_loss = plain.summary["estimated_loss"].as_f64().unwrap();
     assert!((0.04..=0.06).contains(&plain_loss), "{plain_loss}");

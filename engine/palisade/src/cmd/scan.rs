@@ -303,22 +303,22 @@ pub fn run(args: &ScanArgs) -> Result<ExitCode> {
 /// The summary's line on loss and retries.
 fn retry_line(summary: &ScanSummary, target: Option<TargetRecall>) -> String {
     let loss = match summary.estimated_loss {
-        Some(p) => format!("{:.2}% estimated loss per attempt", 100.0 * p),
+        Some(p) => format!("estimated loss {:.2}% per attempt", 100.0 * p),
         None => "loss not estimated (no retries, or too few answers)".to_string(),
     };
     let adaptive = match target {
         Some(t) => format!(
-            ", adaptive to {t} recall ({} extra retries, {} held back by the budget)",
+            " (adaptive, target recall {t}: {} extra retries, {} held back by the budget)",
             summary.extra_retries, summary.extra_retries_skipped
         ),
         None => String::new(),
     };
     let misses = match summary.expected_misses {
-        Some(m) => format!(", {m:.2} expected misses"),
+        Some(m) => format!("; expected misses {m:.2} open ports"),
         None => String::new(),
     };
     format!(
-        "{loss}; {} retry rounds{adaptive}{misses}",
+        "{loss}; retry rounds {}{adaptive}{misses}",
         summary.retry_rounds
     )
 }
