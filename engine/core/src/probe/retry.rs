@@ -36,7 +36,7 @@
 //! **The expectation** ([`expected_misses`]). With `found` ports found open
 //! and `q = p^(k+1)`, about `found · q / (1 - q)` open ports were missed.
 //!
-//! Pure: the senders keep the counts and ask; no clocks, no I/O.
+//! Pure: the scanner counts, hands the counts in and asks; no clocks, no I/O.
 
 use std::fmt;
 use std::str::FromStr;

@@ -15,9 +15,10 @@
 //! unless a reply for it arrived. `W` is half a second of probes at the
 //! configured rate, so retries go out 0.5 s, 1 s, ... after the first probe,
 //! and the "answered" bits live in a ring of a few `W` -- not in a bitmap of
-//! the whole sweep. Each sender also estimates the reply loss as its
-//! retries come due, and with a target recall gives the silent ports of
-//! hosts that answered anything as many rounds as the loss needs
+//! the whole sweep. The receiver counts each answer by the attempt it
+//! answers (for the loss estimate), each sender reads the estimate once a
+//! batch and, with a target recall, gives the silent ports of hosts that
+//! answered anything as many rounds as the loss needs
 //! (`palisade_core::probe::retry`: the policy, the estimate and the
 //! sender's ledger).
 
@@ -214,11 +215,14 @@ pub struct ScanSummary {
     /// The scan was stopped before it finished.
     pub interrupted: bool,
     /// The estimated reply loss per attempt (probe or answer lost), from the
-    /// ports that answered: `loss_samples.retry / loss_samples.first`.
-    /// `None` without retries, or with fewer than 32 answers to go by.
+    /// ports that answered: the share of first retries due that the retry
+    /// answered over the share of probes answered at once
+    /// (`palisade_core::probe::retry`), to 6 decimal places. `None` without
+    /// retries, or with fewer than 32 answers to go by.
     pub estimated_loss: Option<f64>,
-    /// What the estimate is made of: probes answered before their first
-    /// retry (`first`), and silent then but answered by it (`retry`).
+    /// What the estimate is made of: first probes sent and answered before
+    /// their first retry came due, first retries due and answered before the
+    /// second.
     pub loss_samples: LossCounts,
     /// The retry rounds of silent ports of answering hosts at the end (the
     /// configured retries without a target recall).
