@@ -252,7 +252,7 @@ pub struct MonitorEvent {
 }
 
 /// The summary of one scan of one monitor.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ScanReport {
     pub monitor: String,
     pub host: String,
@@ -267,6 +267,21 @@ pub struct ScanReport {
     /// it did not resolve.
     pub addresses: Vec<AddressReport>,
     pub note: Option<String>,
+    /// The sweep's estimated reply loss per attempt (probe or answer lost;
+    /// `0.05` is 5%), from the ports that answered; `None` when the scanner
+    /// had no estimate (no retries, too few answers, an older producer).
+    #[serde(default)]
+    pub estimated_loss: Option<f64>,
+    /// The retry rounds the sweep gave silent ports of answering hosts (the
+    /// configured retries, more with adaptive retries); `None` when nothing
+    /// was probed.
+    #[serde(default)]
+    pub retry_rounds: Option<u32>,
+    /// Open ports of this scan expectedly missed (every attempt lost):
+    /// `open · q / (1 - q)` over its addresses, `q = estimated_loss ^
+    /// (retry_rounds + 1)`; `None` without an estimate.
+    #[serde(default)]
+    pub expected_misses: Option<f64>,
 }
 
 /// What one address answered in one scan.

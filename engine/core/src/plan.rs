@@ -35,7 +35,7 @@ use std::net::IpAddr;
 use crate::monitor::{
     AddressReplies, Millis, MonitorSpec, MonitorState, Observation, Ports, Scope,
 };
-use crate::probe::{PortSet, TargetSet};
+use crate::probe::{PortSet, RetryOutcome, TargetSet};
 
 /// The longest wait before an inconclusive full scan is tried again (a
 /// monitor with a shorter `every` retries after `every`).
@@ -355,6 +355,7 @@ impl SweepTargets {
         SweepReplies {
             keep: self.keep.clone(),
             found: BTreeMap::new(),
+            retries: None,
         }
     }
 }
@@ -367,6 +368,8 @@ impl SweepTargets {
 pub struct SweepReplies {
     keep: BTreeMap<IpAddr, BTreeSet<u16>>,
     found: BTreeMap<IpAddr, AddressReplies>,
+    /// The loss the scanner estimated and the retry rounds it gave.
+    retries: Option<RetryOutcome>,
 }
 
 impl SweepReplies {
@@ -391,6 +394,12 @@ impl SweepReplies {
     /// What the replies said about `address` (nothing: unreachable).
     pub fn of(&self, address: IpAddr) -> AddressReplies {
         self.found.get(&address).cloned().unwrap_or_default()
+    }
+
+    /// Records the loss the scanner estimated from the replies and the
+    /// retry rounds it gave (its summary, once the scan ran).
+    pub fn record_retries(&mut self, outcome: RetryOutcome) {
+        self.retries = Some(outcome);
     }
 }
 
@@ -489,6 +498,7 @@ impl SweepResult {
                 Err(why) => Some(why.clone()),
                 Ok(_) => self.end.failure(),
             },
+            retries: self.replies.retries,
         }
     }
 }
@@ -512,6 +522,9 @@ pub struct ScanFacts {
     pub finished: Millis,
     /// Why the scan cannot be trusted; `None`: it is conclusive.
     pub inconclusive: Option<String>,
+    /// The sweep's loss estimate and retry rounds (`None`: the scanner did
+    /// not run, or has none). Reported, not stored.
+    pub retries: Option<RetryOutcome>,
 }
 
 impl ScanFacts {
@@ -591,6 +604,7 @@ mod tests {
             started,
             finished,
             inconclusive: note.map(String::from),
+            retries: None,
         }
     }
 
@@ -911,6 +925,21 @@ mod tests {
         assert_eq!(ok.kind(), ScanKind::Full);
         assert!(ok.reachable());
         assert_eq!(open_of(&ok, ip(2)), ports(&[22]));
+        assert_eq!(ok.retries, None);
+        // The scanner's loss estimate reaches every scan of the sweep.
+        let outcome = RetryOutcome {
+            loss: crate::probe::LossCounts {
+                first_sent: 200,
+                first_answered: 100,
+                retry_due: 200,
+                retry_answered: 5,
+            },
+            rounds: 3,
+        };
+        let mut measured = result(SweepEnd::Completed);
+        measured.replies.record_retries(outcome);
+        let scan = measured.scan(&web, &Scope::Full, &Ok(vec![ip(2)]));
+        assert_eq!(scan.retries, Some(outcome));
         for (end, note) in [
             (
                 SweepEnd::NothingResolved,

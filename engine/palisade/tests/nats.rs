@@ -8,7 +8,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use palisade_outputs::schema::{Envelope, PayloadFormat, decode};
+use palisade_outputs::schema::{Envelope, EventData, PayloadFormat, decode};
 use palisade_outputs::testing::NatsServer;
 use palisade_sim::testbed::{KillOnDrop, Testbed, TestbedConfig, bounded, stderr};
 
@@ -188,8 +188,17 @@ fn sweep_events_arrive_on_the_right_subjects() {
     assert_eq!(ct, "application/cloudevents+json; charset=utf-8");
     assert_eq!(env.ty, "io.palisade.unexpected_port_open.v2");
     assert_eq!(env.subject, "web-1/198.18.0.2:6379");
-    let (subject, ..) = by_kind.get("scan").copied().expect("the scan summary");
+    let (subject, _, _, env) = by_kind.get("scan").copied().expect("the scan summary");
     assert_eq!(subject, "palisade.scans.web-1");
+    // With the sweep's loss estimate (the kernel answered every port; one
+    // retry configured, adaptive retries on by default).
+    let EventData::Scan(scan) = &env.data else {
+        panic!("{env:?}")
+    };
+    let loss = scan.estimated_loss.expect("a loss estimate");
+    assert!((0.0..0.05).contains(&loss), "{scan:?}");
+    assert!(scan.retry_rounds >= Some(1), "{scan:?}");
+    assert!(scan.expected_misses.is_some(), "{scan:?}");
     assert_eq!(msgs.len(), 2, "{msgs:?}");
 }
 

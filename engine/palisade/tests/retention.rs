@@ -125,6 +125,7 @@ impl Host {
             started,
             finished: started + 90_000,
             inconclusive: None,
+            retries: None,
         }
     }
 }

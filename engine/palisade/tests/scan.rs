@@ -529,6 +529,27 @@ fn bad_arguments_exit_2_naming_them() {
             "--queues",
         ),
         (
+            vec!["scan", "198.18.0.2", "-p", "80", "--target-recall", "100"],
+            "--target-recall: bad target recall `100`: give a percentage above 0 and below 100",
+        ),
+        (
+            vec!["scan", "198.18.0.2", "-p", "80", "--target-recall", "most"],
+            "--target-recall: bad target recall `most`",
+        ),
+        (
+            vec![
+                "scan",
+                "198.18.0.2",
+                "-p",
+                "80",
+                "--target-recall",
+                "99.99",
+                "--retries",
+                "0",
+            ],
+            "--target-recall needs --retries 1 or more",
+        ),
+        (
             vec![
                 "scan",
                 "198.18.0.2",

@@ -149,6 +149,9 @@ pub(super) fn scan(monitor: &str, time: &str) -> Envelope {
                 open_count: 2,
             }],
             note: None,
+            estimated_loss: Some(0.05),
+            retry_rounds: Some(3),
+            expected_misses: Some(0.25),
         }),
     )
 }

@@ -98,6 +98,9 @@ pub(crate) fn samples() -> Vec<Envelope> {
                 open_count: 2,
             }],
             note: None,
+            estimated_loss: Some(0.05),
+            retry_rounds: Some(3),
+            expected_misses: Some(0.25),
         }),
     ];
     datas
@@ -241,6 +244,7 @@ mod rmpv_like {
         Nil(()),
         Bool(bool),
         Int(i64),
+        Float(f64),
         Str(String),
         Array(Vec<MsgpackValue>),
         Map(BTreeMap<String, MsgpackValue>),
@@ -398,10 +402,14 @@ prop_compose! {
         open_ports in ".{0,20}",
         open_count in any::<u64>(),
         note in opt_string(),
+        // Fractions a decimal writes exactly enough to read back the same.
+        estimated_loss in proptest::option::of((0u32..1000).prop_map(|n| f64::from(n) / 1000.0)),
+        retry_rounds in proptest::option::of(0u32..16),
+        expected_misses in proptest::option::of((0u32..100_000).prop_map(|n| f64::from(n) / 100.0)),
     ) -> ScanReport {
         let addresses = vec![AddressReport { address, reachable, open_ports, open_count }];
         ScanReport { monitor, host, scan_kind, started, finished, conclusive, reachable,
-            addresses, note }
+            addresses, note, estimated_loss, retry_rounds, expected_misses }
     }
 }
 
@@ -463,6 +471,30 @@ fn missing_optional_and_unknown_fields_are_accepted() {
     )
     .unwrap();
     assert_eq!(again, e);
+}
+
+/// A scan summary of a producer before adaptive retries (no
+/// `estimated_loss`, `retry_rounds`, `expected_misses`) still decodes.
+#[test]
+fn scan_summaries_without_the_loss_figures_decode() {
+    let json = br#"{"specversion":"1.0","id":"web-1:scan:1:2","source":"palisade://h","type":"io.palisade.scan.v2",
+        "subject":"web-1","time":"2026-01-01T00:00:00Z",
+        "data":{"kind":"scan","monitor":"web-1","host":"h","scan_kind":"full","started":"a","finished":"b",
+        "conclusive":true,"reachable":true,"addresses":[],"note":null}}"#;
+    let e = decode(json, PayloadFormat::Json).unwrap();
+    let EventData::Scan(s) = &e.data else {
+        panic!("{e:?}")
+    };
+    assert_eq!(
+        (s.estimated_loss, s.retry_rounds, s.expected_misses),
+        (None, None, None)
+    );
+    // What Palisade writes now has them, null when unknown.
+    let v: serde_json::Value =
+        serde_json::from_slice(&encode(&e, PayloadFormat::Json).unwrap()).unwrap();
+    for key in ["estimated_loss", "retry_rounds", "expected_misses"] {
+        assert_eq!(v["data"][key], serde_json::Value::Null, "{key}");
+    }
 }
 
 /// The JSON examples in outputs/README.md are real events of this schema.

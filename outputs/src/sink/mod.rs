@@ -226,6 +226,9 @@ pub(crate) fn test_events(n: usize, tag: &str) -> Vec<Envelope> {
                         open_count: 2,
                     }],
                     note: None,
+                    estimated_loss: Some(0.05),
+                    retry_rounds: Some(3),
+                    expected_misses: Some(0.25),
                 }),
             };
             Envelope::new(

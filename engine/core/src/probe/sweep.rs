@@ -175,6 +175,17 @@ impl Sweep {
         self.probe_of_pair(self.perm.apply(position))
     }
 
+    /// The probe at `position` and the index of its host (`0..host_count()`,
+    /// in the order of the targets).
+    #[inline]
+    pub fn indexed_probe_at(&self, position: u64) -> (u64, Probe) {
+        let j = self.perm.apply(position);
+        (
+            StrengthReducedU64::div_rem(j, self.ports_div).0,
+            self.probe_of_pair(j),
+        )
+    }
+
     /// The probe of pair index `j` (host-major: `host * ports + port`).
     #[inline(always)]
     fn probe_of_pair(&self, j: u64) -> Probe {
@@ -187,21 +198,35 @@ impl Sweep {
 
     /// The position at which `probe` is sent, if it belongs to the sweep.
     pub fn position_of(&self, probe: Probe) -> Option<u64> {
-        let (lo_v6, value) = match probe.target {
+        self.locate(probe).map(|(_, position)| position)
+    }
+
+    /// The index of `probe`'s host (as [`Sweep::indexed_probe_at`] gives
+    /// it) and the position at which `probe` is sent, if it belongs to the
+    /// sweep.
+    pub fn locate(&self, probe: Probe) -> Option<(u64, u64)> {
+        let host = self.host_index(probe.target)?;
+        let port = self.ports.binary_search(&probe.port).ok()? as u64;
+        Some((
+            host,
+            self.perm.invert(host * self.ports.len() as u64 + port),
+        ))
+    }
+
+    /// The index of `target` among the sweep's hosts: a binary search over
+    /// the ranges (IPv4 first, each family ascending).
+    fn host_index(&self, target: Target) -> Option<u64> {
+        let (v6, value) = match target {
             Target::V4(a) => (false, u128::from(a)),
             Target::V6(a) => (true, a),
         };
         let starts = &self.hosts.starts;
-        let host = starts
-            .iter()
-            .enumerate()
-            .find_map(|(k, &(first, lo, v6))| {
-                let end = starts.get(k + 1).map_or(self.hosts.count, |s| s.0);
-                (v6 == lo_v6 && value >= lo && value - lo < u128::from(end - first))
-                    .then(|| first + (value - lo) as u64)
-            })?;
-        let port = self.ports.binary_search(&probe.port).ok()? as u64;
-        Some(self.perm.invert(host * self.ports.len() as u64 + port))
+        let k = starts
+            .partition_point(|&(_, lo, is_v6)| (is_v6, lo) <= (v6, value))
+            .checked_sub(1)?;
+        let (first, lo, is_v6) = starts[k];
+        let end = starts.get(k + 1).map_or(self.hosts.count, |s| s.0);
+        (is_v6 == v6 && value - lo < u128::from(end - first)).then(|| first + (value - lo) as u64)
     }
 
     /// Number of probes in `shard`.
@@ -333,8 +358,34 @@ mod tests {
             );
             assert!([1, 2, 3, 443, 65535].contains(&p.port));
         }
+        let hosts: Vec<Target> = [
+            "198.18.0.1",
+            "198.18.0.2",
+            "198.18.0.3",
+            "198.18.0.9",
+            "2001:2::1",
+            "2001:2::2",
+        ]
+        .iter()
+        .map(|a| Target::from(a.parse::<IpAddr>().unwrap()))
+        .collect();
         for (i, p) in got.iter().enumerate() {
             assert_eq!(s.position_of(*p), Some(i as u64));
+            let (host, probe) = s.indexed_probe_at(i as u64);
+            assert_eq!(probe, *p);
+            assert_eq!(hosts[host as usize], p.target, "host index of {p:?}");
+            assert_eq!(s.locate(*p), Some((host, i as u64)));
+        }
+        for outside in [
+            "198.18.0.0",
+            "198.18.0.4",
+            "198.18.0.10",
+            "2001:2::",
+            "2001:2::3",
+            "::1",
+        ] {
+            let target = Target::from(outside.parse::<IpAddr>().unwrap());
+            assert_eq!(s.locate(Probe { target, port: 1 }), None, "{outside}");
         }
         assert_eq!(
             s.position_of(Probe {
@@ -428,6 +479,9 @@ mod tests {
                 let pos = pos % s.len();
                 let probe = s.probe_at(pos);
                 prop_assert_eq!(s.position_of(probe), Some(pos));
+                let (host, same) = s.indexed_probe_at(pos);
+                prop_assert_eq!(same, probe);
+                prop_assert_eq!(s.locate(probe), Some((host, pos)));
             }
         }
     }

@@ -15,7 +15,12 @@
 //! unless a reply for it arrived. `W` is half a second of probes at the
 //! configured rate, so retries go out 0.5 s, 1 s, ... after the first probe,
 //! and the "answered" bits live in a ring of a few `W` -- not in a bitmap of
-//! the whole sweep.
+//! the whole sweep. The receiver counts each answer by the attempt it
+//! answers (for the loss estimate), each sender reads the estimate once a
+//! batch and, with a target recall, gives the silent ports of hosts that
+//! answered anything as many rounds as the loss needs
+//! (`palisade_core::probe::retry`: the policy, the estimate and the
+//! sender's ledger).
 
 mod echo;
 mod path;
@@ -29,7 +34,10 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use palisade_core::classify::ReplyClassifier;
-use palisade_core::probe::{CookieKey, Lanes, Shard, Sweep, capped_rate};
+use palisade_core::probe::{
+    AdaptiveRetries, CookieKey, Lanes, LossCounts, RetryOutcome, Shard, Sweep, TargetRecall,
+    capped_rate,
+};
 use palisade_core::wire::MacAddr;
 use serde::Serialize;
 use thiserror::Error;
@@ -38,7 +46,7 @@ use crate::{AttachMode, ReplyFilter, XdpError, filter::RECORD_LEN};
 use echo::Pings;
 use path::{Path, resolve_path};
 use send::{Rst, send_lane};
-use window::RetryWindow;
+use window::{HostsAnswered, RetryWindow};
 
 /// Everything a scan needs to know.
 #[derive(Debug, Clone)]
@@ -54,6 +62,13 @@ pub struct ScanConfig {
     pub per_host_rate: Option<u64>,
     /// Extra probes for a port that did not answer.
     pub retries: u32,
+    /// Adaptive retries: give the silent ports of hosts that answered
+    /// anything as many more retries as the estimated loss needs to find
+    /// this share of the open ports (at most
+    /// `palisade_core::probe::retry::MAX_RETRY_ROUNDS`, within a budget of a
+    /// quarter of the first probes). `None`: `retries` for every port. Needs
+    /// `retries >= 1` (the first retry measures the loss).
+    pub target_recall: Option<TargetRecall>,
     /// How long to wait for late replies after the last probe.
     pub wait: Duration,
     pub interface: Option<String>,
@@ -85,6 +100,7 @@ impl Default for ScanConfig {
             resume: 0,
             rate: DEFAULT_RATE,
             retries: 1,
+            target_recall: None,
             wait: Duration::from_secs(1),
             interface: None,
             source_v4: None,
@@ -198,6 +214,26 @@ pub struct ScanSummary {
     pub queues: usize,
     /// The scan was stopped before it finished.
     pub interrupted: bool,
+    /// The estimated reply loss per attempt (probe or answer lost), from the
+    /// ports that answered: the share of first retries due that the retry
+    /// answered over the share of probes answered at once
+    /// (`palisade_core::probe::retry`), to 6 decimal places. `None` without
+    /// retries, or with fewer than 32 answers to go by.
+    pub estimated_loss: Option<f64>,
+    /// What the estimate is made of: first probes sent and answered before
+    /// their first retry came due, first retries due and answered before the
+    /// second.
+    pub loss_samples: LossCounts,
+    /// The retry rounds of silent ports of answering hosts at the end (the
+    /// configured retries without a target recall).
+    pub retry_rounds: u32,
+    /// Retries sent beyond the configured ones (part of `retries`).
+    pub extra_retries: u64,
+    /// Extra retries the budget held back (a quarter of the first probes).
+    pub extra_retries_skipped: u64,
+    /// Open ports expectedly missed: `open · q / (1 - q)` with
+    /// `q = estimated_loss^(retry_rounds + 1)`. `None` without an estimate.
+    pub expected_misses: Option<f64>,
 }
 
 fn seconds<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
@@ -208,6 +244,14 @@ impl ScanSummary {
     /// First probes per second while sending them.
     pub fn rate(&self) -> f64 {
         self.sent as f64 / self.send_duration.as_secs_f64().max(1e-9)
+    }
+
+    /// The loss estimate and the retry rounds, as the core reports them.
+    pub fn retry_outcome(&self) -> RetryOutcome {
+        RetryOutcome {
+            loss: self.loss_samples,
+            rounds: self.retry_rounds,
+        }
     }
 }
 
@@ -270,6 +314,10 @@ struct Shared<'a> {
     pings: Pings,
     lanes: Lanes,
     windows: Vec<RetryWindow>,
+    /// The retry policy (configured retries, target recall).
+    retry: AdaptiveRetries,
+    /// Which hosts answered anything (for adaptive retries).
+    hosts: HostsAnswered,
     /// Retry spacing in steps of one lane.
     spacing: u64,
     stop: &'a AtomicBool,
@@ -357,7 +405,11 @@ pub fn run(
     // Half a second of probes, capped so the window stays small (2 Mi steps:
     // 0.5 s up to 4 Mpps per lane, longer beyond).
     let spacing = (lane_rate / 2).clamp(1, 1 << 21);
-    let span = spacing * u64::from(cfg.retries) + BATCH as u64;
+    let retry = AdaptiveRetries::new(cfg.retries, cfg.target_recall);
+    // The window reaches back to the last retry, and to the second round
+    // for the loss estimate (answers count by their age).
+    let measured = if retry.measures() { 2 } else { 0 };
+    let span = spacing * u64::from(retry.max_rounds().max(measured)) + BATCH as u64;
     let shared = Shared {
         sweep,
         cfg,
@@ -365,7 +417,11 @@ pub fn run(
         classifier: ReplyClassifier::new(&key, path.v4, path.v6),
         pings: Pings::new(&pings_with_source(&cfg.ping, &path)),
         lanes: Lanes::new(cfg.shard, queues),
-        windows: (0..queues).map(|_| RetryWindow::new(span)).collect(),
+        windows: (0..queues)
+            .map(|_| RetryWindow::new(span, spacing))
+            .collect(),
+        retry,
+        hosts: HostsAnswered::new(sweep.host_count(), retry.target().is_some()),
         spacing,
         stop,
         senders_done: AtomicU64::new(0),
@@ -409,7 +465,11 @@ pub fn run(
     if let Some(e) = shared.tx_error.lock().ok().and_then(|mut e| e.take()) {
         return Err(e.into());
     }
+    let mut loss = LossCounts::default();
     for c in counters {
+        loss.add(shared.windows[c.lane].loss(c.first_sent, c.retry_due));
+        summary.extra_retries += c.extra_retries;
+        summary.extra_retries_skipped += c.extra_retries_skipped;
         summary.rsts_sent += c.rsts;
         summary.tx_busy += c.tx.busy;
         summary.send_duration = summary.send_duration.max(c.main_pass);
@@ -417,6 +477,11 @@ pub fn run(
     }
     summary.sent = progress.sent.load(Ordering::Relaxed);
     summary.retries = progress.retries.load(Ordering::Relaxed);
+    let outcome = retry.outcome(loss);
+    summary.loss_samples = loss;
+    summary.estimated_loss = outcome.estimated_loss();
+    summary.retry_rounds = outcome.rounds;
+    summary.expected_misses = outcome.expected_misses(summary.open);
     let counters = filter.counters().unwrap_or_default();
     summary.ringbuf_full = counters.ringbuf_full;
     summary.filter_invalid = counters.invalid;

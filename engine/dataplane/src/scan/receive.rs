@@ -1,6 +1,6 @@
 //! The receiver: drains the reply filter's ring buffer, lets the core's
 //! classifier judge each reply, marks the probe it answers so that no retry
-//! follows, asks sender 0 to tear down half-open connections, and reports
+//! follows (and its host as one that answers), asks sender 0 to tear down half-open connections, and reports
 //! each port once and each address that answered echo once.
 
 use std::collections::HashMap;
@@ -90,11 +90,14 @@ impl Replies<'_, '_> {
                 return None;
             }
         };
-        // Which lane and step sent it: mark it answered so no retry follows.
-        let new_step = shared
-            .sweep
-            .position_of(probe)
-            .and_then(|position| shared.lanes.locate(position))
+        // Which lane and step sent it: mark it answered so no retry follows,
+        // and its host as one that answers (for adaptive retries).
+        let located = shared.sweep.locate(probe);
+        if let Some((host, _)) = located {
+            shared.hosts.mark(host);
+        }
+        let new_step = located
+            .and_then(|(_, position)| shared.lanes.locate(position))
             .is_none_or(|at| shared.windows[at.lane].mark(at.step));
         let ip = IpAddr::from(probe.target);
         if open {

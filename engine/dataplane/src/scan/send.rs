@@ -1,14 +1,17 @@
 //! The senders: one thread per transmit queue walks its lane of the shard,
 //! paced, writing SYNs straight into UMEM, and re-sends the steps of its
-//! retry window that were not answered. Sender 0 also answers SYN-ACKs with
-//! RSTs, so that targets do not hold half-open connections, and sends the
-//! echo requests for host reachability (paced with its probes).
+//! retry window that were not answered, as its `RetryLedger` (core: the
+//! loss estimate, adaptive rounds, the budget) says. Sender 0 also answers
+//! SYN-ACKs with RSTs, so that targets do not hold half-open connections,
+//! and sends the echo requests for host reachability (paced with its
+//! probes).
 
 use std::net::IpAddr;
 use std::sync::atomic::Ordering;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use palisade_core::probe::retry::{Due, RetryLedger};
 use palisade_core::probe::{Pacer, Probe, Target};
 use palisade_core::wire::{SynTemplate, write_echo_request, write_rst};
 
@@ -32,6 +35,15 @@ pub(super) struct LaneCounters {
     pub echo_sent: u64,
     /// Time from the lane's start to its last first probe.
     pub main_pass: Duration,
+    /// The lane.
+    pub lane: usize,
+    /// First probes sent, and first retries that came due (the loss
+    /// estimate's denominators; its window counts the answers).
+    pub first_sent: u64,
+    pub retry_due: u64,
+    /// Retries beyond the configured ones, sent and held back by the budget.
+    pub extra_retries: u64,
+    pub extra_retries_skipped: u64,
     pub tx: TxCounters,
 }
 
@@ -43,7 +55,10 @@ pub(super) fn send_lane(
     rate: u64,
     rsts: Option<mpsc::Receiver<Rst>>,
 ) -> LaneCounters {
-    let mut counters = LaneCounters::default();
+    let mut counters = LaneCounters {
+        lane: q,
+        ..LaneCounters::default()
+    };
     let lane = shared.lanes.lane(q, shared.cfg.resume);
     let window = &shared.windows[q];
     let sweep = shared.sweep;
@@ -55,8 +70,14 @@ pub(super) fn send_lane(
         .v6
         .map(|a| SynTemplate::v6(path.src_mac, path.dst_mac, a, 64, 65_535, 1440));
     let lane_len = sweep.shard_len(lane.shard);
-    let retries = u64::from(shared.cfg.retries);
-    let last_step = lane_len + retries * shared.spacing;
+    let spacing = shared.spacing;
+    // Steps further back than this have had every round they can get.
+    let max_back = u64::from(shared.retry.max_rounds()) * spacing;
+    let mut ledger = RetryLedger::new(shared.retry, max_back + BATCH as u64);
+    let last_step = lane_len + max_back;
+    // First probes sent, and first retries due, before `step`.
+    let first_sent = |step: u64| step.min(lane_len).saturating_sub(lane.first);
+    let retry_due = |step: u64| first_sent(step.saturating_sub(spacing));
     // Up to a millisecond of credit: a sender that slept (timer slack is
     // tens of microseconds) catches up instead of falling behind.
     let burst = (rate / 1000).clamp(BATCH as u64, 1 << 16) as u32;
@@ -98,8 +119,10 @@ pub(super) fn send_lane(
     while step < last_step && !shared.stop.load(Ordering::Relaxed) {
         if step >= lane_len {
             main_done.get_or_insert_with(|| epoch.elapsed());
-            pending = pending.max(step.saturating_sub(retries * shared.spacing));
-            while pending < lane_len && window.answered(pending) {
+            pending = pending.max(step.saturating_sub(max_back));
+            while pending < lane_len
+                && (window.answered(pending) || ledger.exhausted(pending, step, spacing))
+            {
                 pending += 1;
             }
             if pending >= lane_len {
@@ -156,17 +179,32 @@ pub(super) fn send_lane(
         } else {
             0
         };
-        // Retries of the steps `r * spacing` back, unless they were answered.
+        // Retries of the steps `r * spacing` back, as the ledger says: not
+        // for an answered step; the configured rounds for the others, more
+        // for silent steps of answering hosts. Per step and round: one
+        // atomic load and a few bit operations on the sender's own ledger;
+        // the loss estimate and the rounds are updated once a batch (two
+        // atomic loads).
+        ledger.observe(window.loss(first_sent(step), retry_due(step)));
+        let visits = ledger.visits();
         for s in step..step + steps {
-            for r in 1..=retries {
-                let Some(back) = s.checked_sub(r * shared.spacing) else {
+            for r in 1..=visits {
+                let Some(back) = s.checked_sub(u64::from(r) * spacing) else {
                     break;
                 };
-                if back < lane.first || back >= lane_len || window.answered(back) {
+                if back < lane.first || back >= lane_len {
                     continue;
                 }
                 let position = lane.shard.index + back * lane.shard.count;
-                batch.push((back, sweep.probe_at(position), true));
+                match ledger.due(back, r, window.answered(back)) {
+                    Due::Skip => {}
+                    Due::Retry => batch.push((back, sweep.probe_at(position), true)),
+                    Due::RetryAndNoteHost => {
+                        let (host, probe) = sweep.indexed_probe_at(position);
+                        ledger.note_host(back, shared.hosts.answered(host));
+                        batch.push((back, probe, true));
+                    }
+                }
             }
         }
         window.advance(step + steps);
@@ -201,6 +239,10 @@ pub(super) fn send_lane(
     }
     let _ = sock.kick();
     counters.main_pass = main_done.unwrap_or_else(|| epoch.elapsed());
+    counters.first_sent = first_sent(step);
+    counters.retry_due = retry_due(step);
+    counters.extra_retries = ledger.extra();
+    counters.extra_retries_skipped = ledger.skipped();
     // Sender 0: the echo rounds still due (a small sweep ends before them).
     if let Some(rounds) = ping_rounds.as_mut() {
         while !shared.stop.load(Ordering::Relaxed) && !rounds.done(&shared.pings) {

@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use anyhow::{Context, Result};
 use clap::Args;
 
+use palisade_core::probe::TargetRecall;
 use palisade_dataplane::scan::ScanSummary;
 
 use super::{OutputFormat, TargetArgs, UsageError, usage_error};
@@ -38,6 +39,17 @@ pub struct ScanArgs {
     #[arg(long, value_name = "N", default_value_t = 1,
           value_parser = clap::value_parser!(u32).range(0..=10))]
     retries: u32,
+    /// Adaptive retries: find PCT percent of the open ports (above 0 and
+    /// below 100, such as 99.99). The scan estimates the reply loss from the
+    /// ports that answer (SYN-ACK or RST) and gives the silent ports of
+    /// hosts that answered anything as many more retries, 0.5 s apart, as
+    /// that loss needs: at most 8 rounds, extra retries at most a quarter of
+    /// the first probes. A host that answers nothing keeps --retries;
+    /// without loss nothing extra is sent. Needs --retries 1 or more (the
+    /// first retry measures the loss). Default: off (--retries for every
+    /// port; the loss is still estimated and reported).
+    #[arg(long, value_name = "PCT")]
+    target_recall: Option<String>,
     /// Seconds to wait for late replies after the last probe.
     #[arg(long, value_name = "SECS", default_value_t = 1.0)]
     wait: f64,
@@ -71,7 +83,9 @@ pub struct ScanArgs {
     /// fragment, truncated, VLAN-tagged), duplicates, open, closed,
     /// echo_sent, echo_replies, RSTs, ring-buffer losses, `rate` (first
     /// probes per second while sending), durations in seconds, interface,
-    /// XDP mode, queues, interrupted.
+    /// XDP mode, queues, interrupted, estimated_loss (per attempt; null
+    /// without an estimate), loss_samples, retry_rounds, extra_retries,
+    /// extra_retries_skipped, expected_misses (open ports).
     #[arg(long, value_name = "FILE")]
     summary_json: Option<String>,
 }
@@ -112,6 +126,22 @@ fn ping_targets(args: &ScanArgs) -> Result<Vec<std::net::IpAddr>, UsageError> {
     Ok(v4.chain(v6).collect())
 }
 
+/// `--target-recall`, checked: a percentage, and a retry to measure with.
+fn target_recall(args: &ScanArgs) -> Result<Option<TargetRecall>, UsageError> {
+    let Some(text) = &args.target_recall else {
+        return Ok(None);
+    };
+    let recall = text
+        .parse::<TargetRecall>()
+        .map_err(|e| UsageError(format!("--target-recall: {e}")))?;
+    if args.retries == 0 {
+        return Err(UsageError(
+            "--target-recall needs --retries 1 or more: the first retry measures the loss".into(),
+        ));
+    }
+    Ok(Some(recall))
+}
+
 fn scan_config(args: &ScanArgs) -> Result<palisade_dataplane::scan::ScanConfig, UsageError> {
     let mut cfg = palisade_dataplane::scan::ScanConfig {
         shard: args.target.shard,
@@ -124,6 +154,7 @@ fn scan_config(args: &ScanArgs) -> Result<palisade_dataplane::scan::ScanConfig, 
             Vec::new()
         },
         retries: args.retries,
+        target_recall: target_recall(args)?,
         interface: args.interface.clone(),
         source_ports: parse_source_ports(&args.source_port)?,
         gateway_mac: args.gateway_mac,
@@ -252,6 +283,7 @@ pub fn run(args: &ScanArgs) -> Result<ExitCode> {
             ""
         },
     );
+    eprintln!("palisade: {}", retry_line(&summary, cfg.target_recall));
     if summary.ringbuf_full > 0 || summary.tx_busy > 0 {
         eprintln!(
             "palisade: {} replies lost to a full ring buffer, {} deferred transmits",
@@ -266,6 +298,29 @@ pub fn run(args: &ScanArgs) -> Result<ExitCode> {
     } else {
         ExitCode::SUCCESS
     })
+}
+
+/// The summary's line on loss and retries.
+fn retry_line(summary: &ScanSummary, target: Option<TargetRecall>) -> String {
+    let loss = match summary.estimated_loss {
+        Some(p) => format!("estimated loss {:.2}% per attempt", 100.0 * p),
+        None => "loss not estimated (no retries, or too few answers)".to_string(),
+    };
+    let adaptive = match target {
+        Some(t) => format!(
+            " (adaptive, target recall {t}: {} extra retries, {} held back by the budget)",
+            summary.extra_retries, summary.extra_retries_skipped
+        ),
+        None => String::new(),
+    };
+    let misses = match summary.expected_misses {
+        Some(m) => format!("; expected misses {m:.2} open ports"),
+        None => String::new(),
+    };
+    format!(
+        "{loss}; retry rounds {}{adaptive}{misses}",
+        summary.retry_rounds
+    )
 }
 
 /// Writes the summary as one JSON object (with the sending rate) to `path`,

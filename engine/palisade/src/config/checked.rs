@@ -63,7 +63,7 @@ pub(super) enum TomlScalar {
     /// Integers beyond `i128` (up to `u128::MAX`) are read as `i128::MAX`:
     /// no key takes a number anywhere near either.
     Integer(i128),
-    Float,
+    Float(f64),
     Boolean(bool),
 }
 
@@ -72,7 +72,7 @@ impl TomlScalar {
         match self {
             TomlScalar::String(_) => "a string",
             TomlScalar::Integer(_) => "an integer",
-            TomlScalar::Float => "a float",
+            TomlScalar::Float(_) => "a float",
             TomlScalar::Boolean(_) => "a boolean",
         }
     }
@@ -199,8 +199,8 @@ impl<'de, T: FromToml> Visitor<'de> for ShapeVisitor<T> {
         Ok(T::from_scalar(TomlScalar::Integer(n)))
     }
 
-    fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
-        Ok(T::from_scalar(TomlScalar::Float))
+    fn visit_f64<E>(self, x: f64) -> Result<Self::Value, E> {
+        Ok(T::from_scalar(TomlScalar::Float(x)))
     }
 
     fn visit_str<E>(self, text: &str) -> Result<Self::Value, E> {

@@ -43,6 +43,7 @@ use toml::Spanned;
 use toml::de::{DeTable, DeValue};
 
 use palisade_core::monitor::{MonitorSpec, PortRanges, Ports};
+use palisade_core::probe::TargetRecall;
 
 use crate::resolve::{self, ResolveError};
 use palisade_core::wire::MacAddr;
@@ -104,6 +105,10 @@ pub struct ScanSettings {
     pub per_host_rate: u64,
     /// Extra probes for a port that did not answer.
     pub retries: u32,
+    /// Adaptive retries: the share of open ports to find, for which the
+    /// silent ports of answering hosts get more retries as the estimated
+    /// loss needs (default 99.99%; `None`: off, or no retry to measure with).
+    pub target_recall: Option<TargetRecall>,
     /// How long to wait for late replies after the last probe.
     pub wait: Duration,
     /// Inclusive source-port range.
@@ -124,6 +129,7 @@ impl Default for ScanSettings {
             rate: DEFAULT_RATE,
             per_host_rate: DEFAULT_PER_HOST_RATE,
             retries: 1,
+            target_recall: Some(TargetRecall::DEFAULT),
             wait: Duration::from_secs(1),
             source_ports: DEFAULT_SOURCE_PORTS,
             source_v4: None,
@@ -412,6 +418,7 @@ struct ScanSection {
     rate: Option<Checked<i128>>,
     per_host_rate: Option<Checked<i128>>,
     retries: Option<Checked<i128>>,
+    target_recall: Option<Checked<RecallValue>>,
     wait: Option<Checked<String>>,
     source_ports: Option<Checked<SourcePortsValue>>,
     source_ip: Option<Checked<StringOrList>>,
@@ -438,6 +445,12 @@ impl ScanSection {
         let retries = self
             .retries
             .and_then(|value| report.integer(value, &key("retries"), 0..=10u32));
+        let retries = retries.unwrap_or(defaults.retries);
+        let target_recall = match self.target_recall {
+            // The default needs a retry to measure the loss with.
+            None => defaults.target_recall.filter(|_| retries > 0),
+            Some(value) => target_recall(report, value, &key("target_recall"), retries),
+        };
         let wait = self
             .wait
             .and_then(|value| report.duration(value, &key("wait"), Duration::ZERO..=HOUR));
@@ -459,7 +472,8 @@ impl ScanSection {
             interface,
             rate: rate.unwrap_or(defaults.rate),
             per_host_rate: per_host_rate.unwrap_or(defaults.per_host_rate),
-            retries: retries.unwrap_or(defaults.retries),
+            retries,
+            target_recall,
             wait: wait.unwrap_or(defaults.wait),
             source_ports: source_ports.unwrap_or(defaults.source_ports),
             source_v4,
@@ -484,6 +498,58 @@ impl FromToml for SourcePortsValue {
             other => Err(other.kind()),
         }
     }
+}
+
+/// `target_recall` as written: a percentage (number or string), or `"off"`.
+#[derive(Debug)]
+enum RecallValue {
+    Text(String),
+    Number(f64),
+}
+
+impl FromToml for RecallValue {
+    fn from_scalar(scalar: TomlScalar) -> Result<Self, Found> {
+        match scalar {
+            TomlScalar::String(text) => Ok(RecallValue::Text(text)),
+            TomlScalar::Float(x) => Ok(RecallValue::Number(x)),
+            TomlScalar::Integer(n) => Ok(RecallValue::Number(n as f64)),
+            other => Err(other.kind()),
+        }
+    }
+}
+
+/// A percentage strictly between 0 and 100 (`99.99`, `"99.99%"`), or
+/// `"off"`; with `retries = 0` only `"off"` (the first retry measures the
+/// loss).
+fn target_recall(
+    report: &mut ConfigReport<'_>,
+    value: Checked<RecallValue>,
+    key: &str,
+    retries: u32,
+) -> Option<TargetRecall> {
+    let span = value.span.clone();
+    let recall = match report.value(value, key, "a percentage such as 99.99, or \"off\"")? {
+        RecallValue::Text(text) if text == "off" => return None,
+        RecallValue::Text(text) => text.parse::<TargetRecall>(),
+        RecallValue::Number(x) => TargetRecall::from_percent(x),
+    };
+    let recall = match recall {
+        Ok(recall) => recall,
+        Err(_) => {
+            let message = format!(
+                "{} is not a target recall: give a percentage above 0 and below 100, such as 99.99, or \"off\"",
+                report.written(&span)
+            );
+            report.error(&span, key, message);
+            return None;
+        }
+    };
+    if retries == 0 {
+        let message = "adaptive retries need scan.retries >= 1 (the first retry measures the loss): raise retries or set target_recall = \"off\"";
+        report.error(&span, key, message);
+        return None;
+    }
+    Some(recall)
 }
 
 fn interface(report: &mut ConfigReport<'_>, value: Checked<String>, key: &str) -> Option<String> {

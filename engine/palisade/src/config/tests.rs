@@ -65,6 +65,7 @@ interface = "eth1"
 rate = 250_000
 per_host_rate = 5000
 retries = 3
+target_recall = 99.9
 wait = "2s 500ms"
 source_ports = "40000-40015"
 source_ip = ["2001:2::1", "198.18.0.1"]
@@ -123,6 +124,7 @@ recheck = "off"
             rate: 250_000,
             per_host_rate: 5000,
             retries: 3,
+            target_recall: Some(TargetRecall::from_percent(99.9).unwrap()),
             wait: Duration::from_millis(2500),
             source_ports: (40_000, 40_015),
             source_v4: Some(Ipv4Addr::new(198, 18, 0, 1)),
@@ -209,6 +211,7 @@ fn empty_file_gives_the_defaults() {
             rate: 100_000,
             per_host_rate: 20_000,
             retries: 1,
+            target_recall: Some(TargetRecall::DEFAULT),
             wait: Duration::from_secs(1),
             source_ports: (61_000, 61_063),
             source_v4: None,
@@ -426,6 +429,52 @@ fn unknown_key_without_a_close_match_lists_the_known_ones() {
         4,
         "monitor[0].extra",
         "unknown key `extra`",
+    );
+}
+
+#[test]
+fn target_recall_is_a_percentage_or_off() {
+    let recall = |text: &str| parse("test.toml", text).unwrap().scan.target_recall;
+    let percent = |x: f64| Some(TargetRecall::from_percent(x).unwrap());
+    assert_eq!(recall("[scan]\ntarget_recall = 99.9\n"), percent(99.9));
+    assert_eq!(recall("[scan]\ntarget_recall = 99\n"), percent(99.0));
+    assert_eq!(
+        recall("[scan]\ntarget_recall = \"99.999%\"\n"),
+        percent(99.999)
+    );
+    assert_eq!(recall("[scan]\ntarget_recall = \"off\"\n"), None);
+    // The default, unless no retry is left to measure the loss with.
+    assert_eq!(recall("[scan]\nretries = 2\n"), Some(TargetRecall::DEFAULT));
+    assert_eq!(recall("[scan]\nretries = 0\n"), None);
+    assert_eq!(
+        recall("[scan]\nretries = 0\ntarget_recall = \"off\"\n"),
+        None
+    );
+    for (value, fragment) in [
+        (
+            "100",
+            "100 is not a target recall: give a percentage above 0 and below 100",
+        ),
+        ("0", "0 is not a target recall"),
+        ("-5.5", "-5.5 is not a target recall"),
+        ("\"high\"", "\"high\" is not a target recall"),
+        (
+            "true",
+            "expected a percentage such as 99.99, or \"off\", found a boolean",
+        ),
+    ] {
+        assert_error(
+            &format!("[scan]\ntarget_recall = {value}\n"),
+            2,
+            "scan.target_recall",
+            fragment,
+        );
+    }
+    assert_error(
+        "[scan]\nretries = 0\ntarget_recall = 99.9\n",
+        3,
+        "scan.target_recall",
+        "adaptive retries need scan.retries >= 1",
     );
 }
 

@@ -251,6 +251,11 @@ pub fn scan_report(scan: &ScanFacts) -> ScanReport {
             })
             .collect(),
         note: scan.inconclusive.clone(),
+        estimated_loss: scan.retries.and_then(|r| r.estimated_loss()),
+        retry_rounds: scan.retries.map(|r| r.rounds),
+        expected_misses: scan
+            .retries
+            .and_then(|r| r.expected_misses(scan.addresses.values().map(|a| a.open.len()).sum())),
     }
 }
 
@@ -277,6 +282,7 @@ pub fn outbox_entry(e: &Envelope) -> OutboxEntry {
 #[cfg(test)]
 mod tests {
     use palisade_core::monitor::{AddressReplies, PortState, Resolution, Scope};
+    use palisade_core::probe::{LossCounts, RetryOutcome};
 
     use super::*;
 
@@ -407,6 +413,15 @@ mod tests {
             started: 1_000,
             finished: 1_500,
             inconclusive: Some("sweep abandoned (stopped)".into()),
+            retries: Some(RetryOutcome {
+                loss: LossCounts {
+                    first_sent: 2000,
+                    first_answered: 1000,
+                    retry_due: 2000,
+                    retry_answered: 50,
+                },
+                rounds: 1,
+            }),
         };
         let e = scan_envelope(7, &scan, "palisade://x");
         assert_eq!((e.kind(), e.id.as_str()), ("scan", "web:scan:1000:7"));
@@ -428,6 +443,10 @@ mod tests {
                     open_count: 1,
                 }],
                 note: Some("sweep abandoned (stopped)".into()),
+                estimated_loss: Some(0.05),
+                retry_rounds: Some(1),
+                // One open port, both attempts lost: 0.05^2 / (1 - 0.05^2).
+                expected_misses: Some(0.002506),
             })
         );
         let row = outbox_entry(&e);

@@ -169,6 +169,7 @@ impl Daemon {
         }) {
             Ok(s) => {
                 self.metrics.record_scan(&s);
+                replies.record_retries(s.retry_outcome());
                 let end = SweepEnd::after_run(s.interrupted, s.ringbuf_full);
                 if end == SweepEnd::Completed {
                     tracing::info!(
@@ -179,6 +180,8 @@ impl Daemon {
                         echo_replies = s.echo_replies,
                         invalid = s.invalid + s.filter_invalid,
                         rate = s.rate(),
+                        estimated_loss = ?s.estimated_loss,
+                        retry_rounds = s.retry_rounds,
                         secs = s.duration.as_secs_f64(),
                         "sweep done"
                     );
@@ -199,6 +202,7 @@ impl Daemon {
         ScanConfig {
             rate: s.rate,
             retries: s.retries,
+            target_recall: s.target_recall,
             wait: s.wait,
             interface: s.interface.clone(),
             source_v4: s.source_v4,
@@ -605,6 +609,7 @@ mod tests {
             started: 100,
             finished: 900,
             inconclusive: None,
+            retries: None,
         };
         let decided = decide(&web, &MonitorState::new(), scan.clone(), 7, SOURCE);
         assert_eq!(decided.scan_id, 7);

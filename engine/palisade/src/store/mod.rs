@@ -1518,6 +1518,7 @@ mod tests {
             started,
             finished: started + 5,
             inconclusive: note.map(String::from),
+            retries: None,
         };
         let mut state = MonitorState::new();
         let step = state.observe(&spec, &scan.observation(scan_id));
