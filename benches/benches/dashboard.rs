@@ -108,6 +108,7 @@ fn build_store(path: &std::path::Path, n: usize, now: i64) -> Store {
             started: now,
             finished: now + 1_000,
             inconclusive: None,
+            retries: None,
         };
         let id = store.next_scan_id().expect("scan id");
         let decided = decide(spec, &fresh, scan, id, "palisade://bench");
