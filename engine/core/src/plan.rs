@@ -269,6 +269,47 @@ pub fn kept_ports(
     keep
 }
 
+/// How many probes one monitor's scan costs in a sweep: its addresses times
+/// the ports of its scope (a full scan: its scan range and expected ports).
+pub fn scan_cost(spec: &MonitorSpec, scope: &Scope, addresses: usize) -> u64 {
+    let ports = match scope {
+        Scope::Ports(ports) => ports.len() as u64,
+        Scope::Full => {
+            let outside = spec
+                .expected_open
+                .iter()
+                .filter(|&&p| !spec.scan_ports.contains(p))
+                .count() as u64;
+            spec.scan_ports.count() + outside
+        }
+    };
+    ports.saturating_mul(addresses as u64)
+}
+
+/// Cuts a sweep into slices that are probed, decided and stored one after
+/// the other, so that a long sweep commits as it goes (a restart resumes
+/// where it stopped, a stop keeps what is done): consecutive runs of the
+/// monitors, in order, whose `costs` (probes, [`scan_cost`]) add up to at
+/// most `budget`; a monitor costing more than `budget` is a slice of its
+/// own. Every monitor is in exactly one slice.
+pub fn slices(costs: &[u64], budget: u64) -> Vec<std::ops::Range<usize>> {
+    let mut out = Vec::new();
+    let mut start = 0;
+    let mut sum: u64 = 0;
+    for (i, &cost) in costs.iter().enumerate() {
+        if i > start && sum.saturating_add(cost) > budget {
+            out.push(start..i);
+            start = i;
+            sum = 0;
+        }
+        sum = sum.saturating_add(cost);
+    }
+    if start < costs.len() {
+        out.push(start..costs.len());
+    }
+    out
+}
+
 /// What a sweep probes, and which replies it keeps per address.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SweepTargets {
@@ -811,6 +852,42 @@ mod tests {
             kept_ports(&web, &MonitorState::new(), ip(2), &Scope::Full),
             ports(&[22, 443])
         );
+    }
+
+    #[test]
+    fn slices_cover_every_monitor_in_order_within_the_budget() {
+        assert!(slices(&[], 10).is_empty());
+        assert_eq!(slices(&[4, 4, 4, 4, 4], 10), [0..2, 2..4, 4..5]);
+        // One too big for the budget is a slice of its own.
+        assert_eq!(slices(&[3, 30, 3], 10), [0..1, 1..2, 2..3]);
+        assert_eq!(slices(&[5, 5], 10), [0..2]);
+        let web = spec("web", &[22, 70_00], HOUR);
+        assert_eq!(scan_cost(&web, &Scope::Full, 2), 2 * 65_535);
+        let narrow = MonitorSpec {
+            scan_ports: "1-1024".parse().unwrap(),
+            ..web.clone()
+        };
+        assert_eq!(scan_cost(&narrow, &Scope::Full, 3), 3 * 1025, "plus 7000");
+        assert_eq!(scan_cost(&narrow, &Scope::Ports(ports(&[1, 2])), 3), 6);
+    }
+
+    proptest! {
+        #[test]
+        fn slices_partition_the_monitors(
+            costs in proptest::collection::vec(0u64..100, 0..60),
+            budget in 1u64..300,
+        ) {
+            let cut = slices(&costs, budget);
+            let mut next = 0;
+            for range in &cut {
+                prop_assert_eq!(range.start, next);
+                prop_assert!(range.end > range.start);
+                let sum: u64 = costs[range.clone()].iter().sum();
+                prop_assert!(sum <= budget || range.len() == 1);
+                next = range.end;
+            }
+            prop_assert_eq!(next, costs.len());
+        }
     }
 
     #[test]

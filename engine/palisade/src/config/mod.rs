@@ -71,6 +71,8 @@ pub const DEFAULT_RETAIN: Duration = Duration::from_secs(400 * 86_400);
 /// (`"400s"`) cannot wipe the history; at most 100 years.
 pub const RETAIN_MIN: Duration = Duration::from_secs(86_400);
 pub const RETAIN_MAX: Duration = Duration::from_secs(100 * YEAR.as_secs());
+/// Default `scan.commit_every`: a sweep is stored a minute at a time.
+pub const DEFAULT_COMMIT_EVERY: Duration = Duration::from_secs(60);
 /// Default `scan.per_host_rate`: probes per second to any one address.
 pub const DEFAULT_PER_HOST_RATE: u64 = 20_000;
 // The defaults of a monitor's keys are those of `MonitorSpec::default()`
@@ -120,6 +122,10 @@ pub struct ScanSettings {
     /// all of them by default. A deliberate narrowing: ports outside are
     /// never observed (expected ones always are).
     pub ports: PortRanges,
+    /// How long one slice of a sweep lasts at most at `rate` (`commit_every`):
+    /// each slice is stored before the next starts, so this bounds what a
+    /// restart or a stop loses.
+    pub commit_every: Duration,
 }
 
 impl Default for ScanSettings {
@@ -136,6 +142,7 @@ impl Default for ScanSettings {
             source_v6: None,
             gateway_mac: None,
             ports: PortRanges::all(),
+            commit_every: DEFAULT_COMMIT_EVERY,
         }
     }
 }
@@ -424,6 +431,7 @@ struct ScanSection {
     source_ip: Option<Checked<StringOrList>>,
     gateway_mac: Option<Checked<String>>,
     ports: Option<Checked<PortList>>,
+    commit_every: Option<Checked<String>>,
 }
 
 impl TomlTable for ScanSection {}
@@ -454,6 +462,10 @@ impl ScanSection {
         let wait = self
             .wait
             .and_then(|value| report.duration(value, &key("wait"), Duration::ZERO..=HOUR));
+        let commit_every = self
+            .commit_every
+            .and_then(|value| report.duration(value, &key("commit_every"), SECOND..=HOUR))
+            .unwrap_or(defaults.commit_every);
         let source_ports = self
             .source_ports
             .and_then(|value| source_ports(report, value, &key("source_ports")));
@@ -469,6 +481,7 @@ impl ScanSection {
             .map_or(defaults.ports, |ports| ports.ranges());
         ScanSettings {
             ports,
+            commit_every,
             interface,
             rate: rate.unwrap_or(defaults.rate),
             per_host_rate: per_host_rate.unwrap_or(defaults.per_host_rate),

@@ -71,6 +71,7 @@ source_ports = "40000-40015"
 source_ip = ["2001:2::1", "198.18.0.1"]
 gateway_mac = "AA:bb:cc:dd:ee:0f"
 ports = "1-1024"
+commit_every = "30s"
 
 [store]
 path = "/srv/palisade/state.db"
@@ -131,6 +132,7 @@ recheck = "off"
             source_v6: Some("2001:2::1".parse().unwrap()),
             gateway_mac: Some(MacAddr([0xaa, 0xbb, 0xcc, 0xdd, 0xee, 0x0f])),
             ports: "1-1024".parse().unwrap(),
+            commit_every: Duration::from_secs(30),
         },
         store: StoreSettings {
             path: PathBuf::from("/srv/palisade/state.db"),
@@ -218,6 +220,7 @@ fn empty_file_gives_the_defaults() {
             source_v6: None,
             gateway_mac: None,
             ports: PortRanges::all(),
+            commit_every: DEFAULT_COMMIT_EVERY,
         }
     );
     assert_eq!(

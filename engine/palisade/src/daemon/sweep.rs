@@ -1,13 +1,17 @@
-//! One sweep: resolve the hosts, plan what to probe ([`palisade_core::plan`]),
-//! probe ([`palisade_dataplane::scan::run`]), then per monitor: observe the
-//! scan and decide ([`decide`]: the state machine's step and the outbox rows,
-//! pure) and store the decision in one transaction.
+//! One sweep: resolve the hosts, cut the monitors into slices of at most
+//! `scan.commit_every` of probing (`plan::slices`), and for each slice: plan
+//! what to probe ([`palisade_core::plan`]), probe
+//! ([`palisade_dataplane::scan::run`]), then per monitor observe the scan
+//! and decide ([`decide`]: the state machine's step and the outbox rows,
+//! pure), and store the slice's decisions in one transaction.
 
-use std::sync::atomic::AtomicBool;
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 
-use palisade_core::monitor::{Millis, MonitorSpec, MonitorState, Step};
+use palisade_core::monitor::{Millis, MonitorSpec, MonitorState, Scope, Step};
 use palisade_core::plan::{
-    ScanFacts, ScanKind, SweepEnd, SweepPlan, SweepReplies, SweepResult, SweepTargets,
+    self, ScanFacts, ScanKind, SweepEnd, SweepPlan, SweepReplies, SweepResult, SweepTargets,
 };
 use palisade_core::probe::Sweep;
 use palisade_dataplane::scan::{self, Answer, Progress, ScanConfig};
@@ -73,9 +77,18 @@ pub fn decide_removal(
     (step, outbox)
 }
 
+/// One monitor of a sweep: its spec, the ports its scan covers, and the
+/// addresses its host resolved to (or why not).
+type Member = (MonitorSpec, Scope, Result<Vec<IpAddr>, String>);
+
 impl Daemon {
-    /// Runs one sweep over the plan's monitors and stores what each scan
-    /// decided; returns whether the sweep was conclusive.
+    /// Runs one sweep over the plan's monitors, in slices of at most
+    /// `scan.commit_every` at the configured rate (`plan::slices`): each slice is
+    /// probed, decided and stored (one transaction) before the next starts,
+    /// so a long sweep commits as it goes. A stop ends it after the slice
+    /// under way (recorded inconclusive); the monitors of the slices not
+    /// started are not recorded and stay due. Returns whether every slice
+    /// was conclusive.
     pub(super) fn sweep(
         &mut self,
         plan: &SweepPlan,
@@ -83,19 +96,78 @@ impl Daemon {
     ) -> Result<bool, DaemonError> {
         let started = now_ms();
         // Hosts are resolved at every sweep: names may move.
+        let specs: HashMap<&str, &MonitorSpec> = self
+            .config
+            .monitors
+            .iter()
+            .map(|m| (m.name.as_str(), m))
+            .collect();
+        let members: Vec<Member> = plan
+            .monitors
+            .iter()
+            .filter_map(|(name, scope)| {
+                let spec = *specs.get(name.as_str())?;
+                let addresses = resolve_host(&spec.host).map_err(|e| e.to_string());
+                Some((spec.clone(), scope.clone(), addresses))
+            })
+            .collect();
+        drop(specs);
+        let costs: Vec<u64> = members
+            .iter()
+            .map(|(spec, scope, addresses)| {
+                plan::scan_cost(spec, scope, addresses.as_ref().map_or(0, Vec::len))
+            })
+            .collect();
+        let budget =
+            (self.config.scan.rate as f64 * self.config.scan.commit_every.as_secs_f64()) as u64;
+        let slices = plan::slices(&costs, budget);
+        let mut end = SweepEnd::Completed;
+        let mut finished = started;
+        for (i, range) in slices.iter().enumerate() {
+            if i > 0 && stop.load(Ordering::Relaxed) {
+                tracing::info!(
+                    monitors_left = members.len() - range.start,
+                    "sweep stopped; the monitors not scanned stay due"
+                );
+                end = SweepEnd::Interrupted;
+                break;
+            }
+            let slice_end = self.sweep_slice(plan.kind, &members[range.clone()], stop)?;
+            finished = now_ms();
+            if end == SweepEnd::Completed {
+                end = slice_end;
+            }
+        }
+        self.metrics
+            .record_sweep(plan.kind, &end, started, finished);
+        if let Some(why) = end.failure() {
+            tracing::warn!("sweep inconclusive: {why}");
+        }
+        // A sweep stopped on purpose (SIGTERM) says nothing of the scanner's
+        // health; every other failure is `scan_failed`.
+        if end != SweepEnd::Interrupted {
+            self.after_sweep_health(finished, end.failure())?;
+        }
+        self.drain()?;
+        Ok(end.failure().is_none())
+    }
+
+    /// One slice of a sweep: probe its monitors' addresses, decide each
+    /// monitor's scan, store them all in one transaction; how it ended.
+    fn sweep_slice(
+        &mut self,
+        kind: ScanKind,
+        members: &[Member],
+        stop: &AtomicBool,
+    ) -> Result<SweepEnd, DaemonError> {
+        let started = now_ms();
         let fresh = MonitorState::new();
-        let mut targets = SweepTargets::new(plan.kind);
-        let mut members = Vec::with_capacity(plan.monitors.len());
-        for (name, scope) in &plan.monitors {
-            let Some(spec) = self.config.monitors.iter().find(|m| &m.name == name) else {
-                continue;
-            };
-            let addresses = resolve_host(&spec.host).map_err(|e| e.to_string());
-            if let Ok(addresses) = &addresses {
-                let state = self.states.get(name).unwrap_or(&fresh);
+        let mut targets = SweepTargets::new(kind);
+        for (spec, scope, addresses) in members {
+            if let Ok(addresses) = addresses {
+                let state = self.states.get(&spec.name).unwrap_or(&fresh);
                 targets.add(addresses, spec, state, scope);
             }
-            members.push((spec.clone(), scope, addresses));
         }
         let (end, replies) = self.probe(&targets, started, stop)?;
         let result = SweepResult {
@@ -104,37 +176,29 @@ impl Daemon {
             end,
             replies,
         };
-        self.metrics
-            .record_sweep(plan.kind, &result.end, result.started, result.finished);
-        if let Some(why) = result.end.failure() {
-            tracing::warn!("sweep inconclusive: {why}");
-        }
-        for (spec, scope, addresses) in members {
-            let scan = result.scan(&spec, scope, &addresses);
-            let before = self.states.get(&spec.name).unwrap_or(&fresh);
-            let decided = decide(
-                &spec,
-                before,
-                scan,
-                self.store.next_scan_id()?,
-                &self.source,
-            );
-            self.store.record_scan(&decided)?;
+        let first_id = self.store.next_scan_id()?;
+        let decided: Vec<DecidedScan> = members
+            .iter()
+            .zip(first_id..)
+            .map(|((spec, scope, addresses), id)| {
+                let scan = result.scan(spec, scope, addresses);
+                let before = self.states.get(&spec.name).unwrap_or(&fresh);
+                decide(spec, before, scan, id, &self.source)
+            })
+            .collect();
+        self.store.record_scans(&decided)?;
+        for (decided, (spec, _, _)) in decided.into_iter().zip(members) {
             self.events += decided.step.events.len() as u64;
             self.schedule
-                .after_scan(&spec, &decided.scan, decided.step.recheck);
+                .after_scan(spec, &decided.scan, decided.step.recheck);
             if decided.scan.kind() == ScanKind::Full && decided.scan.conclusive() {
                 self.scanned_conclusively(&spec.name, decided.scan.finished);
             }
-            self.states.insert(spec.name, decided.state);
+            self.states.insert(spec.name.clone(), decided.state);
         }
-        // A sweep stopped on purpose (SIGTERM) says nothing of the scanner's
-        // health; every other failure is `scan_failed`.
-        if result.end != SweepEnd::Interrupted {
-            self.after_sweep_health(result.finished, result.end.failure())?;
-        }
-        self.drain()?;
-        Ok(result.end.failure().is_none())
+        // Sinks deliver what this slice decided while the next is probed.
+        self.delivery.wake();
+        Ok(result.end)
     }
 
     /// Probes the targets (seeding the permutation with the sweep's start)

@@ -594,77 +594,16 @@ impl Store {
     /// start of its last conclusive full scan, for the schedule after a
     /// restart).
     pub fn record_scan(&mut self, decided: &DecidedScan) -> Result<(), StoreError> {
-        let scan = &decided.scan;
+        self.record_scans(std::slice::from_ref(decided))
+    }
+
+    /// Records decided scans in one transaction (a slice of a sweep): each
+    /// whole, all or none of them, and one commit (one fsync) for all.
+    pub fn record_scans(&mut self, decided: &[DecidedScan]) -> Result<(), StoreError> {
         let tx = self.conn.transaction()?;
-        tx.execute(
-            "INSERT INTO scans (id, sweep, monitor, host, address, kind, started_ms, finished_ms,
-                                conclusive, reachable, open_ports, note)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
-            params![
-                decided.scan_id,
-                scan.sweep,
-                scan.monitor,
-                scan.host,
-                Option::<String>::None,
-                scan.kind().as_str(),
-                scan.started,
-                scan.finished,
-                scan.conclusive(),
-                scan.reachable(),
-                "[]",
-                scan.inconclusive,
-            ],
-        )?;
-        for (address, replies) in &scan.addresses {
-            tx.execute(
-                "INSERT INTO scan_addresses (scan_id, address, reachable, open_ports)
-                 VALUES (?1, ?2, ?3, ?4)",
-                params![
-                    decided.scan_id,
-                    address.to_string(),
-                    replies.reachable,
-                    replies.open.ranges().to_string()
-                ],
-            )?;
+        for d in decided {
+            record_in(&tx, d)?;
         }
-        write_step(
-            &tx,
-            &scan.monitor,
-            &decided.step,
-            &decided.outbox,
-            scan.finished,
-        )?;
-        let state_json =
-            serde_json::to_string(&decided.state).map_err(|source| StoreError::State {
-                monitor: scan.monitor.clone(),
-                source,
-            })?;
-        let full = (scan.kind() == ScanKind::Full && scan.conclusive()).then_some(scan.started);
-        let summary = &decided.summary;
-        tx.execute(
-            "INSERT INTO monitor_state (monitor, state, last_full_ms, last_scan_ms, last_conclusive,
-                                        reachability, expected_down, unexpected_open, open_incidents,
-                                        last_full_scan_id)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
-             ON CONFLICT (monitor) DO UPDATE SET state = excluded.state,
-                 last_full_ms = COALESCE(excluded.last_full_ms, monitor_state.last_full_ms),
-                 last_full_scan_id = COALESCE(excluded.last_full_scan_id, monitor_state.last_full_scan_id),
-                 last_scan_ms = excluded.last_scan_ms, last_conclusive = excluded.last_conclusive,
-                 reachability = excluded.reachability, expected_down = excluded.expected_down,
-                 unexpected_open = excluded.unexpected_open, open_incidents = excluded.open_incidents",
-            params![
-                scan.monitor,
-                state_json,
-                full,
-                scan.started,
-                scan.conclusive(),
-                summary.reachability.as_str(),
-                summary.expected_down,
-                summary.unexpected_open,
-                summary.open_incidents,
-                (scan.kind() == ScanKind::Full).then_some(decided.scan_id)
-            ],
-        )?;
         tx.commit()?;
         Ok(())
     }
@@ -1342,6 +1281,80 @@ fn advance_cursor(tx: &rusqlite::Transaction<'_>, sink: &str) -> Result<(), Stor
 }
 
 /// Writes a step's state changes, incidents and outbox rows.
+/// Writes one decided scan within `tx` ([`Store::record_scans`]).
+fn record_in(tx: &rusqlite::Transaction<'_>, decided: &DecidedScan) -> Result<(), StoreError> {
+    let scan = &decided.scan;
+    tx.execute(
+        "INSERT INTO scans (id, sweep, monitor, host, address, kind, started_ms, finished_ms,
+                            conclusive, reachable, open_ports, note)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+        params![
+            decided.scan_id,
+            scan.sweep,
+            scan.monitor,
+            scan.host,
+            Option::<String>::None,
+            scan.kind().as_str(),
+            scan.started,
+            scan.finished,
+            scan.conclusive(),
+            scan.reachable(),
+            "[]",
+            scan.inconclusive,
+        ],
+    )?;
+    for (address, replies) in &scan.addresses {
+        tx.execute(
+            "INSERT INTO scan_addresses (scan_id, address, reachable, open_ports)
+             VALUES (?1, ?2, ?3, ?4)",
+            params![
+                decided.scan_id,
+                address.to_string(),
+                replies.reachable,
+                replies.open.ranges().to_string()
+            ],
+        )?;
+    }
+    write_step(
+        &tx,
+        &scan.monitor,
+        &decided.step,
+        &decided.outbox,
+        scan.finished,
+    )?;
+    let state_json = serde_json::to_string(&decided.state).map_err(|source| StoreError::State {
+        monitor: scan.monitor.clone(),
+        source,
+    })?;
+    let full = (scan.kind() == ScanKind::Full && scan.conclusive()).then_some(scan.started);
+    let summary = &decided.summary;
+    tx.execute(
+        "INSERT INTO monitor_state (monitor, state, last_full_ms, last_scan_ms, last_conclusive,
+                                    reachability, expected_down, unexpected_open, open_incidents,
+                                    last_full_scan_id)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
+         ON CONFLICT (monitor) DO UPDATE SET state = excluded.state,
+             last_full_ms = COALESCE(excluded.last_full_ms, monitor_state.last_full_ms),
+             last_full_scan_id = COALESCE(excluded.last_full_scan_id, monitor_state.last_full_scan_id),
+             last_scan_ms = excluded.last_scan_ms, last_conclusive = excluded.last_conclusive,
+             reachability = excluded.reachability, expected_down = excluded.expected_down,
+             unexpected_open = excluded.unexpected_open, open_incidents = excluded.open_incidents",
+        params![
+            scan.monitor,
+            state_json,
+            full,
+            scan.started,
+            scan.conclusive(),
+            summary.reachability.as_str(),
+            summary.expected_down,
+            summary.unexpected_open,
+            summary.open_incidents,
+            (scan.kind() == ScanKind::Full).then_some(decided.scan_id)
+        ],
+    )?;
+    Ok(())
+}
+
 fn write_step(
     tx: &rusqlite::Transaction<'_>,
     monitor: &str,
