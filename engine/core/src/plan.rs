@@ -860,7 +860,7 @@ mod tests {
         assert_eq!(slices(&[4, 4, 4, 4, 4], 10), [0..2, 2..4, 4..5]);
         // One too big for the budget is a slice of its own.
         assert_eq!(slices(&[3, 30, 3], 10), [0..1, 1..2, 2..3]);
-        assert_eq!(slices(&[5, 5], 10), [0..2]);
+        assert_eq!(slices(&[5, 5], 10), vec![0..2]);
         let web = spec("web", &[22, 70_00], HOUR);
         assert_eq!(scan_cost(&web, &Scope::Full, 2), 2 * 65_535);
         let narrow = MonitorSpec {

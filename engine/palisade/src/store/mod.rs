@@ -1316,7 +1316,7 @@ fn record_in(tx: &rusqlite::Transaction<'_>, decided: &DecidedScan) -> Result<()
         )?;
     }
     write_step(
-        &tx,
+        tx,
         &scan.monitor,
         &decided.step,
         &decided.outbox,
