@@ -1,10 +1,13 @@
 //! The daemon: schedules sweeps, feeds their results through the monitor
 //! state machine into the store, and drains the outbox to the sinks.
 //!
-//! Every monitor that is due joins one sweep: one permuted pass over all their
-//! hosts x 65,535 ports. Ports that deviated once are re-checked alone after
-//! `recheck`. SIGHUP reloads the configuration; SIGTERM/SIGINT abandon the
-//! sweep under way (it counts as inconclusive) and stop.
+//! Every monitor that is due joins one sweep over its hosts' ports (all
+//! 65,535, or its `ports`), probed, decided and stored in slices of at most
+//! `scan.commit_every` ([`sweep`]). Ports that deviated once are re-checked
+//! alone after `recheck`. SIGHUP reloads the configuration; monitors changed
+//! through the HTTP server are reloaded from the store ([`control`]);
+//! SIGTERM/SIGINT end the sweep after the slice under way (it counts as
+//! inconclusive; the monitors not yet scanned stay due) and stop.
 //!
 //! The decisions are pure and live elsewhere: what to sweep when, and what a
 //! scan found, in [`palisade_core::plan`]; what a scan or a removal decides
