@@ -10,7 +10,9 @@ use std::time::{Duration, Instant};
 use async_nats::jetstream;
 use serde_json::Value;
 
-use super::nats::{Running, client, create_stream, publish, publish_raw, test_config, wait_acked};
+use super::nats::{
+    Running, client, consumer_info, create_stream, publish, publish_raw, test_config, wait_acked,
+};
 use super::*;
 use crate::testing::{Alertmanager, NatsServer};
 
@@ -269,6 +271,16 @@ async fn a_resolution_pending_while_palisade_alert_is_dead_still_ends_the_alert(
     // palisade-alert dies (nothing is acked or re-posted any more); the
     // incident resolves meanwhile.
     running.kill();
+    // Its pull request goes with it (the server drops a pull request whose
+    // reply subject lost interest, as when SIGKILL closes the socket);
+    // until then the server could hand it the resolution below, which would
+    // wait out its ack wait.
+    eventually(
+        "the killed consumer's pull request to go",
+        Duration::from_secs(10),
+        || async { consumer_info(&js, "palisade-alert").await.num_waiting == 0 },
+    )
+    .await;
     let r = resolved(&open, &ago(0));
     let seq = publish(&js, &r, PayloadFormat::MsgPack).await;
     // Dead for longer than the delivery budget (the endsAt horizon): the
