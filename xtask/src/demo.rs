@@ -26,9 +26,6 @@ pub(crate) struct DemoArgs {
     port: u16,
 }
 
-/// The dashboard's port inside the scanner namespace (its own loopback).
-const DASHBOARD_PORT: u16 = 9180;
-
 pub(crate) fn demo(args: &DemoArgs) -> Result<()> {
     use palisade_sim::testbed::{Testbed, TestbedConfig};
     use std::net::IpAddr;
@@ -88,6 +85,13 @@ pub(crate) fn demo(args: &DemoArgs) -> Result<()> {
         ],
     )?;
 
+    // The dashboard's port: the same on the scanner namespace's loopback
+    // (the daemon's) and on this host's (the bridge's).
+    let port = if args.serve {
+        args.port
+    } else {
+        palisade_sim::bridge::free_port().context("no free port")?
+    };
     say("2. palisade run: monitoring web-1, which should have exactly 22, 80 and 443 open");
     let dir = std::env::temp_dir().join(format!("palisade-demo-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
@@ -96,7 +100,7 @@ pub(crate) fn demo(args: &DemoArgs) -> Result<()> {
         &config,
         format!(
             "[scan]\nrate = 500000\nwait = \"500ms\"\n\n[store]\npath = \"{}\"\n\n\
-             [http]\nlisten = \"127.0.0.1:{DASHBOARD_PORT}\"\n\n\
+             [http]\nlisten = \"127.0.0.1:{port}\"\n\n\
              [[monitor]]\nname = \"web-1\"\nhost = \"198.18.0.2\"\nexpected_open = [22, 80, 443]\n\
              every = \"12h\"\nconfirm = 2\nrecheck = \"off\"\n",
             dir.join("palisade.db").display()
@@ -124,7 +128,7 @@ pub(crate) fn demo(args: &DemoArgs) -> Result<()> {
             "sweep 3: seen twice in a row: expected_port_down 443, unexpected_port_open 6379 (high)",
         )?;
         say("the dashboard, with both incidents open");
-        match screenshots(&tb, bin, &config) {
+        match screenshots(&tb, bin, &config, port) {
             Ok(shots) => {
                 for shot in shots {
                     say(&format!("screenshot: {}", shot.display()));
@@ -162,7 +166,7 @@ pub(crate) fn demo(args: &DemoArgs) -> Result<()> {
         say("palisade history web-1");
         scan(&tb, &["history", "web-1", "-c", cfg])?;
         if args.serve {
-            serve(&tb, bin, &config, args.port)?;
+            serve(&tb, bin, &config, port)?;
         }
         Ok(())
     })();
@@ -190,40 +194,60 @@ impl Dashboard {
             .arg(config)
             .spawn()
             .context("cannot start palisade run")?;
-        let bridge = LoopbackBridge::start(tb.scanner_ns(), port, false)
-            .context("cannot bridge the dashboard's port out of the testbed")?;
-        let url = format!("http://127.0.0.1:{port}/");
+        let bridge = match LoopbackBridge::start(tb.scanner_ns(), port, false) {
+            Ok(bridge) => bridge,
+            Err(e) => {
+                stop(daemon);
+                return Err(e).context(format!(
+                    "cannot bridge the dashboard's port {port} out of the testbed (is it free?)"
+                ));
+            }
+        };
+        // Built before the wait, so that a failure stops the daemon.
+        let dashboard = Dashboard {
+            daemon,
+            _bridge: bridge,
+            url: format!("http://127.0.0.1:{port}/"),
+        };
         let deadline = Instant::now() + Duration::from_secs(20);
         while !healthy(port) {
             if Instant::now() > deadline {
-                bail!("the dashboard did not answer on {url} within 20 s");
+                bail!(
+                    "the dashboard did not answer on {} within 20 s",
+                    dashboard.url
+                );
             }
             std::thread::sleep(Duration::from_millis(200));
         }
-        Ok(Dashboard {
-            daemon,
-            _bridge: bridge,
-            url,
-        })
+        Ok(dashboard)
     }
 }
 
 impl Drop for Dashboard {
     fn drop(&mut self) {
-        // SIGTERM: the daemon stops its sinks and the server cleanly.
-        let _ = std::process::Command::new("kill")
-            .arg(self.daemon.id().to_string())
-            .status();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.daemon.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        let _ = self.daemon.kill();
-        let _ = self.daemon.wait();
+        stop_child(&mut self.daemon);
     }
+}
+
+/// SIGTERM (the daemon stops its sinks and its server cleanly), SIGKILL
+/// after 10 s.
+fn stop_child(daemon: &mut Child) {
+    let _ = std::process::Command::new("kill")
+        .arg(daemon.id().to_string())
+        .status();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        if let Ok(Some(_)) = daemon.try_wait() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let _ = daemon.kill();
+    let _ = daemon.wait();
+}
+
+fn stop(mut daemon: Child) {
+    stop_child(&mut daemon);
 }
 
 /// `GET /healthz` answers 200 on this host's `127.0.0.1:port`.
@@ -246,8 +270,7 @@ fn healthy(port: u16) -> bool {
 
 /// Screenshots of the fleet page and of web-1's page, taken by headless
 /// Chromium through the daemon's dashboard, into `target/demo/`.
-fn screenshots(tb: &Testbed, bin: &str, config: &Path) -> Result<Vec<PathBuf>> {
-    let port = palisade_sim::bridge::free_port().context("no free port")?;
+fn screenshots(tb: &Testbed, bin: &str, config: &Path, port: u16) -> Result<Vec<PathBuf>> {
     let dashboard = Dashboard::start(tb, bin, config, port)?;
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/demo");
     std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;

@@ -337,6 +337,7 @@ fn a_scan_interface_gone_is_scan_failed_then_monitor_stale_and_both_resolve() {
         300_000,
     );
     case.listen(&[22, 80, 443]);
+    let log = case.dir.join("daemon.log");
     let mut child = KillOnDrop(
         case.command(&[
             "run",
@@ -345,8 +346,9 @@ fn a_scan_interface_gone_is_scan_failed_then_monitor_stale_and_both_resolve() {
             "--events",
             path(&case.events),
         ])
+        .env("PALISADE_LOG", "info")
         .stdout(Stdio::null())
-        .stderr(Stdio::piped())
+        .stderr(std::fs::File::create(&log).unwrap())
         .spawn()
         .unwrap(),
     );
@@ -355,8 +357,9 @@ fn a_scan_interface_gone_is_scan_failed_then_monitor_stale_and_both_resolve() {
         while !case.events().iter().any(|e| e["kind"] == kind) {
             assert!(
                 start.elapsed() < Duration::from_secs(60),
-                "no {kind}: {:?}",
-                kinds(&case.events())
+                "no {kind}: {:?}; the daemon's log:\n{}",
+                kinds(&case.events()),
+                std::fs::read_to_string(&log).unwrap_or_default()
             );
             std::thread::sleep(Duration::from_millis(200));
         }
