@@ -41,10 +41,12 @@ enum Command {
     Scan(cmd::scan::ScanArgs),
     /// Run the monitoring daemon: scheduled sweeps, confirmation, history, events.
     ///
-    /// Every monitor that is due joins one sweep of all its host's 65,535 TCP
-    /// ports; a deviation (expected port not open, unexpected port open) seen
-    /// in `confirm` consecutive scans opens an incident and emits an event.
-    /// SIGHUP reloads the configuration, SIGTERM/SIGINT stop cleanly.
+    /// Every monitor that is due joins one sweep of its host's TCP ports (all
+    /// 65,535, or its `ports`), stored a slice at a time; a deviation
+    /// (expected port not open, unexpected port open) seen in `confirm`
+    /// consecutive scans opens an incident and emits an event. With `[http]`
+    /// it serves the dashboard, the API (/api/v1) and /metrics. SIGHUP
+    /// reloads the configuration, SIGTERM/SIGINT stop cleanly.
     Run(cmd::run::RunArgs),
     /// Check a configuration file; errors name file, line and key (exit 2).
     CheckConfig {
