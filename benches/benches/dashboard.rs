@@ -228,7 +228,7 @@ fn main() {
         let reference_ms = *reference.get_or_insert(median);
         let ratio = median / reference_ms;
         println!(
-            "{name:<32} {median:>10.2} {p95:>10.2} {ratio:>10.1} {:>10.1}",
+            "{name:<32} {median:>10.3} {p95:>10.3} {ratio:>10.1} {:>10.1}",
             bytes as f64 / 1024.0
         );
         rows.push(serde_json::json!({
