@@ -122,6 +122,9 @@ impl Daemon {
             (self.config.scan.rate as f64 * self.config.scan.commit_every.as_secs_f64()) as u64;
         let slices = plan::slices(&costs, budget);
         let mut end = SweepEnd::Completed;
+        // The sweep's time is its slices' probing (what each scan summary
+        // reports as started..finished), from the first to the last.
+        let mut first_started = None;
         let mut finished = started;
         for (i, range) in slices.iter().enumerate() {
             if i > 0 && stop.load(Ordering::Relaxed) {
@@ -132,12 +135,15 @@ impl Daemon {
                 end = SweepEnd::Interrupted;
                 break;
             }
-            let slice_end = self.sweep_slice(plan.kind, &members[range.clone()], stop)?;
-            finished = now_ms();
+            let (slice_end, slice_started, slice_finished) =
+                self.sweep_slice(plan.kind, &members[range.clone()], stop)?;
+            first_started.get_or_insert(slice_started);
+            finished = slice_finished;
             if end == SweepEnd::Completed {
                 end = slice_end;
             }
         }
+        let started = first_started.unwrap_or(started);
         self.metrics
             .record_sweep(plan.kind, &end, started, finished);
         if let Some(why) = end.failure() {
@@ -153,13 +159,14 @@ impl Daemon {
     }
 
     /// One slice of a sweep: probe its monitors' addresses, decide each
-    /// monitor's scan, store them all in one transaction; how it ended.
+    /// monitor's scan, store them all in one transaction; how it ended, and
+    /// when its probing started and finished.
     fn sweep_slice(
         &mut self,
         kind: ScanKind,
         members: &[Member],
         stop: &AtomicBool,
-    ) -> Result<SweepEnd, DaemonError> {
+    ) -> Result<(SweepEnd, Millis, Millis), DaemonError> {
         let started = now_ms();
         let fresh = MonitorState::new();
         let mut targets = SweepTargets::new(kind);
@@ -198,7 +205,7 @@ impl Daemon {
         }
         // Sinks deliver what this slice decided while the next is probed.
         self.delivery.wake();
-        Ok(result.end)
+        Ok((result.end, result.started, result.finished))
     }
 
     /// Probes the targets (seeding the permutation with the sweep's start)
