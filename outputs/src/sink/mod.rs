@@ -344,6 +344,75 @@ mod tests {
         }
     }
 
+    /// A pipeline whose acknowledgements fail from event `fail_at` on; it
+    /// counts the acknowledgements not awaited yet, and the most at once.
+    struct Fake {
+        window: usize,
+        sent: usize,
+        fail_at: usize,
+        pending: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+        most: usize,
+    }
+
+    #[async_trait::async_trait]
+    impl Pipeline for Fake {
+        fn window(&self) -> usize {
+            self.window
+        }
+
+        async fn send(&mut self, _event: &Envelope) -> Result<Acknowledgement, SinkError> {
+            use std::sync::atomic::Ordering;
+            let i = self.sent;
+            self.sent += 1;
+            let now = self.pending.fetch_add(1, Ordering::SeqCst) + 1;
+            self.most = self.most.max(now);
+            let pending = std::sync::Arc::clone(&self.pending);
+            let fail = i >= self.fail_at;
+            Ok(Box::pin(async move {
+                pending.fetch_sub(1, Ordering::SeqCst);
+                if fail {
+                    Err(SinkError::Nats {
+                        server: "fake".into(),
+                        cause: format!("event {i} refused"),
+                    })
+                } else {
+                    Ok(())
+                }
+            }))
+        }
+    }
+
+    fn fake(window: usize, fail_at: usize) -> Fake {
+        Fake {
+            window,
+            sent: 0,
+            fail_at,
+            pending: std::sync::Arc::default(),
+            most: 0,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_pipelined_batch_keeps_its_window_and_stops_at_the_first_failed_ack() {
+        let events = test_events(10, "p");
+        let mut p = fake(3, usize::MAX);
+        assert_eq!(
+            publish_pipelined(&mut p, &events, "fake").await.unwrap(),
+            10
+        );
+        assert_eq!((p.sent, p.most), (10, 3));
+        // Acknowledgements fail from the fifth on: four delivered.
+        let mut p = fake(3, 4);
+        assert_eq!(publish_pipelined(&mut p, &events, "fake").await.unwrap(), 4);
+        assert!(p.most <= 3);
+        // The first fails: an error, naming it.
+        let mut p = fake(3, 0);
+        let err = publish_pipelined(&mut p, &events, "fake")
+            .await
+            .unwrap_err();
+        assert_eq!(err.to_string(), "NATS at fake: event 0 refused");
+    }
+
     #[test]
     fn errors_are_one_line() {
         let e = SinkError::Open {
