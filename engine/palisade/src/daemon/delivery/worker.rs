@@ -425,6 +425,7 @@ impl Delivering {
         };
         let window = pipeline.window();
         if !envelopes.is_empty() {
+            let before = flight.acks.len();
             let send = async {
                 for (seq, event) in seqs.into_iter().zip(&envelopes) {
                     match pipeline.send(event).await {
@@ -437,7 +438,13 @@ impl Delivering {
                 }
             };
             match self.attempt(store, "delivering", limit, send).await {
-                Waited::Done(()) => {}
+                Waited::Done(()) => {
+                    if flight.acks.len() > before
+                        && let Some(&(last, _)) = flight.acks.back()
+                    {
+                        flight.sends.push_back(last);
+                    }
+                }
                 Waited::TimedOut => {
                     // The sink is dropped: a fresh one next time.
                     self.settle(store, flight)?;
@@ -508,6 +515,10 @@ impl Delivering {
                             if let Some((seq, _)) = flight.acks.pop_front() {
                                 flight.acked.push(seq);
                                 flight.acked_since.get_or_insert_with(Instant::now);
+                                while flight.sends.front().is_some_and(|&last| last <= seq) {
+                                    flight.sends.pop_front();
+                                    flight.send_done = true;
+                                }
                             }
                         }
                         Err(e) => {
@@ -548,6 +559,7 @@ impl Delivering {
         };
         let seqs = std::mem::take(&mut flight.acked);
         flight.acked_since = None;
+        flight.send_done = false;
         let sink = self.spec.name.clone();
         let rows = seqs.len();
         let task = tokio::task::spawn_blocking(move || {
@@ -567,6 +579,7 @@ impl Delivering {
             flight.acked.clear();
         }
         flight.acked_since = None;
+        flight.send_done = false;
         Ok(())
     }
 
@@ -659,6 +672,11 @@ struct Flight {
     acked: Vec<i64>,
     /// When the oldest of `acked` was acknowledged.
     acked_since: Option<Instant>,
+    /// The last row of each send (the rows of one read), in order, until
+    /// it is acknowledged.
+    sends: VecDeque<i64>,
+    /// Every row of a send is acknowledged since the last mark.
+    send_done: bool,
     /// The mark under way, if any.
     marking: Option<Marking>,
     /// The last outbox row read (sent or passed over): the next read starts
@@ -719,14 +737,16 @@ async fn wait_for<F: std::future::Future + Unpin>(fut: Option<&mut F>) -> F::Out
 }
 
 /// Whether the acknowledged rows of `flight` are to be marked delivered
-/// now (when no mark is under way): when nothing else is in flight, when
-/// [`MARK_EVERY`] of them wait, or when the oldest has waited
-/// [`MARK_AFTER`]. Acknowledgements arrive in bursts as the sends went out;
-/// marking each burst on its own would cost a store transaction (a wait
-/// for the write lock, and a WAL sync) every few events.
+/// now (when no mark is under way): when every row of a send (the rows
+/// read and sent together, e.g. one commit of the sweep) is acknowledged,
+/// when nothing else is in flight, when [`MARK_EVERY`] of them wait, or when
+/// the oldest has waited [`MARK_AFTER`]. Acknowledgements arrive in bursts
+/// as the sends went out; marking each burst on its own would cost a store
+/// transaction (a wait for the write lock, and a WAL sync) every few events.
 fn mark_due(flight: &Flight) -> bool {
     !flight.acked.is_empty()
-        && (flight.acks.is_empty()
+        && (flight.send_done
+            || flight.acks.is_empty()
             || flight.acked.len() >= MARK_EVERY
             || flight
                 .acked_since
