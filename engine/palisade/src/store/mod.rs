@@ -688,11 +688,7 @@ impl Store {
             params![json],
         )?;
         for (monitor, e) in outbox {
-            tx.execute(
-                "INSERT OR IGNORE INTO outbox (event_id, kind, monitor, payload, created_ms)
-                 VALUES (?1, ?2, ?3, ?4, ?5)",
-                params![e.id, e.kind, monitor, e.payload, at],
-            )?;
+            insert_outbox(&tx, monitor, e, at)?;
         }
         tx.commit()?;
         Ok(())
@@ -1545,12 +1541,25 @@ fn write_step(
         }
     }
     for e in outbox {
-        tx.execute(
-            "INSERT OR IGNORE INTO outbox (event_id, kind, monitor, payload, created_ms)
-             VALUES (?1, ?2, ?3, ?4, ?5)",
-            params![e.id, e.kind, monitor, e.payload, at],
-        )?;
+        insert_outbox(tx, monitor, e, at)?;
     }
+    Ok(())
+}
+
+/// Appends one event to the outbox (an id already there is left alone).
+/// The statement is prepared once per connection: a sweep's commit or a
+/// burst of events writes many rows.
+fn insert_outbox(
+    tx: &rusqlite::Transaction<'_>,
+    monitor: &str,
+    e: &OutboxEntry,
+    at: Millis,
+) -> Result<(), StoreError> {
+    tx.prepare_cached(
+        "INSERT OR IGNORE INTO outbox (event_id, kind, monitor, payload, created_ms)
+         VALUES (?1, ?2, ?3, ?4, ?5)",
+    )?
+    .execute(params![e.id, e.kind, monitor, e.payload, at])?;
     Ok(())
 }
 
