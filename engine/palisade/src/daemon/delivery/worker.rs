@@ -268,11 +268,20 @@ impl Delivering {
             Some(window) => (self.flight.read_to, self.flight.room(window)),
             None => (0, batch_size(&self.spec.target)),
         };
-        let rows = if limit > 0 {
+        // While acknowledgements or a mark are awaited, the outbox is read
+        // again only when there may be more: after a wake-up, or when the
+        // last read filled the room (a read between two bursts of
+        // acknowledgements would only hold them up).
+        let busy = !self.flight.acks.is_empty() || self.flight.marking.is_some();
+        let read_now = limit > 0 && !(busy && self.flight.caught_up);
+        let rows = if read_now {
             store.pending_after(&name, after, limit)?
         } else {
             Vec::new()
         };
+        if read_now {
+            self.flight.caught_up = rows.len() < limit;
+        }
         let read = rows.len();
         let last = rows.last().map(|r| r.seq);
         let (seqs, envelopes) = self.sendable(store, rows)?;
@@ -529,7 +538,8 @@ impl Delivering {
                     next = flight.acks.front_mut().and_then(|(_, ack)| arrived(ack));
                 }
             }
-            Some(Woke::Woken | Woke::MarkDue) | None => {}
+            Some(Woke::Woken) => flight.caught_up = false,
+            Some(Woke::MarkDue) | None => {}
         }
         // Sending broke and everything sent before it is acknowledged.
         if failed.is_none() && flight.acks.is_empty() {
@@ -677,6 +687,9 @@ struct Flight {
     sends: VecDeque<i64>,
     /// Every row of a send is acknowledged since the last mark.
     send_done: bool,
+    /// The last read took every pending row, and nothing woke the worker
+    /// since.
+    caught_up: bool,
     /// The mark under way, if any.
     marking: Option<Marking>,
     /// The last outbox row read (sent or passed over): the next read starts
