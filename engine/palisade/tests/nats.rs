@@ -1,5 +1,7 @@
 //! The daemon's events on a real nats-server (Debian's), as root in a
-//! testbed: subjects, headers, and an outage in the middle of a run.
+//! testbed: subjects, headers, and an outage in the middle of a run. And
+//! the delivery alone (no testbed): a server crashing while a window of
+//! publishes is in flight.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv4Addr};
@@ -282,6 +284,159 @@ fn a_nats_outage_delays_events_and_loses_none() {
         kinds,
         vec!["unexpected_port_open", "port_resolved", "monitor_resolved"]
     );
+}
+
+/// The `Nats-Msg-Id` of every message of `stream`, in stream order.
+fn stream_ids(url: &str, stream: &str, expect: usize) -> Vec<String> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let client = async_nats::connect(url).await.expect("connect");
+        let js = async_nats::jetstream::new(client);
+        let stream = js.get_stream(stream).await.expect("the stream");
+        let consumer: async_nats::jetstream::consumer::PullConsumer = stream
+            .create_consumer(async_nats::jetstream::consumer::pull::Config {
+                deliver_policy: async_nats::jetstream::consumer::DeliverPolicy::All,
+                ack_policy: async_nats::jetstream::consumer::AckPolicy::None,
+                ..Default::default()
+            })
+            .await
+            .expect("consumer");
+        let mut ids = Vec::new();
+        let mut messages = consumer.messages().await.expect("messages");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        // Past `expect`, whatever else comes within a second (a duplicate).
+        while Instant::now() < deadline {
+            let wait = if ids.len() < expect { 5 } else { 1 };
+            match tokio::time::timeout(Duration::from_secs(wait), messages.next()).await {
+                Ok(Some(Ok(m))) => ids.push(
+                    m.headers
+                        .as_ref()
+                        .and_then(|h| h.get("Nats-Msg-Id"))
+                        .map(|v| v.to_string())
+                        .unwrap_or_default(),
+                ),
+                Ok(Some(Err(e))) => panic!("consumer: {e}"),
+                Ok(None) | Err(_) => break,
+            }
+        }
+        ids
+    })
+}
+
+/// The delivery keeps a window of publishes in flight; the server is
+/// killed while it does, then started again. Every event ends up in the
+/// stream exactly once: none lost (a row is marked delivered only after its
+/// own acknowledgement), none twice (what is sent again after the first
+/// unacknowledged row is de-duplicated by `Nats-Msg-Id`).
+#[test]
+fn a_crash_mid_window_loses_nothing_and_duplicates_nothing() {
+    use palisade::config::{SinkSpec, SinkStart, SinkTarget};
+    use palisade::daemon::delivery::OutboxDelivery;
+    use palisade::store::{OutboxEntry, Store};
+    use palisade_outputs::nats::NatsOptions;
+    use palisade_outputs::schema::MonitorEvent;
+    use palisade_outputs::sink::NatsSinkOptions;
+    use std::sync::Arc;
+    use std::sync::atomic::AtomicBool;
+
+    let mut nats = NatsServer::start();
+    let dir = std::env::temp_dir().join(format!("palisade-nats-window-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let db = dir.join("palisade.db");
+    let mut store = Store::open(&db).unwrap();
+    let total = 30_000;
+    let ids: Vec<String> = (0..total).map(|i| format!("w-{i}:resolved")).collect();
+    for chunk in ids.chunks(1000) {
+        let entries: Vec<OutboxEntry> = chunk
+            .iter()
+            .map(|id| {
+                let e = Envelope::new(
+                    id.clone(),
+                    "palisade://test".into(),
+                    "2026-01-02T03:04:05.000Z".into(),
+                    EventData::MonitorResolved(MonitorEvent {
+                        monitor: "web-1".into(),
+                        host: "web1.example.net".into(),
+                        message: "everything back to expected".into(),
+                    }),
+                );
+                OutboxEntry {
+                    id: e.id.clone(),
+                    kind: e.kind().to_string(),
+                    payload: serde_json::to_string(&e).unwrap(),
+                }
+            })
+            .collect();
+        store.enqueue("web-1", &entries, 1).unwrap();
+    }
+    let spec = SinkSpec::unnamed(
+        SinkTarget::Nats(NatsSinkOptions {
+            nats: NatsOptions {
+                urls: vec![nats.url.clone()],
+                connect_timeout: Duration::from_secs(2),
+                ..NatsOptions::default()
+            },
+            ..NatsSinkOptions::default()
+        }),
+        SinkStart::All,
+    );
+    let name = spec.name.clone();
+    let metrics = Arc::new(palisade::metrics::Metrics::new());
+    let mut delivery = OutboxDelivery::start(&mut store, &db, vec![spec], metrics).unwrap();
+
+    // Under way: some delivered, most not.
+    let pending = |store: &Store| usize::try_from(store.pending_count(&name).unwrap()).unwrap();
+    let started = Instant::now();
+    while pending(&store) > total - 2000 {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "timed out waiting for the first deliveries"
+        );
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    nats.kill();
+    let left = pending(&store);
+    assert!(left > 0, "all delivered before the crash");
+    // The sink notices (its problem is recorded), and nothing more is
+    // marked delivered while the server is down.
+    wait_for("the failure to be noticed", Duration::from_secs(30), || {
+        store.sink_health(&name).unwrap().is_some()
+    });
+    let during = pending(&store);
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(pending(&store), during, "marked delivered while down");
+    nats.restart();
+    let stop = AtomicBool::new(false);
+    assert!(
+        delivery
+            .drain_for(&store, Duration::from_secs(120), &stop)
+            .unwrap(),
+        "not delivered after the restart"
+    );
+    delivery.shutdown(Duration::from_secs(2));
+
+    let got = stream_ids(&nats.url, "PALISADE", total);
+    let unique: BTreeSet<&str> = got.iter().map(String::as_str).collect();
+    assert_eq!(
+        unique.len(),
+        got.len(),
+        "duplicates in the stream ({} messages, {} ids)",
+        got.len(),
+        unique.len()
+    );
+    let want: BTreeSet<&str> = ids.iter().map(String::as_str).collect();
+    assert_eq!(
+        unique,
+        want,
+        "missing: {:?}",
+        want.difference(&unique).take(5).collect::<Vec<_>>()
+    );
+    eprintln!("{left} of {total} events were not delivered when the server was killed");
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// Finds Debian's Alertmanager.

@@ -10,8 +10,17 @@
 //! cannot be delivered the error is returned (`Err`); when some were accepted
 //! before a failure, `Ok(n)` with `n < events.len()` is returned and the
 //! failure is logged.
+//!
+//! A sink whose destination acknowledges each event on its own (NATS
+//! JetStream) also offers a [`Pipeline`]: the caller sends events one by one
+//! and awaits their acknowledgements later, in order, with up to a window of
+//! them in flight, so that it never waits for a whole batch before sending
+//! the next events.
 
+use std::collections::VecDeque;
+use std::future::Future;
 use std::path::PathBuf;
+use std::pin::Pin;
 use std::time::Duration;
 
 use crate::nats::{NatsConnectError, NatsOptionError};
@@ -23,8 +32,9 @@ mod webhook;
 
 pub use jsonl::JsonlSink;
 pub use nats::{
-    DEFAULT_NATS_STREAM, DEFAULT_NATS_SUBJECT_PREFIX, DEFAULT_STREAM_MAX_AGE, MAX_STREAM_REPLICAS,
-    NatsSink, NatsSinkOptions, StreamSettings, StreamStorage, stream_differences,
+    ACK_WINDOW, DEFAULT_NATS_STREAM, DEFAULT_NATS_SUBJECT_PREFIX, DEFAULT_STREAM_MAX_AGE,
+    MAX_STREAM_REPLICAS, NatsSink, NatsSinkOptions, StreamSettings, StreamStorage,
+    stream_differences,
 };
 pub use webhook::{WebhookSecret, WebhookSink, redact_url};
 
@@ -38,6 +48,80 @@ pub trait Sink: Send {
     /// Publishes `events` in order; returns how many of them, from the start, are acknowledged (durably accepted).
     /// Returns Ok(n < len) or Err when the destination is unreachable; the caller keeps the rest and retries later.
     async fn publish(&mut self, events: &[Envelope]) -> Result<usize, SinkError>;
+    /// The sink's pipelined side, if it has one (NATS JetStream): events
+    /// sent one by one, each acknowledgement awaited later. `None` (the
+    /// default): the sink publishes whole batches only (JSON lines: one
+    /// write and fsync per batch; webhook: one request after the other, so
+    /// that a refusal stops at its event).
+    fn pipeline(&mut self) -> Option<&mut dyn Pipeline> {
+        None
+    }
+}
+
+/// The acknowledgement of one event a [`Pipeline`] sent: `Ok` once the
+/// destination durably accepted it (a duplicate it dropped included), else
+/// why not. Bounded in time by the sink.
+pub type Acknowledgement = Pin<Box<dyn Future<Output = Result<(), SinkError>> + Send>>;
+
+/// Publishing with acknowledgements in flight: the caller sends events in
+/// order, keeps at most [`window`](Pipeline::window) acknowledgements
+/// pending, and awaits them in order. An event counts as delivered only when
+/// its own acknowledgement (and every one before it) arrived; after a
+/// failure the caller sends everything from the first unacknowledged event
+/// again, and the sink's de-duplication by [`Envelope::id`] drops what had
+/// arrived after all.
+#[async_trait::async_trait]
+pub trait Pipeline: Send {
+    /// How many events may await their acknowledgement at once.
+    fn window(&self) -> usize;
+    /// Sends `event` and returns its acknowledgement, to be awaited later.
+    /// `Err`: it was not sent (not connected, cannot be encoded, …); the
+    /// caller awaits what is in flight and stops there.
+    async fn send(&mut self, event: &Envelope) -> Result<Acknowledgement, SinkError>;
+}
+
+/// [`Sink::publish`] through a [`Pipeline`]: sends `events` in order with at
+/// most the pipeline's window in flight, awaits the acknowledgements in
+/// order, and answers how many from the start were acknowledged (`Err` when
+/// the first one was not).
+pub(crate) async fn publish_pipelined(
+    pipeline: &mut dyn Pipeline,
+    events: &[Envelope],
+    sink: &str,
+) -> Result<usize, SinkError> {
+    let window = pipeline.window().max(1);
+    let mut in_flight: VecDeque<Acknowledgement> = VecDeque::new();
+    let mut acked = 0usize;
+    for event in events {
+        if in_flight.len() >= window
+            && let Some(front) = in_flight.pop_front()
+        {
+            if let Err(err) = front.await {
+                return partial(acked, err, sink);
+            }
+            acked += 1;
+        }
+        match pipeline.send(event).await {
+            Ok(ack) => in_flight.push_back(ack),
+            Err(err) => {
+                // Count what was already sent, up to the first failure.
+                for ack in in_flight {
+                    if let Err(first) = ack.await {
+                        return partial(acked, first, sink);
+                    }
+                    acked += 1;
+                }
+                return partial(acked, err, sink);
+            }
+        }
+    }
+    for ack in in_flight {
+        if let Err(err) = ack.await {
+            return partial(acked, err, sink);
+        }
+        acked += 1;
+    }
+    Ok(acked)
 }
 
 /// Why a sink could not be set up or could not deliver. Every message is one
@@ -258,6 +342,75 @@ mod tests {
                 "{attempt}: {d:?}"
             );
         }
+    }
+
+    /// A pipeline whose acknowledgements fail from event `fail_at` on; it
+    /// counts the acknowledgements not awaited yet, and the most at once.
+    struct Fake {
+        window: usize,
+        sent: usize,
+        fail_at: usize,
+        pending: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+        most: usize,
+    }
+
+    #[async_trait::async_trait]
+    impl Pipeline for Fake {
+        fn window(&self) -> usize {
+            self.window
+        }
+
+        async fn send(&mut self, _event: &Envelope) -> Result<Acknowledgement, SinkError> {
+            use std::sync::atomic::Ordering;
+            let i = self.sent;
+            self.sent += 1;
+            let now = self.pending.fetch_add(1, Ordering::SeqCst) + 1;
+            self.most = self.most.max(now);
+            let pending = std::sync::Arc::clone(&self.pending);
+            let fail = i >= self.fail_at;
+            Ok(Box::pin(async move {
+                pending.fetch_sub(1, Ordering::SeqCst);
+                if fail {
+                    Err(SinkError::Nats {
+                        server: "fake".into(),
+                        cause: format!("event {i} refused"),
+                    })
+                } else {
+                    Ok(())
+                }
+            }))
+        }
+    }
+
+    fn fake(window: usize, fail_at: usize) -> Fake {
+        Fake {
+            window,
+            sent: 0,
+            fail_at,
+            pending: std::sync::Arc::default(),
+            most: 0,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_pipelined_batch_keeps_its_window_and_stops_at_the_first_failed_ack() {
+        let events = test_events(10, "p");
+        let mut p = fake(3, usize::MAX);
+        assert_eq!(
+            publish_pipelined(&mut p, &events, "fake").await.unwrap(),
+            10
+        );
+        assert_eq!((p.sent, p.most), (10, 3));
+        // Acknowledgements fail from the fifth on: four delivered.
+        let mut p = fake(3, 4);
+        assert_eq!(publish_pipelined(&mut p, &events, "fake").await.unwrap(), 4);
+        assert!(p.most <= 3);
+        // The first fails: an error, naming it.
+        let mut p = fake(3, 0);
+        let err = publish_pipelined(&mut p, &events, "fake")
+            .await
+            .unwrap_err();
+        assert_eq!(err.to_string(), "NATS at fake: event 0 refused");
     }
 
     #[test]

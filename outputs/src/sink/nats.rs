@@ -1,21 +1,27 @@
 //! The NATS JetStream sink.
 
-use std::collections::VecDeque;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_nats::HeaderMap;
 use async_nats::connection::State;
-use async_nats::jetstream::{self, context::PublishAckFuture, stream};
+use async_nats::jetstream::{self, stream};
 
-use super::{Sink, SinkError, one_line, partial, secs};
+use super::{Acknowledgement, Pipeline, Sink, SinkError, one_line, publish_pipelined, secs};
 use crate::nats::{self, NatsOptionError, NatsOptions};
 use crate::schema::{Envelope, PayloadFormat, encode};
 
 /// How long a stream keeps message ids for de-duplication.
 pub const DUPLICATE_WINDOW: Duration = Duration::from_secs(120);
 
-/// How many publishes may await their acknowledgement at once within a batch.
-const ACK_WINDOW: usize = 1024;
+/// How many publishes may await their JetStream acknowledgement at once
+/// ([`Pipeline::window`]). Enough to keep the server busy while the caller
+/// commits what was acknowledged (a store transaction of a few milliseconds
+/// is a few hundred events at 50,000 events/s); few enough that a full
+/// window is about 20 ms of the server's work at that rate, far below the
+/// latency the delivery is meant for, and that a failure re-sends (and the
+/// stream de-duplicates) at most this many events.
+pub const ACK_WINDOW: usize = 1024;
 
 /// The subject prefix used when none is configured.
 pub const DEFAULT_NATS_SUBJECT_PREFIX: &str = "palisade";
@@ -233,7 +239,8 @@ impl NatsSinkOptions {
 #[derive(Debug)]
 pub struct NatsSink {
     name: String,
-    server: String,
+    /// The configured URLs, for errors.
+    server: Arc<str>,
     prefix: String,
     format: PayloadFormat,
     timeout: Duration,
@@ -252,7 +259,7 @@ impl NatsSink {
     pub async fn connect(opts: NatsSinkOptions) -> Result<NatsSink, SinkError> {
         opts.validate()?;
         let client = nats::connect(&opts.nats).await?;
-        let server = opts.nats.urls.join(", ");
+        let server: Arc<str> = opts.nats.urls.join(", ").into();
         let timeout = opts.nats.connect_timeout;
         let js = jetstream::ContextBuilder::new()
             .timeout(timeout)
@@ -284,7 +291,7 @@ impl NatsSink {
 
     fn nats_error(&self, cause: impl Into<String>) -> SinkError {
         SinkError::Nats {
-            server: self.server.clone(),
+            server: self.server.to_string(),
             cause: cause.into(),
         }
     }
@@ -372,42 +379,30 @@ impl NatsSink {
         }
         Ok(())
     }
+}
 
-    fn publish_error(&self, err: &jetstream::context::PublishError, subject: &str) -> SinkError {
-        use jetstream::context::PublishErrorKind as K;
-        let cause = match err.kind() {
-            K::TimedOut => format!(
-                "no publish acknowledgement within {} (server down or slow)",
-                secs(self.timeout)
-            ),
-            K::StreamNotFound => {
-                format!("no stream accepts subject {subject} (was the stream deleted?)")
-            }
-            K::BrokenPipe => {
-                "connection lost while awaiting the publish acknowledgement".to_string()
-            }
-            _ => format!("publish to {subject} failed: {}", one_line(err)),
-        };
-        self.nats_error(cause)
-    }
-
-    /// Awaits the oldest pending acknowledgement.
-    async fn await_front(
-        &self,
-        pending: &mut VecDeque<(String, PublishAckFuture)>,
-    ) -> Result<(), SinkError> {
-        let Some((subject, ack)) = pending.pop_front() else {
-            return Ok(());
-        };
-        match ack.await {
-            Ok(ack) => {
-                if ack.duplicate {
-                    tracing::debug!(stream = %ack.stream, seq = ack.sequence, "duplicate publish ignored by the stream");
-                }
-                Ok(())
-            }
-            Err(err) => Err(self.publish_error(&err, &subject)),
+/// The one-line error of a failed publish to `subject`.
+fn publish_error(
+    server: &str,
+    timeout: Duration,
+    err: &jetstream::context::PublishError,
+    subject: &str,
+) -> SinkError {
+    use jetstream::context::PublishErrorKind as K;
+    let cause = match err.kind() {
+        K::TimedOut => format!(
+            "no publish acknowledgement within {} (server down or slow)",
+            secs(timeout)
+        ),
+        K::StreamNotFound => {
+            format!("no stream accepts subject {subject} (was the stream deleted?)")
         }
+        K::BrokenPipe => "connection lost while awaiting the publish acknowledgement".to_string(),
+        _ => format!("publish to {subject} failed: {}", one_line(err)),
+    };
+    SinkError::Nats {
+        server: server.to_string(),
+        cause,
     }
 }
 
@@ -418,56 +413,51 @@ impl Sink for NatsSink {
     }
 
     async fn publish(&mut self, events: &[Envelope]) -> Result<usize, SinkError> {
-        if events.is_empty() {
-            return Ok(0);
-        }
+        let name = self.name.clone();
+        publish_pipelined(self, events, &name).await
+    }
+
+    fn pipeline(&mut self) -> Option<&mut dyn Pipeline> {
+        Some(self)
+    }
+}
+
+#[async_trait::async_trait]
+impl Pipeline for NatsSink {
+    fn window(&self) -> usize {
+        ACK_WINDOW
+    }
+
+    /// Publishes `event` to `<prefix>.events.<kind>.<monitor>` (or
+    /// `<prefix>.scans.<monitor>`) with `Nats-Msg-Id: <id>`; the
+    /// acknowledgement is JetStream's (bounded by `connect_timeout`).
+    async fn send(&mut self, event: &Envelope) -> Result<Acknowledgement, SinkError> {
         if self.client.connection_state() != State::Connected {
             return Err(self.nats_error("not connected (reconnecting in the background)"));
         }
-        let mut pending: VecDeque<(String, PublishAckFuture)> = VecDeque::new();
-        let mut acked = 0usize;
-        for event in events {
-            if pending.len() >= ACK_WINDOW {
-                if let Err(err) = self.await_front(&mut pending).await {
-                    return partial(acked, err, &self.name);
-                }
-                acked += 1;
-            }
-            let sent = match encode(event, self.format) {
-                Ok(payload) => {
-                    let subject = event.nats_subject(&self.prefix);
-                    let mut headers = HeaderMap::new();
-                    headers.insert(async_nats::header::NATS_MESSAGE_ID, event.id.as_str());
-                    headers.insert("Content-Type", self.format.content_type());
-                    self.js
-                        .publish_with_headers(subject.clone(), headers, payload.into())
-                        .await
-                        .map(|ack| (subject.clone(), ack))
-                        .map_err(|err| self.publish_error(&err, &subject))
-                }
-                Err(err) => Err(SinkError::from(err)),
-            };
-            match sent {
-                Ok(entry) => pending.push_back(entry),
-                Err(err) => {
-                    // Count what was already sent, up to the first failure.
-                    while !pending.is_empty() {
-                        if let Err(first) = self.await_front(&mut pending).await {
-                            return partial(acked, first, &self.name);
-                        }
-                        acked += 1;
+        let payload = encode(event, self.format)?;
+        let subject = event.nats_subject(&self.prefix);
+        let mut headers = HeaderMap::new();
+        headers.insert(async_nats::header::NATS_MESSAGE_ID, event.id.as_str());
+        headers.insert("Content-Type", self.format.content_type());
+        let ack = self
+            .js
+            .publish_with_headers(subject.clone(), headers, payload.into())
+            .await
+            .map_err(|err| publish_error(&self.server, self.timeout, &err, &subject))?;
+        let server = Arc::clone(&self.server);
+        let timeout = self.timeout;
+        Ok(Box::pin(async move {
+            match ack.await {
+                Ok(ack) => {
+                    if ack.duplicate {
+                        tracing::debug!(stream = %ack.stream, seq = ack.sequence, "duplicate publish ignored by the stream");
                     }
-                    return partial(acked, err, &self.name);
+                    Ok(())
                 }
+                Err(err) => Err(publish_error(&server, timeout, &err, &subject)),
             }
-        }
-        while !pending.is_empty() {
-            if let Err(err) = self.await_front(&mut pending).await {
-                return partial(acked, err, &self.name);
-            }
-            acked += 1;
-        }
-        Ok(acked)
+        }))
     }
 }
 

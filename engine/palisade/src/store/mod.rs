@@ -10,7 +10,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::Path;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rusqlite::{Connection, OptionalExtension, params};
 use thiserror::Error;
@@ -424,6 +424,31 @@ pub struct Store {
     conn: Connection,
 }
 
+/// How long a connection waits for another one's lock before it gives up
+/// ("database is locked").
+const LOCK_WAIT: Duration = Duration::from_secs(10);
+
+/// Makes `conn` wait for another connection's lock (up to [`LOCK_WAIT`]) in
+/// short sleeps: 50 µs, doubling up to 1 ms. SQLite's own wait sleeps 1, 2,
+/// 5, 10, … 25 ms at a time, so a connection that writes every few
+/// milliseconds (the sweep committing its slices and events) could keep
+/// another (a sink marking what was delivered) waiting for tens of
+/// milliseconds after the lock was free.
+fn wait_for_locks(conn: &mut Connection) -> Result<(), rusqlite::Error> {
+    let mut since = Instant::now();
+    conn.busy_handler(Some(move |count: i32| {
+        if count == 0 {
+            since = Instant::now();
+        }
+        if since.elapsed() >= LOCK_WAIT {
+            return false;
+        }
+        let doubled = 50u64 << count.clamp(0, 5);
+        std::thread::sleep(Duration::from_micros(doubled.min(1000)));
+        true
+    }))
+}
+
 impl Store {
     /// Opens (creating if needed) the store at `path` and migrates it.
     ///
@@ -462,7 +487,7 @@ impl Store {
     /// another schema version.
     pub fn connect(path: &Path) -> Result<Store, StoreError> {
         let name = path.display().to_string();
-        let conn = Connection::open_with_flags(
+        let mut conn = Connection::open_with_flags(
             path,
             rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
         )
@@ -470,7 +495,7 @@ impl Store {
             path: name.clone(),
             source,
         })?;
-        conn.busy_timeout(std::time::Duration::from_secs(10))?;
+        wait_for_locks(&mut conn)?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
         conn.pragma_update(None, "secure_delete", "ON")?;
         let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
@@ -509,7 +534,7 @@ impl Store {
     }
 
     fn init(mut conn: Connection, name: &str) -> Result<Store, StoreError> {
-        conn.busy_timeout(std::time::Duration::from_secs(10))?;
+        wait_for_locks(&mut conn)?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "FULL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
@@ -663,11 +688,7 @@ impl Store {
             params![json],
         )?;
         for (monitor, e) in outbox {
-            tx.execute(
-                "INSERT OR IGNORE INTO outbox (event_id, kind, monitor, payload, created_ms)
-                 VALUES (?1, ?2, ?3, ?4, ?5)",
-                params![e.id, e.kind, monitor, e.payload, at],
-            )?;
+            insert_outbox(&tx, monitor, e, at)?;
         }
         tx.commit()?;
         Ok(())
@@ -689,13 +710,24 @@ impl Store {
 
     /// Events `sink` has not acknowledged yet, oldest first.
     pub fn pending(&self, sink: &str, limit: usize) -> Result<Vec<OutboxRow>, StoreError> {
-        let mut stmt = self.conn.prepare(
+        self.pending_after(sink, 0, limit)
+    }
+
+    /// Events `sink` has not acknowledged yet that come after the outbox row
+    /// `after` (rows up to it are in flight to the sink), oldest first.
+    pub fn pending_after(
+        &self,
+        sink: &str,
+        after: i64,
+        limit: usize,
+    ) -> Result<Vec<OutboxRow>, StoreError> {
+        let mut stmt = self.conn.prepare_cached(
             "SELECT o.seq, o.event_id, o.kind, o.monitor, o.payload FROM outbox o
-             WHERE o.seq > COALESCE((SELECT seq FROM sink_cursor WHERE sink = ?1), 0)
+             WHERE o.seq > MAX(?3, COALESCE((SELECT seq FROM sink_cursor WHERE sink = ?1), 0))
                AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.sink = ?1 AND d.seq = o.seq)
              ORDER BY o.seq LIMIT ?2",
         )?;
-        let rows = stmt.query_map(params![sink, limit as i64], |r| {
+        let rows = stmt.query_map(params![sink, limit as i64, after], |r| {
             Ok(OutboxRow {
                 seq: r.get(0)?,
                 event_id: r.get(1)?,
@@ -707,20 +739,39 @@ impl Store {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
-    /// Marks outbox rows delivered to `sink` (after the sink acknowledged them).
+    /// Marks outbox rows (`seqs`, as read from the outbox) delivered to
+    /// `sink` (after the sink acknowledged them), in one transaction.
+    ///
+    /// When they are every row the sink still waited for from its position
+    /// on, in order (what a sink delivering in order acknowledges), the
+    /// position moves past them and no row per event is written; otherwise
+    /// each gets a `deliveries` row.
     pub fn mark_delivered(
         &mut self,
         sink: &str,
         seqs: &[i64],
         at: Millis,
     ) -> Result<(), StoreError> {
-        let tx = self.conn.transaction()?;
-        {
-            let mut stmt = tx.prepare(
-                "INSERT OR IGNORE INTO deliveries (sink, seq, delivered_ms) VALUES (?1, ?2, ?3)",
-            )?;
-            for seq in seqs {
-                stmt.execute(params![sink, seq, at])?;
+        // Immediate: it reads before it writes, and a read transaction
+        // cannot wait for the write lock (SQLite answers "busy" at once).
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        match next_in_order(&tx, sink, seqs)? {
+            Some(last) => {
+                tx.execute(
+                    "INSERT INTO sink_cursor (sink, seq) VALUES (?1, ?2)
+                     ON CONFLICT (sink) DO UPDATE SET seq = MAX(seq, excluded.seq)",
+                    params![sink, last],
+                )?;
+            }
+            None => {
+                let mut stmt = tx.prepare_cached(
+                    "INSERT OR IGNORE INTO deliveries (sink, seq, delivered_ms) VALUES (?1, ?2, ?3)",
+                )?;
+                for seq in seqs {
+                    stmt.execute(params![sink, seq, at])?;
+                }
             }
         }
         advance_cursor(&tx, sink)?;
@@ -820,6 +871,17 @@ impl Store {
                 continue;
             }
             found += 1;
+            // The rows after it up to the sink's position are delivered
+            // (rows delivered in order have no `deliveries` row of their
+            // own): they stay delivered when the position moves back.
+            tx.execute(
+                "INSERT OR IGNORE INTO deliveries (sink, seq, delivered_ms)
+                 SELECT ?1, o.seq, CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER)
+                 FROM outbox o
+                 WHERE o.seq > ?2
+                   AND o.seq <= COALESCE((SELECT seq FROM sink_cursor WHERE sink = ?1), 0)",
+                params![l.sink, l.seq],
+            )?;
             tx.execute(
                 "DELETE FROM deliveries WHERE sink = ?1 AND seq = ?2",
                 params![l.sink, l.seq],
@@ -1280,6 +1342,41 @@ fn advance_cursor(tx: &rusqlite::Transaction<'_>, sink: &str) -> Result<(), Stor
     Ok(())
 }
 
+/// `Some(last seq)` when `seqs` (increasing) are exactly the rows `sink`
+/// waits for from its position up to the last of them: marking them
+/// delivered is moving the position there.
+fn next_in_order(
+    tx: &rusqlite::Transaction<'_>,
+    sink: &str,
+    seqs: &[i64],
+) -> Result<Option<i64>, StoreError> {
+    let (Some(&first), Some(&last)) = (seqs.first(), seqs.last()) else {
+        return Ok(None);
+    };
+    if !seqs.windows(2).all(|w| w[0] < w[1]) {
+        return Ok(None);
+    }
+    let cursor: i64 = tx.query_row(
+        "SELECT COALESCE((SELECT seq FROM sink_cursor WHERE sink = ?1), 0)",
+        params![sink],
+        |r| r.get(0),
+    )?;
+    if first <= cursor {
+        return Ok(None);
+    }
+    // Rows the sink waits for up to `last` that are not among `seqs`.
+    let list = serde_json::to_string(seqs).unwrap_or_default();
+    let others: i64 = tx.query_row(
+        "SELECT COUNT(*) FROM outbox o
+         WHERE o.seq > ?2 AND o.seq <= ?3
+           AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.sink = ?1 AND d.seq = o.seq)
+           AND o.seq NOT IN (SELECT value FROM json_each(?4))",
+        params![sink, cursor, last, list],
+        |r| r.get(0),
+    )?;
+    Ok((others == 0).then_some(last))
+}
+
 /// Writes a step's state changes, incidents and outbox rows.
 /// Writes one decided scan within `tx` ([`Store::record_scans`]).
 fn record_in(tx: &rusqlite::Transaction<'_>, decided: &DecidedScan) -> Result<(), StoreError> {
@@ -1444,12 +1541,25 @@ fn write_step(
         }
     }
     for e in outbox {
-        tx.execute(
-            "INSERT OR IGNORE INTO outbox (event_id, kind, monitor, payload, created_ms)
-             VALUES (?1, ?2, ?3, ?4, ?5)",
-            params![e.id, e.kind, monitor, e.payload, at],
-        )?;
+        insert_outbox(tx, monitor, e, at)?;
     }
+    Ok(())
+}
+
+/// Appends one event to the outbox (an id already there is left alone).
+/// The statement is prepared once per connection: a sweep's commit or a
+/// burst of events writes many rows.
+fn insert_outbox(
+    tx: &rusqlite::Transaction<'_>,
+    monitor: &str,
+    e: &OutboxEntry,
+    at: Millis,
+) -> Result<(), StoreError> {
+    tx.prepare_cached(
+        "INSERT OR IGNORE INTO outbox (event_id, kind, monitor, payload, created_ms)
+         VALUES (?1, ?2, ?3, ?4, ?5)",
+    )?
+    .execute(params![e.id, e.kind, monitor, e.payload, at])?;
     Ok(())
 }
 
@@ -1637,6 +1747,54 @@ mod tests {
         assert!(!store.register_sink("late", SinkStart::All).unwrap());
         assert_eq!(pending_ids(&store, "late"), ["e3"]);
         assert_eq!(store.pending_count("all").unwrap(), 4);
+    }
+
+    #[test]
+    fn rows_delivered_in_order_move_the_position_without_a_row_each() {
+        let mut store = Store::in_memory().unwrap();
+        store.enqueue("m", &entries(0..6), 1).unwrap();
+        let seq: Vec<i64> = store
+            .pending("s", 10)
+            .unwrap()
+            .iter()
+            .map(|r| r.seq)
+            .collect();
+        let rows = |store: &Store| -> i64 {
+            store
+                .conn
+                .query_row("SELECT COUNT(*) FROM deliveries", [], |r| r.get(0))
+                .unwrap()
+        };
+        // In order from the position: no row per event.
+        store.mark_delivered("s", &seq[..2], 2).unwrap();
+        assert_eq!(rows(&store), 0);
+        assert_eq!(pending_ids(&store, "s"), ["e2", "e3", "e4", "e5"]);
+        // A gap (e3 before e2), or a row twice: a row each.
+        store.mark_delivered("s", &[seq[3]], 3).unwrap();
+        assert_eq!(rows(&store), 1);
+        assert_eq!(pending_ids(&store, "s"), ["e2", "e4", "e5"]);
+        store.mark_delivered("s", &[seq[2], seq[3]], 4).unwrap();
+        assert_eq!(pending_ids(&store, "s"), ["e4", "e5"]);
+        store.mark_delivered("s", &[seq[5], seq[4]], 5).unwrap();
+        assert!(pending_ids(&store, "s").is_empty());
+        // A dead letter retried after rows delivered in order: only it is
+        // pending again.
+        store.enqueue("m", &entries(6..9), 6).unwrap();
+        let more: Vec<i64> = store
+            .pending("s", 10)
+            .unwrap()
+            .iter()
+            .map(|r| r.seq)
+            .collect();
+        store.dead_letter("s", more[0], Some(400), "no", 7).unwrap();
+        let before = rows(&store);
+        store.mark_delivered("s", &more[1..], 8).unwrap();
+        assert_eq!(rows(&store), before, "in order after the dead letter");
+        let letters = store.dead_letters(Some("s")).unwrap();
+        assert_eq!(store.retry_dead_letters(&letters).unwrap(), 1);
+        assert_eq!(pending_ids(&store, "s"), ["e6"]);
+        // Another sink is where it was.
+        assert_eq!(store.pending("t", 10).unwrap().len(), 9);
     }
 
     #[test]

@@ -2,14 +2,27 @@
 //! connection and I/O runtime: nothing a sink does (a hung peer, a FIFO
 //! nobody reads, a full pipe) can hold up the sweeps, and every wait here
 //! ends at once when the daemon stops.
+//!
+//! A sink that pipelines (NATS JetStream, [`Sink::pipeline`]) is kept busy:
+//! pending rows are sent as they come, up to the sink's window of
+//! acknowledgements in flight; the acknowledgements are awaited in order,
+//! and the rows acknowledged are marked delivered in one store transaction
+//! per run of them (never a row before its own acknowledgement and every
+//! one before it), on a blocking thread with a second store connection, so
+//! that waiting for the store's write lock (a sweep committing) or for its
+//! sync holds up neither sending nor acknowledging. The other sinks publish
+//! a batch, then mark what was acknowledged: a JSON lines file is written
+//! and synced once per batch, and a webhook's requests go one after the
+//! other so that a refusal stops at its event.
 
+use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use palisade_outputs::schema::Envelope;
-use palisade_outputs::sink::{JsonlSink, NatsSink, Sink, SinkError, WebhookSink};
+use palisade_outputs::sink::{Acknowledgement, JsonlSink, NatsSink, Sink, SinkError, WebhookSink};
 use tokio::sync::{Notify, watch};
 
 use super::{backoff, sink_takes};
@@ -21,6 +34,13 @@ use crate::store::{OutboxRow, Store, StoreError};
 /// An attempt (connect, or publish a batch) still running after this long
 /// is reported: logged once and shown by `palisade status`.
 const SLOW_AFTER: Duration = Duration::from_secs(10);
+
+/// A pipelining sink marks its acknowledged rows delivered when this many
+/// wait (one transaction for them)...
+const MARK_EVERY: usize = 512;
+
+/// ... or when the oldest of them has waited this long.
+const MARK_AFTER: Duration = Duration::from_millis(5);
 
 /// While idle, the worker looks at the outbox this often even when nobody
 /// wakes it (`palisade deliveries retry` from another process).
@@ -52,7 +72,8 @@ fn attempt_limit(target: &SinkTarget) -> Duration {
     }
 }
 
-/// How many outbox rows one publish takes: a webhook POSTs them one by one.
+/// How many outbox rows one publish takes (a sink that does not pipeline):
+/// a webhook POSTs them one by one.
 fn batch_size(target: &SinkTarget) -> usize {
     match target {
         SinkTarget::Webhook { .. } => 32,
@@ -85,6 +106,8 @@ impl Worker {
             stopped,
             wake: Arc::clone(&wake),
             sink: None,
+            flight: Flight::default(),
+            marker: None,
             backoff: Duration::ZERO,
             problem: None,
             metrics,
@@ -147,6 +170,11 @@ struct Delivering {
     stopped: watch::Receiver<bool>,
     wake: Arc<Notify>,
     sink: Option<Box<dyn Sink>>,
+    /// What a pipelining sink has in flight (empty without a sink).
+    flight: Flight,
+    /// A pipelining sink's second store connection, which marks rows
+    /// delivered on a blocking thread (opened at first use).
+    marker: Option<Store>,
     backoff: Duration,
     /// The current problem, logged once rather than at every retry.
     problem: Option<String>,
@@ -224,37 +252,47 @@ impl Delivering {
         }
     }
 
-    /// One batch: what is pending goes out; returns what to do next.
+    /// One step: what is pending goes out (a batch, or as much as the
+    /// window of a pipelining sink has room for), and what was acknowledged
+    /// is marked delivered; returns what to do next.
     async fn step(&mut self, store: &mut Store) -> Result<Step, StoreError> {
         let name = self.spec.name.clone();
-        let rows = store.pending(&name, batch_size(&self.spec.target))?;
-        if rows.is_empty() {
-            self.ok(store);
-            return Ok(Step::Idle);
+        let window = self
+            .sink
+            .as_mut()
+            .and_then(|s| s.pipeline())
+            .map(|p| p.window());
+        // A pipelining sink reads after what it has in flight, as much as
+        // its window has room for (nothing once sending broke).
+        let (after, limit) = match window {
+            Some(window) => (self.flight.read_to, self.flight.room(window)),
+            None => (0, batch_size(&self.spec.target)),
+        };
+        // While acknowledgements or a mark are awaited, the outbox is read
+        // again only when there may be more: after a wake-up, or when the
+        // last read filled the room (a read between two bursts of
+        // acknowledgements would only hold them up).
+        let busy = !self.flight.acks.is_empty() || self.flight.marking.is_some();
+        let read_now = limit > 0 && !(busy && self.flight.caught_up);
+        let rows = if read_now {
+            store.pending_after(&name, after, limit)?
+        } else {
+            Vec::new()
+        };
+        if read_now {
+            self.flight.caught_up = rows.len() < limit;
         }
-        // Rows this sink does not take count as delivered to it.
-        let (send, skip): (Vec<OutboxRow>, Vec<OutboxRow>) = rows
-            .into_iter()
-            .partition(|r| sink_takes(&self.spec.target, &r.kind));
-        let skipped: Vec<i64> = skip.iter().map(|r| r.seq).collect();
-        if !skipped.is_empty() {
-            store.mark_delivered(&name, &skipped, now_ms())?;
+        let read = rows.len();
+        let last = rows.last().map(|r| r.seq);
+        let (seqs, envelopes) = self.sendable(store, rows)?;
+        if let Some(last) = last {
+            self.flight.read_to = last;
         }
-        let mut envelopes = Vec::with_capacity(send.len());
-        let mut seqs = Vec::with_capacity(send.len());
-        for r in &send {
-            match serde_json::from_str::<Envelope>(&r.payload) {
-                Ok(e) => {
-                    envelopes.push(e);
-                    seqs.push(r.seq);
-                }
-                Err(e) => {
-                    tracing::error!(sink = %name, event = %r.event_id, "outbox row is not an envelope, dropped: {e}");
-                    store.mark_delivered(&name, &[r.seq], now_ms())?;
-                }
+        if envelopes.is_empty() && self.flight.is_empty() {
+            if read == 0 {
+                self.ok(store);
+                return Ok(Step::Idle);
             }
-        }
-        if envelopes.is_empty() {
             return Ok(Step::More);
         }
         let limit = attempt_limit(&self.spec.target);
@@ -279,6 +317,18 @@ impl Delivering {
         let Some(mut sink) = self.sink.take() else {
             return Ok(Step::Failed);
         };
+        if sink.pipeline().is_some() {
+            // The flight is put back only when the step ends well: any other
+            // end drops it, and what it held is read and sent again.
+            let mut flight = std::mem::take(&mut self.flight);
+            let step = self
+                .pipelined(store, sink, &mut flight, seqs, envelopes, limit)
+                .await?;
+            if matches!(step, Step::More) {
+                self.flight = flight;
+            }
+            return Ok(step);
+        }
         let published = {
             let publish = sink.publish(&envelopes);
             self.attempt(store, "delivering", limit, publish).await
@@ -323,6 +373,224 @@ impl Delivering {
             }
             Waited::Stopped => Ok(Step::Stopped),
         }
+    }
+
+    /// The rows to send, as envelopes with their outbox seqs; rows this sink
+    /// does not take, and rows that hold no envelope, count as delivered.
+    fn sendable(
+        &self,
+        store: &mut Store,
+        rows: Vec<OutboxRow>,
+    ) -> Result<(Vec<i64>, Vec<Envelope>), StoreError> {
+        let name = &self.spec.name;
+        let mut passed = Vec::new();
+        let mut seqs = Vec::with_capacity(rows.len());
+        let mut envelopes = Vec::with_capacity(rows.len());
+        for r in rows {
+            if !sink_takes(&self.spec.target, &r.kind) {
+                passed.push(r.seq);
+                continue;
+            }
+            match serde_json::from_str::<Envelope>(&r.payload) {
+                Ok(e) => {
+                    envelopes.push(e);
+                    seqs.push(r.seq);
+                }
+                Err(e) => {
+                    tracing::error!(sink = %name, event = %r.event_id, "outbox row is not an envelope, dropped: {e}");
+                    passed.push(r.seq);
+                }
+            }
+        }
+        if !passed.is_empty() {
+            store.mark_delivered(name, &passed, now_ms())?;
+        }
+        Ok((seqs, envelopes))
+    }
+
+    /// A pipelining sink's step: sends `envelopes` (room was made for
+    /// them), then waits for the oldest acknowledgement in flight, for the
+    /// mark under way, for new events while the window has room, or until
+    /// acknowledged rows are due to be marked. Every acknowledgement that
+    /// arrived is collected, in order; when [`mark_due`] says so they are
+    /// marked delivered in one transaction on a blocking thread (the
+    /// store's second connection), while sending and acknowledging go on.
+    /// An acknowledgement that fails stops there: what is acknowledged is
+    /// marked, what follows is sent again after the backoff, and the stream
+    /// de-duplicates what had arrived after all. The sink is kept unless an
+    /// attempt timed out.
+    async fn pipelined(
+        &mut self,
+        store: &mut Store,
+        mut sink: Box<dyn Sink>,
+        flight: &mut Flight,
+        seqs: Vec<i64>,
+        envelopes: Vec<Envelope>,
+        limit: Duration,
+    ) -> Result<Step, StoreError> {
+        let Some(pipeline) = sink.pipeline() else {
+            self.sink = Some(sink);
+            return Ok(Step::Failed);
+        };
+        let window = pipeline.window();
+        if !envelopes.is_empty() {
+            let before = flight.acks.len();
+            let send = async {
+                for (seq, event) in seqs.into_iter().zip(&envelopes) {
+                    match pipeline.send(event).await {
+                        Ok(ack) => flight.acks.push_back((seq, ack)),
+                        Err(e) => {
+                            flight.broken = Some(e);
+                            break;
+                        }
+                    }
+                }
+            };
+            match self.attempt(store, "delivering", limit, send).await {
+                Waited::Done(()) => {
+                    if flight.acks.len() > before
+                        && let Some(&(last, _)) = flight.acks.back()
+                    {
+                        flight.sends.push_back(last);
+                    }
+                }
+                Waited::TimedOut => {
+                    // The sink is dropped: a fresh one next time.
+                    self.settle(store, flight)?;
+                    self.fail(Some(store), &timed_out("delivering", limit));
+                    return Ok(Step::Failed);
+                }
+                Waited::Stopped => {
+                    self.settle(store, flight)?;
+                    return Ok(Step::Stopped);
+                }
+            }
+        }
+        self.sink = Some(sink);
+        let room = flight.room(window) > 0;
+        let mark_at = match flight.marking {
+            None => flight
+                .acked_since
+                .map(|since| tokio::time::Instant::from_std(since + MARK_AFTER)),
+            Some(_) => None,
+        };
+        let front = flight.acks.front_mut().map(|(_, ack)| ack);
+        let marking = flight.marking.as_mut().map(|m| &mut m.task);
+        let mut woke = None;
+        if front.is_some() || marking.is_some() {
+            let wake = Arc::clone(&self.wake);
+            let wait = async {
+                tokio::select! {
+                    biased;
+                    done = wait_for(marking) => Woke::Marked(done),
+                    acked = wait_for(front) => Woke::Acked(acked),
+                    () = wake.notified(), if room => Woke::Woken,
+                    () = tokio::time::sleep_until(mark_at.unwrap_or_else(tokio::time::Instant::now)), if mark_at.is_some() => Woke::MarkDue,
+                }
+            };
+            woke = match self.attempt(store, "delivering", limit, wait).await {
+                Waited::Done(woke) => Some(woke),
+                Waited::TimedOut => {
+                    // The sink is dropped: a fresh one next time.
+                    self.sink = None;
+                    self.settle(store, flight)?;
+                    self.fail(Some(store), &timed_out("delivering", limit));
+                    return Ok(Step::Failed);
+                }
+                Waited::Stopped => {
+                    self.settle(store, flight)?;
+                    return Ok(Step::Stopped);
+                }
+            };
+        }
+        let mut failed = None;
+        match woke {
+            Some(Woke::Marked(done)) => {
+                flight.marking = None;
+                match done {
+                    Ok((marker, marked)) => {
+                        self.marker = Some(marker);
+                        marked?;
+                    }
+                    Err(e) => failed = Some(format!("marking delivered events failed: {e}")),
+                }
+            }
+            Some(Woke::Acked(first)) => {
+                // The oldest acknowledgement, and every one after it that is here.
+                let mut next = Some(first);
+                while let Some(result) = next.take() {
+                    match result {
+                        Ok(()) => {
+                            if let Some((seq, _)) = flight.acks.pop_front() {
+                                flight.acked.push(seq);
+                                flight.acked_since.get_or_insert_with(Instant::now);
+                                while flight.sends.front().is_some_and(|&last| last <= seq) {
+                                    flight.sends.pop_front();
+                                    flight.send_done = true;
+                                }
+                            }
+                        }
+                        Err(e) => {
+                            failed = Some(e.to_string());
+                            break;
+                        }
+                    }
+                    next = flight.acks.front_mut().and_then(|(_, ack)| arrived(ack));
+                }
+            }
+            Some(Woke::Woken) => flight.caught_up = false,
+            Some(Woke::MarkDue) | None => {}
+        }
+        // Sending broke and everything sent before it is acknowledged.
+        if failed.is_none() && flight.acks.is_empty() {
+            failed = flight.broken.take().map(|e| e.to_string());
+        }
+        if let Some(why) = failed {
+            self.settle(store, flight)?;
+            self.fail(Some(store), &why);
+            return Ok(Step::Failed);
+        }
+        if flight.marking.is_none() && mark_due(flight) {
+            self.start_marking(flight)?;
+        }
+        if flight.broken.is_none() {
+            self.ok(store);
+        }
+        Ok(Step::More)
+    }
+
+    /// Hands the acknowledged rows of `flight` to a blocking thread that
+    /// marks them delivered in one transaction, on the store's second
+    /// connection (opened at first use).
+    fn start_marking(&mut self, flight: &mut Flight) -> Result<(), StoreError> {
+        let mut marker = match self.marker.take() {
+            Some(marker) => marker,
+            None => Store::open(&self.store_path)?,
+        };
+        let seqs = std::mem::take(&mut flight.acked);
+        flight.acked_since = None;
+        flight.send_done = false;
+        let sink = self.spec.name.clone();
+        let rows = seqs.len();
+        let task = tokio::task::spawn_blocking(move || {
+            let marked = marker.mark_delivered(&sink, &seqs, now_ms());
+            (marker, marked)
+        });
+        flight.marking = Some(Marking { rows, task });
+        Ok(())
+    }
+
+    /// Before what is in flight is given up (a failure, a stop): the rows
+    /// acknowledged and not handed to a mark yet are marked here. A mark
+    /// under way finishes by itself.
+    fn settle(&self, store: &mut Store, flight: &mut Flight) -> Result<(), StoreError> {
+        if !flight.acked.is_empty() {
+            store.mark_delivered(&self.spec.name, &flight.acked, now_ms())?;
+            flight.acked.clear();
+        }
+        flight.acked_since = None;
+        flight.send_done = false;
+        Ok(())
     }
 
     /// Runs `fut` until it ends, `limit` passes or the daemon stops; one
@@ -402,6 +670,110 @@ enum Step {
     /// Failed: back off.
     Failed,
     Stopped,
+}
+
+/// What a pipelining sink has sent and not yet marked delivered.
+#[derive(Default)]
+struct Flight {
+    /// Sent, awaiting their acknowledgement, in outbox order: `(seq, ack)`.
+    acks: VecDeque<(i64, Acknowledgement)>,
+    /// Acknowledged (in order, each after all before it), not yet handed
+    /// to a mark.
+    acked: Vec<i64>,
+    /// When the oldest of `acked` was acknowledged.
+    acked_since: Option<Instant>,
+    /// The last row of each send (the rows of one read), in order, until
+    /// it is acknowledged.
+    sends: VecDeque<i64>,
+    /// Every row of a send is acknowledged since the last mark.
+    send_done: bool,
+    /// The last read took every pending row, and nothing woke the worker
+    /// since.
+    caught_up: bool,
+    /// The mark under way, if any.
+    marking: Option<Marking>,
+    /// The last outbox row read (sent or passed over): the next read starts
+    /// after it. 0: at the sink's position in the store.
+    read_to: i64,
+    /// Why sending stopped: what is in flight is awaited, then the step
+    /// fails with it.
+    broken: Option<SinkError>,
+}
+
+impl Flight {
+    /// Nothing in flight, nothing to mark.
+    fn is_empty(&self) -> bool {
+        self.acks.is_empty()
+            && self.acked.is_empty()
+            && self.marking.is_none()
+            && self.broken.is_none()
+    }
+
+    /// How many more events may be sent: at most `window` awaiting their
+    /// acknowledgement, and at most `window` acknowledged and not yet marked
+    /// (so that a crash sends at most twice the window again); none once
+    /// sending broke.
+    fn room(&self, window: usize) -> usize {
+        if self.broken.is_some() {
+            return 0;
+        }
+        let unmarked = self.acked.len() + self.marking.as_ref().map_or(0, |m| m.rows);
+        window
+            .saturating_sub(self.acks.len())
+            .min(window.saturating_sub(unmarked))
+    }
+}
+
+/// Acknowledged rows being marked delivered on a blocking thread, which
+/// hands the store connection back with the outcome.
+struct Marking {
+    rows: usize,
+    task: tokio::task::JoinHandle<(Store, Result<(), StoreError>)>,
+}
+
+/// What a pipelining sink's wait ended with.
+enum Woke {
+    Marked(Result<(Store, Result<(), StoreError>), tokio::task::JoinError>),
+    Acked(Result<(), SinkError>),
+    /// New events (the window has room).
+    Woken,
+    /// Acknowledged rows have waited long enough to be marked.
+    MarkDue,
+}
+
+/// Awaits `fut`, or forever without one.
+async fn wait_for<F: std::future::Future + Unpin>(fut: Option<&mut F>) -> F::Output {
+    match fut {
+        Some(fut) => fut.await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Whether the acknowledged rows of `flight` are to be marked delivered
+/// now (when no mark is under way): when every row of a send (the rows
+/// read and sent together, e.g. one commit of the sweep) is acknowledged,
+/// when nothing else is in flight, when [`MARK_EVERY`] of them wait, or when
+/// the oldest has waited [`MARK_AFTER`]. Acknowledgements arrive in bursts
+/// as the sends went out; marking each burst on its own would cost a store
+/// transaction (a wait for the write lock, and a WAL sync) every few events.
+fn mark_due(flight: &Flight) -> bool {
+    !flight.acked.is_empty()
+        && (flight.send_done
+            || flight.acks.is_empty()
+            || flight.acked.len() >= MARK_EVERY
+            || flight
+                .acked_since
+                .is_some_and(|since| since.elapsed() >= MARK_AFTER))
+}
+
+/// The acknowledgement's outcome if it has arrived (polled once, without
+/// waiting).
+fn arrived(ack: &mut Acknowledgement) -> Option<Result<(), SinkError>> {
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    match ack.as_mut().poll(&mut cx) {
+        std::task::Poll::Ready(outcome) => Some(outcome),
+        std::task::Poll::Pending => None,
+    }
 }
 
 fn timed_out(doing: &str, limit: Duration) -> String {
