@@ -284,3 +284,25 @@ fn a_narrowed_scan_range_observes_only_its_ports_and_resolves_what_it_left() {
         "{again:?}"
     );
 }
+
+#[test]
+fn the_saved_form_is_a_map_by_address_and_a_fresh_state_is_empty() {
+    assert_eq!(serde_json::to_string(&MonitorState::new()).unwrap(), "{}");
+    let mut state = MonitorState::new();
+    let s = spec(&[80]);
+    state.observe(&s, &scan(1000, vec![(A, answered([80]))]));
+    let text = serde_json::to_string(&state).unwrap();
+    assert_eq!(
+        text,
+        format!(
+            r#"{{"addresses":{{"{A}":{{"known":{{"80":"open"}},"streaks":{{}},"incidents":{{}},"host_streaks":{{}},"host_incidents":{{}}}}}}}}"#
+        )
+    );
+    let back: MonitorState = serde_json::from_str(&text).unwrap();
+    assert_eq!(back, state);
+    // The form saved before (a map by address, whatever its order) reads.
+    let two = format!(r#"{{"addresses":{{"198.18.0.9":{{}},"{A}":{{"known":{{"80":"open"}}}}}}}}"#);
+    let back: MonitorState = serde_json::from_str(&two).unwrap();
+    assert_eq!(back.addresses().count(), 2);
+    assert_eq!(back.known_state(A, 80), Some(PortState::Open));
+}

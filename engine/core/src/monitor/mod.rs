@@ -101,6 +101,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr};
 
+use litemap::LiteMap;
 use serde::{Deserialize, Serialize};
 
 pub use ports::{PortRanges, PortRangesError, Ports};
@@ -870,13 +871,18 @@ impl Produced {
 /// The state of one monitor: per address of its host, an address state.
 /// Serialize it to persist it; a restored state behaves exactly like the
 /// original.
+///
+/// Small, since a daemon keeps one per monitor (a million of them): the
+/// addresses (one or a few) in a sorted vector, one allocation, serialized
+/// as a map by address as before.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct MonitorState {
-    addresses: BTreeMap<IpAddr, AddressState>,
+    #[serde(skip_serializing_if = "LiteMap::is_empty")]
+    addresses: LiteMap<IpAddr, AddressState>,
     /// State saved before addresses were tracked (one address, unnamed):
     /// adopted by the first address of the next conclusive observation.
     #[serde(skip_serializing_if = "Option::is_none")]
-    legacy: Option<AddressState>,
+    legacy: Option<Box<AddressState>>,
 }
 
 impl<'de> Deserialize<'de> for MonitorState {
@@ -887,9 +893,9 @@ impl<'de> Deserialize<'de> for MonitorState {
         #[derive(Deserialize)]
         struct Saved {
             #[serde(default)]
-            addresses: BTreeMap<IpAddr, AddressState>,
+            addresses: LiteMap<IpAddr, AddressState>,
             #[serde(default)]
-            legacy: Option<AddressState>,
+            legacy: Option<Box<AddressState>>,
             #[serde(default)]
             known: BTreeMap<u16, PortState>,
             #[serde(default)]
@@ -906,7 +912,7 @@ impl<'de> Deserialize<'de> for MonitorState {
         };
         let legacy = match saved.legacy {
             Some(legacy) => Some(legacy),
-            None if old != AddressState::default() => Some(old),
+            None if old != AddressState::default() => Some(Box::new(old)),
             None => None,
         };
         Ok(MonitorState {
@@ -937,7 +943,7 @@ impl MonitorState {
             for incident in legacy.incidents.values_mut() {
                 incident.address = first;
             }
-            self.addresses.entry(first).or_insert(legacy);
+            self.addresses.entry(first).or_insert(*legacy);
         }
 
         let mut out = Produced::default();
@@ -976,7 +982,7 @@ impl MonitorState {
         let mut out = Produced::default();
         for (_, state) in addresses
             .into_iter()
-            .chain(legacy.map(|l| (unknown_address(), l)))
+            .chain(legacy.map(|l| (unknown_address(), *l)))
         {
             state.close(at, Resolution::MonitorRemoved, &mut out);
         }
@@ -1045,21 +1051,31 @@ impl MonitorState {
     /// ports `address` tracks, has pending or has an incident on.
     pub fn tracked_ports(&self, address: IpAddr) -> BTreeSet<u16> {
         let mut ports = BTreeSet::new();
+        self.for_each_tracked_port(address, |port| {
+            ports.insert(port);
+        });
+        ports
+    }
+
+    /// Calls `f` with each port of [`MonitorState::tracked_ports`], without
+    /// collecting them (a port may come more than once).
+    pub fn for_each_tracked_port(&self, address: IpAddr, mut f: impl FnMut(u16)) {
         for s in self
             .addresses
             .get(&address)
             .into_iter()
-            .chain(self.legacy.as_ref())
+            .chain(self.legacy.as_deref())
         {
-            ports.extend(s.known.keys());
-            ports.extend(s.streaks.keys());
-            ports.extend(s.incidents.keys());
+            s.known
+                .keys()
+                .chain(s.streaks.keys())
+                .chain(s.incidents.keys())
+                .for_each(|&p| f(p));
         }
-        ports
     }
 
     fn all_states(&self) -> impl Iterator<Item = &AddressState> {
-        self.addresses.values().chain(self.legacy.as_ref())
+        self.addresses.values().chain(self.legacy.as_deref())
     }
 
     /// The re-check to ask for after an observation at `at`.

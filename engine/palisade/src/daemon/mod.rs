@@ -18,11 +18,11 @@ pub mod envelope;
 mod health;
 pub mod sweep;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use thiserror::Error;
 
@@ -35,9 +35,10 @@ use delivery::{DeliveryError, OutboxDelivery, SHUTDOWN_GRACE};
 use palisade_core::health::HealthState;
 use palisade_core::monitor::MonitorSpec;
 use palisade_core::monitor::{Millis, MonitorState};
-use palisade_core::plan::{self, SweepPlan, SweepSchedule};
+use palisade_core::plan::{self, SweepPlan};
 
 pub use envelope::rfc3339;
+pub use sweep::{Probe, SweepReport};
 
 /// Daemon failures.
 #[derive(Debug, Error)]
@@ -120,7 +121,6 @@ pub struct Daemon {
     config: Config,
     store: Store,
     states: BTreeMap<String, MonitorState>,
-    schedule: SweepSchedule,
     delivery: OutboxDelivery,
     source: String,
     events: u64,
@@ -132,6 +132,9 @@ pub struct Daemon {
     started: Millis,
     /// A monitor was scanned conclusively since the last staleness check.
     ages_changed: bool,
+    /// When a monitor may become stale next, as last computed (`None`:
+    /// compute it again).
+    next_stale_check: Option<Millis>,
     /// When to prune the history next ([`Daemon::prune`]).
     next_prune: Millis,
     /// What the HTTP server sees of the daemon and asks of it.
@@ -157,10 +160,13 @@ impl Daemon {
     /// off: monitors gone since (or disabled) are removed. Starts the HTTP
     /// server if `[http]` is configured.
     pub fn new(options: Options) -> Result<Daemon, DaemonError> {
+        let begun = Instant::now();
         let mut config = config::load(&options.config_path)?;
+        let loaded = begun.elapsed();
         let mut store = Store::open(&config.store.path)?;
         let now = now_ms();
         config.monitors = import_monitors(&mut store, &config.monitors, now)?;
+        let imported = begun.elapsed();
         let saved = store.load_states()?;
         let last_conclusive = saved
             .iter()
@@ -168,6 +174,13 @@ impl Daemon {
             .collect();
         let health = store.load_health()?;
         let recovered = plan::recover(&config.monitors, saved, now);
+        tracing::info!(
+            monitors = config.monitors.len(),
+            config_s = loaded.as_secs_f64(),
+            import_s = (imported - loaded).as_secs_f64(),
+            states_s = (begun.elapsed() - imported).as_secs_f64(),
+            "monitors loaded"
+        );
         let metrics = Arc::new(Metrics::new());
         let delivery = OutboxDelivery::start(
             &mut store,
@@ -175,7 +188,7 @@ impl Daemon {
             delivery::sink_specs(&config.sinks, options.events.as_ref()),
             Arc::clone(&metrics),
         )?;
-        let control = Control::new(now);
+        let control = Control::new(now, recovered.schedule);
         let http = match &config.http {
             Some(settings) => {
                 let auth =
@@ -195,7 +208,6 @@ impl Daemon {
             config,
             store,
             states: recovered.states,
-            schedule: recovered.schedule,
             delivery,
             source: source(),
             events: 0,
@@ -203,6 +215,7 @@ impl Daemon {
             last_conclusive,
             started: now,
             ages_changed: true,
+            next_stale_check: None,
             next_prune: now,
             control,
             metrics,
@@ -211,7 +224,6 @@ impl Daemon {
         for (name, state) in recovered.removed {
             daemon.remove_monitor(&name, state, now)?;
         }
-        daemon.publish_schedule();
         daemon.drain()?;
         Ok(daemon)
     }
@@ -229,16 +241,6 @@ impl Daemon {
     /// The daemon's metrics.
     pub fn metrics(&self) -> &Arc<Metrics> {
         &self.metrics
-    }
-
-    /// Shows the schedule to the HTTP server.
-    fn publish_schedule(&self) {
-        let next_due = self
-            .schedule
-            .due_times()
-            .map(|(name, at)| (name.to_owned(), at))
-            .collect();
-        self.control.update(|live| live.next_due = next_due);
     }
 
     /// Resolves a removed monitor's incidents and forgets its state.
@@ -306,25 +308,32 @@ impl Daemon {
         monitors: Vec<MonitorSpec>,
         now: Millis,
     ) -> Result<(), DaemonError> {
+        let kept: HashSet<&str> = monitors.iter().map(|m| m.name.as_str()).collect();
         let gone: Vec<String> = self
             .config
             .monitors
             .iter()
-            .filter(|old| !monitors.iter().any(|m| m.name == old.name))
+            .filter(|old| !kept.contains(old.name.as_str()))
             .map(|old| old.name.clone())
             .collect();
+        drop(kept);
         for name in gone {
             let state = self.states.remove(&name).unwrap_or_default();
-            self.schedule.remove(&name);
+            self.control.schedule().remove(&name);
             self.last_conclusive.remove(&name);
             self.remove_monitor(&name, state, now)?;
         }
-        for m in &monitors {
-            self.states.entry(m.name.clone()).or_default();
-            self.schedule.add(&m.name, now);
+        {
+            let mut schedule = self.control.schedule();
+            for m in &monitors {
+                if !self.states.contains_key(&m.name) {
+                    self.states.insert(m.name.clone(), MonitorState::default());
+                }
+                schedule.add(&m.name, now);
+            }
         }
         self.config.monitors = monitors;
-        self.publish_schedule();
+        self.next_stale_check = None;
         Ok(())
     }
 
@@ -333,30 +342,70 @@ impl Daemon {
         match command {
             Command::MonitorsChanged => self.reload_monitors(),
             Command::ScanNow(name) => {
-                if self.schedule.scan_now(&name, now_ms()) {
+                if self.control.schedule().scan_now(&name, now_ms()) {
                     tracing::info!(monitor = %name, "scan requested");
-                    self.publish_schedule();
                 }
                 Ok(())
             }
         }
     }
 
-    /// Runs one sweep, showing it to the HTTP server while it runs.
-    fn run_sweep(&mut self, plan: &SweepPlan, stop: &AtomicBool) -> Result<bool, DaemonError> {
+    /// Runs one sweep through the data path, showing it to the HTTP server
+    /// while it runs; whether it was conclusive.
+    fn run_sweep(&mut self, plan: SweepPlan, stop: &AtomicBool) -> Result<bool, DaemonError> {
+        let config = self.scan_config();
+        let metrics = Arc::clone(&self.metrics);
+        let mut probe = |targets: &_, started, stop: &AtomicBool| {
+            sweep::probe(&config, &metrics, targets, started, stop)
+        };
+        Ok(self.run_sweep_with(plan, stop, &mut probe)?.conclusive)
+    }
+
+    /// The sweep due at `now`, if any, with `probe` standing in for the
+    /// data path: all the daemon does around the probing (planning each
+    /// slice, evaluating and storing every monitor's scan, the schedule)
+    /// as in a real sweep. For benchmarks of the daemon's own cost.
+    pub fn sweep_due_with(
+        &mut self,
+        now: Millis,
+        stop: &AtomicBool,
+        probe: &mut Probe<'_>,
+    ) -> Result<Option<SweepReport>, DaemonError> {
+        let planned = Instant::now();
+        let plan = self.control.schedule().take_due(now);
+        let Some(plan) = plan else {
+            return Ok(None);
+        };
+        let taken = planned.elapsed();
+        let mut report = self.run_sweep_with(plan, stop, probe)?;
+        report.plan += taken;
+        Ok(Some(report))
+    }
+
+    /// Runs the sweep of `plan` with `probe`, showing it to the HTTP server
+    /// while it runs.
+    fn run_sweep_with(
+        &mut self,
+        plan: SweepPlan,
+        stop: &AtomicBool,
+        probe: &mut Probe<'_>,
+    ) -> Result<SweepReport, DaemonError> {
         let started = now_ms();
         let kind = plan.kind.as_str().to_owned();
+        let monitors = plan.monitors.len();
+        let names = plan.monitors.iter().map(|(n, _)| Arc::clone(n)).collect();
         self.control.update(|live| {
             live.sweeping = Some(SweepUnderWay {
                 started_ms: started,
                 kind: kind.clone(),
-                monitors: plan.monitors.iter().map(|(n, _)| n.clone()).collect(),
+                monitors,
+                names: Arc::new(names),
             });
         });
-        let result = self.sweep(plan, stop);
+        let result = self.sweep(plan, stop, probe);
         let failure = match &result {
-            Ok(true) => None,
-            Ok(false) => Some("inconclusive (see the log)".to_owned()),
+            Ok(report) if report.conclusive => None,
+            Ok(_) => Some("inconclusive (see the log)".to_owned()),
             Err(e) => Some(e.to_string()),
         };
         let finished = now_ms();
@@ -366,11 +415,10 @@ impl Daemon {
                 started_ms: started,
                 finished_ms: finished,
                 kind,
-                monitors: plan.monitors.len(),
+                monitors,
                 failure,
             });
         });
-        self.publish_schedule();
         result
     }
 
@@ -408,8 +456,8 @@ impl Daemon {
     ) -> Result<Outcome, DaemonError> {
         let mut outcome = Outcome::default();
         if self.options.once {
-            let all = SweepPlan::full(self.config.monitors.iter().map(|m| m.name.clone()));
-            outcome.inconclusive |= !self.run_sweep(&all, stop)?;
+            let all = SweepPlan::full(self.config.monitors.iter().map(|m| m.name.as_str()));
+            outcome.inconclusive |= !self.run_sweep(all, stop)?;
             outcome.sweeps += 1;
             outcome.events = self.events;
             self.delivery.drain_for(&self.store, ONCE_DRAIN, stop)?;
@@ -424,8 +472,9 @@ impl Daemon {
             }
             let now = now_ms();
             self.check_staleness(now)?;
-            if let Some(plan) = self.schedule.take_due(now) {
-                outcome.inconclusive |= !self.run_sweep(&plan, stop)?;
+            let due = self.control.schedule().take_due(now);
+            if let Some(plan) = due {
+                outcome.inconclusive |= !self.run_sweep(plan, stop)?;
                 outcome.sweeps += 1;
                 continue;
             }
@@ -433,10 +482,8 @@ impl Daemon {
             if now >= self.next_prune {
                 self.prune(now);
             }
-            let nap = self
-                .schedule
-                .next_wake()
-                .map_or(200, |at| (at - now).clamp(1, 200));
+            let next_wake = self.control.schedule().next_wake();
+            let nap = next_wake.map_or(200, |at| (at - now).clamp(1, 200));
             if let Some(command) = self.control.next(Duration::from_millis(nap as u64))
                 && let Err(e) = self.obey(command)
             {

@@ -283,25 +283,27 @@ impl Store {
                 }
                 Some((_, old)) if *old == json => {}
                 Some(_) => {
-                    tx.execute(
+                    tx.prepare_cached(
                         "UPDATE monitors SET spec = ?2, version = version + 1, updated_ms = ?3
                          WHERE name = ?1",
-                        params![spec.name, json, now],
-                    )?;
+                    )?
+                    .execute(params![spec.name, json, now])?;
                     report.updated.push(spec.name.clone());
                 }
                 None => {
-                    tx.execute(
+                    tx.prepare_cached(
                         "INSERT INTO monitors (name, managed_by, spec, enabled, version, created_ms, updated_ms)
                          VALUES (?1, 'config', ?2, 1, 1, ?3, ?3)",
-                        params![spec.name, json, now],
-                    )?;
+                    )?
+                    .execute(params![spec.name, json, now])?;
                     report.added.push(spec.name.clone());
                 }
             }
         }
+        let in_file: std::collections::HashSet<&str> =
+            specs.iter().map(|s| s.name.as_str()).collect();
         for (name, (managed_by, _)) in &existing {
-            if managed_by == "config" && !specs.iter().any(|s| &s.name == name) {
+            if managed_by == "config" && !in_file.contains(name.as_str()) {
                 tx.execute("DELETE FROM monitors WHERE name = ?1", params![name])?;
                 report.removed.push(name.clone());
             }
