@@ -174,21 +174,17 @@ impl Daemon {
             let cost = plan::scan_cost(spec, &scope, addresses.as_ref().map_or(0, Vec::len));
             report.plan += planning.elapsed();
             if slicer.starts_slice(cost) && !slice.is_empty() {
-                self.run_slice(kind, &mut slice, stop, probe, &mut report, &mut end)?;
-                finished = now_ms();
-                if stop.load(Ordering::Relaxed) {
-                    tracing::info!(
-                        monitors_left = total - report.monitors,
-                        "sweep stopped; the monitors not scanned stay due"
-                    );
-                    end = SweepEnd::Interrupted;
+                if stopped(stop, total - report.monitors, &mut end) {
+                    slice.clear();
                     break;
                 }
+                self.run_slice(kind, &mut slice, stop, probe, &mut report, &mut end)?;
+                finished = now_ms();
             }
             slice.push((monitor, scope, addresses));
             next = members.next();
         }
-        if !slice.is_empty() {
+        if !slice.is_empty() && !stopped(stop, total - report.monitors, &mut end) {
             self.run_slice(kind, &mut slice, stop, probe, &mut report, &mut end)?;
             finished = now_ms();
         }
@@ -356,6 +352,20 @@ impl Daemon {
             ..ScanConfig::default()
         }
     }
+}
+
+/// Whether the daemon is stopping, before the next slice: then the sweep
+/// ends there, interrupted, and the `left` monitors not scanned stay due.
+fn stopped(stop: &AtomicBool, left: usize, end: &mut SweepEnd) -> bool {
+    if !stop.load(Ordering::Relaxed) {
+        return false;
+    }
+    tracing::info!(
+        monitors_left = left,
+        "sweep stopped; the monitors not scanned stay due"
+    );
+    *end = SweepEnd::Interrupted;
+    true
 }
 
 /// Probes `targets` through the data path (seeding the permutation with
