@@ -243,17 +243,54 @@ fn main() {
     let delivered = daemon
         .drain_for(Duration::from_secs(600))
         .expect("delivery");
-    let lines = std::fs::read_to_string(&events)
+    let events_seen = std::fs::read_to_string(&events)
         .unwrap_or_default()
         .lines()
         .count() as u64;
+    drop(daemon);
     let peak = peak_rss_kib().unwrap_or(0) as f64 / 1024.0;
     eprintln!(
-        "scale: events {lines} (want {}), all delivered {delivered}, peak RSS {peak:.0} MiB",
+        "scale: events {events_seen} (want {}), all delivered {delivered}, peak RSS {peak:.0} MiB",
         fleet.deviations
     );
+    println!(
+        "{:<44} {:>10}",
+        format!("{} monitors, ports {}", a.monitors, a.ports),
+        "seconds"
+    );
+    for (what, secs) in [
+        ("first start (config imported)", first_start),
+        ("start-up (store load)", start_up),
+        ("planning a sweep", report.plan.as_secs_f64()),
+        (
+            "evaluating it (0.1% deviations)",
+            report.evaluate.as_secs_f64(),
+        ),
+        ("storing it", report.store.as_secs_f64()),
+    ] {
+        println!("{what:<44} {secs:>10.2}");
+    }
+    println!("{:<44} {:>10.0}", "peak RSS, MiB", peak);
+    if let Some(json) = &a.json {
+        let figures = serde_json::json!({
+            "monitors": a.monitors,
+            "ports": a.ports,
+            "rate": a.rate,
+            "slices": report.slices,
+            "first_start_s": first_start,
+            "start_up_s": start_up,
+            "plan_s": report.plan.as_secs_f64(),
+            "evaluate_s": report.evaluate.as_secs_f64(),
+            "store_s": report.store.as_secs_f64(),
+            "deviations": fleet.deviations,
+            "events": events_seen,
+            "events_exact": delivered && events_seen == fleet.deviations,
+            "peak_rss_mib": peak,
+        });
+        std::fs::write(json, serde_json::to_string_pretty(&figures).expect("json"))
+            .expect("write --json");
+    }
     if a.keep.is_none() {
         let _ = std::fs::remove_dir_all(&dir);
     }
-    let _ = a.json;
 }
