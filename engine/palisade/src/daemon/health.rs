@@ -54,9 +54,9 @@ impl Daemon {
                 name: &m.name,
                 every_ms: m.every_ms,
                 last_conclusive: self
-                    .last_conclusive
+                    .tracked
                     .get(&m.name)
-                    .copied()
+                    .and_then(|t| t.last_conclusive)
                     .unwrap_or(self.started),
             })
             .collect()

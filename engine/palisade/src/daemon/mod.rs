@@ -18,7 +18,7 @@ pub mod envelope;
 mod health;
 pub mod sweep;
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -115,19 +115,27 @@ pub fn source() -> String {
     )
 }
 
+/// What the daemon keeps of one monitor between sweeps.
+#[derive(Debug, Default)]
+struct Tracked {
+    state: MonitorState,
+    /// When its last conclusive full scan ended (started, as stored, for
+    /// one reloaded from the store): staleness counts from it.
+    last_conclusive: Option<Millis>,
+}
+
 /// The daemon's state between sweeps.
 pub struct Daemon {
     options: Options,
     config: Config,
     store: Store,
-    states: BTreeMap<String, MonitorState>,
+    /// What the daemon keeps of each configured monitor, by name.
+    tracked: HashMap<String, Tracked>,
     delivery: OutboxDelivery,
     source: String,
     events: u64,
     /// Self-monitoring: failing sweeps, stale monitors.
     health: HealthState,
-    /// The start of each monitor's last conclusive full scan.
-    last_conclusive: BTreeMap<String, Millis>,
     /// When this daemon started: the age of a monitor never scanned.
     started: Millis,
     /// A monitor was scanned conclusively since the last staleness check.
@@ -165,15 +173,28 @@ impl Daemon {
         let loaded = begun.elapsed();
         let mut store = Store::open(&config.store.path)?;
         let now = now_ms();
-        config.monitors = import_monitors(&mut store, &config.monitors, now)?;
+        config.monitors = import_monitors(&mut store, std::mem::take(&mut config.monitors), now)?;
         let imported = begun.elapsed();
         let saved = store.load_states()?;
-        let last_conclusive = saved
+        let mut last_conclusive: HashMap<String, Millis> = saved
             .iter()
             .filter_map(|(name, s)| Some((name.clone(), s.last_full?)))
             .collect();
         let health = store.load_health()?;
         let recovered = plan::recover(&config.monitors, saved, now);
+        let tracked = recovered
+            .states
+            .into_iter()
+            .map(|(name, state)| {
+                let last_conclusive = last_conclusive.remove(&name);
+                let tracked = Tracked {
+                    state,
+                    last_conclusive,
+                };
+                (name, tracked)
+            })
+            .collect();
+        drop(last_conclusive);
         tracing::info!(
             monitors = config.monitors.len(),
             config_s = loaded.as_secs_f64(),
@@ -207,12 +228,11 @@ impl Daemon {
             options,
             config,
             store,
-            states: recovered.states,
+            tracked,
             delivery,
             source: source(),
             events: 0,
             health,
-            last_conclusive,
             started: now,
             ages_changed: true,
             next_stale_check: None,
@@ -272,7 +292,8 @@ impl Daemon {
             tracing::warn!("[http] changed: the HTTP server keeps its settings until restarted");
         }
         let now = now_ms();
-        config.monitors = import_monitors(&mut self.store, &config.monitors, now)?;
+        config.monitors =
+            import_monitors(&mut self.store, std::mem::take(&mut config.monitors), now)?;
         self.delivery.reload(
             &mut self.store,
             delivery::sink_specs(&config.sinks, self.options.events.as_ref()),
@@ -318,16 +339,15 @@ impl Daemon {
             .collect();
         drop(kept);
         for name in gone {
-            let state = self.states.remove(&name).unwrap_or_default();
+            let state = self.tracked.remove(&name).unwrap_or_default().state;
             self.control.schedule().remove(&name);
-            self.last_conclusive.remove(&name);
             self.remove_monitor(&name, state, now)?;
         }
         {
             let mut schedule = self.control.schedule();
             for m in &monitors {
-                if !self.states.contains_key(&m.name) {
-                    self.states.insert(m.name.clone(), MonitorState::default());
+                if !self.tracked.contains_key(&m.name) {
+                    self.tracked.insert(m.name.clone(), Tracked::default());
                 }
                 schedule.add(&m.name, now);
             }
@@ -546,13 +566,15 @@ impl Daemon {
 
 /// Imports the configuration file's monitors into the store (a name an API
 /// monitor holds is refused, and logged), and returns the enabled monitors
-/// the store holds then: what the daemon scans.
+/// the store holds then: what the daemon scans. The file's are dropped
+/// before those are read (a million specs are not held twice).
 fn import_monitors(
     store: &mut Store,
-    from_file: &[MonitorSpec],
+    from_file: Vec<MonitorSpec>,
     now: Millis,
 ) -> Result<Vec<MonitorSpec>, DaemonError> {
-    let report = store.import_config_monitors(from_file, now)?;
+    let report = store.import_config_monitors(&from_file, now)?;
+    drop(from_file);
     for name in &report.conflicts {
         tracing::error!(
             monitor = %name,

@@ -254,7 +254,7 @@ impl Daemon {
         for (monitor, scope, addresses) in members {
             if let Ok(addresses) = addresses {
                 let spec = &self.config.monitors[*monitor];
-                let state = self.states.get(&spec.name).unwrap_or(&fresh);
+                let state = self.tracked.get(&spec.name).map_or(&fresh, |t| &t.state);
                 targets.add(addresses, spec, state, scope);
             }
         }
@@ -286,7 +286,7 @@ impl Daemon {
             let evaluating = Instant::now();
             let spec = &self.config.monitors[*monitor];
             let scan = result.scan(spec, scope, addresses);
-            let before = self.states.get(&spec.name).unwrap_or(&fresh);
+            let before = self.tracked.get(&spec.name).map_or(&fresh, |t| &t.state);
             let decided = decide(spec, before, scan, scan_id, &self.source);
             let writing = Instant::now();
             report.evaluate += writing - evaluating;
@@ -316,16 +316,14 @@ impl Daemon {
             let spec = &self.config.monitors[s.monitor];
             self.events += s.events as u64;
             schedule.after_scan(spec, &s.scan, s.recheck);
+            let tracked = match self.tracked.get_mut(&spec.name) {
+                Some(tracked) => tracked,
+                None => self.tracked.entry(spec.name.clone()).or_default(),
+            };
+            tracked.state = s.state;
             if s.scan.kind() == ScanKind::Full && s.scan.conclusive() {
-                self.last_conclusive
-                    .insert(spec.name.clone(), s.scan.finished);
+                tracked.last_conclusive = Some(s.scan.finished);
                 self.ages_changed = true;
-            }
-            match self.states.get_mut(&spec.name) {
-                Some(state) => *state = s.state,
-                None => {
-                    self.states.insert(spec.name.clone(), s.state);
-                }
             }
         }
         drop(schedule);
