@@ -1114,9 +1114,16 @@ fn daemon_scenario(
     std::fs::create_dir_all(&dir)?;
     let config = dir.join("palisade.toml");
     let events = dir.join("events.jsonl");
+    // The interface and the next hop given: each slice of the sweep finds
+    // its path for its own first address, and the testbed routes only the
+    // block's first addresses (a plain scan of the block needs no more).
     let head = format!(
-        "[scan]\nrate = {rate}\nper_host_rate = 100000000\nports = \"{ports}\"\n\
+        "[scan]\ninterface = \"{}\"\nsource_ip = \"{}\"\ngateway_mac = \"{}\"\n\
+         rate = {rate}\nper_host_rate = 100000000\nports = \"{ports}\"\n\
          target_recall = 99.99\nwait = \"1s\"\n\n[store]\npath = \"{}\"\n\n",
+        tb.scanner_if(),
+        tb.scanner_v4(),
+        tb.target_mac(),
         dir.join("palisade.db").display()
     );
     let monitors = daemon_monitors(&block_addresses(block)?, &truth, &head);
