@@ -580,9 +580,27 @@ impl SweepReplies {
     /// Records one TCP reply: `open` (SYN-ACK) or closed (RST). Any reply
     /// makes the address reachable; a closed one is kept only for kept ports.
     pub fn record(&mut self, address: IpAddr, port: u16, open: bool) {
-        let Some(i) = self.index.position(address) else {
-            return;
-        };
+        if let Some(i) = self.index.position(address) {
+            self.record_at(i, port, open);
+        }
+    }
+
+    /// [`SweepReplies::record`] of a reply the data path located: `host`
+    /// is the address's index among the sweep's hosts (a `Sweep` of these
+    /// targets orders them as the index does: IPv4 first, each family
+    /// ascending), which spares the search; an index that does not match
+    /// falls back to it.
+    pub fn record_located(&mut self, host: Option<u64>, address: IpAddr, port: u16, open: bool) {
+        let at = host
+            .and_then(|h| usize::try_from(h).ok())
+            .filter(|&i| self.index.addresses.get(i) == Some(&address))
+            .or_else(|| self.index.position(address));
+        if let Some(i) = at {
+            self.record_at(i, port, open);
+        }
+    }
+
+    fn record_at(&mut self, i: usize, port: u16, open: bool) {
         let entry = &mut self.found[i];
         entry.reachable = true;
         if open {
@@ -1173,6 +1191,42 @@ mod tests {
                 .any(|(j, &a)| a == address && j % 3 != 0);
             assert_eq!(r.closed.contains(443), expects, "#{i} {address}");
         }
+    }
+
+    #[test]
+    fn replies_located_by_the_sweep_are_filed_without_a_search() {
+        let web = spec("web", &[22], HOUR);
+        let mut targets = SweepTargets::builder(ScanKind::Full);
+        let v6: IpAddr = "2001:2::5".parse().unwrap();
+        targets.add(
+            &[v6, ip(9), ip(2)],
+            &web,
+            &MonitorState::new(),
+            &Scope::Full,
+        );
+        let targets = targets.build();
+        // The sweep's own order of the hosts is the index's.
+        let sweep = crate::probe::Sweep::new(&targets.targets, targets.ports(), 1).unwrap();
+        let mut replies = targets.replies();
+        for address in [ip(2), ip(9), v6] {
+            let probe = crate::probe::Probe {
+                target: address.into(),
+                port: 22,
+            };
+            let (host, _) = sweep.locate(probe).unwrap();
+            replies.record_located(Some(host), address, 22, false);
+        }
+        // A wrong index or none: found by its address.
+        replies.record_located(Some(0), ip(9), 80, true);
+        replies.record_located(None, v6, 443, true);
+        replies.record_located(Some(7), ip(7), 80, true);
+        for address in [ip(2), ip(9), v6] {
+            let r = replies.of(address);
+            assert!(r.reachable && r.closed.contains(22), "{address}: {r:?}");
+        }
+        assert!(replies.of(ip(9)).open.contains(80));
+        assert!(replies.of(v6).open.contains(443));
+        assert_eq!(replies.of(ip(7)), AddressReplies::default());
     }
 
     #[test]

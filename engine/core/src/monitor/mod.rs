@@ -832,24 +832,29 @@ impl<K: PartialEq + Copy> Streak<K> {
 /// findings. Its size is O(expected + open + pending ports), whatever the
 /// host answers: while it answers on every port, its unexpected ports are
 /// not tracked one by one.
+///
+/// Each map is a sorted vector (`litemap`): a port or a finding costs its
+/// own size, not a B-tree node of eleven (one incident in a B-tree takes a
+/// node of eleven incidents, over a kilobyte). Empty maps are left out of
+/// the saved form.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 struct AddressState {
     /// Last detected state of tracked ports (expected ones, and ports that
     /// are or were last seen open).
-    #[serde(default)]
-    known: BTreeMap<u16, PortState>,
+    #[serde(default, skip_serializing_if = "LiteMap::is_empty")]
+    known: LiteMap<u16, PortState>,
     /// Unconfirmed deviations. A port never has both a streak and an incident.
-    #[serde(default)]
-    streaks: BTreeMap<u16, Streak>,
+    #[serde(default, skip_serializing_if = "LiteMap::is_empty")]
+    streaks: LiteMap<u16, Streak>,
     /// Open port incidents.
-    #[serde(default)]
-    incidents: BTreeMap<u16, Incident>,
+    #[serde(default, skip_serializing_if = "LiteMap::is_empty")]
+    incidents: LiteMap<u16, Incident>,
     /// Unconfirmed host findings. Never both a streak and an incident.
-    #[serde(default)]
-    host_streaks: BTreeMap<HostIncidentKind, Streak<HostIncidentKind>>,
+    #[serde(default, skip_serializing_if = "LiteMap::is_empty")]
+    host_streaks: LiteMap<HostIncidentKind, Streak<HostIncidentKind>>,
     /// Open host incidents.
-    #[serde(default)]
-    host_incidents: BTreeMap<HostIncidentKind, HostIncident>,
+    #[serde(default, skip_serializing_if = "LiteMap::is_empty")]
+    host_incidents: LiteMap<HostIncidentKind, HostIncident>,
 }
 
 /// What the observations of one step produced so far, before ordering.
@@ -897,11 +902,11 @@ impl<'de> Deserialize<'de> for MonitorState {
             #[serde(default)]
             legacy: Option<Box<AddressState>>,
             #[serde(default)]
-            known: BTreeMap<u16, PortState>,
+            known: LiteMap<u16, PortState>,
             #[serde(default)]
-            streaks: BTreeMap<u16, Streak>,
+            streaks: LiteMap<u16, Streak>,
             #[serde(default)]
-            incidents: BTreeMap<u16, Incident>,
+            incidents: LiteMap<u16, Incident>,
         }
         let saved = Saved::deserialize(d)?;
         let old = AddressState {
@@ -940,7 +945,7 @@ impl MonitorState {
         if let Some(&first) = obs.addresses.keys().next()
             && let Some(mut legacy) = self.legacy.take()
         {
-            for incident in legacy.incidents.values_mut() {
+            for (_, incident) in legacy.incidents.iter_mut() {
                 incident.address = first;
             }
             self.addresses.entry(first).or_insert(*legacy);
@@ -1385,14 +1390,14 @@ impl AddressState {
     /// Resolves every open incident for `reason` (the address or the whole
     /// monitor went away).
     fn close(self, at: Millis, reason: Resolution, out: &mut Produced) {
-        for incident in self.host_incidents.into_values() {
+        for (_, incident) in self.host_incidents {
             out.host_resolved.push(Event::HostResolved {
                 incident,
                 resolved_at: at,
                 reason,
             });
         }
-        for incident in self.incidents.into_values() {
+        for (_, incident) in self.incidents {
             out.port_resolved.push(Event::PortResolved {
                 incident,
                 resolved_at: at,

@@ -392,8 +392,8 @@ pub(super) fn probe(
     config.ping = targets.ping.clone();
     let end = match scan::run(&sweep, &config, stop, &progress, |f| match f.answer {
         Answer::Echo => replies.record_echo(f.ip),
-        Answer::Open => replies.record(f.ip, f.port, true),
-        Answer::Closed => replies.record(f.ip, f.port, false),
+        Answer::Open => replies.record_located(f.host, f.ip, f.port, true),
+        Answer::Closed => replies.record_located(f.host, f.ip, f.port, false),
     }) {
         Ok(s) => {
             metrics.record_scan(&s);
