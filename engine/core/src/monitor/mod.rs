@@ -920,10 +920,31 @@ impl<'de> Deserialize<'de> for MonitorState {
             None if old != AddressState::default() => Some(Box::new(old)),
             None => None,
         };
-        Ok(MonitorState {
+        let mut state = MonitorState {
             addresses: saved.addresses,
             legacy,
-        })
+        };
+        state.compact();
+        Ok(state)
+    }
+}
+
+/// `map` in exactly the memory its entries take (a vector grows to four
+/// entries at its first insertion: an address state is 144 bytes).
+fn compacted<K, V>(map: LiteMap<K, V>) -> LiteMap<K, V> {
+    let mut entries = map.into_tuple_vec();
+    entries.shrink_to_fit();
+    // Still sorted: the entries of a map, in order.
+    LiteMap::from_sorted_store_unchecked(entries)
+}
+
+impl AddressState {
+    fn compact(&mut self) {
+        self.known = compacted(std::mem::take(&mut self.known));
+        self.streaks = compacted(std::mem::take(&mut self.streaks));
+        self.incidents = compacted(std::mem::take(&mut self.incidents));
+        self.host_streaks = compacted(std::mem::take(&mut self.host_streaks));
+        self.host_incidents = compacted(std::mem::take(&mut self.host_incidents));
     }
 }
 
@@ -971,11 +992,21 @@ impl MonitorState {
         }
         let all_clear = out.resolved_any() && !self.has_incidents();
         let incidents = out.take_events();
+        self.compact();
         Step {
             events: assemble(spec, obs.at, incidents.clone(), all_clear),
             incidents,
             changes: out.changes,
             recheck: self.recheck_request(spec, obs.at),
+        }
+    }
+
+    /// Gives back what the maps grew beyond their entries: a daemon keeps a
+    /// million of these.
+    fn compact(&mut self) {
+        self.addresses = compacted(std::mem::take(&mut self.addresses));
+        for (_, state) in self.addresses.iter_mut() {
+            state.compact();
         }
     }
 
