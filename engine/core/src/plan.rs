@@ -34,7 +34,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use crate::monitor::{
-    AddressReplies, Millis, MonitorSpec, MonitorState, Observation, Ports, Scope,
+    AddressReplies, Millis, MonitorSpec, MonitorState, Observation, Ports, Scope, Step,
 };
 use crate::probe::{PortSet, RetryOutcome, TargetSet};
 
@@ -619,10 +619,12 @@ impl SweepReplies {
 
     /// What the replies said about `address` (nothing: unreachable).
     pub fn of(&self, address: IpAddr) -> AddressReplies {
-        self.index
-            .position(address)
-            .map(|i| self.found[i].clone())
-            .unwrap_or_default()
+        self.get(address).cloned().unwrap_or_default()
+    }
+
+    /// What the replies said about `address`, if the sweep probed it.
+    pub fn get(&self, address: IpAddr) -> Option<&AddressReplies> {
+        self.index.position(address).map(|i| &self.found[i])
     }
 
     /// Records the loss the scanner estimated from the replies and the
@@ -706,11 +708,13 @@ impl SweepResult {
             .unwrap_or_default()
             .iter()
             .map(|&ip| {
-                let r = self.replies.of(ip);
-                let r = AddressReplies {
-                    reachable: r.reachable,
-                    open: in_scope(&r.open),
-                    closed: in_scope(&r.closed),
+                let r = match self.replies.get(ip) {
+                    Some(r) => AddressReplies {
+                        reachable: r.reachable,
+                        open: in_scope(&r.open),
+                        closed: in_scope(&r.closed),
+                    },
+                    None => AddressReplies::default(),
                 };
                 (ip, r)
             })
@@ -785,6 +789,27 @@ impl ScanFacts {
             conclusive: self.conclusive(),
             addresses: self.addresses.clone(),
         }
+    }
+
+    /// Feeds the scan to `state` as [`ScanFacts::observation`] would,
+    /// without copying what the addresses answered (a sweep of a million
+    /// monitors observes a million scans).
+    pub fn observe_into(
+        &mut self,
+        state: &mut MonitorState,
+        spec: &MonitorSpec,
+        scan_id: i64,
+    ) -> Step {
+        let obs = Observation {
+            scan_id,
+            at: self.started,
+            scope: self.scope.clone(),
+            conclusive: self.conclusive(),
+            addresses: std::mem::take(&mut self.addresses),
+        };
+        let step = state.observe(spec, &obs);
+        self.addresses = obs.addresses;
+        step
     }
 }
 
@@ -1323,6 +1348,18 @@ mod tests {
             Some("cannot resolve web.example")
         );
         assert!(lost.addresses.is_empty() && !lost.reachable());
+    }
+
+    #[test]
+    fn observing_into_a_state_is_observing_the_observation() {
+        let web = spec("web", &[22], HOUR);
+        let mut scan = facts(Scope::Full, 1_000, 2_000, None);
+        scan.addresses.get_mut(&ip(2)).unwrap().open = Ports::from([22, 8080]);
+        let before = scan.clone();
+        let (mut a, mut b) = (busy_state(&web), busy_state(&web));
+        let step = a.observe(&web, &scan.observation(7));
+        assert_eq!(scan.observe_into(&mut b, &web, 7), step);
+        assert_eq!((a, scan), (b, before));
     }
 
     #[test]

@@ -35,8 +35,9 @@ pub fn decide(
     scan_id: i64,
     source: &str,
 ) -> DecidedScan {
+    let mut scan = scan;
     let mut state = before.clone();
-    let step = state.observe(spec, &scan.observation(scan_id));
+    let step = scan.observe_into(&mut state, spec, scan_id);
     let mut outbox: Vec<OutboxEntry> = step
         .events
         .iter()
