@@ -288,6 +288,9 @@ fn main() {
             "events_exact": delivered && events_seen == fleet.deviations,
             "peak_rss_mib": peak,
         });
+        if let Some(parent) = std::path::Path::new(json).parent() {
+            std::fs::create_dir_all(parent).expect("the --json file's directory");
+        }
         std::fs::write(json, serde_json::to_string_pretty(&figures).expect("json"))
             .expect("write --json");
     }
