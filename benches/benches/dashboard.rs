@@ -140,7 +140,7 @@ fn main() {
         built.elapsed().as_secs_f64()
     );
 
-    let control = Control::new(now);
+    let control = Control::new(now, Default::default());
     let state = AppState::new(
         &path,
         control.handle(),

@@ -5,6 +5,7 @@
 //! * [`fleet`]: the ground truth of a simulated fleet (pure), and
 //!   [`responder`], the XDP program (`ebpf/responder.bpf.c`) that answers as
 //!   that fleet would, for whole address blocks.
+//! * [`fleet_process`]: `palisade-sim fleet` run in a testbed, for tests.
 //! * [`bridge`]: loopback bridges into and out of a testbed namespace.
 //! * [`txbench`]: a bare AF_XDP transmit loop, the ceiling a scan's rate is
 //!   measured against.
@@ -15,6 +16,8 @@
 
 pub mod bridge;
 pub mod fleet;
+#[cfg(feature = "fleet")]
+pub mod fleet_process;
 #[cfg(feature = "fleet")]
 pub mod responder;
 pub mod testbed;

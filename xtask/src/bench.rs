@@ -19,7 +19,7 @@ use anyhow::{Context, Result, bail};
 use palisade_sim::testbed::{Testbed, TestbedConfig};
 use serde_json::{Value, json};
 
-use crate::{ReleaseBins, build_release, root, run, setup::setup};
+use crate::{ReleaseBins, build_release, release_profile, root, run, setup::setup, target_dir};
 
 /// `cargo xtask bench`'s arguments.
 #[derive(Debug, clap::Args)]
@@ -30,6 +30,28 @@ pub(crate) struct BenchArgs {
     /// Sweep this block instead of the /24 (/28 with --quick).
     #[arg(long, value_name = "CIDR")]
     pub(crate) block: Option<String>,
+    /// Only these scenarios; their figures go to benches/RESULTS.partial.md
+    /// (and results.partial.json), not RESULTS.md.
+    #[arg(long, value_enum, value_name = "SCENARIO")]
+    pub(crate) only: Vec<Only>,
+    /// Monitors of the daemon benchmark without packets (default
+    /// 1,000,000; 20,000 with --quick).
+    #[arg(long, value_name = "N")]
+    pub(crate) monitors: Option<u32>,
+    /// The daemon on the simulated fleet: one monitor per address of this
+    /// block (default 198.18.0.0/16; 198.18.0.0/22 with --quick).
+    #[arg(long, value_name = "CIDR")]
+    pub(crate) daemon_block: Option<String>,
+}
+
+/// Scenarios that run alone with `--only`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum Only {
+    /// The daemon without packets: a million monitors, and `palisade
+    /// status` over 65,536.
+    Scale,
+    /// The daemon on the simulated fleet against a plain `palisade scan`.
+    Daemon,
 }
 
 /// Queues of the testbed's veth (both ends): a NIC with a queue per core.
@@ -540,22 +562,51 @@ fn sweep_row(
     });
 }
 
+/// `cargo bench` of the benchmark `name` in the release profile, with
+/// `args` for it.
+fn cargo_bench(name: &str, args: &[&str]) -> Result<()> {
+    let profile = release_profile();
+    let mut all = vec!["bench", "-p", "palisade-benches", "--bench", name];
+    if profile != "release" {
+        all.extend(["--profile", &profile]);
+    }
+    all.push("--");
+    all.extend(args);
+    run("cargo", &all)
+}
+
 /// Runs every benchmark and writes `benches/RESULTS.md` and
-/// `benches/results.json`.
+/// `benches/results.json` (with `--only`, some of them, written to
+/// `RESULTS.partial.md`).
 pub(crate) fn bench(args: &BenchArgs) -> Result<()> {
     let quick = args.quick;
     setup()?;
     let bins = build_release()?;
     let mut rows: Vec<Row> = Vec::new();
+    let all = args.only.is_empty();
+    let only = |scenario: Only| all || args.only.contains(&scenario);
+
+    if only(Only::Scale) {
+        scale_scenarios(&bins, args, &mut rows)?;
+    }
+    if !all {
+        if only(Only::Daemon) {
+            let tb = fleet_testbed()?;
+            let result = daemon_scenario(&tb, &bins, args, &mut rows);
+            tb.teardown()?;
+            result?;
+        }
+        return write_results(&rows, quick, true);
+    }
 
     // Per-probe cost and the event pipeline (no testbed).
-    let mut probe_args = vec!["bench", "-p", "palisade-benches", "--bench", "probe", "--"];
+    let mut probe_args = vec![];
     if quick {
         probe_args.extend(["--warm-up-time", "0.5", "--measurement-time", "1"]);
     }
-    run("cargo", &probe_args)?;
+    cargo_bench("probe", &probe_args)?;
     for name in ["ipv4_slash24_all_ports", "ipv6_256_hosts_all_ports"] {
-        let path = root().join(format!("target/criterion/probe/{name}/new/estimates.json"));
+        let path = target_dir().join(format!("criterion/probe/{name}/new/estimates.json"));
         let est: Value = serde_json::from_str(&std::fs::read_to_string(&path)?)?;
         let batch_ns = est["median"]["point_estimate"]
             .as_f64()
@@ -566,14 +617,13 @@ pub(crate) fn bench(args: &BenchArgs) -> Result<()> {
             figures: json!({"ns_per_probe": batch_ns / 64.0}),
         });
     }
-    let events_json = root().join("target/criterion/events.json");
+    let events_json = target_dir().join("criterion/events.json");
     let events_json_arg = events_json.to_str().context("non-UTF-8 path")?;
-    let mut ev_args = vec!["bench", "-p", "palisade-benches", "--bench", "events", "--"];
-    ev_args.extend(["--json", events_json_arg]);
+    let mut ev_args = vec!["--json", events_json_arg];
     if quick {
         ev_args.push("--quick");
     }
-    run("cargo", &ev_args)?;
+    cargo_bench("events", &ev_args)?;
     let events: Value = serde_json::from_str(
         &std::fs::read_to_string(&events_json).context("the events benchmark's --json")?,
     )?;
@@ -597,21 +647,13 @@ pub(crate) fn bench(args: &BenchArgs) -> Result<()> {
 
     // The dashboard and the API over a 10,000-monitor store (no testbed:
     // the router without a socket; --quick: 2,000 monitors).
-    let dashboard_json = root().join("target/criterion/dashboard.json");
+    let dashboard_json = target_dir().join("criterion/dashboard.json");
     let dashboard_json_arg = dashboard_json.to_str().context("non-UTF-8 path")?;
-    let mut dash_args = vec![
-        "bench",
-        "-p",
-        "palisade-benches",
-        "--bench",
-        "dashboard",
-        "--",
-    ];
-    dash_args.extend(["--json", dashboard_json_arg]);
+    let mut dash_args = vec!["--json", dashboard_json_arg];
     if quick {
         dash_args.extend(["--quick", "--monitors", "2000"]);
     }
-    run("cargo", &dash_args)?;
+    cargo_bench("dashboard", &dash_args)?;
     let pages: Value = serde_json::from_str(
         &std::fs::read_to_string(&dashboard_json).context("the dashboard benchmark's --json")?,
     )?;
@@ -632,14 +674,7 @@ pub(crate) fn bench(args: &BenchArgs) -> Result<()> {
         });
     }
 
-    // The testbed with the simulated fleet: a two-queue veth, as a NIC with
-    // a queue per core; every tool uses it as it would by default.
-    let tb = Testbed::new(TestbedConfig {
-        targets_v4: vec!["198.18.0.2".parse()?],
-        targets_v6: vec![],
-        tx_queues: QUEUES,
-    })
-    .context("cannot build the testbed (needs root)")?;
+    let tb = fleet_testbed()?;
     // masscan 1.3.2 waits for a packet to end its wait on a quiet link: a
     // trickle of link-local multicast out of the scanner's interface.
     let trickle = format!(
@@ -654,12 +689,24 @@ pub(crate) fn bench(args: &BenchArgs) -> Result<()> {
         .stderr(Stdio::null())
         .spawn()
         .context("python3 for the multicast trickle")?;
-    let result = testbed_scenarios(&tb, &bins, args.block.as_deref(), quick, &mut rows);
+    let result = testbed_scenarios(&tb, &bins, args.block.as_deref(), quick, &mut rows)
+        .and_then(|()| daemon_scenario(&tb, &bins, args, &mut rows));
     let _ = trickle.kill();
     let _ = trickle.wait();
     tb.teardown()?;
     result?;
-    write_results(&rows, quick)
+    write_results(&rows, quick, false)
+}
+
+/// The testbed with the simulated fleet: a two-queue veth, as a NIC with a
+/// queue per core; every tool uses it as it would by default.
+fn fleet_testbed() -> Result<Testbed> {
+    Testbed::new(TestbedConfig {
+        targets_v4: vec!["198.18.0.2".parse()?],
+        targets_v6: vec![],
+        tx_queues: QUEUES,
+    })
+    .context("cannot build the testbed (needs root)")
 }
 
 /// The adaptive-retries run of the full-port sweeps.
@@ -914,6 +961,287 @@ fn testbed_scenarios(
             }),
         });
     }
+    Ok(())
+}
+
+/// The daemon without packets.
+const SCALE: &str = "daemon at scale, no packets (benches/scale.rs)";
+/// `palisade status` over a store of monitors.
+const STATUS: &str = "palisade status";
+/// The daemon on the simulated fleet.
+const DAEMON: &str =
+    "daemon sweep on the fleet: a monitor per address x ports 1-1024, 0.1% deviating";
+/// Monitors the scale goals are set for.
+const SCALE_MONITORS: u32 = 1_000_000;
+/// Monitors `palisade status` is timed over.
+const STATUS_MONITORS: u32 = 65_536;
+
+/// The daemon without packets (`benches/scale.rs`) at `--monitors`, and
+/// `palisade status` over a store of 65,536 monitors that the same
+/// benchmark built as the daemon builds it.
+fn scale_scenarios(bins: &ReleaseBins, args: &BenchArgs, rows: &mut Vec<Row>) -> Result<()> {
+    let monitors = args
+        .monitors
+        .unwrap_or(if args.quick { 20_000 } else { SCALE_MONITORS });
+    let json = target_dir().join("criterion/scale.json");
+    let json_arg = json.to_str().context("non-UTF-8 path")?;
+    let n = monitors.to_string();
+    cargo_bench("scale", &["--monitors", &n, "--json", json_arg])?;
+    let figures: Value = serde_json::from_str(
+        &std::fs::read_to_string(&json).context("the scale benchmark's --json")?,
+    )?;
+    rows.push(Row {
+        scenario: SCALE,
+        tool: format!("palisade daemon, {monitors} monitors"),
+        figures,
+    });
+
+    let status_monitors = if args.quick { 2_000 } else { STATUS_MONITORS };
+    let dir = target_dir().join("palisade-bench-status");
+    let dir_arg = dir.to_str().context("non-UTF-8 path")?;
+    let n = status_monitors.to_string();
+    let kept_json = target_dir().join("criterion/scale-status.json");
+    let kept_json = kept_json.to_str().context("non-UTF-8 path")?;
+    cargo_bench(
+        "scale",
+        &["--monitors", &n, "--keep", dir_arg, "--json", kept_json],
+    )?;
+    let config = dir.join("palisade.toml");
+    let config = config.to_str().context("non-UTF-8 path")?;
+    let runs = (0..3)
+        .map(|_| {
+            let mut cmd = Command::new(&bins.palisade);
+            cmd.args(["status", "-c", config]);
+            let (out, _, secs) = timed_limit(cmd, Duration::from_secs(600))?;
+            // A header and a line per monitor (one address each).
+            let lines = out.lines().count() as u32;
+            if lines < status_monitors {
+                bail!("palisade status printed {lines} lines for {status_monitors} monitors");
+            }
+            Ok(secs)
+        })
+        .collect::<Result<Vec<f64>>>();
+    let _ = std::fs::remove_dir_all(&dir);
+    let runs = runs?;
+    eprintln!("xtask bench: palisade status over {status_monitors} monitors: {runs:?} s");
+    rows.push(Row {
+        scenario: STATUS,
+        tool: format!("palisade status, {status_monitors} monitors"),
+        figures: json!({
+            "monitors": status_monitors,
+            "median_s": median_by(runs.clone(), |s| *s),
+            "runs": runs,
+        }),
+    });
+    Ok(())
+}
+
+/// The IPv4 addresses of `block` (`a.b.c.d/p`), ascending.
+fn block_addresses(block: &str) -> Result<Vec<std::net::Ipv4Addr>> {
+    let (base, prefix) = block.split_once('/').context("a CIDR block")?;
+    let base: std::net::Ipv4Addr = base.parse().context("an IPv4 block")?;
+    let prefix: u32 = prefix.parse().context("a prefix length")?;
+    if !(8..=32).contains(&prefix) {
+        bail!("{block}: a prefix of 8 to 32 bits");
+    }
+    let first = u32::from(base) & (u32::MAX << (32 - prefix));
+    let count = 1u64 << (32 - prefix);
+    Ok((0..count)
+        .map(|i| std::net::Ipv4Addr::from(first + i as u32))
+        .collect())
+}
+
+/// What the daemon scenario's monitors expect and which events that
+/// makes: each address's open ports of even number are expected, so each
+/// odd one (0.1% of the pairs at a density of 0.2%) is an
+/// `unexpected_port_open`; every 64th monitor also expects port 1024, an
+/// `expected_port_down` where it is closed. `confirm = 1`: all in the
+/// first sweep.
+struct DaemonMonitors {
+    config: String,
+    events: BTreeSet<(String, String, u16)>,
+    monitors: usize,
+}
+
+fn daemon_monitors(
+    addresses: &[std::net::Ipv4Addr],
+    truth: &BTreeSet<(IpAddr, u16)>,
+    head: &str,
+) -> DaemonMonitors {
+    let mut open: std::collections::HashMap<IpAddr, Vec<u16>> = std::collections::HashMap::new();
+    for &(ip, port) in truth {
+        open.entry(ip).or_default().push(port);
+    }
+    let mut config = head.to_string();
+    let mut events = BTreeSet::new();
+    for (i, &a) in addresses.iter().enumerate() {
+        let ip = IpAddr::V4(a);
+        let name = format!("h-{i:05}");
+        let ports = open.get(&ip).cloned().unwrap_or_default();
+        let mut expected: Vec<u16> = ports.iter().copied().filter(|p| p % 2 == 0).collect();
+        for &p in ports.iter().filter(|p| *p % 2 == 1) {
+            events.insert(("unexpected_port_open".to_string(), name.clone(), p));
+        }
+        if i % 64 == 0 && !ports.contains(&1024) {
+            expected.push(1024);
+            events.insert(("expected_port_down".to_string(), name.clone(), 1024));
+        }
+        let expected: Vec<String> = expected.iter().map(ToString::to_string).collect();
+        config.push_str(&format!(
+            "[[monitor]]\nname = \"{name}\"\nhost = \"{a}\"\nexpected_open = [{}]\nconfirm = 1\n\n",
+            expected.join(", ")
+        ));
+    }
+    DaemonMonitors {
+        config,
+        events,
+        monitors: addresses.len(),
+    }
+}
+
+/// The daemon (`palisade run --once`) sweeping one monitor per address of
+/// a block, ports 1-1024, against the simulated fleet, beside a plain
+/// `palisade scan` of the same targets and ports at the same settings, in
+/// the same testbed: wall times, the daemon's peak memory, and its events
+/// against the ground truth.
+fn daemon_scenario(
+    tb: &Testbed,
+    bins: &ReleaseBins,
+    args: &BenchArgs,
+    rows: &mut Vec<Row>,
+) -> Result<()> {
+    let block = args.daemon_block.as_deref().unwrap_or(if args.quick {
+        "198.18.0.0/22"
+    } else {
+        "198.18.0.0/16"
+    });
+    let ports = "1-1024";
+    let rate: u64 = 1_000_000;
+    let limit = Duration::from_secs(1800);
+    let fleet = SimFleet {
+        block,
+        density_ppm: 2_000,
+        loss_permille: 0,
+    };
+    let truth = truth(bins, &fleet, block, ports)?;
+    let dir = std::env::temp_dir().join(format!("palisade-bench-daemon-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir)?;
+    let config = dir.join("palisade.toml");
+    let events = dir.join("events.jsonl");
+    // The interface and the next hop given: each slice of the sweep finds
+    // its path for its own first address, and the testbed routes only the
+    // block's first addresses (a plain scan of the block needs no more).
+    let head = format!(
+        "[scan]\ninterface = \"{}\"\nsource_ip = \"{}\"\ngateway_mac = \"{}\"\n\
+         rate = {rate}\nper_host_rate = 100000000\nports = \"{ports}\"\n\
+         target_recall = 99.99\nwait = \"1s\"\n\n[store]\npath = \"{}\"\n\n",
+        tb.scanner_if(),
+        tb.scanner_v4(),
+        tb.target_mac(),
+        dir.join("palisade.db").display()
+    );
+    let monitors = daemon_monitors(&block_addresses(block)?, &truth, &head);
+    std::fs::write(&config, &monitors.config)?;
+    let _fleet = FleetProcess::start(tb, bins, &fleet)?;
+    let scope = probes(block, ports);
+
+    // The plain scan, at the daemon's settings.
+    let scan = palisade_scan(
+        tb,
+        bins,
+        block,
+        ports,
+        rate,
+        &["--target-recall", "99.99"],
+        limit,
+    );
+    let scan_wall = scan.as_ref().ok().map(|s| s.seconds);
+    sweep_row(
+        rows,
+        DAEMON,
+        "palisade scan (the same targets and ports)".into(),
+        scan,
+        scope,
+        &truth,
+    );
+
+    // The daemon: one sweep of every monitor, its events to a file.
+    let mut cmd = tb.in_scanner(&bins.palisade);
+    cmd.args(["run", "--once", "-c"])
+        .arg(&config)
+        .arg("--events")
+        .arg(&events)
+        .env("PALISADE_LOG", "info")
+        .env("NO_COLOR", "1");
+    let outcome = timed_limit(cmd, limit);
+    let got: BTreeSet<(String, String, u16)> = std::fs::read_to_string(&events)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| {
+            let v: Value = serde_json::from_str(l).ok()?;
+            let d = &v["data"];
+            Some((
+                d["kind"].as_str()?.to_string(),
+                d["monitor"].as_str()?.to_string(),
+                d["port"].as_u64()? as u16,
+            ))
+        })
+        .collect();
+    let lines = std::fs::read_to_string(&events)
+        .unwrap_or_default()
+        .lines()
+        .count();
+    let _ = std::fs::remove_dir_all(&dir);
+    let (_, stderr, secs) = match outcome {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("xtask bench: {DAEMON}: {e:#}");
+            rows.push(Row {
+                scenario: DAEMON,
+                tool: "palisade run --once".into(),
+                figures: json!({"error": format!("{e:#}")}),
+            });
+            return Ok(());
+        }
+    };
+    let peak_kib = stderr
+        .rsplit("peak memory ")
+        .next()
+        .and_then(|t| t.split_whitespace().next())
+        .and_then(|k| k.parse::<f64>().ok());
+    // The daemon's own figures of its sweep ("sweep stored").
+    let logged = |key: &str| -> Option<f64> {
+        let line = stderr.lines().rev().find(|l| l.contains("sweep stored"))?;
+        let tail = line.split(&format!("{key}=")).nth(1)?;
+        tail.split_whitespace().next()?.parse().ok()
+    };
+    let exact = got == monitors.events && lines == monitors.events.len();
+    eprintln!(
+        "xtask bench: {DAEMON}: {secs:.2} s (scan {scan_wall:?} s), events {} of {} expected, exact {exact}",
+        got.len(),
+        monitors.events.len()
+    );
+    rows.push(Row {
+        scenario: DAEMON,
+        tool: "palisade run --once".into(),
+        figures: json!({
+            "monitors": monitors.monitors,
+            "wall_s": secs,
+            "sweep_s": logged("secs"),
+            "slices": logged("slices"),
+            "plan_s": logged("plan_s"),
+            "probe_s": logged("probe_s"),
+            "evaluate_s": logged("evaluate_s"),
+            "store_s": logged("store_s"),
+            "probes": scope,
+            "peak_rss_mib": peak_kib.map(|k| k / 1024.0),
+            "umem_mib": UMEM_MIB_PER_QUEUE * f64::from(QUEUES),
+            "events": lines,
+            "events_expected": monitors.events.len(),
+            "events_exact": exact,
+        }),
+    });
     Ok(())
 }
 
@@ -1195,10 +1523,120 @@ fn goals(rows: &[Row]) -> Vec<Goal> {
         },
         met: Some(slowest.is_some_and(|(_, ms)| ms <= 250.0) && monitors == Some(10_000)),
     });
+    out.extend(scale_goals(rows));
     out
 }
 
-fn write_results(rows: &[Row], quick: bool) -> Result<()> {
+/// The goals of issue 16 for the daemon at fleet scale: met only at the
+/// sizes they are set for (a smaller run shows its figures, not met).
+fn scale_goals(rows: &[Row]) -> Vec<Goal> {
+    let of = |scenario: &str, tool: Option<&str>| {
+        rows.iter()
+            .find(|r| r.scenario == scenario && tool.is_none_or(|t| r.tool == t))
+            .map(|r| &r.figures)
+    };
+    let num = |f: Option<&Value>, key: &str| f.and_then(|f| f.get(key)?.as_f64());
+    let mut out = Vec::new();
+    let daemon = of(DAEMON, Some("palisade run --once"));
+    let scan = of(DAEMON, Some("palisade scan (the same targets and ports)"));
+    let monitors = num(daemon, "monitors");
+    let full = monitors == Some(65_536.0);
+    let size = monitors.map_or(String::new(), |m| format!(" ({m:.0} monitors)"));
+    let mut wall = ratio_goal(
+        "daemon sweep of 65,536 monitors x ports 1-1024 (palisade run --once) <= 1.1x the wall time of a plain palisade scan of the same targets and ports",
+        num(daemon, "wall_s"),
+        num(scan, "wall_s"),
+        Ratio::Seconds,
+        Some(|r| r <= 1.1),
+    );
+    wall.measured.push_str(&size);
+    wall.met = wall.met.map(|m| m && full);
+    out.push(wall);
+    let (peak, umem) = (num(daemon, "peak_rss_mib"), num(daemon, "umem_mib"));
+    out.push(Goal {
+        goal: "daemon sweep of 65,536 monitors: peak RSS <= 256 MiB beyond the UMEM",
+        measured: match peak.zip(umem) {
+            Some((p, u)) => format!("{p:.1} MiB - {u:.0} MiB UMEM = {:.1} MiB{size}", p - u),
+            None => "missing".into(),
+        },
+        met: Some(full && peak.zip(umem).is_some_and(|(p, u)| p - u <= 256.0)),
+    });
+    let exact = daemon.and_then(|f| f["events_exact"].as_bool());
+    out.push(Goal {
+        goal: "daemon sweep on the fleet: exactly the expected events",
+        measured: match (num(daemon, "events"), num(daemon, "events_expected")) {
+            (Some(got), Some(want)) => {
+                format!(
+                    "{got:.0} events, {want:.0} expected, exact: {}{size}",
+                    exact == Some(true)
+                )
+            }
+            _ => "missing".into(),
+        },
+        met: Some(exact == Some(true)),
+    });
+
+    let scale = of(SCALE, None);
+    let million = num(scale, "monitors") == Some(f64::from(SCALE_MONITORS));
+    let size = num(scale, "monitors").map_or(String::new(), |m| format!(" ({m:.0} monitors)"));
+    for (goal, key, limit, unit) in [
+        (
+            "a million monitors without packets: start-up (store load) <= 30 s",
+            "start_up_s",
+            30.0,
+            "s",
+        ),
+        (
+            "a million monitors: planning a sweep <= 5 s",
+            "plan_s",
+            5.0,
+            "s",
+        ),
+        (
+            "a million monitors: evaluating a full result with 0.1% deviations <= 10 s",
+            "evaluate_s",
+            10.0,
+            "s",
+        ),
+        (
+            "a million monitors: peak RSS <= 2 GiB",
+            "peak_rss_mib",
+            2048.0,
+            "MiB",
+        ),
+    ] {
+        let v = num(scale, key);
+        out.push(Goal {
+            goal,
+            measured: v.map_or("missing".into(), |v| format!("{v:.2} {unit}{size}")),
+            met: Some(million && v.is_some_and(|v| v <= limit)),
+        });
+    }
+    out.push(Goal {
+        goal: "a million monitors: one event per deviation, all delivered",
+        measured: match (num(scale, "events"), num(scale, "deviations")) {
+            (Some(e), Some(d)) => format!("{e:.0} events, {d:.0} deviations{size}"),
+            _ => "missing".into(),
+        },
+        met: Some(scale.and_then(|f| f["events_exact"].as_bool()) == Some(true)),
+    });
+    let status = of(STATUS, None);
+    let status_monitors = num(status, "monitors");
+    let median = num(status, "median_s");
+    out.push(Goal {
+        goal: "palisade status over 65,536 monitors < 1 s",
+        measured: match (median, status_monitors) {
+            (Some(s), Some(m)) => format!("{s:.2} s median ({m:.0} monitors)"),
+            _ => "missing".into(),
+        },
+        met: Some(
+            status_monitors == Some(f64::from(STATUS_MONITORS)) && median.is_some_and(|s| s < 1.0),
+        ),
+    });
+    out
+}
+
+fn write_results(rows: &[Row], quick: bool, partial: bool) -> Result<()> {
     let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .unwrap_or_default()
@@ -1210,7 +1648,11 @@ fn write_results(rows: &[Row], quick: bool) -> Result<()> {
         .to_string();
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let date = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
-    let goals = goals(rows);
+    let mut goals = goals(rows);
+    if partial {
+        // Only the goals of the scenarios that ran.
+        goals.retain(|g| !g.measured.starts_with("missing"));
+    }
     let json = json!({
         "goals": goals.iter().map(|g| json!({"goal": g.goal, "measured": g.measured, "met": g.met})).collect::<Vec<_>>(),
         "date": date,
@@ -1226,7 +1668,12 @@ fn write_results(rows: &[Row], quick: bool) -> Result<()> {
          simulated by `palisade-sim fleet` (generic XDP) answering from a keyed-hash ground truth.\n\
          Rates are probes per second; `runs` lists repeated runs, the figure is their median.\n\n\
          | scenario | tool | figures |\n| --- | --- | --- |\n",
-        if quick { " --quick" } else { "" },
+        match (partial, quick) {
+            (true, true) => " --quick --only ...",
+            (true, false) => " --only ...",
+            (false, true) => " --quick",
+            (false, false) => "",
+        },
         kernel.trim()
     );
     for r in rows {
@@ -1267,7 +1714,9 @@ fn write_results(rows: &[Row], quick: bool) -> Result<()> {
         ));
     }
     let dir = root().join("benches");
-    let (md_name, json_name) = if quick {
+    let (md_name, json_name) = if partial {
+        ("RESULTS.partial.md", "results.partial.json")
+    } else if quick {
         ("RESULTS.quick.md", "results.quick.json")
     } else {
         ("RESULTS.md", "results.json")
@@ -1301,6 +1750,15 @@ fn sanity(rows: &[Row]) -> Result<()> {
                     r.tool
                 );
             }
+        }
+        if (r.scenario == SCALE || r.scenario == DAEMON)
+            && r.figures.get("events_exact").and_then(Value::as_bool) == Some(false)
+        {
+            bail!(
+                "{} / {}: the events are not exactly the expected ones: {f}",
+                r.scenario,
+                r.tool
+            );
         }
         if r.scenario == "full-port sweep, 0% loss"
             && r.tool.starts_with("palisade")
@@ -1376,6 +1834,92 @@ mod tests {
         assert_eq!(g[4].met, Some(true), "{}", g[4].measured);
         assert_eq!(g[5].met, Some(true));
         assert!(g[6..].iter().all(|g| g.met == Some(false)));
+    }
+
+    #[test]
+    fn the_daemon_scenario_expects_an_event_per_odd_open_port_and_some_ports_down() {
+        let addresses = block_addresses("198.18.0.0/30").unwrap();
+        assert_eq!(addresses.len(), 4);
+        let ip = |last: u8| IpAddr::V4(std::net::Ipv4Addr::new(198, 18, 0, last));
+        let truth: BTreeSet<(IpAddr, u16)> =
+            [(ip(0), 22), (ip(0), 23), (ip(1), 80), (ip(3), 1024)].into();
+        let m = daemon_monitors(&addresses, &truth, "[scan]\n");
+        assert_eq!(m.monitors, 4);
+        let want: BTreeSet<(String, String, u16)> = [
+            ("unexpected_port_open", "h-00000", 23),
+            ("expected_port_down", "h-00000", 1024),
+        ]
+        .iter()
+        .map(|(k, n, p)| (k.to_string(), n.to_string(), *p))
+        .collect();
+        assert_eq!(m.events, want);
+        assert!(
+            m.config
+                .contains("name = \"h-00000\"\nhost = \"198.18.0.0\"\nexpected_open = [22, 1024]")
+        );
+        assert!(
+            m.config
+                .contains("host = \"198.18.0.1\"\nexpected_open = [80]")
+        );
+        assert!(
+            m.config
+                .contains("host = \"198.18.0.3\"\nexpected_open = [1024]")
+        );
+    }
+
+    #[test]
+    fn scale_goals_are_met_only_at_their_sizes() {
+        let row = |scenario: &'static str, tool: &str, figures: Value| Row {
+            scenario,
+            tool: tool.into(),
+            figures,
+        };
+        let scale = |monitors: u32| {
+            vec![
+                row(
+                    SCALE,
+                    "palisade daemon",
+                    json!({"monitors": monitors, "start_up_s": 12.0, "plan_s": 2.0,
+                           "evaluate_s": 6.0, "peak_rss_mib": 1500.0, "events": 10.0,
+                           "deviations": 10.0, "events_exact": true}),
+                ),
+                row(
+                    STATUS,
+                    "palisade status",
+                    json!({"monitors": 65_536, "median_s": 0.5}),
+                ),
+                row(
+                    DAEMON,
+                    "palisade run --once",
+                    json!({"monitors": 65_536, "wall_s": 100.0, "peak_rss_mib": 100.0,
+                           "umem_mib": 16.0, "events": 5, "events_expected": 5, "events_exact": true}),
+                ),
+                row(
+                    DAEMON,
+                    "palisade scan (the same targets and ports)",
+                    json!({"wall_s": 95.0}),
+                ),
+            ]
+        };
+        let goals = scale_goals(&scale(SCALE_MONITORS));
+        assert!(
+            goals.iter().all(|g| g.met == Some(true)),
+            "{:?}",
+            goals
+                .iter()
+                .map(|g| (&g.goal, &g.measured, g.met))
+                .collect::<Vec<_>>()
+        );
+        // A smaller run: its figures, not met.
+        let goals = scale_goals(&scale(20_000));
+        let start_up = goals.iter().find(|g| g.goal.contains("start-up")).unwrap();
+        assert_eq!(start_up.met, Some(false));
+        assert_eq!(start_up.measured, "12.00 s (20000 monitors)");
+        // Too slow beside the plain scan: not met.
+        let mut rows = scale(SCALE_MONITORS);
+        rows[2].figures["wall_s"] = json!(120.0);
+        assert_eq!(scale_goals(&rows)[0].met, Some(false));
+        assert!(scale_goals(&[]).iter().all(|g| g.met == Some(false)));
     }
 
     #[test]

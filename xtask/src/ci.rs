@@ -32,6 +32,9 @@ pub(crate) fn ci() -> Result<()> {
     bench::bench(&bench::BenchArgs {
         quick: true,
         block: None,
+        only: Vec::new(),
+        monitors: None,
+        daemon_block: None,
     })?;
     eprintln!("xtask ci: all checks passed");
     Ok(())

@@ -92,14 +92,35 @@ pub(crate) struct ReleaseBins {
     pub(crate) sim: String,
 }
 
-/// Builds `palisade` and `palisade-sim` in release mode.
+/// The cargo profile of the release builds and the benchmarks:
+/// `$XTASK_PROFILE`, else `release`.
+pub(crate) fn release_profile() -> String {
+    std::env::var("XTASK_PROFILE").unwrap_or_else(|_| "release".into())
+}
+
+/// Where cargo builds: `$CARGO_TARGET_DIR`, else the workspace's `target`.
+pub(crate) fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root().join("target"), PathBuf::from)
+}
+
+/// Builds `palisade` and `palisade-sim` in release mode
+/// ([`release_profile`]).
 pub(crate) fn build_release() -> Result<ReleaseBins> {
+    let profile = release_profile();
     run(
         "cargo",
-        &["build", "--release", "-p", "palisade", "-p", "palisade-sim"],
+        &[
+            "build",
+            "--profile",
+            &profile,
+            "-p",
+            "palisade",
+            "-p",
+            "palisade-sim",
+        ],
     )?;
     let path = |name: &str| -> Result<String> {
-        let p = root().join("target/release").join(name);
+        let p = target_dir().join(&profile).join(name);
         Ok(p.to_str().context("non-UTF-8 path")?.to_string())
     };
     Ok(ReleaseBins {

@@ -23,17 +23,18 @@
 //! `"{monitor}-monitor_stale-{since}"`; event ids add `:opened` /
 //! `:resolved`, as for the monitor's own incidents.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 
 use serde::{Deserialize, Serialize};
 
 use crate::monitor::Millis;
 
-/// What one monitor looks like to the staleness check.
+/// What one monitor looks like to the staleness check (borrowed: the
+/// daemon checks a million of them without copying their names).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct MonitorAge {
+pub struct MonitorAge<'a> {
     /// The monitor's name.
-    pub name: String,
+    pub name: &'a str,
     /// Its period (`every`), in milliseconds.
     pub every_ms: u64,
     /// The end of its last conclusive full scan, or when the daemon first
@@ -192,12 +193,17 @@ impl HealthState {
     /// Checks every monitor's age at `now`: monitors older than twice their
     /// period become stale, stale ones scanned conclusively since become
     /// fresh, stale ones no longer configured are resolved as removed.
-    pub fn check(&mut self, now: Millis, monitors: &[MonitorAge]) -> Vec<HealthEvent> {
+    pub fn check(&mut self, now: Millis, monitors: &[MonitorAge<'_>]) -> Vec<HealthEvent> {
         let mut events = Vec::new();
+        let configured: HashSet<&str> = if self.stale.is_empty() {
+            HashSet::new()
+        } else {
+            monitors.iter().map(|m| m.name).collect()
+        };
         let removed: Vec<String> = self
             .stale
             .keys()
-            .filter(|name| !monitors.iter().any(|m| &m.name == *name))
+            .filter(|name| !configured.contains(name.as_str()))
             .cloned()
             .collect();
         for monitor in removed {
@@ -213,23 +219,23 @@ impl HealthState {
         for m in monitors {
             let limit = Millis::try_from(m.every_ms.saturating_mul(2)).unwrap_or(Millis::MAX);
             let stale = now.saturating_sub(m.last_conclusive) > limit;
-            match (stale, self.stale.get(&m.name).copied()) {
+            match (stale, self.stale.get(m.name).copied()) {
                 (true, None) => {
                     let staleness = Staleness {
                         since: now,
                         last_conclusive: m.last_conclusive,
                     };
-                    self.stale.insert(m.name.clone(), staleness);
+                    self.stale.insert(m.name.to_owned(), staleness);
                     events.push(HealthEvent::MonitorStale {
-                        monitor: m.name.clone(),
+                        monitor: m.name.to_owned(),
                         staleness,
                         every_ms: m.every_ms,
                     });
                 }
                 (false, Some(staleness)) if m.last_conclusive > staleness.last_conclusive => {
-                    self.stale.remove(&m.name);
+                    self.stale.remove(m.name);
                     events.push(HealthEvent::MonitorFresh {
-                        monitor: m.name.clone(),
+                        monitor: m.name.to_owned(),
                         staleness,
                         at: now,
                         scanned: true,
@@ -241,11 +247,14 @@ impl HealthState {
         events
     }
 
-    /// When the next monitor would become stale, if none changes: the time
-    /// the daemon must check again at the latest.
-    pub fn next_check(monitors: &[MonitorAge]) -> Option<Millis> {
+    /// When the next monitor not stale yet would become stale, if none
+    /// changes: the time the daemon must check again at the latest (a
+    /// stale one turns fresh only when its age changes, which the daemon
+    /// knows).
+    pub fn next_check(&self, monitors: &[MonitorAge<'_>]) -> Option<Millis> {
         monitors
             .iter()
+            .filter(|m| !self.stale.contains_key(m.name))
             .map(|m| {
                 let limit = Millis::try_from(m.every_ms.saturating_mul(2)).unwrap_or(Millis::MAX);
                 m.last_conclusive.saturating_add(limit).saturating_add(1)
@@ -260,9 +269,9 @@ mod tests {
 
     use super::*;
 
-    fn age(name: &str, every_ms: u64, last: Millis) -> MonitorAge {
+    fn age(name: &str, every_ms: u64, last: Millis) -> MonitorAge<'_> {
         MonitorAge {
-            name: name.into(),
+            name,
             every_ms,
             last_conclusive: last,
         }
@@ -313,10 +322,13 @@ mod tests {
             &e[..],
             [HealthEvent::MonitorFresh { scanned: false, .. }]
         ));
-        assert_eq!(
-            HealthState::next_check(&[age("a", 1_000, 0), age("b", 10, 50)]),
-            Some(71)
-        );
+        let ages = [age("a", 1_000, 0), age("b", 10, 50)];
+        assert_eq!(HealthState::new().next_check(&ages), Some(71));
+        // A stale monitor is left out: it turns fresh by a scan, not by time.
+        h.check(100, &ages);
+        assert_eq!(kinds(&h.check(100, &ages)), Vec::<&str>::new());
+        assert_eq!(h.stale().map(|(n, _)| n).collect::<Vec<_>>(), ["b"]);
+        assert_eq!(h.next_check(&ages), Some(2_001));
     }
 
     #[test]

@@ -28,12 +28,13 @@
 //!   and monitors the store knows but the configuration dropped are removed
 //!   (which resolves their incidents).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use crate::monitor::{
-    AddressReplies, Millis, MonitorSpec, MonitorState, Observation, Ports, Scope,
+    AddressReplies, Millis, MonitorSpec, MonitorState, Observation, Ports, Scope, Step,
 };
 use crate::probe::{PortSet, RetryOutcome, TargetSet};
 
@@ -67,59 +68,112 @@ impl fmt::Display for ScanKind {
 }
 
 /// One sweep to run: its kind and, per monitor (by name), the ports its scan
-/// covers.
+/// covers, in the order the sweep takes them (the longest due first).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SweepPlan {
     pub kind: ScanKind,
-    pub monitors: Vec<(String, Scope)>,
+    pub monitors: Vec<(Arc<str>, Scope)>,
 }
 
 impl SweepPlan {
     /// A full sweep of the named monitors (`--once`: all of them).
-    pub fn full(names: impl IntoIterator<Item = String>) -> SweepPlan {
+    pub fn full<N: Into<Arc<str>>>(names: impl IntoIterator<Item = N>) -> SweepPlan {
         SweepPlan {
             kind: ScanKind::Full,
-            monitors: names.into_iter().map(|n| (n, Scope::Full)).collect(),
+            monitors: names.into_iter().map(|n| (n.into(), Scope::Full)).collect(),
         }
     }
 }
 
 /// When each configured monitor is due: its next full sweep and its pending
 /// re-check, if any.
+///
+/// Each is kept twice, by name and by time, so that what is due now, and
+/// when anything is due next, are found without looking at every monitor:
+/// the daemon asks several times a second, of a million monitors. A name is
+/// one shared allocation however often it is kept.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SweepSchedule {
-    due: BTreeMap<String, Millis>,
-    rechecks: BTreeMap<String, (Millis, BTreeSet<u16>)>,
+    due: HashMap<Arc<str>, Millis>,
+    due_by_time: BTreeSet<(Millis, Arc<str>)>,
+    rechecks: HashMap<Arc<str>, (Millis, BTreeSet<u16>)>,
+    rechecks_by_time: BTreeSet<(Millis, Arc<str>)>,
 }
 
 impl SweepSchedule {
     /// Schedules the full sweep of a monitor at `at`, unless it already has
     /// one (a reloaded configuration keeps the times of the monitors it kept).
     pub fn add(&mut self, name: &str, at: Millis) {
-        self.due.entry(name.to_string()).or_insert(at);
+        if !self.due.contains_key(name) {
+            self.set_due(name.into(), at);
+        }
+    }
+
+    /// The shared allocation of `name` if the schedule has it, else a new one.
+    fn key(&self, name: &str) -> Arc<str> {
+        self.due
+            .get_key_value(name)
+            .or_else(|| self.rechecks.get_key_value(name).map(|(k, v)| (k, &v.0)))
+            .map_or_else(|| name.into(), |(k, _)| Arc::clone(k))
+    }
+
+    fn set_due(&mut self, name: Arc<str>, at: Millis) {
+        if let Some(old) = self.due.insert(Arc::clone(&name), at) {
+            self.due_by_time.remove(&(old, Arc::clone(&name)));
+        }
+        self.due_by_time.insert((at, name));
+    }
+
+    fn set_recheck(&mut self, name: Arc<str>, request: (Millis, BTreeSet<u16>)) {
+        let at = request.0;
+        if let Some((old, _)) = self.rechecks.insert(Arc::clone(&name), request) {
+            self.rechecks_by_time.remove(&(old, Arc::clone(&name)));
+        }
+        self.rechecks_by_time.insert((at, name));
+    }
+
+    fn drop_recheck(&mut self, name: &str) -> Option<(Millis, BTreeSet<u16>)> {
+        let (key, request) = self.rechecks.remove_entry(name)?;
+        self.rechecks_by_time.remove(&(request.0, key));
+        Some(request)
     }
 
     /// Makes a known monitor's full sweep due at `at` (sooner than
     /// planned: "scan now"); `false` if the monitor is not scheduled.
     pub fn scan_now(&mut self, name: &str, at: Millis) -> bool {
-        match self.due.get_mut(name) {
-            Some(due) => {
-                *due = (*due).min(at);
+        match self.due.get_key_value(name) {
+            Some((key, &due)) => {
+                if at < due {
+                    let key = Arc::clone(key);
+                    self.set_due(key, at);
+                }
                 true
             }
             None => false,
         }
     }
 
-    /// Every scheduled monitor and when its next full sweep is due.
-    pub fn due_times(&self) -> impl Iterator<Item = (&str, Millis)> + '_ {
-        self.due.iter().map(|(name, &at)| (name.as_str(), at))
+    /// How many monitors are scheduled.
+    pub fn len(&self) -> usize {
+        self.due.len()
+    }
+
+    /// Whether no monitor is scheduled.
+    pub fn is_empty(&self) -> bool {
+        self.due.is_empty()
+    }
+
+    /// When the soonest full sweep is due.
+    pub fn next_full_sweep(&self) -> Option<Millis> {
+        self.due_by_time.first().map(|(at, _)| *at)
     }
 
     /// Forgets a monitor (removed from the configuration).
     pub fn remove(&mut self, name: &str) {
-        self.due.remove(name);
-        self.rechecks.remove(name);
+        if let Some((key, at)) = self.due.remove_entry(name) {
+            self.due_by_time.remove(&(at, key));
+        }
+        self.drop_recheck(name);
     }
 
     /// When the monitor's next full sweep is due.
@@ -134,30 +188,30 @@ impl SweepSchedule {
 
     /// The sweep to run at `now`, if any: a full sweep of every monitor due
     /// (dropping their pending re-checks), else a re-check sweep of every
-    /// re-check due (taking them off the schedule).
+    /// re-check due (taking them off the schedule); the longest due first.
     pub fn take_due(&mut self, now: Millis) -> Option<SweepPlan> {
-        let full: Vec<String> = self
-            .due
+        let full: Vec<Arc<str>> = self
+            .due_by_time
             .iter()
-            .filter(|&(_, &at)| at <= now)
-            .map(|(name, _)| name.clone())
+            .take_while(|(at, _)| *at <= now)
+            .map(|(_, name)| Arc::clone(name))
             .collect();
         if !full.is_empty() {
             for name in &full {
-                self.rechecks.remove(name);
+                self.drop_recheck(name);
             }
             return Some(SweepPlan::full(full));
         }
-        let due: Vec<String> = self
-            .rechecks
+        let due: Vec<Arc<str>> = self
+            .rechecks_by_time
             .iter()
-            .filter(|(_, (at, _))| *at <= now)
-            .map(|(name, _)| name.clone())
+            .take_while(|(at, _)| *at <= now)
+            .map(|(_, name)| Arc::clone(name))
             .collect();
-        let monitors: Vec<(String, Scope)> = due
+        let monitors: Vec<(Arc<str>, Scope)> = due
             .into_iter()
             .filter_map(|name| {
-                let (_, ports) = self.rechecks.remove(&name)?;
+                let (_, ports) = self.drop_recheck(&name)?;
                 Some((name, Scope::Ports(ports)))
             })
             .collect();
@@ -169,11 +223,11 @@ impl SweepSchedule {
 
     /// The earliest time something is due.
     pub fn next_wake(&self) -> Option<Millis> {
-        self.due
-            .values()
-            .chain(self.rechecks.values().map(|(at, _)| at))
-            .min()
-            .copied()
+        let recheck = self.rechecks_by_time.first().map(|(at, _)| *at);
+        match (self.next_full_sweep(), recheck) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     /// Reschedules a monitor after its scan `scan`, given the state machine's
@@ -186,6 +240,7 @@ impl SweepSchedule {
         scan: &ScanFacts,
         recheck: Option<(Millis, BTreeSet<u16>)>,
     ) {
+        let name = self.key(&spec.name);
         if scan.kind() == ScanKind::Full {
             let every = millis(spec.every_ms);
             let next = if scan.conclusive() {
@@ -194,14 +249,12 @@ impl SweepSchedule {
                 scan.finished
                     .saturating_add(every.min(INCONCLUSIVE_RETRY_MS))
             };
-            self.due.insert(spec.name.clone(), next);
+            self.set_due(Arc::clone(&name), next);
         }
         match recheck {
-            Some(request) => {
-                self.rechecks.insert(spec.name.clone(), request);
-            }
+            Some(request) => self.set_recheck(name, request),
             None => {
-                self.rechecks.remove(&spec.name);
+                self.drop_recheck(&name);
             }
         }
     }
@@ -233,7 +286,9 @@ pub struct RecoveryPlan {
 
 /// Resumes from the saved monitors at `now`: each configured monitor gets its
 /// saved state and is due `every` after its last conclusive full scan (now if
-/// it never had one); the saved monitors left over are to be removed.
+/// it never had one); the saved monitors left over are to be removed. A
+/// sweep that was cut short (a crash, `kill -9`, a stop) thus resumes with
+/// the monitors it had not stored yet.
 pub fn recover(
     monitors: &[MonitorSpec],
     mut saved: BTreeMap<String, SavedMonitor>,
@@ -244,7 +299,7 @@ pub fn recover(
         let SavedMonitor { state, last_full } = saved.remove(&m.name).unwrap_or_default();
         plan.states.insert(m.name.clone(), state);
         let due = last_full.map_or(now, |at| at.saturating_add(millis(m.every_ms)));
-        plan.schedule.due.insert(m.name.clone(), due);
+        plan.schedule.set_due(m.name.as_str().into(), due);
     }
     plan.removed = saved.into_iter().map(|(n, s)| (n, s.state)).collect();
     plan
@@ -261,12 +316,25 @@ pub fn kept_ports(
     address: IpAddr,
     scope: &Scope,
 ) -> BTreeSet<u16> {
-    let mut keep = spec.expected_open.clone();
-    keep.extend(state.tracked_ports(address));
+    let mut keep = Vec::new();
+    keep_into(spec, state, address, scope, &mut keep);
+    keep.into_iter().map(|(_, port)| port).collect()
+}
+
+/// [`kept_ports`] as (address, port) pairs appended to `out`, duplicates
+/// and all.
+fn keep_into(
+    spec: &MonitorSpec,
+    state: &MonitorState,
+    address: IpAddr,
+    scope: &Scope,
+    out: &mut Vec<(IpAddr, u16)>,
+) {
+    out.extend(spec.expected_open.iter().map(|&port| (address, port)));
+    state.for_each_tracked_port(address, |port| out.push((address, port)));
     if let Scope::Ports(ports) = scope {
-        keep.extend(ports);
+        out.extend(ports.iter().map(|&port| (address, port)));
     }
-    keep
 }
 
 /// How many probes one monitor's scan costs in a sweep: its addresses times
@@ -286,62 +354,152 @@ pub fn scan_cost(spec: &MonitorSpec, scope: &Scope, addresses: usize) -> u64 {
     ports.saturating_mul(addresses as u64)
 }
 
-/// Cuts a sweep into slices that are probed, decided and stored one after
-/// the other, so that a long sweep commits as it goes (a restart resumes
-/// where it stopped, a stop keeps what is done): consecutive runs of the
-/// monitors, in order, whose `costs` (probes, [`scan_cost`]) add up to at
-/// most `budget`; a monitor costing more than `budget` is a slice of its
-/// own. Every monitor is in exactly one slice.
-pub fn slices(costs: &[u64], budget: u64) -> Vec<std::ops::Range<usize>> {
-    let mut out = Vec::new();
-    let mut start = 0;
-    let mut sum: u64 = 0;
-    for (i, &cost) in costs.iter().enumerate() {
-        if i > start && sum.saturating_add(cost) > budget {
-            out.push(start..i);
-            start = i;
-            sum = 0;
-        }
-        sum = sum.saturating_add(cost);
+/// Cuts a sweep into slices as its monitors come, in order: each slice is
+/// probed, decided and stored before the next, so that a long sweep commits
+/// as it goes (a restart resumes where it stopped, a stop keeps what is
+/// done). A slice is a run of consecutive monitors whose costs (probes,
+/// [`scan_cost`]) add up to at most the budget; a monitor costing more than
+/// the budget is a slice of its own. The daemon resolves each monitor's
+/// host just before it joins a slice, so nothing of a slice not yet reached
+/// is held.
+#[derive(Debug, Clone)]
+pub struct Slicer {
+    budget: u64,
+    /// The cost of the slice so far; `None` before the first monitor.
+    sum: Option<u64>,
+}
+
+impl Slicer {
+    /// Slices of at most `budget` probes.
+    pub fn new(budget: u64) -> Slicer {
+        Slicer { budget, sum: None }
     }
-    if start < costs.len() {
-        out.push(start..costs.len());
+
+    /// Takes the next monitor, of `cost`: whether it starts a new slice
+    /// (the first monitor does; so does one that the slice so far cannot
+    /// take within the budget).
+    pub fn starts_slice(&mut self, cost: u64) -> bool {
+        match self.sum {
+            Some(sum) if sum.saturating_add(cost) <= self.budget => {
+                self.sum = Some(sum + cost);
+                false
+            }
+            _ => {
+                self.sum = Some(cost);
+                true
+            }
+        }
+    }
+}
+
+/// The slices ([`Slicer`]) of monitors of `costs`, as ranges of indexes:
+/// every monitor in exactly one, in order.
+pub fn slices(costs: &[u64], budget: u64) -> Vec<std::ops::Range<usize>> {
+    let mut slicer = Slicer::new(budget);
+    let mut out: Vec<std::ops::Range<usize>> = Vec::new();
+    for (i, &cost) in costs.iter().enumerate() {
+        if slicer.starts_slice(cost) {
+            out.push(i..i + 1);
+        } else if let Some(last) = out.last_mut() {
+            last.end = i + 1;
+        }
     }
     out
 }
 
-/// What a sweep probes, and which replies it keeps per address.
+/// The addresses of a sweep (or slice), ascending, and the ports whose
+/// closed replies each keeps: the index that [`SweepReplies`] files replies
+/// under. Flat vectors: a few bytes per address and kept port, whatever the
+/// number of addresses.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct AddressIndex {
+    addresses: Vec<IpAddr>,
+    /// The kept ports of `addresses[i]` are `kept[kept_from[i]..kept_from[i + 1]]`,
+    /// ascending.
+    kept_from: Vec<u32>,
+    kept: Vec<u16>,
+}
+
+impl AddressIndex {
+    fn position(&self, address: IpAddr) -> Option<usize> {
+        self.addresses.binary_search(&address).ok()
+    }
+
+    fn keeps(&self, i: usize, port: u16) -> bool {
+        let (from, to) = (self.kept_from[i] as usize, self.kept_from[i + 1] as usize);
+        self.kept[from..to].binary_search(&port).is_ok()
+    }
+}
+
+/// What a sweep (or one slice of it) probes, and which replies it keeps per
+/// address: gathered monitor by monitor ([`TargetsBuilder`]), then built
+/// once.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SweepTargets {
-    kind: ScanKind,
     /// The resolved addresses of the sweep's monitors, each once however
     /// many monitors hold it.
     pub targets: TargetSet,
-    /// The addresses to send ICMP echo to (of monitors with `ping`).
-    pub ping: BTreeSet<IpAddr>,
+    /// The addresses to send ICMP echo to (of monitors with `ping`),
+    /// ascending.
+    pub ping: Vec<IpAddr>,
+    ports: PortSet,
+    index: Arc<AddressIndex>,
+}
+
+impl SweepTargets {
+    /// Gathers what a sweep of `kind` probes.
+    pub fn builder(kind: ScanKind) -> TargetsBuilder {
+        TargetsBuilder {
+            kind,
+            keep: Vec::new(),
+            ping: Vec::new(),
+            recheck_ports: BTreeSet::new(),
+            full_ports: Ports::new(),
+            full_all: false,
+        }
+    }
+
+    /// The ports to probe: for a full sweep the union of its monitors'
+    /// scan ranges (all of them, by default), for a re-check sweep the union
+    /// of the re-checked ports.
+    pub fn ports(&self) -> &PortSet {
+        &self.ports
+    }
+
+    /// Whether there is nothing to probe (no host resolved, or no port).
+    pub fn is_empty(&self) -> bool {
+        self.targets.is_empty() || self.ports.is_empty()
+    }
+
+    /// An empty collector of this sweep's replies.
+    pub fn replies(&self) -> SweepReplies {
+        SweepReplies {
+            found: vec![AddressReplies::default(); self.index.addresses.len()],
+            index: Arc::clone(&self.index),
+            retries: None,
+        }
+    }
+}
+
+/// [`SweepTargets`] as its monitors are added: flat lists, sorted once by
+/// [`TargetsBuilder::build`] (a sweep of a million addresses costs a sort,
+/// not a million tree insertions).
+#[derive(Debug, Clone)]
+pub struct TargetsBuilder {
+    kind: ScanKind,
+    /// Every address with each port it keeps; an address with none kept
+    /// is listed with port 0 (never a kept port).
+    keep: Vec<(IpAddr, u16)>,
+    ping: Vec<IpAddr>,
     /// The union of the re-checked ports (re-check sweeps).
     recheck_ports: BTreeSet<u16>,
     /// The union of the monitors' scan ranges (full sweeps), unless one
     /// scans every port.
     full_ports: Ports,
     full_all: bool,
-    keep: BTreeMap<IpAddr, BTreeSet<u16>>,
 }
 
-impl SweepTargets {
-    /// Nothing to probe yet.
-    pub fn new(kind: ScanKind) -> SweepTargets {
-        SweepTargets {
-            kind,
-            targets: TargetSet::default(),
-            ping: BTreeSet::new(),
-            recheck_ports: BTreeSet::new(),
-            full_ports: Ports::new(),
-            full_all: false,
-            keep: BTreeMap::new(),
-        }
-    }
-
+impl TargetsBuilder {
     /// Adds the scan of one monitor whose host resolved to `addresses`. An
     /// address another monitor already added is probed once; the replies
     /// it keeps serve both.
@@ -364,39 +522,41 @@ impl SweepTargets {
             Scope::Full => {}
         }
         for &address in addresses {
-            self.targets.insert(address);
             if spec.ping {
-                self.ping.insert(address);
+                self.ping.push(address);
             }
-            self.keep
-                .entry(address)
-                .or_default()
-                .extend(kept_ports(spec, state, address, scope));
+            self.keep.push((address, 0));
+            keep_into(spec, state, address, scope, &mut self.keep);
         }
     }
 
-    /// The ports to probe: for a full sweep the union of its monitors'
-    /// scan ranges (all of them, by default), for a re-check sweep the union
-    /// of the re-checked ports.
-    pub fn ports(&self) -> PortSet {
-        match self.kind {
+    /// What the sweep probes and keeps.
+    pub fn build(mut self) -> SweepTargets {
+        self.keep.sort_unstable();
+        self.keep.dedup();
+        self.ping.sort_unstable();
+        self.ping.dedup();
+        let mut index = AddressIndex::default();
+        for &(address, port) in &self.keep {
+            if index.addresses.last() != Some(&address) {
+                index.addresses.push(address);
+                index.kept_from.push(index.kept.len() as u32);
+            }
+            if port != 0 {
+                index.kept.push(port);
+            }
+        }
+        index.kept_from.push(index.kept.len() as u32);
+        let ports = match self.kind {
             ScanKind::Full if self.full_all => PortSet::all(),
             ScanKind::Full => PortSet::from_ports(self.full_ports.iter()),
             ScanKind::Recheck => PortSet::from_ports(self.recheck_ports.iter().copied()),
-        }
-    }
-
-    /// Whether there is nothing to probe (no host resolved, or no port).
-    pub fn is_empty(&self) -> bool {
-        self.targets.is_empty() || (self.kind == ScanKind::Recheck && self.recheck_ports.is_empty())
-    }
-
-    /// An empty collector of this sweep's replies.
-    pub fn replies(&self) -> SweepReplies {
-        SweepReplies {
-            keep: self.keep.clone(),
-            found: BTreeMap::new(),
-            retries: None,
+        };
+        SweepTargets {
+            targets: index.addresses.iter().copied().collect(),
+            ping: self.ping,
+            ports,
+            index: Arc::new(index),
         }
     }
 }
@@ -404,11 +564,14 @@ impl SweepTargets {
 /// A sweep's replies, per address, as they arrive. Its size is bounded by
 /// the addresses, whatever they answer: open ports are kept as compact
 /// [`Ports`] (8 KiB for a host that answers on every port), closed ones only
-/// where the state machine tracks them.
+/// where the state machine tracks them. Filed by the sweep's address index
+/// (a binary search per reply); a reply from an address the sweep does not
+/// probe is ignored.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SweepReplies {
-    keep: BTreeMap<IpAddr, BTreeSet<u16>>,
-    found: BTreeMap<IpAddr, AddressReplies>,
+    index: Arc<AddressIndex>,
+    /// What `index.addresses[i]` answered.
+    found: Vec<AddressReplies>,
     /// The loss the scanner estimated and the retry rounds it gave.
     retries: Option<RetryOutcome>,
 }
@@ -417,24 +580,51 @@ impl SweepReplies {
     /// Records one TCP reply: `open` (SYN-ACK) or closed (RST). Any reply
     /// makes the address reachable; a closed one is kept only for kept ports.
     pub fn record(&mut self, address: IpAddr, port: u16, open: bool) {
-        let keep = &self.keep;
-        let entry = self.found.entry(address).or_default();
+        if let Some(i) = self.index.position(address) {
+            self.record_at(i, port, open);
+        }
+    }
+
+    /// [`SweepReplies::record`] of a reply the data path located: `host`
+    /// is the address's index among the sweep's hosts (a `Sweep` of these
+    /// targets orders them as the index does: IPv4 first, each family
+    /// ascending), which spares the search; an index that does not match
+    /// falls back to it.
+    pub fn record_located(&mut self, host: Option<u64>, address: IpAddr, port: u16, open: bool) {
+        let at = host
+            .and_then(|h| usize::try_from(h).ok())
+            .filter(|&i| self.index.addresses.get(i) == Some(&address))
+            .or_else(|| self.index.position(address));
+        if let Some(i) = at {
+            self.record_at(i, port, open);
+        }
+    }
+
+    fn record_at(&mut self, i: usize, port: u16, open: bool) {
+        let entry = &mut self.found[i];
         entry.reachable = true;
         if open {
             entry.open.insert(port);
-        } else if keep.get(&address).is_some_and(|k| k.contains(&port)) {
+        } else if self.index.keeps(i, port) {
             entry.closed.insert(port);
         }
     }
 
     /// Records an ICMP echo reply: the address is reachable.
     pub fn record_echo(&mut self, address: IpAddr) {
-        self.found.entry(address).or_default().reachable = true;
+        if let Some(i) = self.index.position(address) {
+            self.found[i].reachable = true;
+        }
     }
 
     /// What the replies said about `address` (nothing: unreachable).
     pub fn of(&self, address: IpAddr) -> AddressReplies {
-        self.found.get(&address).cloned().unwrap_or_default()
+        self.get(address).cloned().unwrap_or_default()
+    }
+
+    /// What the replies said about `address`, if the sweep probed it.
+    pub fn get(&self, address: IpAddr) -> Option<&AddressReplies> {
+        self.index.position(address).map(|i| &self.found[i])
     }
 
     /// Records the loss the scanner estimated from the replies and the
@@ -518,11 +708,13 @@ impl SweepResult {
             .unwrap_or_default()
             .iter()
             .map(|&ip| {
-                let r = self.replies.of(ip);
-                let r = AddressReplies {
-                    reachable: r.reachable,
-                    open: in_scope(&r.open),
-                    closed: in_scope(&r.closed),
+                let r = match self.replies.get(ip) {
+                    Some(r) => AddressReplies {
+                        reachable: r.reachable,
+                        open: in_scope(&r.open),
+                        closed: in_scope(&r.closed),
+                    },
+                    None => AddressReplies::default(),
                 };
                 (ip, r)
             })
@@ -597,6 +789,27 @@ impl ScanFacts {
             conclusive: self.conclusive(),
             addresses: self.addresses.clone(),
         }
+    }
+
+    /// Feeds the scan to `state` as [`ScanFacts::observation`] would,
+    /// without copying what the addresses answered (a sweep of a million
+    /// monitors observes a million scans).
+    pub fn observe_into(
+        &mut self,
+        state: &mut MonitorState,
+        spec: &MonitorSpec,
+        scan_id: i64,
+    ) -> Step {
+        let obs = Observation {
+            scan_id,
+            at: self.started,
+            scope: self.scope.clone(),
+            conclusive: self.conclusive(),
+            addresses: std::mem::take(&mut self.addresses),
+        };
+        let step = state.observe(spec, &obs);
+        self.addresses = obs.addresses;
+        step
     }
 }
 
@@ -683,12 +896,13 @@ mod tests {
         s.add("a", 100);
         s.add("b", 200);
         s.add("c", 50);
-        s.rechecks.insert("a".into(), (60, ports(&[1])));
-        s.rechecks.insert("c".into(), (60, ports(&[2])));
+        s.set_recheck("a".into(), (60, ports(&[1])));
+        s.set_recheck("c".into(), (60, ports(&[2])));
         assert_eq!(s.take_due(49), None);
-        // At 150, a and c are due: one full sweep; a's and c's re-checks go.
+        // At 150, a and c are due: one full sweep, the longest due first;
+        // a's and c's re-checks go.
         let plan = s.take_due(150).unwrap();
-        assert_eq!(plan, SweepPlan::full(["a".to_string(), "c".to_string()]));
+        assert_eq!(plan, SweepPlan::full(["c", "a"]));
         assert_eq!(s.recheck("a"), None);
         assert_eq!(s.recheck("c"), None);
         // A full sweep stays due until its scan reschedules it.
@@ -708,11 +922,9 @@ mod tests {
         assert_eq!(s.due_at("nobody"), None);
         // Never later than planned.
         assert!(s.scan_now("b", 9_000));
-        assert_eq!(
-            s.due_times().collect::<Vec<_>>(),
-            [("a", 100), ("b", 5_000)]
-        );
-        assert_eq!(s.take_due(100), Some(SweepPlan::full(["a".to_string()])));
+        assert_eq!((s.due_at("a"), s.due_at("b")), (Some(100), Some(5_000)));
+        assert_eq!((s.len(), s.next_full_sweep()), (2, Some(100)));
+        assert_eq!(s.take_due(100), Some(SweepPlan::full(["a"])));
     }
 
     #[test]
@@ -721,9 +933,9 @@ mod tests {
         s.add("a", 1_000);
         s.add("b", 1_000);
         s.add("c", 1_000);
-        s.rechecks.insert("a".into(), (100, ports(&[443])));
-        s.rechecks.insert("b".into(), (200, ports(&[80, 8080])));
-        s.rechecks.insert("c".into(), (300, ports(&[1])));
+        s.set_recheck("a".into(), (100, ports(&[443])));
+        s.set_recheck("b".into(), (200, ports(&[80, 8080])));
+        s.set_recheck("c".into(), (300, ports(&[1])));
         assert_eq!(s.next_wake(), Some(100));
         let plan = s.take_due(250).unwrap();
         assert_eq!(
@@ -751,7 +963,7 @@ mod tests {
         s.add("a", 500);
         s.add("a", 10);
         assert_eq!(s.due_at("a"), Some(500));
-        s.rechecks.insert("a".into(), (5, ports(&[1])));
+        s.set_recheck("a".into(), (5, ports(&[1])));
         s.remove("a");
         assert_eq!(s, SweepSchedule::default());
     }
@@ -899,16 +1111,18 @@ mod tests {
         let a = narrow("a", &[8443], "1-1024");
         let b = narrow("b", &[], "2000-2001");
         let fresh = MonitorState::new();
-        let mut targets = SweepTargets::new(ScanKind::Full);
-        targets.add(&[ip(2)], &a, &fresh, &Scope::Full);
-        targets.add(&[ip(2)], &b, &fresh, &Scope::Full);
+        let mut builder = SweepTargets::builder(ScanKind::Full);
+        builder.add(&[ip(2)], &a, &fresh, &Scope::Full);
+        builder.add(&[ip(2)], &b, &fresh, &Scope::Full);
         // The ranges, and a's expected port beyond its range.
+        let targets = builder.clone().build();
         let probed = targets.ports();
         assert_eq!(probed.len(), 1024 + 2 + 1);
         assert!(probed.contains(8443) && probed.contains(2001) && !probed.contains(1025));
         // One monitor scanning every port: every port.
-        targets.add(&[ip(3)], &spec("c", &[], HOUR), &fresh, &Scope::Full);
-        assert_eq!(targets.ports(), PortSet::all());
+        builder.add(&[ip(3)], &spec("c", &[], HOUR), &fresh, &Scope::Full);
+        let targets = builder.build();
+        assert_eq!(targets.ports(), &PortSet::all());
 
         let mut replies = targets.replies();
         for port in [22, 2000, 8443] {
@@ -930,35 +1144,122 @@ mod tests {
         assert_eq!(open(&b), [2000]);
     }
 
+    /// The ports whose closed replies `targets` keeps for `address`.
+    fn kept(targets: &SweepTargets, address: IpAddr) -> BTreeSet<u16> {
+        let index = &targets.index;
+        let i = index.position(address).expect("a target");
+        index.kept[index.kept_from[i] as usize..index.kept_from[i + 1] as usize]
+            .iter()
+            .copied()
+            .collect()
+    }
+
     #[test]
     fn a_full_sweep_probes_every_port_and_a_recheck_the_union() {
         let a = spec("a", &[22], HOUR);
         let b = spec("b", &[80], HOUR);
         let fresh = MonitorState::new();
-        let mut full = SweepTargets::new(ScanKind::Full);
-        assert!(full.is_empty());
+        assert!(SweepTargets::builder(ScanKind::Full).build().is_empty());
+        let mut full = SweepTargets::builder(ScanKind::Full);
         full.add(&[ip(2)], &a, &fresh, &Scope::Full);
         full.add(&[ip(2)], &b, &fresh, &Scope::Full);
+        let full = full.build();
         assert!(!full.is_empty());
-        assert_eq!(full.ports(), PortSet::all());
+        assert_eq!(full.ports(), &PortSet::all());
         assert_eq!(full.targets.count(), 1);
-        assert_eq!(full.keep[&ip(2)], ports(&[22, 80]), "merged per address");
+        assert_eq!(kept(&full, ip(2)), ports(&[22, 80]), "merged per address");
+        assert_eq!(full.ping, [ip(2)], "pinged once");
 
-        let mut check = SweepTargets::new(ScanKind::Recheck);
+        let mut check = SweepTargets::builder(ScanKind::Recheck);
         check.add(&[ip(2)], &a, &fresh, &Scope::Ports(ports(&[443])));
         check.add(&[ip(3)], &b, &fresh, &Scope::Ports(ports(&[443, 8080])));
-        assert_eq!(check.ports(), PortSet::from_ports([443, 8080]));
+        let check = check.build();
+        assert_eq!(check.ports(), &PortSet::from_ports([443, 8080]));
         assert_eq!(check.targets.count(), 2);
-        assert_eq!(check.keep[&ip(2)], ports(&[22, 443]));
-        assert_eq!(check.keep[&ip(3)], ports(&[80, 443, 8080]));
+        assert_eq!(kept(&check, ip(2)), ports(&[22, 443]));
+        assert_eq!(kept(&check, ip(3)), ports(&[80, 443, 8080]));
+    }
+
+    #[test]
+    fn many_scattered_addresses_are_indexed_in_one_sort() {
+        // Monitors in any order, sharing some addresses, one with none kept.
+        let mut builder = SweepTargets::builder(ScanKind::Full);
+        let fresh = MonitorState::new();
+        let addresses: Vec<IpAddr> = (0..2_000u32)
+            .map(|i| IpAddr::V4(Ipv4Addr::from(0xc612_0000 + (i * 7_919) % 65_536 * 2)))
+            .collect();
+        for (i, &address) in addresses.iter().enumerate() {
+            let expected: &[u16] = if i % 3 == 0 { &[] } else { &[22, 443] };
+            builder.add(&[address], &spec("m", expected, HOUR), &fresh, &Scope::Full);
+        }
+        let targets = builder.build();
+        let distinct: BTreeSet<IpAddr> = addresses.iter().copied().collect();
+        assert_eq!(targets.targets.count(), distinct.len() as u128);
+        assert_eq!(
+            targets.targets.v4.ranges().len(),
+            distinct.len(),
+            "none adjacent"
+        );
+        let mut replies = targets.replies();
+        for &address in &addresses {
+            replies.record(address, 443, false);
+            replies.record(address, 444, false);
+        }
+        for (i, &address) in addresses.iter().enumerate() {
+            let r = replies.of(address);
+            assert!(r.reachable);
+            assert!(!r.closed.contains(444), "never kept");
+            // Kept where some monitor of the address expects it.
+            let expects = addresses
+                .iter()
+                .enumerate()
+                .any(|(j, &a)| a == address && j % 3 != 0);
+            assert_eq!(r.closed.contains(443), expects, "#{i} {address}");
+        }
+    }
+
+    #[test]
+    fn replies_located_by_the_sweep_are_filed_without_a_search() {
+        let web = spec("web", &[22], HOUR);
+        let mut targets = SweepTargets::builder(ScanKind::Full);
+        let v6: IpAddr = "2001:2::5".parse().unwrap();
+        targets.add(
+            &[v6, ip(9), ip(2)],
+            &web,
+            &MonitorState::new(),
+            &Scope::Full,
+        );
+        let targets = targets.build();
+        // The sweep's own order of the hosts is the index's.
+        let sweep = crate::probe::Sweep::new(&targets.targets, targets.ports(), 1).unwrap();
+        let mut replies = targets.replies();
+        for address in [ip(2), ip(9), v6] {
+            let probe = crate::probe::Probe {
+                target: address.into(),
+                port: 22,
+            };
+            let (host, _) = sweep.locate(probe).unwrap();
+            replies.record_located(Some(host), address, 22, false);
+        }
+        // A wrong index or none: found by its address.
+        replies.record_located(Some(0), ip(9), 80, true);
+        replies.record_located(None, v6, 443, true);
+        replies.record_located(Some(7), ip(7), 80, true);
+        for address in [ip(2), ip(9), v6] {
+            let r = replies.of(address);
+            assert!(r.reachable && r.closed.contains(22), "{address}: {r:?}");
+        }
+        assert!(replies.of(ip(9)).open.contains(80));
+        assert!(replies.of(v6).open.contains(443));
+        assert_eq!(replies.of(ip(7)), AddressReplies::default());
     }
 
     #[test]
     fn replies_keep_every_open_port_and_only_kept_closed_ones() {
         let web = spec("web", &[22], HOUR);
-        let mut targets = SweepTargets::new(ScanKind::Full);
-        targets.add(&[ip(2)], &web, &MonitorState::new(), &Scope::Full);
-        let mut replies = targets.replies();
+        let mut targets = SweepTargets::builder(ScanKind::Full);
+        targets.add(&[ip(2), ip(9)], &web, &MonitorState::new(), &Scope::Full);
+        let mut replies = targets.build().replies();
         replies.record(ip(2), 80, true);
         replies.record(ip(2), 22, false);
         replies.record(ip(2), 23, false);
@@ -980,6 +1281,10 @@ mod tests {
             }
         );
         assert_eq!(replies.of(ip(7)), AddressReplies::default());
+        // A reply from an address the sweep does not probe is ignored.
+        replies.record(ip(7), 80, true);
+        replies.record_echo(ip(7));
+        assert_eq!(replies.of(ip(7)), AddressReplies::default());
     }
 
     #[test]
@@ -988,7 +1293,9 @@ mod tests {
         assert_eq!(SweepEnd::after_run(false, 3), SweepEnd::RepliesLost(3));
         assert_eq!(SweepEnd::after_run(true, 3), SweepEnd::Interrupted);
         let web = spec("web", &[22], HOUR);
-        let mut replies = SweepReplies::default();
+        let mut targets = SweepTargets::builder(ScanKind::Full);
+        targets.add(&[ip(2)], &web, &MonitorState::new(), &Scope::Full);
+        let mut replies = targets.build().replies();
         replies.record(ip(2), 22, true);
         let result = |end| SweepResult {
             started: 10,
@@ -1044,16 +1351,28 @@ mod tests {
     }
 
     #[test]
+    fn observing_into_a_state_is_observing_the_observation() {
+        let web = spec("web", &[22], HOUR);
+        let mut scan = facts(Scope::Full, 1_000, 2_000, None);
+        scan.addresses.get_mut(&ip(2)).unwrap().open = Ports::from([22, 8080]);
+        let before = scan.clone();
+        let (mut a, mut b) = (busy_state(&web), busy_state(&web));
+        let step = a.observe(&web, &scan.observation(7));
+        assert_eq!(scan.observe_into(&mut b, &web, 7), step);
+        assert_eq!((a, scan), (b, before));
+    }
+
+    #[test]
     fn a_scan_sees_only_its_scope() {
         let web = spec("web", &[22], HOUR);
-        let mut replies = SweepTargets::new(ScanKind::Recheck);
+        let mut replies = SweepTargets::builder(ScanKind::Recheck);
         replies.add(
             &[ip(2)],
             &web,
             &MonitorState::new(),
             &Scope::Ports(ports(&[80, 443])),
         );
-        let mut replies = replies.replies();
+        let mut replies = replies.build().replies();
         replies.record(ip(2), 80, true);
         replies.record(ip(2), 8080, true);
         replies.record(ip(2), 443, false);
@@ -1095,12 +1414,15 @@ mod tests {
         ) {
             let web = MonitorSpec { expected_open: expected, ..spec("web", &[], HOUR) };
             let state = MonitorState::new();
-            let mut targets = SweepTargets::new(match scope {
+            let mut targets = SweepTargets::builder(match scope {
                 Scope::Full => ScanKind::Full,
                 Scope::Ports(_) => ScanKind::Recheck,
             });
             targets.add(&[ip(2)], &web, &state, &scope);
+            let targets = targets.build();
+            let indexed = kept(&targets, ip(2));
             let kept = kept_ports(&web, &state, ip(2), &scope);
+            prop_assert_eq!(&indexed, &kept);
             let mut collected = targets.replies();
             for &(port, open) in &replies {
                 collected.record(ip(2), port, open);
@@ -1121,7 +1443,38 @@ mod tests {
             // Everything probed in a re-check is kept.
             if let Scope::Ports(ps) = &scope {
                 prop_assert!(ps.is_subset(&kept));
-                prop_assert_eq!(targets.ports(), PortSet::from_ports(ps.iter().copied()));
+                prop_assert_eq!(targets.ports(), &PortSet::from_ports(ps.iter().copied()));
+            }
+        }
+
+        /// The schedule's two views (by name, by time) always agree,
+        /// whatever is done to it, and what is due next is the soonest of
+        /// them.
+        #[test]
+        fn the_schedule_by_time_follows_the_schedule_by_name(
+            ops in proptest::collection::vec((0u8..6, 0usize..5, 0i64..100), 0..60),
+        ) {
+            let mut s = SweepSchedule::default();
+            for (op, i, at) in ops {
+                let name = format!("m{i}");
+                let web = spec(&name, &[], 10);
+                match op {
+                    0 => s.add(&name, at),
+                    1 => { s.scan_now(&name, at); }
+                    2 => s.remove(&name),
+                    3 => s.after_scan(&web, &facts(Scope::Full, at, at + 1, None), Some((at + 3, ports(&[7])))),
+                    4 => s.after_scan(&web, &facts(Scope::Ports(ports(&[7])), at, at, None), None),
+                    _ => { s.take_due(at); }
+                }
+                let by_name: BTreeSet<(Millis, Arc<str>)> =
+                    s.due.iter().map(|(n, &a)| (a, Arc::clone(n))).collect();
+                prop_assert_eq!(&by_name, &s.due_by_time);
+                let rechecks: BTreeSet<(Millis, Arc<str>)> =
+                    s.rechecks.iter().map(|(n, r)| (r.0, Arc::clone(n))).collect();
+                prop_assert_eq!(&rechecks, &s.rechecks_by_time);
+                let soonest = s.due.values().chain(s.rechecks.values().map(|r| &r.0)).min().copied();
+                prop_assert_eq!(s.next_wake(), soonest);
+                prop_assert_eq!(s.next_full_sweep(), s.due.values().min().copied());
             }
         }
 
@@ -1139,7 +1492,7 @@ mod tests {
             }
             for (i, at) in rechecks.iter().enumerate() {
                 if let Some(at) = at {
-                    s.rechecks.insert(format!("m{i}"), (*at, ports(&[i as u16 + 1])));
+                    s.set_recheck(format!("m{i}").into(), (*at, ports(&[i as u16 + 1])));
                 }
             }
             let before = s.clone();
@@ -1152,7 +1505,11 @@ mod tests {
                     prop_assert_eq!(&s, &before);
                 }
                 Some(plan) if plan.kind == ScanKind::Full => {
-                    let names: Vec<String> = plan.monitors.iter().map(|(n, _)| n.clone()).collect();
+                    let mut names: Vec<String> = plan.monitors.iter().map(|(n, _)| n.to_string()).collect();
+                    // The longest due first.
+                    let times: Vec<Millis> = names.iter().map(|n| before.due_at(n).unwrap()).collect();
+                    prop_assert!(times.windows(2).all(|w| w[0] <= w[1]));
+                    names.sort();
                     prop_assert_eq!(&names, &full_due);
                     prop_assert!(names.iter().all(|n| s.recheck(n).is_none()));
                     prop_assert_eq!(&s.due, &before.due);

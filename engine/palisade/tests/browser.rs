@@ -460,7 +460,7 @@ impl Served {
             std::fs::write(&path, text).unwrap();
             path
         });
-        let control = palisade::daemon::control::Control::new(0);
+        let control = palisade::daemon::control::Control::new(0, Default::default());
         let state = AppState::new(
             &store,
             control.handle(),

@@ -284,3 +284,50 @@ fn a_narrowed_scan_range_observes_only_its_ports_and_resolves_what_it_left() {
         "{again:?}"
     );
 }
+
+#[test]
+fn the_saved_form_is_a_map_by_address_and_a_fresh_state_is_empty() {
+    assert_eq!(serde_json::to_string(&MonitorState::new()).unwrap(), "{}");
+    let mut state = MonitorState::new();
+    let s = spec(&[80]);
+    state.observe(&s, &scan(1000, vec![(A, answered([80]))]));
+    let text = serde_json::to_string(&state).unwrap();
+    // Empty maps are left out.
+    assert_eq!(
+        text,
+        format!(r#"{{"addresses":{{"{A}":{{"known":{{"80":"open"}}}}}}}}"#)
+    );
+    let back: MonitorState = serde_json::from_str(&text).unwrap();
+    assert_eq!(back, state);
+    // As saved before (every map written, empty or not).
+    let before = format!(
+        r#"{{"addresses":{{"{A}":{{"known":{{"80":"open"}},"streaks":{{}},"incidents":{{}},"host_streaks":{{}},"host_incidents":{{}}}}}}}}"#
+    );
+    assert_eq!(
+        serde_json::from_str::<MonitorState>(&before).unwrap(),
+        state
+    );
+    // Incidents and streaks, of ports and of the host, round-trip.
+    let mut busy = MonitorState::new();
+    let one = MonitorSpec {
+        confirm: 1,
+        ..spec(&[80, 443])
+    };
+    busy.observe(&one, &scan(2000, vec![(A, answered([80, 6379]))]));
+    busy.observe(
+        &spec(&[80]),
+        &scan(3000, vec![(A, AddressReplies::default())]),
+    );
+    let text = serde_json::to_string(&busy).unwrap();
+    assert!(
+        text.contains(r#""incidents":{"443":"#)
+            && text.contains(r#""host_streaks":{"host_unreachable":"#),
+        "{text}"
+    );
+    assert_eq!(serde_json::from_str::<MonitorState>(&text).unwrap(), busy);
+    // The form saved before (a map by address, whatever its order) reads.
+    let two = format!(r#"{{"addresses":{{"198.18.0.9":{{}},"{A}":{{"known":{{"80":"open"}}}}}}}}"#);
+    let back: MonitorState = serde_json::from_str(&two).unwrap();
+    assert_eq!(back.addresses().count(), 2);
+    assert_eq!(back.known_state(A, 80), Some(PortState::Open));
+}

@@ -101,6 +101,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr};
 
+use litemap::LiteMap;
 use serde::{Deserialize, Serialize};
 
 pub use ports::{PortRanges, PortRangesError, Ports};
@@ -831,24 +832,29 @@ impl<K: PartialEq + Copy> Streak<K> {
 /// findings. Its size is O(expected + open + pending ports), whatever the
 /// host answers: while it answers on every port, its unexpected ports are
 /// not tracked one by one.
+///
+/// Each map is a sorted vector (`litemap`): a port or a finding costs its
+/// own size, not a B-tree node of eleven (one incident in a B-tree takes a
+/// node of eleven incidents, over a kilobyte). Empty maps are left out of
+/// the saved form.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 struct AddressState {
     /// Last detected state of tracked ports (expected ones, and ports that
     /// are or were last seen open).
-    #[serde(default)]
-    known: BTreeMap<u16, PortState>,
+    #[serde(default, skip_serializing_if = "LiteMap::is_empty")]
+    known: LiteMap<u16, PortState>,
     /// Unconfirmed deviations. A port never has both a streak and an incident.
-    #[serde(default)]
-    streaks: BTreeMap<u16, Streak>,
+    #[serde(default, skip_serializing_if = "LiteMap::is_empty")]
+    streaks: LiteMap<u16, Streak>,
     /// Open port incidents.
-    #[serde(default)]
-    incidents: BTreeMap<u16, Incident>,
+    #[serde(default, skip_serializing_if = "LiteMap::is_empty")]
+    incidents: LiteMap<u16, Incident>,
     /// Unconfirmed host findings. Never both a streak and an incident.
-    #[serde(default)]
-    host_streaks: BTreeMap<HostIncidentKind, Streak<HostIncidentKind>>,
+    #[serde(default, skip_serializing_if = "LiteMap::is_empty")]
+    host_streaks: LiteMap<HostIncidentKind, Streak<HostIncidentKind>>,
     /// Open host incidents.
-    #[serde(default)]
-    host_incidents: BTreeMap<HostIncidentKind, HostIncident>,
+    #[serde(default, skip_serializing_if = "LiteMap::is_empty")]
+    host_incidents: LiteMap<HostIncidentKind, HostIncident>,
 }
 
 /// What the observations of one step produced so far, before ordering.
@@ -870,13 +876,18 @@ impl Produced {
 /// The state of one monitor: per address of its host, an address state.
 /// Serialize it to persist it; a restored state behaves exactly like the
 /// original.
+///
+/// Small, since a daemon keeps one per monitor (a million of them): the
+/// addresses (one or a few) in a sorted vector, one allocation, serialized
+/// as a map by address as before.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct MonitorState {
-    addresses: BTreeMap<IpAddr, AddressState>,
+    #[serde(skip_serializing_if = "LiteMap::is_empty")]
+    addresses: LiteMap<IpAddr, AddressState>,
     /// State saved before addresses were tracked (one address, unnamed):
     /// adopted by the first address of the next conclusive observation.
     #[serde(skip_serializing_if = "Option::is_none")]
-    legacy: Option<AddressState>,
+    legacy: Option<Box<AddressState>>,
 }
 
 impl<'de> Deserialize<'de> for MonitorState {
@@ -887,15 +898,15 @@ impl<'de> Deserialize<'de> for MonitorState {
         #[derive(Deserialize)]
         struct Saved {
             #[serde(default)]
-            addresses: BTreeMap<IpAddr, AddressState>,
+            addresses: LiteMap<IpAddr, AddressState>,
             #[serde(default)]
-            legacy: Option<AddressState>,
+            legacy: Option<Box<AddressState>>,
             #[serde(default)]
-            known: BTreeMap<u16, PortState>,
+            known: LiteMap<u16, PortState>,
             #[serde(default)]
-            streaks: BTreeMap<u16, Streak>,
+            streaks: LiteMap<u16, Streak>,
             #[serde(default)]
-            incidents: BTreeMap<u16, Incident>,
+            incidents: LiteMap<u16, Incident>,
         }
         let saved = Saved::deserialize(d)?;
         let old = AddressState {
@@ -906,13 +917,34 @@ impl<'de> Deserialize<'de> for MonitorState {
         };
         let legacy = match saved.legacy {
             Some(legacy) => Some(legacy),
-            None if old != AddressState::default() => Some(old),
+            None if old != AddressState::default() => Some(Box::new(old)),
             None => None,
         };
-        Ok(MonitorState {
+        let mut state = MonitorState {
             addresses: saved.addresses,
             legacy,
-        })
+        };
+        state.compact();
+        Ok(state)
+    }
+}
+
+/// `map` in exactly the memory its entries take (a vector grows to four
+/// entries at its first insertion: an address state is 144 bytes).
+fn compacted<K, V>(map: LiteMap<K, V>) -> LiteMap<K, V> {
+    let mut entries = map.into_tuple_vec();
+    entries.shrink_to_fit();
+    // Still sorted: the entries of a map, in order.
+    LiteMap::from_sorted_store_unchecked(entries)
+}
+
+impl AddressState {
+    fn compact(&mut self) {
+        self.known = compacted(std::mem::take(&mut self.known));
+        self.streaks = compacted(std::mem::take(&mut self.streaks));
+        self.incidents = compacted(std::mem::take(&mut self.incidents));
+        self.host_streaks = compacted(std::mem::take(&mut self.host_streaks));
+        self.host_incidents = compacted(std::mem::take(&mut self.host_incidents));
     }
 }
 
@@ -934,10 +966,10 @@ impl MonitorState {
         if let Some(&first) = obs.addresses.keys().next()
             && let Some(mut legacy) = self.legacy.take()
         {
-            for incident in legacy.incidents.values_mut() {
+            for (_, incident) in legacy.incidents.iter_mut() {
                 incident.address = first;
             }
-            self.addresses.entry(first).or_insert(legacy);
+            self.addresses.entry(first).or_insert(*legacy);
         }
 
         let mut out = Produced::default();
@@ -960,11 +992,21 @@ impl MonitorState {
         }
         let all_clear = out.resolved_any() && !self.has_incidents();
         let incidents = out.take_events();
+        self.compact();
         Step {
             events: assemble(spec, obs.at, incidents.clone(), all_clear),
             incidents,
             changes: out.changes,
             recheck: self.recheck_request(spec, obs.at),
+        }
+    }
+
+    /// Gives back what the maps grew beyond their entries: a daemon keeps a
+    /// million of these.
+    fn compact(&mut self) {
+        self.addresses = compacted(std::mem::take(&mut self.addresses));
+        for (_, state) in self.addresses.iter_mut() {
+            state.compact();
         }
     }
 
@@ -976,7 +1018,7 @@ impl MonitorState {
         let mut out = Produced::default();
         for (_, state) in addresses
             .into_iter()
-            .chain(legacy.map(|l| (unknown_address(), l)))
+            .chain(legacy.map(|l| (unknown_address(), *l)))
         {
             state.close(at, Resolution::MonitorRemoved, &mut out);
         }
@@ -1045,21 +1087,31 @@ impl MonitorState {
     /// ports `address` tracks, has pending or has an incident on.
     pub fn tracked_ports(&self, address: IpAddr) -> BTreeSet<u16> {
         let mut ports = BTreeSet::new();
+        self.for_each_tracked_port(address, |port| {
+            ports.insert(port);
+        });
+        ports
+    }
+
+    /// Calls `f` with each port of [`MonitorState::tracked_ports`], without
+    /// collecting them (a port may come more than once).
+    pub fn for_each_tracked_port(&self, address: IpAddr, mut f: impl FnMut(u16)) {
         for s in self
             .addresses
             .get(&address)
             .into_iter()
-            .chain(self.legacy.as_ref())
+            .chain(self.legacy.as_deref())
         {
-            ports.extend(s.known.keys());
-            ports.extend(s.streaks.keys());
-            ports.extend(s.incidents.keys());
+            s.known
+                .keys()
+                .chain(s.streaks.keys())
+                .chain(s.incidents.keys())
+                .for_each(|&p| f(p));
         }
-        ports
     }
 
     fn all_states(&self) -> impl Iterator<Item = &AddressState> {
-        self.addresses.values().chain(self.legacy.as_ref())
+        self.addresses.values().chain(self.legacy.as_deref())
     }
 
     /// The re-check to ask for after an observation at `at`.
@@ -1369,14 +1421,14 @@ impl AddressState {
     /// Resolves every open incident for `reason` (the address or the whole
     /// monitor went away).
     fn close(self, at: Millis, reason: Resolution, out: &mut Produced) {
-        for incident in self.host_incidents.into_values() {
+        for (_, incident) in self.host_incidents {
             out.host_resolved.push(Event::HostResolved {
                 incident,
                 resolved_at: at,
                 reason,
             });
         }
-        for incident in self.incidents.into_values() {
+        for (_, incident) in self.incidents {
             out.port_resolved.push(Event::PortResolved {
                 incident,
                 resolved_at: at,

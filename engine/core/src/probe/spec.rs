@@ -107,6 +107,36 @@ pub struct RangeSet {
     ranges: Vec<(u128, u128)>,
 }
 
+impl FromIterator<(u128, u128)> for RangeSet {
+    /// The set of the inclusive ranges `lo..=hi` (`lo <= hi`), in any order,
+    /// overlapping or not: sorted and merged once.
+    fn from_iter<I: IntoIterator<Item = (u128, u128)>>(iter: I) -> RangeSet {
+        let mut set = RangeSet {
+            ranges: iter.into_iter().collect(),
+        };
+        set.normalize();
+        set
+    }
+}
+
+impl FromIterator<IpAddr> for TargetSet {
+    /// The set of `addresses`, in any order, duplicates allowed: one sort
+    /// per family, whatever their number.
+    fn from_iter<I: IntoIterator<Item = IpAddr>>(addresses: I) -> TargetSet {
+        let (mut v4, mut v6) = (Vec::new(), Vec::new());
+        for address in addresses {
+            match address {
+                IpAddr::V4(a) => v4.push(u128::from(u32::from(a))),
+                IpAddr::V6(a) => v6.push(u128::from(a)),
+            }
+        }
+        TargetSet {
+            v4: v4.into_iter().map(|a| (a, a)).collect(),
+            v6: v6.into_iter().map(|a| (a, a)).collect(),
+        }
+    }
+}
+
 impl RangeSet {
     /// Adds the inclusive range `lo..=hi` (`lo <= hi`).
     pub fn insert(&mut self, lo: u128, hi: u128) {
@@ -180,7 +210,9 @@ impl RangeSet {
     }
 }
 
-/// A set of target addresses, IPv4 and IPv6.
+/// A set of target addresses, IPv4 and IPv6. Build one of many scattered
+/// addresses with `collect` (one sort), not [`TargetSet::insert`] one by
+/// one (each insert re-sorts the ranges).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct TargetSet {
     /// IPv4 addresses as `u32` values.
@@ -530,6 +562,36 @@ mod tests {
         );
         assert_eq!(t.v6.count(), 4);
         assert_eq!(t.count(), 1 + 3 + 4 + 4);
+    }
+
+    #[test]
+    fn a_collected_set_is_the_set_of_its_addresses_inserted_one_by_one() {
+        let addresses: Vec<IpAddr> = [
+            "198.18.0.9",
+            "2001:2::1",
+            "198.18.0.7",
+            "198.18.0.8",
+            "198.18.0.9",
+            "2001:2::3",
+            "198.18.1.1",
+        ]
+        .iter()
+        .map(|a| a.parse().unwrap())
+        .collect();
+        let mut one_by_one = TargetSet::default();
+        for &a in &addresses {
+            one_by_one.insert(a);
+        }
+        let collected: TargetSet = addresses.into_iter().collect();
+        assert_eq!(collected, one_by_one);
+        assert_eq!(
+            collected.v4.ranges(),
+            &[
+                (v4("198.18.0.7"), v4("198.18.0.9")),
+                (v4("198.18.1.1"), v4("198.18.1.1"))
+            ]
+        );
+        assert_eq!(collected.count(), 6);
     }
 
     #[test]

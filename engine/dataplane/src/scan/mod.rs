@@ -149,6 +149,10 @@ impl Answer {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Finding {
     pub ip: IpAddr,
+    /// The index of `ip` among the sweep's hosts ([`Sweep::locate`]: IPv4
+    /// first, each family ascending), for a TCP answer: where a caller that
+    /// files replies by address finds it without a search.
+    pub host: Option<u64>,
     /// The port; 0 for [`Answer::Echo`].
     pub port: u16,
     pub answer: Answer,

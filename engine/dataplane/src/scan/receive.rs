@@ -137,6 +137,7 @@ impl Replies<'_, '_> {
         }
         Some(Finding {
             ip,
+            host: located.map(|(host, _)| host),
             port: probe.port,
             answer: if open { Answer::Open } else { Answer::Closed },
             ttl: record.ttl,
@@ -161,6 +162,7 @@ impl Replies<'_, '_> {
                 self.summary.echo_replies += 1;
                 Some(Finding {
                     ip,
+                    host: None,
                     port: 0,
                     answer: Answer::Echo,
                     ttl,

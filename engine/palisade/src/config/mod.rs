@@ -27,6 +27,7 @@ mod checked;
 mod document;
 mod http;
 mod nats;
+mod parts;
 mod report;
 #[cfg(test)]
 mod tests;
@@ -312,7 +313,24 @@ pub fn check(
     text: &str,
     resolve: Option<Resolver<'_>>,
 ) -> Result<Loaded, ConfigErrors> {
-    let (root, syntax_errors) = DeTable::parse_recoverable(text);
+    match parts::split(text, parts::MONITORS_PER_PART) {
+        Some(split) => check_in_parts(file, text, &split.rest, &split.parts, resolve),
+        None => check_in_parts(file, text, text, &[], resolve),
+    }
+}
+
+/// Checks the file `text`: `rest` (the file with the monitors of `parts`
+/// blanked out, or cut off) as one document, then each part of monitors
+/// as a document of its own ([`parts`]): never the tree of the whole file
+/// in memory, whatever its number of monitors.
+fn check_in_parts(
+    file: &str,
+    text: &str,
+    rest: &str,
+    parts: &[parts::Part],
+    resolve: Option<Resolver<'_>>,
+) -> Result<Loaded, ConfigErrors> {
+    let (root, syntax_errors) = DeTable::parse_recoverable(rest);
     if !syntax_errors.is_empty() {
         let mut errors: Vec<ConfigError> = syntax_errors
             .iter()
@@ -324,10 +342,77 @@ pub fn check(
     let root = Spanned::new(root.span(), DeValue::Table(root.into_inner()));
     let (document, ignored) = read_document::<ConfigDocument>(&root)
         .map_err(|err| ConfigErrors(vec![toml_error(file, text, &err)]))?;
+    if document.monitor.is_some() && !parts.is_empty() {
+        // `monitor` written both ways (an error TOML itself reports): the
+        // whole file at once.
+        return check_in_parts(file, text, text, &[], resolve);
+    }
     let mut report = ConfigReport::new(file, text, ignored);
-    let config = document.check(&mut report, &root, resolve);
+    let config = document.check(&mut report, &root, text, parts, resolve);
     let (config, warnings) = report.finish(config)?;
     Ok(Loaded { config, warnings })
+}
+
+/// A part of the file's `[[monitor]]` tables, read on its own.
+#[derive(Debug, Deserialize)]
+struct MonitorsDocument {
+    monitor: Option<Checked<Vec<Checked<MonitorSection>>>>,
+}
+
+/// Checks the monitors of `part` of `text`, the first of them the
+/// `base`-th of the file, into `checked`.
+#[allow(clippy::too_many_arguments)]
+fn check_part(
+    report: &mut ConfigReport<'_>,
+    text: &str,
+    part: &parts::Part,
+    base: usize,
+    names: &mut HashMap<String, usize>,
+    default_ports: &PortRanges,
+    resolve: Option<Resolver<'_>>,
+    checked: &mut Vec<(MonitorSpec, HostAddresses)>,
+) {
+    let offset = part.range.start;
+    let (root, syntax_errors) = DeTable::parse_recoverable(&text[part.range.clone()]);
+    if !syntax_errors.is_empty() {
+        for err in &syntax_errors {
+            report.syntax_error(err, offset);
+        }
+        return;
+    }
+    let root = Spanned::new(root.span(), DeValue::Table(root.into_inner()));
+    let (document, ignored) = match read_document::<MonitorsDocument>(&root) {
+        Ok(read) => read,
+        Err(err) => {
+            report.syntax_error(&err, offset);
+            return;
+        }
+    };
+    // The part numbers its monitors from 0, the file from `base`.
+    let ignored = ignored
+        .into_iter()
+        .map(|mut key| {
+            let numbered = key.table.strip_prefix("monitor[").and_then(|t| {
+                let (index, tail) = t.split_once(']')?;
+                Some((index.parse::<usize>().ok()?, tail))
+            });
+            if let Some((index, tail)) = numbered {
+                key.table = format!("monitor[{}]{tail}", base + index);
+            }
+            key
+        })
+        .collect();
+    report.enter_part(offset, ignored);
+    for (index, span, monitor) in array_of_tables(report, document.monitor, "monitor", base) {
+        let table = format!("monitor[{index}]");
+        if let Some((spec, mut host)) =
+            monitor.check(report, &table, &span, names, default_ports, resolve)
+        {
+            host.span = report.in_file(&host.span);
+            checked.push((spec, host));
+        }
+    }
+    report.enter_part(0, Vec::new());
 }
 
 /// Bounds of the durations.
@@ -350,10 +435,14 @@ struct ConfigDocument {
 impl ConfigDocument {
     /// `root` is the document this was read from (sinks are read again,
     /// by kind); `resolve` looks up host names, if given.
+    /// `text` is the whole file, `parts` its parts of monitors read on
+    /// their own (none: the document has every monitor).
     fn check(
         self,
         report: &mut ConfigReport<'_>,
         root: &Spanned<DeValue<'_>>,
+        text: &str,
+        parts: &[parts::Part],
         resolve: Option<Resolver<'_>>,
     ) -> Config {
         report.unknown_keys("", keys_of::<Self>());
@@ -369,7 +458,7 @@ impl ConfigDocument {
             .http
             .and_then(|http| report.value(http, "http", "a table ([http])"))
             .and_then(|http| http.check(report));
-        let sinks = array_of_tables(report, self.sink, "sink")
+        let sinks = array_of_tables(report, self.sink, "sink", 0)
             .into_iter()
             .filter_map(|(index, span, entry)| {
                 let sink = entry.check(report, root, index, &span)?;
@@ -378,14 +467,28 @@ impl ConfigDocument {
             .collect();
         let sinks = distinct_sink_names(report, sinks);
         let mut names = HashMap::new();
-        let checked: Vec<(MonitorSpec, HostAddresses)> =
-            array_of_tables(report, self.monitor, "monitor")
+        let mut checked: Vec<(MonitorSpec, HostAddresses)> =
+            array_of_tables(report, self.monitor, "monitor", 0)
                 .into_iter()
                 .filter_map(|(index, span, monitor)| {
                     let table = format!("monitor[{index}]");
                     monitor.check(report, &table, &span, &mut names, &scan.ports, resolve)
                 })
                 .collect();
+        let mut base = 0;
+        for part in parts {
+            check_part(
+                report,
+                text,
+                part,
+                base,
+                &mut names,
+                &scan.ports,
+                resolve,
+                &mut checked,
+            );
+            base += part.monitors;
+        }
         shared_addresses(report, &checked);
         let monitors = checked.into_iter().map(|(spec, _)| spec).collect();
         Config {
@@ -398,11 +501,13 @@ impl ConfigDocument {
     }
 }
 
-/// The tables of a `[[name]]` array, each with its index and span.
+/// The tables of a `[[name]]` array, each with its index (from `base`) and
+/// span.
 fn array_of_tables<T>(
     report: &mut ConfigReport<'_>,
     value: Option<Checked<Vec<Checked<T>>>>,
     name: &str,
+    base: usize,
 ) -> Vec<(usize, Range<usize>, T)> {
     let expected = format!("an array of tables ([[{name}]], with two brackets)");
     let tables = value
@@ -410,6 +515,7 @@ fn array_of_tables<T>(
         .unwrap_or_default();
     let mut checked = Vec::new();
     for (index, table) in tables.into_iter().enumerate() {
+        let index = base + index;
         let span = table.span.clone();
         if let Some(table) = report.value(table, &format!("{name}[{index}]"), "a table") {
             checked.push((index, span, table));

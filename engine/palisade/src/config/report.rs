@@ -57,6 +57,12 @@ pub(super) struct ConfigReport<'t> {
     /// Where each line after the first starts: a span's line is a binary
     /// search, not a count from the top (a file of 65,536 monitors).
     line_starts: Vec<usize>,
+    /// Where the part of the file being checked starts: the spans of a
+    /// part ([`super::parts`]) count from there.
+    offset: usize,
+    /// Syntax errors of parts read on their own: when there are any, they
+    /// are all that is reported (as for the file read at once).
+    syntax: Vec<ConfigError>,
 }
 
 impl<'t> ConfigReport<'t> {
@@ -73,7 +79,27 @@ impl<'t> ConfigReport<'t> {
                 .filter(|&(_, b)| b == b'\n')
                 .map(|(i, _)| i + 1)
                 .collect(),
+            offset: 0,
+            syntax: Vec::new(),
         }
+    }
+
+    /// Checks the part of the file at `offset` next, whose unknown keys are
+    /// `ignored` (spans from the part's start); 0: the file itself.
+    pub(super) fn enter_part(&mut self, offset: usize, ignored: Vec<IgnoredKey>) {
+        self.offset = offset;
+        self.ignored.extend(ignored);
+    }
+
+    /// A span of the part being checked, from the file's start.
+    pub(super) fn in_file(&self, span: &Range<usize>) -> Range<usize> {
+        span.start + self.offset..span.end + self.offset
+    }
+
+    /// An error of the TOML parser in the part at `offset`.
+    pub(super) fn syntax_error(&mut self, err: &toml::de::Error, offset: usize) {
+        let error = toml_error_at(self.file, self.text, err, offset);
+        self.syntax.push(error);
     }
 
     pub(super) fn error(&mut self, span: &Range<usize>, key: &str, message: impl Into<String>) {
@@ -96,13 +122,13 @@ impl<'t> ConfigReport<'t> {
 
     /// The 1-based line that `span` starts on.
     pub(super) fn line(&self, span: &Range<usize>) -> usize {
-        let offset = span.start.min(self.text.len());
+        let offset = (span.start + self.offset).min(self.text.len());
         1 + self.line_starts.partition_point(|&start| start <= offset)
     }
 
     /// The value at `span` as written in the file, e.g. `100_000_001`.
     pub(super) fn written(&self, span: &Range<usize>) -> &'t str {
-        self.text.get(span.clone()).unwrap_or_default()
+        self.text.get(self.in_file(span)).unwrap_or_default()
     }
 
     /// `config` and its warnings (in file order) if no error was reported,
@@ -113,6 +139,10 @@ impl<'t> ConfigReport<'t> {
             "every table claims its unknown keys: {:?}",
             self.ignored
         );
+        if !self.syntax.is_empty() {
+            self.syntax.sort_by_key(|err| err.line);
+            return Err(ConfigErrors(self.syntax));
+        }
         if self.errors.is_empty() {
             self.warnings.sort_by_key(|warning| warning.line);
             Ok((config, self.warnings))
@@ -255,7 +285,19 @@ pub(super) fn dotted(table: &str, name: &str) -> String {
 /// An error of the TOML parser (syntax, or a value it cannot represent),
 /// named by the table it is in.
 pub(super) fn toml_error(file: &str, text: &str, err: &toml::de::Error) -> ConfigError {
-    let span = err.span().unwrap_or(0..0);
+    toml_error_at(file, text, err, 0)
+}
+
+/// [`toml_error`] of the part of `text` at `offset`.
+pub(super) fn toml_error_at(
+    file: &str,
+    text: &str,
+    err: &toml::de::Error,
+    offset: usize,
+) -> ConfigError {
+    let span = err
+        .span()
+        .map_or(offset..offset, |s| s.start + offset..s.end + offset);
     let mut message = err.message().to_owned();
     if message == "duplicate key"
         && let Some(name) = text.get(span.clone())

@@ -1913,3 +1913,66 @@ fn a_bad_tokens_file_is_a_configuration_error() {
     assert!(load_with_warnings(&config).is_ok());
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A file read a part of monitors at a time says what the whole file read
+/// at once says: the same monitors, the same errors and warnings, on the
+/// same lines, under the same keys.
+#[test]
+fn a_file_read_in_parts_reads_as_a_whole() {
+    let monitor = |i: usize, extra: &str| {
+        format!(
+            "[[monitor]]\nname = \"m-{i}\"\nhost = \"198.18.0.{}\"\n{extra}\n",
+            i + 2
+        )
+    };
+    let mut good = String::from("[scan]\nports = \"1-1024\"\n\n");
+    for i in 0..10 {
+        good.push_str(&monitor(i, "expected_open = [22]"));
+    }
+    good.push_str("[[sink]]\nkind = \"jsonl\"\n\n");
+    good.push_str(&monitor(10, "# after a sink"));
+    good.push_str(&monitor(11, "ports = \"1-10\""));
+    let mut bad = good.clone();
+    bad.push_str(&monitor(12, "expected_open = [0]\nconfrim = 2"));
+    bad.push_str("[[monitor]]\nname = \"m-1\"\nhost = \"198.18.0.9\"\n\n");
+    bad.push_str("[[monitor]]\nname = \"m-sub\"\nhost = \"198.18.0.99\"\n[monitor.x]\ny = 1\n");
+    bad.push_str(&monitor(13, "every = \"1x\""));
+    let whole = |text: &str| check_in_parts("f.toml", text, text, &[], None);
+    let in_parts = |text: &str| {
+        let split = parts::split(text, 3).unwrap();
+        assert!(split.parts.len() > 2, "{:?}", split.parts);
+        check_in_parts("f.toml", text, &split.rest, &split.parts, None)
+    };
+    let (a, b) = (whole(&good).unwrap(), in_parts(&good).unwrap());
+    assert_eq!(a.config, b.config);
+    assert_eq!(a.config.monitors.len(), 12);
+    assert_eq!(a.config.monitors[11].scan_ports.to_string(), "1-10");
+    assert_eq!(a.warnings, b.warnings);
+    let (a, b) = (whole(&bad).unwrap_err(), in_parts(&bad).unwrap_err());
+    assert_eq!(a.0, b.0);
+    let keys: Vec<&str> = a.0.iter().map(|e| e.key.as_str()).collect();
+    assert!(keys.contains(&"monitor[12].expected_open"), "{keys:?}");
+    assert!(keys.contains(&"monitor[12].confrim"), "{keys:?}");
+    assert!(
+        keys.contains(&"monitor[13].name"),
+        "duplicate name: {keys:?}"
+    );
+    assert!(
+        keys.contains(&"monitor[14].x"),
+        "a monitor's sub-table: {keys:?}"
+    );
+    assert!(keys.contains(&"monitor[15].every"), "{keys:?}");
+    // A syntax error in a part: its line in the file.
+    let mut broken = good.clone();
+    let line = broken.lines().count() + 4;
+    broken.push_str(&monitor(20, "confirm = = 2"));
+    let errors = in_parts(&broken).unwrap_err().0;
+    assert!(
+        !errors.is_empty()
+            && errors
+                .iter()
+                .all(|e| e.line == line && e.key == "monitor[12]"),
+        "{errors:?}"
+    );
+    assert_eq!(errors, whole(&broken).unwrap_err().0);
+}

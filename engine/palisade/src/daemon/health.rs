@@ -4,6 +4,8 @@
 //! outbox rows, in one transaction. The events go through the same outbox
 //! and sinks as every other event.
 
+use std::collections::HashMap;
+
 use palisade_core::health::{HealthEvent, HealthState, MonitorAge};
 use palisade_core::monitor::Millis;
 
@@ -22,39 +24,39 @@ impl Daemon {
         self.record_health(health, &events, at)
     }
 
-    /// Checks every monitor's age at `now` (cheap when no monitor can have
-    /// become stale or fresh since the last check).
+    /// Checks every monitor's age at `now`: at once when ages changed (a
+    /// conclusive full scan, which the sweep records in `last_conclusive`:
+    /// staleness counts from the end of a scan, so a sweep that takes
+    /// longer than the period itself never makes its monitors stale) or the
+    /// monitors did, else only when one may have become stale since. Called
+    /// several times a second: nothing is looked at in between.
     pub(super) fn check_staleness(&mut self, now: Millis) -> Result<(), DaemonError> {
-        let ages = self.monitor_ages();
-        let due = HealthState::next_check(&ages).is_some_and(|at| at <= now);
-        if !due && self.health.stale().count() == 0 && !self.ages_changed {
+        if !self.ages_changed && self.next_stale_check.is_some_and(|at| at > now) {
             return Ok(());
         }
         self.ages_changed = false;
         let mut health = self.health.clone();
-        let events = health.check(now, &ages);
+        let (events, next) = {
+            let ages = self.monitor_ages();
+            let events = health.check(now, &ages);
+            (events, health.next_check(&ages))
+        };
+        // Nothing to become stale: look again when something changes.
+        self.next_stale_check = Some(next.unwrap_or(Millis::MAX));
         self.record_health(health, &events, now)
     }
 
-    /// A monitor's full scan, which ended at `finished`, was conclusive.
-    /// Staleness counts from the end of a scan, so a sweep that takes
-    /// longer than the period itself never makes its monitors stale.
-    pub(super) fn scanned_conclusively(&mut self, monitor: &str, finished: Millis) {
-        self.last_conclusive.insert(monitor.to_string(), finished);
-        self.ages_changed = true;
-    }
-
-    fn monitor_ages(&self) -> Vec<MonitorAge> {
+    fn monitor_ages(&self) -> Vec<MonitorAge<'_>> {
         self.config
             .monitors
             .iter()
             .map(|m| MonitorAge {
-                name: m.name.clone(),
+                name: &m.name,
                 every_ms: m.every_ms,
                 last_conclusive: self
-                    .last_conclusive
+                    .tracked
                     .get(&m.name)
-                    .copied()
+                    .and_then(|t| t.last_conclusive)
                     .unwrap_or(self.started),
             })
             .collect()
@@ -69,15 +71,19 @@ impl Daemon {
         if health == self.health {
             return Ok(());
         }
+        let hosts: HashMap<&str, &str> = if events.is_empty() {
+            HashMap::new()
+        } else {
+            self.config
+                .monitors
+                .iter()
+                .map(|m| (m.name.as_str(), m.host.as_str()))
+                .collect()
+        };
         let rows: Vec<(String, _)> = events
             .iter()
             .map(|e| {
-                let host = self
-                    .config
-                    .monitors
-                    .iter()
-                    .find(|m| m.name == e.monitor())
-                    .map_or("", |m| m.host.as_str());
+                let host = hosts.get(e.monitor()).copied().unwrap_or("");
                 if matches!(
                     e,
                     HealthEvent::ScanFailed(_) | HealthEvent::MonitorStale { .. }

@@ -21,11 +21,11 @@ pub mod envelope;
 mod health;
 pub mod sweep;
 
-use std::collections::BTreeMap;
+use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use thiserror::Error;
 
@@ -38,9 +38,10 @@ use delivery::{DeliveryError, OutboxDelivery, SHUTDOWN_GRACE};
 use palisade_core::health::HealthState;
 use palisade_core::monitor::MonitorSpec;
 use palisade_core::monitor::{Millis, MonitorState};
-use palisade_core::plan::{self, SweepPlan, SweepSchedule};
+use palisade_core::plan::{self, SweepPlan};
 
 pub use envelope::rfc3339;
+pub use sweep::{Probe, SweepReport};
 
 /// Daemon failures.
 #[derive(Debug, Error)]
@@ -117,24 +118,34 @@ pub fn source() -> String {
     )
 }
 
+/// What the daemon keeps of one monitor between sweeps.
+#[derive(Debug, Default)]
+struct Tracked {
+    state: MonitorState,
+    /// When its last conclusive full scan ended (started, as stored, for
+    /// one reloaded from the store): staleness counts from it.
+    last_conclusive: Option<Millis>,
+}
+
 /// The daemon's state between sweeps.
 pub struct Daemon {
     options: Options,
     config: Config,
     store: Store,
-    states: BTreeMap<String, MonitorState>,
-    schedule: SweepSchedule,
+    /// What the daemon keeps of each configured monitor, by name.
+    tracked: HashMap<String, Tracked>,
     delivery: OutboxDelivery,
     source: String,
     events: u64,
     /// Self-monitoring: failing sweeps, stale monitors.
     health: HealthState,
-    /// The start of each monitor's last conclusive full scan.
-    last_conclusive: BTreeMap<String, Millis>,
     /// When this daemon started: the age of a monitor never scanned.
     started: Millis,
     /// A monitor was scanned conclusively since the last staleness check.
     ages_changed: bool,
+    /// When a monitor may become stale next, as last computed (`None`:
+    /// compute it again).
+    next_stale_check: Option<Millis>,
     /// When to prune the history next ([`Daemon::prune`]).
     next_prune: Millis,
     /// What the HTTP server sees of the daemon and asks of it.
@@ -160,17 +171,40 @@ impl Daemon {
     /// off: monitors gone since (or disabled) are removed. Starts the HTTP
     /// server if `[http]` is configured.
     pub fn new(options: Options) -> Result<Daemon, DaemonError> {
+        let begun = Instant::now();
         let mut config = config::load(&options.config_path)?;
+        let loaded = begun.elapsed();
         let mut store = Store::open(&config.store.path)?;
         let now = now_ms();
-        config.monitors = import_monitors(&mut store, &config.monitors, now)?;
+        config.monitors = import_monitors(&mut store, std::mem::take(&mut config.monitors), now)?;
+        let imported = begun.elapsed();
         let saved = store.load_states()?;
-        let last_conclusive = saved
+        let mut last_conclusive: HashMap<String, Millis> = saved
             .iter()
             .filter_map(|(name, s)| Some((name.clone(), s.last_full?)))
             .collect();
         let health = store.load_health()?;
         let recovered = plan::recover(&config.monitors, saved, now);
+        let tracked = recovered
+            .states
+            .into_iter()
+            .map(|(name, state)| {
+                let last_conclusive = last_conclusive.remove(&name);
+                let tracked = Tracked {
+                    state,
+                    last_conclusive,
+                };
+                (name, tracked)
+            })
+            .collect();
+        drop(last_conclusive);
+        tracing::info!(
+            monitors = config.monitors.len(),
+            config_s = loaded.as_secs_f64(),
+            import_s = (imported - loaded).as_secs_f64(),
+            states_s = (begun.elapsed() - imported).as_secs_f64(),
+            "monitors loaded"
+        );
         let metrics = Arc::new(Metrics::new());
         let delivery = OutboxDelivery::start(
             &mut store,
@@ -178,7 +212,7 @@ impl Daemon {
             delivery::sink_specs(&config.sinks, options.events.as_ref()),
             Arc::clone(&metrics),
         )?;
-        let control = Control::new(now);
+        let control = Control::new(now, recovered.schedule);
         let http = match &config.http {
             Some(settings) => {
                 let auth =
@@ -197,15 +231,14 @@ impl Daemon {
             options,
             config,
             store,
-            states: recovered.states,
-            schedule: recovered.schedule,
+            tracked,
             delivery,
             source: source(),
             events: 0,
             health,
-            last_conclusive,
             started: now,
             ages_changed: true,
+            next_stale_check: None,
             next_prune: now,
             control,
             metrics,
@@ -214,7 +247,6 @@ impl Daemon {
         for (name, state) in recovered.removed {
             daemon.remove_monitor(&name, state, now)?;
         }
-        daemon.publish_schedule();
         daemon.drain()?;
         Ok(daemon)
     }
@@ -232,16 +264,6 @@ impl Daemon {
     /// The daemon's metrics.
     pub fn metrics(&self) -> &Arc<Metrics> {
         &self.metrics
-    }
-
-    /// Shows the schedule to the HTTP server.
-    fn publish_schedule(&self) {
-        let next_due = self
-            .schedule
-            .due_times()
-            .map(|(name, at)| (name.to_owned(), at))
-            .collect();
-        self.control.update(|live| live.next_due = next_due);
     }
 
     /// Resolves a removed monitor's incidents and forgets its state.
@@ -273,7 +295,8 @@ impl Daemon {
             tracing::warn!("[http] changed: the HTTP server keeps its settings until restarted");
         }
         let now = now_ms();
-        config.monitors = import_monitors(&mut self.store, &config.monitors, now)?;
+        config.monitors =
+            import_monitors(&mut self.store, std::mem::take(&mut config.monitors), now)?;
         self.delivery.reload(
             &mut self.store,
             delivery::sink_specs(&config.sinks, self.options.events.as_ref()),
@@ -309,25 +332,31 @@ impl Daemon {
         monitors: Vec<MonitorSpec>,
         now: Millis,
     ) -> Result<(), DaemonError> {
+        let kept: HashSet<&str> = monitors.iter().map(|m| m.name.as_str()).collect();
         let gone: Vec<String> = self
             .config
             .monitors
             .iter()
-            .filter(|old| !monitors.iter().any(|m| m.name == old.name))
+            .filter(|old| !kept.contains(old.name.as_str()))
             .map(|old| old.name.clone())
             .collect();
+        drop(kept);
         for name in gone {
-            let state = self.states.remove(&name).unwrap_or_default();
-            self.schedule.remove(&name);
-            self.last_conclusive.remove(&name);
+            let state = self.tracked.remove(&name).unwrap_or_default().state;
+            self.control.schedule().remove(&name);
             self.remove_monitor(&name, state, now)?;
         }
-        for m in &monitors {
-            self.states.entry(m.name.clone()).or_default();
-            self.schedule.add(&m.name, now);
+        {
+            let mut schedule = self.control.schedule();
+            for m in &monitors {
+                if !self.tracked.contains_key(&m.name) {
+                    self.tracked.insert(m.name.clone(), Tracked::default());
+                }
+                schedule.add(&m.name, now);
+            }
         }
         self.config.monitors = monitors;
-        self.publish_schedule();
+        self.next_stale_check = None;
         Ok(())
     }
 
@@ -336,30 +365,70 @@ impl Daemon {
         match command {
             Command::MonitorsChanged => self.reload_monitors(),
             Command::ScanNow(name) => {
-                if self.schedule.scan_now(&name, now_ms()) {
+                if self.control.schedule().scan_now(&name, now_ms()) {
                     tracing::info!(monitor = %name, "scan requested");
-                    self.publish_schedule();
                 }
                 Ok(())
             }
         }
     }
 
-    /// Runs one sweep, showing it to the HTTP server while it runs.
-    fn run_sweep(&mut self, plan: &SweepPlan, stop: &AtomicBool) -> Result<bool, DaemonError> {
+    /// Runs one sweep through the data path, showing it to the HTTP server
+    /// while it runs; whether it was conclusive.
+    fn run_sweep(&mut self, plan: SweepPlan, stop: &AtomicBool) -> Result<bool, DaemonError> {
+        let config = self.scan_config();
+        let metrics = Arc::clone(&self.metrics);
+        let mut probe = |targets: &_, started, stop: &AtomicBool| {
+            sweep::probe(&config, &metrics, targets, started, stop)
+        };
+        Ok(self.run_sweep_with(plan, stop, &mut probe)?.conclusive)
+    }
+
+    /// The sweep due at `now`, if any, with `probe` standing in for the
+    /// data path: all the daemon does around the probing (planning each
+    /// slice, evaluating and storing every monitor's scan, the schedule)
+    /// as in a real sweep. For benchmarks of the daemon's own cost.
+    pub fn sweep_due_with(
+        &mut self,
+        now: Millis,
+        stop: &AtomicBool,
+        probe: &mut Probe<'_>,
+    ) -> Result<Option<SweepReport>, DaemonError> {
+        let planned = Instant::now();
+        let plan = self.control.schedule().take_due(now);
+        let Some(plan) = plan else {
+            return Ok(None);
+        };
+        let taken = planned.elapsed();
+        let mut report = self.run_sweep_with(plan, stop, probe)?;
+        report.plan += taken;
+        Ok(Some(report))
+    }
+
+    /// Runs the sweep of `plan` with `probe`, showing it to the HTTP server
+    /// while it runs.
+    fn run_sweep_with(
+        &mut self,
+        plan: SweepPlan,
+        stop: &AtomicBool,
+        probe: &mut Probe<'_>,
+    ) -> Result<SweepReport, DaemonError> {
         let started = now_ms();
         let kind = plan.kind.as_str().to_owned();
+        let monitors = plan.monitors.len();
+        let names = plan.monitors.iter().map(|(n, _)| Arc::clone(n)).collect();
         self.control.update(|live| {
             live.sweeping = Some(SweepUnderWay {
                 started_ms: started,
                 kind: kind.clone(),
-                monitors: plan.monitors.iter().map(|(n, _)| n.clone()).collect(),
+                monitors,
+                names: Arc::new(names),
             });
         });
-        let result = self.sweep(plan, stop);
+        let result = self.sweep(plan, stop, probe);
         let failure = match &result {
-            Ok(true) => None,
-            Ok(false) => Some("inconclusive (see the log)".to_owned()),
+            Ok(report) if report.conclusive => None,
+            Ok(_) => Some("inconclusive (see the log)".to_owned()),
             Err(e) => Some(e.to_string()),
         };
         let finished = now_ms();
@@ -369,11 +438,10 @@ impl Daemon {
                 started_ms: started,
                 finished_ms: finished,
                 kind,
-                monitors: plan.monitors.len(),
+                monitors,
                 failure,
             });
         });
-        self.publish_schedule();
         result
     }
 
@@ -411,8 +479,8 @@ impl Daemon {
     ) -> Result<Outcome, DaemonError> {
         let mut outcome = Outcome::default();
         if self.options.once {
-            let all = SweepPlan::full(self.config.monitors.iter().map(|m| m.name.clone()));
-            outcome.inconclusive |= !self.run_sweep(&all, stop)?;
+            let all = SweepPlan::full(self.config.monitors.iter().map(|m| m.name.as_str()));
+            outcome.inconclusive |= !self.run_sweep(all, stop)?;
             outcome.sweeps += 1;
             outcome.events = self.events;
             self.delivery.drain_for(&self.store, ONCE_DRAIN, stop)?;
@@ -427,8 +495,9 @@ impl Daemon {
             }
             let now = now_ms();
             self.check_staleness(now)?;
-            if let Some(plan) = self.schedule.take_due(now) {
-                outcome.inconclusive |= !self.run_sweep(&plan, stop)?;
+            let due = self.control.schedule().take_due(now);
+            if let Some(plan) = due {
+                outcome.inconclusive |= !self.run_sweep(plan, stop)?;
                 outcome.sweeps += 1;
                 continue;
             }
@@ -436,10 +505,8 @@ impl Daemon {
             if now >= self.next_prune {
                 self.prune(now);
             }
-            let nap = self
-                .schedule
-                .next_wake()
-                .map_or(200, |at| (at - now).clamp(1, 200));
+            let next_wake = self.control.schedule().next_wake();
+            let nap = next_wake.map_or(200, |at| (at - now).clamp(1, 200));
             if let Some(command) = self.control.next(Duration::from_millis(nap as u64))
                 && let Err(e) = self.obey(command)
             {
@@ -502,13 +569,15 @@ impl Daemon {
 
 /// Imports the configuration file's monitors into the store (a name an API
 /// monitor holds is refused, and logged), and returns the enabled monitors
-/// the store holds then: what the daemon scans.
+/// the store holds then: what the daemon scans. The file's are dropped
+/// before those are read (a million specs are not held twice).
 fn import_monitors(
     store: &mut Store,
-    from_file: &[MonitorSpec],
+    from_file: Vec<MonitorSpec>,
     now: Millis,
 ) -> Result<Vec<MonitorSpec>, DaemonError> {
-    let report = store.import_config_monitors(from_file, now)?;
+    let report = store.import_config_monitors(&from_file, now)?;
+    drop(from_file);
     for name in &report.conflicts {
         tracing::error!(
             monitor = %name,

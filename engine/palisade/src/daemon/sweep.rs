@@ -1,13 +1,16 @@
-//! One sweep: resolve the hosts, cut the monitors into slices of at most
-//! `scan.commit_every` of probing (`plan::slices`), and for each slice: plan
-//! what to probe ([`palisade_core::plan`]), probe
+//! One sweep: cut the monitors into slices of at most `scan.commit_every`
+//! of probing (`plan::Slicer`), resolving each monitor's host as it joins
+//! its slice, and for each slice: plan what to probe and keep
+//! ([`palisade_core::plan::SweepTargets`]), probe
 //! ([`palisade_dataplane::scan::run`]), then per monitor observe the scan
 //! and decide ([`decide`]: the state machine's step and the outbox rows,
-//! pure), and store the slice's decisions in one transaction.
+//! pure), and store the slice's decisions in one transaction. The daemon
+//! measures what each part costs ([`SweepReport`]).
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
 use palisade_core::monitor::{Millis, MonitorSpec, MonitorState, Scope, Step};
 use palisade_core::plan::{
@@ -18,6 +21,7 @@ use palisade_dataplane::scan::{self, Answer, Progress, ScanConfig};
 
 use super::envelope::{envelope, outbox_entry, scan_envelope};
 use super::{Daemon, DaemonError, now_ms};
+use crate::metrics::Metrics;
 use crate::resolve::resolve_host;
 use crate::store::{DecidedScan, OutboxEntry};
 
@@ -31,8 +35,9 @@ pub fn decide(
     scan_id: i64,
     source: &str,
 ) -> DecidedScan {
+    let mut scan = scan;
     let mut state = before.clone();
-    let step = state.observe(spec, &scan.observation(scan_id));
+    let step = scan.observe_into(&mut state, spec, scan_id);
     let mut outbox: Vec<OutboxEntry> = step
         .events
         .iter()
@@ -77,198 +82,269 @@ pub fn decide_removal(
     (step, outbox)
 }
 
-/// One monitor of a sweep: its spec, the ports its scan covers, and the
-/// addresses its host resolved to (or why not).
-type Member = (MonitorSpec, Scope, Result<Vec<IpAddr>, String>);
+/// What probes a slice's targets, from the slice's start (unix ms; it
+/// seeds the probe order) until done or stopped: the data path
+/// ([`probe`]) in the daemon, a stand-in in benchmarks
+/// ([`Daemon::sweep_due_with`]).
+pub type Probe<'a> = dyn FnMut(&SweepTargets, Millis, &AtomicBool) -> (SweepEnd, SweepReplies) + 'a;
+
+/// What one sweep did, and what it cost the daemon beside the probing, as
+/// the daemon measured it (wall time, summed over the slices).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SweepReport {
+    /// Every slice was conclusive.
+    pub conclusive: bool,
+    /// Monitors whose scans were stored.
+    pub monitors: usize,
+    pub slices: usize,
+    /// What is due, resolving the hosts, cutting the slices and what each
+    /// probes and keeps.
+    pub plan: Duration,
+    /// The probing itself.
+    pub probe: Duration,
+    /// Each monitor's scan observed and decided (the state machine, the
+    /// events and their envelopes).
+    pub evaluate: Duration,
+    /// The decisions written, one transaction per slice.
+    pub store: Duration,
+}
+
+/// One monitor of a slice: its place in the configuration, the ports its
+/// scan covers, and the addresses its host resolved to (or why not).
+type Member = (usize, Scope, Result<Vec<IpAddr>, String>);
+
+/// What the daemon keeps of a stored scan until its slice is committed:
+/// what the schedule and the states need, not the events (those are in the
+/// store).
+struct Stored {
+    monitor: usize,
+    /// The scan's facts without the addresses' replies.
+    scan: ScanFacts,
+    recheck: Option<(Millis, BTreeSet<u16>)>,
+    state: MonitorState,
+    events: usize,
+}
 
 impl Daemon {
     /// Runs one sweep over the plan's monitors, in slices of at most
-    /// `scan.commit_every` at the configured rate (`plan::slices`): each slice is
-    /// probed, decided and stored (one transaction) before the next starts,
-    /// so a long sweep commits as it goes. A stop ends it after the slice
-    /// under way (recorded inconclusive); the monitors of the slices not
-    /// started are not recorded and stay due. Returns whether every slice
-    /// was conclusive.
+    /// `scan.commit_every` at the configured rate ([`plan::Slicer`]):
+    /// each slice is planned, probed, decided and stored (one transaction)
+    /// before the next starts, so a long sweep commits as it goes, and a
+    /// monitor's host is resolved just before its slice. A stop ends it
+    /// after the slice under way (recorded inconclusive); the monitors of
+    /// the slices not started are not recorded and stay due.
     pub(super) fn sweep(
         &mut self,
-        plan: &SweepPlan,
+        plan: SweepPlan,
         stop: &AtomicBool,
-    ) -> Result<bool, DaemonError> {
+        probe: &mut Probe<'_>,
+    ) -> Result<SweepReport, DaemonError> {
         let started = now_ms();
-        // Hosts are resolved at every sweep: names may move.
-        let specs: HashMap<&str, &MonitorSpec> = self
-            .config
-            .monitors
-            .iter()
-            .map(|m| (m.name.as_str(), m))
-            .collect();
-        let members: Vec<Member> = plan
-            .monitors
-            .iter()
-            .filter_map(|(name, scope)| {
-                let spec = *specs.get(name.as_str())?;
-                let addresses = resolve_host(&spec.host).map_err(|e| e.to_string());
-                Some((spec.clone(), scope.clone(), addresses))
-            })
-            .collect();
-        drop(specs);
-        let costs: Vec<u64> = members
-            .iter()
-            .map(|(spec, scope, addresses)| {
-                plan::scan_cost(spec, scope, addresses.as_ref().map_or(0, Vec::len))
-            })
-            .collect();
+        let mut report = SweepReport::default();
+        let planning = Instant::now();
+        let kind = plan.kind;
+        let members: Vec<(usize, Scope)> = {
+            let at: HashMap<&str, usize> = self
+                .config
+                .monitors
+                .iter()
+                .enumerate()
+                .map(|(i, m)| (m.name.as_str(), i))
+                .collect();
+            plan.monitors
+                .into_iter()
+                .filter_map(|(name, scope)| Some((*at.get(&*name)?, scope)))
+                .collect()
+        };
+        let total = members.len();
         let budget =
             (self.config.scan.rate as f64 * self.config.scan.commit_every.as_secs_f64()) as u64;
-        let slices = plan::slices(&costs, budget);
+        let mut slicer = plan::Slicer::new(budget);
+        let mut slice: Vec<Member> = Vec::new();
         let mut end = SweepEnd::Completed;
         // The sweep's time is its slices' probing (what each scan summary
         // reports as started..finished), from the first to the last.
         let mut first_started = None;
         let mut finished = started;
-        for (i, range) in slices.iter().enumerate() {
-            if i > 0 && stop.load(Ordering::Relaxed) {
-                tracing::info!(
-                    monitors_left = members.len() - range.start,
-                    "sweep stopped; the monitors not scanned stay due"
-                );
-                end = SweepEnd::Interrupted;
-                break;
+        report.plan += planning.elapsed();
+        let mut members = members.into_iter();
+        let mut next = members.next();
+        while let Some((monitor, scope)) = next.take() {
+            let planning = Instant::now();
+            // Hosts are resolved at every sweep (names may move), just
+            // before their slice.
+            let spec = &self.config.monitors[monitor];
+            let addresses = resolve_host(&spec.host).map_err(|e| e.to_string());
+            let cost = plan::scan_cost(spec, &scope, addresses.as_ref().map_or(0, Vec::len));
+            report.plan += planning.elapsed();
+            if slicer.starts_slice(cost) && !slice.is_empty() {
+                if stopped(stop, total - report.monitors, &mut end) {
+                    slice.clear();
+                    break;
+                }
+                let (slice_started, slice_finished) =
+                    self.run_slice(kind, &mut slice, stop, probe, &mut report, &mut end)?;
+                first_started.get_or_insert(slice_started);
+                finished = slice_finished;
             }
-            let (slice_end, slice_started, slice_finished) =
-                self.sweep_slice(plan.kind, &members[range.clone()], stop)?;
+            slice.push((monitor, scope, addresses));
+            next = members.next();
+        }
+        if !slice.is_empty() && !stopped(stop, total - report.monitors, &mut end) {
+            let (slice_started, slice_finished) =
+                self.run_slice(kind, &mut slice, stop, probe, &mut report, &mut end)?;
             first_started.get_or_insert(slice_started);
             finished = slice_finished;
-            if end == SweepEnd::Completed {
-                end = slice_end;
-            }
         }
-        let started = first_started.unwrap_or(started);
+        report.conclusive = end.failure().is_none();
+        let probing_started = first_started.unwrap_or(started);
         self.metrics
-            .record_sweep(plan.kind, &end, started, finished);
+            .record_sweep(kind, &end, probing_started, finished);
         if let Some(why) = end.failure() {
             tracing::warn!("sweep inconclusive: {why}");
         }
+        tracing::info!(
+            kind = %kind,
+            monitors = report.monitors,
+            slices = report.slices,
+            secs = now_ms().saturating_sub(started) as f64 / 1000.0,
+            plan_s = report.plan.as_secs_f64(),
+            probe_s = report.probe.as_secs_f64(),
+            evaluate_s = report.evaluate.as_secs_f64(),
+            store_s = report.store.as_secs_f64(),
+            "sweep stored"
+        );
         // A sweep stopped on purpose (SIGTERM) says nothing of the scanner's
         // health; every other failure is `scan_failed`.
         if end != SweepEnd::Interrupted {
             self.after_sweep_health(finished, end.failure())?;
         }
         self.drain()?;
-        Ok(end.failure().is_none())
+        Ok(report)
     }
 
-    /// One slice of a sweep: probe its monitors' addresses, decide each
-    /// monitor's scan, store them all in one transaction; how it ended, and
-    /// when its probing started and finished.
+    /// Runs the slice `members` ([`Daemon::sweep_slice`]), empties it and
+    /// counts it; the sweep's end becomes the slice's if it is the first
+    /// that fails. When the slice's probing started and finished.
+    fn run_slice(
+        &mut self,
+        kind: ScanKind,
+        members: &mut Vec<Member>,
+        stop: &AtomicBool,
+        probe: &mut Probe<'_>,
+        report: &mut SweepReport,
+        end: &mut SweepEnd,
+    ) -> Result<(Millis, Millis), DaemonError> {
+        let (slice_end, started, finished) = self.sweep_slice(kind, members, stop, probe, report)?;
+        report.monitors += members.len();
+        report.slices += 1;
+        members.clear();
+        if *end == SweepEnd::Completed {
+            *end = slice_end;
+        }
+        Ok((started, finished))
+    }
+
+    /// One slice of a sweep: what its monitors' addresses are probed on and
+    /// which replies are kept, the probing, then per monitor its scan
+    /// observed and decided and written, all in one transaction; then the
+    /// states and the schedule. How it ended, and when its probing started
+    /// and finished.
     fn sweep_slice(
         &mut self,
         kind: ScanKind,
         members: &[Member],
         stop: &AtomicBool,
+        probe: &mut Probe<'_>,
+        report: &mut SweepReport,
     ) -> Result<(SweepEnd, Millis, Millis), DaemonError> {
+        let planning = Instant::now();
         let started = now_ms();
         let fresh = MonitorState::new();
-        let mut targets = SweepTargets::new(kind);
-        for (spec, scope, addresses) in members {
+        let mut targets = SweepTargets::builder(kind);
+        for (monitor, scope, addresses) in members {
             if let Ok(addresses) = addresses {
-                let state = self.states.get(&spec.name).unwrap_or(&fresh);
+                let spec = &self.config.monitors[*monitor];
+                let state = self.tracked.get(&spec.name).map_or(&fresh, |t| &t.state);
                 targets.add(addresses, spec, state, scope);
             }
         }
-        let (end, replies) = self.probe(&targets, started, stop)?;
+        let targets = targets.build();
+        report.plan += planning.elapsed();
+
+        let probing = Instant::now();
+        let (end, replies) = if targets.is_empty() {
+            (SweepEnd::NothingResolved, targets.replies())
+        } else {
+            probe(&targets, started, stop)
+        };
+        drop(targets);
+        report.probe += probing.elapsed();
         let result = SweepResult {
             started,
             finished: now_ms(),
             end,
             replies,
         };
+
+        // Decide and write monitor by monitor (the events go to the store
+        // at once; what the schedule and the states need is kept until the
+        // commit).
         let first_id = self.store.next_scan_id()?;
-        let decided: Vec<DecidedScan> = members
-            .iter()
-            .zip(first_id..)
-            .map(|((spec, scope, addresses), id)| {
-                let scan = result.scan(spec, scope, addresses);
-                let before = self.states.get(&spec.name).unwrap_or(&fresh);
-                decide(spec, before, scan, id, &self.source)
-            })
-            .collect();
-        self.store.record_scans(&decided)?;
-        for (decided, (spec, _, _)) in decided.into_iter().zip(members) {
-            self.events += decided.step.events.len() as u64;
-            self.schedule
-                .after_scan(spec, &decided.scan, decided.step.recheck);
-            if decided.scan.kind() == ScanKind::Full && decided.scan.conclusive() {
-                self.scanned_conclusively(&spec.name, decided.scan.finished);
-            }
-            self.states.insert(spec.name.clone(), decided.state);
+        let mut stored = Vec::with_capacity(members.len());
+        let mut batch = self.store.scan_batch()?;
+        for ((monitor, scope, addresses), scan_id) in members.iter().zip(first_id..) {
+            let evaluating = Instant::now();
+            let spec = &self.config.monitors[*monitor];
+            let scan = result.scan(spec, scope, addresses);
+            let before = self.tracked.get(&spec.name).map_or(&fresh, |t| &t.state);
+            let decided = decide(spec, before, scan, scan_id, &self.source);
+            let writing = Instant::now();
+            report.evaluate += writing - evaluating;
+            batch.record(&decided)?;
+            report.store += writing.elapsed();
+            let DecidedScan {
+                mut scan,
+                step,
+                state,
+                ..
+            } = decided;
+            scan.addresses.clear();
+            stored.push(Stored {
+                monitor: *monitor,
+                scan,
+                recheck: step.recheck,
+                state,
+                events: step.events.len(),
+            });
         }
+        let writing = Instant::now();
+        batch.commit()?;
+        report.store += writing.elapsed();
+
+        let mut schedule = self.control.schedule();
+        for s in stored {
+            let spec = &self.config.monitors[s.monitor];
+            self.events += s.events as u64;
+            schedule.after_scan(spec, &s.scan, s.recheck);
+            let tracked = match self.tracked.get_mut(&spec.name) {
+                Some(tracked) => tracked,
+                None => self.tracked.entry(spec.name.clone()).or_default(),
+            };
+            tracked.state = s.state;
+            if s.scan.kind() == ScanKind::Full && s.scan.conclusive() {
+                tracked.last_conclusive = Some(s.scan.finished);
+                self.ages_changed = true;
+            }
+        }
+        drop(schedule);
         // Sinks deliver what this slice decided while the next is probed.
         self.delivery.wake();
         Ok((result.end, result.started, result.finished))
     }
 
-    /// Probes the targets (seeding the permutation with the sweep's start)
-    /// and collects the replies.
-    fn probe(
-        &self,
-        targets: &SweepTargets,
-        started: Millis,
-        stop: &AtomicBool,
-    ) -> Result<(SweepEnd, SweepReplies), DaemonError> {
-        let mut replies = targets.replies();
-        if targets.is_empty() {
-            return Ok((SweepEnd::NothingResolved, replies));
-        }
-        let ports = targets.ports();
-        let sweep = match Sweep::new(&targets.targets, &ports, started as u64) {
-            Ok(sweep) => sweep,
-            Err(e) => return Ok((SweepEnd::Failed(e.to_string()), replies)),
-        };
-        tracing::info!(
-            hosts = sweep.host_count(),
-            ports = ports.len(),
-            "sweep starting"
-        );
-        let progress = Progress::default();
-        let mut config = self.scan_config();
-        config.ping = targets.ping.iter().copied().collect();
-        let end = match scan::run(&sweep, &config, stop, &progress, |f| match f.answer {
-            Answer::Echo => replies.record_echo(f.ip),
-            Answer::Open => replies.record(f.ip, f.port, true),
-            Answer::Closed => replies.record(f.ip, f.port, false),
-        }) {
-            Ok(s) => {
-                self.metrics.record_scan(&s);
-                replies.record_retries(s.retry_outcome());
-                let end = SweepEnd::after_run(s.interrupted, s.ringbuf_full);
-                if end == SweepEnd::Completed {
-                    tracing::info!(
-                        sent = s.sent,
-                        retries = s.retries,
-                        open = s.open,
-                        closed = s.closed,
-                        echo_replies = s.echo_replies,
-                        invalid = s.invalid + s.filter_invalid,
-                        rate = s.rate(),
-                        estimated_loss = ?s.estimated_loss,
-                        retry_rounds = s.retry_rounds,
-                        secs = s.duration.as_secs_f64(),
-                        "sweep done"
-                    );
-                }
-                end
-            }
-            Err(e) => {
-                let why = e.to_string();
-                self.metrics.data_path_failed(&why);
-                SweepEnd::Failed(why)
-            }
-        };
-        Ok((end, replies))
-    }
-
-    fn scan_config(&self) -> ScanConfig {
+    /// The data path's settings for a sweep.
+    pub(super) fn scan_config(&self) -> ScanConfig {
         let s = &self.config.scan;
         ScanConfig {
             rate: s.rate,
@@ -285,6 +361,79 @@ impl Daemon {
             ..ScanConfig::default()
         }
     }
+}
+
+/// Whether the daemon is stopping, before the next slice: then the sweep
+/// ends there, interrupted, and the `left` monitors not scanned stay due.
+fn stopped(stop: &AtomicBool, left: usize, end: &mut SweepEnd) -> bool {
+    if !stop.load(Ordering::Relaxed) {
+        return false;
+    }
+    tracing::info!(
+        monitors_left = left,
+        "sweep stopped; the monitors not scanned stay due"
+    );
+    *end = SweepEnd::Interrupted;
+    true
+}
+
+/// Probes `targets` through the data path (seeding the permutation with
+/// the slice's start) and collects the replies; a failure of the data path
+/// is the slice's end, not an error.
+pub(super) fn probe(
+    config: &ScanConfig,
+    metrics: &Metrics,
+    targets: &SweepTargets,
+    started: Millis,
+    stop: &AtomicBool,
+) -> (SweepEnd, SweepReplies) {
+    let mut replies = targets.replies();
+    let ports = targets.ports();
+    let sweep = match Sweep::new(&targets.targets, ports, started as u64) {
+        Ok(sweep) => sweep,
+        Err(e) => return (SweepEnd::Failed(e.to_string()), replies),
+    };
+    tracing::info!(
+        hosts = sweep.host_count(),
+        ports = ports.len(),
+        "slice starting"
+    );
+    let progress = Progress::default();
+    let mut config = config.clone();
+    config.ping = targets.ping.clone();
+    let end = match scan::run(&sweep, &config, stop, &progress, |f| match f.answer {
+        Answer::Echo => replies.record_echo(f.ip),
+        Answer::Open => replies.record_located(f.host, f.ip, f.port, true),
+        Answer::Closed => replies.record_located(f.host, f.ip, f.port, false),
+    }) {
+        Ok(s) => {
+            metrics.record_scan(&s);
+            replies.record_retries(s.retry_outcome());
+            let end = SweepEnd::after_run(s.interrupted, s.ringbuf_full);
+            if end == SweepEnd::Completed {
+                tracing::info!(
+                    sent = s.sent,
+                    retries = s.retries,
+                    open = s.open,
+                    closed = s.closed,
+                    echo_replies = s.echo_replies,
+                    invalid = s.invalid + s.filter_invalid,
+                    rate = s.rate(),
+                    estimated_loss = ?s.estimated_loss,
+                    retry_rounds = s.retry_rounds,
+                    secs = s.duration.as_secs_f64(),
+                    "slice probed"
+                );
+            }
+            end
+        }
+        Err(e) => {
+            let why = e.to_string();
+            metrics.data_path_failed(&why);
+            SweepEnd::Failed(why)
+        }
+    };
+    (end, replies)
 }
 
 /// The daemon's decisions, sweep after sweep, without SQLite or a network:
@@ -351,18 +500,24 @@ mod tests {
 
         /// `--once`: a full sweep of every monitor, due or not.
         fn once(&mut self, now: Millis, open: &[u16], end: SweepEnd) {
-            let plan = SweepPlan::full(self.specs.iter().map(|s| s.name.clone()));
+            let plan = SweepPlan::full(self.specs.iter().map(|s| s.name.as_str()));
             self.sweep(&plan, now, open, end);
         }
 
         fn sweep(&mut self, plan: &SweepPlan, now: Millis, open: &[u16], end: SweepEnd) {
             let ip: std::net::IpAddr = HOST.parse().unwrap();
             let fresh = MonitorState::new();
-            let mut targets = SweepTargets::new(plan.kind);
+            let mut targets = SweepTargets::builder(plan.kind);
             for (name, scope) in &plan.monitors {
-                let spec = self.specs.iter().find(|s| &s.name == name).unwrap();
-                targets.add(&[ip], spec, self.states.get(name).unwrap_or(&fresh), scope);
+                let spec = self.specs.iter().find(|s| *s.name == **name).unwrap();
+                targets.add(
+                    &[ip],
+                    spec,
+                    self.states.get(&**name).unwrap_or(&fresh),
+                    scope,
+                );
             }
+            let targets = targets.build();
             let mut replies = targets.replies();
             for &port in targets.ports().as_slice() {
                 replies.record(ip, port, open.contains(&port));
@@ -374,9 +529,14 @@ mod tests {
                 replies,
             };
             for (name, scope) in &plan.monitors {
-                let spec = self.specs.iter().find(|s| &s.name == name).unwrap().clone();
+                let spec = self
+                    .specs
+                    .iter()
+                    .find(|s| *s.name == **name)
+                    .unwrap()
+                    .clone();
                 let scan = result.scan(&spec, scope, &Ok(vec![ip]));
-                let before = self.states.get(name).unwrap_or(&fresh);
+                let before = self.states.get(&**name).unwrap_or(&fresh);
                 let decided = decide(&spec, before, scan, self.next_scan_id, SOURCE);
                 // Deciding again from the same inputs (a crash between the
                 // decision and its commit) decides the same.

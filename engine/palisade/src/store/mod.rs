@@ -625,12 +625,23 @@ impl Store {
     /// Records decided scans in one transaction (a slice of a sweep): each
     /// whole, all or none of them, and one commit (one fsync) for all.
     pub fn record_scans(&mut self, decided: &[DecidedScan]) -> Result<(), StoreError> {
-        let tx = self.conn.transaction()?;
+        let mut batch = self.scan_batch()?;
         for d in decided {
-            record_in(&tx, d)?;
+            batch.record(d)?;
         }
-        tx.commit()?;
-        Ok(())
+        batch.commit()
+    }
+
+    /// A transaction to record decided scans in, one after the other as
+    /// they are decided ([`ScanBatch::record`]), so that a slice of a sweep
+    /// is written as it is evaluated and committed at once; nothing of it
+    /// is kept if it is dropped without [`ScanBatch::commit`].
+    pub fn scan_batch(&mut self) -> Result<ScanBatch<'_>, StoreError> {
+        Ok(ScanBatch {
+            tx: self
+                .conn
+                .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?,
+        })
     }
 
     /// Records a step that no scan caused (a monitor removed from the
@@ -1377,40 +1388,63 @@ fn next_in_order(
     Ok((others == 0).then_some(last))
 }
 
-/// Writes a step's state changes, incidents and outbox rows.
-/// Writes one decided scan within `tx` ([`Store::record_scans`]).
+
+/// Decided scans being recorded in one transaction ([`Store::scan_batch`]).
+/// Its statements are prepared once per connection (SQLite's statement
+/// cache), not once per row.
+#[derive(Debug)]
+pub struct ScanBatch<'s> {
+    tx: rusqlite::Transaction<'s>,
+}
+
+impl ScanBatch<'_> {
+    /// Writes one decided scan: the scan, what each address answered, its
+    /// state changes, incidents and outbox rows, and the monitor's new
+    /// state (with the start of its last conclusive full scan, for the
+    /// schedule after a restart).
+    pub fn record(&mut self, decided: &DecidedScan) -> Result<(), StoreError> {
+        record_in(&self.tx, decided)
+    }
+
+    /// Commits everything recorded (one fsync).
+    pub fn commit(self) -> Result<(), StoreError> {
+        Ok(self.tx.commit()?)
+    }
+}
+
+/// Writes one decided scan within `tx` ([`ScanBatch::record`]).
 fn record_in(tx: &rusqlite::Transaction<'_>, decided: &DecidedScan) -> Result<(), StoreError> {
     let scan = &decided.scan;
-    tx.execute(
+    tx.prepare_cached(
         "INSERT INTO scans (id, sweep, monitor, host, address, kind, started_ms, finished_ms,
                             conclusive, reachable, open_ports, note)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
-        params![
-            decided.scan_id,
-            scan.sweep,
-            scan.monitor,
-            scan.host,
-            Option::<String>::None,
-            scan.kind().as_str(),
-            scan.started,
-            scan.finished,
-            scan.conclusive(),
-            scan.reachable(),
-            "[]",
-            scan.inconclusive,
-        ],
-    )?;
+    )?
+    .execute(params![
+        decided.scan_id,
+        scan.sweep,
+        scan.monitor,
+        scan.host,
+        Option::<String>::None,
+        scan.kind().as_str(),
+        scan.started,
+        scan.finished,
+        scan.conclusive(),
+        scan.reachable(),
+        "[]",
+        scan.inconclusive,
+    ])?;
     for (address, replies) in &scan.addresses {
-        tx.execute(
+        tx.prepare_cached(
             "INSERT INTO scan_addresses (scan_id, address, reachable, open_ports)
              VALUES (?1, ?2, ?3, ?4)",
-            params![
-                decided.scan_id,
-                address.to_string(),
-                replies.reachable,
-                replies.open.ranges().to_string()
-            ],
-        )?;
+        )?
+        .execute(params![
+            decided.scan_id,
+            address.to_string(),
+            replies.reachable,
+            replies.open.ranges().to_string()
+        ])?;
     }
     write_step(
         tx,
@@ -1425,8 +1459,7 @@ fn record_in(tx: &rusqlite::Transaction<'_>, decided: &DecidedScan) -> Result<()
     })?;
     let full = (scan.kind() == ScanKind::Full && scan.conclusive()).then_some(scan.started);
     let summary = &decided.summary;
-    tx.execute(
-        "INSERT INTO monitor_state (monitor, state, last_full_ms, last_scan_ms, last_conclusive,
+    tx.prepare_cached("INSERT INTO monitor_state (monitor, state, last_full_ms, last_scan_ms, last_conclusive,
                                     reachability, expected_down, unexpected_open, open_incidents,
                                     last_full_scan_id)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
@@ -1435,8 +1468,7 @@ fn record_in(tx: &rusqlite::Transaction<'_>, decided: &DecidedScan) -> Result<()
              last_full_scan_id = COALESCE(excluded.last_full_scan_id, monitor_state.last_full_scan_id),
              last_scan_ms = excluded.last_scan_ms, last_conclusive = excluded.last_conclusive,
              reachability = excluded.reachability, expected_down = excluded.expected_down,
-             unexpected_open = excluded.unexpected_open, open_incidents = excluded.open_incidents",
-        params![
+             unexpected_open = excluded.unexpected_open, open_incidents = excluded.open_incidents")?.execute(params![
             scan.monitor,
             state_json,
             full,
@@ -1460,10 +1492,8 @@ fn write_step(
     at: Millis,
 ) -> Result<(), StoreError> {
     for c in &step.changes {
-        tx.execute(
-            "INSERT INTO state_changes (monitor, port, from_state, to_state, at_ms, scan_id, address)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-            params![
+        tx.prepare_cached("INSERT INTO state_changes (monitor, port, from_state, to_state, at_ms, scan_id, address)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)")?.execute(params![
                 monitor,
                 c.port,
                 c.from.map(|s| s.to_string()),
@@ -1477,10 +1507,8 @@ fn write_step(
     for event in &step.incidents {
         match event {
             Event::Opened(i) => {
-                tx.execute(
-                    "INSERT OR IGNORE INTO incidents (id, monitor, port, kind, first_seen_ms, confirmed_at_ms, state, address)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-                    params![
+                tx.prepare_cached("INSERT OR IGNORE INTO incidents (id, monitor, port, kind, first_seen_ms, confirmed_at_ms, state, address)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)")?.execute(params![
                         i.id,
                         i.monitor,
                         i.port,
@@ -1493,10 +1521,8 @@ fn write_step(
                 )?;
             }
             Event::HostOpened(i) => {
-                tx.execute(
-                    "INSERT OR IGNORE INTO incidents (id, monitor, port, kind, first_seen_ms, confirmed_at_ms, state, address, ports)
-                     VALUES (?1, ?2, 0, ?3, ?4, ?5, ?6, ?7, ?8)",
-                    params![
+                tx.prepare_cached("INSERT OR IGNORE INTO incidents (id, monitor, port, kind, first_seen_ms, confirmed_at_ms, state, address, ports)
+                     VALUES (?1, ?2, 0, ?3, ?4, ?5, ?6, ?7, ?8)")?.execute(params![
                         i.id,
                         i.monitor,
                         i.kind.to_string(),
@@ -1516,10 +1542,10 @@ fn write_step(
                 resolved_at,
                 reason,
             } => {
-                tx.execute(
+                tx.prepare_cached(
                     "UPDATE incidents SET resolved_at_ms = ?2, resolution = ?3 WHERE id = ?1",
-                    params![incident.id, resolved_at, reason.as_str()],
-                )?;
+                )?
+                .execute(params![incident.id, resolved_at, reason.as_str()])?;
             }
             Event::PortResolved {
                 incident,
@@ -1527,9 +1553,7 @@ fn write_step(
                 state,
                 reason,
             } => {
-                tx.execute(
-                    "UPDATE incidents SET resolved_at_ms = ?2, resolved_state = ?3, resolution = ?4 WHERE id = ?1",
-                    params![
+                tx.prepare_cached("UPDATE incidents SET resolved_at_ms = ?2, resolved_state = ?3, resolution = ?4 WHERE id = ?1")?.execute(params![
                         incident.id,
                         resolved_at,
                         state.map(|s| s.to_string()),

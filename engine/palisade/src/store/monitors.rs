@@ -266,42 +266,43 @@ impl Store {
         let tx = self
             .conn
             .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-        let existing: Vec<(String, String, String)> = {
-            let mut stmt = tx.prepare("SELECT name, managed_by, spec FROM monitors")?;
-            let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+        // By name, whether an API monitor holds it: only the names are held
+        // (a million specs are compared by SQLite, not copied in here).
+        let existing: std::collections::HashMap<String, bool> = {
+            let mut stmt = tx.prepare("SELECT name, managed_by = 'api' FROM monitors")?;
+            let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
             rows.collect::<Result<_, _>>()?
         };
-        let existing: std::collections::HashMap<String, (String, String)> = existing
-            .into_iter()
-            .map(|(name, managed_by, spec)| (name, (managed_by, spec)))
-            .collect();
         for spec in specs {
-            let json = spec_json(spec)?;
             match existing.get(&spec.name) {
-                Some((managed_by, _)) if managed_by == "api" => {
+                Some(true) => {
                     report.conflicts.push(spec.name.clone());
                 }
-                Some((_, old)) if *old == json => {}
-                Some(_) => {
-                    tx.execute(
-                        "UPDATE monitors SET spec = ?2, version = version + 1, updated_ms = ?3
-                         WHERE name = ?1",
-                        params![spec.name, json, now],
-                    )?;
-                    report.updated.push(spec.name.clone());
+                Some(false) => {
+                    let changed = tx
+                        .prepare_cached(
+                            "UPDATE monitors SET spec = ?2, version = version + 1, updated_ms = ?3
+                             WHERE name = ?1 AND spec <> ?2",
+                        )?
+                        .execute(params![spec.name, spec_json(spec)?, now])?;
+                    if changed > 0 {
+                        report.updated.push(spec.name.clone());
+                    }
                 }
                 None => {
-                    tx.execute(
+                    tx.prepare_cached(
                         "INSERT INTO monitors (name, managed_by, spec, enabled, version, created_ms, updated_ms)
                          VALUES (?1, 'config', ?2, 1, 1, ?3, ?3)",
-                        params![spec.name, json, now],
-                    )?;
+                    )?
+                    .execute(params![spec.name, spec_json(spec)?, now])?;
                     report.added.push(spec.name.clone());
                 }
             }
         }
-        for (name, (managed_by, _)) in &existing {
-            if managed_by == "config" && !specs.iter().any(|s| &s.name == name) {
+        let in_file: std::collections::HashSet<&str> =
+            specs.iter().map(|s| s.name.as_str()).collect();
+        for (name, &api) in &existing {
+            if !api && !in_file.contains(name.as_str()) {
                 tx.execute("DELETE FROM monitors WHERE name = ?1", params![name])?;
                 report.removed.push(name.clone());
             }

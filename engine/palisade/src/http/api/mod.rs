@@ -576,7 +576,7 @@ mod tests {
     fn open_state() -> AppState {
         AppState::new(
             std::path::Path::new("/nonexistent/palisade.db"),
-            crate::daemon::control::Control::new(0).handle(),
+            crate::daemon::control::Control::new(0, Default::default()).handle(),
             std::sync::Arc::new(crate::metrics::Metrics::new()),
             super::super::auth::Auth::new(None).unwrap(),
         )

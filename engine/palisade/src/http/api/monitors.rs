@@ -65,7 +65,7 @@ pub async fn list(
             .rows
             .into_iter()
             .map(|row| FleetItem {
-                next_due_ms: live.next_due.get(&row.name).copied(),
+                next_due_ms: live.next_due(&row.name),
                 row,
             })
             .collect(),
@@ -141,7 +141,7 @@ async fn describe(state: &AppState, stored: StoredMonitor) -> Result<MonitorReso
         version: stored.version,
         created_ms: stored.created_ms,
         updated_ms: stored.updated_ms,
-        next_due_ms: state.daemon().live().next_due.get(&spec.name).copied(),
+        next_due_ms: state.daemon().live().next_due(&spec.name),
         status: status.map(|s| StatusView {
             last_scan_ms: s.last_scan_ms,
             last_scan_conclusive: s.last_scan_conclusive,
@@ -326,7 +326,7 @@ pub async fn scan_now(
         ));
     }
     tracing::info!(by = %caller.name, monitor = %name, "scan requested through the API");
-    let next_due_ms = live.next_due.get(&name).map_or(now, |&due| due.min(now));
+    let next_due_ms = live.next_due(&name).map_or(now, |due| due.min(now));
     let answer = ScanRequested {
         monitor: name,
         next_due_ms,

@@ -50,8 +50,8 @@ pub async fn status(State(state): State<AppState>, _: Reader) -> Result<Json<Sta
         totals,
         daemon: DaemonView {
             started_ms: live.started_ms,
-            scheduled: live.next_due.len(),
-            next_due_ms: live.next_due.values().min().copied(),
+            scheduled: live.scheduled(),
+            next_due_ms: live.next_full_sweep(),
             sweeping: live.sweeping,
             last_sweep: live.last_sweep,
             stopping: live.stopping,

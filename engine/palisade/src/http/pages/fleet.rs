@@ -122,7 +122,7 @@ pub fn sweep_banner(live: &Live, now: Millis) -> Markup {
             div.notice role="status" {
                 p {
                     strong { "A " (sweep.kind) " sweep is under way" }
-                    " (" (count(sweep.monitors.len() as u64, "monitor", "monitors")) "), started "
+                    " (" (count(sweep.monitors as u64, "monitor", "monitors")) "), started "
                     (time(now, sweep.started_ms)) "."
                 }
             }
@@ -146,16 +146,16 @@ fn next_scan(row: &FleetRow, live: &Live, now: Millis) -> Markup {
     let sweeping = live
         .sweeping
         .as_ref()
-        .is_some_and(|s| s.monitors.contains(&row.name));
+        .is_some_and(|s| s.includes(&row.name));
     html! {
         @if !row.enabled {
             span.none { "disabled" }
         } @else if sweeping {
             (tag(Tone::Info, "scanning now"))
         } @else {
-            @match live.next_due.get(&row.name) {
-                Some(&due) if due <= now => { (tag(Tone::Info, "due now")) }
-                Some(&due) => { (time(now, due)) }
+            @match live.next_due(&row.name) {
+                Some(due) if due <= now => { (tag(Tone::Info, "due now")) }
+                Some(due) => { (time(now, due)) }
                 None => { span.none { "not scheduled" } }
             }
         }

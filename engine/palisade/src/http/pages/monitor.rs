@@ -335,10 +335,7 @@ fn scan_row(now: Millis, scan: &ScanRow) -> Markup {
 
 /// The schedule of this monitor: scanning now, due, or when.
 fn schedule(name: &str, enabled: bool, live: &Live, now: Millis) -> Markup {
-    let sweeping = live
-        .sweeping
-        .as_ref()
-        .filter(|s| s.monitors.iter().any(|m| m == name));
+    let sweeping = live.sweeping.as_ref().filter(|s| s.includes(name));
     html! {
         @if !enabled {
             p { (tag(Tone::Quiet, "disabled")) " This monitor is not scanned." }
@@ -347,13 +344,13 @@ fn schedule(name: &str, enabled: bool, live: &Live, now: Millis) -> Markup {
                 p { strong { "A " (sweep.kind) " scan of this monitor is under way" } ", started " (time(now, sweep.started_ms)) "." }
             }
         } @else {
-            @match live.next_due.get(name) {
-                Some(&due) if due <= now => {
+            @match live.next_due(name) {
+                Some(due) if due <= now => {
                     div.notice role="status" #scan-note {
                         p { strong { "A scan of this monitor is due now." } " It starts as soon as the scanner is free." }
                     }
                 }
-                Some(&due) => { p { "Next full scan " (time(now, due)) "." } }
+                Some(due) => { p { "Next full scan " (time(now, due)) "." } }
                 None => { p.none { "Not scheduled yet." } }
             }
         }
