@@ -95,12 +95,12 @@ impl Served {
         get(&self.url(path), extra)
     }
 
-    /// The fields of each `sweep done` line of the daemon's log.
-    fn sweeps_done(&self) -> Vec<BTreeMap<String, String>> {
+    /// The fields of each `slice probed` line of the daemon's log (one slice per sweep here).
+    fn slices_probed(&self) -> Vec<BTreeMap<String, String>> {
         self.log_text()
             .lines()
             .map(strip_ansi)
-            .filter(|l| l.contains("sweep done"))
+            .filter(|l| l.contains("slice probed"))
             .map(|l| {
                 l.split_whitespace()
                     .filter_map(|w| w.split_once('='))
@@ -348,7 +348,7 @@ fn prometheus_scrapes_the_numbers_of_the_scan_summaries() {
     assert_eq!(kinds.first(), Some(&"full"), "{kinds:?}");
     assert!(kinds.len() >= 2 && kinds[1..].iter().all(|k| *k == "recheck"));
     assert!(scans.iter().all(|s| s["conclusive"] == true), "{scans:?}");
-    let done = served.sweeps_done();
+    let done = served.slices_probed();
     assert_eq!(done.len(), scans.len(), "{}", served.log_text());
 
     let prometheus = Prometheus::start(&case.dir, &format!("127.0.0.1:{}", served.port), "");
