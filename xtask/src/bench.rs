@@ -1210,9 +1210,9 @@ fn daemon_scenario(
         .next()
         .and_then(|t| t.split_whitespace().next())
         .and_then(|k| k.parse::<f64>().ok());
-    // The daemon's own figures of its sweep ("sweep stored").
+    // The daemon's own figures of its sweep ("sweep done").
     let logged = |key: &str| -> Option<f64> {
-        let line = stderr.lines().rev().find(|l| l.contains("sweep stored"))?;
+        let line = stderr.lines().rev().find(|l| l.contains("sweep done"))?;
         let tail = line.split(&format!("{key}=")).nth(1)?;
         tail.split_whitespace().next()?.parse().ok()
     };

@@ -477,6 +477,7 @@ impl SweepTargets {
             found: vec![AddressReplies::default(); self.index.addresses.len()],
             index: Arc::clone(&self.index),
             retries: None,
+            sent: 0,
         }
     }
 }
@@ -574,6 +575,30 @@ pub struct SweepReplies {
     found: Vec<AddressReplies>,
     /// The loss the scanner estimated and the retry rounds it gave.
     retries: Option<RetryOutcome>,
+    /// The probes sent, retries included.
+    sent: u64,
+}
+
+/// What a sweep's (or a slice's) replies add up to, for its summary line.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ReplyTally {
+    /// The probes sent, retries included.
+    pub probes: u64,
+    /// Addresses probed.
+    pub addresses: u64,
+    /// Addresses that answered anything.
+    pub reachable: u64,
+    /// Open ports found.
+    pub open: u64,
+}
+
+impl std::ops::AddAssign for ReplyTally {
+    fn add_assign(&mut self, other: ReplyTally) {
+        self.probes += other.probes;
+        self.addresses += other.addresses;
+        self.reachable += other.reachable;
+        self.open += other.open;
+    }
 }
 
 impl SweepReplies {
@@ -631,6 +656,21 @@ impl SweepReplies {
     /// retry rounds it gave (its summary, once the scan ran).
     pub fn record_retries(&mut self, outcome: RetryOutcome) {
         self.retries = Some(outcome);
+    }
+
+    /// Records the probes the scanner sent, retries included.
+    pub fn record_sent(&mut self, probes: u64) {
+        self.sent += probes;
+    }
+
+    /// What the replies add up to.
+    pub fn tally(&self) -> ReplyTally {
+        ReplyTally {
+            probes: self.sent,
+            addresses: self.found.len() as u64,
+            reachable: self.found.iter().filter(|f| f.reachable).count() as u64,
+            open: self.found.iter().map(|f| f.open.len()).sum(),
+        }
     }
 }
 
@@ -1285,6 +1325,44 @@ mod tests {
         replies.record(ip(7), 80, true);
         replies.record_echo(ip(7));
         assert_eq!(replies.of(ip(7)), AddressReplies::default());
+    }
+
+    #[test]
+    fn a_tally_counts_probes_addresses_answers_and_open_ports() {
+        let web = spec("web", &[22], HOUR);
+        let mut targets = SweepTargets::builder(ScanKind::Full);
+        targets.add(
+            &[ip(2), ip(5), ip(9)],
+            &web,
+            &MonitorState::new(),
+            &Scope::Full,
+        );
+        let mut replies = targets.build().replies();
+        assert_eq!(
+            replies.tally(),
+            ReplyTally {
+                addresses: 3,
+                ..ReplyTally::default()
+            }
+        );
+        replies.record(ip(2), 80, true);
+        replies.record(ip(2), 443, true);
+        replies.record(ip(2), 80, true);
+        replies.record(ip(9), 1, false);
+        replies.record_sent(100);
+        replies.record_sent(7);
+        let mut tally = replies.tally();
+        assert_eq!(
+            tally,
+            ReplyTally {
+                probes: 107,
+                addresses: 3,
+                reachable: 2,
+                open: 2,
+            }
+        );
+        tally += tally;
+        assert_eq!((tally.probes, tally.addresses, tally.open), (214, 6, 4));
     }
 
     #[test]

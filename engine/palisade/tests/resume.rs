@@ -234,7 +234,7 @@ fn a_sweep_killed_half_way_resumes_with_what_was_left() {
         assert_eq!((conclusive, inconclusive), (1, 0), "{m}");
     }
     let log = case.log("second.log");
-    assert!(log.contains("sweep stored"), "{log}");
+    assert!(log.contains("sweep done"), "{log}");
 }
 
 #[test]

@@ -364,7 +364,7 @@ pub fn run(
     tracing::debug!(elapsed = ?started.elapsed(), ?path, "path resolved");
     let rate = capped_rate(cfg.rate, cfg.per_host_rate, sweep.host_count());
     if rate < cfg.rate {
-        tracing::info!(
+        tracing::debug!(
             rate,
             configured = cfg.rate,
             hosts = sweep.host_count(),

@@ -14,7 +14,8 @@ use std::time::{Duration, Instant};
 
 use palisade_core::monitor::{Millis, MonitorSpec, MonitorState, Scope, Step};
 use palisade_core::plan::{
-    self, ScanFacts, ScanKind, SweepEnd, SweepPlan, SweepReplies, SweepResult, SweepTargets,
+    self, ReplyTally, ScanFacts, ScanKind, SweepEnd, SweepPlan, SweepReplies, SweepResult,
+    SweepTargets,
 };
 use palisade_core::probe::Sweep;
 use palisade_dataplane::scan::{self, Answer, Progress, ScanConfig};
@@ -107,6 +108,10 @@ pub struct SweepReport {
     pub evaluate: Duration,
     /// The decisions written, one transaction per slice.
     pub store: Duration,
+    /// What the replies added up to, over the slices.
+    pub tally: ReplyTally,
+    /// The events the sweep's scans decided.
+    pub events: u64,
 }
 
 /// One monitor of a slice: its place in the configuration, the ports its
@@ -203,16 +208,25 @@ impl Daemon {
         if let Some(why) = end.failure() {
             tracing::warn!("sweep inconclusive: {why}");
         }
+        // The one line per sweep at the default level.
+        let probing_s = finished.saturating_sub(probing_started) as f64 / 1000.0;
         tracing::info!(
             kind = %kind,
+            conclusive = report.conclusive,
             monitors = report.monitors,
-            slices = report.slices,
+            addresses = report.tally.addresses,
+            reachable = report.tally.reachable,
+            probes = report.tally.probes,
+            rate = (report.tally.probes as f64 / probing_s.max(0.001)).round(),
+            open_ports = report.tally.open,
+            events = report.events,
             secs = now_ms().saturating_sub(started) as f64 / 1000.0,
+            slices = report.slices,
             plan_s = report.plan.as_secs_f64(),
             probe_s = report.probe.as_secs_f64(),
             evaluate_s = report.evaluate.as_secs_f64(),
             store_s = report.store.as_secs_f64(),
-            "sweep stored"
+            "sweep done"
         );
         // A sweep stopped on purpose (SIGTERM) says nothing of the scanner's
         // health; every other failure is `scan_failed`.
@@ -235,7 +249,8 @@ impl Daemon {
         report: &mut SweepReport,
         end: &mut SweepEnd,
     ) -> Result<(Millis, Millis), DaemonError> {
-        let (slice_end, started, finished) = self.sweep_slice(kind, members, stop, probe, report)?;
+        let (slice_end, started, finished) =
+            self.sweep_slice(kind, members, stop, probe, report)?;
         report.monitors += members.len();
         report.slices += 1;
         members.clear();
@@ -280,6 +295,7 @@ impl Daemon {
         };
         drop(targets);
         report.probe += probing.elapsed();
+        report.tally += replies.tally();
         let result = SweepResult {
             started,
             finished: now_ms(),
@@ -326,6 +342,7 @@ impl Daemon {
         for s in stored {
             let spec = &self.config.monitors[s.monitor];
             self.events += s.events as u64;
+            report.events += s.events as u64;
             schedule.after_scan(spec, &s.scan, s.recheck);
             let tracked = match self.tracked.get_mut(&spec.name) {
                 Some(tracked) => tracked,
@@ -393,7 +410,7 @@ pub(super) fn probe(
         Ok(sweep) => sweep,
         Err(e) => return (SweepEnd::Failed(e.to_string()), replies),
     };
-    tracing::info!(
+    tracing::debug!(
         hosts = sweep.host_count(),
         ports = ports.len(),
         "slice starting"
@@ -409,9 +426,10 @@ pub(super) fn probe(
         Ok(s) => {
             metrics.record_scan(&s);
             replies.record_retries(s.retry_outcome());
+            replies.record_sent(s.sent + s.retries);
             let end = SweepEnd::after_run(s.interrupted, s.ringbuf_full);
             if end == SweepEnd::Completed {
-                tracing::info!(
+                tracing::debug!(
                     sent = s.sent,
                     retries = s.retries,
                     open = s.open,

@@ -1388,7 +1388,6 @@ fn next_in_order(
     Ok((others == 0).then_some(last))
 }
 
-
 /// Decided scans being recorded in one transaction ([`Store::scan_batch`]).
 /// Its statements are prepared once per connection (SQLite's statement
 /// cache), not once per row.

@@ -299,7 +299,7 @@ impl DaemonCase {
                 "--events",
                 path(&self.events),
             ])
-            .env("PALISADE_LOG", "info")
+            .env("PALISADE_LOG", "info,palisade::daemon::sweep=debug")
             .env("NO_COLOR", "1")
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap())
