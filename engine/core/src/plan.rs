@@ -478,6 +478,7 @@ impl SweepTargets {
             index: Arc::clone(&self.index),
             retries: None,
             sent: 0,
+            answered: vec![0; self.index.addresses.len().div_ceil(64)],
         }
     }
 }
@@ -577,6 +578,10 @@ pub struct SweepReplies {
     retries: Option<RetryOutcome>,
     /// The probes sent, retries included.
     sent: u64,
+    /// A bit per address: it answered (`found[i].reachable`, in 8 KiB per
+    /// 65,536 addresses, so that the RST of a port nobody tracks, most of
+    /// a sweep's replies, touches no address's entry but the first).
+    answered: Vec<u64>,
 }
 
 /// What a sweep's (or a slice's) replies add up to, for its summary line.
@@ -626,19 +631,27 @@ impl SweepReplies {
     }
 
     fn record_at(&mut self, i: usize, port: u16, open: bool) {
-        let entry = &mut self.found[i];
-        entry.reachable = true;
+        self.reached(i);
         if open {
-            entry.open.insert(port);
+            self.found[i].open.insert(port);
         } else if self.index.keeps(i, port) {
-            entry.closed.insert(port);
+            self.found[i].closed.insert(port);
+        }
+    }
+
+    /// Address `i` answered something.
+    fn reached(&mut self, i: usize) {
+        let (word, bit) = (i / 64, 1u64 << (i % 64));
+        if self.answered[word] & bit == 0 {
+            self.answered[word] |= bit;
+            self.found[i].reachable = true;
         }
     }
 
     /// Records an ICMP echo reply: the address is reachable.
     pub fn record_echo(&mut self, address: IpAddr) {
         if let Some(i) = self.index.position(address) {
-            self.found[i].reachable = true;
+            self.reached(i);
         }
     }
 

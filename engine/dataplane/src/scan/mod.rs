@@ -157,7 +157,8 @@ pub struct Finding {
     pub port: u16,
     pub answer: Answer,
     pub ttl: u8,
-    /// When the reply was read.
+    /// When the reply was read (the clock is read once per batch of
+    /// replies the receiver takes from the ring buffer).
     pub time: std::time::SystemTime,
 }
 
