@@ -42,7 +42,7 @@ pub(super) fn receive(
     loop {
         let mut read = 0u32;
         filter.drain(|record| {
-            if read % CLOCK_EVERY == 0 {
+            if read.is_multiple_of(CLOCK_EVERY) {
                 replies.now = SystemTime::now();
             }
             read = read.wrapping_add(1);
