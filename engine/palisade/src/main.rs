@@ -72,8 +72,11 @@ fn main() -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
-    // masscan and nmap spell the target file flag `-iL`.
-    let argv = std::env::args_os().map(|a| if a == "-iL" { "--input-list".into() } else { a });
+    // masscan and nmap spell some flags `-iL`, `-oX`, ...
+    let argv = match cmd::nmap_style_flags(std::env::args_os()) {
+        Ok(argv) => argv,
+        Err(e) => return cmd::usage_error(&e),
+    };
     let cli = Cli::parse_from(argv);
     let result = match &cli.command {
         Command::Plan(args) => cmd::plan::run(args),
@@ -86,6 +89,7 @@ fn main() -> ExitCode {
     };
     match result {
         Ok(code) => code,
+        Err(e) if cmd::stdout_closed(&e) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("palisade: error: {}", error_text(&e));
             ExitCode::FAILURE
