@@ -38,7 +38,7 @@ enum Command {
     /// port is printed once, as a JSON line by default:
     /// {"ip":"198.18.0.2","port":22,"state":"open","ttl":64,"time":"..."}.
     /// Needs root (or CAP_BPF, CAP_NET_ADMIN and CAP_NET_RAW).
-    Scan(cmd::scan::ScanArgs),
+    Scan(Box<cmd::scan::ScanArgs>),
     /// Run the monitoring daemon: scheduled sweeps, confirmation, history, events.
     ///
     /// Every monitor that is due joins one sweep of its host's TCP ports (all

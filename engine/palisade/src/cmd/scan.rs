@@ -292,9 +292,9 @@ impl Outputs {
 
     /// Writes the files that need the whole scan and flushes everything.
     fn finish(mut self, run: &palisade::scan_output::ScanRun) -> Result<()> {
-        use palisade::scan_output::{NMAP_SERVICES, Results, Services, grepable, nmap_xml};
+        use palisade::scan_output::{NMAP_SERVICES, Services, grepable, nmap_xml};
         let services = Services::load(NMAP_SERVICES);
-        let results = self.results.take().unwrap_or_else(Results::default);
+        let results = self.results.take().unwrap_or_default();
         if let Some((path, w)) = &mut self.list {
             palisade::scan_output::masscan_list::footer(&mut *w)
                 .with_context(|| format!("writing {path}"))?;

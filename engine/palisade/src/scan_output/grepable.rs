@@ -1,11 +1,11 @@
 //! nmap's grepable format (`-oG`): per host that answered, a `Status` line
-//! and a `Ports` line, fields separated by tabs, ports as
+//! and a `Ports` line, fields separated by tabs (`\t` below), ports as
 //! `port/state/protocol/owner/service/rpc/version/`:
 //!
 //! ```text
 //! # Palisade 0.1.0 scan initiated Tue Nov 14 22:13:20 2023 as: palisade scan ...
-//! Host: 198.18.0.2 ()	Status: Up
-//! Host: 198.18.0.2 ()	Ports: 22/open/tcp//ssh///, 80/open/tcp//http///	Ignored State: closed (998)
+//! Host: 198.18.0.2 ()\tStatus: Up
+//! Host: 198.18.0.2 ()\tPorts: 22/open/tcp//ssh///, 80/open/tcp//http///\tIgnored State: closed (998)
 //! # Palisade done at Tue Nov 14 22:13:22 2023 -- 4 IP addresses (1 host up) scanned in 2.00 seconds
 //! ```
 //!
