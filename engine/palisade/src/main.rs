@@ -37,6 +37,8 @@ enum Command {
     /// RST replies to Palisade (and hides them from the kernel). Each open
     /// port is printed once, as a JSON line by default:
     /// {"ip":"198.18.0.2","port":22,"state":"open","ttl":64,"time":"..."}.
+    /// `-oX`, `-oL` and `-oG` also write nmap XML, masscan's list and nmap's
+    /// grepable format, for the tools that read those.
     /// Needs root (or CAP_BPF, CAP_NET_ADMIN and CAP_NET_RAW).
     Scan(Box<cmd::scan::ScanArgs>),
     /// Run the monitoring daemon: scheduled sweeps, confirmation, history, events.
