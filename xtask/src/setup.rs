@@ -56,6 +56,14 @@ pub(crate) const PACKAGES: &[(&str, &str)] = &[
         "fonts-dejavu-core",
         "a font for the dashboard's screenshots",
     ),
+    (
+        "ndiff",
+        "compares the nmap XML of `palisade scan -oX` in the formats tests",
+    ),
+    (
+        "libxml2-utils",
+        "xmllint: validates `palisade scan -oX` against nmap's DTD in tests",
+    ),
 ];
 
 /// The venv of the pinned Python packages (the same path as

@@ -6,6 +6,8 @@
 //! * [`daemon`]: the scheduler, sweeps and re-checks, and delivery to the sinks.
 //! * [`http`]: the dashboard, the JSON API, `/metrics` (`[http]`).
 //! * [`metrics`]: the daemon's own metrics.
+//! * [`scan_output`]: the files `palisade scan` writes for other tools (nmap
+//!   XML, masscan list, nmap grepable).
 //!
 //! Packets, permutations, cookies and the monitor state machine live in
 //! `palisade_core`; AF_XDP and eBPF in `palisade_dataplane`; the event schema
@@ -16,4 +18,5 @@ pub mod daemon;
 pub mod http;
 pub mod metrics;
 pub mod resolve;
+pub mod scan_output;
 pub mod store;

@@ -37,8 +37,10 @@ enum Command {
     /// RST replies to Palisade (and hides them from the kernel). Each open
     /// port is printed once, as a JSON line by default:
     /// {"ip":"198.18.0.2","port":22,"state":"open","ttl":64,"time":"..."}.
+    /// `-oX`, `-oL` and `-oG` also write nmap XML, masscan's list and nmap's
+    /// grepable format, for the tools that read those.
     /// Needs root (or CAP_BPF, CAP_NET_ADMIN and CAP_NET_RAW).
-    Scan(cmd::scan::ScanArgs),
+    Scan(Box<cmd::scan::ScanArgs>),
     /// Run the monitoring daemon: scheduled sweeps, confirmation, history, events.
     ///
     /// Every monitor that is due joins one sweep of its host's TCP ports (all
@@ -72,8 +74,11 @@ fn main() -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
-    // masscan and nmap spell the target file flag `-iL`.
-    let argv = std::env::args_os().map(|a| if a == "-iL" { "--input-list".into() } else { a });
+    // masscan and nmap spell some flags `-iL`, `-oX`, ...
+    let argv = match cmd::nmap_style_flags(std::env::args_os()) {
+        Ok(argv) => argv,
+        Err(e) => return cmd::usage_error(&e),
+    };
     let cli = Cli::parse_from(argv);
     let result = match &cli.command {
         Command::Plan(args) => cmd::plan::run(args),
@@ -86,6 +91,7 @@ fn main() -> ExitCode {
     };
     match result {
         Ok(code) => code,
+        Err(e) if cmd::stdout_closed(&e) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("palisade: error: {}", error_text(&e));
             ExitCode::FAILURE

@@ -3,6 +3,7 @@
 //! warnings (a name that does not resolve now, an address two monitors
 //! share) leave the file valid (exit 0).
 
+use std::io::Write;
 use std::path::Path;
 use std::process::ExitCode;
 
@@ -22,13 +23,14 @@ pub fn run(file: &Path) -> Result<ExitCode> {
         eprintln!("{warning}");
     }
     let c = &loaded.config;
-    println!(
+    writeln!(
+        super::stdout(),
         "{}: ok: {} monitor(s), {} sink(s), store {}, {} warning(s)",
         file.display(),
         c.monitors.len(),
         c.sinks.len(),
         c.store.path.display(),
         loaded.warnings.len()
-    );
+    )?;
     Ok(ExitCode::SUCCESS)
 }

@@ -78,7 +78,7 @@ pub fn run(args: &DeliveriesArgs) -> Result<ExitCode> {
 }
 
 fn list(letters: &[DeadLetter], format: OutputFormat) -> Result<ExitCode> {
-    let mut out = std::io::stdout().lock();
+    let mut out = super::stdout();
     match format {
         OutputFormat::Jsonl => {
             for l in letters {

@@ -60,7 +60,7 @@ pub fn run(args: &HistoryArgs) -> Result<ExitCode> {
             args.config.display()
         ))));
     }
-    let mut out = std::io::stdout().lock();
+    let mut out = super::stdout();
     for r in &rows {
         match args.format {
             OutputFormat::Jsonl => writeln!(out, "{}", serde_json::to_string(r)?)?,

@@ -26,7 +26,7 @@ pub fn run(args: &PlanArgs) -> Result<ExitCode> {
         Err(e) => return Ok(usage_error(&e)),
     };
     let shard = args.target.shard;
-    let mut out = std::io::stdout().lock();
+    let mut out = super::stdout();
     if matches!(args.format, OutputFormat::Text) {
         writeln!(
             out,

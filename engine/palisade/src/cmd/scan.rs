@@ -71,12 +71,29 @@ pub struct ScanArgs {
     /// Report closed ports (RST) too.
     #[arg(long)]
     closed: bool,
-    /// Write findings to FILE instead of stdout.
+    /// Write findings (JSON lines, or --format) to FILE instead of stdout
+    /// (`-` for stdout).
     #[arg(short = 'o', long = "output", value_name = "FILE")]
     output: Option<String>,
-    /// Output format.
+    /// Output format of -o.
     #[arg(long, value_enum, default_value_t = OutputFormat::Jsonl)]
     format: OutputFormat,
+    /// Also write nmap XML to FILE (`-` for stdout), as nmap's `-oX`, which
+    /// works too: for ndiff, report generators and vulnerability tools. Hosts
+    /// that answered, their open ports (service names from nmap's
+    /// nmap-services when installed) and closed ports (more than 25 counted
+    /// as extraports), written when the scan ends.
+    #[arg(long = "output-xml", value_name = "FILE")]
+    output_xml: Option<String>,
+    /// Also write masscan's list format to FILE (`-` for stdout), as
+    /// masscan's `-oL`, which works too: `open tcp PORT IP TIME` per finding.
+    #[arg(long = "output-list", value_name = "FILE")]
+    output_list: Option<String>,
+    /// Also write nmap's grepable format to FILE (`-` for stdout), as nmap's
+    /// `-oG`, which works too: a `Host: IP ()\tPorts: ...` line per host,
+    /// written when the scan ends.
+    #[arg(long = "output-grepable", value_name = "FILE")]
+    output_grepable: Option<String>,
     /// Also write the summary as one JSON object to FILE (`-` for stderr),
     /// for scripts and benchmarks: probes, retries, replies, invalid (failed
     /// the cookie), filter_invalid (dropped by the XDP filter: bad checksum,
@@ -183,6 +200,129 @@ fn scan_config(args: &ScanArgs) -> Result<palisade_dataplane::scan::ScanConfig, 
     Ok(cfg)
 }
 
+/// A file the scan writes, or stdout for `-`.
+type Sink = Box<dyn Write + Send>;
+
+/// Where the findings go: the lines of `-o` (stdout unless another output
+/// takes it), `-oL` as they come, `-oX` and `-oG` when the scan ends.
+struct Outputs {
+    lines: Option<(String, Sink)>,
+    list: Option<(String, Sink)>,
+    xml: Option<(String, Sink)>,
+    grepable: Option<(String, Sink)>,
+    /// The findings by host, for -oX and -oG.
+    results: Option<palisade::scan_output::Results>,
+}
+
+impl Outputs {
+    /// Opens (creates) every output, before anything is sent.
+    fn open(args: &ScanArgs) -> Result<Outputs, OutputsError> {
+        let to_stdout = [&args.output_xml, &args.output_list, &args.output_grepable]
+            .iter()
+            .filter(|o| o.as_deref() == Some("-"))
+            .count();
+        let lines = match &args.output {
+            Some(path) => Some(path.clone()),
+            None if to_stdout == 0 => Some("-".to_string()),
+            None => None,
+        };
+        if to_stdout + usize::from(lines.as_deref() == Some("-")) > 1 {
+            return Err(OutputsError::Usage(UsageError(
+                "more than one output to stdout (`-`): give the others a file".into(),
+            )));
+        }
+        let open = |path: &Option<String>| -> Result<Option<(String, Sink)>, OutputsError> {
+            let Some(path) = path else { return Ok(None) };
+            let sink: Sink = if path == "-" {
+                Box::new(std::io::BufWriter::new(super::stdout()))
+            } else {
+                let file = std::fs::File::create(path)
+                    .with_context(|| format!("cannot create {path}"))
+                    .map_err(OutputsError::Io)?;
+                Box::new(std::io::BufWriter::new(file))
+            };
+            let name = if path == "-" { "stdout" } else { path };
+            Ok(Some((name.to_string(), sink)))
+        };
+        let mut list = open(&args.output_list)?;
+        if let Some((path, w)) = &mut list {
+            palisade::scan_output::masscan_list::header(w)
+                .with_context(|| format!("writing {path}"))
+                .map_err(OutputsError::Io)?;
+        }
+        Ok(Outputs {
+            lines: open(&lines)?,
+            list,
+            xml: open(&args.output_xml)?,
+            grepable: open(&args.output_grepable)?,
+            results: (args.output_xml.is_some() || args.output_grepable.is_some())
+                .then(Default::default),
+        })
+    }
+
+    /// Whether closed ports must be collected (nmap's files count them).
+    fn wants_closed(&self) -> bool {
+        self.results.is_some()
+    }
+
+    /// One finding, to every output that takes it (closed ports only to
+    /// the -oX/-oG results unless `closed`).
+    fn finding(
+        &mut self,
+        f: &palisade_dataplane::scan::Finding,
+        format: OutputFormat,
+        closed: bool,
+    ) -> Result<()> {
+        if let Some(results) = &mut self.results {
+            results.add(f);
+        }
+        if f.answer == palisade_dataplane::scan::Answer::Closed && !closed {
+            return Ok(());
+        }
+        if let Some((path, w)) = &mut self.lines {
+            writeln!(w, "{}", format_finding(f, format))
+                .with_context(|| format!("writing {path}"))?;
+        }
+        if let Some((path, w)) = &mut self.list {
+            palisade::scan_output::masscan_list::line(w, f)
+                .with_context(|| format!("writing {path}"))?;
+        }
+        Ok(())
+    }
+
+    /// Writes the files that need the whole scan and flushes everything.
+    fn finish(mut self, run: &palisade::scan_output::ScanRun) -> Result<()> {
+        use palisade::scan_output::{NMAP_SERVICES, Services, grepable, nmap_xml};
+        let services = Services::load(NMAP_SERVICES);
+        let results = self.results.take().unwrap_or_default();
+        if let Some((path, w)) = &mut self.list {
+            palisade::scan_output::masscan_list::footer(&mut *w)
+                .with_context(|| format!("writing {path}"))?;
+        }
+        if let Some((path, w)) = &mut self.xml {
+            nmap_xml::write(&mut *w, run, &results, services.as_ref())
+                .with_context(|| format!("writing {path}"))?;
+        }
+        if let Some((path, w)) = &mut self.grepable {
+            grepable::write(&mut *w, run, &results, services.as_ref())
+                .with_context(|| format!("writing {path}"))?;
+        }
+        for (path, w) in [self.lines, self.list, self.xml, self.grepable]
+            .iter_mut()
+            .flatten()
+        {
+            w.flush().with_context(|| format!("writing {path}"))?;
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug)]
+enum OutputsError {
+    Usage(UsageError),
+    Io(anyhow::Error),
+}
+
 fn format_finding(f: &palisade_dataplane::scan::Finding, format: OutputFormat) -> String {
     let state = f.answer.as_str();
     let time = humantime::format_rfc3339_millis(f.time);
@@ -219,12 +359,14 @@ pub fn run(args: &ScanArgs) -> Result<ExitCode> {
         Ok(v) => v,
         Err(e) => return Ok(usage_error(&e)),
     };
-    let mut out: Box<dyn Write + Send> = match &args.output {
-        Some(path) => Box::new(std::io::BufWriter::new(
-            std::fs::File::create(path).with_context(|| format!("cannot create {path}"))?,
-        )),
-        None => Box::new(std::io::BufWriter::new(std::io::stdout())),
+    let mut outputs = match Outputs::open(args) {
+        Ok(o) => o,
+        Err(OutputsError::Usage(e)) => return Ok(usage_error(&e)),
+        Err(OutputsError::Io(e)) => return Err(e),
     };
+    let mut cfg = cfg;
+    cfg.report_closed |= outputs.wants_closed();
+    let start = std::time::SystemTime::now();
     let stop = Arc::new(AtomicBool::new(false));
     for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         signal_hook::flag::register(signal, Arc::clone(&stop))
@@ -233,7 +375,7 @@ pub fn run(args: &ScanArgs) -> Result<ExitCode> {
     let progress = palisade_dataplane::scan::Progress::default();
     let planned = sweep.shard_len(cfg.shard).saturating_sub(cfg.resume);
     let show_progress = std::io::stderr().is_terminal();
-    let mut write_error: Option<std::io::Error> = None;
+    let mut write_error: Option<anyhow::Error> = None;
     let done = AtomicBool::new(false);
     let summary = std::thread::scope(|scope| {
         if show_progress {
@@ -242,18 +384,35 @@ pub fn run(args: &ScanArgs) -> Result<ExitCode> {
         }
         let result = palisade_dataplane::scan::run(&sweep, &cfg, &stop, &progress, |f| {
             if write_error.is_none()
-                && let Err(e) = writeln!(out, "{}", format_finding(&f, args.format))
+                && let Err(e) = outputs.finding(&f, args.format, args.closed)
             {
+                // Nowhere to put the findings (a full disk, a reader
+                // gone): stop probing.
                 write_error = Some(e);
+                stop.store(true, Ordering::Relaxed);
             }
         });
         done.store(true, Ordering::Relaxed);
         result
     })?;
-    out.flush().context("writing the findings")?;
     if let Some(e) = write_error {
-        return Err(e).context("writing the findings");
+        return Err(e);
     }
+    outputs.finish(&palisade::scan_output::ScanRun {
+        args: std::env::args_os()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect::<Vec<_>>()
+            .join(" "),
+        version: env!("CARGO_PKG_VERSION").to_string(),
+        start,
+        end: std::time::SystemTime::now(),
+        ports: sweep.ports().to_vec(),
+        targets: sweep.host_count().into(),
+        complete: !summary.interrupted
+            && cfg.resume == 0
+            && sweep.shard_len(cfg.shard) == sweep.len(),
+        interrupted: summary.interrupted,
+    })?;
     eprintln!(
         "palisade: {} probes sent ({} retries), {} replies ({} open, {} closed), {} echo requests sent, {} hosts answered echo, {} invalid, {} filter_invalid, {} duplicate, {} RSTs sent ({} dropped); {:.0} probes/s while sending ({:.3} s), {:.2} s in all; transport af_xdp on {} ({} copy, {} queue(s)), XDP {} mode{}",
         summary.sent,

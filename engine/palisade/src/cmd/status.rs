@@ -40,7 +40,7 @@ pub fn run(args: &StatusArgs) -> Result<ExitCode> {
         monitors.entry(m.name.clone()).or_insert_with(|| m.clone());
     }
     let sinks = sink_rows(&store, &config)?;
-    let mut out = std::io::stdout().lock();
+    let mut out = super::stdout();
     match args.format {
         OutputFormat::Jsonl => {
             for r in &rows {
