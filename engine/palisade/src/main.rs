@@ -37,7 +37,8 @@ enum Command {
     /// RST replies to Palisade (and hides them from the kernel). Each open
     /// port is printed once, as a JSON line by default:
     /// {"ip":"198.18.0.2","port":22,"state":"open","ttl":64,"time":"..."}.
-    /// Needs root (or CAP_BPF, CAP_NET_ADMIN and CAP_NET_RAW).
+    /// Needs root, or CAP_BPF, CAP_PERFMON, CAP_NET_ADMIN, CAP_NET_RAW and
+    /// CAP_IPC_LOCK (`palisade doctor` checks them).
     Scan(cmd::scan::ScanArgs),
     /// Run the monitoring daemon: scheduled sweeps, confirmation, history, events.
     ///

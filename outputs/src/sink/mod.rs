@@ -24,7 +24,8 @@ mod webhook;
 pub use jsonl::JsonlSink;
 pub use nats::{
     DEFAULT_NATS_STREAM, DEFAULT_NATS_SUBJECT_PREFIX, DEFAULT_STREAM_MAX_AGE, MAX_STREAM_REPLICAS,
-    NatsSink, NatsSinkOptions, StreamSettings, StreamStorage, stream_differences,
+    NatsSink, NatsSinkOptions, StreamSettings, StreamState, StreamStorage, inspect_stream,
+    stream_differences,
 };
 pub use webhook::{WebhookSecret, WebhookSink, redact_url};
 
