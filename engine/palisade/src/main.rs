@@ -63,6 +63,15 @@ enum Command {
     /// `list` shows them; `retry` puts them back in their sink's queue;
     /// `drop` forgets them.
     Deliveries(cmd::deliveries::DeliveriesArgs),
+    /// Check that this machine is ready to scan, each failure with its fix.
+    ///
+    /// Kernel, capabilities, memlock, the interface (driver, queues, XDP
+    /// native or generic, AF_XDP zero-copy: the data path is started there
+    /// and stopped, sending nothing), the clock; with `-c`, the routes and
+    /// next hops of the configured targets, the store (writable, size, WAL)
+    /// and each NATS sink (reachable, stream as configured). Exit 0 when
+    /// ready, 1 when a check failed.
+    Doctor(cmd::doctor::DoctorArgs),
 }
 
 fn main() -> ExitCode {
@@ -84,6 +93,7 @@ fn main() -> ExitCode {
         Command::Status(args) => cmd::status::run(args),
         Command::History(args) => cmd::history::run(args),
         Command::Deliveries(args) => cmd::deliveries::run(args),
+        Command::Doctor(args) => cmd::doctor::run(args),
     };
     match result {
         Ok(code) => code,
