@@ -11,7 +11,7 @@ use std::net::IpAddr;
 use serde::Serialize;
 
 use palisade_dataplane::privilege::{self, CapSet, Capability};
-use palisade_dataplane::{AttachMode, DataPathTrial};
+use palisade_dataplane::{AttachMode, DataPathTrial, XdpError};
 use palisade_outputs::sink::StreamState;
 
 /// The oldest kernel the data path runs on: `bpf_xdp_load_bytes` (5.18) in
@@ -232,14 +232,37 @@ pub fn interface(f: &InterfaceFacts) -> Check {
 }
 
 /// What starting the data path on the interface gave: the filter's XDP
-/// mode and the sockets' zero-copy, or the error (its sentence).
-pub fn data_path(ifname: &str, trial: &Result<DataPathTrial, String>) -> Vec<Check> {
+/// mode and the sockets' zero-copy, or the error, whose kind says the fix.
+pub fn data_path(ifname: &str, trial: &Result<DataPathTrial, XdpError>) -> Vec<Check> {
     match trial {
-        Err(e) => vec![Check::fail(
-            "xdp",
-            format!("cannot start the data path on {ifname}: {e}"),
-            "fix the cause named; `ip link show` shows another XDP program attached (stop it, or the other palisade)",
-        )],
+        Err(e) => {
+            let fix = match e {
+                XdpError::MissingCapability { missing, .. } => {
+                    let names: Vec<&str> = missing.iter().map(|c| c.name()).collect();
+                    format!("AmbientCapabilities={} in palisade.service", names.join(" "))
+                }
+                XdpError::Memlock { .. } => {
+                    "AmbientCapabilities=CAP_IPC_LOCK (or LimitMEMLOCK=infinity) in palisade.service"
+                        .to_string()
+                }
+                XdpError::Attach { .. } => format!(
+                    "`ip link show dev {ifname}` shows the XDP program in the way: stop the other palisade, or detach it (ip link set dev {ifname} xdp off)"
+                ),
+                XdpError::QueueBusy { .. } => {
+                    "another AF_XDP socket holds the queue: stop the other scan".to_string()
+                }
+                XdpError::NoInterface(_) => {
+                    "set [scan] interface to an existing interface (`ip link`)".to_string()
+                }
+                _ => "the kernel needs BPF, XDP and AF_XDP (CONFIG_BPF_SYSCALL, CONFIG_XDP_SOCKETS); fix the cause named"
+                    .to_string(),
+            };
+            vec![Check::fail(
+                "xdp",
+                format!("cannot start the data path on {ifname}: {e}"),
+                fix,
+            )]
+        }
         Ok(t) => {
             let xdp = match t.mode {
                 AttachMode::Driver => Check::ok("xdp", format!("native (driver) XDP on {ifname}")),
@@ -614,6 +637,46 @@ mod tests {
         assert_eq!(
             nats("n", "S", &Ok(present(false, vec![]))).status,
             Status::Fail
+        );
+    }
+
+    #[test]
+    fn data_path_failures_say_what_to_grant() {
+        let refused = Err(XdpError::MissingCapability {
+            step: privilege::Step::Load,
+            missing: vec![Capability::Perfmon],
+        });
+        let c = &data_path("eth1", &refused)[0];
+        assert_eq!(c.status, Status::Fail);
+        assert!(
+            c.detail
+                .contains("loading the XDP filter needs CAP_PERFMON"),
+            "{}",
+            c.detail
+        );
+        assert_eq!(
+            c.fix.as_deref(),
+            Some("AmbientCapabilities=CAP_PERFMON in palisade.service")
+        );
+        let busy = Err(XdpError::Attach {
+            detail: "EBUSY".into(),
+        });
+        assert!(
+            data_path("eth1", &busy)[0]
+                .fix
+                .as_ref()
+                .unwrap()
+                .contains("xdp off")
+        );
+        let fine = Ok(DataPathTrial {
+            mode: AttachMode::Generic,
+            queues: 2,
+            zero_copy: false,
+        });
+        let checks = data_path("eth1", &fine);
+        assert_eq!(
+            checks.iter().map(|c| c.status).collect::<Vec<_>>(),
+            vec![Status::Warn, Status::Warn]
         );
     }
 

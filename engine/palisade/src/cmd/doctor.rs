@@ -122,7 +122,7 @@ fn gather(args: &DoctorArgs, config: Option<&Config>) -> Vec<Check> {
                 if let Ok(t) = &trial {
                     queues = Some(t.queues);
                 }
-                checks.extend(doctor::data_path(name, &trial.map_err(|e| e.to_string())));
+                checks.extend(doctor::data_path(name, &trial));
             }
             if queues.is_none() {
                 let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
