@@ -14,6 +14,7 @@ use aya::{Ebpf, EbpfLoader, Pod};
 use palisade_core::classify::{EchoReply, Reply};
 
 use super::XdpError;
+use crate::privilege::Step;
 
 /// The compiled filter (built by `build.rs` with clang-19).
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/replies.bpf.o"));
@@ -229,9 +230,13 @@ pub fn attach_program(
         .ok_or_else(|| bpf_err("find program")(&name))?
         .try_into()
         .map_err(|e| bpf_err("open the XDP program")(&e))?;
-    program
-        .load()
-        .map_err(|e| bpf_err("load the XDP program (verifier)")(&e))?;
+    program.load().map_err(|e| {
+        crate::refused(
+            Step::Load,
+            crate::os_error(&e),
+            bpf_err("load the XDP program (verifier)")(&e),
+        )
+    })?;
     let attempt = |program: &mut Xdp, mode: AttachMode| {
         let flags = match mode {
             AttachMode::Driver => XdpMode::Driver,
@@ -243,9 +248,13 @@ pub fn attach_program(
         Some(mode) => match attempt(program, mode) {
             Ok(id) => (id, mode),
             Err(e) => {
-                return Err(XdpError::Attach {
-                    detail: format!("{mode}: {e}"),
-                });
+                return Err(crate::refused(
+                    Step::Attach,
+                    crate::os_error(&e),
+                    XdpError::Attach {
+                        detail: format!("{mode}: {e}"),
+                    },
+                ));
             }
         },
         None => match attempt(program, AttachMode::Driver) {
@@ -253,9 +262,13 @@ pub fn attach_program(
             Err(native) => match attempt(program, AttachMode::Generic) {
                 Ok(id) => (id, AttachMode::Generic),
                 Err(generic) => {
-                    return Err(XdpError::Attach {
-                        detail: format!("native: {native}; generic: {generic}"),
-                    });
+                    return Err(crate::refused(
+                        Step::Attach,
+                        crate::os_error(&generic),
+                        XdpError::Attach {
+                            detail: format!("native: {native}; generic: {generic}"),
+                        },
+                    ));
                 }
             },
         },
@@ -291,7 +304,13 @@ impl ReplyFilter {
         let mut ebpf = EbpfLoader::new()
             .map_max_entries("replies", ring_bytes.next_power_of_two().max(4096))
             .load(OBJECT)
-            .map_err(|e| bpf_err("load the eBPF object")(&e))?;
+            .map_err(|e| {
+                crate::refused(
+                    Step::Maps,
+                    crate::os_error(&e),
+                    bpf_err("load the eBPF object")(&e),
+                )
+            })?;
         let mut config: Array<MapData, FilterConfig> = Array::try_from(
             ebpf.take_map("config")
                 .ok_or_else(|| bpf_err("find map")(&"config"))?,

@@ -11,15 +11,30 @@
 use std::os::fd::AsRawFd;
 
 use xdp::slab::{HeapSlab, Slab};
-use xdp::socket::{XdpSocket, XdpSocketBuilder};
+use xdp::socket::{SocketError, XdpSocket, XdpSocketBuilder};
 use xdp::umem::{FrameSize, UmemCfgBuilder};
 use xdp::{CompletionRing, RingConfigBuilder, Umem, WakableFillRing, WakableRings, WakableTxRing};
 
 use super::XdpError;
+use crate::privilege::{self, Step};
 
 /// `XDP_MAX_TX_SKB_BUDGET` (Linux 6.17+): frames one copy-mode `sendto`
 /// may transmit (default 32).
 const XDP_MAX_TX_SKB_BUDGET: libc::c_int = 9;
+
+/// UMEM frames (of 2 KiB) per socket: 8 MiB of locked memory per queue.
+pub const FRAMES: u32 = 4096;
+
+/// Bytes of one socket's UMEM.
+pub const UMEM_BYTES: u64 = FRAMES as u64 * 2048;
+
+/// The locked memory `queues` sockets may need at once without
+/// `CAP_IPC_LOCK` (charged to the user's `RLIMIT_MEMLOCK`): each queue's
+/// UMEM twice, because the kernel releases the UMEM of a failed zero-copy
+/// attempt asynchronously while the copy-mode socket registers its own.
+pub const fn memlock_need(queues: usize) -> u64 {
+    2 * UMEM_BYTES * queues as u64
+}
 
 /// The largest frame `queue` writes (SYNs and RSTs are at most 78 bytes).
 pub const MAX_FRAME: usize = 128;
@@ -59,11 +74,45 @@ impl std::fmt::Debug for TxSocket {
     }
 }
 
-fn sock_err(what: &'static str) -> impl Fn(&dyn std::fmt::Debug) -> XdpError {
+fn sock_err(what: &'static str) -> impl Fn(&dyn std::fmt::Display) -> XdpError {
     move |e| XdpError::Socket {
         what,
-        detail: format!("{e:?}"),
+        detail: e.to_string(),
     }
+}
+
+/// A sentence for the `xdp` crate's socket errors (whose `Display` is
+/// their `Debug`), or the capability or limit the kernel found missing:
+/// `CAP_NET_RAW` for the socket, `CAP_IPC_LOCK` or `RLIMIT_MEMLOCK` for
+/// the UMEM, checked in the process's capabilities and
+/// limits.
+fn socket_error(what: &'static str, e: &SocketError) -> XdpError {
+    use xdp::socket::OptName;
+    let detail = match e {
+        SocketError::SocketCreation(io) => {
+            return crate::refused(Step::Socket, io.raw_os_error(), sock_err(what)(&io));
+        }
+        SocketError::SetSockOpt {
+            inner,
+            option: OptName::UmemRegion,
+        } => {
+            if inner.raw_os_error() == Some(libc::ENOBUFS) {
+                let caps = privilege::CapSet::effective().unwrap_or_default();
+                if let Ok(limit) = privilege::memlock_limit()
+                    && !caps.contains(privilege::Capability::IpcLock)
+                    && limit.is_some()
+                {
+                    return XdpError::Memlock { queues: 1, limit };
+                }
+            }
+            format!("registering the UMEM (XDP_UMEM_REG): {inner}")
+        }
+        SocketError::SetSockOpt { inner, option } => format!("setting {option:?}: {inner}"),
+        SocketError::GetSockOpt { inner, option } => format!("reading {option:?}: {inner}"),
+        SocketError::RingMap { inner, ring } => format!("mapping the {ring:?} ring: {inner}"),
+        SocketError::Bind(io) => io.to_string(),
+    };
+    XdpError::Socket { what, detail }
 }
 
 /// Opens one socket per transmit queue of `ifindex`: `queues` of them, or by
@@ -78,7 +127,12 @@ pub fn open_queues(
         .unwrap_or_else(|| super::tx_queues(ifname).min(cores))
         .max(1);
     (0..queues)
-        .map(|q| TxSocket::open(ifindex, q as u32, 4096, 2048))
+        .map(|q| {
+            TxSocket::open(ifindex, q as u32, FRAMES, 2048).map_err(|e| match e {
+                XdpError::Memlock { limit, .. } => XdpError::Memlock { queues, limit },
+                e => e,
+            })
+        })
         .collect()
 }
 
@@ -127,7 +181,7 @@ impl TxSocket {
             source: e,
         })?;
         let mut builder =
-            XdpSocketBuilder::new().map_err(|e| sock_err("open an AF_XDP socket")(&e))?;
+            XdpSocketBuilder::new().map_err(|e| socket_error("open an AF_XDP socket", &e))?;
         let config = RingConfigBuilder {
             rx_count: 0,
             tx_count: ring,
@@ -138,7 +192,7 @@ impl TxSocket {
         .map_err(|e| sock_err("configure the rings")(&e))?;
         let (rings, mut flags) = builder
             .build_wakable_rings(&umem, config)
-            .map_err(|e| sock_err("create the rings")(&e))?;
+            .map_err(|e| socket_error("create the rings", &e))?;
         if zero_copy {
             flags.force_zerocopy();
         } else {
@@ -149,7 +203,7 @@ impl TxSocket {
             Err(xdp::socket::SocketError::Bind(e)) if e.raw_os_error() == Some(libc::EBUSY) => {
                 return Err(XdpError::QueueBusy { queue });
             }
-            Err(e) => return Err(sock_err("bind the AF_XDP socket")(&e)),
+            Err(e) => return Err(socket_error("bind the AF_XDP socket", &e)),
         };
         let budget = ring;
         // SAFETY: a valid socket fd, a pointer to a live u32 and its exact

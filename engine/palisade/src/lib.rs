@@ -3,6 +3,7 @@
 //! * [`config`]: the daemon's TOML configuration, with `file:line: key` errors.
 //! * [`resolve`]: every address of a monitor's host (all A and AAAA records).
 //! * [`store`]: SQLite history and the event outbox.
+//! * [`doctor`]: the verdicts of `palisade doctor` (is this machine ready?).
 //! * [`daemon`]: the scheduler, sweeps and re-checks, and delivery to the sinks.
 //! * [`http`]: the dashboard, the JSON API, `/metrics` (`[http]`).
 //! * [`metrics`]: the daemon's own metrics.
@@ -15,6 +16,7 @@
 
 pub mod config;
 pub mod daemon;
+pub mod doctor;
 pub mod http;
 pub mod metrics;
 pub mod resolve;

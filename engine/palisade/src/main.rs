@@ -39,7 +39,8 @@ enum Command {
     /// {"ip":"198.18.0.2","port":22,"state":"open","ttl":64,"time":"..."}.
     /// `-oX`, `-oL` and `-oG` also write nmap XML, masscan's list and nmap's
     /// grepable format, for the tools that read those.
-    /// Needs root (or CAP_BPF, CAP_NET_ADMIN and CAP_NET_RAW).
+    /// Needs root, or CAP_BPF, CAP_PERFMON, CAP_NET_ADMIN, CAP_NET_RAW and
+    /// CAP_IPC_LOCK (`palisade doctor` checks them).
     Scan(Box<cmd::scan::ScanArgs>),
     /// Run the monitoring daemon: scheduled sweeps, confirmation, history, events.
     ///
@@ -64,6 +65,15 @@ enum Command {
     /// `list` shows them; `retry` puts them back in their sink's queue;
     /// `drop` forgets them.
     Deliveries(cmd::deliveries::DeliveriesArgs),
+    /// Check that this machine is ready to scan, each failure with its fix.
+    ///
+    /// Kernel, capabilities, memlock, the interface (driver, queues, XDP
+    /// native or generic, AF_XDP zero-copy: the data path is started there
+    /// and stopped, sending nothing), the clock; with `-c`, the routes and
+    /// next hops of the configured targets, the store (writable, size, WAL)
+    /// and each NATS sink (reachable, stream as configured). Exit 0 when
+    /// ready, 1 when a check failed.
+    Doctor(cmd::doctor::DoctorArgs),
 }
 
 fn main() -> ExitCode {
@@ -88,6 +98,7 @@ fn main() -> ExitCode {
         Command::Status(args) => cmd::status::run(args),
         Command::History(args) => cmd::history::run(args),
         Command::Deliveries(args) => cmd::deliveries::run(args),
+        Command::Doctor(args) => cmd::doctor::run(args),
     };
     match result {
         Ok(code) => code,

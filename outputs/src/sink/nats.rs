@@ -176,6 +176,58 @@ pub fn stream_differences(config: &stream::Config, wanted: &StreamSettings) -> V
     out
 }
 
+/// What [`inspect_stream`] found of the sink's stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StreamState {
+    /// No such stream: the sink creates it with the configured settings.
+    Missing,
+    /// The stream exists.
+    Present {
+        /// Its subjects cover `<prefix>.>` (else the sink refuses it).
+        covers: bool,
+        /// Its subjects.
+        subjects: Vec<String>,
+        /// Where its settings differ from the configured ones
+        /// ([`stream_differences`]); the sink uses it as it is.
+        differences: Vec<String>,
+    },
+}
+
+/// Connects as the sink would and looks the stream up, changing nothing
+/// (`palisade doctor`): unreachable servers and refusals are errors.
+pub async fn inspect_stream(opts: &NatsSinkOptions) -> Result<StreamState, SinkError> {
+    opts.validate()?;
+    let client = nats::connect(&opts.nats).await?;
+    let server = opts.nats.urls.join(", ");
+    let js = jetstream::ContextBuilder::new()
+        .timeout(opts.nats.connect_timeout)
+        .build(client);
+    match js.get_stream(&opts.stream).await {
+        Ok(stream) => {
+            let config = &stream.cached_info().config;
+            let wanted = format!("{}.>", opts.subject_prefix);
+            Ok(StreamState::Present {
+                covers: config.subjects.iter().any(|s| subject_covers(s, &wanted)),
+                subjects: config.subjects.clone(),
+                differences: stream_differences(config, &opts.stream_settings),
+            })
+        }
+        Err(err)
+            if matches!(
+                err.kind(),
+                jetstream::context::GetStreamErrorKind::JetStream(ref e)
+                    if e.error_code() == jetstream::ErrorCode::STREAM_NOT_FOUND
+            ) =>
+        {
+            Ok(StreamState::Missing)
+        }
+        Err(err) => Err(SinkError::Nats {
+            server,
+            cause: format!("cannot look up stream {}: {}", opts.stream, js_cause(&err)),
+        }),
+    }
+}
+
 /// Where and how to publish to NATS JetStream.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NatsSinkOptions {

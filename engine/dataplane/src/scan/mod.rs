@@ -275,30 +275,12 @@ pub enum ScanError {
     NoNeighbour(IpAddr),
     #[error("{0} is this host's own address: Palisade scans other hosts")]
     Local(IpAddr),
-    #[error(
-        "permission denied ({0}): scanning needs root, or CAP_NET_ADMIN, CAP_NET_RAW and CAP_BPF"
-    )]
-    Permission(String),
     #[error(transparent)]
     Xdp(#[from] XdpError),
     #[error("cannot read the kernel's routes: {0}")]
     Netlink(std::io::Error),
     #[error("cannot start a thread: {0}")]
     Thread(std::io::Error),
-}
-
-/// Maps "operation not permitted" to a message that says what to do.
-fn permission(e: XdpError) -> ScanError {
-    let text = e.to_string();
-    if text.contains("EPERM")
-        || text.contains("Operation not permitted")
-        || text.contains("permission denied")
-        || text.contains("PermissionDenied")
-    {
-        ScanError::Permission(text)
-    } else {
-        ScanError::Xdp(e)
-    }
 }
 
 const BATCH: usize = 64;
@@ -385,10 +367,9 @@ pub fn run(
         cfg.source_ports,
         ring_bytes,
         cfg.accept_vlan,
-    )
-    .map_err(permission)?;
+    )?;
 
-    let sockets = crate::open_queues(path.ifindex, &path.ifname, cfg.queues).map_err(permission)?;
+    let sockets = crate::open_queues(path.ifindex, &path.ifname, cfg.queues)?;
     let queues = sockets.len();
     let zero_copy = sockets.iter().all(|s| s.zero_copy());
     tracing::debug!(elapsed = ?started.elapsed(), mode = %filter.mode(), queues, zero_copy, "filter attached, sockets open");

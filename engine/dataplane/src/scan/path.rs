@@ -9,7 +9,9 @@ use palisade_core::probe::Sweep;
 use palisade_core::wire::MacAddr;
 
 use super::{ScanConfig, ScanError};
+use crate::XdpError;
 use crate::netlink::Rtnl;
+use crate::privilege::Step;
 
 /// Where probes leave from: interface, addresses, MACs.
 #[derive(Debug, Clone)]
@@ -88,7 +90,19 @@ pub(super) fn resolve_path(sweep: &Sweep, cfg: &ScanConfig) -> Result<Path, Scan
             let hop = next_hop.unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
             MacAddr(
                 rtnl.next_hop_mac(ifindex, hop, Duration::from_secs(3))
-                    .map_err(|_| ScanError::NoNeighbour(hop))?,
+                    .map_err(|e| {
+                        match crate::refused(
+                            Step::Neighbour,
+                            e.raw_os_error(),
+                            XdpError::Io {
+                                what: "resolve the next hop",
+                                source: e,
+                            },
+                        ) {
+                            refused @ XdpError::MissingCapability { .. } => refused.into(),
+                            _ => ScanError::NoNeighbour(hop),
+                        }
+                    })?,
             )
         }
     };

@@ -4,6 +4,7 @@
 
 pub mod check_config;
 pub mod deliveries;
+pub mod doctor;
 pub mod history;
 pub mod plan;
 pub mod run;
