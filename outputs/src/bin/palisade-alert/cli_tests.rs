@@ -267,7 +267,10 @@ fn an_unreachable_nats_is_one_clear_line_and_exit_1() {
 fn usage_errors_exit_2_and_help_teaches() {
     for args in [
         &["run"][..],
+        &["run", "--dispatch", "teams"],
         &["run", "--dispatch", "slack"],
+        &["run", "--dispatch", "pagerduty=@/nonexistent/key"],
+        &["run", "--dispatch", "smtp=mail.example,from=a@b.example"],
         &["run", "--dispatch", "webhook"],
         &["run", "--dispatch", "log", "--user", "u"],
         &[
@@ -296,9 +299,23 @@ fn usage_errors_exit_2_and_help_teaches() {
         assert_eq!(code, 2, "{args:?}: {stdout} {stderr}");
         assert!(!stderr.contains("panicked"), "{stderr}");
     }
+    let (_, _, stderr, _) = run_to_end(&["run", "--dispatch", "teams"], Duration::from_secs(10));
+    assert!(
+        stderr.contains("expected `log`, `webhook=URL`, `alertmanager=URL`, `slack"),
+        "{stderr}"
+    );
+    // A secret that cannot be read names where it was looked for.
     let (_, _, stderr, _) = run_to_end(&["run", "--dispatch", "slack"], Duration::from_secs(10));
     assert!(
-        stderr.contains("expected `log`, `webhook=URL` or `alertmanager=URL`"),
+        stderr.contains("PALISADE_SLACK_WEBHOOK_URL is not set"),
+        "{stderr}"
+    );
+    let (_, _, stderr, _) = run_to_end(
+        &["run", "--dispatch", "pagerduty=@/nonexistent/key"],
+        Duration::from_secs(10),
+    );
+    assert!(
+        stderr.contains("the PagerDuty routing key: cannot read /nonexistent/key"),
         "{stderr}"
     );
 
@@ -329,6 +346,14 @@ fn usage_errors_exit_2_and_help_teaches() {
         "--max-deliver",
         "alertmanager=URL",
         "webhook=URL",
+        "slack[=URL|@FILE|env:VAR]",
+        "PALISADE_SLACK_WEBHOOK_URL",
+        "pagerduty[=KEY|@FILE|env:VAR][,url=URL]",
+        "PALISADE_PAGERDUTY_ROUTING_KEY",
+        "smtp=HOST[:PORT],from=ADDR,to=ADDR",
+        "STARTTLS",
+        "credentials",
+        "dead-lettered at once",
         "[default: palisade-alert]",
         "[default: 10]",
     ] {
