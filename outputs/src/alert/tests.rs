@@ -907,3 +907,107 @@ fn host_incidents_fire_and_their_resolutions_end_them() {
     );
     assert_eq!(alert_role(&by_kind("ports_changed").data), AlertRole::None);
 }
+
+// ---------------------------------------------------------------------------
+// The notice of Slack, PagerDuty and email.
+
+#[test]
+fn a_notice_tells_the_incident_and_its_end_alike() {
+    let incident = opened("web-1", 6379);
+    let n = Notice::of(&incident).unwrap();
+    let p = incident.data.port_event().unwrap();
+    assert!(!n.resolved);
+    assert_eq!(n.incident_id, p.incident_id);
+    assert_eq!(n.kind, "unexpected_port_open");
+    assert_eq!(n.severity, Some(Severity::High));
+    assert_eq!(
+        n.summary,
+        "Unexpected port open 6379/tcp on web-1 (198.18.0.2)"
+    );
+    let labels: Vec<&str> = n.facts.iter().map(|(l, _)| *l).collect();
+    assert_eq!(
+        labels,
+        [
+            "Monitor",
+            "Host",
+            "Port",
+            "Kind",
+            "Severity",
+            "State",
+            "First seen",
+            "Confirmed",
+            "Incident"
+        ]
+    );
+    assert_eq!(n.fact("First seen"), Some(p.first_seen.as_str()));
+
+    let end = Notice::of(&resolved(&incident, "2026-12-01T10:00:00Z")).unwrap();
+    assert!(end.resolved);
+    assert_eq!(end.incident_id, n.incident_id);
+    assert_eq!(end.kind, n.kind, "the incident's kind, not port_resolved");
+    assert_eq!(end.summary, n.summary);
+    assert_eq!(end.severity, None);
+    assert_eq!(end.fact("Resolved"), Some("2026-12-01T10:00:00Z"));
+    assert_eq!(end.fact("Reason"), Some("observed"));
+    assert_eq!(end.incident_token(), n.incident_token());
+
+    assert_eq!(Notice::of(&monitor_resolved("web-1", &ago(1))), None);
+    assert_eq!(Notice::of(&scan("web-1", &ago(1))), None);
+}
+
+#[test]
+fn a_notice_of_a_host_event_has_its_details() {
+    let samples = crate::schema::tests::samples();
+    let down = samples
+        .iter()
+        .find(|e| e.kind() == "host_unreachable")
+        .unwrap();
+    let n = Notice::of(down).unwrap();
+    assert_eq!(n.severity, Some(Severity::Critical));
+    assert_eq!(n.port, None);
+    assert!(
+        n.fact("Details").unwrap().contains("answers nothing"),
+        "{:?}",
+        n.facts
+    );
+    assert_eq!(n.summary, "Host unreachable on web-1 (198.18.0.2)");
+}
+
+#[test]
+fn notice_text_is_bounded_and_inert() {
+    let mut e = opened("web-1", 6379);
+    if let EventData::UnexpectedPortOpen(p) = &mut e.data {
+        p.monitor = format!(
+            "web-1\r\nBcc: evil@example.org\u{1b}[31m{}",
+            "x".repeat(100_000)
+        );
+    }
+    let n = Notice::of(&e).unwrap();
+    for (label, value) in &n.facts {
+        assert!(value.chars().count() <= 301, "{label}: {}", value.len());
+        assert!(!value.chars().any(char::is_control), "{label}: {value:?}");
+    }
+    assert!(n.summary.chars().count() < 250, "{}", n.summary);
+    assert!(!n.summary.chars().any(char::is_control));
+    // The email's headers stay as they are: no injected Bcc.
+    let from: lettre::message::Mailbox = "palisade@example.org".parse().unwrap();
+    let to: lettre::message::Mailbox = "ops@example.org".parse().unwrap();
+    let mail = String::from_utf8(email_for(&n, &from, &[to], None).unwrap().formatted()).unwrap();
+    let head = mail.split_once("\r\n\r\n").unwrap().0;
+    assert!(
+        !head.lines().any(|l| l.to_lowercase().starts_with("bcc:")),
+        "{head}"
+    );
+    // PagerDuty's limits hold whatever the input.
+    let long_id = opened(&"m".repeat(400), 1);
+    let event = pagerduty_event(&Notice::of(&long_id).unwrap(), "k", None);
+    assert!(event["dedup_key"].as_str().unwrap().len() <= 255);
+    assert!(
+        event["payload"]["summary"]
+            .as_str()
+            .unwrap()
+            .chars()
+            .count()
+            <= 1024
+    );
+}
