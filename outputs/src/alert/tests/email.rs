@@ -24,7 +24,8 @@ const PYTHON: &str = "/usr/bin/python3";
 /// The SMTP server: `--port`, `--out DIR` (each accepted message as
 /// `NNN.eml`, its envelope and session as `NNN.json`), `--cert/--key`
 /// (STARTTLS required; without them no STARTTLS is offered), `--user/
-/// --password` (AUTH required), `--refuse ADDR` (that recipient gets 550).
+/// --password` (AUTH required), `--refuse ADDR` (that recipient gets 550),
+/// `--implicit-tls` (TLS from the first byte instead of STARTTLS).
 const SERVER_PY: &str = r#"
 import argparse, json, os, ssl, sys, time
 from aiosmtpd.controller import Controller
@@ -38,6 +39,7 @@ p.add_argument("--key")
 p.add_argument("--user")
 p.add_argument("--password")
 p.add_argument("--refuse", default="")
+p.add_argument("--implicit-tls", action="store_true")
 a = p.parse_args()
 
 class Handler:
@@ -55,7 +57,9 @@ class Handler:
             json.dump({
                 "mail_from": envelope.mail_from,
                 "rcpt_tos": envelope.rcpt_tos,
-                "tls": session.ssl is not None,
+                # STARTTLS sets session.ssl; implicit TLS is on the transport.
+                "tls": session.ssl is not None
+                or server.transport.get_extra_info("sslcontext") is not None,
                 "user": auth.login.decode() if auth is not None else None,
             }, f)
         with open(base + ".tmp", "wb") as f:
@@ -71,9 +75,13 @@ kwargs = {}
 if a.cert:
     ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     ctx.load_cert_chain(a.cert, a.key)
-    kwargs.update(tls_context=ctx, require_starttls=True)
+    if a.implicit_tls:
+        kwargs.update(ssl_context=ctx)
+    else:
+        kwargs.update(tls_context=ctx, require_starttls=True)
 if a.user:
-    kwargs.update(authenticator=authenticate, auth_required=True, auth_require_tls=True)
+    # aiosmtpd counts only STARTTLS as TLS for AUTH; implicit TLS is TLS too.
+    kwargs.update(authenticator=authenticate, auth_required=True, auth_require_tls=not a.implicit_tls)
 controller = Controller(Handler(), hostname="127.0.0.1", port=a.port, **kwargs)
 controller.start()
 print("ready", flush=True)
@@ -84,6 +92,15 @@ finally:
 "#;
 
 /// A running aiosmtpd; killed when dropped.
+#[derive(Debug, Default)]
+struct SmtpOptions<'a> {
+    /// Certificate and key: STARTTLS required (or implicit TLS).
+    tls: Option<(&'a Path, &'a Path)>,
+    implicit_tls: bool,
+    login: Option<(&'a str, &'a str)>,
+    refuse: &'a str,
+}
+
 struct SmtpServer {
     port: u16,
     out: PathBuf,
@@ -92,7 +109,13 @@ struct SmtpServer {
 }
 
 impl SmtpServer {
-    fn start(tls: Option<(&Path, &Path)>, login: Option<(&str, &str)>, refuse: &str) -> SmtpServer {
+    fn start(options: SmtpOptions<'_>) -> SmtpServer {
+        let SmtpOptions {
+            tls,
+            implicit_tls,
+            login,
+            refuse,
+        } = options;
         let dir = tempfile::tempdir().unwrap();
         let script = dir.path().join("smtp_server.py");
         std::fs::write(&script, SERVER_PY).unwrap();
@@ -113,6 +136,9 @@ impl SmtpServer {
             .arg(&out);
         if let Some((cert, key)) = tls {
             command.arg("--cert").arg(cert).arg("--key").arg(key);
+        }
+        if implicit_tls {
+            command.arg("--implicit-tls");
         }
         if let Some((user, password)) = login {
             command.args(["--user", user, "--password", password]);
@@ -231,7 +257,11 @@ async fn email_per_incident_and_resolution_over_starttls_threaded() {
     create_stream(&js).await;
     let pki = tempfile::tempdir().unwrap();
     let (cert, key) = self_signed(pki.path());
-    let smtp = SmtpServer::start(Some((&cert, &key)), Some(("palisade", "s3cret:pw")), "");
+    let smtp = SmtpServer::start(SmtpOptions {
+        tls: Some((&cert, &key)),
+        login: Some(("palisade", "s3cret:pw")),
+        ..SmtpOptions::default()
+    });
     let credentials = pki.path().join("smtp.cred");
     std::fs::write(&credentials, "palisade:s3cret:pw\n").unwrap();
     let spec: DispatchSpec = format!(
@@ -315,7 +345,7 @@ async fn without_starttls_no_mail_is_sent_and_a_refused_recipient_is_dead_letter
     let pki = tempfile::tempdir().unwrap();
     // A server that offers no STARTTLS: the mail is not sent in clear
     // text, and the failure is retried (it is not the mail's fault).
-    let plain = SmtpServer::start(None, None, "");
+    let plain = SmtpServer::start(SmtpOptions::default());
     let spec = |port: u16, ca: &Path| -> DispatchSpec {
         format!(
             "smtp=localhost:{port},from=palisade@example.org,to=ops@example.org,ca={}",
@@ -341,7 +371,11 @@ async fn without_starttls_no_mail_is_sent_and_a_refused_recipient_is_dead_letter
     let client = client(&nats).await;
     let js = jetstream::new(client.clone());
     create_stream(&js).await;
-    let refusing = SmtpServer::start(Some((&cert, &key)), None, "ops@example.org");
+    let refusing = SmtpServer::start(SmtpOptions {
+        tls: Some((&cert, &key)),
+        refuse: "ops@example.org",
+        ..SmtpOptions::default()
+    });
     let dispatcher = spec(refusing.port, &cert)
         .build(&HttpOptions::default())
         .unwrap();
@@ -363,4 +397,40 @@ async fn without_starttls_no_mail_is_sent_and_a_refused_recipient_is_dead_letter
     let reason = letters[0].header("Palisade-Dlq-Reason").unwrap();
     assert!(reason.contains("550"), "{reason}");
     assert!(refusing.messages().is_empty());
+}
+
+#[tokio::test]
+async fn implicit_tls_with_a_login() {
+    let pki = tempfile::tempdir().unwrap();
+    let (cert, key) = self_signed(pki.path());
+    let smtp = SmtpServer::start(SmtpOptions {
+        tls: Some((&cert, &key)),
+        implicit_tls: true,
+        login: Some(("alerts", "pw")),
+        ..SmtpOptions::default()
+    });
+    let credentials = pki.path().join("smtp.cred");
+    std::fs::write(&credentials, "alerts:pw").unwrap();
+    let spec: DispatchSpec = format!(
+        "smtp=localhost:{},from=palisade@example.org,to=ops@example.org,tls=tls,credentials=@{},ca={}",
+        smtp.port,
+        credentials.display(),
+        cert.display()
+    )
+    .parse()
+    .unwrap();
+    let email = spec.build(&HttpOptions::default()).unwrap();
+    let incident = opened("web-1", 6379);
+    assert_eq!(
+        email.dispatch(&incident).await.unwrap(),
+        Dispatched::Delivered
+    );
+    assert_eq!(
+        email.dispatch(&scan("web-1", &ago(1))).await.unwrap(),
+        Dispatched::Skipped
+    );
+    let mails = smtp.wait_for(1).await;
+    assert_eq!(mails.len(), 1);
+    assert_eq!(mails[0].1["tls"], true, "{}", mails[0].1);
+    assert_eq!(mails[0].1["user"], "alerts", "{}", mails[0].1);
 }
