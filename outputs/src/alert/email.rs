@@ -1,4 +1,5 @@
-//! The `smtp` dispatcher: one email per incident and per resolution.
+//! The `smtp` dispatcher: one email per incident, per resolution and per
+//! `ports_changed` summary (`Message-ID: <changes.<token>@…>`, no thread).
 //!
 //! The incident's mail has the `Message-ID`
 //! `<incident.<token>@<from domain>>` (token: a hash of the incident id,
@@ -315,7 +316,8 @@ impl Dispatcher for EmailDispatcher {
 }
 
 /// The `Message-ID` of an incident's mail (`<incident.<token>@<domain>>`)
-/// and of its resolution's (`<resolved.<token>@<domain>>`).
+/// and of its resolution's (`<resolved.<token>@<domain>>`); a summary's is
+/// `<changes.<token of the event id>@<domain>>`.
 fn message_ids(n: &Notice, from: &Mailbox) -> (String, String) {
     let domain = from.email.domain();
     let domain = if !domain.is_empty()
@@ -328,6 +330,10 @@ fn message_ids(n: &Notice, from: &Mailbox) -> (String, String) {
         "palisade.invalid"
     };
     let token = n.incident_token();
+    if !n.incident {
+        let id = format!("<changes.{token}@{domain}>");
+        return (id.clone(), id);
+    }
     (
         format!("<incident.{token}@{domain}>"),
         format!("<resolved.{token}@{domain}>"),

@@ -2,26 +2,36 @@
 //! content behind the Slack message, the PagerDuty event and the email.
 //!
 //! [`Notice::of`] reads an event that fires or ends an alert
-//! ([`alert_role`]); every other event is no notice. The channels only lay
+//! ([`alert_role`]), and a `ports_changed` summary (the per-port events of
+//! a scan beyond `max_port_events`, which are not sent one by one: people
+//! must hear of them too); every other event is no notice. The channels only lay
 //! it out: the facts are chosen, ordered, bounded and made inert (one
 //! line, no control characters) here.
 
 use sha2::{Digest, Sha256};
 
 use super::{AlertRole, alert_role, event_address};
-use crate::schema::{Envelope, Severity};
+use crate::schema::{Envelope, EventData, PortsChangedEvent, Severity};
 
 /// The longest value shown for one fact (a monitor name may be huge).
 const FACT_CHARS: usize = 300;
+
+/// The changes of a `ports_changed` shown one by one; the rest are counted.
+const CHANGES_SHOWN: usize = 20;
 
 /// An incident or its end, as people are told about it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Notice {
     /// `true` for the end of an incident.
     pub resolved: bool,
+    /// `true` for an incident or its end; `false` for a `ports_changed`
+    /// summary, which opens nothing that could be resolved.
+    pub incident: bool,
     /// The incident id, exactly as in the event (the key of PagerDuty's
-    /// `dedup_key` and the email's `Message-ID`).
+    /// `dedup_key` and the email's `Message-ID`); empty for a summary.
     pub incident_id: String,
+    /// The event's id.
+    pub event_id: String,
     /// The kind of the incident (`unexpected_port_open`, …), also in the
     /// notice of its end.
     pub kind: String,
@@ -45,9 +55,13 @@ pub struct Notice {
 }
 
 impl Notice {
-    /// The notice of an event that fires or ends one alert; `None` for
-    /// every other event (`monitor_resolved`, `ports_changed`, scans).
+    /// The notice of an event that fires or ends one alert, or of a
+    /// `ports_changed` summary; `None` for every other event
+    /// (`monitor_resolved`, scans).
     pub fn of(e: &Envelope) -> Option<Notice> {
+        if let EventData::PortsChanged(p) = &e.data {
+            return Some(ports_changed(e, p));
+        }
         let (kind, resolved) = match alert_role(&e.data) {
             AlertRole::Fires { .. } => (e.kind().to_string(), false),
             AlertRole::Resolves { fired_by, .. } => (fired_by, true),
@@ -98,7 +112,9 @@ impl Notice {
         add("Incident", &incident_id);
         Some(Notice {
             resolved,
+            incident: true,
             incident_id,
+            event_id: e.id.clone(),
             kind,
             summary,
             severity,
@@ -119,10 +135,57 @@ impl Notice {
             .map(|(_, v)| v.as_str())
     }
 
-    /// A stable token of the incident, safe anywhere (a header, an id):
-    /// the first 128 bits of the SHA-256 of its id, in hex.
+    /// A stable token of the incident (of the event, for a summary), safe
+    /// anywhere (a header, an id): the first 128 bits of the SHA-256 of its
+    /// id, in hex.
     pub fn incident_token(&self) -> String {
-        incident_token(&self.incident_id)
+        if self.incident {
+            incident_token(&self.incident_id)
+        } else {
+            incident_token(&self.event_id)
+        }
+    }
+}
+
+/// The notice of a `ports_changed` summary: `37 port changes on web-1`,
+/// each change (address, kind, ports) a fact, the first
+/// [`CHANGES_SHOWN`] of them.
+fn ports_changed(e: &Envelope, p: &PortsChangedEvent) -> Notice {
+    let monitor = super::one_line(&p.monitor, 120);
+    let summary = format!(
+        "{} port change{} on {monitor} ({} sent one by one)",
+        p.total,
+        if p.total == 1 { "" } else { "s" },
+        p.sent
+    );
+    let mut facts = vec![
+        ("Monitor", super::one_line(&p.monitor, FACT_CHARS)),
+        ("Host", super::one_line(&p.host, FACT_CHARS)),
+        ("Kind", "ports_changed".to_string()),
+        ("Severity", p.severity.as_str().to_string()),
+    ];
+    for c in p.changes.iter().take(CHANGES_SHOWN) {
+        let line = format!("{} {} {} ({})", c.address, c.kind, c.ports, c.count);
+        facts.push(("Change", super::one_line(&line, FACT_CHARS)));
+    }
+    if p.changes.len() > CHANGES_SHOWN {
+        let more = p.changes.len() - CHANGES_SHOWN;
+        facts.push(("Change", format!("… and {more} more")));
+    }
+    Notice {
+        resolved: false,
+        incident: false,
+        incident_id: String::new(),
+        event_id: e.id.clone(),
+        kind: "ports_changed".to_string(),
+        summary,
+        severity: Some(p.severity),
+        monitor: p.monitor.clone(),
+        host: p.host.clone(),
+        address: String::new(),
+        port: None,
+        time: e.time.clone(),
+        facts,
     }
 }
 

@@ -8,7 +8,9 @@
 //! `critical` → `critical`, `high` → `error`, `normal` → `warning`),
 //! `timestamp` (the event's time), `component` (`6379/tcp` for a port),
 //! `group` (the monitor), `class` (the incident kind) and `custom_details`
-//! (every fact of the notice).
+//! (every fact of the notice). A `ports_changed` summary is not sent: it
+//! opens nothing that could be resolved (its first events went out one by
+//! one and trigger as usual).
 //!
 //! PagerDuty answers `202 Accepted`; `400` (an invalid event) refuses it
 //! for good and it is dead-lettered at once; 429 (rate limit, with its
@@ -84,7 +86,8 @@ impl Dispatcher for PagerDutyDispatcher {
     }
 
     async fn dispatch(&self, event: &Envelope) -> Result<Dispatched, DispatchError> {
-        let Some(notice) = Notice::of(event) else {
+        // A `ports_changed` summary opens nothing PagerDuty could resolve.
+        let Some(notice) = Notice::of(event).filter(|n| n.incident) else {
             return Ok(Dispatched::Skipped);
         };
         let body = pagerduty_event(&notice, &self.routing_key, self.dashboard_url.as_deref());

@@ -1,5 +1,5 @@
-//! The `slack` dispatcher: one message per incident and per resolution,
-//! posted to a Slack incoming webhook.
+//! The `slack` dispatcher: one message per incident, per resolution and
+//! per `ports_changed` summary, posted to a Slack incoming webhook.
 //!
 //! The message has a `text` (what notifications and old clients show) and
 //! `blocks`: a header with the [`Notice`]'s summary, the facts as section
@@ -120,9 +120,14 @@ pub fn slack_message(n: &Notice, dashboard_url: Option<&str>) -> Value {
     for chunk in fields.chunks(FIELDS_PER_SECTION) {
         blocks.push(json!({"type": "section", "fields": chunk}));
     }
+    let (what, id) = if n.incident {
+        ("incident", &n.incident_id)
+    } else {
+        ("event", &n.event_id)
+    };
     let mut context = format!(
-        "Palisade incident `{}`",
-        escape(&super::one_line(&n.incident_id, 300)).replace('`', "'")
+        "Palisade {what} `{}`",
+        escape(&super::one_line(id, 300)).replace('`', "'")
     );
     if let Some(template) = dashboard_url {
         let link = super::alertmanager::dashboard_link(template, &n.monitor);

@@ -955,6 +955,50 @@ fn a_notice_tells_the_incident_and_its_end_alike() {
     assert_eq!(Notice::of(&scan("web-1", &ago(1))), None);
 }
 
+/// A `ports_changed` of `total` events on `changes` addresses.
+pub(super) fn ports_changed(total: u32, changes: usize) -> Envelope {
+    let mut e = crate::schema::tests::samples()
+        .into_iter()
+        .find(|e| e.kind() == "ports_changed")
+        .unwrap();
+    if let EventData::PortsChanged(p) = &mut e.data {
+        p.total = total;
+        p.changes = (0..changes)
+            .map(|i| crate::schema::PortsChange {
+                address: format!("198.18.0.{}", i % 250 + 2),
+                kind: "unexpected_port_open".into(),
+                ports: "8000-8299".into(),
+                count: 300,
+            })
+            .collect();
+    }
+    e
+}
+
+#[test]
+fn a_ports_changed_summary_is_a_notice_of_no_incident() {
+    let n = Notice::of(&ports_changed(300, 1)).unwrap();
+    assert!(!n.incident && !n.resolved);
+    assert_eq!(n.summary, "300 port changes on web-1 (50 sent one by one)");
+    assert_eq!(n.severity, Some(Severity::High));
+    assert_eq!(
+        n.fact("Change"),
+        Some("198.18.0.2 unexpected_port_open 8000-8299 (300)")
+    );
+    // Many addresses: the first 20, then a count.
+    let many = Notice::of(&ports_changed(9000, 30)).unwrap();
+    let changes: Vec<&str> = many
+        .facts
+        .iter()
+        .filter(|(l, _)| *l == "Change")
+        .map(|(_, v)| v.as_str())
+        .collect();
+    assert_eq!(changes.len(), 21);
+    assert_eq!(changes[20], "… and 10 more");
+    let message = slack_message(&many, None);
+    assert!(message["blocks"].as_array().unwrap().len() <= 50);
+}
+
 #[test]
 fn a_notice_of_a_host_event_has_its_details() {
     let samples = crate::schema::tests::samples();

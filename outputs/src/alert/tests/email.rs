@@ -27,7 +27,7 @@ const PYTHON: &str = "/usr/bin/python3";
 /// --password` (AUTH required), `--refuse ADDR` (that recipient gets 550),
 /// `--implicit-tls` (TLS from the first byte instead of STARTTLS).
 const SERVER_PY: &str = r#"
-import argparse, json, os, ssl, sys, time
+import argparse, json, logging, os, ssl, sys, time, warnings
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult
 
@@ -41,6 +41,9 @@ p.add_argument("--password")
 p.add_argument("--refuse", default="")
 p.add_argument("--implicit-tls", action="store_true")
 a = p.parse_args()
+# Quiet: aiosmtpd warns about its own deprecated attributes and test settings.
+logging.disable(logging.WARNING)
+warnings.simplefilter("ignore")
 
 class Handler:
     async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
@@ -283,14 +286,19 @@ async fn email_per_incident_and_resolution_over_starttls_threaded() {
         PayloadFormat::Json,
     )
     .await;
-    let last = publish(&js, &resolved(&incident, &ago(5)), PayloadFormat::Json).await;
+    publish(&js, &resolved(&incident, &ago(5)), PayloadFormat::Json).await;
+    let last = publish(&js, &ports_changed(300, 1), PayloadFormat::Json).await;
     wait_acked(&js, CONSUMER, last).await;
     let stats = running.stop().await;
     // monitor_resolved is no notice: acknowledged, no mail.
-    assert_eq!(stats.acked, 3, "{stats:?}");
+    assert_eq!(stats.acked, 4, "{stats:?}");
 
-    let mails = smtp.wait_for(2).await;
-    assert_eq!(mails.len(), 2, "one per incident and resolution");
+    let mails = smtp.wait_for(3).await;
+    assert_eq!(
+        mails.len(),
+        3,
+        "one per incident, resolution and ports_changed"
+    );
     for (_, session) in &mails {
         assert_eq!(session["tls"], true, "STARTTLS was used: {session}");
         assert_eq!(session["user"], "palisade", "{session}");
@@ -338,6 +346,21 @@ async fn email_per_incident_and_resolution_over_starttls_threaded() {
         assert!(body.contains(&want), "{want:?} in\n{body}");
     }
     assert!(mails[1].0.contains("RESOLVED: "), "{}", mails[1].0);
+    let summary = headers(&mails[2].0);
+    assert_eq!(
+        header(&summary, "subject"),
+        Some("[Palisade] 300 port changes on web-1 (50 sent one by one)")
+    );
+    assert!(
+        header(&summary, "message-id").is_some_and(|id| id.starts_with("<changes.")),
+        "{summary:?}"
+    );
+    assert_eq!(header(&summary, "in-reply-to"), None);
+    assert!(
+        mails[2].0.contains("Change:") && mails[2].0.contains("8000-8299 (300)"),
+        "{}",
+        mails[2].0
+    );
 }
 
 #[tokio::test]

@@ -361,22 +361,27 @@ async fn slack_gets_one_readable_message_per_incident_and_per_resolution() {
     let resolution = resolved(&incident, &ago(10));
     publish(&js, &incident, PayloadFormat::Json).await;
     publish(&js, &resolution, PayloadFormat::MsgPack).await;
-    let last = publish(
+    publish(
         &js,
         &monitor_resolved("web-1", &ago(10)),
         PayloadFormat::Json,
     )
     .await;
+    let last = publish(&js, &ports_changed(300, 1), PayloadFormat::Json).await;
     wait_acked(&js, CONSUMER, last).await;
     let stats = running.stop().await;
     // monitor_resolved is no notice: acknowledged, nothing posted.
-    assert_eq!(stats.acked, 3, "{stats:?}");
+    assert_eq!(stats.acked, 4, "{stats:?}");
 
     let bodies = json_bodies(&target);
     assert_eq!(
         bodies.len(),
-        2,
-        "one per incident and resolution: {bodies:#?}"
+        3,
+        "one per incident, resolution and ports_changed: {bodies:#?}"
+    );
+    assert_eq!(
+        bodies[2]["text"],
+        ":rotating_light: HIGH: 300 port changes on web-1 (50 sent one by one)"
     );
     for body in &bodies {
         assert_eq!(check_slack(body), Ok(()), "{body:#}");
@@ -463,10 +468,12 @@ async fn pagerduty_triggers_and_resolves_with_the_incident_id_as_dedup_key() {
     };
     publish(&js, &incident, PayloadFormat::Json).await;
     publish(&js, &host_down, PayloadFormat::Json).await;
+    // A summary opens nothing PagerDuty could resolve: not sent.
+    publish(&js, &ports_changed(300, 1), PayloadFormat::Json).await;
     let last = publish(&js, &resolved(&incident, &ago(5)), PayloadFormat::Json).await;
     wait_acked(&js, CONSUMER, last).await;
     let stats = running.stop().await;
-    assert_eq!(stats.acked, 3, "{stats:?}");
+    assert_eq!(stats.acked, 4, "{stats:?}");
 
     let bodies = json_bodies(&target);
     assert_eq!(bodies.len(), 3, "{bodies:#?}");

@@ -61,8 +61,9 @@ enum AlertCommand {
         alertmanager=URL  incidents become alerts at URL/api/v2/alerts (e.g. http://127.0.0.1:9093),\n                    \
         re-posted every --resend; their resolutions end them\n  \
         slack[=URL|@FILE|env:VAR]\n                    \
-        a Slack message per incident and per resolution, to an incoming webhook;\n                    \
-        bare `slack`: the URL in $PALISADE_SLACK_WEBHOOK_URL\n  \
+        a Slack message per incident, per resolution and per ports_changed\n                    \
+        summary, to an incoming webhook; bare `slack`: the URL in\n                    \
+        $PALISADE_SLACK_WEBHOOK_URL\n  \
         pagerduty[=KEY|@FILE|env:VAR][,url=URL]\n                    \
         PagerDuty Events API v2: trigger per incident, resolve per resolution,\n                    \
         dedup_key = the incident id; bare `pagerduty`: the routing key in\n                    \
@@ -70,15 +71,18 @@ enum AlertCommand {
         https://events.pagerduty.com/v2/enqueue)\n  \
         smtp=HOST[:PORT],from=ADDR,to=ADDR[,to=ADDR…][,tls=starttls|tls|none]\n      \
         [,credentials=FILE|env:VAR][,ca=FILE]\n                    \
-        an email per incident and per resolution (a reply to the incident's mail);\n                    \
-        STARTTLS required by default (port 587; tls=tls: port 465); credentials:\n                    \
-        one line USER:PASSWORD; ca: extra PEM roots to trust\n\n\
-        A Slack or PagerDuty 4xx (but 408/429) and an SMTP 5xx refuse the event for good: it is\n\
-        dead-lettered at once. 429 and 5xx are retried, no sooner than their Retry-After.\n\n\
+        an email per incident, per resolution (a reply to the incident's mail)\n                    \
+        and per ports_changed summary; STARTTLS required by default (port 587;\n                    \
+        tls=tls: port 465); credentials: one line USER:PASSWORD; ca: extra PEM\n                    \
+        roots to trust\n\n\
+        A Slack or PagerDuty 4xx (but 408/429) and an SMTP 5xx refuse the event for good:\n\
+        it is dead-lettered at once. 429 and 5xx are retried, no sooner than their\n\
+        Retry-After.\n\n\
         Examples:\n  \
         --dispatch slack=@/etc/palisade/slack-webhook.url\n  \
         --dispatch pagerduty=@/etc/palisade/pagerduty.key\n  \
-        --dispatch 'smtp=mail.example.org,from=Palisade <palisade@example.org>,to=ops@example.org,credentials=/etc/palisade/smtp.cred'\n\n\
+        --dispatch 'smtp=mail.example.org,from=palisade@example.org,to=ops@example.org,\n      \
+        credentials=/etc/palisade/smtp.cred'\n\n\
         Secrets: --token / --nats-token-file, else $PALISADE_NATS_TOKEN;\n  \
         --password / --nats-password-file, else $PALISADE_NATS_PASSWORD (with --user).\n  \
         Prefer the file or the environment: flags show in `ps`.")]
