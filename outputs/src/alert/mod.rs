@@ -380,7 +380,7 @@ impl FromStr for DispatchSpec {
                 }
                 Ok(DispatchSpec::PagerDuty { key, url: endpoint })
             }
-            "smtp" | "email" => Ok(DispatchSpec::Smtp(url.unwrap_or_default().parse()?)),
+            "smtp" => Ok(DispatchSpec::Smtp(url.unwrap_or_default().parse()?)),
             _ => Err(DispatchConfigError::UnknownDispatcher(one_line(s, 200))),
         }
     }

@@ -262,6 +262,9 @@ fn the_schema_checks_can_fail() {
     assert!(check_slack(&slack).is_err());
     assert!(check_slack(&serde_json::json!({"blocks": []})).is_err());
 
+    let linked = pagerduty_event(&n, ROUTING_KEY, Some("https://p.example/m/{monitor}"));
+    assert_eq!(check_pagerduty(&linked), Ok(()));
+    assert_eq!(linked["client_url"], "https://p.example/m/web-1");
     let mut pd = pagerduty_event(&n, ROUTING_KEY, None);
     assert_eq!(check_pagerduty(&pd), Ok(()));
     pd["payload"]["severity"] = "high".into();
