@@ -43,8 +43,10 @@ pub(crate) fn ci() -> Result<()> {
 /// The outputs' NATS tests again, against the current nats-server `setup`
 /// installed (the workspace run above used Debian's 2.9.10): the library
 /// tests whose path names `nats` (the connector, the JetStream sink, the
-/// alert consumer) or `alertmanager` (the consumer feeding a real
-/// Alertmanager), and the `palisade-alert` CLI tests. A few dozen seconds.
+/// alert consumer), `alertmanager` (the consumer feeding a real
+/// Alertmanager), `slack_pagerduty` or `email` (the consumer feeding the
+/// Slack, PagerDuty and email dispatchers), and the `palisade-alert` CLI
+/// tests. A few dozen seconds.
 fn current_nats_server() -> Result<()> {
     let server = setup::current_nats_server();
     eprintln!("xtask: the outputs' NATS tests against {server}");
@@ -57,6 +59,8 @@ fn current_nats_server() -> Result<()> {
             "--",
             "nats",
             "alertmanager",
+            "slack_pagerduty",
+            "email",
         ][..],
         &[
             "test",

@@ -37,6 +37,10 @@ pub(crate) const PACKAGES: &[(&str, &str)] = &[
     ),
     ("python3-venv", "the venv holding the Python packages below"),
     (
+        "python3-aiosmtpd",
+        "the SMTP server (STARTTLS) the alert consumer's email tests send to",
+    ),
+    (
         "chromium",
         "the headless browser the dashboard's tests drive",
     ),

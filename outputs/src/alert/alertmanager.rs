@@ -28,7 +28,7 @@ use serde::Serialize;
 
 use super::{
     AlertRole, DispatchConfigError, DispatchError, Dispatched, Dispatcher, HttpOptions, alert_role,
-    event_address,
+    event_address, notice::summary,
 };
 use crate::schema::{Envelope, EventData};
 
@@ -91,7 +91,7 @@ fn instance(address: &str, port: Option<u16>) -> String {
 
 /// The dashboard link of a monitor: `{monitor}` in the template replaced by
 /// its (percent-encoded) name.
-fn dashboard_link(template: &str, monitor: &str) -> String {
+pub(crate) fn dashboard_link(template: &str, monitor: &str) -> String {
     let encoded: String = monitor
         .bytes()
         .map(|b| {
@@ -186,21 +186,6 @@ pub fn alert_for(
         ends_at: Some(ends_at),
         generator_url: link,
     })
-}
-
-/// `Unexpected port open 6379/tcp on web-1 (198.18.0.2)`,
-/// `Host unreachable on web-1 (198.18.0.2)`.
-fn summary(fired_by: &str, monitor: &str, address: &str, port: Option<u16>) -> String {
-    let mut words = fired_by.replace('_', " ");
-    if let Some(first) = words.get(..1) {
-        words = first.to_uppercase() + &words[1..];
-    }
-    let port = port.map(|p| format!(" {p}/tcp")).unwrap_or_default();
-    if address.is_empty() {
-        format!("{words}{port} on {monitor}")
-    } else {
-        format!("{words}{port} on {monitor} ({address})")
-    }
 }
 
 /// Posts incidents to Alertmanager's v2 API and keeps them alive.
@@ -372,7 +357,15 @@ impl AlertmanagerDispatcher {
 
     async fn post(&self, alerts: &[PostableAlert]) -> Result<(), DispatchError> {
         let body = serde_json::to_vec(alerts).map_err(DispatchError::EncodeAlert)?;
-        super::post(&self.client, &self.endpoint, "application/json", &[], body).await
+        super::post(
+            &self.client,
+            (&self.endpoint, &super::redact_url(self.endpoint.as_str())),
+            "application/json",
+            &[],
+            body,
+            super::Refusals::Retried,
+        )
+        .await
     }
 }
 

@@ -17,7 +17,11 @@
 //! by itself. Past the budget the message is published, unchanged, to the
 //! dead-letter subject `<prefix>.dlq.<dispatcher>` on the same stream (with
 //! headers saying why), logged at error, counted, and only then
-//! acknowledged; if the dead letter cannot be published the message is
+//! acknowledged. A failure that no retry can change
+//! ([`DispatchError::is_permanent`](super::DispatchError::is_permanent): a
+//! Slack or PagerDuty 4xx, an SMTP 5xx) is dead-lettered at once, whatever
+//! the budget; a receiver's `Retry-After` lengthens the delay before the
+//! redelivery; if the dead letter cannot be published the message is
 //! NAK'd and tried again, never dropped. A message that cannot be decoded
 //! goes to `<prefix>.dlq.undecodable` at once. The server-side
 //! `max_deliver` of the consumer is unlimited: JetStream itself never drops
@@ -247,6 +251,9 @@ const MAX_PROGRESS: usize = 10_000;
 
 /// How long the start-up replay waits for the next message.
 const REPLAY_WAIT: Duration = Duration::from_secs(30);
+
+/// The longest `Retry-After` honoured (a longer one is cut to this).
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
 
 /// How long publishing a dead letter may take.
 const DEAD_LETTER_WAIT: Duration = Duration::from_secs(10);
@@ -706,63 +713,89 @@ impl AlertConsumer {
         let spent = max > 0
             && delivered >= max
             && (!resolution || progress.first.elapsed() >= self.config.resolution_budget);
-        if spent {
-            let mut all = true;
-            for (i, error) in &failures {
-                let dispatcher = &self.dispatchers[*i];
-                let reason = format!("{}: {error}", dispatcher.name());
-                let letter = DeadLetter {
-                    token: dispatcher.token(),
-                    dispatcher: dispatcher.name(),
-                    reason: &reason,
-                    deliveries: delivered,
-                    sequence,
-                    msg_id: format!("{}:dlq:{}:{i}", event.id, dispatcher.token()),
-                };
-                match self.dead_letter(&message, letter).await {
-                    Ok(subject) => {
-                        if let Some(d) = progress.done.get_mut(*i) {
-                            *d = true;
-                        }
-                        tracing::error!(
-                            id = %super::one_line(&event.id, 200),
-                            kind = event.kind(),
-                            monitor = %super::one_line(event.data.monitor(), 100),
-                            deliveries = delivered,
-                            "dead-lettered {} to {subject} after {delivered} deliveries (max_deliver {max}{}): {reason}",
-                            Named(&event),
+        // Past the budget every failure is dead-lettered; before it, only a
+        // refusal no retry can change.
+        let (to_letter, mut to_retry): (Vec<_>, Vec<_>) = failures
+            .into_iter()
+            .partition(|(_, error)| spent || error.is_permanent());
+        let mut lettered = false;
+        let mut letter_failed = false;
+        for (i, error) in to_letter {
+            let dispatcher = &self.dispatchers[i];
+            let reason = format!("{}: {error}", dispatcher.name());
+            let letter = DeadLetter {
+                token: dispatcher.token(),
+                dispatcher: dispatcher.name(),
+                reason: &reason,
+                deliveries: delivered,
+                sequence,
+                msg_id: format!("{}:dlq:{}:{i}", event.id, dispatcher.token()),
+            };
+            match self.dead_letter(&message, letter).await {
+                Ok(subject) => {
+                    lettered = true;
+                    if let Some(d) = progress.done.get_mut(i) {
+                        *d = true;
+                    }
+                    let why = if spent {
+                        format!(
+                            "after {delivered} deliveries (max_deliver {max}{})",
                             if resolution {
                                 format!(", resolution budget {:?}", self.config.resolution_budget)
                             } else {
                                 String::new()
                             },
-                        );
-                    }
-                    Err(dlq) => {
-                        all = false;
-                        tracing::warn!("{}: {reason}; {dlq}; trying again", Named(&event));
-                    }
+                        )
+                    } else {
+                        format!("at delivery {delivered}: refused for good, no retry can help")
+                    };
+                    tracing::error!(
+                        id = %super::one_line(&event.id, 200),
+                        kind = event.kind(),
+                        monitor = %super::one_line(event.data.monitor(), 100),
+                        deliveries = delivered,
+                        "dead-lettered {} to {subject} {why}: {reason}",
+                        Named(&event),
+                    );
+                }
+                Err(dlq) => {
+                    letter_failed = true;
+                    tracing::warn!("{}: {reason}; {dlq}; trying again", Named(&event));
+                    // Tried again like any failure (not counted as a retry).
+                    to_retry.push((i, error));
                 }
             }
-            if all {
+        }
+        if to_retry.is_empty() {
+            if lettered {
                 self.stats.dead_lettered += 1;
-                ack(&message, AckKind::Ack, sequence).await;
-            } else {
-                self.progress.insert(sequence, progress);
-                let delay = self.config.backoff.delay(delivered);
-                ack(&message, AckKind::Nak(Some(delay)), sequence).await;
             }
+            ack(&message, AckKind::Ack, sequence).await;
             return;
         }
         self.progress.insert(sequence, progress);
+        // A receiver's Retry-After lengthens the delay (up to an hour).
+        let asked = to_retry
+            .iter()
+            .filter_map(|(_, e)| e.retry_after())
+            .max()
+            .map(|d| d.min(MAX_RETRY_AFTER));
+        let delay = self
+            .config
+            .backoff
+            .delay(delivered)
+            .max(asked.unwrap_or_default());
+        if letter_failed && to_retry.iter().all(|(_, e)| spent || e.is_permanent()) {
+            ack(&message, AckKind::Nak(Some(delay)), sequence).await;
+            return;
+        }
         self.stats.retried += 1;
-        let delay = self.config.backoff.delay(delivered);
         let of = if max > 0 {
             format!("/{max}")
         } else {
             String::new()
         };
-        for (i, error) in &failures {
+        for (i, error) in &to_retry {
             tracing::warn!(
                 "{}: {} failed on delivery {delivered}{of}: {error}; redelivery in {delay:?}",
                 Named(&event),

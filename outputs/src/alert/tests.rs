@@ -3,7 +3,9 @@
 //! dispatcher against a real Alertmanager in [`alertmanager`].
 
 mod alertmanager;
+mod email;
 mod nats;
+mod slack_pagerduty;
 
 use std::future::Future;
 use std::io::Write;
@@ -221,8 +223,38 @@ impl Request {
     }
 }
 
+/// One answer of [`HttpTarget`].
+#[derive(Debug, Clone)]
+pub(super) struct Reply {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+}
+
+impl Reply {
+    /// `status` with the body `status <status>`.
+    pub(super) fn status(status: u16) -> Reply {
+        Reply {
+            status,
+            headers: vec![("content-type".into(), "text/plain".into())],
+            body: format!("status {status}"),
+        }
+    }
+
+    pub(super) fn with_body(mut self, content_type: &str, body: &str) -> Reply {
+        self.headers = vec![("content-type".into(), content_type.into())];
+        self.body = body.to_string();
+        self
+    }
+
+    pub(super) fn with_header(mut self, name: &str, value: &str) -> Reply {
+        self.headers.push((name.into(), value.into()));
+        self
+    }
+}
+
 /// A tiny HTTP/1.1 server on 127.0.0.1 answering the n-th request with the
-/// n-th status of its script (the last one repeats), recording requests.
+/// n-th answer of its script (the last one repeats), recording requests.
 #[derive(Debug)]
 pub(super) struct HttpTarget {
     pub url: String,
@@ -232,6 +264,10 @@ pub(super) struct HttpTarget {
 
 impl HttpTarget {
     pub(super) async fn start(script: Vec<u16>) -> HttpTarget {
+        Self::start_replies(script.into_iter().map(Reply::status).collect()).await
+    }
+
+    pub(super) async fn start_replies(script: Vec<Reply>) -> HttpTarget {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}/hook", listener.local_addr().unwrap());
         let requests = Arc::new(Mutex::new(Vec::new()));
@@ -244,20 +280,25 @@ impl HttpTarget {
                 let Some(request) = read_request(&mut conn).await else {
                     continue;
                 };
-                let status = {
+                let reply = {
                     let mut seen = seen.lock().unwrap();
                     seen.push(request);
                     script
                         .get(seen.len() - 1)
                         .or(script.last())
-                        .copied()
-                        .unwrap_or(200)
+                        .cloned()
+                        .unwrap_or_else(|| Reply::status(200))
                 };
-                let body = format!("status {status}");
-                let response = format!(
-                    "HTTP/1.1 {status} X\r\ncontent-length: {}\r\ncontent-type: text/plain\r\nconnection: close\r\n\r\n{body}",
-                    body.len()
+                let mut response = format!(
+                    "HTTP/1.1 {} X\r\ncontent-length: {}\r\nconnection: close\r\n",
+                    reply.status,
+                    reply.body.len()
                 );
+                for (name, value) in &reply.headers {
+                    response.push_str(&format!("{name}: {value}\r\n"));
+                }
+                response.push_str("\r\n");
+                response.push_str(&reply.body);
                 let _ = conn.write_all(response.as_bytes()).await;
                 let _ = conn.shutdown().await;
             }
@@ -476,19 +517,94 @@ fn dispatch_specs_parse() {
             .unwrap(),
         DispatchSpec::Alertmanager("https://am.example:9093".into())
     );
+    assert_eq!(
+        "slack".parse::<DispatchSpec>().unwrap(),
+        DispatchSpec::Slack(Secret::Env(SLACK_URL_ENV.into()))
+    );
+    assert_eq!(
+        "slack=@/etc/palisade/slack.url"
+            .parse::<DispatchSpec>()
+            .unwrap(),
+        DispatchSpec::Slack(Secret::File("/etc/palisade/slack.url".into()))
+    );
+    assert_eq!(
+        "pagerduty=env:PD_KEY,url=http://127.0.0.1:9/v2/enqueue"
+            .parse::<DispatchSpec>()
+            .unwrap(),
+        DispatchSpec::PagerDuty {
+            key: Secret::Env("PD_KEY".into()),
+            url: "http://127.0.0.1:9/v2/enqueue".into()
+        }
+    );
+    assert_eq!(
+        "pagerduty,url=http://h/x".parse::<DispatchSpec>().unwrap(),
+        DispatchSpec::PagerDuty {
+            key: Secret::Env(PAGERDUTY_KEY_ENV.into()),
+            url: "http://h/x".into()
+        }
+    );
+    let smtp = "smtp=mail.example.org,from=Palisade <palisade@example.org>,to=ops@example.org,to=sec@example.org,credentials=/etc/palisade/smtp.cred"
+        .parse::<DispatchSpec>()
+        .unwrap();
+    let DispatchSpec::Smtp(spec) = &smtp else {
+        panic!("{smtp:?}")
+    };
+    assert_eq!(
+        (spec.host.as_str(), spec.port, spec.tls),
+        ("mail.example.org", 587, SmtpTls::StartTls)
+    );
+    assert_eq!(spec.to, ["ops@example.org", "sec@example.org"]);
+    assert_eq!(
+        spec.credentials,
+        Some(Secret::File("/etc/palisade/smtp.cred".into()))
+    );
+    let smtps = "smtp=[2001:db8::25],from=a@b.example,to=c@d.example,tls=tls"
+        .parse::<DispatchSpec>()
+        .unwrap();
+    assert!(
+        matches!(&smtps, DispatchSpec::Smtp(s) if s.host == "2001:db8::25" && s.port == 465),
+        "{smtps:?}"
+    );
     for spec in [
         DispatchSpec::Log,
         DispatchSpec::Webhook("http://h/".into()),
         DispatchSpec::Alertmanager("http://h:9093".into()),
+        DispatchSpec::Slack(Secret::File("/s".into())),
+        DispatchSpec::PagerDuty {
+            key: Secret::File("/k".into()),
+            url: DEFAULT_PAGERDUTY_URL.into(),
+        },
+        DispatchSpec::PagerDuty {
+            key: Secret::Env("K".into()),
+            url: "http://127.0.0.1:1/".into(),
+        },
+        smtp,
+        smtps,
     ] {
         assert_eq!(spec.to_string().parse::<DispatchSpec>().unwrap(), spec);
     }
+    // A secret given on the command line is never shown.
+    let literal = "slack=https://hooks.slack.com/services/T0/B0/SECRET"
+        .parse::<DispatchSpec>()
+        .unwrap();
+    assert!(!literal.to_string().contains("SECRET"), "{literal}");
+    assert!(!format!("{literal:?}").contains("SECRET"), "{literal:?}");
 }
 
 #[test]
 fn bad_dispatch_specs_say_what_is_expected() {
     let err = |s: &str| s.parse::<DispatchSpec>().unwrap_err().to_string();
-    assert!(err("slack").contains("expected `log`, `webhook=URL` or `alertmanager=URL`"));
+    assert!(err("teams").contains("expected `log`, `webhook=URL`, `alertmanager=URL`, `slack"));
+    assert!(err("slack=ftp://h/").contains("only http:// and https://"));
+    assert!(err("pagerduty=k,region=eu").contains("unknown option"));
+    assert!(err("smtp=mail.example").contains("from=ADDRESS is missing"));
+    assert!(err("smtp=mail.example,from=a@b.example").contains("to=ADDRESS is missing"));
+    assert!(err("smtp=mail.example,from=nobody,to=c@d.example").contains("bad address"));
+    assert!(err("smtp=mail.example:0,from=a@b.example,to=c@d.example").contains("bad port"));
+    assert!(
+        err("smtp=h,from=a@b.example,to=c@d.example,tls=none,credentials=/c")
+            .contains("never sent without TLS")
+    );
     assert!(err("log=x").contains("unknown dispatcher"));
     assert!(err("").contains("unknown dispatcher"));
     assert!(err("webhook").contains("needs a URL"));
@@ -790,4 +906,152 @@ fn host_incidents_fire_and_their_resolutions_end_them() {
         "PalisadeHostAnswersAllPorts"
     );
     assert_eq!(alert_role(&by_kind("ports_changed").data), AlertRole::None);
+}
+
+// ---------------------------------------------------------------------------
+// The notice of Slack, PagerDuty and email.
+
+#[test]
+fn a_notice_tells_the_incident_and_its_end_alike() {
+    let incident = opened("web-1", 6379);
+    let n = Notice::of(&incident).unwrap();
+    let p = incident.data.port_event().unwrap();
+    assert!(!n.resolved);
+    assert_eq!(n.incident_id, p.incident_id);
+    assert_eq!(n.kind, "unexpected_port_open");
+    assert_eq!(n.severity, Some(Severity::High));
+    assert_eq!(
+        n.summary,
+        "Unexpected port open 6379/tcp on web-1 (198.18.0.2)"
+    );
+    let labels: Vec<&str> = n.facts.iter().map(|(l, _)| *l).collect();
+    assert_eq!(
+        labels,
+        [
+            "Monitor",
+            "Host",
+            "Port",
+            "Kind",
+            "Severity",
+            "State",
+            "First seen",
+            "Confirmed",
+            "Incident"
+        ]
+    );
+    assert_eq!(n.fact("First seen"), Some(p.first_seen.as_str()));
+
+    let end = Notice::of(&resolved(&incident, "2026-12-01T10:00:00Z")).unwrap();
+    assert!(end.resolved);
+    assert_eq!(end.incident_id, n.incident_id);
+    assert_eq!(end.kind, n.kind, "the incident's kind, not port_resolved");
+    assert_eq!(end.summary, n.summary);
+    assert_eq!(end.severity, None);
+    assert_eq!(end.fact("Resolved"), Some("2026-12-01T10:00:00Z"));
+    assert_eq!(end.fact("Reason"), Some("observed"));
+    assert_eq!(end.incident_token(), n.incident_token());
+
+    assert_eq!(Notice::of(&monitor_resolved("web-1", &ago(1))), None);
+    assert_eq!(Notice::of(&scan("web-1", &ago(1))), None);
+}
+
+/// A `ports_changed` of `total` events on `changes` addresses.
+pub(super) fn ports_changed(total: u32, changes: usize) -> Envelope {
+    let mut e = crate::schema::tests::samples()
+        .into_iter()
+        .find(|e| e.kind() == "ports_changed")
+        .unwrap();
+    if let EventData::PortsChanged(p) = &mut e.data {
+        p.total = total;
+        p.changes = (0..changes)
+            .map(|i| crate::schema::PortsChange {
+                address: format!("198.18.0.{}", i % 250 + 2),
+                kind: "unexpected_port_open".into(),
+                ports: "8000-8299".into(),
+                count: 300,
+            })
+            .collect();
+    }
+    e
+}
+
+#[test]
+fn a_ports_changed_summary_is_a_notice_of_no_incident() {
+    let n = Notice::of(&ports_changed(300, 1)).unwrap();
+    assert!(!n.incident && !n.resolved);
+    assert_eq!(n.summary, "300 port changes on web-1 (50 sent one by one)");
+    assert_eq!(n.severity, Some(Severity::High));
+    assert_eq!(
+        n.fact("Change"),
+        Some("198.18.0.2 unexpected_port_open 8000-8299 (300)")
+    );
+    // Many addresses: the first 20, then a count.
+    let many = Notice::of(&ports_changed(9000, 30)).unwrap();
+    let changes: Vec<&str> = many
+        .facts
+        .iter()
+        .filter(|(l, _)| *l == "Change")
+        .map(|(_, v)| v.as_str())
+        .collect();
+    assert_eq!(changes.len(), 21);
+    assert_eq!(changes[20], "… and 10 more");
+    let message = slack_message(&many, None);
+    assert!(message["blocks"].as_array().unwrap().len() <= 50);
+}
+
+#[test]
+fn a_notice_of_a_host_event_has_its_details() {
+    let samples = crate::schema::tests::samples();
+    let down = samples
+        .iter()
+        .find(|e| e.kind() == "host_unreachable")
+        .unwrap();
+    let n = Notice::of(down).unwrap();
+    assert_eq!(n.severity, Some(Severity::Critical));
+    assert_eq!(n.port, None);
+    assert!(
+        n.fact("Details").unwrap().contains("answers nothing"),
+        "{:?}",
+        n.facts
+    );
+    assert_eq!(n.summary, "Host unreachable on web-1 (198.18.0.2)");
+}
+
+#[test]
+fn notice_text_is_bounded_and_inert() {
+    let mut e = opened("web-1", 6379);
+    if let EventData::UnexpectedPortOpen(p) = &mut e.data {
+        p.monitor = format!(
+            "web-1\r\nBcc: evil@example.org\u{1b}[31m{}",
+            "x".repeat(100_000)
+        );
+    }
+    let n = Notice::of(&e).unwrap();
+    for (label, value) in &n.facts {
+        assert!(value.chars().count() <= 301, "{label}: {}", value.len());
+        assert!(!value.chars().any(char::is_control), "{label}: {value:?}");
+    }
+    assert!(n.summary.chars().count() < 250, "{}", n.summary);
+    assert!(!n.summary.chars().any(char::is_control));
+    // The email's headers stay as they are: no injected Bcc.
+    let from: lettre::message::Mailbox = "palisade@example.org".parse().unwrap();
+    let to: lettre::message::Mailbox = "ops@example.org".parse().unwrap();
+    let mail = String::from_utf8(email_for(&n, &from, &[to], None).unwrap().formatted()).unwrap();
+    let head = mail.split_once("\r\n\r\n").unwrap().0;
+    assert!(
+        !head.lines().any(|l| l.to_lowercase().starts_with("bcc:")),
+        "{head}"
+    );
+    // PagerDuty's limits hold whatever the input.
+    let long_id = opened(&"m".repeat(400), 1);
+    let event = pagerduty_event(&Notice::of(&long_id).unwrap(), "k", None);
+    assert!(event["dedup_key"].as_str().unwrap().len() <= 255);
+    assert!(
+        event["payload"]["summary"]
+            .as_str()
+            .unwrap()
+            .chars()
+            .count()
+            <= 1024
+    );
 }

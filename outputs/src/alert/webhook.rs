@@ -13,6 +13,7 @@ use crate::schema::{self, Envelope, PayloadFormat, WEBHOOK_ID_HEADER};
 pub struct WebhookDispatcher {
     name: String,
     url: reqwest::Url,
+    shown: String,
     client: reqwest::Client,
 }
 
@@ -20,9 +21,11 @@ impl WebhookDispatcher {
     /// A dispatcher posting to `url` (`http://` or `https://`).
     pub fn new(url: &str, http: &HttpOptions) -> Result<Self, DispatchConfigError> {
         let url = super::check_url(url)?;
+        let shown = super::redact_url(url.as_str());
         Ok(WebhookDispatcher {
-            name: format!("webhook={}", super::redact_url(url.as_str())),
+            name: format!("webhook={shown}"),
             url,
+            shown,
             client: super::http_client(http)?,
         })
     }
@@ -38,10 +41,11 @@ impl Dispatcher for WebhookDispatcher {
         let body = schema::encode(event, PayloadFormat::Json)?;
         super::post(
             &self.client,
-            &self.url,
+            (&self.url, &self.shown),
             PayloadFormat::Json.content_type(),
             &[(WEBHOOK_ID_HEADER, event.id.as_str())],
             body,
+            super::Refusals::Retried,
         )
         .await?;
         Ok(Dispatched::Delivered)

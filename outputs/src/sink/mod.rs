@@ -40,6 +40,7 @@ pub use nats::{
 pub use webhook::{WebhookSecret, WebhookSink, redact_url};
 
 pub(crate) use nats::subject_covers;
+pub(crate) use webhook::parse_retry_after;
 
 /// A destination for events. Sinks are held as `Vec<Box<dyn Sink>>`.
 #[async_trait::async_trait]

@@ -313,6 +313,7 @@ pub(crate) mod tests {
     pub(crate) fn finding(ip: &str, port: u16, answer: Answer, secs: u64) -> Finding {
         Finding {
             ip: ip.parse().unwrap(),
+            host: None,
             port,
             answer,
             ttl: 64,

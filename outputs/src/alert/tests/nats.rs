@@ -11,7 +11,7 @@ use crate::nats::{NatsOptions, connect};
 use crate::testing::NatsServer;
 
 pub(super) const STREAM: &str = "PALISADE";
-const CONSUMER: &str = "palisade-alert";
+pub(super) const CONSUMER: &str = "palisade-alert";
 
 /// A client through the crate's one `connect`, as `palisade-alert` makes it.
 pub(super) async fn client(server: &NatsServer) -> async_nats::Client {

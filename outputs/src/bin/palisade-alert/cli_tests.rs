@@ -127,8 +127,13 @@ fn lines_of(r: impl Read + Send + 'static) -> mpsc::Receiver<String> {
 
 impl Proc {
     fn spawn(args: &[&str]) -> Proc {
+        Self::spawn_with_env(args, &[])
+    }
+
+    fn spawn_with_env(args: &[&str], env: &[(&str, &str)]) -> Proc {
         let mut child = Command::new(BIN)
             .args(args)
+            .envs(env.iter().copied())
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -267,7 +272,10 @@ fn an_unreachable_nats_is_one_clear_line_and_exit_1() {
 fn usage_errors_exit_2_and_help_teaches() {
     for args in [
         &["run"][..],
+        &["run", "--dispatch", "teams"],
         &["run", "--dispatch", "slack"],
+        &["run", "--dispatch", "pagerduty=@/nonexistent/key"],
+        &["run", "--dispatch", "smtp=mail.example,from=a@b.example"],
         &["run", "--dispatch", "webhook"],
         &["run", "--dispatch", "log", "--user", "u"],
         &[
@@ -296,9 +304,23 @@ fn usage_errors_exit_2_and_help_teaches() {
         assert_eq!(code, 2, "{args:?}: {stdout} {stderr}");
         assert!(!stderr.contains("panicked"), "{stderr}");
     }
+    let (_, _, stderr, _) = run_to_end(&["run", "--dispatch", "teams"], Duration::from_secs(10));
+    assert!(
+        stderr.contains("expected `log`, `webhook=URL`, `alertmanager=URL`, `slack"),
+        "{stderr}"
+    );
+    // A secret that cannot be read names where it was looked for.
     let (_, _, stderr, _) = run_to_end(&["run", "--dispatch", "slack"], Duration::from_secs(10));
     assert!(
-        stderr.contains("expected `log`, `webhook=URL` or `alertmanager=URL`"),
+        stderr.contains("PALISADE_SLACK_WEBHOOK_URL is not set"),
+        "{stderr}"
+    );
+    let (_, _, stderr, _) = run_to_end(
+        &["run", "--dispatch", "pagerduty=@/nonexistent/key"],
+        Duration::from_secs(10),
+    );
+    assert!(
+        stderr.contains("the PagerDuty routing key: cannot read /nonexistent/key"),
         "{stderr}"
     );
 
@@ -329,6 +351,14 @@ fn usage_errors_exit_2_and_help_teaches() {
         "--max-deliver",
         "alertmanager=URL",
         "webhook=URL",
+        "slack[=URL|@FILE|env:VAR]",
+        "PALISADE_SLACK_WEBHOOK_URL",
+        "pagerduty[=KEY|@FILE|env:VAR][,url=URL]",
+        "PALISADE_PAGERDUTY_ROUTING_KEY",
+        "smtp=HOST[:PORT],from=ADDR,to=ADDR",
+        "STARTTLS",
+        "credentials",
+        "dead-lettered at once",
         "[default: palisade-alert]",
         "[default: 10]",
     ] {
@@ -376,10 +406,18 @@ fn run_prints_events_and_stops_cleanly_on_sigterm() {
 }
 
 /// An HTTP endpoint that always answers 500, counting requests.
-fn failing_endpoint() -> (String, Arc<Mutex<usize>>) {
+fn failing_endpoint() -> (String, Arc<Mutex<Vec<Vec<u8>>>>) {
+    endpoint(
+        b"HTTP/1.1 500 Internal Server Error\r\ncontent-length: 4\r\nconnection: close\r\n\r\nnope",
+    )
+}
+
+/// An HTTP endpoint on 127.0.0.1 answering every request with `answer`,
+/// recording the request bodies.
+fn endpoint(answer: &'static [u8]) -> (String, Arc<Mutex<Vec<Vec<u8>>>>) {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let url = format!("http://{}/hook", listener.local_addr().unwrap());
-    let count = Arc::new(Mutex::new(0));
+    let count = Arc::new(Mutex::new(Vec::new()));
     let seen = count.clone();
     std::thread::spawn(move || {
         for conn in listener.incoming() {
@@ -413,11 +451,10 @@ fn failing_endpoint() -> (String, Arc<Mutex<usize>>) {
                         Ok(n) => buf.extend_from_slice(&chunk[..n]),
                     }
                 }
-                *seen.lock().unwrap() += 1;
+                let end = (start + len).min(buf.len());
+                seen.lock().unwrap().push(buf[start..end].to_vec());
             }
-            let _ = conn.write_all(
-                b"HTTP/1.1 500 Internal Server Error\r\ncontent-length: 4\r\nconnection: close\r\n\r\nnope",
-            );
+            let _ = conn.write_all(answer);
         }
     });
     (url, count)
@@ -458,7 +495,7 @@ fn exceeding_max_deliver_dead_letters_the_event_and_logs_it() {
         "{line}"
     );
     std::thread::sleep(Duration::from_millis(800));
-    assert_eq!(*count.lock().unwrap(), 3);
+    assert_eq!(count.lock().unwrap().len(), 3);
     let retries = proc
         .drain_stderr()
         .iter()
@@ -690,4 +727,60 @@ fn killed_for_longer_than_its_budget_a_pending_resolution_still_ends_the_alert()
     assert_eq!(proc.terminate(), 0);
     let seen = proc.drain_stderr().join("\n");
     assert!(!seen.contains("dead-lettered"), "{seen}");
+}
+
+#[test]
+fn slack_and_pagerduty_with_their_secrets_from_the_environment_and_a_file() {
+    let server = NatsServer::start();
+    let publisher = Publisher::new(&server);
+    let (slack_url, slack) =
+        endpoint(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok");
+    let (pd_url, pagerduty) = endpoint(
+        b"HTTP/1.1 202 Accepted\r\ncontent-type: application/json\r\ncontent-length: 20\r\nconnection: close\r\n\r\n{\"status\":\"success\"}",
+    );
+    let key = "0123456789abcdef0123456789abcdef";
+    let dir = tempfile::tempdir().unwrap();
+    let key_file = dir.path().join("pagerduty.key");
+    std::fs::write(&key_file, format!("{key}\n")).unwrap();
+    let pd_spec = format!("pagerduty=@{},url={pd_url}", key_file.display());
+    let mut proc = Proc::spawn_with_env(
+        &[
+            "run",
+            "--nats-url",
+            &server.url,
+            "--dispatch",
+            "slack",
+            "--dispatch",
+            &pd_spec,
+        ],
+        &[("PALISADE_SLACK_WEBHOOK_URL", &slack_url)],
+    );
+    proc.stderr_line("consuming", Duration::from_secs(10));
+    let e = event("web-1", 6379);
+    publisher.publish(&e, PayloadFormat::Json);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while slack.lock().unwrap().is_empty() || pagerduty.lock().unwrap().is_empty() {
+        assert!(Instant::now() < deadline, "no Slack or PagerDuty request");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let body = |bodies: &Arc<Mutex<Vec<Vec<u8>>>>| -> serde_json::Value {
+        serde_json::from_slice(&bodies.lock().unwrap()[0]).unwrap()
+    };
+    let message = body(&slack);
+    assert_eq!(
+        message["text"],
+        ":rotating_light: HIGH: Unexpected port open 6379/tcp on web-1 (198.18.0.2)"
+    );
+    let trigger = body(&pagerduty);
+    assert_eq!(trigger["routing_key"], key);
+    assert_eq!(trigger["event_action"], "trigger");
+    assert_eq!(trigger["dedup_key"], e.data.incident_id().unwrap());
+    let ps = ps_output();
+    assert!(!ps.contains(key) && !ps.contains(&slack_url), "{ps}");
+    assert_eq!(proc.terminate(), 0);
+    let stderr = proc.drain_stderr().join("\n");
+    assert!(
+        !stderr.contains(key) && !stderr.contains(&slack_url),
+        "{stderr}"
+    );
 }

@@ -28,6 +28,8 @@ use palisade_outputs::nats::{self, NatsAuth, NatsConnectError, NatsOptions, Nats
         palisade-alert run --dispatch log\n  \
         palisade-alert run --dispatch alertmanager=http://127.0.0.1:9093 \\\n      \
         --dispatch webhook=https://hooks.example/palisade\n  \
+        palisade-alert run --dispatch slack=@/etc/palisade/slack-webhook.url \\\n      \
+        --dispatch pagerduty=@/etc/palisade/pagerduty.key\n  \
         palisade-alert tail --nats-url nats://nats.internal:4222\n\n\
         Exit status: 0 stopped by SIGINT/SIGTERM, 1 runtime failure (e.g. NATS unreachable),\n\
         2 usage error. Logs go to stderr (RUST_LOG=debug for more); event lines to stdout."
@@ -57,7 +59,30 @@ enum AlertCommand {
         log               one human line per event on stdout\n  \
         webhook=URL       POST each event envelope as JSON to URL; any 2xx is success\n  \
         alertmanager=URL  incidents become alerts at URL/api/v2/alerts (e.g. http://127.0.0.1:9093),\n                    \
-        re-posted every --resend; their resolutions end them\n\n\
+        re-posted every --resend; their resolutions end them\n  \
+        slack[=URL|@FILE|env:VAR]\n                    \
+        a Slack message per incident, per resolution and per ports_changed\n                    \
+        summary, to an incoming webhook; bare `slack`: the URL in\n                    \
+        $PALISADE_SLACK_WEBHOOK_URL\n  \
+        pagerduty[=KEY|@FILE|env:VAR][,url=URL]\n                    \
+        PagerDuty Events API v2: trigger per incident, resolve per resolution,\n                    \
+        dedup_key = the incident id; bare `pagerduty`: the routing key in\n                    \
+        $PALISADE_PAGERDUTY_ROUTING_KEY; url= for a proxy (default\n                    \
+        https://events.pagerduty.com/v2/enqueue)\n  \
+        smtp=HOST[:PORT],from=ADDR,to=ADDR[,to=ADDR…][,tls=starttls|tls|none]\n      \
+        [,credentials=FILE|env:VAR][,ca=FILE]\n                    \
+        an email per incident, per resolution (a reply to the incident's mail)\n                    \
+        and per ports_changed summary; STARTTLS required by default (port 587;\n                    \
+        tls=tls: port 465); credentials: one line USER:PASSWORD; ca: extra PEM\n                    \
+        roots to trust\n\n\
+        A Slack or PagerDuty 4xx (but 408/429) and an SMTP 5xx refuse the event for good:\n\
+        it is dead-lettered at once. 429 and 5xx are retried, no sooner than their\n\
+        Retry-After.\n\n\
+        Examples:\n  \
+        --dispatch slack=@/etc/palisade/slack-webhook.url\n  \
+        --dispatch pagerduty=@/etc/palisade/pagerduty.key\n  \
+        --dispatch 'smtp=mail.example.org,from=palisade@example.org,to=ops@example.org,\n      \
+        credentials=/etc/palisade/smtp.cred'\n\n\
         Secrets: --token / --nats-token-file, else $PALISADE_NATS_TOKEN;\n  \
         --password / --nats-password-file, else $PALISADE_NATS_PASSWORD (with --user).\n  \
         Prefer the file or the environment: flags show in `ps`.")]
@@ -128,7 +153,8 @@ struct Connection {
 struct AlertRunArgs {
     #[command(flatten)]
     connection: Connection,
-    /// Where events go: `log`, `webhook=URL` or `alertmanager=URL` (repeatable).
+    /// Where events go: `log`, `webhook=URL`, `alertmanager=URL`, `slack=…`,
+    /// `pagerduty=…` or `smtp=…` (repeatable; see below).
     #[arg(long = "dispatch", value_name = "SPEC", required = true, value_parser = parse_dispatch)]
     dispatch: Vec<DispatchSpec>,
     /// Name of the durable consumer (progress is kept under this name).
@@ -162,11 +188,13 @@ struct AlertRunArgs {
     /// How long JetStream waits for an ack before redelivering.
     #[arg(long = "ack-wait", value_name = "DURATION", default_value = "60s", value_parser = humantime::parse_duration)]
     ack_wait: Duration,
-    /// Timeout of one webhook/Alertmanager request.
+    /// Timeout of one webhook/Alertmanager/Slack/PagerDuty request, and of
+    /// each SMTP command.
     #[arg(long = "http-timeout", value_name = "DURATION", default_value = "10s", value_parser = humantime::parse_duration)]
     http_timeout: Duration,
     /// A dashboard link for Alertmanager alerts (annotation `dashboard` and
-    /// generatorURL); `{monitor}` in it becomes the alert's monitor.
+    /// generatorURL), Slack messages, PagerDuty events and emails;
+    /// `{monitor}` in it becomes the alert's monitor.
     #[arg(long = "dashboard-url", alias = "generator-url", value_name = "URL")]
     dashboard_url: Option<String>,
 }
@@ -204,6 +232,18 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    // The dispatchers too (their secret files and variables, CA files):
+    // a bad one is a usage error.
+    let dispatchers = match &cli.command {
+        AlertCommand::Run(args) => match args.dispatchers() {
+            Ok(dispatchers) => dispatchers,
+            Err(e) => {
+                eprintln!("palisade-alert: error: {e:#}");
+                return ExitCode::from(2);
+            }
+        },
+        AlertCommand::Tail(_) => Vec::new(),
+    };
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_target(false)
@@ -225,7 +265,7 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async {
         match cli.command {
-            AlertCommand::Run(args) => run(args, options).await,
+            AlertCommand::Run(args) => run(args, options, dispatchers).await,
             AlertCommand::Tail(args) => tail(args, options).await,
         }
     });
@@ -256,16 +296,7 @@ fn secret(
         return Ok(Some(value.clone()));
     }
     if let Some(path) = file {
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("cannot read {}", path.display()))?;
-        let value = text.trim_end_matches(['\n', '\r']);
-        if value.is_empty() {
-            anyhow::bail!("{} is empty", path.display());
-        }
-        if value.contains(['\n', '\r']) {
-            anyhow::bail!("{} holds more than one line", path.display());
-        }
-        return Ok(Some(value.to_string()));
+        return Ok(Some(alert::read_secret_file(path)?));
     }
     Ok(env
         .and_then(|name| std::env::var(name).ok())
@@ -315,7 +346,33 @@ impl Connection {
     }
 }
 
-async fn run(args: AlertRunArgs, options: NatsOptions) -> Result<()> {
+impl AlertRunArgs {
+    fn http(&self) -> HttpOptions {
+        HttpOptions {
+            timeout: self.http_timeout,
+            dashboard_url: self.dashboard_url.clone(),
+            resend: self.resend,
+        }
+    }
+
+    /// The dispatchers of `--dispatch`, with their secrets read.
+    fn dispatchers(&self) -> Result<Vec<Box<dyn alert::Dispatcher>>> {
+        let http = self.http();
+        self.dispatch
+            .iter()
+            .map(|spec| {
+                spec.build(&http)
+                    .with_context(|| format!("--dispatch {spec}"))
+            })
+            .collect()
+    }
+}
+
+async fn run(
+    args: AlertRunArgs,
+    options: NatsOptions,
+    dispatchers: Vec<Box<dyn alert::Dispatcher>>,
+) -> Result<()> {
     if args.retry_max < args.retry_initial {
         anyhow::bail!(
             "--retry-max ({}) is shorter than --retry-initial ({})",
@@ -323,16 +380,7 @@ async fn run(args: AlertRunArgs, options: NatsOptions) -> Result<()> {
             humantime::format_duration(args.retry_initial)
         );
     }
-    let http = HttpOptions {
-        timeout: args.http_timeout,
-        dashboard_url: args.dashboard_url.clone(),
-        resend: args.resend,
-    };
-    let dispatchers = args
-        .dispatch
-        .iter()
-        .map(|spec| spec.build(&http))
-        .collect::<Result<Vec<_>, _>>()?;
+    let http = args.http();
     let shutdown = shutdown_signal()?;
     let client = nats::connect(&options).await?;
     let config = ConsumerConfig {
