@@ -18,6 +18,10 @@ mod cmd;
                   3 `run --once` left events undelivered."
 )]
 struct Cli {
+    /// The form of the log lines on stderr [default: journald under
+    /// systemd, else text]. PALISADE_LOG filters them (default `warn`).
+    #[arg(long = "log-format", value_name = "FORMAT", value_enum, global = true)]
+    log_format: Option<palisade_outputs::logging::LogFormat>,
     #[command(subcommand)]
     command: Command,
 }
@@ -65,16 +69,10 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("PALISADE_LOG")
-                .unwrap_or_else(|_| "warn".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
     // masscan and nmap spell the target file flag `-iL`.
     let argv = std::env::args_os().map(|a| if a == "-iL" { "--input-list".into() } else { a });
     let cli = Cli::parse_from(argv);
+    palisade_outputs::logging::init(cli.log_format, "PALISADE_LOG", "warn");
     let result = match &cli.command {
         Command::Plan(args) => cmd::plan::run(args),
         Command::Scan(args) => cmd::scan::run(args),
