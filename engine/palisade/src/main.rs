@@ -92,17 +92,42 @@ fn main() -> ExitCode {
 }
 
 /// The error and its causes on one line, each cause once: most of our
-/// errors already name their cause in their own message.
+/// errors already name their cause in their own message, and a cause that
+/// restates the one before it (SQLite's "Error code 13: database or disk
+/// is full" under "database or disk is full") adds nothing.
 fn error_text(e: &anyhow::Error) -> String {
     let mut text = String::new();
+    let mut previous = String::new();
     for cause in e.chain() {
         let cause = cause.to_string();
-        if !text.contains(&cause) {
+        let restated = !previous.is_empty() && cause.contains(&previous);
+        if !text.contains(&cause) && !restated {
             if !text.is_empty() {
                 text.push_str(": ");
             }
             text.push_str(&cause);
         }
+        previous = cause;
     }
     text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::error_text;
+
+    #[test]
+    fn each_cause_is_said_once() {
+        let sqlite = rusqlite::Error::SqliteFailure(
+            rusqlite::ffi::Error::new(13),
+            Some("database or disk is full".into()),
+        );
+        let e = anyhow::Error::new(sqlite).context("cannot open the store /x.db");
+        assert_eq!(
+            error_text(&e),
+            "cannot open the store /x.db: database or disk is full"
+        );
+        let e = anyhow::anyhow!("b").context("a: b").context("c");
+        assert_eq!(error_text(&e), "c: a: b");
+    }
 }

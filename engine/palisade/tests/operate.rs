@@ -423,3 +423,38 @@ fn log_lines_in_text_json_and_journald_form() {
         .unwrap();
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
 }
+
+#[test]
+fn a_full_disk_is_said_once_naming_the_store() {
+    let dir = OpenDir::new("full");
+    let mnt = dir.0.join("mnt");
+    std::fs::create_dir(&mnt).unwrap();
+    let store = mnt.join("palisade.db");
+    let config = dir.config(
+        &store,
+        "[[monitor]]\nname = \"web-1\"\nhost = \"198.18.0.2\"\n",
+    );
+    for args in [
+        vec!["run", "--once", "-c", path(&config)],
+        vec!["deliveries", "list", "-c", path(&config)],
+    ] {
+        // A full 1 MiB tmpfs in a mount namespace of the command's own.
+        let mut cmd = Command::new("unshare");
+        cmd.args(["--mount", "--propagation", "private", "sh", "-c"])
+            .arg(
+                r#"mount -t tmpfs -o size=1M tmpfs "$1" || exit 99
+                   dd if=/dev/zero of="$1/fill" bs=4k count=1000 2>/dev/null
+                   shift; exec "$@""#,
+            )
+            .arg("sh")
+            .arg(&mnt)
+            .arg(BIN)
+            .args(&args);
+        let o = bounded(cmd, Duration::from_secs(60));
+        let err = stderr(&o);
+        assert_eq!(o.status.code(), Some(1), "{args:?}: {err}");
+        assert_eq!(err.lines().count(), 1, "{err}");
+        assert_eq!(err.matches("disk is full").count(), 1, "{err}");
+        assert!(err.contains(path(&store)), "{err}");
+    }
+}
