@@ -17,7 +17,8 @@
 //! journal's stream (systemd sets `JOURNAL_STREAM` to its device and inode),
 //! else `text`.
 
-use std::io::IsTerminal;
+use std::io::{IsTerminal, Write};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use tracing::{Event, Level, Subscriber};
 use tracing_subscriber::EnvFilter;
@@ -86,6 +87,30 @@ pub fn resolve(asked: Option<LogFormat>) -> LogFormat {
     choose(asked, journal_stream.as_deref(), stderr_identity())
 }
 
+/// Whether the logger writes for journald: then the lines a binary writes
+/// to stderr itself ([`eprint`]) carry a priority too.
+static JOURNALD: AtomicBool = AtomicBool::new(false);
+
+/// Writes `text` to stderr, each line with the syslog priority prefix of
+/// `level` when the logs go to journald (so that a fatal error printed at
+/// exit is `err` in the journal, not the stream's default `info`), else as
+/// it is. For the messages a binary prints outside the logger.
+pub fn eprint(level: Level, text: &str) {
+    let prefix = if JOURNALD.load(Ordering::Relaxed) {
+        format!("<{}>", syslog_priority(level))
+    } else {
+        String::new()
+    };
+    let mut out = String::with_capacity(text.len() + 8);
+    for line in text.lines() {
+        out.push_str(&prefix);
+        out.push_str(line);
+        out.push('\n');
+    }
+    // Nothing to do if stderr is gone.
+    let _ = std::io::stderr().lock().write_all(out.as_bytes());
+}
+
 /// Installs the logger of a binary: lines in the form `asked` resolves to
 /// ([`resolve`]), on stderr, filtered by the environment variable `env`
 /// (`tracing_subscriber::EnvFilter` syntax), else by `default`. Call once,
@@ -95,8 +120,10 @@ pub fn init(asked: Option<LogFormat>, env: &str, default: &str) {
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
+    let chosen = resolve(asked);
+    JOURNALD.store(chosen == LogFormat::Journald, Ordering::Relaxed);
     // A second logger (a test that calls this twice) is ignored.
-    let _ = match resolve(asked) {
+    let _ = match chosen {
         LogFormat::Text => builder
             .with_ansi(std::io::stderr().is_terminal())
             .try_init(),

@@ -85,7 +85,10 @@ fn main() -> ExitCode {
     match result {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("palisade: error: {}", error_text(&e));
+            palisade_outputs::logging::eprint(
+                tracing::Level::ERROR,
+                &format!("palisade: error: {}", error_text(&e)),
+            );
             ExitCode::FAILURE
         }
     }

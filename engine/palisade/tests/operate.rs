@@ -302,6 +302,30 @@ fn run_refuses_a_damaged_store_with_the_way_out() {
             before,
             "the store was written"
         );
+
+        // Under journald the error is an error (priority 3), not the
+        // stream's default.
+        let o = bounded(
+            {
+                let mut c = Command::new(BIN);
+                c.args([
+                    "--log-format",
+                    "journald",
+                    "run",
+                    "--once",
+                    "-c",
+                    path(&config),
+                ]);
+                c
+            },
+            Duration::from_secs(60),
+        );
+        assert_eq!(o.status.code(), Some(1));
+        assert!(
+            stderr(&o).starts_with("<3>palisade: error: the store"),
+            "{}",
+            stderr(&o)
+        );
     }
 }
 

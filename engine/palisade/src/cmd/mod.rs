@@ -36,7 +36,7 @@ impl From<SpecError> for UsageError {
 }
 
 pub fn usage_error(e: &UsageError) -> ExitCode {
-    eprintln!("palisade: error: {e}");
+    palisade_outputs::logging::eprint(tracing::Level::ERROR, &format!("palisade: error: {e}"));
     ExitCode::from(2)
 }
 
@@ -46,7 +46,7 @@ pub fn read_file(path: &str) -> Result<String, UsageError> {
 
 pub fn load_config(path: &std::path::Path) -> Result<palisade::config::Config, ExitCode> {
     palisade::config::load(path).map_err(|e| {
-        eprintln!("{e}");
+        palisade_outputs::logging::eprint(tracing::Level::ERROR, &e.to_string());
         ExitCode::from(2)
     })
 }

@@ -231,7 +231,10 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("palisade-alert: error: {e:#}");
+            palisade_outputs::logging::eprint(
+                tracing::Level::ERROR,
+                &format!("palisade-alert: error: {e:#}"),
+            );
             ExitCode::from(1)
         }
     }
