@@ -200,6 +200,47 @@ fn status_and_history_read_a_read_only_store_as_another_user() {
 }
 
 #[test]
+fn a_reader_that_cannot_share_the_log_of_a_live_store_says_so() {
+    // The files of a store whose writer is still at work (or died): the
+    // database and a -wal with changes, no -shm yet; read-only to all, in
+    // a read-only directory.
+    let dir = OpenDir::new("wal");
+    let state = dir.0.join("state");
+    std::fs::create_dir(&state).unwrap();
+    let live = dir.0.join("live.db");
+    drop(palisade::store::Store::open(&live).unwrap());
+    let conn = rusqlite::Connection::open(&live).unwrap();
+    conn.pragma_update(None, "wal_autocheckpoint", 0).unwrap();
+    conn.execute("INSERT INTO sink_cursor (sink, seq) VALUES ('s', 7)", [])
+        .unwrap();
+    let store = state.join("palisade.db");
+    std::fs::copy(&live, &store).unwrap();
+    let wal = state.join("palisade.db-wal");
+    std::fs::copy(dir.0.join("live.db-wal"), &wal).unwrap();
+    drop(conn);
+    assert!(std::fs::metadata(&wal).unwrap().len() > 0);
+    chmod(&store, 0o444);
+    chmod(&wal, 0o444);
+    chmod(&state, 0o555);
+    let config = dir.config(
+        &store,
+        "[[monitor]]\nname = \"web-1\"\nhost = \"198.18.0.2\"\n",
+    );
+    let before = snapshot(&state);
+    let o = as_nobody(&["status", "-c", path(&config)]);
+    let err = stderr(&o);
+    // SQLite cannot read a -wal without its -shm index: named, exit 1.
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains(&format!("cannot read the store {}", path(&store))),
+        "{err}"
+    );
+    assert!(err.contains("-shm"), "{err}");
+    assert_eq!(snapshot(&state), before, "a reader wrote to the store");
+    chmod(&state, 0o755);
+}
+
+#[test]
 fn readers_name_a_store_that_does_not_exist_yet() {
     let dir = OpenDir::new("missing");
     let store = dir.0.join("state").join("palisade.db");

@@ -250,6 +250,49 @@ mod tests {
         assert_eq!(v, 1);
     }
 
+    /// The files of a store whose writer died: the database and a `-wal`
+    /// holding committed changes not yet checkpointed, no `-shm`.
+    fn crashed_store(dir: &Path) -> std::path::PathBuf {
+        let live = dir.join("live.db");
+        let store = Store::open(&live).unwrap();
+        store
+            .conn
+            .pragma_update(None, "wal_autocheckpoint", 0)
+            .unwrap();
+        store
+            .conn
+            .execute(
+                "INSERT INTO sink_cursor (sink, seq) VALUES ('after-the-crash', 7)",
+                [],
+            )
+            .unwrap();
+        let copy = dir.join("crashed.db");
+        std::fs::copy(&live, &copy).unwrap();
+        std::fs::copy(side_file(&live, "-wal"), side_file(&copy, "-wal")).unwrap();
+        drop(store);
+        copy
+    }
+
+    fn cursor(store: &Store) -> Option<i64> {
+        store
+            .conn
+            .query_row(
+                "SELECT seq FROM sink_cursor WHERE sink = 'after-the-crash'",
+                [],
+                |r| r.get(0),
+            )
+            .ok()
+    }
+
+    #[test]
+    fn a_store_left_by_a_crash_is_checked_and_read_with_its_log() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = crashed_store(dir.path());
+        assert!(side_file(&path, "-wal").metadata().unwrap().len() > 0);
+        assert_eq!(cursor(&Store::open_read_only(&path).unwrap()), Some(7));
+        assert_eq!(cursor(&Store::open_checked(&path).unwrap()), Some(7));
+    }
+
     #[test]
     fn a_healthy_store_passes_the_check() {
         let dir = tempfile::tempdir().unwrap();
