@@ -65,9 +65,29 @@ pub(super) const PROBLEMS_PER_KEY: usize = 5;
 
 /// The longest message and key a report prints, in characters: a value
 /// echoed in either (a 100 KB monitor name) is cut in the middle
-/// ([`excerpt`]), so the line keeps its start and its advice.
+/// ([`excerpt`]), so the line keeps its start and its advice; and within a
+/// message, the longest word (a value without spaces).
 const MESSAGE_MAX: usize = 300;
 const KEY_MAX: usize = 120;
+const WORD_MAX: usize = 80;
+
+/// `message` with each word longer than [`WORD_MAX`] cut, then all of it
+/// to [`MESSAGE_MAX`].
+fn shorten(message: &str) -> String {
+    let mut out = String::with_capacity(message.len().min(MESSAGE_MAX * 4));
+    let mut word = String::new();
+    for c in message.chars().chain(std::iter::once(' ')) {
+        if c.is_whitespace() {
+            out.push_str(&excerpt(&word, WORD_MAX));
+            out.push(c);
+            word.clear();
+        } else {
+            word.push(c);
+        }
+    }
+    out.pop();
+    excerpt(&out, MESSAGE_MAX).into_owned()
+}
 
 /// `text`, or when it is longer than `max` characters its start and end
 /// with "…" between them (`max` characters in all).
@@ -161,7 +181,7 @@ impl<'t> ConfigReport<'t> {
             file: self.file.to_owned(),
             line: self.line(span),
             key: excerpt(key, KEY_MAX).into_owned(),
-            message: excerpt(&message, MESSAGE_MAX).into_owned(),
+            message: shorten(&message),
         });
     }
 
@@ -171,7 +191,7 @@ impl<'t> ConfigReport<'t> {
             file: self.file.to_owned(),
             line: self.line(span),
             key: excerpt(key, KEY_MAX).into_owned(),
-            message: excerpt(&message, MESSAGE_MAX).into_owned(),
+            message: shorten(&message),
         });
     }
 
@@ -347,7 +367,7 @@ pub(super) fn toml_error(file: &str, text: &str, err: &toml::de::Error) -> Confi
         file: file.to_owned(),
         line: line_of(text, span.start),
         key: excerpt(&table_at(text, span.start), KEY_MAX).into_owned(),
-        message: excerpt(&message, MESSAGE_MAX).into_owned(),
+        message: shorten(&message),
     }
 }
 

@@ -797,6 +797,25 @@ fn excerpts_keep_start_and_end() {
     assert_eq!(cut, "012345…def");
     // Characters, not bytes.
     assert_eq!(excerpt(&"é".repeat(20), 4), "éé…é");
+    // In a message: a long word to 80 characters, the rest kept.
+    let e = errors(&format!(
+        "[[monitor]]\nname = \"{}\"\nhost = \"198.18.0.2\"\n",
+        "x".repeat(500)
+    ));
+    let message = &e[0].message;
+    assert!(
+        message.starts_with("invalid monitor name \"xxx"),
+        "{message}"
+    );
+    assert!(
+        message.ends_with("\": 1 to 64 of A-Z, a-z, 0-9, '_' and '-'"),
+        "{message}"
+    );
+    assert_eq!(
+        message.chars().filter(|&c| c == 'x').count(),
+        76,
+        "{message}"
+    );
 }
 
 #[test]
