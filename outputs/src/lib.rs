@@ -8,9 +8,12 @@
 //!   used by the sink and the alert consumer.
 //! * [`sink`]: where events go (NATS JetStream, JSON lines, webhook).
 //! * [`alert`]: the subscriber side behind `palisade-alert`.
+//! * [`logging`]: the log setup of `palisade` and `palisade-alert`
+//!   (`--log-format text|json|journald`).
 //! * `testing` (tests, or the `testing` feature): a throwaway `nats-server`.
 
 pub mod alert;
+pub mod logging;
 pub mod nats;
 pub mod schema;
 pub mod sink;

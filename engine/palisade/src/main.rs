@@ -18,6 +18,10 @@ mod cmd;
                   3 `run --once` left events undelivered."
 )]
 struct Cli {
+    /// The form of the log lines on stderr [default: journald under
+    /// systemd, else text]. PALISADE_LOG filters them (default `warn`).
+    #[arg(long = "log-format", value_name = "FORMAT", value_enum, global = true)]
+    log_format: Option<palisade_outputs::logging::LogFormat>,
     #[command(subcommand)]
     command: Command,
 }
@@ -76,20 +80,18 @@ enum Command {
     Doctor(cmd::doctor::DoctorArgs),
 }
 
+/// The log filter when `PALISADE_LOG` is not set.
+const DEFAULT_LOG: &str = "warn,palisade::daemon=info";
+
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("PALISADE_LOG")
-                .unwrap_or_else(|_| "warn".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
     // masscan and nmap spell some flags `-iL`, `-oX`, ...
     let argv = match cmd::nmap_style_flags(std::env::args_os()) {
         Ok(argv) => argv,
         Err(e) => return cmd::usage_error(&e),
     };
     let cli = Cli::parse_from(argv);
+    // Warnings, and the daemon's own few lines: its start, reloads, one per sweep.
+    palisade_outputs::logging::init(cli.log_format, "PALISADE_LOG", DEFAULT_LOG);
     let result = match &cli.command {
         Command::Plan(args) => cmd::plan::run(args),
         Command::Scan(args) => cmd::scan::run(args),
@@ -104,24 +106,52 @@ fn main() -> ExitCode {
         Ok(code) => code,
         Err(e) if cmd::stdout_closed(&e) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("palisade: error: {}", error_text(&e));
+            palisade_outputs::logging::eprint(
+                tracing::Level::ERROR,
+                &format!("palisade: error: {}", error_text(&e)),
+            );
             ExitCode::FAILURE
         }
     }
 }
 
 /// The error and its causes on one line, each cause once: most of our
-/// errors already name their cause in their own message.
+/// errors already name their cause in their own message, and a cause that
+/// restates the one before it (SQLite's "Error code 13: database or disk
+/// is full" under "database or disk is full") adds nothing.
 fn error_text(e: &anyhow::Error) -> String {
     let mut text = String::new();
+    let mut previous = String::new();
     for cause in e.chain() {
         let cause = cause.to_string();
-        if !text.contains(&cause) {
+        let restated = !previous.is_empty() && cause.contains(&previous);
+        if !text.contains(&cause) && !restated {
             if !text.is_empty() {
                 text.push_str(": ");
             }
             text.push_str(&cause);
         }
+        previous = cause;
     }
     text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::error_text;
+
+    #[test]
+    fn each_cause_is_said_once() {
+        let sqlite = rusqlite::Error::SqliteFailure(
+            rusqlite::ffi::Error::new(13),
+            Some("database or disk is full".into()),
+        );
+        let e = anyhow::Error::new(sqlite).context("cannot open the store /x.db");
+        assert_eq!(
+            error_text(&e),
+            "cannot open the store /x.db: database or disk is full"
+        );
+        let e = anyhow::anyhow!("b").context("a: b").context("c");
+        assert_eq!(error_text(&e), "c: a: b");
+    }
 }

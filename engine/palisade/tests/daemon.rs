@@ -236,6 +236,49 @@ fn kill_9_mid_sweep_loses_and_duplicates_nothing() {
     );
 }
 
+/// At the default log level a sweep is one line: what it probed and what
+/// it found (issue 15: "one line per sweep").
+#[test]
+fn the_default_log_is_one_line_per_sweep() {
+    let mut case = DaemonCase::new("log-line", "", 200_000);
+    let _listening = case.listen(&[22, 80, 443, 8080]);
+    let o = case
+        .command(&["run", "-c", path(&case.config), "--once"])
+        .env_remove("PALISADE_LOG")
+        .env("NO_COLOR", "1")
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let log = stderr(&o);
+    let sweeps: Vec<&str> = log.lines().filter(|l| l.contains("sweep done")).collect();
+    assert_eq!(sweeps.len(), 1, "{log}");
+    let fields: std::collections::BTreeMap<&str, &str> = sweeps[0]
+        .split_whitespace()
+        .filter_map(|w| w.split_once('='))
+        .collect();
+    for (key, value) in [
+        ("kind", "full"),
+        ("conclusive", "true"),
+        ("monitors", "1"),
+        ("addresses", "1"),
+        ("reachable", "1"),
+        ("open_ports", "4"),
+        // 8080 is seen once: pending, no event yet.
+        ("events", "0"),
+    ] {
+        assert_eq!(fields.get(key), Some(&value), "{key}: {}", sweeps[0]);
+    }
+    let probes: u64 = fields["probes"].parse().unwrap();
+    assert!(probes >= 65_535, "{}", sweeps[0]);
+    assert!(
+        fields["rate"].parse::<f64>().unwrap() > 0.0,
+        "{}",
+        sweeps[0]
+    );
+    // Nothing per slice at the default level.
+    assert!(!log.contains("slice"), "{log}");
+}
+
 #[test]
 fn bad_configs_are_refused_with_file_line_and_exit_2() {
     let dir = std::env::temp_dir().join(format!("palisade-badcfg-{}", std::process::id()));

@@ -34,8 +34,7 @@ pub use jsonl::JsonlSink;
 pub use nats::{
     ACK_WINDOW, DEFAULT_NATS_STREAM, DEFAULT_NATS_SUBJECT_PREFIX, DEFAULT_STREAM_MAX_AGE,
     MAX_STREAM_REPLICAS, NatsSink, NatsSinkOptions, StreamSettings, StreamState, StreamStorage,
-    inspect_stream,
-    stream_differences,
+    inspect_stream, stream_differences,
 };
 pub use webhook::{WebhookSecret, WebhookSink, redact_url};
 

@@ -51,7 +51,7 @@ pub fn run(args: &HistoryArgs) -> Result<ExitCode> {
         Ok(s) => s,
         Err(e) => return Ok(usage_error(&e)),
     };
-    let store = palisade::store::Store::open(&config.store.path)?;
+    let store = palisade::store::Store::open_read_only(&config.store.path)?;
     let rows = store.history(&args.monitor, args.port, since)?;
     if rows.is_empty() && !config.monitors.iter().any(|m| m.name == args.monitor) {
         return Ok(usage_error(&UsageError(format!(

@@ -37,7 +37,7 @@ impl From<SpecError> for UsageError {
 }
 
 pub fn usage_error(e: &UsageError) -> ExitCode {
-    eprintln!("palisade: error: {e}");
+    palisade_outputs::logging::eprint(tracing::Level::ERROR, &format!("palisade: error: {e}"));
     ExitCode::from(2)
 }
 
@@ -189,7 +189,7 @@ pub fn nmap_style_flags(
 
 pub fn load_config(path: &std::path::Path) -> Result<palisade::config::Config, ExitCode> {
     palisade::config::load(path).map_err(|e| {
-        eprintln!("{e}");
+        palisade_outputs::logging::eprint(tracing::Level::ERROR, &e.to_string());
         ExitCode::from(2)
     })
 }

@@ -49,7 +49,20 @@ pub fn run(args: &RunArgs) -> Result<ExitCode> {
         once: args.once,
         events: args.events.clone(),
     })?;
+    let no_monitors = daemon.monitor_count() == 0;
+    if no_monitors && !args.once {
+        tracing::warn!(
+            "no monitors yet: the daemon sweeps nothing until one is added to {} (then SIGHUP) or created in the dashboard",
+            args.config.display()
+        );
+    }
     let outcome = daemon.run(&stop, &reload)?;
+    if no_monitors && args.once {
+        return Ok(super::usage_error(&super::UsageError(format!(
+            "{}: no monitors: nothing to sweep; add a [[monitor]] (see config/palisade.example.toml)",
+            args.config.display()
+        ))));
+    }
     eprintln!(
         "palisade: {} sweep(s), {} event(s){}{}",
         outcome.sweeps,

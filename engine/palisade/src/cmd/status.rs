@@ -25,7 +25,7 @@ pub fn run(args: &StatusArgs) -> Result<ExitCode> {
         Ok(c) => c,
         Err(code) => return Ok(code),
     };
-    let store = palisade::store::Store::open(&config.store.path)?;
+    let store = palisade::store::Store::open_read_only(&config.store.path)?;
     let rows = store.status()?;
     // The monitors of the store (the configuration file's, as last
     // imported, and those created through the API or the dashboard), and

@@ -1405,10 +1405,6 @@ impl FromToml for PortItem {
     }
 }
 
-/// How many problems of one `expected_open` are reported one by one; the
-/// rest are counted.
-const PORT_PROBLEMS_SHOWN: usize = 5;
-
 /// The ports of `expected_open`.
 fn expected_open(
     report: &mut ConfigReport<'_>,
@@ -1422,8 +1418,8 @@ fn expected_open(
 
 /// A port list (`expected_open`, `ports`), as compact ranges (a range of
 /// 65,535 ports costs what one port does); every error points at the
-/// value. At most [`PORT_PROBLEMS_SHOWN`] problems are reported, then how
-/// many more; `None` if there was any.
+/// value (the report shows the first few and counts the rest); `None` if
+/// there was any.
 fn port_list(report: &mut ConfigReport<'_>, value: Checked<PortList>, key: &str) -> Option<Ports> {
     let span = value.span.clone();
     let list = report.value(
@@ -1481,19 +1477,11 @@ fn port_list(report: &mut ConfigReport<'_>, value: Checked<PortList>, key: &str)
             }
         }
     }
-    let problems_seen = problems.len();
-    let more = problems.len().saturating_sub(PORT_PROBLEMS_SHOWN);
-    for problem in problems.into_iter().take(PORT_PROBLEMS_SHOWN) {
+    let none = problems.is_empty();
+    for problem in problems {
         report.error(&span, key, problem);
     }
-    if more > 0 {
-        report.error(
-            &span,
-            key,
-            format!("and {more} more problems with these ports"),
-        );
-    }
-    (problems_seen == 0).then_some(ports)
+    none.then_some(ports)
 }
 
 /// `"22"` or `"8000-8100"`, the numbers not yet range-checked.

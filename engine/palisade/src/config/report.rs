@@ -41,9 +41,108 @@ pub struct ConfigWarning {
     pub message: String,
 }
 
+/// How many errors a file's report prints; the rest are counted.
+const ERRORS_SHOWN: usize = 100;
+
 fn one_per_line(errors: &[ConfigError]) -> String {
-    let lines: Vec<String> = errors.iter().map(ToString::to_string).collect();
+    let mut lines: Vec<String> = errors
+        .iter()
+        .take(ERRORS_SHOWN)
+        .map(ToString::to_string)
+        .collect();
+    if errors.len() > ERRORS_SHOWN {
+        lines.push(format!(
+            "... and {} more errors (fix these first)",
+            errors.len() - ERRORS_SHOWN
+        ));
+    }
     lines.join("\n")
+}
+
+/// How many problems of one key (the elements of a list: a port list,
+/// `source_ip`, NATS `url`s) are reported one by one; the rest are counted.
+pub(super) const PROBLEMS_PER_KEY: usize = 5;
+
+/// The longest message and key a report prints, in characters: a value
+/// echoed in either (a 100 KB monitor name) is cut in the middle
+/// ([`excerpt`]), so the line keeps its start and its advice; and within a
+/// message, the longest word (a value without spaces).
+const MESSAGE_MAX: usize = 300;
+const KEY_MAX: usize = 120;
+const WORD_MAX: usize = 80;
+
+/// `message` with each word longer than [`WORD_MAX`] cut, then all of it
+/// to [`MESSAGE_MAX`].
+fn shorten(message: &str) -> String {
+    let mut out = String::with_capacity(message.len().min(MESSAGE_MAX * 4));
+    let mut word = String::new();
+    for c in message.chars().chain(std::iter::once(' ')) {
+        if c.is_whitespace() {
+            out.push_str(&excerpt(&word, WORD_MAX));
+            out.push(c);
+            word.clear();
+        } else {
+            word.push(c);
+        }
+    }
+    out.pop();
+    excerpt(&out, MESSAGE_MAX).into_owned()
+}
+
+/// `text`, or when it is longer than `max` characters its start and end
+/// with "…" between them (`max` characters in all).
+pub(super) fn excerpt(text: &str, max: usize) -> std::borrow::Cow<'_, str> {
+    let count = text.chars().count();
+    if count <= max {
+        return text.into();
+    }
+    let tail = max / 3;
+    let head = max.saturating_sub(tail + 1);
+    let start: String = text.chars().take(head).collect();
+    let end: String = text.chars().skip(count - tail).collect();
+    format!("{start}…{end}").into()
+}
+
+/// At most [`PROBLEMS_PER_KEY`] errors of each key, each key's others
+/// counted in one more error after its last one shown (`errors` in file
+/// order).
+fn cap_per_key(errors: Vec<ConfigError>) -> Vec<ConfigError> {
+    let mut seen: HashMap<String, usize> = HashMap::new();
+    let mut kept: Vec<ConfigError> = Vec::with_capacity(errors.len());
+    // Per key: the index in `kept` of its last error shown, and how many
+    // were left out.
+    let mut left_out: HashMap<String, (usize, usize)> = HashMap::new();
+    for err in errors {
+        let count = seen.entry(err.key.clone()).or_default();
+        *count += 1;
+        if *count <= PROBLEMS_PER_KEY {
+            if *count == PROBLEMS_PER_KEY {
+                left_out.insert(err.key.clone(), (kept.len(), 0));
+            }
+            kept.push(err);
+        } else if let Some((_, more)) = left_out.get_mut(&err.key) {
+            *more += 1;
+        }
+    }
+    let mut summaries: Vec<(usize, ConfigError)> = left_out
+        .into_values()
+        .filter(|&(_, more)| more > 0)
+        .map(|(at, more)| {
+            let last = &kept[at];
+            let summary = ConfigError {
+                file: last.file.clone(),
+                line: last.line,
+                key: last.key.clone(),
+                message: format!("and {more} more problems with this key"),
+            };
+            (at, summary)
+        })
+        .collect();
+    summaries.sort_by_key(|&(at, _)| std::cmp::Reverse(at));
+    for (at, summary) in summaries {
+        kept.insert(at + 1, summary);
+    }
+    kept
 }
 
 /// The problems found in one file, collected while its sections are checked.
@@ -103,20 +202,22 @@ impl<'t> ConfigReport<'t> {
     }
 
     pub(super) fn error(&mut self, span: &Range<usize>, key: &str, message: impl Into<String>) {
+        let message = message.into();
         self.errors.push(ConfigError {
             file: self.file.to_owned(),
             line: self.line(span),
-            key: key.to_owned(),
-            message: message.into(),
+            key: excerpt(key, KEY_MAX).into_owned(),
+            message: shorten(&message),
         });
     }
 
     pub(super) fn warn(&mut self, span: &Range<usize>, key: &str, message: impl Into<String>) {
+        let message = message.into();
         self.warnings.push(ConfigWarning {
             file: self.file.to_owned(),
             line: self.line(span),
-            key: key.to_owned(),
-            message: message.into(),
+            key: excerpt(key, KEY_MAX).into_owned(),
+            message: shorten(&message),
         });
     }
 
@@ -149,7 +250,7 @@ impl<'t> ConfigReport<'t> {
         } else {
             // Stable: problems of one line keep the order they were found in.
             self.errors.sort_by_key(|err| err.line);
-            Err(ConfigErrors(self.errors))
+            Err(ConfigErrors(cap_per_key(self.errors)))
         }
     }
 
@@ -307,8 +408,8 @@ pub(super) fn toml_error_at(
     ConfigError {
         file: file.to_owned(),
         line: line_of(text, span.start),
-        key: table_at(text, span.start),
-        message,
+        key: excerpt(&table_at(text, span.start), KEY_MAX).into_owned(),
+        message: shorten(&message),
     }
 }
 

@@ -706,7 +706,116 @@ fn many_bad_ports_are_reported_first_few_then_counted() {
         ports.join(",")
     )));
     assert_eq!(errors.len(), 6, "{errors:?}");
-    assert_eq!(errors[5].message, "and 95 more problems with these ports");
+    assert_eq!(errors[5].message, "and 95 more problems with this key");
+}
+
+#[test]
+fn a_port_list_of_70000_entries_gives_a_few_lines() {
+    // 1..=70000: 4,465 of them out of range.
+    let ports: Vec<String> = (1..=70_000).map(|p| p.to_string()).collect();
+    for written in [
+        format!("[{}]", ports.join(",")),
+        format!("\"{}\"", ports.join(",")),
+    ] {
+        for key in ["expected_open", "ports"] {
+            let found = errors(&monitor_with(&format!("{key} = {written}")));
+            assert_eq!(found.len(), 6, "{key}: {found:?}");
+            assert!(found[0].message.contains("port 65536 is out of range"));
+            assert_eq!(found[5].message, "and 4460 more problems with this key");
+        }
+        let found = errors(&format!("[scan]\nports = {written}\n"));
+        assert_eq!(found.len(), 6, "{found:?}");
+        assert_eq!(found[5].key, "scan.ports");
+    }
+}
+
+#[test]
+fn every_list_reports_a_few_problems_then_a_count() {
+    let addresses: Vec<String> = (0..1000).map(|i| format!("\"not-an-ip-{i}\"")).collect();
+    let found = errors(&format!("[scan]\nsource_ip = [{}]\n", addresses.join(",")));
+    assert_eq!(found.len(), 6, "{found:?}");
+    assert_eq!(found[5].message, "and 995 more problems with this key");
+    // Problems of other keys keep their place, in file order.
+    let text = format!("[scan]\nsource_ip = [{}]\nrate = 0\n", addresses.join(","));
+    let found = errors(&text);
+    assert_eq!(found.len(), 7, "{found:?}");
+    assert_eq!(found[6].key, "scan.rate");
+}
+
+#[test]
+fn thousands_of_errors_print_the_first_hundred_and_a_count() {
+    let monitors: String = (0..500)
+        .map(|i| format!("[[monitor]]\nname = \"m{i}\"\nhost = \"198.18.0.1\"\nevery = 3\n"))
+        .collect();
+    let e = parse("t.toml", &monitors).unwrap_err();
+    let text = e.to_string();
+    assert_eq!(text.lines().count(), 101, "{text}");
+    assert!(
+        text.ends_with("... and 400 more errors (fix these first)"),
+        "{text}"
+    );
+}
+
+#[test]
+fn a_huge_value_is_cut_in_its_echo() {
+    let name = "n".repeat(100_000);
+    for text in [
+        format!("[[monitor]]\nname = \"{name}\"\nhost = \"198.18.0.2\"\n"),
+        format!("[scan]\n{name} = 1\n"),
+        format!("[scan]\ninterface = \"{name}\"\n"),
+    ] {
+        let e = parse("t.toml", &text).unwrap_err();
+        let shown = e.to_string();
+        assert!(
+            shown.len() < 1_000,
+            "{} bytes: {}",
+            shown.len(),
+            &shown[..200]
+        );
+        assert!(shown.contains("nnn…nnn"), "{shown}");
+    }
+    // The advice after the value stays.
+    let e = parse(
+        "t.toml",
+        &format!("[[monitor]]\nname = \"{name}\"\nhost = \"198.18.0.2\"\n"),
+    )
+    .unwrap_err();
+    assert!(
+        e.to_string()
+            .ends_with("1 to 64 of A-Z, a-z, 0-9, '_' and '-'"),
+        "{e}"
+    );
+}
+
+#[test]
+fn excerpts_keep_start_and_end() {
+    use super::report::excerpt;
+    assert_eq!(excerpt("short", 10), "short");
+    assert_eq!(excerpt("0123456789", 10), "0123456789");
+    let cut = excerpt("0123456789abcdef", 10);
+    assert_eq!(cut.chars().count(), 10);
+    assert_eq!(cut, "012345…def");
+    // Characters, not bytes.
+    assert_eq!(excerpt(&"é".repeat(20), 4), "éé…é");
+    // In a message: a long word to 80 characters, the rest kept.
+    let e = errors(&format!(
+        "[[monitor]]\nname = \"{}\"\nhost = \"198.18.0.2\"\n",
+        "x".repeat(500)
+    ));
+    let message = &e[0].message;
+    assert!(
+        message.starts_with("invalid monitor name \"xxx"),
+        "{message}"
+    );
+    assert!(
+        message.ends_with("\": 1 to 64 of A-Z, a-z, 0-9, '_' and '-'"),
+        "{message}"
+    );
+    assert_eq!(
+        message.chars().filter(|&c| c == 'x').count(),
+        76,
+        "{message}"
+    );
 }
 
 #[test]

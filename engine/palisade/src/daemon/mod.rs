@@ -174,7 +174,7 @@ impl Daemon {
         let begun = Instant::now();
         let mut config = config::load(&options.config_path)?;
         let loaded = begun.elapsed();
-        let mut store = Store::open(&config.store.path)?;
+        let mut store = Store::open_checked(&config.store.path)?;
         let now = now_ms();
         config.monitors = import_monitors(&mut store, std::mem::take(&mut config.monitors), now)?;
         let imported = begun.elapsed();
@@ -254,6 +254,11 @@ impl Daemon {
     /// The HTTP server's side of the daemon (tests drive it directly).
     pub fn handle(&self) -> DaemonHandle {
         self.control.handle()
+    }
+
+    /// How many monitors it watches (the file's and the store's).
+    pub fn monitor_count(&self) -> usize {
+        self.config.monitors.len()
     }
 
     /// Where the HTTP server listens, if it runs.
@@ -479,6 +484,10 @@ impl Daemon {
     ) -> Result<Outcome, DaemonError> {
         let mut outcome = Outcome::default();
         if self.options.once {
+            if self.config.monitors.is_empty() {
+                // Nothing to sweep: no sweep (`run` says so).
+                return Ok(outcome);
+            }
             let all = SweepPlan::full(self.config.monitors.iter().map(|m| m.name.as_str()));
             outcome.inconclusive |= !self.run_sweep(all, stop)?;
             outcome.sweeps += 1;

@@ -24,6 +24,7 @@ use palisade_outputs::sink::redact_url;
 
 use crate::config::SinkStart;
 
+mod access;
 mod monitors;
 mod views;
 
@@ -53,6 +54,38 @@ pub enum StoreError {
         found: i64,
         known: i64,
     },
+    #[error(
+        "the store {path} does not exist yet: the daemon (`palisade run`) creates it at its first start; is store.path right?"
+    )]
+    Missing { path: String },
+    #[error(
+        "cannot read the store {path}: {source} (it is its owner's only, mode 0600: run this as that user or as root)"
+    )]
+    Unreadable {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(
+        "the store {path} has schema version {found}, older than this palisade's ({known}): start the daemon once (`palisade run`), which migrates it"
+    )]
+    Outdated {
+        path: String,
+        found: i64,
+        known: i64,
+    },
+    #[error(
+        "cannot read the store {path}: {source}: a reader of its write-ahead log needs its -shm file, which this user can neither open nor create next to it (run this as the store's owner or as root)"
+    )]
+    NoShm {
+        path: String,
+        #[source]
+        source: rusqlite::Error,
+    },
+    #[error(
+        "the store {path} is damaged ({problem}); palisade will not use it. Stop palisade, then restore the file from a backup, or salvage what is readable: `sqlite3 {path} .recover | sqlite3 {path}.recovered`, check it, and move it in place of the damaged file (with its -wal and -shm files removed)"
+    )]
+    Corrupt { path: String, problem: String },
     #[error("store: {0}")]
     Sql(#[from] rusqlite::Error),
     #[error("store: bad saved state for monitor {monitor}: {source}")]
@@ -479,7 +512,10 @@ impl Store {
             path: name.clone(),
             source,
         })?;
-        Self::init(conn, &name)
+        Self::init(conn, &name).map_err(|e| match e {
+            StoreError::Sql(e) => StoreError::at(&name, e),
+            e => e,
+        })
     }
 
     /// Another connection to the store at `path`, which a daemon opened

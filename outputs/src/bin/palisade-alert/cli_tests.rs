@@ -784,3 +784,43 @@ fn slack_and_pagerduty_with_their_secrets_from_the_environment_and_a_file() {
         "{stderr}"
     );
 }
+
+#[test]
+fn log_lines_in_json_and_journald_form() {
+    let server = NatsServer::start();
+    let _publisher = Publisher::new(&server);
+    let mut proc = Proc::spawn(&[
+        "--log-format",
+        "json",
+        "run",
+        "--nats-url",
+        &server.url,
+        "--dispatch",
+        "log",
+    ]);
+    let line = proc.stderr_line("consuming", Duration::from_secs(10));
+    let v: serde_json::Value = serde_json::from_str(&line).expect(&line);
+    assert_eq!(v["level"], "INFO", "{v}");
+    assert!(v["timestamp"].is_string(), "{v}");
+    assert!(v["message"].as_str().unwrap().contains("consuming"), "{v}");
+    assert_eq!(proc.terminate(), 0);
+
+    // After the subcommand too (a global option); journald: the priority
+    // first, no time.
+    let mut proc = Proc::spawn(&[
+        "run",
+        "--log-format",
+        "journald",
+        "--nats-url",
+        &server.url,
+        "--dispatch",
+        "log",
+    ]);
+    let line = proc.stderr_line("consuming", Duration::from_secs(10));
+    assert!(line.starts_with("<6>"), "{line}");
+    assert!(
+        line["<6>".len()..].trim_start().starts_with("INFO"),
+        "{line}"
+    );
+    assert_eq!(proc.terminate(), 0);
+}

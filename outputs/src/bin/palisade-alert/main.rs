@@ -35,6 +35,10 @@ use palisade_outputs::nats::{self, NatsAuth, NatsConnectError, NatsOptions, Nats
         2 usage error. Logs go to stderr (RUST_LOG=debug for more); event lines to stdout."
 )]
 struct AlertCli {
+    /// The form of the log lines on stderr [default: journald under
+    /// systemd, else text].
+    #[arg(long = "log-format", value_name = "FORMAT", value_enum, global = true)]
+    log_format: Option<palisade_outputs::logging::LogFormat>,
     #[command(subcommand)]
     command: AlertCommand,
 }
@@ -244,14 +248,7 @@ fn main() -> ExitCode {
         },
         AlertCommand::Tail(_) => Vec::new(),
     };
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_target(false)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,async_nats=warn")),
-        )
-        .init();
+    palisade_outputs::logging::init(cli.log_format, "RUST_LOG", "info,async_nats=warn");
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -274,7 +271,10 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("palisade-alert: error: {e:#}");
+            palisade_outputs::logging::eprint(
+                tracing::Level::ERROR,
+                &format!("palisade-alert: error: {e:#}"),
+            );
             ExitCode::from(1)
         }
     }
