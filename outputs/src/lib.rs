@@ -8,9 +8,11 @@
 //!   used by the sink and the alert consumer.
 //! * [`sink`]: where events go (NATS JetStream, JSON lines, webhook).
 //! * [`alert`]: the subscriber side behind `palisade-alert`.
+//! * [`cli_assets`]: the man pages and shell completions of both binaries.
 //! * `testing` (tests, or the `testing` feature): a throwaway `nats-server`.
 
 pub mod alert;
+pub mod cli_assets;
 pub mod nats;
 pub mod schema;
 pub mod sink;

@@ -74,7 +74,9 @@ fn main() -> ExitCode {
         .init();
     // masscan and nmap spell the target file flag `-iL`.
     let argv = std::env::args_os().map(|a| if a == "-iL" { "--input-list".into() } else { a });
-    let cli = Cli::parse_from(argv);
+    // Parses as `Cli::parse_from`, plus the hidden `dist-assets DIR` (man
+    // pages and completions for the package).
+    let cli: Cli = palisade_outputs::cli_assets::parse_from(argv);
     let result = match &cli.command {
         Command::Plan(args) => cmd::plan::run(args),
         Command::Scan(args) => cmd::scan::run(args),
