@@ -127,6 +127,7 @@ fn man_pages(command: clap::Command, dir: &Path, files: &mut Vec<PathBuf>) -> st
 #[cfg(test)]
 mod tests {
     use super::*;
+    use clap::CommandFactory;
 
     #[derive(Debug, Parser)]
     #[command(name = "demo", version, about = "A demo")]
