@@ -20,7 +20,8 @@ pub(crate) struct DistArgs {
     /// releases).
     #[arg(long, default_value = "release")]
     pub(crate) profile: String,
-    /// Where the .deb goes [default: <target>/debian].
+    /// The directory the .deb goes to (created if missing) [default:
+    /// <target>/debian].
     #[arg(long, value_name = "DIR")]
     pub(crate) out: Option<PathBuf>,
 }
@@ -91,6 +92,8 @@ pub(crate) fn dist(args: &DistArgs) -> Result<PathBuf> {
     ];
     let out;
     if let Some(dir) = &args.out {
+        // cargo-deb takes a path that is not a directory for the file's name.
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
         out = path_str(dir)?.to_string();
         deb.extend(["--output", &out]);
     }

@@ -64,6 +64,10 @@ pub(crate) const PACKAGES: &[(&str, &str)] = &[
         "systemd",
         "systemd-analyze verify and systemd-sysusers in the package's install test",
     ),
+    (
+        "man-db",
+        "man: systemd-analyze verify checks the units' Documentation=man: pages",
+    ),
 ];
 
 /// The cargo-deb that `cargo xtask dist` runs, installed by `setup` with

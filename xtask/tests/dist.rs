@@ -334,6 +334,10 @@ fn the_package_installs_into_a_fresh_root_and_purges_cleanly() {
         "root:palisade 640"
     );
     assert!(config.contains("path = \"/var/lib/palisade/palisade.db\""));
+    // The daemon's user reads it, and it is a valid configuration.
+    let check = fresh.sh("setpriv --reuid palisade --regid palisade --init-groups \
+         palisade check-config /etc/palisade/palisade.toml");
+    assert!(check.contains(": ok: 3 monitor(s)"), "{check}");
     assert_eq!(
         fresh
             .sh("stat -c '%U:%G %a' /etc/default/palisade-alert")
