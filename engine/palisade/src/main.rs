@@ -89,7 +89,9 @@ fn main() -> ExitCode {
         Ok(argv) => argv,
         Err(e) => return cmd::usage_error(&e),
     };
-    let cli = Cli::parse_from(argv);
+    // Parses as `Cli::parse_from`, plus the hidden `dist-assets DIR` (man
+    // pages and completions for the package).
+    let cli: Cli = palisade_outputs::cli_assets::parse_from(argv);
     // Warnings, and the daemon's own few lines: its start, reloads, one per sweep.
     palisade_outputs::logging::init(cli.log_format, "PALISADE_LOG", DEFAULT_LOG);
     let result = match &cli.command {

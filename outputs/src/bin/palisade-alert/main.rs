@@ -222,7 +222,8 @@ fn parse_dispatch(s: &str) -> Result<DispatchSpec, String> {
 
 fn main() -> ExitCode {
     // clap exits 2 on usage errors, 0 on --help/--version.
-    let cli = AlertCli::parse();
+    // The hidden `dist-assets DIR` writes the man pages and completions.
+    let cli: AlertCli = palisade_outputs::cli_assets::parse_from(std::env::args_os());
     // Secrets from files and the environment are read now: a missing one is
     // a usage error (2), like a missing flag.
     let connection = match &cli.command {
