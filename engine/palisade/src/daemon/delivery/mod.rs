@@ -136,6 +136,16 @@ impl OutboxDelivery {
         }
     }
 
+    /// The last outbox row `sink` acknowledged, every one before it
+    /// acknowledged too: marked delivered then or a few milliseconds later
+    /// (what the event benchmark times). `None` for a sink not delivered to.
+    pub fn acknowledged(&self, sink: &str) -> Option<i64> {
+        self.workers
+            .iter()
+            .find(|w| w.spec.name == sink)
+            .map(Worker::acknowledged)
+    }
+
     /// The sinks that still have events to deliver.
     pub fn behind(&self, store: &Store) -> Result<Vec<String>, StoreError> {
         let mut behind = Vec::new();

@@ -18,6 +18,7 @@
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -87,6 +88,8 @@ pub(super) struct Worker {
     pub(super) spec: SinkSpec,
     stop: watch::Sender<bool>,
     wake: Arc<Notify>,
+    /// The last outbox row the sink acknowledged with every one before it.
+    acknowledged: Arc<AtomicI64>,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -100,11 +103,13 @@ impl Worker {
     ) -> std::io::Result<Worker> {
         let (stop, stopped) = watch::channel(false);
         let wake = Arc::new(Notify::new());
+        let acknowledged = Arc::new(AtomicI64::new(0));
         let delivering = Delivering {
             spec: spec.clone(),
             store_path: store_path.to_path_buf(),
             stopped,
             wake: Arc::clone(&wake),
+            acknowledged: Arc::clone(&acknowledged),
             sink: None,
             flight: Flight::default(),
             marker: None,
@@ -119,8 +124,16 @@ impl Worker {
             spec,
             stop,
             wake,
+            acknowledged,
             thread: Some(thread),
         })
+    }
+
+    /// The last outbox row the sink acknowledged, every one before it
+    /// acknowledged too (marked delivered then or a few milliseconds
+    /// later); 0 before the first.
+    pub(super) fn acknowledged(&self) -> i64 {
+        self.acknowledged.load(Ordering::Relaxed)
     }
 
     /// There may be new events.
@@ -169,6 +182,8 @@ struct Delivering {
     store_path: PathBuf,
     stopped: watch::Receiver<bool>,
     wake: Arc<Notify>,
+    /// See [`Worker::acknowledged`].
+    acknowledged: Arc<AtomicI64>,
     sink: Option<Box<dyn Sink>>,
     /// What a pipelining sink has in flight (empty without a sink).
     flight: Flight,
@@ -336,6 +351,9 @@ impl Delivering {
         match published {
             Waited::Done(Ok(n)) => {
                 self.sink = Some(sink);
+                if let Some(&last) = seqs[..n.min(seqs.len())].last() {
+                    self.acknowledged.fetch_max(last, Ordering::Relaxed);
+                }
                 store.mark_delivered(&name, &seqs[..n.min(seqs.len())], now_ms())?;
                 if n < envelopes.len() {
                     let why = format!("{} of {} events acknowledged", n, envelopes.len());
@@ -536,6 +554,9 @@ impl Delivering {
                         }
                     }
                     next = flight.acks.front_mut().and_then(|(_, ack)| arrived(ack));
+                }
+                if let Some(&last) = flight.acked.last() {
+                    self.acknowledged.fetch_max(last, Ordering::Relaxed);
                 }
             }
             Some(Woke::Woken) => flight.caught_up = false,
