@@ -382,7 +382,7 @@ fn poll(
     total: u64,
 ) -> ((Histogram<u64>, Histogram<u64>), u64, Option<Instant>) {
     let histogram = || Histogram::<u64>::new_with_bounds(1, 600_000_000, 3).expect("histogram");
-    let (mut acked, mut latency) = (histogram(), histogram());
+    let (mut acked, mut marked) = (histogram(), histogram());
     let mut seen_acked = base;
     let mut seen = base;
     let mut last_seen = None;
@@ -397,22 +397,10 @@ fn poll(
             .map(|r| r.seq);
         let up_to = acknowledged().min(committed);
         let now = Instant::now();
-        if up_to > seen_acked {
-            let at = shared.committed_at.lock().expect("lock");
-            for seq in seen_acked + 1..=up_to {
-                let us = now.duration_since(at[seq as usize]).as_micros().max(1);
-                acked.saturating_record(us as u64);
-            }
-            seen_acked = up_to;
-        }
+        seen_acked = record_until(&mut acked, shared, seen_acked, up_to, now);
         let delivered = first_pending.map_or(committed, |p| (p - 1).min(committed));
         if delivered > seen {
-            let at = shared.committed_at.lock().expect("lock");
-            for seq in seen + 1..=delivered {
-                let us = now.duration_since(at[seq as usize]).as_micros().max(1);
-                latency.saturating_record(us as u64);
-            }
-            seen = delivered;
+            seen = record_until(&mut marked, shared, seen, delivered, now);
             last_seen = Some(now);
         }
         if !shared.writing.load(Ordering::SeqCst) {
@@ -423,7 +411,27 @@ fn poll(
         }
         std::thread::sleep(Duration::from_millis(1));
     }
-    ((acked, latency), (seen - base) as u64, last_seen)
+    ((acked, marked), (seen - base) as u64, last_seen)
+}
+
+/// Records in `histogram` the latency, from its commit to `now`, of each
+/// event after `seen` up to `up_to`; the new `seen`.
+fn record_until(
+    histogram: &mut Histogram<u64>,
+    shared: &Shared,
+    seen: i64,
+    up_to: i64,
+    now: Instant,
+) -> i64 {
+    if up_to <= seen {
+        return seen;
+    }
+    let at = shared.committed_at.lock().expect("lock");
+    for seq in seen + 1..=up_to {
+        let us = now.duration_since(at[seq as usize]).as_micros().max(1);
+        histogram.saturating_record(us as u64);
+    }
+    up_to
 }
 
 /// The delivery before pipelining: a batch read, published, marked; then

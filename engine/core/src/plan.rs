@@ -392,21 +392,6 @@ impl Slicer {
     }
 }
 
-/// The slices ([`Slicer`]) of monitors of `costs`, as ranges of indexes:
-/// every monitor in exactly one, in order.
-pub fn slices(costs: &[u64], budget: u64) -> Vec<std::ops::Range<usize>> {
-    let mut slicer = Slicer::new(budget);
-    let mut out: Vec<std::ops::Range<usize>> = Vec::new();
-    for (i, &cost) in costs.iter().enumerate() {
-        if slicer.starts_slice(cost) {
-            out.push(i..i + 1);
-        } else if let Some(last) = out.last_mut() {
-            last.end = i + 1;
-        }
-    }
-    out
-}
-
 /// The addresses of a sweep (or slice), ascending, and the ports whose
 /// closed replies each keeps: the index that [`SweepReplies`] files replies
 /// under. Flat vectors: a few bytes per address and kept port, whatever the
@@ -1117,6 +1102,21 @@ mod tests {
             kept_ports(&web, &MonitorState::new(), ip(2), &Scope::Full),
             ports(&[22, 443])
         );
+    }
+
+    /// The slices a [`Slicer`] cuts of monitors of `costs`, as ranges of indexes:
+    /// every monitor in exactly one, in order.
+    fn slices(costs: &[u64], budget: u64) -> Vec<std::ops::Range<usize>> {
+        let mut slicer = Slicer::new(budget);
+        let mut out: Vec<std::ops::Range<usize>> = Vec::new();
+        for (i, &cost) in costs.iter().enumerate() {
+            if slicer.starts_slice(cost) {
+                out.push(i..i + 1);
+            } else if let Some(last) = out.last_mut() {
+                last.end = i + 1;
+            }
+        }
+        out
     }
 
     #[test]

@@ -655,16 +655,8 @@ impl Store {
     /// start of its last conclusive full scan, for the schedule after a
     /// restart).
     pub fn record_scan(&mut self, decided: &DecidedScan) -> Result<(), StoreError> {
-        self.record_scans(std::slice::from_ref(decided))
-    }
-
-    /// Records decided scans in one transaction (a slice of a sweep): each
-    /// whole, all or none of them, and one commit (one fsync) for all.
-    pub fn record_scans(&mut self, decided: &[DecidedScan]) -> Result<(), StoreError> {
         let mut batch = self.scan_batch()?;
-        for d in decided {
-            batch.record(d)?;
-        }
+        batch.record(decided)?;
         batch.commit()
     }
 
