@@ -309,6 +309,9 @@ pub struct Job {
     pub label: String,
     /// The most probes per second the agent may send for it.
     pub rate: u64,
+    /// The most probes per second one host may receive from this job
+    /// (the agent caps its rate with `probe::capped_rate`).
+    pub per_host_rate: Option<u64>,
     /// The slice's description: its object in `PALISADE_SLICES`.
     pub slice_object: String,
     pub key: JobKey,
@@ -372,25 +375,47 @@ pub fn shard_budget(rate: u64, max_shard_ms: u64) -> u64 {
         as u64
 }
 
+/// How a coordinator cuts its slices into jobs (from `[cluster]` and
+/// `[scan]`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobParams {
+    /// Which agents may take the jobs ([`ANY_LABEL`]: any).
+    pub label: String,
+    /// The probes per second one agent sends for a job.
+    pub rate: u64,
+    /// `[scan] per_host_rate`: what one host may receive from all the
+    /// slice's shards together.
+    pub per_host_rate: Option<u64>,
+    /// The longest a shard may take at `rate`.
+    pub max_shard_ms: u64,
+}
+
 /// The jobs of slice `spec`: one per shard ([`shard_count`]), each at most
-/// `rate` x `max_shard_ms` probes, for agents labelled `label`, keyed from
-/// `slice_key`. Deterministic: the same arguments give the same jobs.
+/// `rate` x `max_shard_ms` probes, keyed from `slice_key`. The shards of a
+/// slice may all run at once, each spread over all the slice's hosts, so
+/// each gets an equal part of the per-host cap (at least 1 per second).
+/// Deterministic: the same arguments give the same jobs.
 pub fn plan_jobs(
     spec: &SliceSpec,
-    label: &str,
-    rate: u64,
-    max_shard_ms: u64,
+    params: &JobParams,
     slice_key: &CookieKey,
 ) -> Result<Vec<Job>, ClusterError> {
     check_version(spec.version)?;
+    let JobParams {
+        label,
+        rate,
+        per_host_rate,
+        max_shard_ms,
+    } = params;
     if !valid_label(label) {
-        return Err(ClusterError::Label(label.into()));
+        return Err(ClusterError::Label(label.clone()));
     }
-    if rate == 0 {
+    if *rate == 0 {
         return Err(ClusterError::Rate);
     }
     let sweep = spec.sweep()?;
-    let shards = shard_count(sweep.len(), rate, max_shard_ms);
+    let shards = shard_count(sweep.len(), *rate, *max_shard_ms);
+    let per_host_rate = per_host_rate.map(|p| (p / shards).max(1));
     Ok((0..shards)
         .map(|shard| {
             let id = JobId {
@@ -406,8 +431,9 @@ pub fn plan_jobs(
                     index: shard,
                     count: shards,
                 }),
-                label: label.into(),
-                rate,
+                label: label.clone(),
+                rate: *rate,
+                per_host_rate,
                 slice_object: spec.object_name(),
                 key: JobKey::derive(slice_key, id),
             }
@@ -778,6 +804,23 @@ mod tests {
         CookieKey::from_bytes(KEY)
     }
 
+    /// [`plan_jobs`] without a per-host cap.
+    fn plan(
+        desc: &SliceSpec,
+        label: &str,
+        rate: u64,
+        max_shard_ms: u64,
+        key: &CookieKey,
+    ) -> Result<Vec<Job>, ClusterError> {
+        let params = JobParams {
+            label: label.into(),
+            rate,
+            per_host_rate: None,
+            max_shard_ms,
+        };
+        plan_jobs(desc, &params, key)
+    }
+
     #[test]
     fn shard_counts_bound_the_scan_time() {
         // 100 pps for 10 s: 1,000 probes a shard.
@@ -812,7 +855,7 @@ mod tests {
     #[test]
     fn jobs_name_their_shard_subject_and_message_id() {
         let (_, desc) = slice(&[v4(2), v4(3)], &web(&[22], "1-100"));
-        let jobs = plan_jobs(&desc, "site=fra1", 10, 3_000, &key()).unwrap();
+        let jobs = plan(&desc, "site=fra1", 10, 3_000, &key()).unwrap();
         // 200 probes at 30 a shard.
         assert_eq!(jobs.len(), 7);
         assert_eq!(jobs.iter().map(|j| j.probes).sum::<u64>(), 200);
@@ -822,12 +865,28 @@ mod tests {
         assert_eq!(j.subject(), "palisade.jobs.site=fra1.1000.2");
         assert_eq!(j.msg_id(), "job.1000.2.3");
         assert_eq!(j.slice_object, "1000.2");
+        assert_eq!(j.per_host_rate, None);
+        // The per-host cap is shared by the shards, which may run at once.
+        let capped = JobParams {
+            label: ANY_LABEL.into(),
+            rate: 10,
+            per_host_rate: Some(20),
+            max_shard_ms: 3_000,
+        };
+        let jobs = plan_jobs(&desc, &capped, &key()).unwrap();
+        assert!(jobs.iter().all(|j| j.per_host_rate == Some(2)));
+        let capped = JobParams {
+            per_host_rate: Some(3),
+            ..capped
+        };
+        let jobs = plan_jobs(&desc, &capped, &key()).unwrap();
+        assert!(jobs.iter().all(|j| j.per_host_rate == Some(1)));
         assert_eq!(
-            plan_jobs(&desc, "a.b", 10, 3_000, &key()),
+            plan(&desc, "a.b", 10, 3_000, &key()),
             Err(ClusterError::Label("a.b".into()))
         );
         assert_eq!(
-            plan_jobs(&desc, ANY_LABEL, 0, 3_000, &key()),
+            plan(&desc, ANY_LABEL, 0, 3_000, &key()),
             Err(ClusterError::Rate)
         );
         let mut bad = j.clone();
@@ -851,10 +910,10 @@ mod tests {
     #[test]
     fn each_job_has_its_own_key_which_is_never_printed() {
         let (_, desc) = slice(&[v4(2), v4(3)], &web(&[22], "1-100"));
-        let jobs = plan_jobs(&desc, ANY_LABEL, 10, 3_000, &key()).unwrap();
+        let jobs = plan(&desc, ANY_LABEL, 10, 3_000, &key()).unwrap();
         let keys: BTreeSet<[u8; 16]> = jobs.iter().map(|j| j.key.0).collect();
         assert_eq!(keys.len(), jobs.len());
-        let other = plan_jobs(&desc, ANY_LABEL, 10, 3_000, &CookieKey::from_bytes([9; 16]));
+        let other = plan(&desc, ANY_LABEL, 10, 3_000, &CookieKey::from_bytes([9; 16]));
         assert!(jobs.iter().zip(other.unwrap()).all(|(a, b)| a.key != b.key));
         let printed = format!("{:?}", jobs[0]);
         assert!(printed.contains("JobKey(..)"), "{printed}");
@@ -876,9 +935,7 @@ mod tests {
         let (_, desc) = slice(&[v4(2), v6(1)], &spec);
         let json = serde_json::to_string(&desc).unwrap();
         assert_eq!(serde_json::from_str::<SliceSpec>(&json).unwrap(), desc);
-        let job = plan_jobs(&desc, ANY_LABEL, 10, 3_000, &key())
-            .unwrap()
-            .remove(0);
+        let job = plan(&desc, ANY_LABEL, 10, 3_000, &key()).unwrap().remove(0);
         let json = serde_json::to_string(&job).unwrap();
         assert!(json.contains(r#""version":1"#), "{json}");
         assert_eq!(serde_json::from_str::<Job>(&json).unwrap(), job);
@@ -908,7 +965,7 @@ mod tests {
     fn a_collector_files_replies_as_a_single_host_does() {
         let spec = web(&[22], "1-100");
         let (_, desc) = slice(&[v4(2), v4(3), v4(4)], &spec);
-        let job = plan_jobs(&desc, ANY_LABEL, 1_000, 1_000, &key())
+        let job = plan(&desc, ANY_LABEL, 1_000, 1_000, &key())
             .unwrap()
             .remove(0);
         let mut c = ShardCollector::new(&desc);
@@ -945,7 +1002,7 @@ mod tests {
     fn the_first_outcome_of_a_job_wins() {
         let spec = web(&[22], "1-100");
         let (targets, desc) = slice(&[v4(2), v4(3)], &spec);
-        let jobs = plan_jobs(&desc, ANY_LABEL, 10, 5_000, &key()).unwrap();
+        let jobs = plan(&desc, ANY_LABEL, 10, 5_000, &key()).unwrap();
         assert_eq!(jobs.len(), 4);
         let result = |job: &Job, attempt, open: &[u16], end| {
             let mut c = ShardCollector::new(&desc);
@@ -1021,7 +1078,7 @@ mod tests {
     fn agents_ends_add_up_to_the_slice_end() {
         let spec = web(&[22], "1-100");
         let (targets, desc) = slice(&[v4(2)], &spec);
-        let jobs = plan_jobs(&desc, ANY_LABEL, 10, 5_000, &key()).unwrap();
+        let jobs = plan(&desc, ANY_LABEL, 10, 5_000, &key()).unwrap();
         assert_eq!(jobs.len(), 2);
         let finish = |ends: [ShardEnd; 2]| {
             let mut ledger = ledger_of(&targets, &jobs);
@@ -1052,7 +1109,7 @@ mod tests {
     fn loss_estimates_add_up_and_rounds_take_the_most() {
         let spec = web(&[], "1-10");
         let (targets, desc) = slice(&[v4(2)], &spec);
-        let jobs = plan_jobs(&desc, ANY_LABEL, 1, 5_000, &key()).unwrap();
+        let jobs = plan(&desc, ANY_LABEL, 1, 5_000, &key()).unwrap();
         let mut ledger = ledger_of(&targets, &jobs);
         let outcome = |sent, rounds| RetryOutcome {
             loss: LossCounts {
@@ -1117,8 +1174,8 @@ mod tests {
             ms in 1u64..5_000,
         ) {
             let (targets, desc) = slice(&addresses, &web(&[22], &ports));
-            let jobs = plan_jobs(&desc, ANY_LABEL, rate, ms, &key()).unwrap();
-            prop_assert_eq!(&jobs, &plan_jobs(&desc, ANY_LABEL, rate, ms, &key()).unwrap());
+            let jobs = plan(&desc, ANY_LABEL, rate, ms, &key()).unwrap();
+            prop_assert_eq!(&jobs, &plan(&desc, ANY_LABEL, rate, ms, &key()).unwrap());
             let sweep = desc.sweep().unwrap();
             let budget = shard_budget(rate, ms);
             let mut seen: HashMap<Probe, usize> = HashMap::new();
@@ -1163,7 +1220,7 @@ mod tests {
         ) {
             let expected: Vec<u16> = expected.into_iter().collect();
             let (targets, desc) = slice(&addresses, &web(&expected, &ports));
-            let jobs = plan_jobs(&desc, ANY_LABEL, rate, 1_000, &key()).unwrap();
+            let jobs = plan(&desc, ANY_LABEL, rate, 1_000, &key()).unwrap();
             let sweep = desc.sweep().unwrap();
             // A reply from an address or port the slice does not probe
             // included: both sides ignore it.
@@ -1225,7 +1282,7 @@ mod tests {
             order in proptest::collection::vec(0usize..64, 0..20),
         ) {
             let (targets, desc) = slice(&addresses, &web(&[22], "1-30"));
-            let jobs = plan_jobs(&desc, ANY_LABEL, 3, 1_000, &key()).unwrap();
+            let jobs = plan(&desc, ANY_LABEL, 3, 1_000, &key()).unwrap();
             let failed = failed % jobs.len();
             let mut ledger = ledger_of(&targets, &jobs);
             for i in order.into_iter().chain(0..jobs.len()) {
