@@ -264,6 +264,12 @@ impl JobKey {
     pub fn cookie_key(&self) -> CookieKey {
         CookieKey::from_bytes(self.0)
     }
+
+    /// The key's bytes, as the data path's `ScanConfig::cookie_key` takes
+    /// them.
+    pub fn to_bytes(&self) -> [u8; 16] {
+        self.0
+    }
 }
 
 impl fmt::Debug for JobKey {
@@ -441,6 +447,35 @@ pub fn plan_jobs(
         .collect())
 }
 
+/// The waits that bound a slice in the queue (from `[cluster]`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QueueTimes {
+    /// The longest a shard takes at the agents' rate (`shard_time`).
+    pub max_shard_ms: u64,
+    /// The consumer's `AckWait`: how long a delivered job may go without an
+    /// acknowledgement (agents send in-progress ones while scanning).
+    pub ack_wait_ms: u64,
+    /// The consumer's `MaxDeliver`.
+    pub max_deliver: u64,
+}
+
+/// When the coordinator stops waiting for the jobs of a slice published at
+/// `published` and fails those still pending ([`SweepLedger::fail`]): no
+/// agent took them (all gone), or the `MaxDeliver` advisory of their last
+/// delivery was lost. The slice's `jobs` queue up behind `agents` live
+/// agents (at least one counted), each taking up to twice `max_shard_ms`
+/// (retries and the wait for late replies ride along); a job may then be
+/// delivered `max_deliver` times, each attempt ending by its `AckWait` at
+/// worst after its scan time.
+pub fn slice_deadline(published: Millis, jobs: u64, agents: u64, times: QueueTimes) -> Millis {
+    let shard = u128::from(times.max_shard_ms) * 2;
+    let queued = u128::from(jobs.div_ceil(agents.max(1))).saturating_mul(shard);
+    let attempts =
+        u128::from(times.max_deliver.max(1)).saturating_mul(u128::from(times.ack_wait_ms) + shard);
+    let wait = Millis::try_from(queued.saturating_add(attempts)).unwrap_or(Millis::MAX);
+    published.saturating_add(wait)
+}
+
 /// How an agent's scan of a shard ended (the agent's side of [`SweepEnd`]:
 /// an agent stopped mid-shard does not answer; its job is redelivered).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -496,6 +531,40 @@ impl ShardResult {
     /// The subject it is published to.
     pub fn subject(&self) -> String {
         format!("palisade.results.{}.{}", self.job.sweep, self.job.slice)
+    }
+}
+
+/// What an agent says of itself, every few seconds: its key in the KV
+/// bucket `PALISADE_AGENTS` is its name, put with a per-message TTL, so an
+/// agent that stops saying it is gone from the bucket (`palisade status`
+/// and the coordinator read it).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgentBeat {
+    pub version: u32,
+    /// Its name (a NATS subject token, as a label is).
+    pub name: String,
+    /// The labels whose jobs it takes.
+    pub labels: Vec<String>,
+    /// The most probes per second it sends.
+    pub rate: u64,
+    /// When it started (unix ms).
+    pub started: Millis,
+    /// Results it published and saw acknowledged.
+    pub jobs_done: u64,
+    /// The job it is scanning, if any.
+    pub job: Option<JobId>,
+}
+
+impl AgentBeat {
+    /// Refuses a beat of another version or with a bad name or label.
+    pub fn check(&self) -> Result<(), ClusterError> {
+        check_version(self.version)?;
+        for label in std::iter::once(&self.name).chain(&self.labels) {
+            if !valid_label(label) {
+                return Err(ClusterError::Label(label.clone()));
+            }
+        }
+        Ok(())
     }
 }
 
@@ -835,6 +904,32 @@ mod tests {
     }
 
     #[test]
+    fn a_slice_waits_for_its_agents_then_for_redeliveries() {
+        let times = QueueTimes {
+            max_shard_ms: 30_000,
+            ack_wait_ms: 60_000,
+            max_deliver: 5,
+        };
+        // 10 jobs, 3 agents: 4 rounds of 60 s, then 5 x (60 s + 60 s).
+        assert_eq!(
+            slice_deadline(1_000, 10, 3, times),
+            1_000 + 240_000 + 600_000
+        );
+        // No agent alive counts as one; more agents, sooner.
+        assert_eq!(
+            slice_deadline(0, 10, 0, times),
+            slice_deadline(0, 10, 1, times)
+        );
+        assert!(slice_deadline(0, 10, 5, times) < slice_deadline(0, 10, 3, times));
+        let huge = QueueTimes {
+            max_shard_ms: u64::MAX,
+            ack_wait_ms: u64::MAX,
+            max_deliver: u64::MAX,
+        };
+        assert_eq!(slice_deadline(5, u64::MAX, 1, huge), Millis::MAX);
+    }
+
+    #[test]
     fn a_slice_is_described_once_with_what_it_keeps() {
         let spec = web(&[22], "1-100");
         let (targets, desc) = slice(&[v4(9), v4(2), v4(3), v6(1)], &spec);
@@ -956,6 +1051,24 @@ mod tests {
         assert_eq!(serde_json::from_str::<ShardResult>(&json).unwrap(), result);
         assert_eq!(result.msg_id(), "result.1000.2.0.2");
         assert_eq!(result.subject(), "palisade.results.1000.2");
+        let beat = AgentBeat {
+            version: CLUSTER_VERSION,
+            name: "agent-1".into(),
+            labels: vec!["site=fra1".into(), ANY_LABEL.into()],
+            rate: 100_000,
+            started: 5,
+            jobs_done: 3,
+            job: Some(job.id),
+        };
+        beat.check().unwrap();
+        let json = serde_json::to_string(&beat).unwrap();
+        assert_eq!(serde_json::from_str::<AgentBeat>(&json).unwrap(), beat);
+        let bad_beat = AgentBeat {
+            labels: vec!["a b".into()],
+            ..beat
+        };
+        assert_eq!(bad_beat.check(), Err(ClusterError::Label("a b".into())));
+        assert_eq!(JobKey::derive(&key(), job.id).to_bytes(), job.key.0);
         for bad in ["\"00\"", "\"zz0123456789abcdef0123456789abcd\"", "7"] {
             assert!(serde_json::from_str::<JobKey>(bad).is_err(), "{bad}");
         }
