@@ -53,6 +53,8 @@ pub enum ClusterError {
     Rate,
     #[error("the slice has nothing to probe: {0}")]
     Spec(#[from] SpecError),
+    #[error("slice description: {0}")]
+    Slice(String),
 }
 
 /// Refuses a message of another version than [`CLUSTER_VERSION`].
@@ -179,20 +181,45 @@ impl SliceSpec {
         format!("{}.{}", self.sweep, self.slice)
     }
 
-    /// The addresses, as the data path takes them.
+    /// The addresses, as the data path takes them (a range that
+    /// [`SliceSpec::check`] refuses is left out).
     pub fn target_set(&self) -> TargetSet {
-        let mut set = TargetSet::default();
+        let (mut v4, mut v6) = (Vec::new(), Vec::new());
         for &(lo, hi) in &self.targets {
             match (lo, hi) {
-                (IpAddr::V4(lo), IpAddr::V4(hi)) => {
-                    set.v4.insert(u32::from(lo).into(), u32::from(hi).into())
+                (IpAddr::V4(lo), IpAddr::V4(hi)) if lo <= hi => {
+                    v4.push((u32::from(lo).into(), u32::from(hi).into()))
                 }
-                (IpAddr::V6(lo), IpAddr::V6(hi)) => set.v6.insert(lo.into(), hi.into()),
-                // A range across families is nothing this build writes.
+                (IpAddr::V6(lo), IpAddr::V6(hi)) if lo <= hi => v6.push((lo.into(), hi.into())),
                 _ => {}
             }
         }
-        set
+        TargetSet {
+            v4: v4.into_iter().collect(),
+            v6: v6.into_iter().collect(),
+        }
+    }
+
+    /// Refuses a description of another version, or with a range across
+    /// families or reversed; `job` must be one of its slice's.
+    pub fn check(&self, job: &Job) -> Result<(), ClusterError> {
+        check_version(self.version)?;
+        let bad = self.targets.iter().find(|&&(lo, hi)| match (lo, hi) {
+            (IpAddr::V4(lo), IpAddr::V4(hi)) => lo > hi,
+            (IpAddr::V6(lo), IpAddr::V6(hi)) => lo > hi,
+            _ => true,
+        });
+        if let Some(&(lo, hi)) = bad {
+            return Err(ClusterError::Slice(format!("bad address range {lo}-{hi}")));
+        }
+        if (job.id.sweep, job.id.slice) != (self.sweep, self.slice) {
+            return Err(ClusterError::Slice(format!(
+                "job {} is not of slice {}",
+                job.id,
+                self.object_name()
+            )));
+        }
+        Ok(())
     }
 
     /// The ports, as the data path takes them.
@@ -289,7 +316,7 @@ impl<'de> Deserialize<'de> for JobKey {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<JobKey, D::Error> {
         let text = String::deserialize(d)?;
         let bad = || serde::de::Error::custom("a job key is 32 hex digits");
-        if text.len() != 32 || !text.is_ascii() {
+        if text.len() != 32 || !text.bytes().all(|b| b.is_ascii_hexdigit()) {
             return Err(bad());
         }
         let mut bytes = [0u8; 16];
@@ -948,6 +975,38 @@ mod tests {
     }
 
     #[test]
+    fn an_agent_refuses_a_bad_description() {
+        let (_, desc) = slice(&[v4(2), v4(3)], &web(&[22], "1-100"));
+        let job = plan(&desc, ANY_LABEL, 10, 3_000, &key()).unwrap().remove(0);
+        desc.check(&job).unwrap();
+        let mut other = job.clone();
+        other.id.slice = 3;
+        assert_eq!(
+            desc.check(&other),
+            Err(ClusterError::Slice(
+                "job 1000.3.0 is not of slice 1000.2".into()
+            ))
+        );
+        for range in [(v4(9), v4(2)), (v4(2), v6(1)), (v6(9), v6(1))] {
+            let bad = SliceSpec {
+                targets: vec![(v4(1), v4(1)), range],
+                ..desc.clone()
+            };
+            assert!(matches!(bad.check(&job), Err(ClusterError::Slice(_))));
+            // Left out, never a panic.
+            assert_eq!(bad.target_set().count(), 1);
+        }
+        let newer = SliceSpec {
+            version: 2,
+            ..desc.clone()
+        };
+        assert!(matches!(
+            newer.check(&job),
+            Err(ClusterError::Version { .. })
+        ));
+    }
+
+    #[test]
     fn jobs_name_their_shard_subject_and_message_id() {
         let (_, desc) = slice(&[v4(2), v4(3)], &web(&[22], "1-100"));
         let jobs = plan(&desc, "site=fra1", 10, 3_000, &key()).unwrap();
@@ -1069,7 +1128,12 @@ mod tests {
         };
         assert_eq!(bad_beat.check(), Err(ClusterError::Label("a b".into())));
         assert_eq!(JobKey::derive(&key(), job.id).to_bytes(), job.key.0);
-        for bad in ["\"00\"", "\"zz0123456789abcdef0123456789abcd\"", "7"] {
+        for bad in [
+            "\"00\"",
+            "\"zz0123456789abcdef0123456789abcd\"",
+            "\"+f0123456789abcdef0123456789abcd\"",
+            "7",
+        ] {
             assert!(serde_json::from_str::<JobKey>(bad).is_err(), "{bad}");
         }
     }
