@@ -10,6 +10,8 @@
 //! * [`health`]: self-monitoring: failing sweeps and stale monitors.
 //! * [`plan`]: the sweep planner: which monitors are due, which ports a scan
 //!   must keep, which ports to re-check, when a scan counts as conclusive.
+//! * [`cluster`]: scan agents fed by a work queue: a slice cut into shards,
+//!   the job and result messages, and the coordinator's exactly-once merge.
 //!
 //! No module here reads a clock or touches a socket or a file: callers bring
 //! the time and the bytes. Everything builds and tests on any OS, and the
@@ -19,6 +21,7 @@
 
 pub mod address;
 pub mod classify;
+pub mod cluster;
 pub mod health;
 pub mod monitor;
 pub mod plan;
