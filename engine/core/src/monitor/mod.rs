@@ -142,6 +142,12 @@ pub struct MonitorSpec {
     /// deliberate narrowing; a port outside is never observed.
     #[serde(default = "PortRanges::all")]
     pub scan_ports: PortRanges,
+    /// With scan agents (`[cluster]`), only agents with this label scan the
+    /// monitor (`agent_label`, e.g. `site=fra1`; a
+    /// [`crate::cluster::valid_label`]); `None`: any agent
+    /// ([`crate::cluster::ANY_LABEL`]). Without agents it changes nothing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent_label: Option<String>,
 }
 
 /// Default [`MonitorSpec::every_ms`]: 12 hours.
@@ -170,6 +176,7 @@ impl Default for MonitorSpec {
             answer_all_threshold: DEFAULT_ANSWER_ALL_THRESHOLD,
             max_port_events: DEFAULT_MAX_PORT_EVENTS,
             scan_ports: PortRanges::all(),
+            agent_label: None,
         }
     }
 }

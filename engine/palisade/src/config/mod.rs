@@ -1195,6 +1195,8 @@ impl MonitorSection {
             answer_all_threshold: answer_all_threshold.unwrap_or(defaults.answer_all_threshold),
             max_port_events: max_port_events.unwrap_or(defaults.max_port_events),
             scan_ports,
+            // Read by the `[cluster]` work (config helper).
+            agent_label: None,
         };
         Some((spec, addresses))
     }

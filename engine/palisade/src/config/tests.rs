@@ -54,6 +54,7 @@ fn monitor(name: &str, host: &str) -> MonitorSpec {
         answer_all_threshold: 1000,
         max_port_events: 50,
         scan_ports: PortRanges::all(),
+        agent_label: None,
     }
 }
 
@@ -191,6 +192,7 @@ recheck = "off"
                 answer_all_threshold: 200,
                 max_port_events: 10,
                 scan_ports: "1-2048".parse().unwrap(),
+                agent_label: None,
             },
             MonitorSpec {
                 recheck_ms: None,
