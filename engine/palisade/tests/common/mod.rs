@@ -2,6 +2,7 @@
 //! in time is `palisade_sim::testbed::bounded`).
 
 pub mod browser;
+pub mod cluster;
 pub mod http;
 
 use std::ffi::OsStr;

@@ -1,0 +1,444 @@
+//! Scan agents fed by a NATS JetStream work queue (issue 14,
+//! `docs/CLUSTER.md`), against the current nats-server (2.15.1) running the
+//! sample account configuration `docs/nats-cluster.conf` verbatim.
+//!
+//! * The permissions: an agent may pull and acknowledge jobs of its labels,
+//!   read slice descriptions, publish results and its own heartbeat (with a
+//!   per-message TTL), and nothing else.
+//!
+//! The end-to-end tests (a coordinator and three agents, each in a testbed
+//! of its own with the simulated fleet) need root and the simulator built
+//! beside the tests: `cargo build -p palisade-sim && cargo test -p palisade
+//! --test cluster`.
+
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+use async_nats::HeaderMap;
+use async_nats::jetstream::{self, AckKind, consumer::PullConsumer, kv::Operation};
+use futures::StreamExt;
+use tokio::io::AsyncReadExt;
+
+mod common;
+use common::cluster::{ClusterNats, FRA1, ServerErrors, connect, create_cluster_objects, tail};
+
+/// One message of `consumer` (a batch of 1), within 5 s.
+async fn fetch_one(consumer: &PullConsumer) -> jetstream::Message {
+    let mut batch = consumer
+        .fetch()
+        .max_messages(1)
+        .expires(Duration::from_secs(2))
+        .messages()
+        .await
+        .expect("fetch");
+    tokio::time::timeout(Duration::from_secs(5), batch.next())
+        .await
+        .expect("a message within 5 s")
+        .expect("a message")
+        .expect("a message, no error")
+}
+
+/// Publishes through JetStream with `headers`, waiting for the `PubAck`.
+async fn publish(
+    js: &jetstream::Context,
+    subject: &str,
+    headers: &[(&str, &str)],
+    payload: &'static [u8],
+) -> Result<u64, String> {
+    let mut map = HeaderMap::new();
+    for (k, v) in headers {
+        map.insert(*k, *v);
+    }
+    let ack = js
+        .publish_with_headers(subject.to_string(), map, payload.into())
+        .await
+        .map_err(|e| e.to_string())?;
+    ack.await.map(|a| a.sequence).map_err(|e| e.to_string())
+}
+
+/// The next change a KV watch sees, within 15 s.
+async fn next_entry(
+    watch: &mut async_nats::jetstream::kv::Watch,
+) -> async_nats::jetstream::kv::Entry {
+    tokio::time::timeout(Duration::from_secs(15), watch.next())
+        .await
+        .expect("a change of the bucket within 15 s")
+        .expect("the watch goes on")
+        .expect("an entry")
+}
+
+/// Creates a push consumer on OBJ_PALISADE_SLICES delivering to `subject`.
+async fn store_stream_consumer(js: &jetstream::Context, subject: &str) -> Result<(), String> {
+    let stream = js
+        .get_stream("OBJ_PALISADE_SLICES")
+        .await
+        .map_err(|e| e.to_string())?;
+    stream
+        .create_consumer(jetstream::consumer::push::Config {
+            deliver_subject: subject.to_string(),
+            ack_policy: jetstream::consumer::AckPolicy::None,
+            ..Default::default()
+        })
+        .await
+        .map(|_| ())
+        .map_err(|e| e.to_string())
+}
+
+/// The subjects of the messages in stream `name` (its first 20), in order.
+async fn stream_subjects(js: &jetstream::Context, name: &str) -> Vec<String> {
+    let stream = js.get_stream(name).await.expect("stream");
+    let mut out = Vec::new();
+    for seq in 1..=20 {
+        if let Ok(m) = stream.get_raw_message(seq).await {
+            out.push(m.subject.to_string());
+        }
+    }
+    out
+}
+
+/// Runs `op` (at most 5 s) and checks that it did not succeed and that the
+/// server told the client of a permission violation naming `subject`
+/// (within 5 s). Returns what the operation gave (an error or its timeout).
+async fn refused<T: std::fmt::Debug>(
+    errors: &ServerErrors,
+    what: &str,
+    subject: &str,
+    op: impl Future<Output = Result<T, String>>,
+) -> String {
+    let outcome = match tokio::time::timeout(Duration::from_secs(5), op).await {
+        Ok(Ok(v)) => panic!("{what}: allowed ({v:?})"),
+        Ok(Err(e)) => e,
+        Err(_) => "timed out".to_string(),
+    };
+    // The subject, or (no closing quote) a subject it begins.
+    let needle = format!("\"{subject}");
+    let start = Instant::now();
+    while !errors
+        .lock()
+        .unwrap()
+        .iter()
+        .any(|e| e.contains("Permissions Violation") && e.contains(&needle))
+    {
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "{what}: no permission violation for {subject} ({outcome}); the client heard: {:?}",
+            errors.lock().unwrap()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    outcome
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_may_pull_jobs_read_slices_and_publish_results_and_nothing_more() {
+    let nats = ClusterNats::start();
+    // The coordinator creates everything and publishes work.
+    let (coordinator, coordinator_errors) = connect(&nats, "coordinator").await;
+    let cjs = jetstream::new(coordinator.clone());
+    create_cluster_objects(&cjs, &["any", FRA1], Duration::from_secs(5), 3).await;
+    for (subject, id, payload) in [
+        ("palisade.jobs.any.1.0", "job.1.0.0", &b"job 1.0.0"[..]),
+        ("palisade.jobs.site=fra1.1.2", "job.1.2.0", b"job 1.2.0"),
+    ] {
+        publish(&cjs, subject, &[("Nats-Msg-Id", id)], payload)
+            .await
+            .unwrap_or_else(|e| panic!("the coordinator publishes {subject}: {e}"));
+    }
+    // A slice description of many chunks (128 KiB each), so that reading it
+    // takes the object store's whole path (flow control included).
+    let description: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
+    let slices = cjs
+        .get_object_store("PALISADE_SLICES")
+        .await
+        .expect("the object store");
+    slices
+        .put("1.0", &mut description.as_slice())
+        .await
+        .expect("the coordinator puts a slice description");
+
+    // agent-a (label any): everything it needs is allowed.
+    let (agent, errors) = connect(&nats, "agent-a").await;
+    let js = jetstream::new(agent.clone());
+    let jobs = js
+        .get_stream("PALISADE_JOBS")
+        .await
+        .expect("STREAM.INFO of PALISADE_JOBS");
+    let any: PullConsumer = jobs
+        .get_consumer("jobs-any")
+        .await
+        .expect("CONSUMER.INFO of jobs-any");
+    let job = fetch_one(&any).await;
+    assert_eq!(job.subject.as_str(), "palisade.jobs.any.1.0");
+    assert_eq!(job.info().unwrap().delivered, 1);
+    job.ack_with(AckKind::Progress).await.expect("+WPI");
+    job.ack_with(AckKind::Nak(None)).await.expect("+NAK");
+    // Redelivered at once, to be acknowledged for good (the server confirms).
+    let job = fetch_one(&any).await;
+    assert_eq!(job.subject.as_str(), "palisade.jobs.any.1.0");
+    assert_eq!(job.info().unwrap().delivered, 2, "the attempt after a nak");
+    job.double_ack().await.expect("double_ack (+ACK confirmed)");
+    // A job refused for good.
+    publish(
+        &cjs,
+        "palisade.jobs.any.1.1",
+        &[("Nats-Msg-Id", "job.1.1.0")],
+        b"job 1.1.0",
+    )
+    .await
+    .unwrap();
+    let job = fetch_one(&any).await;
+    assert_eq!(job.subject.as_str(), "palisade.jobs.any.1.1");
+    job.double_ack_with(AckKind::Term).await.expect("+TERM");
+    // The slice description.
+    let store = js
+        .get_object_store("PALISADE_SLICES")
+        .await
+        .expect("STREAM.INFO of OBJ_PALISADE_SLICES");
+    let mut object = store.get("1.0").await.expect("the object's info");
+    let mut read = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), object.read_to_end(&mut read))
+        .await
+        .expect("the object read within 10 s")
+        .expect("the object's chunks");
+    assert!(read == description, "the slice description read back whole");
+    // A result, and its retry (the same Nats-Msg-Id) stored once.
+    for _ in 0..2 {
+        publish(
+            &js,
+            "palisade.results.1.0",
+            &[("Nats-Msg-Id", "result.1.0.0.2")],
+            b"result 1.0.0",
+        )
+        .await
+        .expect("a result is published");
+    }
+    assert_eq!(
+        stream_subjects(&cjs, "PALISADE_RESULTS").await,
+        ["palisade.results.1.0"]
+    );
+    // Its heartbeat, with a per-message TTL: the coordinator watching the
+    // bucket sees it, then sees it go by itself (a delete marker).
+    let agents = cjs
+        .get_key_value("PALISADE_AGENTS")
+        .await
+        .expect("the bucket");
+    let mut watch = agents.watch_all().await.expect("a watch of the bucket");
+    publish(
+        &js,
+        "$KV.PALISADE_AGENTS.agent-a",
+        &[("Nats-TTL", "2s")],
+        b"{\"name\":\"agent-a\"}",
+    )
+    .await
+    .expect("its heartbeat is put");
+    let put = next_entry(&mut watch).await;
+    assert_eq!(
+        (put.key.as_str(), put.operation),
+        ("agent-a", Operation::Put)
+    );
+    let gone = next_entry(&mut watch).await;
+    assert_eq!(gone.key, "agent-a");
+    assert!(
+        matches!(gone.operation, Operation::Delete | Operation::Purge),
+        "the heartbeat aged out: {gone:?}"
+    );
+    assert!(agents.get("agent-a").await.expect("KV get").is_none());
+    // The coordinator takes the result.
+    let results: PullConsumer = cjs
+        .get_consumer_from_stream("coordinator", "PALISADE_RESULTS")
+        .await
+        .expect("the coordinator's consumer");
+    let result = fetch_one(&results).await;
+    assert_eq!(result.payload.as_ref(), b"result 1.0.0");
+    result
+        .double_ack()
+        .await
+        .expect("the coordinator acks a result");
+    assert!(
+        errors.lock().unwrap().is_empty(),
+        "what an agent needs raised errors: {:?}\n{}",
+        errors.lock().unwrap(),
+        nats.violations().join("\n")
+    );
+
+    // agent-c (site=fra1) takes the job of its label.
+    let (agent_c, errors_c) = connect(&nats, "agent-c").await;
+    let js_c = jetstream::new(agent_c.clone());
+    let fra1: PullConsumer = js_c
+        .get_consumer_from_stream(format!("jobs-{FRA1}"), "PALISADE_JOBS")
+        .await
+        .expect("CONSUMER.INFO of jobs-site=fra1");
+    let job = fetch_one(&fra1).await;
+    assert_eq!(job.subject.as_str(), "palisade.jobs.site=fra1.1.2");
+    job.double_ack().await.expect("double_ack");
+    assert!(
+        errors_c.lock().unwrap().is_empty(),
+        "{:?}",
+        errors_c.lock().unwrap()
+    );
+
+    // What an agent may not do, each refused by the server.
+    publish(
+        &cjs,
+        "palisade.jobs.any.2.0",
+        &[("Nats-Msg-Id", "job.2.0.0")],
+        b"job 2.0.0",
+    )
+    .await
+    .unwrap();
+    // At once: each waits for its refusal.
+    let outcomes = tokio::join!(
+        refused(
+            &errors,
+            "publish a job",
+            "palisade.jobs.any.1.0",
+            publish(&js, "palisade.jobs.any.1.0", &[], b"forged job"),
+        ),
+        refused(
+            &errors,
+            "purge the jobs",
+            "$JS.API.STREAM.PURGE.PALISADE_JOBS",
+            async { jobs.purge().await.map_err(|e| e.to_string()) },
+        ),
+        refused(
+            &errors,
+            "put another agent's heartbeat",
+            "$KV.PALISADE_AGENTS.other",
+            publish(&js, "$KV.PALISADE_AGENTS.other", &[], b"{}"),
+        ),
+        refused(
+            &errors,
+            "read the results stream",
+            "$JS.API.STREAM.INFO.PALISADE_RESULTS",
+            async {
+                js.get_stream("PALISADE_RESULTS")
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| e.to_string())
+            },
+        ),
+        refused(
+            &errors,
+            "pull results",
+            "$JS.API.CONSUMER.MSG.NEXT.PALISADE_RESULTS.coordinator",
+            async {
+                agent
+                    .request(
+                        "$JS.API.CONSUMER.MSG.NEXT.PALISADE_RESULTS.coordinator",
+                        "{\"batch\":1,\"expires\":1000000000}".into(),
+                    )
+                    .await
+                    .map(|m| m.payload)
+                    .map_err(|e| e.to_string())
+            },
+        ),
+        refused(
+            &errors,
+            "subscribe to results",
+            "palisade.results.>",
+            async {
+                let mut sub = agent
+                    .subscribe("palisade.results.>")
+                    .await
+                    .map_err(|e| e.to_string())?;
+                publish(&js, "palisade.results.9.9", &[], b"probe").await?;
+                match tokio::time::timeout(Duration::from_secs(2), sub.next()).await {
+                    Ok(Some(m)) => Ok(m.payload),
+                    _ => Err("nothing received".to_string()),
+                }
+            },
+        ),
+        refused(
+            &errors,
+            "pull jobs of another label",
+            "$JS.API.CONSUMER.MSG.NEXT.PALISADE_JOBS.jobs-site=fra1",
+            async {
+                agent
+                    .request(
+                        "$JS.API.CONSUMER.MSG.NEXT.PALISADE_JOBS.jobs-site=fra1",
+                        "{\"batch\":1,\"expires\":1000000000}".into(),
+                    )
+                    .await
+                    .map(|m| m.payload)
+                    .map_err(|e| e.to_string())
+            },
+        ),
+        refused(&errors, "read other clients' replies", "_INBOX.>", async {
+            let mut sub = agent
+                .subscribe("_INBOX.>")
+                .await
+                .map_err(|e| e.to_string())?;
+            match tokio::time::timeout(Duration::from_secs(2), sub.next()).await {
+                Ok(Some(m)) => Ok(m.payload),
+                _ => Err("nothing received".to_string()),
+            }
+        },),
+        refused(
+            &errors,
+            "read another agent's heartbeat",
+            "$JS.API.DIRECT.GET.KV_PALISADE_AGENTS.$KV.PALISADE_AGENTS.agent-b",
+            async {
+                agent
+                    .request(
+                        "$JS.API.DIRECT.GET.KV_PALISADE_AGENTS.$KV.PALISADE_AGENTS.agent-b",
+                        "".into(),
+                    )
+                    .await
+                    .map(|m| m.payload)
+                    .map_err(|e| e.to_string())
+            },
+        ),
+        refused(
+            &errors,
+            "delete the jobs stream",
+            "$JS.API.STREAM.DELETE.PALISADE_JOBS",
+            async {
+                js.delete_stream("PALISADE_JOBS")
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| e.to_string())
+            },
+        ),
+        refused(
+            &errors,
+            "create a consumer on the jobs",
+            "$JS.API.CONSUMER.CREATE.PALISADE_JOBS",
+            async {
+                jobs.create_consumer(jetstream::consumer::pull::Config {
+                    ack_policy: jetstream::consumer::AckPolicy::Explicit,
+                    ..Default::default()
+                })
+                .await
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+            },
+        ),
+    );
+    // A push consumer on the object store's stream (agents may create
+    // consumers there: async-nats reads an object through an ordered one)
+    // aimed at the jobs' subjects: it must not become a way to publish jobs.
+    let injected = store_stream_consumer(&js, "palisade.jobs.any.66.0").await;
+    eprintln!("push consumer toward the jobs: {injected:?}");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    // Nothing changed: the one job not taken is left (the acknowledged and
+    // the terminated ones are gone from the WorkQueue stream), the result
+    // and the probe of the subscription above, no forged heartbeat.
+    assert_eq!(
+        stream_subjects(&cjs, "PALISADE_JOBS").await,
+        ["palisade.jobs.any.2.0"]
+    );
+    assert_eq!(
+        stream_subjects(&cjs, "PALISADE_RESULTS").await,
+        ["palisade.results.9.9"]
+    );
+    assert!(agents.get("other").await.expect("KV get").is_none());
+    assert!(
+        coordinator_errors.lock().unwrap().is_empty(),
+        "the coordinator was refused: {:?}",
+        coordinator_errors.lock().unwrap()
+    );
+    eprintln!(
+        "refusals as the client saw them: {outcomes:?}\nthe server's log:\n{}",
+        tail(&nats.violations().join("\n"), 30)
+    );
+}
