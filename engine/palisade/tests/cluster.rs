@@ -442,3 +442,398 @@ async fn an_agent_may_pull_jobs_read_slices_and_publish_results_and_nothing_more
         tail(&nats.violations().join("\n"), 30)
     );
 }
+
+// ---------------------------------------------------------------------------
+// End to end: a coordinator (`palisade run` with `[cluster]`) and three
+// agents (`palisade agent`), each agent in a testbed of its own (its own
+// namespaces, veth and AF_XDP socket) with the simulated fleet of one spec.
+
+use std::collections::BTreeMap;
+
+use common::cluster::{
+    Cluster, ClusterKnobs, MonitorDef, answering_fleet, duplicate_ids, jobs_in_progress, monitor,
+    opened_by_events, serial, syns,
+};
+
+/// Checks what a sweep gave against the fleet's truth: the store's open
+/// ports (conclusive full scans) and the events' (`unexpected_port_open`,
+/// one per open port and monitor: confirmed at once) are the truth; no
+/// event id came twice.
+fn assert_exact(cluster: &Cluster) {
+    let truth = cluster.truth();
+    assert!(!truth.is_empty(), "the fleet has open ports");
+    let events = cluster.coordinator.events();
+    assert_eq!(
+        duplicate_ids(&events),
+        Vec::<(String, usize)>::new(),
+        "an event came twice"
+    );
+    assert_eq!(
+        cluster.coordinator.open_ports(),
+        truth,
+        "the store's open ports are the fleet's truth\n{}",
+        cluster.context()
+    );
+    assert_eq!(
+        opened_by_events(&events),
+        truth,
+        "one event per open port\n{}",
+        cluster.context()
+    );
+}
+
+/// SYNs the fleet of each agent counted for `addresses`, by agent.
+fn syns_for(
+    counters: &BTreeMap<String, serde_json::Value>,
+    addresses: &[MonitorDef],
+) -> BTreeMap<String, u64> {
+    counters
+        .iter()
+        .map(|(agent, c)| {
+            let per = syns(c);
+            (
+                agent.clone(),
+                addresses
+                    .iter()
+                    .map(|m| per.get(&m.host).copied().unwrap_or(0))
+                    .sum(),
+            )
+        })
+        .collect()
+}
+
+/// Stops every agent's fleet: its counters, by agent.
+fn stop_fleets(cluster: &mut Cluster) -> BTreeMap<String, serde_json::Value> {
+    cluster
+        .agents
+        .iter_mut()
+        .filter_map(|a| a.stop_fleet().map(|c| (a.name.clone(), c)))
+        .collect()
+}
+
+#[test]
+fn a_sweep_survives_an_agent_killed_mid_shard_and_a_restarted_agent_takes_jobs() {
+    let _serial = serial();
+    // 20 monitors x 200 ports = 4000 probes; shards of 1000 (1 s at 1000/s).
+    let monitors: Vec<MonitorDef> = (0..20).map(|i| monitor(i, None)).collect();
+    let mut cluster = Cluster::new(
+        "kill",
+        answering_fleet(),
+        monitors,
+        200,
+        ClusterKnobs {
+            agent_rate: 1000,
+            shard_time: "1s",
+            ack_wait: "3s",
+            max_deliver: 3,
+            ..ClusterKnobs::default()
+        },
+        "25s",
+        "2s",
+    );
+    let probes = 20 * 200;
+    // agent-a alone first, slower (a shard of 1000 probes takes it 2 s):
+    // the first job is surely its own.
+    cluster.agent("agent-a").rate = 500;
+    cluster.agent("agent-a").start();
+    cluster.wait_live(&["agent-a"]);
+    cluster.coordinator.start();
+    let start = Instant::now();
+    while jobs_in_progress(&cluster.nats, "any") == 0 {
+        cluster.coordinator.assert_running();
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "agent-a took no job within 30 s\n{}",
+            cluster.context()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    cluster.agent("agent-b").start();
+    cluster.agent("agent-c").start();
+    // Half-way through its shard: SIGKILL.
+    std::thread::sleep(Duration::from_millis(700));
+    cluster.agent("agent-a").kill();
+    let killed_fleet = cluster.agent("agent-a").stop_fleet().unwrap();
+
+    // The sweep completes, exactly: agent-a's job went to another agent
+    // after AckWait.
+    cluster.wait_conclusive(1, Duration::from_secs(90));
+    assert_exact(&cluster);
+    let scans = cluster.coordinator.scans();
+    assert!(
+        scans.values().all(|&s| s == (1, 0)),
+        "one conclusive scan per monitor: {scans:?}"
+    );
+    let killed: u64 = syns(&killed_fleet).values().sum();
+    assert!(
+        killed > 0 && killed < 1000,
+        "agent-a was killed mid-shard: it sent {killed} of its shard's probes (at most 1000)"
+    );
+
+    // agent-b and agent-c stop (SIGTERM: exit 0), agent-a comes back alone:
+    // the next sweep is all its own.
+    for name in ["agent-b", "agent-c"] {
+        let status = cluster.agent(name).terminate();
+        assert!(
+            status.success(),
+            "{name} after SIGTERM: {status}\n{}",
+            cluster.context()
+        );
+    }
+    let first = stop_fleets(&mut cluster);
+    let sent: u64 = first.values().map(|c| syns(c).values().sum::<u64>()).sum();
+    assert!(
+        sent + killed > probes,
+        "agent-a's shard was redone: {sent} SYNs after the kill, {killed} before, {probes} probes a sweep"
+    );
+    {
+        let a = cluster.agent("agent-a");
+        a.restart_fleet();
+        a.rate = 1000;
+        a.start();
+    }
+    cluster.wait_conclusive(2, Duration::from_secs(90));
+    let second = cluster.agent("agent-a").stop_fleet().unwrap();
+    let per = syns(&second);
+    for m in &cluster.monitors {
+        assert!(
+            per.get(&m.host).copied().unwrap_or(0) >= u64::from(cluster.ports),
+            "the restarted agent-a probed {}: {per:?}",
+            m.host
+        );
+    }
+    assert_exact(&cluster);
+    assert_eq!(
+        cluster.coordinator.terminate().map(|s| s.success()),
+        Some(true)
+    );
+}
+
+#[test]
+fn with_every_agent_killed_the_sweep_fails_and_no_port_counts_as_closed() {
+    let _serial = serial();
+    let monitors: Vec<MonitorDef> = (0..10).map(|i| monitor(i, None)).collect();
+    let mut cluster = Cluster::new(
+        "all-killed",
+        answering_fleet(),
+        monitors,
+        200,
+        ClusterKnobs {
+            agent_rate: 1000,
+            shard_time: "1s",
+            ack_wait: "1s",
+            max_deliver: 2,
+            ..ClusterKnobs::default()
+        },
+        "8s",
+        "2s",
+    );
+    for a in &mut cluster.agents {
+        a.rate = 1000;
+        a.start();
+    }
+    cluster.wait_live(&["agent-a", "agent-b", "agent-c"]);
+    cluster.coordinator.start();
+    cluster.wait_conclusive(1, Duration::from_secs(60));
+    assert_exact(&cluster);
+    let opened = cluster.coordinator.events().len();
+    for a in &mut cluster.agents {
+        a.kill();
+    }
+    // The next sweep's jobs find no agent: past the slice's deadline the
+    // coordinator fails them.
+    let failed = cluster.wait_event("scan_failed", Duration::from_secs(90));
+    let error = failed["error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains("shard"),
+        "scan_failed names the shard: {failed}"
+    );
+    let notes = cluster.coordinator.inconclusive_notes();
+    assert!(
+        !notes.is_empty() && notes.values().flatten().all(|n| n.contains("shard")),
+        "the scans of the failed slice are inconclusive, naming the shard: {notes:?}"
+    );
+    // Nothing closed: the open ports are still open (no port_resolved, no
+    // expected_port_down), and the conclusive scans are the first sweep's.
+    let events = cluster.coordinator.events();
+    let later: Vec<&serde_json::Value> = events[opened..]
+        .iter()
+        .filter(|e| {
+            !matches!(
+                e["kind"].as_str(),
+                Some("scan" | "scan_failed" | "monitor_stale")
+            )
+        })
+        .collect();
+    assert!(later.is_empty(), "events after the agents died: {later:?}");
+    assert!(
+        cluster.coordinator.scans().values().all(|&(c, _)| c == 1),
+        "{:?}",
+        cluster.coordinator.scans()
+    );
+    assert_exact(&cluster);
+}
+
+#[test]
+fn a_label_pinned_monitor_is_scanned_only_by_an_agent_with_the_label() {
+    let _serial = serial();
+    // m-000 to m-003 pinned to site=fra1 (agent-c), the rest any.
+    let monitors: Vec<MonitorDef> = (0..12)
+        .map(|i| monitor(i, (i < 4).then_some(common::cluster::FRA1)))
+        .collect();
+    let pinned: Vec<MonitorDef> = monitors[..4].to_vec();
+    let mut cluster = Cluster::new(
+        "label",
+        answering_fleet(),
+        monitors,
+        200,
+        ClusterKnobs {
+            agent_rate: 1000,
+            ..ClusterKnobs::default()
+        },
+        "1h",
+        "2s",
+    );
+    for a in &mut cluster.agents {
+        a.rate = 1000;
+        a.start();
+    }
+    cluster.wait_live(&["agent-a", "agent-b", "agent-c"]);
+    cluster.coordinator.start();
+    cluster.wait_conclusive(1, Duration::from_secs(60));
+    assert_exact(&cluster);
+    let counters = stop_fleets(&mut cluster);
+    let by_agent = syns_for(&counters, &pinned);
+    assert_eq!(
+        by_agent["agent-a"], 0,
+        "agent-a probed a pinned monitor: {by_agent:?}"
+    );
+    assert_eq!(
+        by_agent["agent-b"], 0,
+        "agent-b probed a pinned monitor: {by_agent:?}"
+    );
+    let per_c = syns(&counters["agent-c"]);
+    for m in &pinned {
+        assert!(
+            per_c.get(&m.host).copied().unwrap_or(0) >= u64::from(cluster.ports),
+            "agent-c scanned all of {}: {per_c:?}",
+            m.host
+        );
+    }
+}
+
+#[test]
+fn a_nats_restart_mid_sweep_loses_and_doubles_nothing() {
+    let _serial = serial();
+    // 40 monitors x 200 ports: slices of 3000 probes (1000/s x 3 agents x
+    // 1 s), each 3 shards.
+    let monitors: Vec<MonitorDef> = (0..40).map(|i| monitor(i, None)).collect();
+    let mut cluster = Cluster::new(
+        "nats-restart",
+        answering_fleet(),
+        monitors,
+        200,
+        ClusterKnobs {
+            agent_rate: 1000,
+            shard_time: "1s",
+            ack_wait: "3s",
+            max_deliver: 5,
+            ..ClusterKnobs::default()
+        },
+        "1h",
+        "1s",
+    );
+    for a in &mut cluster.agents {
+        a.rate = 1000;
+        a.start();
+    }
+    cluster.wait_live(&["agent-a", "agent-b", "agent-c"]);
+    cluster.coordinator.start();
+    // The first slice stored: the server goes down for 2 s, comes back
+    // with its store.
+    let start = Instant::now();
+    while cluster.coordinator.scans().is_empty() {
+        cluster.coordinator.assert_running();
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "no slice stored within 60 s\n{}",
+            cluster.context()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let before = cluster.coordinator.scans().len();
+    cluster.nats.stop();
+    std::thread::sleep(Duration::from_secs(2));
+    cluster.nats.restart();
+    cluster.wait_conclusive(1, Duration::from_secs(120));
+    let scans = cluster.coordinator.scans();
+    assert!(
+        before < scans.len(),
+        "the restart came before the sweep's end ({before} stored then)"
+    );
+    assert!(
+        scans.values().all(|&s| s == (1, 0)),
+        "one conclusive scan per monitor, nothing redone or failed: {scans:?}\n{}",
+        cluster.context()
+    );
+    assert_exact(&cluster);
+    for a in &mut cluster.agents {
+        assert!(a.running(), "{} survived the restart: {}", a.name, a.log());
+    }
+}
+
+/// The truth the cluster tests compare with is the single host's: one
+/// `palisade scan` of the fleet (in an agent's testbed) finds exactly it, and
+/// the fleet counts exactly one SYN per probe (every host answers every
+/// probe, so no retries).
+#[test]
+fn the_truth_is_what_a_single_host_scan_finds() {
+    let _serial = serial();
+    let monitors: Vec<MonitorDef> = (0..20).map(|i| monitor(i, None)).collect();
+    let mut cluster = Cluster::new(
+        "single-host",
+        answering_fleet(),
+        monitors,
+        200,
+        ClusterKnobs::default(),
+        "1h",
+        "2s",
+    );
+    let truth = cluster.truth();
+    let agent = cluster.agent("agent-b");
+    let mut scan = agent.tb.in_scanner(common::BIN);
+    scan.args([
+        "scan",
+        "198.18.0.10-198.18.0.29",
+        "-p",
+        "1-200",
+        "--rate",
+        "20000",
+        "--format",
+        "text",
+    ]);
+    let o = palisade_sim::testbed::bounded(scan, Duration::from_secs(60));
+    assert!(o.status.success(), "{}", palisade_sim::testbed::stderr(&o));
+    let mut found: BTreeMap<std::net::IpAddr, Vec<u16>> = BTreeMap::new();
+    for line in String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .filter(|l| l.starts_with("open"))
+    {
+        let addr: std::net::SocketAddr = line.split_whitespace().nth(1).unwrap().parse().unwrap();
+        found.entry(addr.ip()).or_default().push(addr.port());
+    }
+    for ports in found.values_mut() {
+        ports.sort_unstable();
+    }
+    assert_eq!(found, truth);
+    let counters = stop_fleets(&mut cluster);
+    let by_agent = syns_for(&counters, &cluster.monitors);
+    assert_eq!(
+        by_agent,
+        BTreeMap::from([
+            ("agent-a".to_string(), 0),
+            ("agent-b".to_string(), 20 * 200),
+            ("agent-c".to_string(), 0)
+        ])
+    );
+}

@@ -325,6 +325,7 @@ pub struct AgentBed {
     pub name: String,
     pub labels: Vec<String>,
     pub tb: Testbed,
+    spec: FleetSpec,
     fleet: Option<FleetProcess>,
     _bridge: LoopbackBridge,
     nats_url: String,
@@ -353,6 +354,7 @@ impl AgentBed {
             name: name.to_string(),
             labels: labels.iter().map(|l| l.to_string()).collect(),
             tb,
+            spec: spec.clone(),
             fleet: Some(fleet),
             _bridge: bridge,
             nats_url: nats.url.clone(),
@@ -481,6 +483,18 @@ impl AgentBed {
             out.push_str(&std::fs::read_to_string(l).unwrap_or_default());
         }
         out
+    }
+
+    /// Stops the fleet (its counters returned) and starts it again: counts
+    /// from zero.
+    pub fn restart_fleet(&mut self) -> Option<Value> {
+        let counters = self.stop_fleet();
+        self.fleet = Some(FleetProcess::start(
+            &self.tb,
+            &self.spec,
+            &["--count-per-host"],
+        ));
+        counters
     }
 
     /// Stops the fleet and returns its counters (with SYNs per address);
@@ -952,4 +966,292 @@ pub async fn create_cluster_objects(
     })
     .await
     .expect("KV PALISADE_AGENTS");
+}
+
+/// Runs `future` on a runtime of its own (the tests are synchronous).
+pub fn block_on<F: std::future::Future>(future: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(future)
+}
+
+/// One cluster test at a time: each builds four testbeds and runs a fleet
+/// per agent, which two shared cores take one at a time.
+pub fn serial() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: Mutex<()> = Mutex::new(());
+    LOCK.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// A coordinator, agents in testbeds of their own with the same fleet, and
+/// nats-server; declared so that the processes go before the server.
+pub struct Cluster {
+    pub coordinator: Coordinator,
+    pub agents: Vec<AgentBed>,
+    pub spec: FleetSpec,
+    pub monitors: Vec<MonitorDef>,
+    /// Each monitor's ports: 1 to this.
+    pub ports: u16,
+    pub knobs: ClusterKnobs,
+    pub nats: ClusterNats,
+}
+
+impl Cluster {
+    /// nats-server with the streams, consumers, bucket and object store
+    /// made as the coordinator makes them (so agents may start first), a
+    /// testbed with the fleet of `spec` for each of [`AGENTS`] (no agent
+    /// started), and the coordinator configured (not started): `monitors`
+    /// on ports 1 to `ports`, every `every`, slices of `commit_every`.
+    pub fn new(
+        name: &str,
+        spec: FleetSpec,
+        monitors: Vec<MonitorDef>,
+        ports: u16,
+        knobs: ClusterKnobs,
+        every: &str,
+        commit_every: &str,
+    ) -> Cluster {
+        let nats = ClusterNats::start();
+        let mut labels: Vec<&str> = vec!["any"];
+        labels.extend(knobs.labels.iter().map(String::as_str));
+        let ack_wait = humantime::parse_duration(knobs.ack_wait).unwrap();
+        block_on(async {
+            let (client, _) = connect(&nats, "coordinator").await;
+            let js = async_nats::jetstream::new(client);
+            create_cluster_objects(&js, &labels, ack_wait, i64::from(knobs.max_deliver)).await;
+        });
+        let agents = AGENTS
+            .iter()
+            .map(|(agent, labels)| AgentBed::new(agent, labels, &nats, &spec))
+            .collect();
+        let coordinator = Coordinator::new(&nats, name);
+        coordinator.configure(&coordinator_config(
+            &nats,
+            &knobs,
+            &monitors,
+            &format!("1-{ports}"),
+            every,
+            commit_every,
+            &coordinator.store,
+        ));
+        Cluster {
+            coordinator,
+            agents,
+            spec,
+            monitors,
+            ports,
+            knobs,
+            nats,
+        }
+    }
+
+    /// The agent `name`.
+    pub fn agent(&mut self, name: &str) -> &mut AgentBed {
+        self.agents
+            .iter_mut()
+            .find(|a| a.name == name)
+            .unwrap_or_else(|| panic!("no agent {name}"))
+    }
+
+    /// The monitors' names.
+    pub fn names(&self) -> Vec<String> {
+        self.monitors.iter().map(|m| m.name.clone()).collect()
+    }
+
+    /// The fleet's truth: each monitor address's open ports of 1 to
+    /// `ports` (addresses without any left out).
+    pub fn truth(&self) -> BTreeMap<IpAddr, Vec<u16>> {
+        let mut out = BTreeMap::new();
+        for m in &self.monitors {
+            let open: Vec<u16> = (1..=self.ports)
+                .filter(|&p| self.spec.open(m.host, p))
+                .collect();
+            if !open.is_empty() {
+                out.insert(m.host, open);
+            }
+        }
+        out
+    }
+
+    /// Everything a failure message needs: the coordinator's log, each
+    /// agent's, the server's violations.
+    pub fn context(&self) -> String {
+        let mut out = format!(
+            "--- coordinator ---\n{}\n",
+            tail(&self.coordinator.log(), 80)
+        );
+        for a in &self.agents {
+            out.push_str(&tail(&a.logs(), 40));
+            out.push('\n');
+        }
+        out.push_str("--- nats-server violations ---\n");
+        out.push_str(&tail(&self.nats.violations().join("\n"), 20));
+        out
+    }
+
+    /// Waits (30 s at most) until each of `names` has its heartbeat in
+    /// PALISADE_AGENTS.
+    pub fn wait_live(&mut self, names: &[&str]) {
+        let start = Instant::now();
+        loop {
+            let live = live_agents(&self.nats);
+            if names.iter().all(|n| live.iter().any(|l| l == n)) {
+                return;
+            }
+            for a in &mut self.agents {
+                if let Some(status) = a.exited() {
+                    panic!("{} exited ({status}): {}", a.name, tail(&a.log(), 40));
+                }
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "no heartbeat of {names:?} within 30 s (live: {live:?})\n{}",
+                self.context()
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// Waits (at most `limit`) until every monitor has `n` conclusive full
+    /// scans at least.
+    pub fn wait_conclusive(&mut self, n: u32, limit: Duration) {
+        let start = Instant::now();
+        loop {
+            let scans = self.coordinator.scans();
+            let done = self
+                .monitors
+                .iter()
+                .filter(|m| scans.get(&m.name).is_some_and(|s| s.0 >= n))
+                .count();
+            if done == self.monitors.len() {
+                return;
+            }
+            self.coordinator.assert_running();
+            assert!(
+                start.elapsed() < limit,
+                "{done} of {} monitors with {n} conclusive scans after {limit:?}: {scans:?}\n{}",
+                self.monitors.len(),
+                self.context()
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// Waits (at most `limit`) for an event of `kind`; returns it.
+    pub fn wait_event(&mut self, kind: &str, limit: Duration) -> Value {
+        let start = Instant::now();
+        loop {
+            if let Some(e) = self
+                .coordinator
+                .events()
+                .into_iter()
+                .find(|e| e["kind"] == kind)
+            {
+                return e;
+            }
+            self.coordinator.assert_running();
+            assert!(
+                start.elapsed() < limit,
+                "no {kind} event after {limit:?}: {:?}\n{}",
+                self.coordinator
+                    .events()
+                    .iter()
+                    .map(|e| e["kind"].clone())
+                    .collect::<Vec<_>>(),
+                self.context()
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+}
+
+/// The agents with a heartbeat in PALISADE_AGENTS now.
+pub fn live_agents(nats: &ClusterNats) -> Vec<String> {
+    block_on(async {
+        let (client, _) = connect(nats, "coordinator").await;
+        let js = async_nats::jetstream::new(client);
+        let Ok(kv) = js.get_key_value("PALISADE_AGENTS").await else {
+            return Vec::new();
+        };
+        let Ok(keys) = kv.keys().await else {
+            return Vec::new();
+        };
+        use futures::TryStreamExt;
+        keys.try_collect().await.unwrap_or_default()
+    })
+}
+
+/// Jobs of consumer `jobs-{label}` delivered and not yet acknowledged.
+pub fn jobs_in_progress(nats: &ClusterNats, label: &str) -> u64 {
+    block_on(async {
+        let (client, _) = connect(nats, "coordinator").await;
+        let js = async_nats::jetstream::new(client);
+        let Ok(mut consumer) = js
+            .get_consumer_from_stream::<async_nats::jetstream::consumer::pull::Config, _, _>(
+                format!("jobs-{label}"),
+                "PALISADE_JOBS",
+            )
+            .await
+        else {
+            return 0;
+        };
+        consumer
+            .info()
+            .await
+            .map(|i| i.num_ack_pending as u64)
+            .unwrap_or(0)
+    })
+}
+
+/// Monitor `i` of a test: `m-{i:03}` on 198.18.0.{10 + i}.
+pub fn monitor(i: u8, label: Option<&str>) -> MonitorDef {
+    MonitorDef {
+        name: format!("m-{i:03}"),
+        host: IpAddr::V4(std::net::Ipv4Addr::new(198, 18, 0, 10 + i)),
+        label: label.map(String::from),
+    }
+}
+
+/// A fleet where every host answers every probe (SYN-ACK on open ports,
+/// RST on the others): no retries, so the SYNs a fleet counts are exactly
+/// the probes sent to it. About 4% of the ports open.
+pub fn answering_fleet() -> FleetSpec {
+    FleetSpec {
+        seed: 14,
+        density_ppm: 40_000,
+        ..FleetSpec::default()
+    }
+}
+
+/// Per address, the events' open ports (`unexpected_port_open`), and each
+/// event id with how many times the sink got it.
+pub fn opened_by_events(events: &[Value]) -> BTreeMap<IpAddr, Vec<u16>> {
+    let mut out: BTreeMap<IpAddr, Vec<u16>> = BTreeMap::new();
+    for e in events
+        .iter()
+        .filter(|e| e["kind"] == "unexpected_port_open")
+    {
+        let address = e["address"]
+            .as_str()
+            .or_else(|| e["host"].as_str())
+            .expect("an address")
+            .parse()
+            .expect("an IP address");
+        let ports = out.entry(address).or_default();
+        ports.push(e["port"].as_u64().expect("a port") as u16);
+        ports.sort_unstable();
+    }
+    out
+}
+
+/// Event ids the sink got more than once.
+pub fn duplicate_ids(events: &[Value]) -> Vec<(String, usize)> {
+    let mut count: BTreeMap<String, usize> = BTreeMap::new();
+    for e in events {
+        *count
+            .entry(e["id"].as_str().unwrap_or_default().to_string())
+            .or_default() += 1;
+    }
+    count.into_iter().filter(|(_, n)| *n > 1).collect()
 }
