@@ -94,6 +94,25 @@ pub struct Config {
     pub monitors: Vec<MonitorSpec>,
     /// `[http]`: the dashboard and API; `None` when absent (off).
     pub http: Option<HttpSettings>,
+    /// `[cluster]`: scan agents probe the sweeps; `None` when absent (this
+    /// host probes).
+    pub cluster: Option<ClusterSettings>,
+}
+
+/// `[cluster]`: the coordinator's side of the scan agents.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClusterSettings {
+    pub nats: palisade_outputs::nats::NatsOptions,
+    /// Probes per second one agent sends for a job; sizes the shards.
+    pub agent_rate: u64,
+    /// The longest a shard takes at `agent_rate`.
+    pub shard_time: Duration,
+    /// The jobs consumers' `AckWait`.
+    pub ack_wait: Duration,
+    /// Deliveries of a job before its shard counts as failed.
+    pub max_deliver: u32,
+    /// Sorted, deduplicated, always holding `palisade_core::cluster::ANY_LABEL`.
+    pub labels: Vec<String>,
 }
 
 /// `[scan]`: how the sweeps are sent.
@@ -497,6 +516,7 @@ impl ConfigDocument {
             sinks,
             monitors,
             http,
+            cluster: None,
         }
     }
 }

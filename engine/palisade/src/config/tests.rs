@@ -201,6 +201,7 @@ recheck = "off"
             },
         ],
         http: None,
+        cluster: None,
     };
     assert_eq!(parse("test.toml", text).unwrap(), expected);
 }
