@@ -374,11 +374,13 @@ pub struct MonitorInput {
 
 /// Reads a write's body as a monitor: `enabled` (a boolean, default true)
 /// and the `[[monitor]]` keys, checked by the configuration checker with
-/// the system resolver (on the blocking pool). `path_name` is the name in
-/// the path of a replace: the body's name must be it, or absent.
+/// the system resolver (on the blocking pool), its `agent_label` against
+/// `cluster_labels` ([`AppState::cluster_labels`]). `path_name` is the name
+/// in the path of a replace: the body's name must be it, or absent.
 pub async fn monitor_input(
     mut fields: Map<String, Value>,
     path_name: Option<&str>,
+    cluster_labels: Option<Vec<String>>,
 ) -> Result<MonitorInput, Problem> {
     let mut errors = Vec::new();
     let enabled = match fields.remove("enabled") {
@@ -408,7 +410,11 @@ pub async fn monitor_input(
         }
     }
     let checked = tokio::task::spawn_blocking(move || {
-        config::check_monitor(&fields, Some(&crate::resolve::resolve_host))
+        config::check_monitor(
+            &fields,
+            Some(&crate::resolve::resolve_host),
+            cluster_labels.as_deref(),
+        )
     })
     .await
     .map_err(|e| Problem::internal(&e))?;
@@ -643,6 +649,7 @@ mod tests {
                 serde_json::json!({"host": "198.18.0.9", "expected_open": "22", "enabled": false}),
             ),
             Some("db"),
+            None,
         )
         .await
         .unwrap();
@@ -652,6 +659,7 @@ mod tests {
             body(serde_json::json!({"name": "other", "host": "198.18.0.9",
                                     "expected_open": "22,70000", "enabled": "yes"})),
             Some("db"),
+            None,
         )
         .await
         .unwrap_err();
