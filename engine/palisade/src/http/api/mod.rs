@@ -671,4 +671,36 @@ mod tests {
         );
         assert_eq!(problem.kind(), ProblemKind::InvalidMonitor);
     }
+
+    #[tokio::test]
+    async fn a_monitor_body_names_an_agent_label_of_the_daemons_cluster() {
+        let state = open_state();
+        assert_eq!(state.cluster_labels(), None);
+        let labels = ["any".to_owned(), "site=fra1".to_owned()];
+        state.set_cluster_labels(Some(&labels));
+        assert_eq!(state.cluster_labels().as_deref(), Some(&labels[..]));
+        let body = |label: &str| match serde_json::json!({"host": "198.18.0.9",
+                                                          "agent_label": label})
+        {
+            Value::Object(map) => map,
+            _ => unreachable!(),
+        };
+        let input = monitor_input(body("site=fra1"), Some("db"), state.cluster_labels())
+            .await
+            .unwrap();
+        assert_eq!(input.checked.spec.agent_label.as_deref(), Some("site=fra1"));
+        assert_eq!(input.checked.warnings, []);
+        let problem = monitor_input(body("site=ams1"), Some("db"), state.cluster_labels())
+            .await
+            .unwrap_err();
+        assert_eq!(problem.kind(), ProblemKind::InvalidMonitor);
+        assert_eq!(problem.errors[0].field, "agent_label", "{problem:?}");
+        // No cluster: taken, with a warning.
+        state.set_cluster_labels(None);
+        let input = monitor_input(body("site=ams1"), Some("db"), state.cluster_labels())
+            .await
+            .unwrap();
+        assert_eq!(input.checked.spec.agent_label.as_deref(), Some("site=ams1"));
+        assert_eq!(input.checked.warnings[0].field, "agent_label");
+    }
 }
