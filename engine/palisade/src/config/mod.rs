@@ -63,7 +63,7 @@ use checked::{
 };
 pub use cluster::{
     AgentLabels, COORDINATOR_NAME, ClusterSettings, DEFAULT_ACK_WAIT, DEFAULT_AGENT_RATE,
-    DEFAULT_MAX_DELIVER, DEFAULT_SHARD_TIME,
+    DEFAULT_MAX_DELIVER, DEFAULT_SHARD_TIME, MAX_AGENT_RATE, MAX_MAX_DELIVER,
 };
 use cluster::{ClusterSection, LabelCheck};
 pub use document::{CheckedMonitor, FieldError, MonitorDoc, check_monitor};
