@@ -157,7 +157,7 @@ fn write_agents(
     use palisade::http::pages::format::relative;
     writeln!(
         out,
-        "{:<20} {:<24} {:<36} {:<36} {:>9} {:>12}  JOB",
+        "{:<20} {:<24} {:<48} {:<38} {:>9} {:>12}  JOB",
         "AGENT", "LABELS", "STATE", "LAST HEARTBEAT", "JOBS DONE", "RATE"
     )?;
     for a in agents {
@@ -168,7 +168,7 @@ fn write_agents(
         let beat = format!("{} ({})", rfc3339(a.last_beat), relative(now, a.last_beat));
         writeln!(
             out,
-            "{:<20} {:<24} {state:<36} {beat:<36} {:>9} {:>12}  {}",
+            "{:<20} {:<24} {state:<48} {beat:<38} {:>9} {:>12}  {}",
             a.name,
             a.labels.join(","),
             a.jobs_done,
