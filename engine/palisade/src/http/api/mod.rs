@@ -1,6 +1,6 @@
 //! The JSON API under `/api/v1` (docs/API.md): monitors (list, create,
-//! read, replace, delete, scan now, history, scans), status, incidents and
-//! events.
+//! read, replace, delete, scan now, history, scans), status, incidents,
+//! events and the scan agents.
 //!
 //! Reads need any role, writes the admin role; a write through a session
 //! cookie carries the session's CSRF token in `X-CSRF-Token` (a bearer
@@ -9,6 +9,7 @@
 //! made against (`If-Match`), so two writers cannot overwrite each other.
 //! Every error is a [`Problem`].
 
+mod agents;
 mod monitors;
 mod reads;
 
@@ -53,6 +54,7 @@ pub fn routes() -> Router<AppState> {
         .route("/monitors/{name}/scans", get(monitors::scans))
         .route("/incidents", get(reads::incidents))
         .route("/events", get(reads::events))
+        .route("/agents", get(agents::list))
         .method_not_allowed_fallback(method_not_allowed)
         .fallback(no_route)
 }
