@@ -228,6 +228,8 @@ impl Daemon {
                     Arc::clone(&metrics),
                     auth,
                 );
+                // `[cluster]` holds until a restart, and so do its labels.
+                state.set_cluster_labels(config.agent_labels());
                 Some(HttpServer::start(settings, state)?)
             }
             None => None,
@@ -322,9 +324,16 @@ impl Daemon {
         let path = self.config.store.path.clone();
         let http = self.config.http.clone();
         let monitors = std::mem::take(&mut config.monitors);
+        if config.cluster != self.config.cluster {
+            tracing::warn!(
+                "[cluster] changed: the coordinator keeps its settings until restarted"
+            );
+        }
+        let cluster = self.config.cluster.take();
         self.config = config;
         self.config.store.path = path;
         self.config.http = http;
+        self.config.cluster = cluster;
         self.apply_monitors(monitors, now)?;
         tracing::info!(
             monitors = self.config.monitors.len(),
@@ -645,10 +654,27 @@ fn import_monitors(
 
 /// What the coordinator sees of the agents, written to the store (the
 /// agents table, which `palisade status` and the dashboard read) through a
-/// connection of its own.
+/// connection of its own, opened at the first event.
 fn agents_seen(path: &std::path::Path) -> Box<dyn FnMut(AgentEvent) + Send> {
     let path = path.to_path_buf();
+    let mut store: Option<Store> = None;
+    let mut failing = false;
     Box::new(move |event| {
-        tracing::debug!(?event, store = %path.display(), "agent seen");
+        let written = match &mut store {
+            Some(store) => Ok(store),
+            None => Store::connect(&path).map(|s| store.insert(s)),
+        }
+        .and_then(|store| match &event {
+            AgentEvent::Beat(beat, seen) => store.record_agent_beat(beat, *seen),
+            AgentEvent::Gone(name, at) => store.record_agent_gone(name, *at),
+        });
+        match written {
+            Ok(()) => failing = false,
+            Err(e) if !failing => {
+                failing = true;
+                tracing::warn!("cluster: cannot record an agent's heartbeat: {e}");
+            }
+            Err(_) => {}
+        }
     })
 }
