@@ -213,7 +213,7 @@ fn main() {
     let t = Instant::now();
     let mut baseline = Fleet::new(false);
     let first = daemon
-        .sweep_due_with(now_ms(), &stop, &mut |t, _, _| baseline.probe(t))
+        .sweep_due_with(now_ms(), &stop, &mut |s, _| baseline.probe(s.targets))
         .expect("baseline sweep")
         .expect("every monitor is due");
     eprintln!(
@@ -231,7 +231,7 @@ fn main() {
     let t = Instant::now();
     let later = now_ms() + 13 * 3_600_000;
     let report = daemon
-        .sweep_due_with(later, &stop, &mut |t, _, _| fleet.probe(t))
+        .sweep_due_with(later, &stop, &mut |s, _| fleet.probe(s.targets))
         .expect("sweep")
         .expect("every monitor is due");
     eprintln!(

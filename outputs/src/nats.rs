@@ -38,6 +38,10 @@ pub struct NatsOptions {
     pub name: String,
     /// Bounds the first connection to each server.
     pub connect_timeout: Duration,
+    /// The prefix of the client's reply subjects (`None`: `_INBOX`). A
+    /// scan agent uses `_INBOX_{name}`, so that the server's permissions can
+    /// keep every client to its own replies.
+    pub inbox_prefix: Option<String>,
 }
 
 impl Default for NatsOptions {
@@ -48,6 +52,7 @@ impl Default for NatsOptions {
             tls: NatsTls::default(),
             name: "palisade".to_string(),
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            inbox_prefix: None,
         }
     }
 }
@@ -360,6 +365,9 @@ async fn connect_options(
             let server = log_server.clone();
             async move { log_event(event, &server, &outage) }
         });
+    if let Some(prefix) = &opts.inbox_prefix {
+        options = options.custom_inbox_prefix(prefix);
+    }
     options = match &opts.auth {
         NatsAuth::None => options,
         NatsAuth::Token(token) => options.token(token.clone()),
@@ -528,6 +536,8 @@ fn tls_cause(err: &(dyn std::error::Error + 'static)) -> Option<String> {
     }
     None
 }
+
+pub mod args;
 
 #[cfg(test)]
 mod tests;

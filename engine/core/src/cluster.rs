@@ -132,17 +132,9 @@ pub struct SliceSpec {
 
 impl SliceSpec {
     /// The description of `targets`, slice `slice` of sweep `sweep`, seeded
-    /// by `seed`; `kept` gives the closed ports an address keeps.
-    ///
-    /// `kept` stands for the slice's own address index (`plan`'s, private
-    /// today): the next step exposes it as `SweepTargets::kept`.
-    pub fn new(
-        sweep: Millis,
-        slice: u32,
-        seed: u64,
-        targets: &SweepTargets,
-        mut kept: impl FnMut(IpAddr) -> Vec<u16>,
-    ) -> SliceSpec {
+    /// by `seed`, keeping the closed ports each address keeps
+    /// ([`SweepTargets::kept`]).
+    pub fn new(sweep: Millis, slice: u32, seed: u64, targets: &SweepTargets) -> SliceSpec {
         let set = &targets.targets;
         let v4 = set.v4.ranges().iter().map(|&(lo, hi)| {
             (
@@ -159,7 +151,12 @@ impl SliceSpec {
         let ranges: Vec<(IpAddr, IpAddr)> = v4.chain(v6).collect();
         let mut keep = Vec::new();
         for address in ranges.iter().flat_map(|&(lo, hi)| addresses(lo, hi)) {
-            let ports: PortRanges = kept(address).into_iter().filter(|&p| p != 0).collect();
+            let ports: PortRanges = targets
+                .kept(address)
+                .iter()
+                .copied()
+                .filter(|&p| p != 0)
+                .collect();
             if !ports.is_empty() {
                 keep.push(KeptPorts { address, ports });
             }
@@ -888,11 +885,14 @@ mod tests {
         let mut b = SweepTargets::builder(ScanKind::Full);
         b.add(addresses, spec, &state, &Scope::Full);
         let targets = b.build();
-        let desc = SliceSpec::new(1_000, 2, 77, &targets, |a| {
-            kept_ports(spec, &state, a, &Scope::Full)
+        let desc = SliceSpec::new(1_000, 2, 77, &targets);
+        // What the slice keeps is what the state machine tracks.
+        for &a in addresses {
+            let tracked: Vec<u16> = kept_ports(spec, &state, a, &Scope::Full)
                 .into_iter()
-                .collect()
-        });
+                .collect();
+            assert_eq!(targets.kept(a), tracked);
+        }
         (targets, desc)
     }
 

@@ -367,12 +367,30 @@ pub struct Slicer {
     budget: u64,
     /// The cost of the slice so far; `None` before the first monitor.
     sum: Option<u64>,
+    /// The group of the slice so far ([`Slicer::starts_slice_in`]).
+    group: Option<String>,
 }
 
 impl Slicer {
     /// Slices of at most `budget` probes.
     pub fn new(budget: u64) -> Slicer {
-        Slicer { budget, sum: None }
+        Slicer {
+            budget,
+            sum: None,
+            group: None,
+        }
+    }
+
+    /// [`Slicer::starts_slice`] for a monitor of `group` (with scan agents,
+    /// the agent label it is pinned to): a change of group starts a slice
+    /// too, so that a slice holds monitors of one group.
+    pub fn starts_slice_in(&mut self, group: &str, cost: u64) -> bool {
+        if self.group.as_deref() != Some(group) {
+            self.group = Some(group.to_owned());
+            self.sum = Some(cost);
+            return true;
+        }
+        self.starts_slice(cost)
     }
 
     /// Takes the next monitor, of `cost`: whether it starts a new slice
@@ -449,6 +467,15 @@ impl SweepTargets {
     /// of the re-checked ports.
     pub fn ports(&self) -> &PortSet {
         &self.ports
+    }
+
+    /// The closed ports whose replies `address` keeps (those its monitors'
+    /// states track), ascending; none for an address not probed.
+    pub fn kept(&self, address: IpAddr) -> &[u16] {
+        let index = &self.index;
+        index.position(address).map_or(&[], |i| {
+            &index.kept[index.kept_from[i] as usize..index.kept_from[i + 1] as usize]
+        })
     }
 
     /// Whether there is nothing to probe (no host resolved, or no port).
@@ -1134,6 +1161,29 @@ mod tests {
         };
         assert_eq!(scan_cost(&narrow, &Scope::Full, 3), 3 * 1025, "plus 7000");
         assert_eq!(scan_cost(&narrow, &Scope::Ports(ports(&[1, 2])), 3), 6);
+    }
+
+    #[test]
+    fn a_change_of_group_starts_a_slice() {
+        let mut slicer = Slicer::new(10);
+        let cuts: Vec<bool> = [
+            ("any", 3),
+            ("any", 3),
+            ("fra1", 1),
+            ("fra1", 20),
+            ("fra1", 1),
+        ]
+        .iter()
+        .map(|&(group, cost)| slicer.starts_slice_in(group, cost))
+        .collect();
+        assert_eq!(cuts, [true, false, true, true, true]);
+        // The same group throughout cuts as `starts_slice` does.
+        let mut slicer = Slicer::new(10);
+        let cuts: Vec<bool> = [4, 4, 4, 4, 4]
+            .iter()
+            .map(|&cost| slicer.starts_slice_in("", cost))
+            .collect();
+        assert_eq!(cuts, [true, false, true, false, true]);
     }
 
     proptest! {

@@ -14,6 +14,7 @@
 //! `palisade_core`; AF_XDP and eBPF in `palisade_dataplane`; the event schema
 //! and the sinks in `palisade_outputs`.
 
+pub mod cluster;
 pub mod config;
 pub mod daemon;
 pub mod doctor;

@@ -55,6 +55,15 @@ enum Command {
     /// it serves the dashboard, the API (/api/v1) and /metrics. SIGHUP
     /// reloads the configuration, SIGTERM/SIGINT stop cleanly.
     Run(cmd::run::RunArgs),
+    /// Run a scan agent: scan the shards a coordinator queues on NATS.
+    ///
+    /// With `[cluster]` in its configuration, `palisade run` is a
+    /// coordinator: it cuts each slice of a sweep into shards and queues them
+    /// on NATS JetStream; agents (this command, on any number of hosts) pull
+    /// them, scan through their own data path and publish the results. An
+    /// agent keeps no state; one killed loses nothing (its job is
+    /// redelivered). See docs/CLUSTER.md.
+    Agent(Box<cmd::agent::AgentArgs>),
     /// Check a configuration file; errors name file, line and key (exit 2).
     CheckConfig {
         /// The configuration file.
@@ -81,7 +90,7 @@ enum Command {
 }
 
 /// The log filter when `PALISADE_LOG` is not set.
-const DEFAULT_LOG: &str = "warn,palisade::daemon=info";
+const DEFAULT_LOG: &str = "warn,palisade::daemon=info,palisade::cluster=info";
 
 fn main() -> ExitCode {
     // masscan and nmap spell some flags `-iL`, `-oX`, ...
@@ -98,6 +107,7 @@ fn main() -> ExitCode {
         Command::Plan(args) => cmd::plan::run(args),
         Command::Scan(args) => cmd::scan::run(args),
         Command::Run(args) => cmd::run::run(args),
+        Command::Agent(args) => cmd::agent::run(args),
         Command::CheckConfig { file } => cmd::check_config::run(file),
         Command::Status(args) => cmd::status::run(args),
         Command::History(args) => cmd::history::run(args),

@@ -887,3 +887,68 @@ fn api_monitors_are_scanned_edited_without_lost_updates_and_deleted() {
     });
     api.stop();
 }
+
+#[test]
+fn agents_are_listed_as_the_coordinator_recorded_them() {
+    let api = ApiCase::start("api-agents");
+
+    // None yet; a token is needed; reads only.
+    assert_eq!(
+        api.read("/api/v1/agents"),
+        json!({"items": [], "live": 0, "gone": 0})
+    );
+    api.call(Call::new(Method::GET, "/api/v1/agents"))
+        .problem(401, "unauthorized");
+    api.call(Call::new(Method::POST, "/api/v1/agents").token(ADMIN))
+        .problem(405, "method-not-allowed");
+
+    // Two agents recorded through a store connection of their own, as the
+    // coordinator records what it sees in PALISADE_AGENTS: fra1-a live and
+    // scanning, ams-1 gone.
+    let now = now_ms();
+    let beat = |name: &str, labels: &[&str], jobs_done, job| palisade_core::cluster::AgentBeat {
+        version: palisade_core::cluster::CLUSTER_VERSION,
+        name: name.into(),
+        labels: labels.iter().map(|l| l.to_string()).collect(),
+        rate: 250_000,
+        started: now - 60_000,
+        jobs_done,
+        job,
+    };
+    {
+        let mut store = palisade::store::Store::connect(&api.case.dir.join("palisade.db")).unwrap();
+        let job = palisade_core::cluster::JobId {
+            sweep: now - 10_000,
+            slice: 0,
+            shard: 3,
+        };
+        store
+            .record_agent_beat(
+                &beat("fra1-a", &["any", "site=fra1"], 9, Some(job)),
+                now - 2_000,
+            )
+            .unwrap();
+        store
+            .record_agent_beat(&beat("ams-1", &["any"], 4, None), now - 40_000)
+            .unwrap();
+        store.record_agent_gone("ams-1", now - 25_000).unwrap();
+    }
+    let agents = api.read("/api/v1/agents");
+    assert_eq!(
+        (agents["live"].clone(), agents["gone"].clone()),
+        (json!(1), json!(1)),
+        "{agents:#}"
+    );
+    assert_eq!(
+        agents["items"],
+        json!([
+            {"name": "ams-1", "labels": ["any"], "rate": 250_000, "started_ms": now - 60_000,
+             "last_beat_ms": now - 40_000, "jobs_done": 4, "job": null,
+             "gone_at_ms": now - 25_000, "state": "gone"},
+            {"name": "fra1-a", "labels": ["any", "site=fra1"], "rate": 250_000,
+             "started_ms": now - 60_000, "last_beat_ms": now - 2_000, "jobs_done": 9,
+             "job": format!("{}.0.3", now - 10_000), "gone_at_ms": null, "state": "live"},
+        ])
+    );
+    api.stop();
+}

@@ -430,6 +430,104 @@ async fn scenario(driver: &Driver, port: u16, message: &str) {
     client.close().await.unwrap();
 }
 
+#[test]
+fn the_fleet_page_shows_live_and_gone_scan_agents() {
+    // The dashboard served in-process (its store real SQLite), the browser
+    // real: the agents are written through a store connection of their
+    // own, as the coordinator writes them, while the page is open.
+    let served = Served::start("agents", None);
+    let driver = Driver::start();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        tokio::time::timeout(BUDGET, agents_scenario(&driver, &served))
+            .await
+            .expect("the browser test ran out of time")
+    });
+    drop(driver);
+}
+
+async fn agents_scenario(driver: &Driver, served: &Served) {
+    let base = format!("http://127.0.0.1:{}", served.port());
+    let client = driver.browser(1280, 1000).await;
+    client.goto(&format!("{base}/")).await.unwrap();
+    assert_eq!(text_of(&client, "h1").await.as_deref(), Some("Fleet"));
+    // No agents: no panel at all.
+    assert!(text_of(&client, "#agents").await.is_none());
+    assert!(text_of(&client, "#agents-title").await.is_none());
+
+    let now = palisade::daemon::now_ms();
+    let beat = |name: &str, labels: &[&str], jobs_done, job| palisade_core::cluster::AgentBeat {
+        version: palisade_core::cluster::CLUSTER_VERSION,
+        name: name.into(),
+        labels: labels.iter().map(|l| l.to_string()).collect(),
+        rate: 100_000,
+        started: now - 3_600_000,
+        jobs_done,
+        job,
+    };
+    {
+        let mut store = palisade::store::Store::connect(&served.store).unwrap();
+        let job = palisade_core::cluster::JobId {
+            sweep: 1_764_590_400_000,
+            slice: 1,
+            shard: 4,
+        };
+        store
+            .record_agent_beat(&beat("fra1-a", &["any", "site=fra1"], 17, Some(job)), now)
+            .unwrap();
+        store
+            .record_agent_beat(&beat("par-b", &["any"], 3, None), now - 200_000)
+            .unwrap();
+        store.record_agent_gone("par-b", now - 180_000).unwrap();
+    }
+
+    // The page refreshes its live part by itself: the panel appears
+    // without a reload.
+    let live = wait_for(
+        "the live agent on the fleet page",
+        Duration::from_millis(500),
+        || {
+            let client = client.clone();
+            async move { text_of(&client, "#agents tr[data-agent=\"fra1-a\"]").await }
+        },
+    )
+    .await;
+    for part in [
+        "fra1-a",
+        "live",
+        "any",
+        "site=fra1",
+        "17",
+        "100000 probes/s",
+        "1764590400000.1.4",
+    ] {
+        assert!(live.contains(part), "{part:?} not in {live:?}");
+    }
+    let gone = text_of(&client, "#agents tr[data-agent=\"par-b\"]")
+        .await
+        .expect("the gone agent's row");
+    for part in ["par-b", "gone since", "min ago)", "idle", "3"] {
+        assert!(gone.contains(part), "{part:?} not in {gone:?}");
+    }
+    let state = js(
+        &client,
+        "return [...document.querySelectorAll('#agents tbody tr')]\
+         .map(r => r.dataset.agent + ':' + r.dataset.state).join(' ');",
+    )
+    .await;
+    assert_eq!(state, "fra1-a:live par-b:gone");
+    assert_eq!(
+        text_of(&client, "#agents caption").await.as_deref(),
+        Some("1 agent live, 1 gone")
+    );
+    assert_eq!(
+        text_of(&client, "#agents-title").await.as_deref(),
+        Some("Scan agents")
+    );
+    screenshot(&client, "agents").await;
+    client.close().await.unwrap();
+}
+
 /// A dashboard served in-process on loopback (no daemon, no browser),
 /// with its store in a directory of its own.
 struct Served {

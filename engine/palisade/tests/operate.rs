@@ -270,6 +270,134 @@ fn readers_name_a_store_that_does_not_exist_yet() {
     assert!(!dir.0.join("state").exists(), "status created the store");
 }
 
+/// A heartbeat of the agent `name`, as `palisade agent` sends it.
+fn beat(
+    name: &str,
+    labels: &[&str],
+    jobs_done: u64,
+    job: Option<palisade_core::cluster::JobId>,
+) -> palisade_core::cluster::AgentBeat {
+    palisade_core::cluster::AgentBeat {
+        version: palisade_core::cluster::CLUSTER_VERSION,
+        name: name.into(),
+        labels: labels.iter().map(|l| l.to_string()).collect(),
+        rate: 100_000,
+        started: common::now_ms() - 3_600_000,
+        jobs_done,
+        job,
+    }
+}
+
+/// The JSON lines of `status --format jsonl` that have the key `key`.
+fn lines_with(out: &str, key: &str) -> Vec<serde_json::Value> {
+    out.lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap_or_else(|e| panic!("{e}: {l}"))
+        })
+        .filter(|v| v.get(key).is_some())
+        .collect()
+}
+
+#[test]
+fn status_lists_the_scan_agents_when_the_store_has_any() {
+    let dir = OpenDir::new("agents");
+    let store = dir.0.join("palisade.db");
+    let config = dir.config(
+        &store,
+        "[[monitor]]\nname = \"web-1\"\nhost = \"198.18.0.2\"\n",
+    );
+    drop(palisade::store::Store::open(&store).unwrap());
+    chmod(&store, 0o444);
+
+    // No agents: as before, no agents' table, no agent line.
+    let o = as_nobody(&["status", "-c", path(&config)]);
+    assert!(o.status.success(), "status: {}", stderr(&o));
+    let out = stdout(&o);
+    assert!(
+        out.contains("web-1") && out.contains("dead letters: 0"),
+        "{out}"
+    );
+    assert!(!out.contains("AGENT"), "{out}");
+    let o = as_nobody(&["status", "-c", path(&config), "--format", "jsonl"]);
+    assert!(o.status.success(), "status: {}", stderr(&o));
+    assert!(
+        lines_with(&stdout(&o), "agent").is_empty(),
+        "{}",
+        stdout(&o)
+    );
+
+    // Two agents recorded through the store as the coordinator records
+    // them: fra1-a live and scanning, par-b gone ten minutes ago.
+    let now = common::now_ms();
+    {
+        chmod(&store, 0o600);
+        let mut s = palisade::store::Store::open(&store).unwrap();
+        let job = palisade_core::cluster::JobId {
+            sweep: 1_764_590_400_000,
+            slice: 2,
+            shard: 5,
+        };
+        s.record_agent_beat(
+            &beat("fra1-a", &["any", "site=fra1"], 42, Some(job)),
+            now - 3_000,
+        )
+        .unwrap();
+        s.record_agent_beat(&beat("par-b", &["any"], 7, None), now - 605_000)
+            .unwrap();
+        s.record_agent_gone("par-b", now - 600_000).unwrap();
+    }
+    assert!(!dir.0.join("palisade.db-wal").exists());
+    chmod(&store, 0o444);
+    let before = snapshot(&dir.0);
+
+    let o = as_nobody(&["status", "-c", path(&config)]);
+    assert!(o.status.success(), "status: {}", stderr(&o));
+    let out = stdout(&o);
+    let line = |name: &str| {
+        out.lines()
+            .find(|l| l.starts_with(&format!("{name} ")))
+            .unwrap_or_else(|| panic!("no line of {name}: {out}"))
+            .to_owned()
+    };
+    assert!(out.contains("AGENT "), "{out}");
+    let a = line("fra1-a");
+    for part in [
+        "any,site=fra1",
+        " live ",
+        "s ago)",
+        " 42 ",
+        "100000/s",
+        "1764590400000.2.5",
+    ] {
+        assert!(a.contains(part), "{part:?} not in {a:?}");
+    }
+    let b = line("par-b");
+    for part in ["gone since ", "(10 min ago)", " 7 ", "100000/s"] {
+        assert!(b.contains(part), "{part:?} not in {b:?}");
+    }
+    assert!(b.trim_end().ends_with('-'), "no job: {b:?}");
+    assert!(out.contains("agents: 1 live, 1 gone"), "{out}");
+
+    let o = as_nobody(&["status", "-c", path(&config), "--format", "jsonl"]);
+    assert!(o.status.success(), "status: {}", stderr(&o));
+    let agents = lines_with(&stdout(&o), "agent");
+    assert_eq!(agents.len(), 2, "{}", stdout(&o));
+    assert_eq!(agents[0]["agent"], "fra1-a");
+    assert_eq!(agents[0]["state"], "live");
+    assert_eq!(agents[0]["labels"], serde_json::json!(["any", "site=fra1"]));
+    assert_eq!(agents[0]["jobs_done"], 42);
+    assert_eq!(agents[0]["rate"], 100_000);
+    assert_eq!(agents[0]["job"], "1764590400000.2.5");
+    assert_eq!(agents[0]["last_beat_ms"], now - 3_000);
+    assert!(agents[0]["gone_at_ms"].is_null());
+    assert_eq!(agents[1]["agent"], "par-b");
+    assert_eq!(agents[1]["state"], "gone");
+    assert_eq!(agents[1]["gone_at_ms"], now - 600_000);
+    assert!(agents[1]["job"].is_null());
+
+    assert_eq!(snapshot(&dir.0), before, "a reader wrote to the store");
+}
+
 /// A small xorshift generator: the same "random" pages every run.
 fn noise(seed: &mut u64, buf: &mut [u8]) {
     for b in buf {

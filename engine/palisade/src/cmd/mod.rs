@@ -2,7 +2,9 @@
 //! formats, usage errors (exit 2), the configuration loader and the target
 //! arguments of `plan` and `scan`.
 
+pub mod agent;
 pub mod check_config;
+pub mod data_path;
 pub mod deliveries;
 pub mod doctor;
 pub mod history;

@@ -1,5 +1,6 @@
 //! `palisade status`: every monitor's host, last scan, open ports and open
-//! incidents.
+//! incidents; the sinks; and the scan agents the coordinator has seen, if
+//! any (issue 14).
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -40,6 +41,8 @@ pub fn run(args: &StatusArgs) -> Result<ExitCode> {
         monitors.entry(m.name.clone()).or_insert_with(|| m.clone());
     }
     let sinks = sink_rows(&store, &config)?;
+    let agents = store.agents()?;
+    let now = palisade::daemon::now_ms();
     let mut out = super::stdout();
     match args.format {
         OutputFormat::Jsonl => {
@@ -48,6 +51,9 @@ pub fn run(args: &StatusArgs) -> Result<ExitCode> {
             }
             for s in &sinks {
                 writeln!(out, "{}", serde_json::to_string(s)?)?;
+            }
+            for a in &agents {
+                writeln!(out, "{}", serde_json::to_string(&AgentLine::new(a))?)?;
             }
         }
         OutputFormat::Text => {
@@ -131,9 +137,79 @@ pub fn run(args: &StatusArgs) -> Result<ExitCode> {
                 )?;
             }
             writeln!(out, "dead letters: {}", store.dead_letter_count()?)?;
+            if !agents.is_empty() {
+                writeln!(out)?;
+                write_agents(&mut out, &agents, now)?;
+            }
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The scan agents' table of `status`: name, labels, live or gone since
+/// when, the last heartbeat and its age, jobs done, rate, the job under way.
+fn write_agents(
+    out: &mut impl Write,
+    agents: &[palisade::store::AgentRow],
+    now: palisade_core::monitor::Millis,
+) -> std::io::Result<()> {
+    use palisade::daemon::rfc3339;
+    use palisade::http::pages::format::relative;
+    writeln!(
+        out,
+        "{:<20} {:<24} {:<48} {:<38} {:>9} {:>12}  JOB",
+        "AGENT", "LABELS", "STATE", "LAST HEARTBEAT", "JOBS DONE", "RATE"
+    )?;
+    for a in agents {
+        let state = match a.gone_at {
+            None => "live".to_owned(),
+            Some(at) => format!("gone since {} ({})", rfc3339(at), relative(now, at)),
+        };
+        let beat = format!("{} ({})", rfc3339(a.last_beat), relative(now, a.last_beat));
+        writeln!(
+            out,
+            "{:<20} {:<24} {state:<48} {beat:<38} {:>9} {:>12}  {}",
+            a.name,
+            a.labels.join(","),
+            a.jobs_done,
+            format!("{}/s", a.rate),
+            a.job.as_deref().unwrap_or("-"),
+        )?;
+    }
+    let live = agents.iter().filter(|a| a.is_live()).count();
+    writeln!(out, "agents: {live} live, {} gone", agents.len() - live)
+}
+
+/// A scan agent's line of `status --format jsonl` (told from the monitors'
+/// and the sinks' lines by its key `agent`).
+#[derive(Debug, serde::Serialize)]
+struct AgentLine<'a> {
+    agent: &'a str,
+    /// `live` or `gone`.
+    state: &'static str,
+    labels: &'a [String],
+    rate: u64,
+    started_ms: palisade_core::monitor::Millis,
+    last_beat_ms: palisade_core::monitor::Millis,
+    jobs_done: u64,
+    job: Option<&'a str>,
+    gone_at_ms: Option<palisade_core::monitor::Millis>,
+}
+
+impl<'a> AgentLine<'a> {
+    fn new(a: &'a palisade::store::AgentRow) -> AgentLine<'a> {
+        AgentLine {
+            agent: &a.name,
+            state: a.state(),
+            labels: &a.labels,
+            rate: a.rate,
+            started_ms: a.started,
+            last_beat_ms: a.last_beat,
+            jobs_done: a.jobs_done,
+            job: a.job.as_deref(),
+            gone_at_ms: a.gone_at,
+        }
+    }
 }
 
 /// A sink's line of `status`: what waits for it and its last problem.

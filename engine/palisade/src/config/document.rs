@@ -4,7 +4,8 @@
 //! It is checked by the configuration file's own checker: the object becomes
 //! a one-entry `[[monitor]]` document and goes through [`check`], so the API
 //! and the settings page give exactly `check-config`'s messages, each with
-//! the field it is about.
+//! the field it is about. Its `agent_label` is checked against the labels
+//! of the daemon's `[cluster]`, which the caller gives.
 
 use std::time::Duration;
 
@@ -13,7 +14,7 @@ use serde_json::{Map, Value};
 
 use palisade_core::monitor::{MonitorSpec, PortRanges};
 
-use super::{Resolver, check};
+use super::{AgentLabels, LabelSource, Resolver, check_with};
 
 /// A monitor in its written form: what the API returns and takes, what the
 /// store keeps. Every field but `name` and `host` may be left out (the
@@ -35,6 +36,10 @@ pub struct MonitorDoc {
     /// The ports a full scan covers, `"1-65535"` (all) by default.
     #[serde(default = "all_ports")]
     pub ports: String,
+    /// With scan agents (`[cluster]`): only agents of this label scan it
+    /// (`"site=fra1"`); absent: any agent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent_label: Option<String>,
 }
 
 fn all_ports() -> String {
@@ -61,6 +66,7 @@ impl MonitorDoc {
             answer_all_threshold: spec.answer_all_threshold,
             max_port_events: spec.max_port_events,
             ports: spec.scan_ports.to_string(),
+            agent_label: spec.agent_label.clone(),
         }
     }
 }
@@ -84,10 +90,14 @@ pub struct CheckedMonitor {
 }
 
 /// Checks a monitor given as a JSON object of `[[monitor]]` keys, with the
-/// configuration file's checker; `resolve` looks host names up, if given.
+/// configuration file's checker; `resolve` looks host names up, if given;
+/// `labels` are what its `agent_label` may name: the daemon's `[cluster]`
+/// labels ([`super::Config::agent_labels`]), `None` without a cluster (an
+/// `agent_label` is then a warning).
 pub fn check_monitor(
     fields: &Map<String, Value>,
     resolve: Option<Resolver<'_>>,
+    labels: AgentLabels<'_>,
 ) -> Result<CheckedMonitor, Vec<FieldError>> {
     let mut table = toml::Table::new();
     let mut errors = Vec::new();
@@ -122,7 +132,7 @@ pub fn check_monitor(
             .map(|rest| rest.trim_start_matches('.').to_owned())
             .unwrap_or_else(|| key.to_owned())
     };
-    match check("monitor", &text, resolve) {
+    match check_with("monitor", &text, resolve, LabelSource::Given(labels)) {
         Ok(loaded) => {
             let Some(spec) = loaded.config.monitors.into_iter().next() else {
                 return Err(vec![FieldError {
@@ -210,6 +220,7 @@ mod tests {
                             "every": "6h", "recheck": "off"}),
             ),
             None,
+            None,
         )
         .expect("valid");
         assert_eq!(checked.spec.expected_open.len(), 2 + 101);
@@ -217,7 +228,7 @@ mod tests {
         assert_eq!(doc.expected_open, "22,80,8000-8100");
         assert_eq!((doc.every.as_str(), doc.recheck.as_str()), ("6h", "off"));
         let again = serde_json::to_value(&doc).expect("json");
-        let back = check_monitor(&fields(again), None).expect("valid");
+        let back = check_monitor(&fields(again), None, None).expect("valid");
         assert_eq!(back.spec, checked.spec);
     }
 
@@ -228,6 +239,7 @@ mod tests {
                 json!({"name": "web 1", "host": "198.18.0.2", "expected_open": "22,70000",
                             "confirm": 0, "colour": "blue"}),
             ),
+            None,
             None,
         )
         .expect_err("invalid");
@@ -258,13 +270,14 @@ mod tests {
 
     #[test]
     fn missing_and_mistyped_fields_are_named() {
-        let errors =
-            check_monitor(&fields(json!({"host": 7, "ping": null})), None).expect_err("invalid");
+        let errors = check_monitor(&fields(json!({"host": 7, "ping": null})), None, None)
+            .expect_err("invalid");
         let fields: Vec<&str> = errors.iter().map(|e| e.field.as_str()).collect();
         assert!(fields.contains(&"name"), "{errors:?}");
         assert!(fields.contains(&"host"), "{errors:?}");
         let nested = check_monitor(
             &super::tests::fields(json!({"name": "a", "host": "198.18.0.2", "every": {"h": 1}})),
+            None,
             None,
         )
         .expect_err("invalid");

@@ -22,8 +22,14 @@
 //! not resolve now is a warning (the daemon resolves at each sweep), and
 //! monitors that share an address are a warning (allowed: each evaluates the
 //! same scan).
+//!
+//! `[cluster]` ([`ClusterSettings`]): the daemon coordinates scan agents;
+//! a monitor's `agent_label` must then be one of its labels, and without
+//! it is a warning (it changes nothing). A monitor written through the API
+//! is checked against the daemon's labels ([`check_monitor`]).
 
 mod checked;
+mod cluster;
 mod document;
 mod http;
 mod nats;
@@ -55,9 +61,14 @@ use checked::{
     Checked, Found, FromToml, KeySegment, StringOrList, TomlScalar, TomlTable, keys_of,
     read_document, read_part, value_at,
 };
+pub use cluster::{
+    AgentLabels, COORDINATOR_NAME, ClusterSettings, DEFAULT_ACK_WAIT, DEFAULT_AGENT_RATE,
+    DEFAULT_MAX_DELIVER, DEFAULT_SHARD_TIME, MAX_AGENT_RATE, MAX_MAX_DELIVER,
+};
+use cluster::{ClusterSection, LabelCheck};
 pub use document::{CheckedMonitor, FieldError, MonitorDoc, check_monitor};
 pub use http::{DEFAULT_HTTP_LISTEN, HttpSettings};
-use nats::NatsSinkSection;
+use nats::{NatsConnectionKeys, NatsSinkSection};
 pub use report::{ConfigError, ConfigErrors, ConfigWarning};
 use report::{ConfigReport, dotted, toml_error};
 
@@ -94,6 +105,17 @@ pub struct Config {
     pub monitors: Vec<MonitorSpec>,
     /// `[http]`: the dashboard and API; `None` when absent (off).
     pub http: Option<HttpSettings>,
+    /// `[cluster]`: scan agents do the scanning; `None` when absent (this
+    /// daemon scans).
+    pub cluster: Option<ClusterSettings>,
+}
+
+impl Config {
+    /// What a monitor's `agent_label` may name: the `[cluster]` labels
+    /// (with `any`), or `None` without a cluster ([`check_monitor`] takes it).
+    pub fn agent_labels(&self) -> AgentLabels<'_> {
+        self.cluster.as_ref().map(|c| c.labels.as_slice())
+    }
 }
 
 /// `[scan]`: how the sweeps are sent.
@@ -313,9 +335,29 @@ pub fn check(
     text: &str,
     resolve: Option<Resolver<'_>>,
 ) -> Result<Loaded, ConfigErrors> {
+    check_with(file, text, resolve, LabelSource::File)
+}
+
+/// Where the labels a monitor's `agent_label` may name come from.
+#[derive(Debug, Clone, Copy)]
+enum LabelSource<'a> {
+    /// The file's own `[cluster]`.
+    File,
+    /// The caller's: a monitor written through the API is checked against
+    /// the daemon's `[cluster]`.
+    Given(AgentLabels<'a>),
+}
+
+/// [`check`], the labels of `agent_label` taken from `labels`.
+fn check_with(
+    file: &str,
+    text: &str,
+    resolve: Option<Resolver<'_>>,
+    labels: LabelSource<'_>,
+) -> Result<Loaded, ConfigErrors> {
     match parts::split(text, parts::MONITORS_PER_PART) {
-        Some(split) => check_in_parts(file, text, &split.rest, &split.parts, resolve),
-        None => check_in_parts(file, text, text, &[], resolve),
+        Some(split) => check_in_parts(file, text, &split.rest, &split.parts, resolve, labels),
+        None => check_in_parts(file, text, text, &[], resolve, labels),
     }
 }
 
@@ -329,6 +371,7 @@ fn check_in_parts(
     rest: &str,
     parts: &[parts::Part],
     resolve: Option<Resolver<'_>>,
+    labels: LabelSource<'_>,
 ) -> Result<Loaded, ConfigErrors> {
     let (root, syntax_errors) = DeTable::parse_recoverable(rest);
     if !syntax_errors.is_empty() {
@@ -345,10 +388,10 @@ fn check_in_parts(
     if document.monitor.is_some() && !parts.is_empty() {
         // `monitor` written both ways (an error TOML itself reports): the
         // whole file at once.
-        return check_in_parts(file, text, text, &[], resolve);
+        return check_in_parts(file, text, text, &[], resolve, labels);
     }
     let mut report = ConfigReport::new(file, text, ignored);
-    let config = document.check(&mut report, &root, text, parts, resolve);
+    let config = document.check(&mut report, &root, text, parts, resolve, labels);
     let (config, warnings) = report.finish(config)?;
     Ok(Loaded { config, warnings })
 }
@@ -368,8 +411,7 @@ fn check_part(
     part: &parts::Part,
     base: usize,
     names: &mut HashMap<String, usize>,
-    default_ports: &PortRanges,
-    resolve: Option<Resolver<'_>>,
+    context: &MonitorContext<'_>,
     checked: &mut Vec<(MonitorSpec, HostAddresses)>,
 ) {
     let offset = part.range.start;
@@ -405,9 +447,7 @@ fn check_part(
     report.enter_part(offset, ignored);
     for (index, span, monitor) in array_of_tables(report, document.monitor, "monitor", base) {
         let table = format!("monitor[{index}]");
-        if let Some((spec, mut host)) =
-            monitor.check(report, &table, &span, names, default_ports, resolve)
-        {
+        if let Some((spec, mut host)) = monitor.check(report, &table, &span, names, context) {
             host.span = report.in_file(&host.span);
             checked.push((spec, host));
         }
@@ -430,6 +470,7 @@ struct ConfigDocument {
     sink: Option<Checked<Vec<Checked<SinkEntry>>>>,
     monitor: Option<Checked<Vec<Checked<MonitorSection>>>>,
     http: Option<Checked<http::HttpSection>>,
+    cluster: Option<Checked<ClusterSection>>,
 }
 
 impl ConfigDocument {
@@ -444,6 +485,7 @@ impl ConfigDocument {
         text: &str,
         parts: &[parts::Part],
         resolve: Option<Resolver<'_>>,
+        labels: LabelSource<'_>,
     ) -> Config {
         report.unknown_keys("", keys_of::<Self>());
         let scan = self
@@ -466,27 +508,51 @@ impl ConfigDocument {
             })
             .collect();
         let sinks = distinct_sink_names(report, sinks);
+        // Before the monitors, whose `agent_label` names its labels.
+        let given = self.cluster.is_some();
+        let cluster = self.cluster.and_then(|cluster| {
+            let span = cluster.span.clone();
+            let section = report.value(cluster, "cluster", "a table ([cluster])")?;
+            report.unknown_keys("cluster", &cluster::cluster_keys());
+            let path = [KeySegment::Key("cluster".to_owned())];
+            let connection = value_at(root, &path).map(read_part::<NatsConnectionKeys>);
+            match connection {
+                Some(Ok(connection)) => section.check(connection, report, &span),
+                // The document pass read these values already, so this
+                // cannot fail where it did not; reported all the same.
+                Some(Err(err)) => {
+                    report.error(&span, "cluster", err.message());
+                    None
+                }
+                None => None,
+            }
+        });
+        let context = MonitorContext {
+            default_ports: &scan.ports,
+            resolve,
+            labels: match labels {
+                LabelSource::Given(labels) => labels.into(),
+                LabelSource::File => match &cluster {
+                    Some(cluster) => LabelCheck::Cluster(&cluster.labels),
+                    None if !given => LabelCheck::NoCluster,
+                    // `[cluster]` is there but has errors: they are
+                    // reported, its labels are not known.
+                    None => LabelCheck::Unknown,
+                },
+            },
+        };
         let mut names = HashMap::new();
         let mut checked: Vec<(MonitorSpec, HostAddresses)> =
             array_of_tables(report, self.monitor, "monitor", 0)
                 .into_iter()
                 .filter_map(|(index, span, monitor)| {
                     let table = format!("monitor[{index}]");
-                    monitor.check(report, &table, &span, &mut names, &scan.ports, resolve)
+                    monitor.check(report, &table, &span, &mut names, &context)
                 })
                 .collect();
         let mut base = 0;
         for part in parts {
-            check_part(
-                report,
-                text,
-                part,
-                base,
-                &mut names,
-                &scan.ports,
-                resolve,
-                &mut checked,
-            );
+            check_part(report, text, part, base, &mut names, &context, &mut checked);
             base += part.monitors;
         }
         shared_addresses(report, &checked);
@@ -497,6 +563,7 @@ impl ConfigDocument {
             sinks,
             monitors,
             http,
+            cluster,
         }
     }
 }
@@ -814,12 +881,19 @@ const SINK_KINDS: &[&str] = &["jsonl", "nats", "webhook"];
 
 /// The keys of a sink of `kind` (one of [`SINK_KINDS`]), `kind` first.
 fn sink_keys(kind: &str) -> Vec<&'static str> {
-    let keys = match kind {
-        "jsonl" => keys_of::<JsonlSinkSection>(),
-        "nats" => keys_of::<NatsSinkSection>(),
-        _ => keys_of::<WebhookSinkSection>(),
+    let sections: &[&[&'static str]] = match kind {
+        "jsonl" => &[keys_of::<JsonlSinkSection>()],
+        "nats" => &[
+            keys_of::<NatsSinkSection>(),
+            keys_of::<NatsConnectionKeys>(),
+        ],
+        _ => &[keys_of::<WebhookSinkSection>()],
     };
-    [&["kind"], keys].concat()
+    [&["kind"][..]]
+        .iter()
+        .chain(sections)
+        .flat_map(|keys| keys.iter().copied())
+        .collect()
 }
 
 impl SinkEntry {
@@ -862,13 +936,15 @@ impl SinkEntry {
                     })
                     .and_then(|target| identity.check(report, &table, target))
             }),
-            "nats" => read_part(part).map(|mut nats: NatsSinkSection| {
+            "nats" => read_part(part).and_then(|mut nats: NatsSinkSection| {
+                let connection: NatsConnectionKeys = read_part(part)?;
                 let identity = SinkIdentity {
                     name: nats.name.take(),
                     start: nats.start.take(),
                 };
-                nats.check(report, &table, span)
-                    .and_then(|n| identity.check(report, &table, SinkTarget::Nats(n)))
+                Ok(nats
+                    .check(connection, report, &table, span)
+                    .and_then(|n| identity.check(report, &table, SinkTarget::Nats(n))))
             }),
             _ => read_part(part)
                 .map(|webhook: WebhookSinkSection| webhook.check(report, &table, span)),
@@ -1119,6 +1195,17 @@ struct MonitorSection {
     answer_all_threshold: Option<Checked<i128>>,
     max_port_events: Option<Checked<i128>>,
     ports: Option<Checked<PortList>>,
+    agent_label: Option<Checked<String>>,
+}
+
+/// What checking a monitor needs besides its table.
+struct MonitorContext<'a> {
+    /// `scan.ports`: what a monitor without `ports` scans.
+    default_ports: &'a PortRanges,
+    /// Looks up a host name, if given.
+    resolve: Option<Resolver<'a>>,
+    /// What `agent_label` may name ([`cluster::agent_label`]).
+    labels: LabelCheck<'a>,
 }
 
 /// Where a monitor's host is written, and the addresses it stands for:
@@ -1134,17 +1221,20 @@ impl TomlTable for MonitorSection {}
 
 impl MonitorSection {
     /// `table` is its dotted key (`monitor[2]`), `table_span` where it
-    /// starts; `names` maps each monitor name seen so far to its line;
-    /// `resolve` looks up a host name, if given.
+    /// starts; `names` maps each monitor name seen so far to its line.
     fn check(
         self,
         report: &mut ConfigReport<'_>,
         table: &str,
         table_span: &Range<usize>,
         names: &mut HashMap<String, usize>,
-        default_ports: &PortRanges,
-        resolve: Option<Resolver<'_>>,
+        context: &MonitorContext<'_>,
     ) -> Option<(MonitorSpec, HostAddresses)> {
+        let MonitorContext {
+            default_ports,
+            resolve,
+            labels,
+        } = *context;
         report.unknown_keys(table, keys_of::<Self>());
         let key = |name: &str| dotted(table, name);
         let name = report
@@ -1179,6 +1269,10 @@ impl MonitorSection {
         let max_port_events = self
             .max_port_events
             .and_then(|value| report.integer(value, &key("max_port_events"), 1..=65_535u32));
+        let agent_label = match self.agent_label {
+            None => Some(None),
+            Some(value) => cluster::agent_label(report, value, &key("agent_label"), labels),
+        };
         let scan_ports = match self.ports {
             None => default_ports.clone(),
             Some(value) => port_list(report, value, &key("ports"))?.ranges(),
@@ -1195,8 +1289,7 @@ impl MonitorSection {
             answer_all_threshold: answer_all_threshold.unwrap_or(defaults.answer_all_threshold),
             max_port_events: max_port_events.unwrap_or(defaults.max_port_events),
             scan_ports,
-            // Read by the `[cluster]` work (config helper).
-            agent_label: None,
+            agent_label: agent_label?,
         };
         Some((spec, addresses))
     }

@@ -1,9 +1,12 @@
-//! The `[[sink]]` of kind `"nats"`: its keys ([`NatsSinkSection`]), turned
-//! into the NATS sink's settings by `palisade_outputs::nats`, which owns
-//! every NATS rule (one authentication method, `user` with `password`,
-//! `tls_cert` with `tls_key`, URLs, subject prefix, stream name) for the
-//! daemon and `palisade-alert` alike. This file only reads the keys and puts
-//! each rule's error at the line of the key it names.
+//! NATS in the configuration: the keys of a connection
+//! ([`NatsConnectionKeys`]: `url` and the authentication and TLS keys),
+//! shared by a `[[sink]]` of kind `"nats"` and `[cluster]`, and the keys only
+//! a sink has ([`NatsSinkSection`]). Both are turned into settings by
+//! `palisade_outputs::nats`, which owns every NATS rule (one authentication
+//! method, `user` with `password`, `tls_cert` with `tls_key`, URLs, subject
+//! prefix, stream name) for the daemon and `palisade-alert` alike. This file
+//! only reads the keys and puts each rule's error at the line of the key it
+//! names.
 
 use std::ops::Range;
 use std::path::PathBuf;
@@ -17,15 +20,12 @@ use super::checked::{Checked, StringOrList};
 use super::report::{ConfigReport, dotted};
 use super::{DEFAULT_NATS_STREAM, DEFAULT_NATS_SUBJECT_PREFIX, SECOND, YEAR};
 
-/// The keys of a NATS sink (besides `kind`).
+/// The keys of a NATS connection, in a table that has other keys too (a
+/// NATS sink's, `[cluster]`'s): the table is read once as this and once as
+/// its own section type, and its unknown keys are those neither takes.
 #[derive(Debug, Deserialize)]
-pub(super) struct NatsSinkSection {
-    /// The sink's `name` and `start`, read by the caller.
-    pub(super) name: Option<Checked<String>>,
-    pub(super) start: Option<Checked<String>>,
+pub(super) struct NatsConnectionKeys {
     url: Option<Checked<StringOrList>>,
-    subject_prefix: Option<Checked<String>>,
-    stream: Option<Checked<String>>,
     token: Option<Checked<String>>,
     user: Option<Checked<String>>,
     password: Option<Checked<String>>,
@@ -34,28 +34,38 @@ pub(super) struct NatsSinkSection {
     tls_ca: Option<Checked<String>>,
     tls_cert: Option<Checked<String>>,
     tls_key: Option<Checked<String>>,
-    format: Option<Checked<String>>,
-    /// The settings of the stream the sink creates ([`StreamSettings`]).
-    max_age: Option<Checked<String>>,
-    max_bytes: Option<Checked<i128>>,
-    replicas: Option<Checked<i128>>,
-    storage: Option<Checked<String>>,
 }
 
-impl NatsSinkSection {
-    /// The sink's settings; `None` if `url` is missing. `table` is the
-    /// sink's dotted key (`sink[1]`), `table_span` where it starts.
+/// Reports `err`, a rule of `palisade_outputs::nats` that failed, at the
+/// line of the key it names (among `spans`), else at `table_span`.
+fn report_rule(
+    report: &mut ConfigReport<'_>,
+    table: &str,
+    table_span: &Range<usize>,
+    spans: &[(&str, Range<usize>)],
+    err: NatsOptionError,
+) {
+    let span = spans
+        .iter()
+        .find(|(name, _)| *name == err.key)
+        .map_or(table_span, |(_, span)| span);
+    report.error(span, &dotted(table, err.key), err.message);
+}
+
+impl NatsConnectionKeys {
+    /// The connection's options (named [`NatsOptions::default`]'s `name`:
+    /// the caller names it); `None` if `url` is missing or none of its URLs
+    /// is valid. `table` is the table's dotted key (`sink[1]`, `cluster`),
+    /// `table_span` where it starts.
     pub(super) fn check(
         self,
         report: &mut ConfigReport<'_>,
         table: &str,
         table_span: &Range<usize>,
-    ) -> Option<NatsSinkOptions> {
+    ) -> Option<NatsOptions> {
         let key = |name: &str| dotted(table, name);
         // Where each key stands, for the errors of the rules that name it.
         let spans: Vec<(&str, Range<usize>)> = [
-            ("subject_prefix", &self.subject_prefix),
-            ("stream", &self.stream),
             ("token", &self.token),
             ("user", &self.user),
             ("password", &self.password),
@@ -69,11 +79,7 @@ impl NatsSinkSection {
         .filter_map(|(name, value)| Some((name, value.as_ref()?.span.clone())))
         .collect();
         let rule = |report: &mut ConfigReport<'_>, err: NatsOptionError| {
-            let span = spans
-                .iter()
-                .find(|(name, _)| *name == err.key)
-                .map_or(table_span, |(_, span)| span);
-            report.error(span, &key(err.key), err.message);
+            report_rule(report, table, table_span, &spans, err);
         };
         let urls = report
             .required(self.url, table_span, table, "url")
@@ -81,10 +87,6 @@ impl NatsSinkSection {
         let mut string = |value: Option<Checked<String>>, name: &str| {
             value.and_then(|value| report.string(value, &key(name)))
         };
-        let subject_prefix = string(self.subject_prefix, "subject_prefix")
-            .unwrap_or_else(|| DEFAULT_NATS_SUBJECT_PREFIX.to_owned());
-        let stream =
-            string(self.stream, "stream").unwrap_or_else(|| DEFAULT_NATS_STREAM.to_owned());
         let mut token = string(self.token, "token");
         let mut user = string(self.user, "user");
         let mut password = string(self.password, "password");
@@ -94,17 +96,6 @@ impl NatsSinkSection {
         let tls_ca = path(self.tls_ca, "tls_ca");
         let tls_cert = path(self.tls_cert, "tls_cert");
         let tls_key = path(self.tls_key, "tls_key");
-        let format = self.format.map_or(PayloadFormat::default(), |value| {
-            payload_format(report, value, &key("format"))
-        });
-        let stream_settings = stream_settings(
-            report,
-            &key,
-            self.max_age,
-            self.max_bytes,
-            self.replicas,
-            self.storage,
-        );
         // Credentials written in a URL become `user`/`password` (or
         // `token`), so that the URL shown in errors and logs holds none.
         let urls = urls.map(|urls| {
@@ -124,14 +115,6 @@ impl NatsSinkSection {
             }
             urls
         });
-        for check in [
-            nats::validate_subject_prefix(&subject_prefix),
-            nats::validate_stream_name(&stream),
-        ] {
-            if let Err(err) = check {
-                rule(report, err);
-            }
-        }
         let auth = NatsAuth::from_parts(token, user, password, nkey_seed_file, creds_file)
             .unwrap_or_else(|err| {
                 rule(report, err);
@@ -154,8 +137,75 @@ impl NatsSinkSection {
         {
             rule(report, err);
         }
+        Some(nats)
+    }
+}
+
+/// The keys only a NATS sink has (besides `kind`; the connection's are
+/// [`NatsConnectionKeys`]).
+#[derive(Debug, Deserialize)]
+pub(super) struct NatsSinkSection {
+    /// The sink's `name` and `start`, read by the caller.
+    pub(super) name: Option<Checked<String>>,
+    pub(super) start: Option<Checked<String>>,
+    subject_prefix: Option<Checked<String>>,
+    stream: Option<Checked<String>>,
+    format: Option<Checked<String>>,
+    /// The settings of the stream the sink creates ([`StreamSettings`]).
+    max_age: Option<Checked<String>>,
+    max_bytes: Option<Checked<i128>>,
+    replicas: Option<Checked<i128>>,
+    storage: Option<Checked<String>>,
+}
+
+impl NatsSinkSection {
+    /// The sink's settings, connecting as `connection` says; `None` if the
+    /// connection is unusable. `table` is the sink's dotted key (`sink[1]`),
+    /// `table_span` where it starts.
+    pub(super) fn check(
+        self,
+        connection: NatsConnectionKeys,
+        report: &mut ConfigReport<'_>,
+        table: &str,
+        table_span: &Range<usize>,
+    ) -> Option<NatsSinkOptions> {
+        let key = |name: &str| dotted(table, name);
+        let nats = connection.check(report, table, table_span);
+        let spans: Vec<(&str, Range<usize>)> = [
+            ("subject_prefix", &self.subject_prefix),
+            ("stream", &self.stream),
+        ]
+        .into_iter()
+        .filter_map(|(name, value)| Some((name, value.as_ref()?.span.clone())))
+        .collect();
+        let mut string = |value: Option<Checked<String>>, name: &str| {
+            value.and_then(|value| report.string(value, &key(name)))
+        };
+        let subject_prefix = string(self.subject_prefix, "subject_prefix")
+            .unwrap_or_else(|| DEFAULT_NATS_SUBJECT_PREFIX.to_owned());
+        let stream =
+            string(self.stream, "stream").unwrap_or_else(|| DEFAULT_NATS_STREAM.to_owned());
+        let format = self.format.map_or(PayloadFormat::default(), |value| {
+            payload_format(report, value, &key("format"))
+        });
+        let stream_settings = stream_settings(
+            report,
+            &key,
+            self.max_age,
+            self.max_bytes,
+            self.replicas,
+            self.storage,
+        );
+        for check in [
+            nats::validate_subject_prefix(&subject_prefix),
+            nats::validate_stream_name(&stream),
+        ] {
+            if let Err(err) = check {
+                report_rule(report, table, table_span, &spans, err);
+            }
+        }
         Some(NatsSinkOptions {
-            nats,
+            nats: nats?,
             subject_prefix,
             stream,
             stream_settings,

@@ -1,9 +1,9 @@
 //! A configuration file in parts, so that a file of a million monitors is
 //! never one tree in memory: the `[[monitor]]` tables are read in batches
 //! of [`MONITORS_PER_PART`], each parsed on its own, and the rest of the file
-//! (`[scan]`, `[store]`, `[[sink]]`, `[http]`) is parsed with the monitors'
-//! text blanked out (newlines kept), so that every byte offset, and so every
-//! line an error names, is the file's own.
+//! (`[scan]`, `[store]`, `[[sink]]`, `[http]`, `[cluster]`) is parsed with the
+//! monitors' text blanked out (newlines kept), so that every byte offset, and
+//! so every line an error names, is the file's own.
 //!
 //! The table headers are found with TOML's own lexer (`toml_parser`): a
 //! `[[monitor]]` inside a multi-line string is a string, not a header. A

@@ -201,6 +201,7 @@ recheck = "off"
             },
         ],
         http: None,
+        cluster: None,
     };
     assert_eq!(parse("test.toml", text).unwrap(), expected);
 }
@@ -326,6 +327,7 @@ fn example_file_parses_and_documents_every_key() {
         &sink_keys("nats"),
         &sink_keys("webhook"),
         keys_of::<MonitorSection>(),
+        &cluster::cluster_keys(),
     ]
     .concat();
     for key in all_keys {
@@ -334,9 +336,64 @@ fn example_file_parses_and_documents_every_key() {
             "{key}"
         );
     }
-    for section in ["[scan]", "[store]", "[[sink]]", "[[monitor]]"] {
+    for section in [
+        "[scan]",
+        "[store]",
+        "[[sink]]",
+        "[[monitor]]",
+        "# [cluster]",
+    ] {
         assert!(text.contains(section), "{section}");
     }
+    // No cluster: `[cluster]` is commented out, and so is `agent_label`.
+    assert_eq!(config.cluster, None);
+    assert!(config.monitors.iter().all(|m| m.agent_label.is_none()));
+}
+
+/// The example file with its `[cluster]` section and `agent_label`
+/// uncommented: each `# key = value` line from `# [cluster]` to the next
+/// blank line, and `# agent_label = `.
+fn example_with_cluster() -> String {
+    let text = include_str!("../../../../config/palisade.example.toml");
+    let mut in_cluster = false;
+    let mut out = String::new();
+    for line in text.lines() {
+        in_cluster = (in_cluster && !line.is_empty()) || line == "# [cluster]";
+        let setting = line.strip_prefix("# ").filter(|rest| {
+            (in_cluster && (rest.starts_with('[') || rest.contains(" = ")))
+                || rest.starts_with("agent_label = ")
+        });
+        out.push_str(setting.unwrap_or(line));
+        out.push('\n');
+    }
+    out
+}
+
+#[test]
+fn example_cluster_section_parses_when_uncommented() {
+    let config = parse("palisade.example.toml", &example_with_cluster()).unwrap();
+    let cluster = config.cluster.expect("[cluster]");
+    assert_eq!(
+        cluster,
+        ClusterSettings {
+            nats: NatsOptions {
+                urls: vec!["nats://nats-1.example.com:4222".to_owned()],
+                auth: NatsAuth::CredsFile("/etc/palisade/coordinator.creds".into()),
+                tls: NatsTls {
+                    ca: Some("/etc/palisade/nats-ca.pem".into()),
+                    client_cert: None,
+                },
+                name: "palisade-coordinator".to_owned(),
+                ..NatsOptions::default()
+            },
+            agent_rate: 100_000,
+            shard_time: Duration::from_secs(30),
+            ack_wait: Duration::from_secs(60),
+            max_deliver: 5,
+            labels: vec!["any".to_owned(), "site=fra1".to_owned()],
+        }
+    );
+    assert_eq!(config.monitors[0].agent_label.as_deref(), Some("site=fra1"));
 }
 
 #[test]
@@ -1445,14 +1502,43 @@ fn section_keys_are_the_fields_of_their_types() {
             "ping",
             "answer_all_threshold",
             "max_port_events",
-            "ports"
+            "ports",
+            "agent_label"
         ]
     );
     assert_eq!(
         keys_of::<ConfigDocument>(),
-        ["scan", "store", "sink", "monitor", "http"]
+        ["scan", "store", "sink", "monitor", "http", "cluster"]
     );
     assert_eq!(sink_keys("jsonl"), ["kind", "name", "start", "path"]);
+    // The keys of a NATS connection are one list, a sink's and [cluster]'s.
+    let connection = [
+        "url",
+        "token",
+        "user",
+        "password",
+        "nkey_seed_file",
+        "creds_file",
+        "tls_ca",
+        "tls_cert",
+        "tls_key",
+    ];
+    assert_eq!(keys_of::<nats::NatsConnectionKeys>(), connection);
+    assert!(connection.iter().all(|key| sink_keys("nats").contains(key)));
+    assert_eq!(
+        cluster::cluster_keys(),
+        [
+            &connection[..],
+            &[
+                "agent_rate",
+                "shard_time",
+                "ack_wait",
+                "max_deliver",
+                "labels"
+            ]
+        ]
+        .concat()
+    );
 }
 
 #[test]
@@ -2048,11 +2134,18 @@ fn a_file_read_in_parts_reads_as_a_whole() {
     bad.push_str("[[monitor]]\nname = \"m-1\"\nhost = \"198.18.0.9\"\n\n");
     bad.push_str("[[monitor]]\nname = \"m-sub\"\nhost = \"198.18.0.99\"\n[monitor.x]\ny = 1\n");
     bad.push_str(&monitor(13, "every = \"1x\""));
-    let whole = |text: &str| check_in_parts("f.toml", text, text, &[], None);
+    let whole = |text: &str| check_in_parts("f.toml", text, text, &[], None, LabelSource::File);
     let in_parts = |text: &str| {
         let split = parts::split(text, 3).unwrap();
         assert!(split.parts.len() > 2, "{:?}", split.parts);
-        check_in_parts("f.toml", text, &split.rest, &split.parts, None)
+        check_in_parts(
+            "f.toml",
+            text,
+            &split.rest,
+            &split.parts,
+            None,
+            LabelSource::File,
+        )
     };
     let (a, b) = (whole(&good).unwrap(), in_parts(&good).unwrap());
     assert_eq!(a.config, b.config);
@@ -2086,4 +2179,553 @@ fn a_file_read_in_parts_reads_as_a_whole() {
         "{errors:?}"
     );
     assert_eq!(errors, whole(&broken).unwrap_err().0);
+}
+
+/// `[cluster]` with a URL (lines 1-2) followed by `lines` (from line 3).
+fn cluster_with(lines: &str) -> String {
+    format!("[cluster]\nurl = \"nats://127.0.0.1:4222\"\n{lines}\n")
+}
+
+#[test]
+fn cluster_keys_are_read() {
+    let text = r#"
+[cluster]
+url = ["nats://n1.example.com:4222", "tls://n2.example.com:4222"]
+user = "coordinator"
+password = "s3cr3t"
+tls_ca = "/etc/ca.pem"
+tls_cert = "/etc/c.pem"
+tls_key = "/etc/c.key"
+agent_rate = 250_000
+shard_time = "2m"
+ack_wait = "5m"
+max_deliver = 9
+labels = ["site=fra1", "rack_2", "any", "site=fra1", "ams-1"]
+"#;
+    let config = parse("test.toml", text).unwrap();
+    assert_eq!(
+        config.cluster,
+        Some(ClusterSettings {
+            nats: NatsOptions {
+                urls: vec![
+                    "nats://n1.example.com:4222".to_owned(),
+                    "tls://n2.example.com:4222".to_owned()
+                ],
+                auth: NatsAuth::UserPassword {
+                    user: "coordinator".to_owned(),
+                    password: "s3cr3t".to_owned(),
+                },
+                tls: NatsTls {
+                    ca: Some(PathBuf::from("/etc/ca.pem")),
+                    client_cert: Some((PathBuf::from("/etc/c.pem"), PathBuf::from("/etc/c.key"))),
+                },
+                name: COORDINATOR_NAME.to_owned(),
+                ..NatsOptions::default()
+            },
+            agent_rate: 250_000,
+            shard_time: Duration::from_secs(120),
+            ack_wait: Duration::from_secs(300),
+            max_deliver: 9,
+            // Sorted, deduplicated, with "any".
+            labels: ["ams-1", "any", "rack_2", "site=fra1"]
+                .map(String::from)
+                .to_vec(),
+        })
+    );
+    assert_eq!(
+        config.agent_labels(),
+        Some(&["ams-1", "any", "rack_2", "site=fra1"].map(String::from)[..])
+    );
+    // The other methods of authentication, as a NATS sink takes them;
+    // credentials in the URL leave it.
+    let auth = |line: &str| {
+        parse("test.toml", &cluster_with(line))
+            .unwrap()
+            .cluster
+            .unwrap()
+            .nats
+    };
+    assert_eq!(auth("token = \"t0k\"").auth, NatsAuth::Token("t0k".into()));
+    assert_eq!(
+        auth("nkey_seed_file = \"/etc/c.nk\"").auth,
+        NatsAuth::NkeySeedFile("/etc/c.nk".into())
+    );
+    assert_eq!(
+        auth("creds_file = \"/etc/c.creds\"").auth,
+        NatsAuth::CredsFile("/etc/c.creds".into())
+    );
+    let inline = parse(
+        "test.toml",
+        "[cluster]\nurl = \"nats://co:pw@127.0.0.1:4222\"\n",
+    )
+    .unwrap()
+    .cluster
+    .unwrap()
+    .nats;
+    assert_eq!(inline.urls, ["nats://127.0.0.1:4222"]);
+    assert_eq!(
+        inline.auth,
+        NatsAuth::UserPassword {
+            user: "co".into(),
+            password: "pw".into()
+        }
+    );
+}
+
+#[test]
+fn cluster_defaults_and_absence() {
+    assert_eq!(parse("test.toml", "").unwrap().cluster, None);
+    assert_eq!(parse("test.toml", "").unwrap().agent_labels(), None);
+    let cluster = parse("test.toml", &cluster_with("")).unwrap().cluster;
+    let expected = ClusterSettings {
+        nats: NatsOptions {
+            urls: vec!["nats://127.0.0.1:4222".to_owned()],
+            name: "palisade-coordinator".to_owned(),
+            ..NatsOptions::default()
+        },
+        agent_rate: 100_000,
+        shard_time: Duration::from_secs(30),
+        ack_wait: Duration::from_secs(60),
+        max_deliver: 5,
+        labels: vec!["any".to_owned()],
+    };
+    assert_eq!(cluster, Some(expected.clone()));
+    assert_eq!(
+        ClusterSettings::new(NatsOptions {
+            urls: vec!["nats://127.0.0.1:4222".to_owned()],
+            ..NatsOptions::default()
+        }),
+        expected
+    );
+    assert_eq!(
+        (
+            DEFAULT_AGENT_RATE,
+            DEFAULT_SHARD_TIME,
+            DEFAULT_ACK_WAIT,
+            DEFAULT_MAX_DELIVER
+        ),
+        (100_000, Duration::from_secs(30), Duration::from_secs(60), 5)
+    );
+    // Bounds and equal times are accepted.
+    let bounds = cluster_with(
+        "agent_rate = 100_000_000\nshard_time = \"1h\"\nack_wait = \"1h\"\nmax_deliver = 100\nlabels = []",
+    );
+    let cluster = parse("test.toml", &bounds).unwrap().cluster.unwrap();
+    assert_eq!(
+        (cluster.agent_rate, cluster.shard_time, cluster.ack_wait),
+        (100_000_000, HOUR, HOUR)
+    );
+    assert_eq!(
+        (cluster.max_deliver, cluster.labels),
+        (100, vec!["any".to_owned()])
+    );
+    let low =
+        cluster_with("agent_rate = 1\nshard_time = \"1s\"\nack_wait = \"1s\"\nmax_deliver = 1");
+    let cluster = parse("test.toml", &low).unwrap().cluster.unwrap();
+    assert_eq!(
+        (cluster.agent_rate, cluster.shard_time, cluster.max_deliver),
+        (1, SECOND, 1)
+    );
+}
+
+#[test]
+fn cluster_errors_name_their_line_and_key() {
+    assert_error(
+        "[cluster]\nagent_rate = 5\n",
+        1,
+        "cluster.url",
+        "missing required key `url`",
+    );
+    assert_error(
+        "cluster = 5\n",
+        1,
+        "cluster",
+        "expected a table ([cluster]), found an integer",
+    );
+    let cases: &[(&str, usize, &str, &str)] = &[
+        (
+            "agent_rate = 0",
+            3,
+            "cluster.agent_rate",
+            "0 is out of range (allowed: 1 to 100000000)",
+        ),
+        (
+            "agent_rate = 100_000_001",
+            3,
+            "cluster.agent_rate",
+            "100_000_001 is out of range",
+        ),
+        (
+            "agent_rate = \"fast\"",
+            3,
+            "cluster.agent_rate",
+            "expected an integer, found a string",
+        ),
+        (
+            "shard_time = \"0s\"",
+            3,
+            "cluster.shard_time",
+            "must be at least 1s",
+        ),
+        (
+            "shard_time = \"2h\"",
+            3,
+            "cluster.shard_time",
+            "must be at most 1h",
+        ),
+        (
+            "shard_time = \"soon\"",
+            3,
+            "cluster.shard_time",
+            "invalid duration \"soon\"",
+        ),
+        (
+            "ack_wait = \"500ms\"",
+            3,
+            "cluster.ack_wait",
+            "must be at least 1s",
+        ),
+        (
+            "ack_wait = \"61m\"",
+            3,
+            "cluster.ack_wait",
+            "must be at most 1h",
+        ),
+        // ack_wait below shard_time: at ack_wait when written ...
+        (
+            "ack_wait = \"10s\"",
+            3,
+            "cluster.ack_wait",
+            "10s is below shard_time (30s)",
+        ),
+        (
+            "ack_wait = \"1m\"\nshard_time = \"5m\"",
+            3,
+            "cluster.ack_wait",
+            "1m is below shard_time (5m)",
+        ),
+        // ... else at shard_time, against the default.
+        (
+            "shard_time = \"2m\"",
+            3,
+            "cluster.shard_time",
+            "2m is above ack_wait (1m, the default)",
+        ),
+        (
+            "max_deliver = 0",
+            3,
+            "cluster.max_deliver",
+            "0 is out of range (allowed: 1 to 100)",
+        ),
+        (
+            "max_deliver = 101",
+            3,
+            "cluster.max_deliver",
+            "101 is out of range",
+        ),
+        (
+            "labels = \"site=fra1\"",
+            3,
+            "cluster.labels",
+            "expected an array of labels",
+        ),
+        (
+            "labels = [\"ok\",\n  \"site fra1\"]",
+            4,
+            "cluster.labels",
+            "invalid label \"site fra1\"",
+        ),
+        (
+            "labels = [\"site.fra1\"]",
+            3,
+            "cluster.labels",
+            "invalid label \"site.fra1\"",
+        ),
+        ("labels = [\"\"]", 3, "cluster.labels", "invalid label \"\""),
+        (
+            "labels = [7]",
+            3,
+            "cluster.labels",
+            "expected a string, found an integer",
+        ),
+        (
+            "lables = [\"a\"]",
+            3,
+            "cluster.lables",
+            "unknown key `lables`, did you mean `labels`?",
+        ),
+        (
+            "subject_prefix = \"x\"",
+            3,
+            "cluster.subject_prefix",
+            "unknown key `subject_prefix`",
+        ),
+        // The rules of a NATS connection, at their key.
+        ("user = \"u\"", 3, "cluster.user", "`user` needs `password`"),
+        (
+            "token = \"t\"\ncreds_file = \"/c\"",
+            4,
+            "cluster.creds_file",
+            "`creds_file` and `token` both set",
+        ),
+        (
+            "tls_cert = \"/c.pem\"",
+            3,
+            "cluster.tls_cert",
+            "`tls_cert` needs `tls_key`",
+        ),
+        (
+            "nkey_seed_file = \"\"",
+            3,
+            "cluster.nkey_seed_file",
+            "must not be empty",
+        ),
+    ];
+    for &(lines, line, key, fragment) in cases {
+        assert_error(&cluster_with(lines), line, key, fragment);
+    }
+    assert_error(
+        "[cluster]\nurl = [\"nats://a:4222\", \"nats://b c\"]\n",
+        2,
+        "cluster.url",
+        "invalid NATS server URL \"nats://b c\"",
+    );
+    assert_error(
+        "[cluster]\nurl = []\n",
+        2,
+        "cluster.url",
+        "give at least one NATS server URL",
+    );
+    assert_error(
+        "[cluster]\nurl = \"nats://t@a:4222\"\ntoken = \"t\"\n",
+        1,
+        "cluster.url",
+        "credentials both in the URL and in `token`",
+    );
+    // Every problem at once, in file order.
+    let all = errors(&cluster_with(
+        "agent_rate = 0\nmax_deliver = 0\nlabels = [\"a b\"]",
+    ));
+    let found: Vec<(usize, &str)> = all.iter().map(|e| (e.line, e.key.as_str())).collect();
+    assert_eq!(
+        found,
+        [
+            (3, "cluster.agent_rate"),
+            (4, "cluster.max_deliver"),
+            (5, "cluster.labels")
+        ]
+    );
+}
+
+/// A `[cluster]` with labels `site=fra1` and `site=ams1` (lines 1-3), then a
+/// monitor (lines 4-6) followed by `line` (line 7).
+fn cluster_monitor_with(line: &str) -> String {
+    format!(
+        "[cluster]\nurl = \"nats://127.0.0.1:4222\"\nlabels = [\"site=fra1\", \"site=ams1\"]\n{}",
+        monitor_with(line)
+    )
+}
+
+#[test]
+fn agent_label_names_a_cluster_label() {
+    let config = parse(
+        "test.toml",
+        &cluster_monitor_with("agent_label = \"site=ams1\""),
+    )
+    .unwrap();
+    assert_eq!(config.monitors[0].agent_label.as_deref(), Some("site=ams1"));
+    // "any" is no pin.
+    let config = parse("test.toml", &cluster_monitor_with("agent_label = \"any\"")).unwrap();
+    assert_eq!(config.monitors[0].agent_label, None);
+    let config = parse("test.toml", &cluster_monitor_with("")).unwrap();
+    assert_eq!(config.monitors[0].agent_label, None);
+    assert_error(
+        &cluster_monitor_with("agent_label = \"site=par1\""),
+        7,
+        "monitor[0].agent_label",
+        "\"site=par1\" is not a label of [cluster] (labels: any, site=ams1, site=fra1)",
+    );
+    assert_error(
+        &cluster_monitor_with("agent_label = \"site fra1\""),
+        7,
+        "monitor[0].agent_label",
+        "invalid label \"site fra1\"",
+    );
+    assert_error(
+        &cluster_monitor_with("agent_label = [\"site=fra1\"]"),
+        7,
+        "monitor[0].agent_label",
+        "expected a string, found an array",
+    );
+    // A `[cluster]` with errors: those are reported, not its monitors'
+    // labels (its labels are not known).
+    let text = format!(
+        "[cluster]\nlabels = [\"site=fra1\"]\n{}",
+        monitor_with("agent_label = \"site=par1\"")
+    );
+    assert_error(&text, 1, "cluster.url", "missing required key `url`");
+    // `[cluster]` after the monitors counts all the same.
+    let text = format!(
+        "{}[cluster]\nurl = \"nats://127.0.0.1:4222\"\n",
+        monitor_with("agent_label = \"site=fra1\"")
+    );
+    assert_error(
+        &text,
+        4,
+        "monitor[0].agent_label",
+        "\"site=fra1\" is not a label of [cluster] (labels: any)",
+    );
+}
+
+#[test]
+fn agent_label_without_a_cluster_is_a_warning() {
+    let text = monitor_with("agent_label = \"site=fra1\"");
+    let loaded = check("test.toml", &text, None).unwrap();
+    assert_eq!(
+        loaded.config.monitors[0].agent_label.as_deref(),
+        Some("site=fra1")
+    );
+    let found: Vec<(usize, &str)> = loaded
+        .warnings
+        .iter()
+        .map(|w| (w.line, w.key.as_str()))
+        .collect();
+    assert_eq!(found, [(4, "monitor[0].agent_label")]);
+    assert!(
+        loaded.warnings[0]
+            .message
+            .contains("agent_label changes nothing"),
+        "{:?}",
+        loaded.warnings[0]
+    );
+    assert_eq!(
+        loaded.warnings[0].to_string(),
+        format!(
+            "test.toml:4: warning: monitor[0].agent_label: {}",
+            loaded.warnings[0].message
+        )
+    );
+    // Still a valid label, or an error.
+    assert_error(
+        &monitor_with("agent_label = \"\""),
+        4,
+        "monitor[0].agent_label",
+        "invalid label \"\"",
+    );
+}
+
+#[test]
+fn agent_label_is_checked_in_a_file_read_in_parts() {
+    let monitor = |i: usize, label: &str| {
+        format!(
+            "[[monitor]]\nname = \"m-{i}\"\nhost = \"198.18.0.{}\"\nagent_label = \"{label}\"\n\n",
+            i + 2
+        )
+    };
+    let mut text = String::from("[cluster]\nurl = \"nats://127.0.0.1:4222\"\nlabels = [\"a\"]\n\n");
+    for i in 0..8 {
+        text.push_str(&monitor(i, if i == 6 { "b" } else { "a" }));
+    }
+    let whole = check_in_parts("f.toml", &text, &text, &[], None, LabelSource::File).unwrap_err();
+    let split = parts::split(&text, 3).unwrap();
+    assert!(split.parts.len() > 2, "{:?}", split.parts);
+    let in_parts = check_in_parts(
+        "f.toml",
+        &text,
+        &split.rest,
+        &split.parts,
+        None,
+        LabelSource::File,
+    )
+    .unwrap_err();
+    assert_eq!(whole.0, in_parts.0);
+    let found: Vec<(usize, &str)> = whole.0.iter().map(|e| (e.line, e.key.as_str())).collect();
+    assert_eq!(found, [(5 + 6 * 5 + 3, "monitor[6].agent_label")]);
+}
+
+/// The fields of a monitor written through the API.
+fn api_fields(value: serde_json::Value) -> serde_json::Map<String, serde_json::Value> {
+    match value {
+        serde_json::Value::Object(map) => map,
+        _ => unreachable!(),
+    }
+}
+
+#[test]
+fn api_monitors_take_agent_label_checked_against_the_daemons_labels() {
+    let labels = ["any".to_owned(), "site=fra1".to_owned()];
+    let written = serde_json::json!({"name": "api-1", "host": "198.18.0.2",
+                                     "agent_label": "site=fra1"});
+    let checked = check_monitor(&api_fields(written.clone()), None, Some(&labels)).unwrap();
+    assert_eq!(checked.spec.agent_label.as_deref(), Some("site=fra1"));
+    assert_eq!(checked.warnings, []);
+    // Not one of the daemon's labels: an error naming the field.
+    let other = serde_json::json!({"name": "api-1", "host": "198.18.0.2",
+                                   "agent_label": "site=par1"});
+    let errors = check_monitor(&api_fields(other), None, Some(&labels)).unwrap_err();
+    assert_eq!(
+        errors,
+        [FieldError {
+            field: "agent_label".to_owned(),
+            message: "\"site=par1\" is not a label of [cluster] (labels: any, site=fra1): no \
+                      agent would take its jobs; add it to `cluster.labels` or pick one of those"
+                .to_owned(),
+        }]
+    );
+    let bad = serde_json::json!({"name": "api-1", "host": "198.18.0.2", "agent_label": "a.b"});
+    let errors = check_monitor(&api_fields(bad), None, Some(&labels)).unwrap_err();
+    assert_eq!(errors[0].field, "agent_label");
+    assert!(
+        errors[0].message.starts_with("invalid label \"a.b\""),
+        "{errors:?}"
+    );
+    // Without a cluster: kept, with a warning naming the field.
+    let checked = check_monitor(&api_fields(written), None, None).unwrap();
+    assert_eq!(checked.spec.agent_label.as_deref(), Some("site=fra1"));
+    let fields: Vec<&str> = checked.warnings.iter().map(|w| w.field.as_str()).collect();
+    assert_eq!(fields, ["agent_label"]);
+    // The daemon's labels are from its file: Config::agent_labels.
+    let config = parse(
+        "t",
+        "[cluster]\nurl = \"nats://127.0.0.1:4222\"\nlabels = [\"site=fra1\"]\n",
+    )
+    .unwrap();
+    assert_eq!(config.agent_labels(), Some(&labels[..]));
+}
+
+#[test]
+fn an_api_monitors_agent_label_survives_its_document_and_the_store() {
+    let labels = ["any".to_owned(), "site=fra1".to_owned()];
+    let fields = api_fields(serde_json::json!({"name": "api-1", "host": "198.18.0.2",
+                                               "expected_open": "22", "agent_label": "site=fra1"}));
+    let checked = check_monitor(&fields, None, Some(&labels)).unwrap();
+    // The written form shows it, and reads back the same.
+    let doc = MonitorDoc::of(&checked.spec);
+    assert_eq!(doc.agent_label.as_deref(), Some("site=fra1"));
+    let json = serde_json::to_value(&doc).unwrap();
+    assert_eq!(json["agent_label"], "site=fra1");
+    let back = check_monitor(&api_fields(json), None, Some(&labels)).unwrap();
+    assert_eq!(back.spec, checked.spec);
+    // Without one, the key is left out, and reads back as none.
+    let plain = check_monitor(
+        &api_fields(serde_json::json!({"name": "api-2", "host": "198.18.0.3"})),
+        None,
+        Some(&labels),
+    )
+    .unwrap();
+    let json = serde_json::to_value(MonitorDoc::of(&plain.spec)).unwrap();
+    assert!(json.get("agent_label").is_none(), "{json}");
+    let doc: MonitorDoc = serde_json::from_value(json).unwrap();
+    assert_eq!(doc.agent_label, None);
+    // Through the store (real SQLite), as the API writes and reads it.
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = crate::store::Store::open(&dir.path().join("p.db")).unwrap();
+    store.create_monitor(&checked.spec, true, 1_000).unwrap();
+    store.create_monitor(&plain.spec, true, 1_000).unwrap();
+    let stored = store.monitor("api-1").unwrap().unwrap();
+    assert_eq!(stored.spec, checked.spec);
+    assert_eq!(stored.spec.agent_label.as_deref(), Some("site=fra1"));
+    let enabled = store.enabled_monitors().unwrap();
+    assert_eq!(enabled.len(), 2);
+    assert!(enabled.contains(&checked.spec) && enabled.contains(&plain.spec));
 }

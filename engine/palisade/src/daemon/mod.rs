@@ -29,6 +29,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use thiserror::Error;
 
+use crate::cluster::coordinator::{AgentEvent, Coordinator};
 use crate::config::{self, Config, ConfigErrors};
 use crate::http::{self, AppState, HttpError, HttpServer};
 use crate::metrics::Metrics;
@@ -41,7 +42,7 @@ use palisade_core::monitor::{Millis, MonitorState};
 use palisade_core::plan::{self, SweepPlan};
 
 pub use envelope::rfc3339;
-pub use sweep::{Probe, SweepReport};
+pub use sweep::{Probe, SliceProbe, Slicing, SweepReport};
 
 /// Daemon failures.
 #[derive(Debug, Error)]
@@ -56,6 +57,8 @@ pub enum DaemonError {
     Delivery(#[from] DeliveryError),
     #[error(transparent)]
     Http(#[from] HttpError),
+    #[error(transparent)]
+    Cluster(#[from] crate::cluster::coordinator::CoordinatorError),
 }
 
 /// How often the daemon prunes the history older than `store.retain`
@@ -153,6 +156,8 @@ pub struct Daemon {
     metrics: Arc<Metrics>,
     /// The dashboard, the API and `/metrics`, if `[http]` is configured.
     http: Option<HttpServer>,
+    /// The scan agents probe the sweeps, if `[cluster]` is configured.
+    cluster: Option<Coordinator>,
 }
 
 impl std::fmt::Debug for Daemon {
@@ -223,8 +228,17 @@ impl Daemon {
                     Arc::clone(&metrics),
                     auth,
                 );
+                // `[cluster]` holds until a restart, and so do its labels.
+                state.set_cluster_labels(config.agent_labels());
                 Some(HttpServer::start(settings, state)?)
             }
+            None => None,
+        };
+        let cluster = match &config.cluster {
+            Some(settings) => Some(Coordinator::start(
+                settings,
+                agents_seen(&config.store.path),
+            )?),
             None => None,
         };
         let mut daemon = Daemon {
@@ -243,6 +257,7 @@ impl Daemon {
             control,
             metrics,
             http,
+            cluster,
         };
         for (name, state) in recovered.removed {
             daemon.remove_monitor(&name, state, now)?;
@@ -309,9 +324,16 @@ impl Daemon {
         let path = self.config.store.path.clone();
         let http = self.config.http.clone();
         let monitors = std::mem::take(&mut config.monitors);
+        if config.cluster != self.config.cluster {
+            tracing::warn!(
+                "[cluster] changed: the coordinator keeps its settings until restarted"
+            );
+        }
+        let cluster = self.config.cluster.take();
         self.config = config;
         self.config.store.path = path;
         self.config.http = http;
+        self.config.cluster = cluster;
         self.apply_monitors(monitors, now)?;
         tracing::info!(
             monitors = self.config.monitors.len(),
@@ -381,12 +403,31 @@ impl Daemon {
     /// Runs one sweep through the data path, showing it to the HTTP server
     /// while it runs; whether it was conclusive.
     fn run_sweep(&mut self, plan: SweepPlan, stop: &AtomicBool) -> Result<bool, DaemonError> {
+        if let Some(mut cluster) = self.cluster.take() {
+            let slicing = Slicing {
+                rate: cluster.rate(),
+                by_label: true,
+            };
+            let per_host_rate = Some(self.config.scan.per_host_rate);
+            let mut probe = |slice: &SliceProbe<'_>, stop: &AtomicBool| {
+                cluster.probe(slice, per_host_rate, stop)
+            };
+            let swept = self.run_sweep_with(plan, slicing, stop, &mut probe);
+            self.cluster = Some(cluster);
+            return Ok(swept?.conclusive);
+        }
         let config = self.scan_config();
         let metrics = Arc::clone(&self.metrics);
-        let mut probe = |targets: &_, started, stop: &AtomicBool| {
-            sweep::probe(&config, &metrics, targets, started, stop)
+        let mut probe = |slice: &SliceProbe<'_>, stop: &AtomicBool| {
+            sweep::probe(&config, &metrics, slice, stop)
         };
-        Ok(self.run_sweep_with(plan, stop, &mut probe)?.conclusive)
+        let slicing = Slicing {
+            rate: self.config.scan.rate,
+            by_label: false,
+        };
+        Ok(self
+            .run_sweep_with(plan, slicing, stop, &mut probe)?
+            .conclusive)
     }
 
     /// The sweep due at `now`, if any, with `probe` standing in for the
@@ -405,7 +446,11 @@ impl Daemon {
             return Ok(None);
         };
         let taken = planned.elapsed();
-        let mut report = self.run_sweep_with(plan, stop, probe)?;
+        let slicing = Slicing {
+            rate: self.config.scan.rate,
+            by_label: false,
+        };
+        let mut report = self.run_sweep_with(plan, slicing, stop, probe)?;
         report.plan += taken;
         Ok(Some(report))
     }
@@ -415,6 +460,7 @@ impl Daemon {
     fn run_sweep_with(
         &mut self,
         plan: SweepPlan,
+        slicing: Slicing,
         stop: &AtomicBool,
         probe: &mut Probe<'_>,
     ) -> Result<SweepReport, DaemonError> {
@@ -430,7 +476,7 @@ impl Daemon {
                 names: Arc::new(names),
             });
         });
-        let result = self.sweep(plan, stop, probe);
+        let result = self.sweep(plan, slicing, stop, probe);
         let failure = match &result {
             Ok(report) if report.conclusive => None,
             Ok(_) => Some("inconclusive (see the log)".to_owned()),
@@ -604,4 +650,31 @@ fn import_monitors(
         );
     }
     Ok(store.enabled_monitors()?)
+}
+
+/// What the coordinator sees of the agents, written to the store (the
+/// agents table, which `palisade status` and the dashboard read) through a
+/// connection of its own, opened at the first event.
+fn agents_seen(path: &std::path::Path) -> Box<dyn FnMut(AgentEvent) + Send> {
+    let path = path.to_path_buf();
+    let mut store: Option<Store> = None;
+    let mut failing = false;
+    Box::new(move |event| {
+        let written = match &mut store {
+            Some(store) => Ok(store),
+            None => Store::connect(&path).map(|s| store.insert(s)),
+        }
+        .and_then(|store| match &event {
+            AgentEvent::Beat(beat, seen) => store.record_agent_beat(beat, *seen),
+            AgentEvent::Gone(name, at) => store.record_agent_gone(name, *at),
+        });
+        match written {
+            Ok(()) => failing = false,
+            Err(e) if !failing => {
+                failing = true;
+                tracing::warn!("cluster: cannot record an agent's heartbeat: {e}");
+            }
+            Err(_) => {}
+        }
+    })
 }

@@ -12,6 +12,7 @@ use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use palisade_core::cluster::ANY_LABEL;
 use palisade_core::monitor::{Millis, MonitorSpec, MonitorState, Scope, Step};
 use palisade_core::plan::{
     self, ReplyTally, ScanFacts, ScanKind, SweepEnd, SweepPlan, SweepReplies, SweepResult,
@@ -83,11 +84,31 @@ pub fn decide_removal(
     (step, outbox)
 }
 
-/// What probes a slice's targets, from the slice's start (unix ms; it
-/// seeds the probe order) until done or stopped: the data path
-/// ([`probe`]) in the daemon, a stand-in in benchmarks
-/// ([`Daemon::sweep_due_with`]).
-pub type Probe<'a> = dyn FnMut(&SweepTargets, Millis, &AtomicBool) -> (SweepEnd, SweepReplies) + 'a;
+/// One slice to probe: its targets, its start (unix ms; it seeds the
+/// probe order), the sweep it belongs to (the sweep's start, its id), its
+/// index in the sweep, and the agent label of its monitors (a slice holds
+/// monitors of one label when agents probe: [`palisade_core::cluster`]).
+#[derive(Debug, Clone, Copy)]
+pub struct SliceProbe<'a> {
+    pub targets: &'a SweepTargets,
+    pub started: Millis,
+    pub sweep: Millis,
+    pub index: u32,
+    pub label: &'a str,
+}
+
+/// What probes a slice until done or stopped: the data path ([`probe`]),
+/// the scan agents ([`crate::cluster::coordinator::Coordinator::probe`]),
+/// or a stand-in in benchmarks ([`Daemon::sweep_due_with`]).
+pub type Probe<'a> = dyn FnMut(&SliceProbe<'_>, &AtomicBool) -> (SweepEnd, SweepReplies) + 'a;
+
+/// How a sweep is cut into slices: the probes per second it goes at, and
+/// whether a slice holds monitors of one agent label only (with agents).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Slicing {
+    pub rate: u64,
+    pub by_label: bool,
+}
 
 /// What one sweep did, and what it cost the daemon beside the probing, as
 /// the daemon measured it (wall time, summed over the slices).
@@ -141,6 +162,7 @@ impl Daemon {
     pub(super) fn sweep(
         &mut self,
         plan: SweepPlan,
+        slicing: Slicing,
         stop: &AtomicBool,
         probe: &mut Probe<'_>,
     ) -> Result<SweepReport, DaemonError> {
@@ -148,7 +170,7 @@ impl Daemon {
         let mut report = SweepReport::default();
         let planning = Instant::now();
         let kind = plan.kind;
-        let members: Vec<(usize, Scope)> = {
+        let mut members: Vec<(usize, Scope)> = {
             let at: HashMap<&str, usize> = self
                 .config
                 .monitors
@@ -161,9 +183,24 @@ impl Daemon {
                 .filter_map(|(name, scope)| Some((*at.get(&*name)?, scope)))
                 .collect()
         };
+        // With agents, a slice holds monitors of one label: the plan's order
+        // (the longest due first) within each label.
+        let label = |monitors: &[MonitorSpec], i: usize| -> String {
+            if slicing.by_label {
+                monitors[i]
+                    .agent_label
+                    .as_deref()
+                    .unwrap_or(ANY_LABEL)
+                    .to_owned()
+            } else {
+                String::new()
+            }
+        };
+        if slicing.by_label {
+            members.sort_by_cached_key(|(i, _)| label(&self.config.monitors, *i));
+        }
         let total = members.len();
-        let budget =
-            (self.config.scan.rate as f64 * self.config.scan.commit_every.as_secs_f64()) as u64;
+        let budget = (slicing.rate as f64 * self.config.scan.commit_every.as_secs_f64()) as u64;
         let mut slicer = plan::Slicer::new(budget);
         let mut slice: Vec<Member> = Vec::new();
         let mut end = SweepEnd::Completed;
@@ -182,13 +219,20 @@ impl Daemon {
             let addresses = resolve_host(&spec.host).map_err(|e| e.to_string());
             let cost = plan::scan_cost(spec, &scope, addresses.as_ref().map_or(0, Vec::len));
             report.plan += planning.elapsed();
-            if slicer.starts_slice(cost) && !slice.is_empty() {
+            let group = label(&self.config.monitors, monitor);
+            if slicer.starts_slice_in(&group, cost) && !slice.is_empty() {
                 if stopped(stop, total - report.monitors, &mut end) {
                     slice.clear();
                     break;
                 }
-                let (slice_started, slice_finished) =
-                    self.run_slice(kind, &mut slice, stop, probe, &mut report, &mut end)?;
+                let (slice_started, slice_finished) = self.run_slice(
+                    (kind, started),
+                    &mut slice,
+                    stop,
+                    probe,
+                    &mut report,
+                    &mut end,
+                )?;
                 first_started.get_or_insert(slice_started);
                 finished = slice_finished;
             }
@@ -196,8 +240,14 @@ impl Daemon {
             next = members.next();
         }
         if !slice.is_empty() && !stopped(stop, total - report.monitors, &mut end) {
-            let (slice_started, slice_finished) =
-                self.run_slice(kind, &mut slice, stop, probe, &mut report, &mut end)?;
+            let (slice_started, slice_finished) = self.run_slice(
+                (kind, started),
+                &mut slice,
+                stop,
+                probe,
+                &mut report,
+                &mut end,
+            )?;
             first_started.get_or_insert(slice_started);
             finished = slice_finished;
         }
@@ -242,7 +292,7 @@ impl Daemon {
     /// that fails. When the slice's probing started and finished.
     fn run_slice(
         &mut self,
-        kind: ScanKind,
+        sweep: (ScanKind, Millis),
         members: &mut Vec<Member>,
         stop: &AtomicBool,
         probe: &mut Probe<'_>,
@@ -250,7 +300,7 @@ impl Daemon {
         end: &mut SweepEnd,
     ) -> Result<(Millis, Millis), DaemonError> {
         let (slice_end, started, finished) =
-            self.sweep_slice(kind, members, stop, probe, report)?;
+            self.sweep_slice(sweep, members, stop, probe, report)?;
         report.monitors += members.len();
         report.slices += 1;
         members.clear();
@@ -267,7 +317,7 @@ impl Daemon {
     /// and finished.
     fn sweep_slice(
         &mut self,
-        kind: ScanKind,
+        (kind, sweep): (ScanKind, Millis),
         members: &[Member],
         stop: &AtomicBool,
         probe: &mut Probe<'_>,
@@ -288,10 +338,21 @@ impl Daemon {
         report.plan += planning.elapsed();
 
         let probing = Instant::now();
+        let label = members
+            .first()
+            .and_then(|(m, _, _)| self.config.monitors[*m].agent_label.as_deref())
+            .unwrap_or(ANY_LABEL);
         let (end, replies) = if targets.is_empty() {
             (SweepEnd::NothingResolved, targets.replies())
         } else {
-            probe(&targets, started, stop)
+            let slice = SliceProbe {
+                targets: &targets,
+                started,
+                sweep,
+                index: u32::try_from(report.slices).unwrap_or(u32::MAX),
+                label,
+            };
+            probe(&slice, stop)
         };
         drop(targets);
         report.probe += probing.elapsed();
@@ -400,10 +461,10 @@ fn stopped(stop: &AtomicBool, left: usize, end: &mut SweepEnd) -> bool {
 pub(super) fn probe(
     config: &ScanConfig,
     metrics: &Metrics,
-    targets: &SweepTargets,
-    started: Millis,
+    slice: &SliceProbe<'_>,
     stop: &AtomicBool,
 ) -> (SweepEnd, SweepReplies) {
+    let (targets, started) = (slice.targets, slice.started);
     let mut replies = targets.replies();
     let ports = targets.ports();
     let sweep = match Sweep::new(&targets.targets, ports, started as u64) {

@@ -19,14 +19,14 @@ pub mod problem;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::thread::JoinHandle;
 
 use axum::Router;
 use thiserror::Error;
 use tokio::sync::oneshot;
 
-use crate::config::HttpSettings;
+use crate::config::{AgentLabels, HttpSettings};
 use crate::daemon::control::DaemonHandle;
 use crate::metrics::Metrics;
 use crate::store::{Store, StoreError};
@@ -70,6 +70,8 @@ struct Shared {
     daemon: DaemonHandle,
     metrics: Arc<Metrics>,
     auth: Auth,
+    /// What a monitor written here may name in `agent_label`.
+    cluster_labels: RwLock<Option<Vec<String>>>,
 }
 
 /// Most idle store connections kept.
@@ -89,7 +91,26 @@ impl AppState {
                 daemon,
                 metrics,
                 auth,
+                cluster_labels: RwLock::new(None),
             }),
+        }
+    }
+
+    /// The `[cluster]` labels a monitor written through the API or the
+    /// settings page may name in `agent_label` (with `any`); `None`: no
+    /// cluster (the default), where `agent_label` is a warning.
+    pub fn cluster_labels(&self) -> Option<Vec<String>> {
+        self.inner
+            .cluster_labels
+            .read()
+            .map_or(None, |labels| labels.clone())
+    }
+
+    /// Sets what [`AppState::cluster_labels`] gives: the daemon's
+    /// [`crate::config::Config::agent_labels`], at start and at each reload.
+    pub fn set_cluster_labels(&self, labels: AgentLabels<'_>) {
+        if let Ok(mut held) = self.inner.cluster_labels.write() {
+            *held = labels.map(<[String]>::to_vec);
         }
     }
 

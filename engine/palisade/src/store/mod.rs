@@ -25,9 +25,11 @@ use palisade_outputs::sink::redact_url;
 use crate::config::SinkStart;
 
 mod access;
+mod agents;
 mod monitors;
 mod views;
 
+pub use agents::AgentRow;
 pub use monitors::{ImportReport, ManagedBy, MonitorWriteError, StoredMonitor};
 pub use views::*;
 
@@ -249,6 +251,24 @@ CREATE INDEX incidents_open ON incidents (monitor) WHERE resolved_at_ms IS NULL;
 CREATE INDEX incidents_confirmed ON incidents (confirmed_at_ms);
 CREATE INDEX scans_monitor_id ON scans (monitor, id);
 "#,
+    r#"
+-- The scan agents the coordinator has seen (docs/CLUSTER.md): one row per
+-- agent name from its last heartbeat (`labels` a JSON array; `job` the one
+-- under way, `{sweep}.{slice}.{shard}`), `gone_at_ms` set when its key
+-- expired or was deleted, cleared by its next heartbeat. Gone agents are
+-- pruned with the history (`store.retain`).
+CREATE TABLE agents (
+    name         TEXT PRIMARY KEY,
+    labels       TEXT    NOT NULL,
+    rate         INTEGER NOT NULL,
+    started_ms   INTEGER NOT NULL,
+    last_beat_ms INTEGER NOT NULL,
+    jobs_done    INTEGER NOT NULL,
+    job          TEXT,
+    gone_at_ms   INTEGER
+);
+CREATE INDEX agents_gone ON agents (gone_at_ms) WHERE gone_at_ms IS NOT NULL;
+"#,
 ];
 
 /// The migration after which sink names hold no secret: the webhook sinks'
@@ -424,6 +444,8 @@ pub struct Pruned {
     /// Outbox rows, with their `deliveries` rows.
     pub outbox: usize,
     pub deliveries: usize,
+    /// Scan agents gone before the cut-off.
+    pub agents: usize,
     /// Transactions used.
     pub batches: usize,
     /// Nothing older than the cut-off that may go is left (else the time
@@ -440,6 +462,7 @@ impl Pruned {
             + self.incidents
             + self.outbox
             + self.deliveries
+            + self.agents
     }
 }
 
@@ -448,6 +471,7 @@ impl Pruned {
 enum PruneTable {
     Scans,
     Incidents,
+    Agents,
     Outbox,
 }
 
@@ -1149,6 +1173,8 @@ impl Store {
     ///   state changes, except each monitor's last full scan (what `status`
     ///   shows) and anything after it;
     /// * incidents resolved before it (open incidents stay, however old);
+    /// * scan agents gone (their heartbeat key expired or deleted) before
+    ///   it; live agents stay, however old their start;
     /// * outbox rows created before it that every sink in `sinks` has
     ///   delivered (or set aside) and that no dead letter holds, with their
     ///   `deliveries` rows. An event a sink of `sinks` still waits for
@@ -1169,7 +1195,12 @@ impl Store {
             source,
         })?;
         let mut pruned = Pruned::default();
-        for table in [PruneTable::Scans, PruneTable::Incidents, PruneTable::Outbox] {
+        for table in [
+            PruneTable::Scans,
+            PruneTable::Incidents,
+            PruneTable::Agents,
+            PruneTable::Outbox,
+        ] {
             let mut last = None;
             loop {
                 // At least one batch that deletes something runs.
@@ -1259,6 +1290,16 @@ impl Store {
                     pruned.outbox += outbox.execute(params![seq])?;
                 }
                 seqs.len()
+            }
+            PruneTable::Agents => {
+                let n = tx.execute(
+                    "DELETE FROM agents WHERE rowid IN
+                         (SELECT rowid FROM agents WHERE gone_at_ms < ?1
+                          ORDER BY gone_at_ms LIMIT ?2)",
+                    params![cutoff, limit],
+                )?;
+                pruned.agents += n;
+                n
             }
         };
         tx.commit()?;
@@ -2074,12 +2115,12 @@ mod tests {
             batch_rows: 6,
             time: Duration::ZERO,
         };
-        // No sink: scans and incidents (nothing to do), then the outbox, 3
+        // No sink: scans, incidents and agents (nothing to do), then the outbox, 3
         // rows a batch (a guess of 2 rows per row), one batch a call.
         let mut outbox = Vec::new();
         loop {
             let p = store.prune(10_000, &[], one_batch).unwrap();
-            assert_eq!(p.batches, 3, "{p:?}");
+            assert_eq!(p.batches, 4, "{p:?}");
             outbox.push(p.outbox);
             if p.done {
                 break;
@@ -2123,7 +2164,8 @@ mod tests {
                      ALTER TABLE monitor_state DROP COLUMN expected_down;
                      ALTER TABLE monitor_state DROP COLUMN unexpected_open;
                      ALTER TABLE monitor_state DROP COLUMN open_incidents;
-                     ALTER TABLE monitor_state DROP COLUMN last_full_scan_id;",
+                     ALTER TABLE monitor_state DROP COLUMN last_full_scan_id;
+                     DROP TABLE agents;",
                 )
                 .unwrap();
         }

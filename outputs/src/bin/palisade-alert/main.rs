@@ -2,7 +2,6 @@
 //!
 //! CLI only; the work is done by `palisade_outputs::alert`.
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -11,7 +10,8 @@ use clap::{Args, Parser, Subcommand};
 use palisade_outputs::alert::{
     self, AlertConsumer, Backoff, ConsumerConfig, DispatchSpec, HttpOptions, TailConfig,
 };
-use palisade_outputs::nats::{self, NatsAuth, NatsConnectError, NatsOptions, NatsTls};
+use palisade_outputs::nats::args::NatsArgs;
+use palisade_outputs::nats::{self, NatsOptions};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -98,56 +98,11 @@ enum AlertCommand {
     Tail(TailArgs),
 }
 
+/// The NATS connection (the flags every NATS tool shares) and the stream.
 #[derive(Debug, Args)]
 struct Connection {
-    /// NATS server URL (nats:// or tls://); repeat for a cluster.
-    #[arg(
-        long = "nats-url",
-        value_name = "URL",
-        default_value = "nats://127.0.0.1:4222"
-    )]
-    nats_urls: Vec<String>,
-    /// Authenticate with a token (visible in `ps`: prefer --nats-token-file
-    /// or $PALISADE_NATS_TOKEN).
-    #[arg(long, value_name = "T", conflicts_with_all = ["user", "creds", "nkey_seed", "token_file"])]
-    token: Option<String>,
-    /// Authenticate with the token read from FILE (one line).
-    #[arg(long = "nats-token-file", value_name = "FILE", conflicts_with_all = ["user", "creds", "nkey_seed"])]
-    token_file: Option<PathBuf>,
-    /// Authenticate as this user (with --password, --nats-password-file or
-    /// $PALISADE_NATS_PASSWORD).
-    #[arg(long, value_name = "U", conflicts_with_all = ["creds", "nkey_seed"])]
-    user: Option<String>,
-    /// The password of --user (visible in `ps`: prefer
-    /// --nats-password-file or $PALISADE_NATS_PASSWORD).
-    #[arg(
-        long,
-        value_name = "P",
-        requires = "user",
-        conflicts_with = "password_file"
-    )]
-    password: Option<String>,
-    /// Read the password of --user from FILE (one line).
-    #[arg(long = "nats-password-file", value_name = "FILE", requires = "user")]
-    password_file: Option<PathBuf>,
-    /// Authenticate with a credentials file (JWT + NKey, as `nsc` writes it).
-    #[arg(long, value_name = "FILE", conflicts_with = "nkey_seed")]
-    creds: Option<PathBuf>,
-    /// Authenticate with an NKey user seed read from FILE.
-    #[arg(long = "nkey-seed", value_name = "FILE")]
-    nkey_seed: Option<PathBuf>,
-    /// Trust this PEM CA file for the server's certificate (makes TLS required).
-    #[arg(long = "tls-ca", value_name = "FILE")]
-    tls_ca: Option<PathBuf>,
-    /// Client certificate (PEM) for mutual TLS (needs --tls-key).
-    #[arg(long = "tls-cert", value_name = "FILE", requires = "tls_key")]
-    tls_cert: Option<PathBuf>,
-    /// Private key (PEM) of --tls-cert.
-    #[arg(long = "tls-key", value_name = "FILE", requires = "tls_cert")]
-    tls_key: Option<PathBuf>,
-    /// How long to try reaching a server at start-up.
-    #[arg(long = "connect-timeout", value_name = "DURATION", default_value = "5s", value_parser = humantime::parse_duration)]
-    connect_timeout: Duration,
+    #[command(flatten)]
+    nats: NatsArgs,
     /// The JetStream stream holding the events.
     #[arg(long, default_value = palisade_outputs::sink::DEFAULT_NATS_STREAM)]
     stream: String,
@@ -230,7 +185,7 @@ fn main() -> ExitCode {
         AlertCommand::Run(args) => &args.connection,
         AlertCommand::Tail(args) => &args.connection,
     };
-    let options = match connection.options() {
+    let options = match connection.nats.options("palisade-alert") {
         Ok(options) => options,
         Err(e) => {
             eprintln!("palisade-alert: error: {e:#}");
@@ -278,72 +233,6 @@ fn main() -> ExitCode {
             );
             ExitCode::from(1)
         }
-    }
-}
-
-/// The token in the environment, used when no other authentication is given.
-const TOKEN_ENV: &str = "PALISADE_NATS_TOKEN";
-/// The password of `--user` in the environment, used when neither
-/// `--password` nor `--nats-password-file` is given.
-const PASSWORD_ENV: &str = "PALISADE_NATS_PASSWORD";
-
-/// A secret from a flag, else a file, else the environment (`env`).
-fn secret(
-    flag: Option<&String>,
-    file: Option<&PathBuf>,
-    env: Option<&str>,
-) -> Result<Option<String>> {
-    if let Some(value) = flag {
-        return Ok(Some(value.clone()));
-    }
-    if let Some(path) = file {
-        return Ok(Some(alert::read_secret_file(path)?));
-    }
-    Ok(env
-        .and_then(|name| std::env::var(name).ok())
-        .filter(|v| !v.is_empty()))
-}
-
-impl Connection {
-    /// The flags as connection options, checked by the same rules as the
-    /// daemon's `[[sink]]` settings. Secrets: a flag, else its file, else
-    /// the environment (the token's only when no other method is given).
-    fn options(&self) -> Result<NatsOptions> {
-        let other_method = self.user.is_some() || self.creds.is_some() || self.nkey_seed.is_some();
-        let token = secret(
-            self.token.as_ref(),
-            self.token_file.as_ref(),
-            (!other_method).then_some(TOKEN_ENV),
-        )?;
-        let password = secret(
-            self.password.as_ref(),
-            self.password_file.as_ref(),
-            self.user.is_some().then_some(PASSWORD_ENV),
-        )?;
-        if self.user.is_some() && password.is_none() {
-            anyhow::bail!(
-                "--user needs a password: --nats-password-file FILE, ${PASSWORD_ENV} or --password"
-            );
-        }
-        Ok(NatsOptions {
-            urls: self.nats_urls.clone(),
-            auth: NatsAuth::from_parts(
-                token,
-                self.user.clone(),
-                password,
-                self.nkey_seed.clone(),
-                self.creds.clone(),
-            )
-            .map_err(NatsConnectError::from)?,
-            tls: NatsTls::from_parts(
-                self.tls_ca.clone(),
-                self.tls_cert.clone(),
-                self.tls_key.clone(),
-            )
-            .map_err(NatsConnectError::from)?,
-            name: "palisade-alert".to_string(),
-            connect_timeout: self.connect_timeout,
-        })
     }
 }
 

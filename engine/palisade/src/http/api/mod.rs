@@ -1,6 +1,6 @@
 //! The JSON API under `/api/v1` (docs/API.md): monitors (list, create,
-//! read, replace, delete, scan now, history, scans), status, incidents and
-//! events.
+//! read, replace, delete, scan now, history, scans), status, incidents,
+//! events and the scan agents.
 //!
 //! Reads need any role, writes the admin role; a write through a session
 //! cookie carries the session's CSRF token in `X-CSRF-Token` (a bearer
@@ -9,6 +9,7 @@
 //! made against (`If-Match`), so two writers cannot overwrite each other.
 //! Every error is a [`Problem`].
 
+mod agents;
 mod monitors;
 mod reads;
 
@@ -53,6 +54,7 @@ pub fn routes() -> Router<AppState> {
         .route("/monitors/{name}/scans", get(monitors::scans))
         .route("/incidents", get(reads::incidents))
         .route("/events", get(reads::events))
+        .route("/agents", get(agents::list))
         .method_not_allowed_fallback(method_not_allowed)
         .fallback(no_route)
 }
@@ -374,11 +376,13 @@ pub struct MonitorInput {
 
 /// Reads a write's body as a monitor: `enabled` (a boolean, default true)
 /// and the `[[monitor]]` keys, checked by the configuration checker with
-/// the system resolver (on the blocking pool). `path_name` is the name in
-/// the path of a replace: the body's name must be it, or absent.
+/// the system resolver (on the blocking pool), its `agent_label` against
+/// `cluster_labels` ([`AppState::cluster_labels`]). `path_name` is the name
+/// in the path of a replace: the body's name must be it, or absent.
 pub async fn monitor_input(
     mut fields: Map<String, Value>,
     path_name: Option<&str>,
+    cluster_labels: Option<Vec<String>>,
 ) -> Result<MonitorInput, Problem> {
     let mut errors = Vec::new();
     let enabled = match fields.remove("enabled") {
@@ -408,7 +412,11 @@ pub async fn monitor_input(
         }
     }
     let checked = tokio::task::spawn_blocking(move || {
-        config::check_monitor(&fields, Some(&crate::resolve::resolve_host))
+        config::check_monitor(
+            &fields,
+            Some(&crate::resolve::resolve_host),
+            cluster_labels.as_deref(),
+        )
     })
     .await
     .map_err(|e| Problem::internal(&e))?;
@@ -643,6 +651,7 @@ mod tests {
                 serde_json::json!({"host": "198.18.0.9", "expected_open": "22", "enabled": false}),
             ),
             Some("db"),
+            None,
         )
         .await
         .unwrap();
@@ -652,6 +661,7 @@ mod tests {
             body(serde_json::json!({"name": "other", "host": "198.18.0.9",
                                     "expected_open": "22,70000", "enabled": "yes"})),
             Some("db"),
+            None,
         )
         .await
         .unwrap_err();
@@ -662,5 +672,37 @@ mod tests {
             "port 70000 is out of range (allowed: 1 to 65535)"
         );
         assert_eq!(problem.kind(), ProblemKind::InvalidMonitor);
+    }
+
+    #[tokio::test]
+    async fn a_monitor_body_names_an_agent_label_of_the_daemons_cluster() {
+        let state = open_state();
+        assert_eq!(state.cluster_labels(), None);
+        let labels = ["any".to_owned(), "site=fra1".to_owned()];
+        state.set_cluster_labels(Some(&labels));
+        assert_eq!(state.cluster_labels().as_deref(), Some(&labels[..]));
+        let body = |label: &str| match serde_json::json!({"host": "198.18.0.9",
+                                                          "agent_label": label})
+        {
+            Value::Object(map) => map,
+            _ => unreachable!(),
+        };
+        let input = monitor_input(body("site=fra1"), Some("db"), state.cluster_labels())
+            .await
+            .unwrap();
+        assert_eq!(input.checked.spec.agent_label.as_deref(), Some("site=fra1"));
+        assert_eq!(input.checked.warnings, []);
+        let problem = monitor_input(body("site=ams1"), Some("db"), state.cluster_labels())
+            .await
+            .unwrap_err();
+        assert_eq!(problem.kind(), ProblemKind::InvalidMonitor);
+        assert_eq!(problem.errors[0].field, "agent_label", "{problem:?}");
+        // No cluster: taken, with a warning.
+        state.set_cluster_labels(None);
+        let input = monitor_input(body("site=ams1"), Some("db"), state.cluster_labels())
+            .await
+            .unwrap();
+        assert_eq!(input.checked.spec.agent_label.as_deref(), Some("site=ams1"));
+        assert_eq!(input.checked.warnings[0].field, "agent_label");
     }
 }

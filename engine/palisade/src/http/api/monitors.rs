@@ -210,7 +210,8 @@ pub async fn create(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, Problem> {
     let fields = json_object(&headers, body)?;
-    let MonitorInput { checked, enabled } = monitor_input(fields, None).await?;
+    let MonitorInput { checked, enabled } =
+        monitor_input(fields, None, state.cluster_labels()).await?;
     let spec = checked.spec;
     let created = state
         .write(move |store| Ok::<_, Problem>(store.create_monitor(&spec, enabled, now_ms())?))
@@ -257,7 +258,8 @@ pub async fn replace(
     let wanted = if_match(&headers)?;
     changeable(&state, &name).await?;
     let fields = json_object(&headers, body)?;
-    let MonitorInput { checked, enabled } = monitor_input(fields, Some(&name)).await?;
+    let MonitorInput { checked, enabled } =
+        monitor_input(fields, Some(&name), state.cluster_labels()).await?;
     let version = version_of(&state, &name, wanted).await?;
     let spec = checked.spec;
     let updated = state

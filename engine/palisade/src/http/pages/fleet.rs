@@ -1,7 +1,8 @@
 //! `/`: the fleet. Totals on top, then every monitor (50 a page, sorted,
 //! filtered and searched through the query string) with its host state,
 //! last and next scan, expected ports down, unexpected ports open and open
-//! incidents; the sweep under way, if any.
+//! incidents; the sweep under way, if any; the scan agents, if there are
+//! any ([`super::agents`]).
 
 use axum::Router;
 use axum::extract::{Query, State};
@@ -18,7 +19,9 @@ use super::{PageResult, Viewer};
 use crate::daemon::control::Live;
 use crate::daemon::now_ms;
 use crate::http::AppState;
-use crate::store::{FleetFilter, FleetPage, FleetQuery, FleetRow, FleetSort, FleetTotals};
+use crate::store::{
+    AgentRow, FleetFilter, FleetPage, FleetQuery, FleetRow, FleetSort, FleetTotals,
+};
 
 /// Monitors on a page of the fleet.
 pub const PER_PAGE: u32 = 50;
@@ -86,11 +89,11 @@ async fn fleet(
 ) -> PageResult {
     let query = params.query();
     let q = query.clone();
-    let (page, totals) = state
-        .read(move |store| Ok((store.fleet(&q)?, store.fleet_totals()?)))
+    let (page, totals, agents) = state
+        .read(move |store| Ok((store.fleet(&q)?, store.fleet_totals()?, store.agents()?)))
         .await?;
     let live = state.daemon().live();
-    let body = render(&query, &page, &totals, &live, now_ms());
+    let body = render(&query, &page, &totals, &agents, &live, now_ms());
     Ok(layout::page(&viewer, Nav::Fleet, "Fleet", true, body).into_response())
 }
 
@@ -166,6 +169,7 @@ pub fn render(
     query: &FleetQuery,
     page: &FleetPage,
     totals: &FleetTotals,
+    agents: &[AgentRow],
     live: &Live,
     now: Millis,
 ) -> Markup {
@@ -278,6 +282,7 @@ pub fn render(
                 "Expected down: a port the monitor expects open is closed or filtered. "
                 "Unexpected open: a port is open that the monitor does not expect."
             }
+            (super::agents::panel(agents, now))
         }
     }
 }
@@ -329,6 +334,7 @@ mod tests {
             &FleetQuery::default(),
             &page,
             &FleetTotals::default(),
+            &[],
             &Live::default(),
             2_000,
         )

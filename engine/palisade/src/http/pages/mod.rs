@@ -4,7 +4,8 @@
 //!
 //! * `/` the fleet ([`fleet`]), `/monitors/{name}` one monitor
 //!   ([`monitor`]), `/incidents` ([`incidents`]), `/settings` ([`settings`]),
-//!   `/login` and `/logout` ([`login`]); [`layout`] is their frame,
+//!   `/login` and `/logout` ([`login`]); the fleet page's scan agents
+//!   panel ([`agents`]); [`layout`] is their frame,
 //!   [`format`] the pure helpers (times, links, pages), [`assets`] the
 //!   stylesheet, script and icon.
 //! * Who is looking is a [`Viewer`]: a session (the login form, or without
@@ -16,6 +17,7 @@
 //!   a Content-Security-Policy of `default-src 'self'` (no inline script or
 //!   style anywhere), `nosniff`, `no-referrer`, no framing.
 
+pub mod agents;
 pub mod assets;
 pub mod fleet;
 pub mod format;

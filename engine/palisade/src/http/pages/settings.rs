@@ -618,9 +618,14 @@ async fn save(
 ) -> Result<Outcome, PageError> {
     let fields = form.fields(&name);
     let enabled = form.enabled();
+    let labels = state.cluster_labels();
     let outcome = state
         .write(move |store| {
-            let checked = match check_monitor(&fields, Some(&crate::resolve::resolve_host)) {
+            let checked = match check_monitor(
+                &fields,
+                Some(&crate::resolve::resolve_host),
+                labels.as_deref(),
+            ) {
                 Ok(checked) => checked,
                 Err(errors) => return Ok(Outcome::Invalid(errors)),
             };
@@ -866,7 +871,7 @@ mod tests {
 
     #[test]
     fn a_form_is_checked_by_the_config_checker() {
-        let checked = check_monitor(&form().fields("web-1"), None).expect("valid");
+        let checked = check_monitor(&form().fields("web-1"), None, None).expect("valid");
         assert_eq!(checked.spec.name, "web-1");
         assert_eq!(checked.spec.expected_open.len(), 2 + 101);
         assert_eq!(checked.spec.every_ms, 3_600_000);
@@ -888,7 +893,7 @@ mod tests {
         let again = MonitorForm::of(&stored);
         assert_eq!(again.version.as_deref(), Some("3"));
         assert!(!again.enabled());
-        let back = check_monitor(&again.fields("web-1"), None).expect("valid");
+        let back = check_monitor(&again.fields("web-1"), None, None).expect("valid");
         assert_eq!(back.spec, checked.spec);
     }
 
@@ -899,7 +904,7 @@ mod tests {
             confirm: "many".into(),
             ..form()
         };
-        let errors = check_monitor(&bad.fields("web-1"), None).expect_err("invalid");
+        let errors = check_monitor(&bad.fields("web-1"), None, None).expect_err("invalid");
         let port = errors
             .iter()
             .find(|e| about(e, "expected_open"))

@@ -1,0 +1,623 @@
+//! The coordinator: `palisade run` with `[cluster]`. The daemon's sweeps,
+//! states, store and delivery are unchanged; only the probing of a slice
+//! is done by the agents ([`Coordinator::probe`], the daemon's `Probe`).
+//!
+//! At start it connects, creates (or updates) what the agents use (the
+//! jobs stream and one consumer per label, the results stream and its
+//! consumer, the slices' object store, the agents' bucket), drops what a
+//! previous run left in the queues, and starts watching the agents'
+//! heartbeats. Per slice: the description to the object store, one job per
+//! shard to the work queue, then each job's first result merged
+//! ([`SweepLedger`]) until every job has an outcome, a job is given up
+//! after `MaxDeliver` deliveries (the server's advisory), or the slice's
+//! deadline passes (no agent took the jobs).
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_nats::jetstream::{self, consumer, kv, object_store, stream};
+use futures::StreamExt;
+use serde::Deserialize;
+
+use palisade_core::cluster::{
+    ANY_LABEL, AgentBeat, JobId, JobParams, Merge, QueueTimes, ShardResult, SliceSpec, SweepLedger,
+    plan_jobs, slice_deadline,
+};
+use palisade_core::monitor::Millis;
+use palisade_core::plan::{SweepEnd, SweepReplies};
+use palisade_core::probe::cookie::CookieKey;
+
+use super::{
+    AGENTS_BUCKET, DUPLICATE_WINDOW, JOBS_STREAM, RESULTS_CONSUMER, RESULTS_STREAM, SLICES_BUCKET,
+    jobs_consumer, publish_stored,
+};
+use crate::config::ClusterSettings;
+use crate::daemon::SliceProbe;
+
+/// The server's advisory of a job delivered `MaxDeliver` times and never
+/// acknowledged (any jobs consumer).
+const MAX_DELIVERIES_ADVISORY: &str = "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.PALISADE_JOBS.*";
+
+/// How long the coordinator waits for anything before looking at the stop
+/// flag and the deadline again.
+const TICK: Duration = Duration::from_millis(200);
+
+/// Why the coordinator cannot start.
+#[derive(Debug, thiserror::Error)]
+pub enum CoordinatorError {
+    #[error("cluster: cannot start the async runtime: {0}")]
+    Runtime(std::io::Error),
+    #[error("cluster: {0}")]
+    Connect(#[from] palisade_outputs::nats::NatsConnectError),
+    #[error("cluster: cannot set up {what} on NATS: {why}")]
+    Setup { what: String, why: String },
+}
+
+fn setup(what: impl Into<String>) -> impl FnOnce(String) -> CoordinatorError {
+    let what = what.into();
+    move |why| CoordinatorError::Setup { what, why }
+}
+
+/// What the coordinator sees of the agents, as it sees it: for the
+/// daemon's store (the agents table) and the slices' sizes.
+#[derive(Debug, Clone, PartialEq)]
+pub enum AgentEvent {
+    /// A heartbeat, seen at (unix ms).
+    Beat(AgentBeat, Millis),
+    /// The agent's key expired or was deleted: it is gone.
+    Gone(String, Millis),
+}
+
+/// How a slice went through the queue, for the daemon's report.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct QueueTally {
+    pub jobs: u64,
+    /// Results merged (a job's first).
+    pub merged: u64,
+    /// Results ignored: a second attempt of a job, or a job given up.
+    pub duplicates: u64,
+    /// Results of no job under way (an earlier slice or run).
+    pub foreign: u64,
+    /// Jobs given up after `MaxDeliver` deliveries or at the deadline.
+    pub failed: u64,
+}
+
+/// `palisade run`'s side of the agents.
+pub struct Coordinator {
+    runtime: tokio::runtime::Runtime,
+    js: jetstream::Context,
+    jobs: stream::Stream,
+    slices: object_store::ObjectStore,
+    results: consumer::pull::Stream,
+    advisories: async_nats::Subscriber,
+    settings: ClusterSettings,
+    /// The live agents and their labels, by name (from their heartbeats).
+    live: Arc<Mutex<BTreeMap<String, Vec<String>>>>,
+}
+
+impl std::fmt::Debug for Coordinator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Coordinator")
+            .field("labels", &self.settings.labels)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Coordinator {
+    /// Connects and sets up the server; every agent event goes to `seen`
+    /// (on a thread of its own: it may block, e.g. on the store).
+    pub fn start(
+        settings: &ClusterSettings,
+        seen: Box<dyn FnMut(AgentEvent) + Send>,
+    ) -> Result<Coordinator, CoordinatorError> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("palisade-cluster")
+            .enable_all()
+            .build()
+            .map_err(CoordinatorError::Runtime)?;
+        let mut options = settings.nats.clone();
+        if options.name == palisade_outputs::nats::NatsOptions::default().name {
+            options.name = "palisade-coordinator".into();
+        }
+        let live = Arc::new(Mutex::new(BTreeMap::new()));
+        let (js, jobs, slices, results, advisories, agents) = runtime.block_on(async {
+            let client = palisade_outputs::nats::connect(&options).await?;
+            let js = jetstream::new(client.clone());
+            let jobs = jobs_stream(&js, settings).await?;
+            let results = results_consumer(&js).await?;
+            let slices = slices_store(&js).await?;
+            let agents = agents_bucket(&js).await?;
+            let advisories = client
+                .subscribe(MAX_DELIVERIES_ADVISORY)
+                .await
+                .map_err(|e| setup("the max-deliveries advisory")(e.to_string()))?;
+            Ok::<_, CoordinatorError>((js, jobs, slices, results, advisories, agents))
+        })?;
+        runtime.spawn(watch_agents(agents, Arc::clone(&live), seen));
+        tracing::info!(
+            labels = ?settings.labels,
+            servers = %options.urls.join(","),
+            "cluster: coordinating scan agents"
+        );
+        Ok(Coordinator {
+            runtime,
+            js,
+            jobs,
+            slices,
+            results,
+            advisories,
+            settings: settings.clone(),
+            live,
+        })
+    }
+
+    /// How many live agents take jobs of `label` (every agent takes
+    /// [`ANY_LABEL`]).
+    pub fn live_agents(&self, label: &str) -> usize {
+        let live = self.live.lock().unwrap_or_else(|e| e.into_inner());
+        live.values()
+            .filter(|labels| label == ANY_LABEL || labels.iter().any(|l| l == label))
+            .count()
+    }
+
+    /// The agents' probes per second together, for the slices' sizes: the
+    /// rate of one agent times the live agents (at least one).
+    pub fn rate(&self) -> u64 {
+        self.settings
+            .agent_rate
+            .saturating_mul(self.live_agents(ANY_LABEL).max(1) as u64)
+    }
+
+    /// Probes `slice` through the agents until every job has an outcome,
+    /// `stop`, or the slice's deadline: the slice's end and replies, as the
+    /// data path gives them on one host. `per_host_rate` is `[scan]`'s.
+    pub fn probe(
+        &mut self,
+        slice: &SliceProbe<'_>,
+        per_host_rate: Option<u64>,
+        stop: &AtomicBool,
+    ) -> (SweepEnd, SweepReplies) {
+        let live = self.live_agents(slice.label) as u64;
+        let runtime = &self.runtime;
+        let mut run = SliceRun {
+            js: &self.js,
+            jobs: &self.jobs,
+            slices: &self.slices,
+            results: &mut self.results,
+            advisories: &mut self.advisories,
+            settings: &self.settings,
+            tally: QueueTally::default(),
+        };
+        let (end, replies) = runtime.block_on(run.run(slice, per_host_rate, live, stop));
+        let tally = run.tally;
+        tracing::debug!(
+            slice = slice.index,
+            label = slice.label,
+            jobs = tally.jobs,
+            merged = tally.merged,
+            duplicates = tally.duplicates,
+            foreign = tally.foreign,
+            failed = tally.failed,
+            "slice through the agents"
+        );
+        (end, replies)
+    }
+}
+
+/// One slice under way.
+struct SliceRun<'a> {
+    js: &'a jetstream::Context,
+    jobs: &'a stream::Stream,
+    slices: &'a object_store::ObjectStore,
+    results: &'a mut consumer::pull::Stream,
+    advisories: &'a mut async_nats::Subscriber,
+    settings: &'a ClusterSettings,
+    tally: QueueTally,
+}
+
+/// The advisory's fields the coordinator reads.
+#[derive(Debug, Deserialize)]
+struct MaxDeliveries {
+    stream_seq: u64,
+    deliveries: u64,
+}
+
+impl SliceRun<'_> {
+    async fn run(
+        &mut self,
+        slice: &SliceProbe<'_>,
+        per_host_rate: Option<u64>,
+        live: u64,
+        stop: &AtomicBool,
+    ) -> (SweepEnd, SweepReplies) {
+        let spec = SliceSpec::new(
+            slice.sweep,
+            slice.index,
+            slice.started as u64,
+            slice.targets,
+        );
+        let failed = |why: String| (SweepEnd::Failed(why), slice.targets.replies());
+        let mut key = [0u8; 16];
+        if let Err(e) = getrandom::fill(&mut key) {
+            return failed(format!("no random cookie key: {e}"));
+        }
+        let params = JobParams {
+            label: slice.label.to_string(),
+            rate: self.settings.agent_rate,
+            per_host_rate,
+            max_shard_ms: millis(self.settings.shard_time),
+        };
+        let jobs = match plan_jobs(&spec, &params, &CookieKey::from_bytes(key)) {
+            Ok(jobs) => jobs,
+            Err(e) => return failed(format!("cannot cut the slice into jobs: {e}")),
+        };
+        self.tally.jobs = jobs.len() as u64;
+        // The description first, then the jobs that name it.
+        let object = spec.object_name();
+        let described = match serde_json::to_vec(&spec) {
+            Ok(bytes) => self
+                .slices
+                .put(object.as_str(), &mut bytes.as_slice())
+                .await
+                .map(|_| ())
+                .map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        };
+        if let Err(e) = described {
+            return failed(format!("cannot publish the slice's description: {e}"));
+        }
+        let published = crate::daemon::now_ms();
+        let mut sequences: HashMap<u64, JobId> = HashMap::new();
+        for job in &jobs {
+            let payload = match serde_json::to_vec(job) {
+                Ok(bytes) => bytes.into(),
+                Err(e) => return failed(format!("cannot encode job {}: {e}", job.id)),
+            };
+            match publish_stored(self.js, &job.subject(), &job.msg_id(), &[], payload, stop).await {
+                Ok(sequence) => {
+                    sequences.insert(sequence, job.id);
+                }
+                Err(e) => {
+                    self.forget(&spec).await;
+                    return failed(format!("cannot queue job {}: {e}", job.id));
+                }
+            }
+        }
+        tracing::debug!(
+            slice = slice.index,
+            label = slice.label,
+            jobs = jobs.len(),
+            live_agents = live,
+            "slice queued"
+        );
+        let times = QueueTimes {
+            max_shard_ms: millis(self.settings.shard_time),
+            ack_wait_ms: millis(self.settings.ack_wait),
+            max_deliver: u64::from(self.settings.max_deliver),
+        };
+        let deadline = slice_deadline(published, jobs.len() as u64, live, times);
+        let mut ledger = SweepLedger::new(
+            slice.sweep,
+            slice.index,
+            jobs.len() as u64,
+            slice.targets.replies(),
+        );
+        while !ledger.is_complete() && !stop.load(Ordering::Relaxed) {
+            if crate::daemon::now_ms() >= deadline {
+                let pending: Vec<JobId> = ledger.pending().collect();
+                tracing::warn!(
+                    slice = slice.index,
+                    jobs = pending.len(),
+                    "cluster: no agent finished these jobs before the slice's deadline; \
+                     their ports count as inconclusive"
+                );
+                for job in pending {
+                    ledger.fail(job, times.max_deliver);
+                    self.tally.failed += 1;
+                }
+                break;
+            }
+            tokio::select! {
+                message = self.results.next() => self.on_result(message, &mut ledger).await,
+                advisory = self.advisories.next() => {
+                    if let Some(advisory) = advisory {
+                        self.on_advisory(&advisory.payload, &sequences, &mut ledger).await;
+                    }
+                }
+                () = tokio::time::sleep(TICK) => {}
+            }
+        }
+        self.forget(&spec).await;
+        ledger.finish()
+    }
+
+    /// A message of the results consumer: merged if it is its job's first
+    /// outcome, acknowledged whatever it is (a result of no job under way
+    /// is dropped).
+    async fn on_result(
+        &mut self,
+        message: Option<Result<jetstream::Message, consumer::pull::MessagesError>>,
+        ledger: &mut SweepLedger,
+    ) {
+        let message = match message {
+            Some(Ok(message)) => message,
+            Some(Err(e)) => {
+                tracing::debug!(error = %e, "cluster: results consumer");
+                tokio::time::sleep(TICK).await;
+                return;
+            }
+            None => {
+                tokio::time::sleep(TICK).await;
+                return;
+            }
+        };
+        match serde_json::from_slice::<ShardResult>(&message.payload) {
+            Ok(result) => match ledger.accept(&result) {
+                Merge::Merged => {
+                    self.tally.merged += 1;
+                    tracing::debug!(job = %result.job, attempt = result.attempt,
+                        agent = %result.agent, "shard result merged");
+                }
+                Merge::Duplicate | Merge::AfterFailure => self.tally.duplicates += 1,
+                Merge::Foreign => self.tally.foreign += 1,
+            },
+            Err(e) => {
+                self.tally.foreign += 1;
+                tracing::warn!(subject = %message.subject, "cluster: a result that does not decode: {e}");
+            }
+        }
+        if let Err(e) = message.ack().await {
+            // Redelivered later, then merged as a duplicate or foreign.
+            tracing::debug!(error = %e, "cluster: result not acknowledged");
+        }
+    }
+
+    /// A job delivered `MaxDeliver` times: its shard failed; it is removed
+    /// from the queue (a work queue keeps a message never acknowledged).
+    async fn on_advisory(
+        &mut self,
+        payload: &[u8],
+        sequences: &HashMap<u64, JobId>,
+        ledger: &mut SweepLedger,
+    ) {
+        let Ok(advisory) = serde_json::from_slice::<MaxDeliveries>(payload) else {
+            return;
+        };
+        let Some(&job) = sequences.get(&advisory.stream_seq) else {
+            return;
+        };
+        if ledger.fail(job, advisory.deliveries) {
+            self.tally.failed += 1;
+            tracing::warn!(
+                job = %job,
+                deliveries = advisory.deliveries,
+                "cluster: job given up after its last delivery; its ports count as inconclusive"
+            );
+        }
+        if let Err(e) = self.jobs.delete_message(advisory.stream_seq).await {
+            tracing::debug!(error = %e, "cluster: cannot delete a job given up");
+        }
+    }
+
+    /// Removes what is left of the slice: jobs no agent finished, its
+    /// description.
+    async fn forget(&self, spec: &SliceSpec) {
+        let subject = format!("palisade.jobs.*.{}.{}", spec.sweep, spec.slice);
+        if let Err(e) = self.jobs.purge().filter(subject).await {
+            tracing::debug!(error = %e, "cluster: cannot purge the slice's jobs");
+        }
+        if let Err(e) = self.slices.delete(spec.object_name().as_str()).await {
+            tracing::debug!(error = %e, "cluster: cannot delete the slice's description");
+        }
+    }
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// The jobs stream, emptied of a previous run's jobs, and a consumer per
+/// label.
+async fn jobs_stream(
+    js: &jetstream::Context,
+    settings: &ClusterSettings,
+) -> Result<stream::Stream, CoordinatorError> {
+    let config = stream::Config {
+        name: JOBS_STREAM.into(),
+        subjects: vec!["palisade.jobs.>".into()],
+        retention: stream::RetentionPolicy::WorkQueue,
+        storage: stream::StorageType::File,
+        duplicate_window: DUPLICATE_WINDOW,
+        ..Default::default()
+    };
+    let stream = create_or_update(js, config).await?;
+    // Every job there belongs to a run that is over.
+    stream
+        .purge()
+        .await
+        .map_err(|e| setup("the jobs stream (purge)")(e.to_string()))?;
+    for label in &settings.labels {
+        let name = jobs_consumer(label);
+        let config = consumer::pull::Config {
+            durable_name: Some(name.clone()),
+            filter_subject: format!("palisade.jobs.{label}.>"),
+            ack_policy: consumer::AckPolicy::Explicit,
+            ack_wait: settings.ack_wait,
+            max_deliver: i64::from(settings.max_deliver),
+            max_ack_pending: 1_000,
+            ..Default::default()
+        };
+        stream
+            .create_consumer(config)
+            .await
+            .map_err(|e| setup(format!("the jobs consumer {name}"))(e.to_string()))?;
+    }
+    Ok(stream)
+}
+
+/// The results stream, emptied of a previous run's results, and the
+/// coordinator's consumer of it.
+async fn results_consumer(
+    js: &jetstream::Context,
+) -> Result<consumer::pull::Stream, CoordinatorError> {
+    let config = stream::Config {
+        name: RESULTS_STREAM.into(),
+        subjects: vec!["palisade.results.>".into()],
+        retention: stream::RetentionPolicy::WorkQueue,
+        storage: stream::StorageType::File,
+        duplicate_window: DUPLICATE_WINDOW,
+        ..Default::default()
+    };
+    let stream = create_or_update(js, config).await?;
+    stream
+        .purge()
+        .await
+        .map_err(|e| setup("the results stream (purge)")(e.to_string()))?;
+    let consumer: consumer::PullConsumer = stream
+        .create_consumer(consumer::pull::Config {
+            durable_name: Some(RESULTS_CONSUMER.into()),
+            ack_policy: consumer::AckPolicy::Explicit,
+            ack_wait: Duration::from_secs(30),
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| setup("the results consumer")(e.to_string()))?;
+    consumer
+        .messages()
+        .await
+        .map_err(|e| setup("the results consumer")(e.to_string()))
+}
+
+/// The stream `config.name` as configured: created, or updated if it
+/// exists.
+async fn create_or_update(
+    js: &jetstream::Context,
+    config: stream::Config,
+) -> Result<stream::Stream, CoordinatorError> {
+    let name = config.name.clone();
+    let fail = |e: String| setup(format!("the stream {name}"))(e);
+    match js.get_stream(&name).await {
+        Ok(_) => {
+            js.update_stream(&config)
+                .await
+                .map_err(|e| fail(e.to_string()))?;
+            js.get_stream(&name).await.map_err(|e| fail(e.to_string()))
+        }
+        Err(_) => js
+            .create_stream(config)
+            .await
+            .map_err(|e| fail(e.to_string())),
+    }
+}
+
+/// The slices' object store: its objects outlive nothing by more than a
+/// day, and a run starts with none.
+async fn slices_store(
+    js: &jetstream::Context,
+) -> Result<object_store::ObjectStore, CoordinatorError> {
+    let store = match js.get_object_store(SLICES_BUCKET).await {
+        Ok(store) => store,
+        Err(_) => js
+            .create_object_store(object_store::Config {
+                bucket: SLICES_BUCKET.into(),
+                max_age: Duration::from_secs(86_400),
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| setup("the object store PALISADE_SLICES")(e.to_string()))?,
+    };
+    let stream = js
+        .get_stream(format!("OBJ_{SLICES_BUCKET}"))
+        .await
+        .map_err(|e| setup("the object store PALISADE_SLICES")(e.to_string()))?;
+    stream
+        .purge()
+        .await
+        .map_err(|e| setup("the object store PALISADE_SLICES (purge)")(e.to_string()))?;
+    Ok(store)
+}
+
+/// The agents' bucket: keys with their own time to live, and a delete
+/// marker when one ages out.
+async fn agents_bucket(js: &jetstream::Context) -> Result<kv::Store, CoordinatorError> {
+    match js.get_key_value(AGENTS_BUCKET).await {
+        Ok(store) => Ok(store),
+        Err(_) => js
+            .create_key_value(kv::Config {
+                bucket: AGENTS_BUCKET.into(),
+                history: 1,
+                limit_markers: Some(Duration::from_secs(60)),
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| setup("the key-value bucket PALISADE_AGENTS")(e.to_string())),
+    }
+}
+
+/// Follows the agents' bucket: each heartbeat and each agent gone goes to
+/// `seen` (on a thread of its own) and into `live`. Watches again after an
+/// outage.
+async fn watch_agents(
+    agents: kv::Store,
+    live: Arc<Mutex<BTreeMap<String, Vec<String>>>>,
+    seen: Box<dyn FnMut(AgentEvent) + Send>,
+) {
+    let (tx, rx) = std::sync::mpsc::channel::<AgentEvent>();
+    let mut seen = seen;
+    std::thread::Builder::new()
+        .name("palisade-agents".into())
+        .spawn(move || {
+            for event in rx {
+                seen(event);
+            }
+        })
+        .ok();
+    loop {
+        let mut watch = match agents.watch_all().await {
+            Ok(watch) => watch,
+            Err(e) => {
+                tracing::debug!(error = %e, "cluster: cannot watch the agents; retrying");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+        };
+        while let Some(entry) = watch.next().await {
+            let Ok(entry) = entry else { break };
+            let now = crate::daemon::now_ms();
+            let event = match entry.operation {
+                kv::Operation::Put => match serde_json::from_slice::<AgentBeat>(&entry.value) {
+                    Ok(beat) if beat.check().is_ok() && beat.name == entry.key => {
+                        let mut map = live.lock().unwrap_or_else(|e| e.into_inner());
+                        if !map.contains_key(&beat.name) {
+                            tracing::info!(agent = %beat.name, labels = ?beat.labels, rate = beat.rate,
+                                "cluster: agent joined");
+                        }
+                        map.insert(beat.name.clone(), beat.labels.clone());
+                        AgentEvent::Beat(beat, now)
+                    }
+                    _ => {
+                        tracing::warn!(key = %entry.key, "cluster: a heartbeat that does not decode");
+                        continue;
+                    }
+                },
+                kv::Operation::Delete | kv::Operation::Purge => {
+                    let was = live
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .remove(&entry.key);
+                    if was.is_some() {
+                        tracing::warn!(agent = %entry.key, "cluster: agent gone");
+                    }
+                    AgentEvent::Gone(entry.key.clone(), now)
+                }
+            };
+            if tx.send(event).is_err() {
+                return;
+            }
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
