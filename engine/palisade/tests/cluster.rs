@@ -20,7 +20,9 @@ use futures::StreamExt;
 use tokio::io::AsyncReadExt;
 
 mod common;
-use common::cluster::{ClusterNats, FRA1, ServerErrors, connect, create_cluster_objects, tail};
+use common::cluster::{
+    ClusterKnobs, ClusterNats, FRA1, ServerErrors, connect, set_up_as_coordinator, tail,
+};
 
 /// One message of `consumer` (a batch of 1), within 5 s.
 async fn fetch_one(consumer: &PullConsumer) -> jetstream::Message {
@@ -133,9 +135,15 @@ async fn refused<T: std::fmt::Debug>(
 async fn an_agent_may_pull_jobs_read_slices_and_publish_results_and_nothing_more() {
     let nats = ClusterNats::start();
     // The coordinator creates everything and publishes work.
+    let knobs = ClusterKnobs {
+        ack_wait: "5s",
+        max_deliver: 3,
+        labels: vec![FRA1.to_string()],
+        ..ClusterKnobs::default()
+    };
+    tokio::task::block_in_place(|| set_up_as_coordinator(&nats, &knobs));
     let (coordinator, coordinator_errors) = connect(&nats, "coordinator").await;
     let cjs = jetstream::new(coordinator.clone());
-    create_cluster_objects(&cjs, &["any", FRA1], Duration::from_secs(5), 3).await;
     for (subject, id, payload) in [
         ("palisade.jobs.any.1.0", "job.1.0.0", &b"job 1.0.0"[..]),
         ("palisade.jobs.site=fra1.1.2", "job.1.2.0", b"job 1.2.0"),
@@ -451,7 +459,7 @@ async fn an_agent_may_pull_jobs_read_slices_and_publish_results_and_nothing_more
 use std::collections::BTreeMap;
 
 use common::cluster::{
-    Cluster, ClusterKnobs, MonitorDef, answering_fleet, duplicate_ids, jobs_in_progress, monitor,
+    Cluster, MonitorDef, answering_fleet, duplicate_ids, jobs_in_progress, monitor,
     opened_by_events, serial, syns,
 };
 

@@ -325,9 +325,7 @@ impl Daemon {
         let http = self.config.http.clone();
         let monitors = std::mem::take(&mut config.monitors);
         if config.cluster != self.config.cluster {
-            tracing::warn!(
-                "[cluster] changed: the coordinator keeps its settings until restarted"
-            );
+            tracing::warn!("[cluster] changed: the coordinator keeps its settings until restarted");
         }
         let cluster = self.config.cluster.take();
         self.config = config;

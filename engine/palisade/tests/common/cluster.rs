@@ -885,87 +885,28 @@ pub fn expand_ranges(ranges: &str) -> Vec<u16> {
     out
 }
 
-/// The streams, consumers, KV bucket and object store of CLUSTER.md's
-/// "NATS" table, created as the coordinator creates them (for the tests
-/// that run without a coordinator: the permission test).
-pub async fn create_cluster_objects(
-    js: &async_nats::jetstream::Context,
-    labels: &[&str],
-    ack_wait: Duration,
-    max_deliver: i64,
-) {
-    use async_nats::jetstream::{consumer, kv, object_store, stream};
-    let ten_minutes = Duration::from_secs(600);
-    let jobs = js
-        .get_or_create_stream(stream::Config {
-            name: "PALISADE_JOBS".into(),
-            subjects: vec!["palisade.jobs.>".into()],
-            retention: stream::RetentionPolicy::WorkQueue,
-            storage: stream::StorageType::File,
-            duplicate_window: ten_minutes,
-            discard: stream::DiscardPolicy::New,
-            ..Default::default()
-        })
-        .await
-        .expect("stream PALISADE_JOBS");
-    for label in labels {
-        let name = format!("jobs-{label}");
-        jobs.get_or_create_consumer(
-            &name,
-            consumer::pull::Config {
-                durable_name: Some(name.clone()),
-                filter_subject: format!("palisade.jobs.{label}.>"),
-                ack_policy: consumer::AckPolicy::Explicit,
-                ack_wait,
-                max_deliver,
-                max_ack_pending: 1000,
-                ..Default::default()
-            },
-        )
-        .await
-        .unwrap_or_else(|e| panic!("consumer {name}: {e}"));
-    }
-    let results = js
-        .get_or_create_stream(stream::Config {
-            name: "PALISADE_RESULTS".into(),
-            subjects: vec!["palisade.results.>".into()],
-            retention: stream::RetentionPolicy::WorkQueue,
-            storage: stream::StorageType::File,
-            duplicate_window: ten_minutes,
-            ..Default::default()
-        })
-        .await
-        .expect("stream PALISADE_RESULTS");
-    results
-        .get_or_create_consumer(
-            "coordinator",
-            consumer::pull::Config {
-                durable_name: Some("coordinator".into()),
-                ack_policy: consumer::AckPolicy::Explicit,
-                ack_wait: Duration::from_secs(30),
-                max_deliver: -1,
-                ..Default::default()
-            },
-        )
-        .await
-        .expect("consumer coordinator");
-    js.create_object_store(object_store::Config {
-        bucket: "PALISADE_SLICES".into(),
-        max_age: Duration::from_secs(86_400),
-        storage: stream::StorageType::File,
-        ..Default::default()
-    })
-    .await
-    .expect("object store PALISADE_SLICES");
-    js.create_key_value(kv::Config {
-        bucket: "PALISADE_AGENTS".into(),
-        history: 1,
-        storage: stream::StorageType::File,
-        limit_markers: Some(Duration::from_secs(60)),
-        ..Default::default()
-    })
-    .await
-    .expect("KV PALISADE_AGENTS");
+/// The streams, consumers, KV bucket and object store, set up as the
+/// coordinator sets them up at start (`palisade::cluster::coordinator::
+/// Coordinator::start` with the `[cluster]` of [`coordinator_config`] for
+/// `knobs`), then left: agents can start before the coordinator. Blocking
+/// (its own runtime): call it outside an async context.
+pub fn set_up_as_coordinator(nats: &ClusterNats, knobs: &ClusterKnobs) {
+    let text = coordinator_config(
+        nats,
+        knobs,
+        &[],
+        "1-10",
+        "1h",
+        "1m",
+        Path::new("/nonexistent/palisade.db"),
+    );
+    let config = palisade::config::parse("cluster.toml", &text)
+        .unwrap_or_else(|e| panic!("the coordinator's configuration: {e:?}\n{text}"));
+    let settings = config.cluster.expect("[cluster]");
+    let coordinator =
+        palisade::cluster::coordinator::Coordinator::start(&settings, Box::new(|_| {}))
+            .unwrap_or_else(|e| panic!("the coordinator's set-up: {e}\n{}", tail(&nats.log(), 20)));
+    drop(coordinator);
 }
 
 /// Runs `future` on a runtime of its own (the tests are synchronous).
@@ -1013,14 +954,7 @@ impl Cluster {
         commit_every: &str,
     ) -> Cluster {
         let nats = ClusterNats::start();
-        let mut labels: Vec<&str> = vec!["any"];
-        labels.extend(knobs.labels.iter().map(String::as_str));
-        let ack_wait = humantime::parse_duration(knobs.ack_wait).unwrap();
-        block_on(async {
-            let (client, _) = connect(&nats, "coordinator").await;
-            let js = async_nats::jetstream::new(client);
-            create_cluster_objects(&js, &labels, ack_wait, i64::from(knobs.max_deliver)).await;
-        });
+        set_up_as_coordinator(&nats, &knobs);
         let agents = AGENTS
             .iter()
             .map(|(agent, labels)| AgentBed::new(agent, labels, &nats, &spec))
@@ -1162,6 +1096,19 @@ impl Cluster {
                 self.context()
             );
             std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+}
+
+/// Set (to anything): a [`Cluster`] prints [`Cluster::context`] when
+/// dropped, also after a test that passed.
+pub const SHOW_LOGS_VAR: &str = "PALISADE_TEST_CLUSTER_LOGS";
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        if std::thread::panicking() || std::env::var_os(SHOW_LOGS_VAR).is_some() {
+            self.coordinator.kill();
+            eprintln!("{}", self.context());
         }
     }
 }
