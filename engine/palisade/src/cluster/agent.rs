@@ -30,8 +30,8 @@ use super::{
 use palisade_outputs::nats::NatsOptions;
 
 /// How long one pull waits for a job before the agent asks the next
-/// label's consumer.
-const PULL_WAIT: Duration = Duration::from_secs(2);
+/// label's consumer (a consumer with a job answers at once).
+const PULL_WAIT: Duration = Duration::from_secs(1);
 
 /// The slices' descriptions an agent keeps (the jobs of one slice come
 /// together).
