@@ -774,6 +774,8 @@ impl SweepLedger {
     }
 
     /// Records that `job` was not scanned after `deliveries` deliveries
+    /// (0: the coordinator gave up at the slice's deadline, not knowing how
+    /// often it was delivered)
     /// (the queue's `MaxDeliver` advisory); `false` if it already had an
     /// outcome or is not a job of this slice.
     pub fn fail(&mut self, job: JobId, deliveries: u64) -> bool {
@@ -823,6 +825,14 @@ impl SweepLedger {
             let name = || format!("shard {}/{count} of slice {}", i + 1, self.slice);
             match job {
                 JobState::Pending => pending = true,
+                JobState::Failed { deliveries: 0 } => {
+                    failed.get_or_insert_with(|| {
+                        format!(
+                            "{} not scanned before the slice's deadline (no agent finished it)",
+                            name()
+                        )
+                    });
+                }
                 JobState::Failed { deliveries } => {
                     failed.get_or_insert_with(|| {
                         format!("{} not scanned after {deliveries} deliveries", name())
@@ -1249,6 +1259,16 @@ mod tests {
         assert!(!replies.of(v4(2)).open.contains(443));
         assert!(!replies.of(v4(2)).open.contains(8080));
         assert_eq!(replies.tally().probes, 150);
+        // Given up at the deadline: no delivery count to name.
+        let mut ledger = ledger_of(&targets, &jobs);
+        assert!(ledger.fail(jobs[0].id, 0));
+        assert_eq!(
+            ledger.finish().0,
+            SweepEnd::Failed(
+                "shard 1/4 of slice 2 not scanned before the slice's deadline (no agent finished it)"
+                    .into()
+            )
+        );
     }
 
     #[test]

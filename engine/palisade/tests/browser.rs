@@ -518,7 +518,7 @@ async fn agents_scenario(driver: &Driver, served: &Served) {
     assert_eq!(state, "fra1-a:live par-b:gone");
     assert_eq!(
         text_of(&client, "#agents caption").await.as_deref(),
-        Some("1 agent live, 1 gone")
+        Some("1 agent live, 0 silent, 1 gone")
     );
     assert_eq!(
         text_of(&client, "#agents-title").await.as_deref(),

@@ -376,7 +376,7 @@ fn status_lists_the_scan_agents_when_the_store_has_any() {
         assert!(b.contains(part), "{part:?} not in {b:?}");
     }
     assert!(b.trim_end().ends_with('-'), "no job: {b:?}");
-    assert!(out.contains("agents: 1 live, 1 gone"), "{out}");
+    assert!(out.contains("agents: 1 live, 0 silent, 1 gone"), "{out}");
 
     let o = as_nobody(&["status", "-c", path(&config), "--format", "jsonl"]);
     assert!(o.status.success(), "status: {}", stderr(&o));

@@ -30,8 +30,8 @@ use super::{
 use palisade_outputs::nats::NatsOptions;
 
 /// How long one pull waits for a job before the agent asks the next
-/// label's consumer.
-const PULL_WAIT: Duration = Duration::from_secs(2);
+/// label's consumer (a consumer with a job answers at once).
+const PULL_WAIT: Duration = Duration::from_secs(1);
 
 /// The slices' descriptions an agent keeps (the jobs of one slice come
 /// together).
@@ -128,15 +128,21 @@ pub async fn run(options: AgentOptions, stop: Arc<AtomicBool>) -> Result<(), Age
     // Gone at once rather than when the heartbeat expires.
     let mut headers = async_nats::HeaderMap::new();
     headers.insert("KV-Operation", "DEL");
-    let _ = tokio::time::timeout(
-        Duration::from_secs(2),
-        js.publish_with_headers(
-            agent_key_subject(&options.name),
-            headers,
-            Default::default(),
-        ),
-    )
-    .await;
+    let gone = async {
+        js.publish_with_headers(agent_key_subject(&options.name), headers, Default::default())
+            .await?
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_string().into())
+    };
+    let said_gone: Result<(), Box<dyn std::error::Error + Send + Sync>> =
+        match tokio::time::timeout(Duration::from_secs(2), gone).await {
+            Ok(result) => result,
+            Err(_) => Err("timed out".into()),
+        };
+    if let Err(e) = said_gone {
+        tracing::debug!("agent: cannot say it is gone (its heartbeat expires by itself): {e}");
+    }
     tracing::info!(agent = %options.name, "agent stopped");
     Ok(())
 }

@@ -15,7 +15,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_nats::jetstream::{self, consumer, kv, object_store, stream};
 use futures::StreamExt;
@@ -70,9 +70,12 @@ pub enum AgentEvent {
     Gone(String, Millis),
 }
 
-/// How a slice went through the queue, for the daemon's report.
+/// How slices went through the queue, and what the coordinator spent on
+/// them (its own work, not the waits): for the daemon's log and the
+/// benchmark.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct QueueTally {
+    pub slices: u64,
     pub jobs: u64,
     /// Results merged (a job's first).
     pub merged: u64,
@@ -82,6 +85,37 @@ pub struct QueueTally {
     pub foreign: u64,
     /// Jobs given up after `MaxDeliver` deliveries or at the deadline.
     pub failed: u64,
+    /// Describing the slices, cutting them into jobs and queueing them
+    /// (each publish until the server acknowledged it).
+    pub queueing: Duration,
+    /// Decoding, merging and acknowledging the results.
+    pub merging: Duration,
+}
+
+impl std::ops::AddAssign for QueueTally {
+    fn add_assign(&mut self, other: QueueTally) {
+        self.slices += other.slices;
+        self.jobs += other.jobs;
+        self.merged += other.merged;
+        self.duplicates += other.duplicates;
+        self.foreign += other.foreign;
+        self.failed += other.failed;
+        self.queueing += other.queueing;
+        self.merging += other.merging;
+    }
+}
+
+impl QueueTally {
+    /// The coordinator's time per job queued, and per result received, in
+    /// microseconds.
+    pub fn per_job_us(&self) -> f64 {
+        self.queueing.as_secs_f64() * 1e6 / self.jobs.max(1) as f64
+    }
+
+    pub fn per_result_us(&self) -> f64 {
+        let results = self.merged + self.duplicates + self.foreign;
+        self.merging.as_secs_f64() * 1e6 / results.max(1) as f64
+    }
 }
 
 /// `palisade run`'s side of the agents.
@@ -95,6 +129,8 @@ pub struct Coordinator {
     settings: ClusterSettings,
     /// The live agents and their labels, by name (from their heartbeats).
     live: Arc<Mutex<BTreeMap<String, Vec<String>>>>,
+    /// The slices probed since [`Coordinator::take_tally`].
+    tally: QueueTally,
 }
 
 impl std::fmt::Debug for Coordinator {
@@ -151,7 +187,13 @@ impl Coordinator {
             advisories,
             settings: settings.clone(),
             live,
+            tally: QueueTally::default(),
         })
+    }
+
+    /// What the slices probed since the last call went through.
+    pub fn take_tally(&mut self) -> QueueTally {
+        std::mem::take(&mut self.tally)
     }
 
     /// How many live agents take jobs of `label` (every agent takes
@@ -193,6 +235,7 @@ impl Coordinator {
         };
         let (end, replies) = runtime.block_on(run.run(slice, per_host_rate, live, stop));
         let tally = run.tally;
+        self.tally += tally;
         tracing::debug!(
             slice = slice.index,
             label = slice.label,
@@ -233,6 +276,8 @@ impl SliceRun<'_> {
         live: u64,
         stop: &AtomicBool,
     ) -> (SweepEnd, SweepReplies) {
+        let queueing = Instant::now();
+        self.tally.slices = 1;
         let spec = SliceSpec::new(
             slice.sweep,
             slice.index,
@@ -286,6 +331,7 @@ impl SliceRun<'_> {
                 }
             }
         }
+        self.tally.queueing += queueing.elapsed();
         tracing::debug!(
             slice = slice.index,
             label = slice.label,
@@ -315,7 +361,7 @@ impl SliceRun<'_> {
                      their ports count as inconclusive"
                 );
                 for job in pending {
-                    ledger.fail(job, times.max_deliver);
+                    ledger.fail(job, 0);
                     self.tally.failed += 1;
                 }
                 break;
@@ -342,6 +388,7 @@ impl SliceRun<'_> {
         message: Option<Result<jetstream::Message, consumer::pull::MessagesError>>,
         ledger: &mut SweepLedger,
     ) {
+        let merging = Instant::now();
         let message = match message {
             Some(Ok(message)) => message,
             Some(Err(e)) => {
@@ -373,6 +420,7 @@ impl SliceRun<'_> {
             // Redelivered later, then merged as a duplicate or foreign.
             tracing::debug!(error = %e, "cluster: result not acknowledged");
         }
+        self.tally.merging += merging.elapsed();
     }
 
     /// A job delivered `MaxDeliver` times: its shard failed; it is removed

@@ -53,7 +53,7 @@ pub fn run(args: &StatusArgs) -> Result<ExitCode> {
                 writeln!(out, "{}", serde_json::to_string(s)?)?;
             }
             for a in &agents {
-                writeln!(out, "{}", serde_json::to_string(&AgentLine::new(a))?)?;
+                writeln!(out, "{}", serde_json::to_string(&AgentLine::new(a, now))?)?;
             }
         }
         OutputFormat::Text => {
@@ -161,9 +161,10 @@ fn write_agents(
         "AGENT", "LABELS", "STATE", "LAST HEARTBEAT", "JOBS DONE", "RATE"
     )?;
     for a in agents {
-        let state = match a.gone_at {
-            None => "live".to_owned(),
-            Some(at) => format!("gone since {} ({})", rfc3339(at), relative(now, at)),
+        let state = match (a.state(now), a.gone_at) {
+            (_, Some(at)) => format!("gone since {} ({})", rfc3339(at), relative(now, at)),
+            ("silent", None) => "silent (no heartbeat; agent or coordinator down)".to_owned(),
+            _ => "live".to_owned(),
         };
         let beat = format!("{} ({})", rfc3339(a.last_beat), relative(now, a.last_beat));
         writeln!(
@@ -176,8 +177,14 @@ fn write_agents(
             a.job.as_deref().unwrap_or("-"),
         )?;
     }
-    let live = agents.iter().filter(|a| a.is_live()).count();
-    writeln!(out, "agents: {live} live, {} gone", agents.len() - live)
+    let count = |state: &str| agents.iter().filter(|a| a.state(now) == state).count();
+    writeln!(
+        out,
+        "agents: {} live, {} silent, {} gone",
+        count("live"),
+        count("silent"),
+        count("gone")
+    )
 }
 
 /// A scan agent's line of `status --format jsonl` (told from the monitors'
@@ -185,7 +192,7 @@ fn write_agents(
 #[derive(Debug, serde::Serialize)]
 struct AgentLine<'a> {
     agent: &'a str,
-    /// `live` or `gone`.
+    /// `live`, `silent` or `gone` ([`palisade::store::AgentRow::state`]).
     state: &'static str,
     labels: &'a [String],
     rate: u64,
@@ -197,10 +204,10 @@ struct AgentLine<'a> {
 }
 
 impl<'a> AgentLine<'a> {
-    fn new(a: &'a palisade::store::AgentRow) -> AgentLine<'a> {
+    fn new(a: &'a palisade::store::AgentRow, now: palisade_core::monitor::Millis) -> AgentLine<'a> {
         AgentLine {
             agent: &a.name,
-            state: a.state(),
+            state: a.state(now),
             labels: &a.labels,
             rate: a.rate,
             started_ms: a.started,

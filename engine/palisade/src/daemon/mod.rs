@@ -411,7 +411,21 @@ impl Daemon {
                 cluster.probe(slice, per_host_rate, stop)
             };
             let swept = self.run_sweep_with(plan, slicing, stop, &mut probe);
+            let tally = cluster.take_tally();
             self.cluster = Some(cluster);
+            tracing::info!(
+                slices = tally.slices,
+                jobs = tally.jobs,
+                results = tally.merged,
+                duplicates = tally.duplicates,
+                foreign = tally.foreign,
+                failed = tally.failed,
+                queueing_s = tally.queueing.as_secs_f64(),
+                merging_s = tally.merging.as_secs_f64(),
+                per_job_us = tally.per_job_us().round(),
+                per_result_us = tally.per_result_us().round(),
+                "sweep through the agents"
+            );
             return Ok(swept?.conclusive);
         }
         let config = self.scan_config();

@@ -44,14 +44,23 @@ pub struct AgentRow {
 }
 
 impl AgentRow {
-    /// Live: no expiry or deletion of its key seen since its last beat.
-    pub fn is_live(&self) -> bool {
-        self.gone_at.is_none()
+    /// Live at `now`: no expiry or deletion of its key seen since its last
+    /// beat, and that beat younger than a heartbeat's time to live.
+    pub fn is_live(&self, now: Millis) -> bool {
+        self.state(now) == "live"
     }
 
-    /// `live` or `gone`, as `status --format jsonl` and the API write it.
-    pub fn state(&self) -> &'static str {
-        if self.is_live() { "live" } else { "gone" }
+    /// `live`; `silent` (no gone seen, but no heartbeat within a
+    /// heartbeat's time to live either: the agent or the coordinator that
+    /// records it is not running); or `gone`. As `status --format jsonl`
+    /// and the API write it.
+    pub fn state(&self, now: Millis) -> &'static str {
+        let ttl = crate::cluster::BEAT_TTL.as_millis() as Millis;
+        match self.gone_at {
+            Some(_) => "gone",
+            None if now.saturating_sub(self.last_beat) > ttl => "silent",
+            None => "live",
+        }
     }
 }
 
@@ -210,7 +219,7 @@ mod tests {
         // Gone again later: it has been gone since the first time.
         store.record_agent_gone("fra1-a", 25_000).unwrap();
         let row = &store.agents().unwrap()[0];
-        assert_eq!((row.gone_at, row.is_live()), (Some(20_000), false));
+        assert_eq!((row.gone_at, row.state(20_001)), (Some(20_000), "gone"));
         assert_eq!((row.last_beat, row.jobs_done), (5_000, 3), "kept");
         // A name never seen: no row.
         store.record_agent_gone("nobody", 20_000).unwrap();
@@ -224,7 +233,11 @@ mod tests {
             (row.gone_at, row.started, row.last_beat),
             (None, 30_000, 31_000)
         );
-        assert!(row.is_live());
+        assert!(row.is_live(31_000));
+        // No heartbeat for longer than one lives: silent, not taken for live.
+        assert_eq!(row.state(31_000 + 15_000), "live");
+        assert_eq!(row.state(31_000 + 15_001), "silent");
+        assert!(!row.is_live(31_000 + 15_001));
     }
 
     #[test]

@@ -14,7 +14,7 @@ use crate::store::AgentRow;
 pub struct AgentItem {
     #[serde(flatten)]
     pub agent: AgentRow,
-    /// `live` or `gone`.
+    /// `live`, `silent` or `gone` ([`AgentRow::state`]).
     pub state: &'static str,
 }
 
@@ -24,25 +24,27 @@ pub struct Agents {
     /// Every agent seen (gone ones until pruned), by name.
     pub items: Vec<AgentItem>,
     pub live: usize,
+    pub silent: usize,
     pub gone: usize,
 }
 
 /// `GET /agents`
 pub async fn list(State(state): State<AppState>, _: Reader) -> Result<Json<Agents>, Problem> {
     let rows = state.read(|store| store.agents()).await?;
-    Ok(Json(agents(rows)))
+    Ok(Json(agents(rows, crate::daemon::now_ms())))
 }
 
-/// The answer for `rows`.
-pub fn agents(rows: Vec<AgentRow>) -> Agents {
-    let live = rows.iter().filter(|a| a.is_live()).count();
+/// The answer for `rows` at `now`.
+pub fn agents(rows: Vec<AgentRow>, now: palisade_core::monitor::Millis) -> Agents {
+    let count = |state: &str| rows.iter().filter(|a| a.state(now) == state).count();
     Agents {
-        gone: rows.len() - live,
-        live,
+        live: count("live"),
+        silent: count("silent"),
+        gone: count("gone"),
         items: rows
             .into_iter()
             .map(|agent| AgentItem {
-                state: agent.state(),
+                state: agent.state(now),
                 agent,
             })
             .collect(),
@@ -65,8 +67,8 @@ mod tests {
             job: Some("1.2.3".into()),
             gone_at,
         };
-        let json =
-            serde_json::to_value(agents(vec![row("a", None), row("b", Some(9_000))])).unwrap();
+        let json = serde_json::to_value(agents(vec![row("a", None), row("b", Some(9_000))], 9_500))
+            .unwrap();
         assert_eq!(
             json,
             serde_json::json!({
@@ -79,8 +81,15 @@ mod tests {
                      "job": "1.2.3", "gone_at_ms": 9000, "state": "gone"},
                 ],
                 "live": 1,
+                "silent": 0,
                 "gone": 1,
             })
+        );
+        // No heartbeat for longer than one lives: silent.
+        let later = agents(vec![row("a", None)], 5_000 + 15_001);
+        assert_eq!(
+            (later.live, later.silent, later.items[0].state),
+            (0, 1, "silent")
         );
     }
 }

@@ -13,15 +13,16 @@ use crate::store::AgentRow;
 
 /// The panel, or nothing without agents.
 pub fn panel(agents: &[AgentRow], now: Millis) -> Markup {
-    let live = agents.iter().filter(|a| a.is_live()).count() as u64;
-    let gone = agents.len() as u64 - live;
+    let of = |state: &str| agents.iter().filter(|a| a.state(now) == state).count() as u64;
+    let (live, silent, gone) = (of("live"), of("silent"), of("gone"));
     html! {
         @if !agents.is_empty() {
             section.agents aria-labelledby="agents-title" {
                 h2 #agents-title { "Scan agents" }
                 div.table-wrap {
                     table.cards #agents {
-                        caption { (count(live, "agent", "agents")) " live, " (gone) " gone" }
+                        caption { (count(live, "agent", "agents")) " live, " (silent) " silent, " (gone) " gone"
+                        }
                         thead {
                             tr {
                                 th scope="col" { "Agent" }
@@ -35,14 +36,17 @@ pub fn panel(agents: &[AgentRow], now: Millis) -> Markup {
                         }
                         tbody {
                             @for a in agents {
-                                tr data-agent=(a.name) data-state=(a.state()) {
+                                tr data-agent=(a.name) data-state=(a.state(now)) {
                                     td data-label="Agent" { strong { (a.name) } }
                                     td data-label="State" {
-                                        @match a.gone_at {
-                                            None => { (tag(Tone::Ok, "live")) }
-                                            Some(at) => {
+                                        @match (a.gone_at, a.state(now)) {
+                                            (Some(at), _) => {
                                                 (tag(Tone::Down, "gone")) " since " (time(now, at))
                                             }
+                                            (None, "silent") => {
+                                                (tag(Tone::Info, "silent")) " no heartbeat"
+                                            }
+                                            _ => { (tag(Tone::Ok, "live")) }
                                         }
                                     }
                                     td data-label="Last heartbeat" { (time(now, a.last_beat)) }
@@ -107,7 +111,7 @@ mod tests {
             60_000,
         )
         .into_string();
-        assert!(html.contains("1 agent live, 1 gone"), "{html}");
+        assert!(html.contains("1 agent live, 0 silent, 1 gone"), "{html}");
         assert!(
             html.contains(r#"<tr data-agent="fra1-a" data-state="live">"#),
             "{html}"
