@@ -624,7 +624,10 @@ async fn watch_agents(
         })
         .ok();
     loop {
-        let mut watch = match agents.watch_all().await {
+        // With each key's last entry first: the agents that beat before the
+        // coordinator (re)started its watch are live now, not at their next
+        // beat (`watch_all` delivers new entries only).
+        let mut watch = match agents.watch_with_history(">").await {
             Ok(watch) => watch,
             Err(e) => {
                 tracing::debug!(error = %e, "cluster: cannot watch the agents; retrying");
