@@ -4,12 +4,21 @@
 //!
 //! * The permissions: an agent may pull and acknowledge jobs of its labels,
 //!   read slice descriptions, publish results and its own heartbeat (with a
-//!   per-message TTL), and nothing else.
+//!   per-message TTL), and nothing else; each refusal is the server's.
+//! * End to end, as root: a coordinator (`palisade run` with `[cluster]`,
+//!   in a namespace of its own) and three agents (`palisade agent`), each
+//!   agent in a testbed of its own (its namespaces, veth and AF_XDP socket)
+//!   with the simulated fleet of one spec, whose truth is the single host's
+//!   (checked by one `palisade scan`). Every fleet host answers every probe,
+//!   so a fleet's SYN counters are exactly the probes that reached it: who
+//!   scanned what. The tests: an agent SIGKILLed mid-shard, then restarted;
+//!   every agent killed; a label-pinned monitor; a NATS restart mid-sweep.
 //!
-//! The end-to-end tests (a coordinator and three agents, each in a testbed
-//! of its own with the simulated fleet) need root and the simulator built
-//! beside the tests: `cargo build -p palisade-sim && cargo test -p palisade
-//! --test cluster`.
+//! Needs the simulator built beside the tests: `cargo build -p palisade-sim
+//! && cargo test -p palisade --test cluster`. `PALISADE_TEST_CLUSTER_LOGS=1`
+//! (with `--nocapture`) prints the coordinator's and agents' logs of a
+//! passing test too; `PALISADE_TEST_NATS_TRACE=<file>` keeps a `-DV` trace
+//! of nats-server.
 
 use std::future::Future;
 use std::time::{Duration, Instant};
@@ -536,7 +545,7 @@ fn a_sweep_survives_an_agent_killed_mid_shard_and_a_restarted_agent_takes_jobs()
             max_deliver: 3,
             ..ClusterKnobs::default()
         },
-        "25s",
+        "15s",
         "2s",
     );
     let probes = 20 * 200;
@@ -556,8 +565,10 @@ fn a_sweep_survives_an_agent_killed_mid_shard_and_a_restarted_agent_takes_jobs()
         );
         std::thread::sleep(Duration::from_millis(50));
     }
-    cluster.agent("agent-b").start();
-    cluster.agent("agent-c").start();
+    for name in ["agent-b", "agent-c"] {
+        cluster.agent(name).rate = 1000;
+        cluster.agent(name).start();
+    }
     // Half-way through its shard: SIGKILL.
     std::thread::sleep(Duration::from_millis(700));
     cluster.agent("agent-a").kill();
