@@ -499,6 +499,21 @@ fn assert_exact(cluster: &Cluster) {
     );
 }
 
+/// Per `sweep through the agents` line of the coordinator's log, the
+/// results it did not merge (a job's later attempt, or no job under way).
+fn results_not_merged(log: &str) -> u64 {
+    let field = |line: &str, name: &str| -> u64 {
+        line.split_whitespace()
+            .find_map(|w| w.strip_prefix(name))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    };
+    log.lines()
+        .filter(|l| l.contains("sweep through the agents"))
+        .map(|l| field(l, "duplicates=") + field(l, "foreign="))
+        .sum()
+}
+
 /// SYNs the fleet of each agent counted for `addresses`, by agent.
 fn syns_for(
     counters: &BTreeMap<String, serde_json::Value>,
@@ -855,4 +870,134 @@ fn the_truth_is_what_a_single_host_scan_finds() {
             ("agent-c".to_string(), 0)
         ])
     );
+}
+
+#[test]
+fn a_slow_agents_late_result_is_merged_once() {
+    let _serial = serial();
+    let monitors: Vec<MonitorDef> = (0..20).map(|i| monitor(i, None)).collect();
+    let mut cluster = Cluster::new(
+        "slow",
+        answering_fleet(),
+        monitors,
+        200,
+        ClusterKnobs {
+            agent_rate: 1000,
+            shard_time: "1s",
+            ack_wait: "3s",
+            max_deliver: 3,
+            ..ClusterKnobs::default()
+        },
+        "12s",
+        "2s",
+    );
+    // agent-a takes the first job alone, then freezes (SIGSTOP) past
+    // AckWait: its job goes to another agent, the sweep completes.
+    cluster.agent("agent-a").rate = 500;
+    cluster.agent("agent-a").start();
+    cluster.wait_live(&["agent-a"]);
+    cluster.coordinator.start();
+    let start = Instant::now();
+    while jobs_in_progress(&cluster.nats, "any") == 0 {
+        cluster.coordinator.assert_running();
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "agent-a took no job within 30 s\n{}",
+            cluster.context()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    for name in ["agent-b", "agent-c"] {
+        cluster.agent(name).rate = 1000;
+        cluster.agent(name).start();
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    cluster.agent("agent-a").signal("STOP");
+    cluster.wait_conclusive(1, Duration::from_secs(60));
+    // Thawed, it finishes its shard and publishes the result of its first
+    // attempt: a second result of a job already merged.
+    cluster.agent("agent-a").signal("CONT");
+    let start = Instant::now();
+    while !cluster.agent("agent-a").log().contains("shard scanned") {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "agent-a did not finish its shard after SIGCONT\n{}",
+            cluster.context()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // The next sweep takes whatever result is left over.
+    cluster.wait_conclusive(2, Duration::from_secs(60));
+    assert!(
+        results_not_merged(&cluster.coordinator.logs()) >= 1,
+        "the late result was received and not merged\n{}",
+        cluster.context()
+    );
+    let scans = cluster.coordinator.scans();
+    assert!(
+        scans.values().all(|&s| s == (2, 0)),
+        "two conclusive scans per monitor: {scans:?}"
+    );
+    assert_exact(&cluster);
+}
+
+#[test]
+fn a_coordinator_killed_mid_sweep_resumes_from_the_store() {
+    let _serial = serial();
+    // 40 monitors x 200 ports, slices of a few monitors: killed after the
+    // first is stored, restarted at once.
+    let monitors: Vec<MonitorDef> = (0..40).map(|i| monitor(i, None)).collect();
+    let mut cluster = Cluster::new(
+        "coordinator-kill",
+        answering_fleet(),
+        monitors,
+        200,
+        ClusterKnobs {
+            agent_rate: 1000,
+            shard_time: "1s",
+            ack_wait: "3s",
+            max_deliver: 3,
+            ..ClusterKnobs::default()
+        },
+        "1h",
+        "1s",
+    );
+    for a in &mut cluster.agents {
+        a.rate = 1000;
+        a.start();
+    }
+    cluster.wait_live(&["agent-a", "agent-b", "agent-c"]);
+    cluster.coordinator.start();
+    let start = Instant::now();
+    while cluster.coordinator.scans().is_empty() {
+        cluster.coordinator.assert_running();
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "no slice stored within 60 s\n{}",
+            cluster.context()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    cluster.coordinator.kill();
+    let before = cluster.coordinator.scans().len();
+    cluster.coordinator.start();
+    cluster.wait_conclusive(1, Duration::from_secs(120));
+    let scans = cluster.coordinator.scans();
+    assert!(before < scans.len(), "killed before the sweep's end");
+    assert!(
+        scans.values().all(|&s| s == (1, 0)),
+        "one conclusive scan per monitor: the slices stored are not redone, the one under way is: {scans:?}\n{}",
+        cluster.context()
+    );
+    // A sink may get an event again after a kill -9 (delivered, not yet
+    // marked): the same id. The events themselves are one per open port.
+    let mut events = cluster.coordinator.events();
+    let mut seen = std::collections::BTreeSet::new();
+    events.retain(|e| seen.insert(e["id"].as_str().unwrap_or_default().to_string()));
+    assert_eq!(
+        opened_by_events(&events),
+        cluster.truth(),
+        "one event per open port"
+    );
+    assert_eq!(cluster.coordinator.open_ports(), cluster.truth());
 }

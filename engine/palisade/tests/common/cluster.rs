@@ -443,6 +443,16 @@ impl AgentBed {
         }
     }
 
+    /// Sends `signal` (e.g. `STOP`, `CONT`) to its agent.
+    pub fn signal(&mut self, signal: &str) {
+        let pid = self.pid().expect("an agent runs");
+        let status = Command::new("kill")
+            .args([&format!("-{signal}"), &pid.to_string()])
+            .status()
+            .expect("kill");
+        assert!(status.success(), "kill -{signal} {pid}");
+    }
+
     /// SIGTERM, then its exit status (SIGKILL after 20 s, then panics).
     pub fn terminate(&mut self) -> ExitStatus {
         let mut p = self.process.take().expect("an agent runs");
@@ -739,6 +749,15 @@ impl Coordinator {
             .unwrap_or_default()
     }
 
+    /// The logs of all its runs.
+    pub fn logs(&self) -> String {
+        self.logs
+            .iter()
+            .map(|l| std::fs::read_to_string(l).unwrap_or_default())
+            .collect::<Vec<_>>()
+            .join("--- restarted ---\n")
+    }
+
     /// The events of the sink, each the envelope's data with its `id` and
     /// `type` (lines not yet complete are skipped).
     pub fn events(&self) -> Vec<Value> {
@@ -1013,7 +1032,7 @@ impl Cluster {
     pub fn context(&self) -> String {
         let mut out = format!(
             "--- coordinator ---\n{}\n",
-            tail(&self.coordinator.log(), 80)
+            tail(&self.coordinator.logs(), 80)
         );
         for a in &self.agents {
             out.push_str(&tail(&a.logs(), 40));
