@@ -564,9 +564,9 @@ fn a_sweep_survives_an_agent_killed_mid_shard_and_a_restarted_agent_takes_jobs()
         "2s",
     );
     let probes = 20 * 200;
-    // agent-a alone first, slower (a shard of 1000 probes takes it 2 s):
+    // agent-a alone first, slower (a shard of 1000 probes takes it 4 s):
     // the first job is surely its own.
-    cluster.agent("agent-a").rate = 500;
+    cluster.agent("agent-a").rate = 250;
     cluster.agent("agent-a").start();
     cluster.wait_live(&["agent-a"]);
     cluster.coordinator.start();
@@ -584,8 +584,8 @@ fn a_sweep_survives_an_agent_killed_mid_shard_and_a_restarted_agent_takes_jobs()
         cluster.agent(name).rate = 1000;
         cluster.agent(name).start();
     }
-    // Half-way through its shard: SIGKILL.
-    std::thread::sleep(Duration::from_millis(700));
+    // Well into its shard (its set-up done), well before its end: SIGKILL.
+    std::thread::sleep(Duration::from_millis(1500));
     cluster.agent("agent-a").kill();
     let killed_fleet = cluster.agent("agent-a").stop_fleet().unwrap();
 
