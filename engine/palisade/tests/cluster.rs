@@ -475,8 +475,14 @@ use common::cluster::{
 /// Checks what a sweep gave against the fleet's truth: the store's open
 /// ports (conclusive full scans) and the events' (`unexpected_port_open`,
 /// one per open port and monitor: confirmed at once) are the truth; no
-/// event id came twice.
+/// event id came twice; and nats-server refused nothing the coordinator
+/// and the agents did (`docs/nats-cluster.conf` allows what they need).
 fn assert_exact(cluster: &Cluster) {
+    assert_eq!(
+        cluster.nats.violations(),
+        Vec::<String>::new(),
+        "permission violations"
+    );
     let truth = cluster.truth();
     assert!(!truth.is_empty(), "the fleet has open ports");
     let events = cluster.coordinator.events();
