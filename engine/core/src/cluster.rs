@@ -383,6 +383,15 @@ impl Job {
         )
     }
 
+    /// How long its first probes take at its rate, capped as the agent caps
+    /// it for a slice of `hosts` addresses (`probe::capped_rate`), in ms:
+    /// longer than `shard_time` when the per-host cap binds.
+    pub fn scan_ms(&self, hosts: u64) -> u64 {
+        let rate = crate::probe::capped_rate(self.rate, self.per_host_rate, hosts);
+        let ms = u128::from(self.probes) * 1000 / u128::from(rate.max(1));
+        u64::try_from(ms).unwrap_or(u64::MAX)
+    }
+
     /// Its `Nats-Msg-Id`: a job published twice (a publish retried after
     /// a lost acknowledgement) is stored once.
     pub fn msg_id(&self) -> String {
@@ -925,6 +934,24 @@ mod tests {
             max_shard_ms,
         };
         plan_jobs(desc, &params, key)
+    }
+
+    #[test]
+    fn a_jobs_scan_time_counts_the_per_host_cap() {
+        let (_, desc) = slice(&[v4(2)], &web(&[22], "1-1000"));
+        let params = JobParams {
+            label: ANY_LABEL.into(),
+            rate: 1_000,
+            per_host_rate: Some(400),
+            max_shard_ms: 500,
+        };
+        let jobs = plan_jobs(&desc, &params, &key()).unwrap();
+        // 1,000 probes, 500 a shard: two shards, each capped at 200/s on one host.
+        assert_eq!(jobs.len(), 2);
+        assert_eq!(jobs[0].per_host_rate, Some(200));
+        assert_eq!(jobs[0].scan_ms(1), 2_500);
+        // Over many hosts the cap does not bind: the shard's own time.
+        assert_eq!(jobs[0].scan_ms(100), 500);
     }
 
     #[test]
