@@ -82,6 +82,14 @@ pub fn valid_label(label: &str) -> bool {
 /// `agent_label`).
 pub const ANY_LABEL: &str = "any";
 
+/// The subjects of the jobs: `{JOBS_SUBJECT}.{label}.{sweep}.{slice}`. A
+/// root of their own, apart from the events' `palisade.>` (the default
+/// subjects of the NATS sink's stream), so that both live in one account:
+/// JetStream refuses two streams whose subjects overlap.
+pub const JOBS_SUBJECT: &str = "palisade-cluster.jobs";
+/// The subjects of the results: `{RESULTS_SUBJECT}.{sweep}.{slice}`.
+pub const RESULTS_SUBJECT: &str = "palisade-cluster.results";
+
 /// One shard of one slice of one sweep. Written `{sweep}.{slice}.{shard}`,
 /// as in message ids and logs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -325,7 +333,8 @@ impl<'de> Deserialize<'de> for JobKey {
 }
 
 /// One shard to scan: what the coordinator publishes to
-/// `palisade.jobs.{label}.{sweep}.{slice}` (message id [`Job::msg_id`]).
+/// `palisade-cluster.jobs.{label}.{sweep}.{slice}` ([`JOBS_SUBJECT`];
+/// message id [`Job::msg_id`]).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Job {
     pub version: u32,
@@ -378,7 +387,7 @@ impl Job {
     /// The subject it is published to.
     pub fn subject(&self) -> String {
         format!(
-            "palisade.jobs.{}.{}.{}",
+            "{JOBS_SUBJECT}.{}.{}.{}",
             self.label, self.id.sweep, self.id.slice
         )
     }
@@ -532,7 +541,7 @@ pub struct AddressResult {
     pub closed: PortRanges,
 }
 
-/// What an agent sends back for one shard, to `palisade.results.{sweep}.{slice}`
+/// What an agent sends back for one shard, to `palisade-cluster.results.{sweep}.{slice}`
 /// (message id [`ShardResult::msg_id`]); it acknowledges the job only once
 /// the results stream acknowledged this.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -563,7 +572,7 @@ impl ShardResult {
 
     /// The subject it is published to.
     pub fn subject(&self) -> String {
-        format!("palisade.results.{}.{}", self.job.sweep, self.job.slice)
+        format!("{RESULTS_SUBJECT}.{}.{}", self.job.sweep, self.job.slice)
     }
 }
 
@@ -1053,7 +1062,7 @@ mod tests {
         let j = &jobs[3];
         j.check().unwrap();
         assert_eq!(j.shard(), Shard { index: 3, count: 7 });
-        assert_eq!(j.subject(), "palisade.jobs.site=fra1.1000.2");
+        assert_eq!(j.subject(), "palisade-cluster.jobs.site=fra1.1000.2");
         assert_eq!(j.msg_id(), "job.1000.2.3");
         assert_eq!(j.slice_object, "1000.2");
         assert_eq!(j.per_host_rate, None);
@@ -1146,7 +1155,7 @@ mod tests {
         assert!(json.contains(r#""open":"80","closed":"22""#), "{json}");
         assert_eq!(serde_json::from_str::<ShardResult>(&json).unwrap(), result);
         assert_eq!(result.msg_id(), "result.1000.2.0.2");
-        assert_eq!(result.subject(), "palisade.results.1000.2");
+        assert_eq!(result.subject(), "palisade-cluster.results.1000.2");
         let beat = AgentBeat {
             version: CLUSTER_VERSION,
             name: "agent-1".into(),

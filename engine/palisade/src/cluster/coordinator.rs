@@ -22,8 +22,8 @@ use futures::StreamExt;
 use serde::Deserialize;
 
 use palisade_core::cluster::{
-    ANY_LABEL, AgentBeat, JobId, JobParams, Merge, QueueTimes, ShardResult, SliceSpec, SweepLedger,
-    plan_jobs, slice_deadline,
+    ANY_LABEL, AgentBeat, JOBS_SUBJECT, JobId, JobParams, Merge, QueueTimes, RESULTS_SUBJECT,
+    ShardResult, SliceSpec, SweepLedger, plan_jobs, slice_deadline,
 };
 use palisade_core::monitor::Millis;
 use palisade_core::plan::{SweepEnd, SweepReplies};
@@ -476,7 +476,7 @@ impl SliceRun<'_> {
     /// Removes what is left of the slice: jobs no agent finished, its
     /// description.
     async fn forget(&self, spec: &SliceSpec) {
-        let subject = format!("palisade.jobs.*.{}.{}", spec.sweep, spec.slice);
+        let subject = format!("{JOBS_SUBJECT}.*.{}.{}", spec.sweep, spec.slice);
         if let Err(e) = self.jobs.purge().filter(subject).await {
             tracing::debug!(error = %e, "cluster: cannot purge the slice's jobs");
         }
@@ -509,25 +509,13 @@ async fn jobs_stream(
     js: &jetstream::Context,
     settings: &ClusterSettings,
 ) -> Result<stream::Stream, CoordinatorError> {
-    let config = stream::Config {
-        name: JOBS_STREAM.into(),
-        subjects: vec!["palisade.jobs.>".into()],
-        retention: stream::RetentionPolicy::WorkQueue,
-        storage: stream::StorageType::File,
-        duplicate_window: DUPLICATE_WINDOW,
-        ..Default::default()
-    };
-    let stream = create_or_update(js, config).await?;
     // Every job there belongs to a run that is over.
-    stream
-        .purge()
-        .await
-        .map_err(|e| setup("the jobs stream (purge)")(e.to_string()))?;
+    let stream = work_queue(js, JOBS_STREAM, &format!("{JOBS_SUBJECT}.>")).await?;
     for label in &settings.labels {
         let name = jobs_consumer(label);
         let config = consumer::pull::Config {
             durable_name: Some(name.clone()),
-            filter_subject: format!("palisade.jobs.{label}.>"),
+            filter_subject: format!("{JOBS_SUBJECT}.{label}.>"),
             ack_policy: consumer::AckPolicy::Explicit,
             ack_wait: settings.ack_wait,
             max_deliver: i64::from(settings.max_deliver),
@@ -577,19 +565,8 @@ impl Results {
 /// The results stream, emptied of a previous run's results, and the
 /// coordinator's consumer of it.
 async fn results_consumer(js: &jetstream::Context) -> Result<Results, CoordinatorError> {
-    let config = stream::Config {
-        name: RESULTS_STREAM.into(),
-        subjects: vec!["palisade.results.>".into()],
-        retention: stream::RetentionPolicy::WorkQueue,
-        storage: stream::StorageType::File,
-        duplicate_window: DUPLICATE_WINDOW,
-        ..Default::default()
-    };
-    let stream = create_or_update(js, config).await?;
-    stream
-        .purge()
-        .await
-        .map_err(|e| setup("the results stream (purge)")(e.to_string()))?;
+    // Every result there belongs to a run that is over.
+    let stream = work_queue(js, RESULTS_STREAM, &format!("{RESULTS_SUBJECT}.>")).await?;
     let consumer: consumer::PullConsumer = stream
         .create_consumer(consumer::pull::Config {
             durable_name: Some(RESULTS_CONSUMER.into()),
@@ -607,6 +584,29 @@ async fn results_consumer(js: &jetstream::Context) -> Result<Results, Coordinato
         consumer,
         messages: Some(messages),
     })
+}
+
+/// The work-queue stream `name` of `subjects`, as configured (created, or
+/// updated if it exists), emptied.
+async fn work_queue(
+    js: &jetstream::Context,
+    name: &str,
+    subjects: &str,
+) -> Result<stream::Stream, CoordinatorError> {
+    let config = stream::Config {
+        name: name.into(),
+        subjects: vec![subjects.into()],
+        retention: stream::RetentionPolicy::WorkQueue,
+        storage: stream::StorageType::File,
+        duplicate_window: DUPLICATE_WINDOW,
+        ..Default::default()
+    };
+    let stream = create_or_update(js, config).await?;
+    stream
+        .purge()
+        .await
+        .map_err(|e| setup(format!("the stream {name} (purge)"))(e.to_string()))?;
+    Ok(stream)
 }
 
 /// The stream `config.name` as configured: created, or updated if it
