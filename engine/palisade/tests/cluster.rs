@@ -142,6 +142,14 @@ async fn refused<T: std::fmt::Debug>(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_agent_may_pull_jobs_read_slices_and_publish_results_and_nothing_more() {
+    // The subjects below are the cluster's.
+    assert_eq!(
+        (
+            palisade_core::cluster::JOBS_SUBJECT,
+            palisade_core::cluster::RESULTS_SUBJECT
+        ),
+        ("palisade-cluster.jobs", "palisade-cluster.results")
+    );
     let nats = ClusterNats::start();
     // The coordinator creates everything and publishes work.
     let knobs = ClusterKnobs {
@@ -154,8 +162,16 @@ async fn an_agent_may_pull_jobs_read_slices_and_publish_results_and_nothing_more
     let (coordinator, coordinator_errors) = connect(&nats, "coordinator").await;
     let cjs = jetstream::new(coordinator.clone());
     for (subject, id, payload) in [
-        ("palisade.jobs.any.1.0", "job.1.0.0", &b"job 1.0.0"[..]),
-        ("palisade.jobs.site=fra1.1.2", "job.1.2.0", b"job 1.2.0"),
+        (
+            "palisade-cluster.jobs.any.1.0",
+            "job.1.0.0",
+            &b"job 1.0.0"[..],
+        ),
+        (
+            "palisade-cluster.jobs.site=fra1.1.2",
+            "job.1.2.0",
+            b"job 1.2.0",
+        ),
     ] {
         publish(&cjs, subject, &[("Nats-Msg-Id", id)], payload)
             .await
@@ -185,26 +201,26 @@ async fn an_agent_may_pull_jobs_read_slices_and_publish_results_and_nothing_more
         .await
         .expect("CONSUMER.INFO of jobs-any");
     let job = fetch_one(&any).await;
-    assert_eq!(job.subject.as_str(), "palisade.jobs.any.1.0");
+    assert_eq!(job.subject.as_str(), "palisade-cluster.jobs.any.1.0");
     assert_eq!(job.info().unwrap().delivered, 1);
     job.ack_with(AckKind::Progress).await.expect("+WPI");
     job.ack_with(AckKind::Nak(None)).await.expect("+NAK");
     // Redelivered at once, to be acknowledged for good (the server confirms).
     let job = fetch_one(&any).await;
-    assert_eq!(job.subject.as_str(), "palisade.jobs.any.1.0");
+    assert_eq!(job.subject.as_str(), "palisade-cluster.jobs.any.1.0");
     assert_eq!(job.info().unwrap().delivered, 2, "the attempt after a nak");
     job.double_ack().await.expect("double_ack (+ACK confirmed)");
     // A job refused for good.
     publish(
         &cjs,
-        "palisade.jobs.any.1.1",
+        "palisade-cluster.jobs.any.1.1",
         &[("Nats-Msg-Id", "job.1.1.0")],
         b"job 1.1.0",
     )
     .await
     .unwrap();
     let job = fetch_one(&any).await;
-    assert_eq!(job.subject.as_str(), "palisade.jobs.any.1.1");
+    assert_eq!(job.subject.as_str(), "palisade-cluster.jobs.any.1.1");
     job.double_ack_with(AckKind::Term).await.expect("+TERM");
     // The slice description.
     let store = js
@@ -222,7 +238,7 @@ async fn an_agent_may_pull_jobs_read_slices_and_publish_results_and_nothing_more
     for _ in 0..2 {
         publish(
             &js,
-            "palisade.results.1.0",
+            "palisade-cluster.results.1.0",
             &[("Nats-Msg-Id", "result.1.0.0.2")],
             b"result 1.0.0",
         )
@@ -231,7 +247,7 @@ async fn an_agent_may_pull_jobs_read_slices_and_publish_results_and_nothing_more
     }
     assert_eq!(
         stream_subjects(&cjs, "PALISADE_RESULTS").await,
-        ["palisade.results.1.0"]
+        ["palisade-cluster.results.1.0"]
     );
     // Its heartbeat, with a per-message TTL: the coordinator watching the
     // bucket sees it, then sees it go by itself (a delete marker).
@@ -286,7 +302,7 @@ async fn an_agent_may_pull_jobs_read_slices_and_publish_results_and_nothing_more
         .await
         .expect("CONSUMER.INFO of jobs-site=fra1");
     let job = fetch_one(&fra1).await;
-    assert_eq!(job.subject.as_str(), "palisade.jobs.site=fra1.1.2");
+    assert_eq!(job.subject.as_str(), "palisade-cluster.jobs.site=fra1.1.2");
     job.double_ack().await.expect("double_ack");
     assert!(
         errors_c.lock().unwrap().is_empty(),
@@ -297,7 +313,7 @@ async fn an_agent_may_pull_jobs_read_slices_and_publish_results_and_nothing_more
     // What an agent may not do, each refused by the server.
     publish(
         &cjs,
-        "palisade.jobs.any.2.0",
+        "palisade-cluster.jobs.any.2.0",
         &[("Nats-Msg-Id", "job.2.0.0")],
         b"job 2.0.0",
     )
@@ -308,8 +324,8 @@ async fn an_agent_may_pull_jobs_read_slices_and_publish_results_and_nothing_more
         refused(
             &errors,
             "publish a job",
-            "palisade.jobs.any.1.0",
-            publish(&js, "palisade.jobs.any.1.0", &[], b"forged job"),
+            "palisade-cluster.jobs.any.1.0",
+            publish(&js, "palisade-cluster.jobs.any.1.0", &[], b"forged job"),
         ),
         refused(
             &errors,
@@ -352,13 +368,13 @@ async fn an_agent_may_pull_jobs_read_slices_and_publish_results_and_nothing_more
         refused(
             &errors,
             "subscribe to results",
-            "palisade.results.>",
+            "palisade-cluster.results.>",
             async {
                 let mut sub = agent
-                    .subscribe("palisade.results.>")
+                    .subscribe("palisade-cluster.results.>")
                     .await
                     .map_err(|e| e.to_string())?;
-                publish(&js, "palisade.results.9.9", &[], b"probe").await?;
+                publish(&js, "palisade-cluster.results.9.9", &[], b"probe").await?;
                 match tokio::time::timeout(Duration::from_secs(2), sub.next()).await {
                     Ok(Some(m)) => Ok(m.payload),
                     _ => Err("nothing received".to_string()),
@@ -434,7 +450,7 @@ async fn an_agent_may_pull_jobs_read_slices_and_publish_results_and_nothing_more
     // A push consumer on the object store's stream (agents may create
     // consumers there: async-nats reads an object through an ordered one)
     // aimed at the jobs' subjects: it must not become a way to publish jobs.
-    let injected = store_stream_consumer(&js, "palisade.jobs.any.66.0").await;
+    let injected = store_stream_consumer(&js, "palisade-cluster.jobs.any.66.0").await;
     eprintln!("push consumer toward the jobs: {injected:?}");
     tokio::time::sleep(Duration::from_secs(1)).await;
     // Nothing changed: the one job not taken is left (the acknowledged and
@@ -442,11 +458,11 @@ async fn an_agent_may_pull_jobs_read_slices_and_publish_results_and_nothing_more
     // and the probe of the subscription above, no forged heartbeat.
     assert_eq!(
         stream_subjects(&cjs, "PALISADE_JOBS").await,
-        ["palisade.jobs.any.2.0"]
+        ["palisade-cluster.jobs.any.2.0"]
     );
     assert_eq!(
         stream_subjects(&cjs, "PALISADE_RESULTS").await,
-        ["palisade.results.9.9"]
+        ["palisade-cluster.results.9.9"]
     );
     assert!(agents.get("other").await.expect("KV get").is_none());
     assert!(
