@@ -1509,6 +1509,7 @@ fn goals(rows: &[Row]) -> Vec<Goal> {
         goal: "JetStream events: >= 50,000 events/s acknowledged with p99 commit->ack <= 50 ms (the highest offered rate kept up with)",
         measured: match sustained {
             Some((rate, p99)) => format!("{rate:.0} events/s, p99 {p99:.2} ms"),
+            None if !rows.iter().any(|r| r.scenario == EVENTS) => "missing".into(),
             None => "none: the delivery kept up with no rate from 50,000 events/s".into(),
         },
         met: Some(sustained.is_some_and(|(rate, p99)| rate >= 50_000.0 && p99 <= 50.0)),
