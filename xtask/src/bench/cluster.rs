@@ -53,6 +53,10 @@ struct Sizes {
     rate: u64,
     /// `[cluster] shard_time`: several shards in the sweep's one slice.
     shard_time: &'static str,
+    /// A last run with all agents and shards of this time: more jobs for
+    /// the same slice, so that the coordinator's cost per job shows apart
+    /// from its cost per slice (`None`: no such run).
+    finer_shard_time: Option<&'static str>,
     /// `[cluster] ack_wait`: well above `shard_time`.
     ack_wait: &'static str,
     /// The longest any one process may run.
@@ -72,6 +76,7 @@ impl Sizes {
                 block: "198.18.0.0/23",
                 rate: 100_000,
                 shard_time: "1s",
+                finer_shard_time: None,
                 ack_wait: "10s",
                 limit: Duration::from_secs(300),
             }
@@ -80,6 +85,7 @@ impl Sizes {
                 block: "198.18.0.0/21",
                 rate: 100_000,
                 shard_time: "4s",
+                finer_shard_time: Some("1s"),
                 ack_wait: "20s",
                 limit: Duration::from_secs(900),
             }
@@ -390,12 +396,14 @@ pub(super) fn cluster_scenario(bins: &ReleaseBins, quick: bool, rows: &mut Vec<R
         .collect::<Result<Vec<Bed>>>()?;
     let coordinator = Bed::new(bins, None, &nats)?;
     let result = runs(
-        bins,
-        &sizes,
-        &nats,
+        Shared {
+            bins,
+            sizes: &sizes,
+            nats: &nats,
+            coordinator: &coordinator,
+            dir: &dir.path,
+        },
         &mut beds,
-        &coordinator,
-        &dir.path,
         rows,
         Scope {
             truth: &truth,
@@ -430,17 +438,26 @@ struct Scope<'a> {
     cores: usize,
 }
 
-#[allow(clippy::too_many_arguments)]
-fn runs(
-    bins: &ReleaseBins,
-    sizes: &Sizes,
-    nats: &NatsServer,
-    beds: &mut [Bed],
-    coordinator: &Bed,
-    dir: &Path,
-    rows: &mut Vec<Row>,
-    scope: Scope<'_>,
-) -> Result<()> {
+/// What every run uses.
+#[derive(Clone, Copy)]
+struct Shared<'a> {
+    bins: &'a ReleaseBins,
+    sizes: &'a Sizes,
+    nats: &'a NatsServer,
+    /// The coordinator's namespace.
+    coordinator: &'a Bed,
+    /// The run's files.
+    dir: &'a Path,
+}
+
+fn runs(shared: Shared<'_>, beds: &mut [Bed], rows: &mut Vec<Row>, scope: Scope<'_>) -> Result<()> {
+    let Shared {
+        bins,
+        sizes,
+        nats,
+        coordinator,
+        dir,
+    } = shared;
     // The single host, in the first agent's bed (no agent runs yet): the
     // same data-path settings as an agent's defaults (one retry, no
     // adaptive retries, a second's wait).
@@ -496,7 +513,7 @@ fn runs(
     // What the coordinator creates on NATS at its start, before any agent
     // runs (an agent only uses it): a run without monitors starts the
     // coordinator and has nothing to sweep.
-    let cluster_head = |store: &Path| {
+    let cluster_head = |store: &Path, shard: &str| {
         format!(
             "[scan]\nrate = {rate}\nper_host_rate = 100000000\nports = \"{PORTS}\"\n\
              commit_every = \"{commit}\"\n\n[store]\npath = \"{store}\"\n\n\
@@ -506,12 +523,14 @@ fn runs(
             commit = COMMIT_EVERY,
             store = store.display(),
             url = nats.url(),
-            shard = sizes.shard_time,
             ack = sizes.ack_wait,
         )
     };
     let setup = dir.join("setup.toml");
-    std::fs::write(&setup, cluster_head(&dir.join("setup.db")))?;
+    std::fs::write(
+        &setup,
+        cluster_head(&dir.join("setup.db"), sizes.shard_time),
+    )?;
     let mut cmd = coordinator.tb.in_scanner(&bins.palisade);
     cmd.args(["run", "--once", "-c"]).arg(&setup);
     let (status, stderr) = run_to_end(cmd, Duration::from_secs(60))?;
@@ -519,15 +538,23 @@ fn runs(
         bail!("setting up NATS as the coordinator does: exit {status}: {stderr}");
     }
 
-    for n in 1..=beds.len() {
-        let tool = format!(
+    let all = beds.len();
+    let runs = (1..=all)
+        .map(|n| (n, sizes.shard_time))
+        .chain(sizes.finer_shard_time.map(|shard| (all, shard)));
+    for (i, (n, shard)) in runs.enumerate() {
+        let mut tool = format!(
             "palisade run --once + {n} agent{}",
             if n == 1 { "" } else { "s" }
         );
-        let store = dir.join(format!("cluster-{n}.db"));
-        let config = daemon_monitors(scope.addresses, scope.truth, &cluster_head(&store)).config;
-        let figures = with_agents(bins, sizes, nats, &mut beds[..n], coordinator, dir, &config)
-            .map(|(secs, stderr, (got, lines))| {
+        if i >= all {
+            tool.push_str(&format!(", shards of {shard}"));
+        }
+        let store = dir.join(format!("cluster-{i}.db"));
+        let config =
+            daemon_monitors(scope.addresses, scope.truth, &cluster_head(&store, shard)).config;
+        let figures =
+            with_agents(shared, &mut beds[..n], i, &config).map(|(secs, stderr, (got, lines))| {
                 let exact = got == reference && lines == reference_lines;
                 eprintln!(
                     "xtask bench: {CLUSTER}: {n} agent(s) {secs:.2} s ({:.2}x the single host), \
@@ -541,7 +568,7 @@ fn runs(
                     "ratio_to_single_host": secs / single_s,
                     "sweep_s": logged(&stderr, "sweep done", "secs"),
                     "agent_rate": sizes.rate,
-                    "shard_time": sizes.shard_time,
+                    "shard_time": shard,
                 });
                 if let (Some(f), Some(c)) = (
                     figures.as_object_mut(),
@@ -563,7 +590,34 @@ fn runs(
             figures,
         });
     }
+    if sizes.finer_shard_time.is_some()
+        && let [.., coarse, finer] = &mut rows[..]
+    {
+        marginal_costs(&coarse.figures, &mut finer.figures);
+    }
     Ok(())
+}
+
+/// The coordinator's cost of one more job and of one more result, from
+/// two runs of the same slice cut into fewer and more shards (its cost
+/// per slice, the same in both, drops out), into the `finer` run's
+/// figures.
+fn marginal_costs(coarse: &Value, finer: &mut Value) {
+    let fig = |f: &Value, key: &str| f.get(key).and_then(Value::as_f64);
+    for (cost, count, key) in [
+        ("queueing_s", "jobs", "us_per_extra_job"),
+        ("merging_s", "results", "us_per_extra_result"),
+    ] {
+        let extra = fig(finer, count)
+            .zip(fig(coarse, count))
+            .map(|(f, c)| f - c);
+        let spent = fig(finer, cost).zip(fig(coarse, cost)).map(|(f, c)| f - c);
+        if let (Some(extra), Some(spent)) = (extra, spent)
+            && extra > 0.0
+        {
+            finer[key] = json!((spent * 1e6 / extra).round());
+        }
+    }
 }
 
 /// The events of a sweep: (kind, monitor, port) and the lines of the file.
@@ -573,19 +627,22 @@ type Events = (BTreeSet<(String, String, u16)>, usize);
 /// sweep of `config` through them: its wall time, its log and its events;
 /// the agents stopped (SIGTERM) whatever happened.
 fn with_agents(
-    bins: &ReleaseBins,
-    sizes: &Sizes,
-    nats: &NatsServer,
+    shared: Shared<'_>,
     beds: &mut [Bed],
-    coordinator: &Bed,
-    dir: &Path,
+    run: usize,
     config: &str,
 ) -> Result<(f64, String, Events)> {
-    let n = beds.len();
+    let Shared {
+        bins,
+        sizes,
+        nats,
+        coordinator,
+        dir,
+    } = shared;
     let swept = (|| -> Result<(f64, String, Events)> {
         for (i, bed) in beds.iter_mut().enumerate() {
             let name = format!("b{}", i + 1);
-            let log = dir.join(format!("agent-{name}-of-{n}.log"));
+            let log = dir.join(format!("agent-{name}-run-{run}.log"));
             bed.start_agent(bins, &name, sizes.rate, &nats.url(), log)?;
         }
         for bed in beds.iter_mut() {
@@ -593,9 +650,9 @@ fn with_agents(
                 agent.wait_ready()?;
             }
         }
-        let path = dir.join(format!("cluster-{n}.toml"));
+        let path = dir.join(format!("cluster-{run}.toml"));
         std::fs::write(&path, config)?;
-        let events = dir.join(format!("cluster-{n}.jsonl"));
+        let events = dir.join(format!("cluster-{run}.jsonl"));
         let mut cmd = coordinator.tb.in_scanner(&bins.palisade);
         cmd.args(["run", "--once", "-c"])
             .arg(&path)
@@ -604,7 +661,7 @@ fn with_agents(
             .env("PALISADE_LOG", "info")
             .env("NO_COLOR", "1");
         let (_, stderr, secs) = timed_limit(cmd, sizes.limit).context("the coordinator")?;
-        std::fs::write(dir.join(format!("coordinator-{n}.log")), &stderr)?;
+        std::fs::write(dir.join(format!("coordinator-{run}.log")), &stderr)?;
         Ok((secs, stderr, events_of(&events)))
     })();
     let mut stopped = Vec::new();
@@ -661,7 +718,15 @@ pub(super) fn goal(rows: &[Row]) -> Goal {
             );
             parts.join(", ")
         },
-        met: Some(single == Some(true) && agents.iter().all(|e| *e == Some(true))),
+        // Every run exact, the one with finer shards too.
+        met: Some(
+            single == Some(true)
+                && agents.iter().all(|e| *e == Some(true))
+                && rows
+                    .iter()
+                    .filter(|r| r.scenario == CLUSTER)
+                    .all(|r| exact(Some(&r.figures)) == Some(true)),
+        ),
     }
 }
 
@@ -714,5 +779,32 @@ mod tests {
         assert!(goal(&rows).measured.contains("3 agent(s): no result"));
         assert_eq!(goal(&[]).measured, "missing");
         assert_eq!(goal(&[]).met, Some(false));
+        // The run with finer shards counts too.
+        rows[3].figures = json!({"agents": 3, "events_exact": true});
+        assert_eq!(goal(&rows[..]).met, Some(false));
+        rows[2].figures["events_exact"] = json!(true);
+        rows.push(row(
+            "3 agents, shards of 1s",
+            json!({"agents": 3, "events_exact": false}),
+        ));
+        assert_eq!(goal(&rows).met, Some(false));
+        rows[4].figures["events_exact"] = json!(true);
+        assert_eq!(goal(&rows).met, Some(true));
+    }
+
+    #[test]
+    fn the_extra_jobs_cost_what_the_finer_run_spent_more() {
+        let coarse = json!({"jobs": 6, "queueing_s": 0.048, "results": 6, "merging_s": 0.004});
+        let mut finer = json!({"jobs": 21, "queueing_s": 0.063, "results": 21, "merging_s": 0.010});
+        marginal_costs(&coarse, &mut finer);
+        assert_eq!(finer["us_per_extra_job"], json!(1000.0));
+        assert_eq!(finer["us_per_extra_result"], json!(400.0));
+        // No more jobs, or a run without figures: nothing to say.
+        let mut same = coarse.clone();
+        marginal_costs(&coarse, &mut same);
+        assert!(same.get("us_per_extra_job").is_none());
+        let mut failed = json!({"error": "timed out"});
+        marginal_costs(&coarse, &mut failed);
+        assert!(failed.get("us_per_extra_result").is_none());
     }
 }
