@@ -356,14 +356,15 @@ fn run_to_end(mut cmd: Command, limit: Duration) -> Result<(ExitStatus, String)>
 fn coordinator_figures(stderr: &str) -> Value {
     let through = |key: &str| logged(stderr, "sweep through the agents", key);
     let count = |key: &str| through(key).map(|v| v as u64);
+    let ms = |key: &str| through(key).map(|s| (s * 1e5).round() / 100.0);
     json!({
         "slices": count("slices"),
         "jobs": count("jobs"),
         "results": count("results"),
         "duplicates": count("duplicates"),
         "failed": count("failed"),
-        "queueing_s": through("queueing_s"),
-        "merging_s": through("merging_s"),
+        "queueing_ms": ms("queueing_s"),
+        "merging_ms": ms("merging_s"),
         "per_job_us": through("per_job_us"),
         "per_result_us": through("per_result_us"),
         "agents_seen": stderr.lines().filter(|l| l.contains("cluster: agent joined")).count(),
@@ -605,8 +606,8 @@ fn runs(shared: Shared<'_>, beds: &mut [Bed], rows: &mut Vec<Row>, scope: Scope<
 fn marginal_costs(coarse: &Value, finer: &mut Value) {
     let fig = |f: &Value, key: &str| f.get(key).and_then(Value::as_f64);
     for (cost, count, key) in [
-        ("queueing_s", "jobs", "us_per_extra_job"),
-        ("merging_s", "results", "us_per_extra_result"),
+        ("queueing_ms", "jobs", "us_per_extra_job"),
+        ("merging_ms", "results", "us_per_extra_result"),
     ] {
         let extra = fig(finer, count)
             .zip(fig(coarse, count))
@@ -615,7 +616,7 @@ fn marginal_costs(coarse: &Value, finer: &mut Value) {
         if let (Some(extra), Some(spent)) = (extra, spent)
             && extra > 0.0
         {
-            finer[key] = json!((spent * 1e6 / extra).round());
+            finer[key] = json!((spent * 1e3 / extra).round());
         }
     }
 }
@@ -747,7 +748,7 @@ mod tests {
         assert_eq!(f["results"], json!(15));
         assert_eq!(f["per_job_us"], json!(820.0));
         assert_eq!(f["per_result_us"], json!(267.0));
-        assert_eq!(f["queueing_s"], json!(0.0123));
+        assert_eq!(f["queueing_ms"], json!(12.3));
         assert_eq!(f["agents_seen"], json!(2));
         assert_eq!(coordinator_figures("")["jobs"], Value::Null);
     }
@@ -794,8 +795,8 @@ mod tests {
 
     #[test]
     fn the_extra_jobs_cost_what_the_finer_run_spent_more() {
-        let coarse = json!({"jobs": 6, "queueing_s": 0.048, "results": 6, "merging_s": 0.004});
-        let mut finer = json!({"jobs": 21, "queueing_s": 0.063, "results": 21, "merging_s": 0.010});
+        let coarse = json!({"jobs": 6, "queueing_ms": 48.0, "results": 6, "merging_ms": 4.0});
+        let mut finer = json!({"jobs": 21, "queueing_ms": 63.0, "results": 21, "merging_ms": 10.0});
         marginal_costs(&coarse, &mut finer);
         assert_eq!(finer["us_per_extra_job"], json!(1000.0));
         assert_eq!(finer["us_per_extra_result"], json!(400.0));
