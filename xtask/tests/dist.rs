@@ -319,7 +319,11 @@ fn the_package_installs_into_a_fresh_root_and_purges_cleanly() {
 
     // The units are the repository's; the configuration too, a conffile
     // that root writes and the daemon's group reads.
-    for unit in ["palisade.service", "palisade-alert.service"] {
+    for unit in [
+        "palisade.service",
+        "palisade-alert.service",
+        "palisade-agent.service",
+    ] {
         let installed = fresh.sh(&format!("cat /usr/lib/systemd/system/{unit}"));
         let ours = std::fs::read_to_string(root().join("dist/systemd").join(unit)).unwrap();
         assert_eq!(installed, ours, "{unit} differs from dist/systemd/{unit}");
@@ -349,8 +353,18 @@ fn the_package_installs_into_a_fresh_root_and_purges_cleanly() {
             .sh("cat /etc/default/palisade-alert")
             .contains("PALISADE_ALERT_ARGS=")
     );
+    assert_eq!(
+        fresh
+            .sh("stat -c '%U:%G %a' /etc/default/palisade-agent")
+            .trim(),
+        "root:root 600"
+    );
     let conffiles = fresh.sh("dpkg-query -W -f '${Conffiles}' palisade");
-    for file in ["/etc/palisade/palisade.toml", "/etc/default/palisade-alert"] {
+    for file in [
+        "/etc/palisade/palisade.toml",
+        "/etc/default/palisade-alert",
+        "/etc/default/palisade-agent",
+    ] {
         assert!(
             conffiles.contains(file),
             "{file} is no conffile:\n{conffiles}"
@@ -373,6 +387,7 @@ fn the_package_installs_into_a_fresh_root_and_purges_cleanly() {
         "verify",
         "/usr/lib/systemd/system/palisade.service",
         "/usr/lib/systemd/system/palisade-alert.service",
+        "/usr/lib/systemd/system/palisade-agent.service",
     ]);
     let verify_text = format!(
         "{}{}",
@@ -392,7 +407,11 @@ fn the_package_installs_into_a_fresh_root_and_purges_cleanly() {
     // each unit, offline, at most a bound (--threshold counts tenths);
     // palisade.service keeps the capabilities of its data path, hence its
     // higher bound.
-    for (unit, threshold) in [("palisade-alert.service", "20"), ("palisade.service", "40")] {
+    for (unit, threshold) in [
+        ("palisade-alert.service", "20"),
+        ("palisade.service", "40"),
+        ("palisade-agent.service", "40"),
+    ] {
         let security = fresh.run(&[
             "systemd-analyze",
             "security",
@@ -414,8 +433,10 @@ fn the_package_installs_into_a_fresh_root_and_purges_cleanly() {
         "/usr/bin/palisade",
         "/usr/bin/palisade-alert",
         "/usr/lib/systemd/system/palisade.service",
+        "/usr/lib/systemd/system/palisade-agent.service",
         "/etc/palisade/palisade.toml",
         "/etc/default/palisade-alert",
+        "/etc/default/palisade-agent",
         "/var/lib/palisade",
         "/usr/share/man/man1/palisade.1.gz",
     ] {

@@ -82,6 +82,14 @@ pub fn valid_label(label: &str) -> bool {
 /// `agent_label`).
 pub const ANY_LABEL: &str = "any";
 
+/// The subjects of the jobs: `{JOBS_SUBJECT}.{label}.{sweep}.{slice}`. A
+/// root of their own, apart from the events' `palisade.>` (the default
+/// subjects of the NATS sink's stream), so that both live in one account:
+/// JetStream refuses two streams whose subjects overlap.
+pub const JOBS_SUBJECT: &str = "palisade-cluster.jobs";
+/// The subjects of the results: `{RESULTS_SUBJECT}.{sweep}.{slice}`.
+pub const RESULTS_SUBJECT: &str = "palisade-cluster.results";
+
 /// One shard of one slice of one sweep. Written `{sweep}.{slice}.{shard}`,
 /// as in message ids and logs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -325,7 +333,8 @@ impl<'de> Deserialize<'de> for JobKey {
 }
 
 /// One shard to scan: what the coordinator publishes to
-/// `palisade.jobs.{label}.{sweep}.{slice}` (message id [`Job::msg_id`]).
+/// `palisade-cluster.jobs.{label}.{sweep}.{slice}` ([`JOBS_SUBJECT`];
+/// message id [`Job::msg_id`]).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Job {
     pub version: u32,
@@ -378,9 +387,18 @@ impl Job {
     /// The subject it is published to.
     pub fn subject(&self) -> String {
         format!(
-            "palisade.jobs.{}.{}.{}",
+            "{JOBS_SUBJECT}.{}.{}.{}",
             self.label, self.id.sweep, self.id.slice
         )
+    }
+
+    /// How long its first probes take at its rate, capped as the agent caps
+    /// it for a slice of `hosts` addresses (`probe::capped_rate`), in ms:
+    /// longer than `shard_time` when the per-host cap binds.
+    pub fn scan_ms(&self, hosts: u64) -> u64 {
+        let rate = crate::probe::capped_rate(self.rate, self.per_host_rate, hosts);
+        let ms = u128::from(self.probes) * 1000 / u128::from(rate.max(1));
+        u64::try_from(ms).unwrap_or(u64::MAX)
     }
 
     /// Its `Nats-Msg-Id`: a job published twice (a publish retried after
@@ -523,7 +541,7 @@ pub struct AddressResult {
     pub closed: PortRanges,
 }
 
-/// What an agent sends back for one shard, to `palisade.results.{sweep}.{slice}`
+/// What an agent sends back for one shard, to `palisade-cluster.results.{sweep}.{slice}`
 /// (message id [`ShardResult::msg_id`]); it acknowledges the job only once
 /// the results stream acknowledged this.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -554,7 +572,7 @@ impl ShardResult {
 
     /// The subject it is published to.
     pub fn subject(&self) -> String {
-        format!("palisade.results.{}.{}", self.job.sweep, self.job.slice)
+        format!("{RESULTS_SUBJECT}.{}.{}", self.job.sweep, self.job.slice)
     }
 }
 
@@ -928,6 +946,24 @@ mod tests {
     }
 
     #[test]
+    fn a_jobs_scan_time_counts_the_per_host_cap() {
+        let (_, desc) = slice(&[v4(2)], &web(&[22], "1-1000"));
+        let params = JobParams {
+            label: ANY_LABEL.into(),
+            rate: 1_000,
+            per_host_rate: Some(400),
+            max_shard_ms: 500,
+        };
+        let jobs = plan_jobs(&desc, &params, &key()).unwrap();
+        // 1,000 probes, 500 a shard: two shards, each capped at 200/s on one host.
+        assert_eq!(jobs.len(), 2);
+        assert_eq!(jobs[0].per_host_rate, Some(200));
+        assert_eq!(jobs[0].scan_ms(1), 2_500);
+        // Over many hosts the cap does not bind: the shard's own time.
+        assert_eq!(jobs[0].scan_ms(100), 500);
+    }
+
+    #[test]
     fn shard_counts_bound_the_scan_time() {
         // 100 pps for 10 s: 1,000 probes a shard.
         assert_eq!(shard_budget(100, 10_000), 1_000);
@@ -1026,7 +1062,7 @@ mod tests {
         let j = &jobs[3];
         j.check().unwrap();
         assert_eq!(j.shard(), Shard { index: 3, count: 7 });
-        assert_eq!(j.subject(), "palisade.jobs.site=fra1.1000.2");
+        assert_eq!(j.subject(), "palisade-cluster.jobs.site=fra1.1000.2");
         assert_eq!(j.msg_id(), "job.1000.2.3");
         assert_eq!(j.slice_object, "1000.2");
         assert_eq!(j.per_host_rate, None);
@@ -1119,7 +1155,7 @@ mod tests {
         assert!(json.contains(r#""open":"80","closed":"22""#), "{json}");
         assert_eq!(serde_json::from_str::<ShardResult>(&json).unwrap(), result);
         assert_eq!(result.msg_id(), "result.1000.2.0.2");
-        assert_eq!(result.subject(), "palisade.results.1000.2");
+        assert_eq!(result.subject(), "palisade-cluster.results.1000.2");
         let beat = AgentBeat {
             version: CLUSTER_VERSION,
             name: "agent-1".into(),

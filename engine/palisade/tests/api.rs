@@ -895,7 +895,7 @@ fn agents_are_listed_as_the_coordinator_recorded_them() {
     // None yet; a token is needed; reads only.
     assert_eq!(
         api.read("/api/v1/agents"),
-        json!({"items": [], "live": 0, "gone": 0})
+        json!({"items": [], "live": 0, "silent": 0, "gone": 0})
     );
     api.call(Call::new(Method::GET, "/api/v1/agents"))
         .problem(401, "unauthorized");

@@ -129,11 +129,15 @@ pub async fn run(options: AgentOptions, stop: Arc<AtomicBool>) -> Result<(), Age
     let mut headers = async_nats::HeaderMap::new();
     headers.insert("KV-Operation", "DEL");
     let gone = async {
-        js.publish_with_headers(agent_key_subject(&options.name), headers, Default::default())
-            .await?
-            .await
-            .map(|_| ())
-            .map_err(|e| e.to_string().into())
+        js.publish_with_headers(
+            agent_key_subject(&options.name),
+            headers,
+            Default::default(),
+        )
+        .await?
+        .await
+        .map(|_| ())
+        .map_err(|e| e.to_string().into())
     };
     let said_gone: Result<(), Box<dyn std::error::Error + Send + Sync>> =
         match tokio::time::timeout(Duration::from_secs(2), gone).await {

@@ -22,8 +22,8 @@ use futures::StreamExt;
 use serde::Deserialize;
 
 use palisade_core::cluster::{
-    ANY_LABEL, AgentBeat, JobId, JobParams, Merge, QueueTimes, ShardResult, SliceSpec, SweepLedger,
-    plan_jobs, slice_deadline,
+    ANY_LABEL, AgentBeat, JOBS_SUBJECT, JobId, JobParams, Merge, QueueTimes, RESULTS_SUBJECT,
+    ShardResult, SliceSpec, SweepLedger, plan_jobs, slice_deadline,
 };
 use palisade_core::monitor::Millis;
 use palisade_core::plan::{SweepEnd, SweepReplies};
@@ -124,7 +124,7 @@ pub struct Coordinator {
     js: jetstream::Context,
     jobs: stream::Stream,
     slices: object_store::ObjectStore,
-    results: consumer::pull::Stream,
+    results: Results,
     advisories: async_nats::Subscriber,
     settings: ClusterSettings,
     /// The live agents and their labels, by name (from their heartbeats).
@@ -161,6 +161,16 @@ impl Coordinator {
         let live = Arc::new(Mutex::new(BTreeMap::new()));
         let (js, jobs, slices, results, advisories, agents) = runtime.block_on(async {
             let client = palisade_outputs::nats::connect(&options).await?;
+            let version = client.server_info().version;
+            if !supports_message_ttl(&version) {
+                return Err(CoordinatorError::Setup {
+                    what: "the scan agents".into(),
+                    why: format!(
+                        "nats-server {version} is too old: the agents' heartbeats need per-message TTLs, \
+                         nats-server 2.11 or newer (2.15.1 is tested)"
+                    ),
+                });
+            }
             let js = jetstream::new(client.clone());
             let jobs = jobs_stream(&js, settings).await?;
             let results = results_consumer(&js).await?;
@@ -172,6 +182,9 @@ impl Coordinator {
                 .map_err(|e| setup("the max-deliveries advisory")(e.to_string()))?;
             Ok::<_, CoordinatorError>((js, jobs, slices, results, advisories, agents))
         })?;
+        // The agents live now, before the first sweep is cut into slices for
+        // them (the watch replays them too, for the store).
+        runtime.block_on(known_agents(&agents, &live));
         runtime.spawn(watch_agents(agents, Arc::clone(&live), seen));
         tracing::info!(
             labels = ?settings.labels,
@@ -194,6 +207,12 @@ impl Coordinator {
     /// What the slices probed since the last call went through.
     pub fn take_tally(&mut self) -> QueueTally {
         std::mem::take(&mut self.tally)
+    }
+
+    /// Whether agent `name`'s heartbeat is in the bucket.
+    pub fn is_live(&self, name: &str) -> bool {
+        let live = self.live.lock().unwrap_or_else(|e| e.into_inner());
+        live.contains_key(name)
     }
 
     /// How many live agents take jobs of `label` (every agent takes
@@ -255,7 +274,7 @@ struct SliceRun<'a> {
     js: &'a jetstream::Context,
     jobs: &'a stream::Stream,
     slices: &'a object_store::ObjectStore,
-    results: &'a mut consumer::pull::Stream,
+    results: &'a mut Results,
     advisories: &'a mut async_nats::Subscriber,
     settings: &'a ClusterSettings,
     tally: QueueTally,
@@ -339,8 +358,12 @@ impl SliceRun<'_> {
             live_agents = live,
             "slice queued"
         );
+        // A shard takes `shard_time` at the agents' rate, or longer where the
+        // per-host cap binds (few hosts).
+        let hosts = u64::try_from(spec.target_set().count()).unwrap_or(u64::MAX);
+        let longest = jobs.iter().map(|j| j.scan_ms(hosts)).max().unwrap_or(0);
         let times = QueueTimes {
-            max_shard_ms: millis(self.settings.shard_time),
+            max_shard_ms: millis(self.settings.shard_time).max(longest),
             ack_wait_ms: millis(self.settings.ack_wait),
             max_deliver: u64::from(self.settings.max_deliver),
         };
@@ -385,14 +408,14 @@ impl SliceRun<'_> {
     /// is dropped).
     async fn on_result(
         &mut self,
-        message: Option<Result<jetstream::Message, consumer::pull::MessagesError>>,
+        message: Option<Result<jetstream::Message, String>>,
         ledger: &mut SweepLedger,
     ) {
         let merging = Instant::now();
         let message = match message {
             Some(Ok(message)) => message,
             Some(Err(e)) => {
-                tracing::debug!(error = %e, "cluster: results consumer");
+                tracing::debug!(error = e, "cluster: results consumer");
                 tokio::time::sleep(TICK).await;
                 return;
             }
@@ -453,13 +476,26 @@ impl SliceRun<'_> {
     /// Removes what is left of the slice: jobs no agent finished, its
     /// description.
     async fn forget(&self, spec: &SliceSpec) {
-        let subject = format!("palisade.jobs.*.{}.{}", spec.sweep, spec.slice);
+        let subject = format!("{JOBS_SUBJECT}.*.{}.{}", spec.sweep, spec.slice);
         if let Err(e) = self.jobs.purge().filter(subject).await {
             tracing::debug!(error = %e, "cluster: cannot purge the slice's jobs");
         }
         if let Err(e) = self.slices.delete(spec.object_name().as_str()).await {
             tracing::debug!(error = %e, "cluster: cannot delete the slice's description");
         }
+    }
+}
+
+/// Whether a nats-server of `version` (`2.15.1`) keeps per-message TTLs
+/// (2.11 and newer); a version that does not parse is given the benefit.
+fn supports_message_ttl(version: &str) -> bool {
+    let mut parts = version
+        .trim_start_matches('v')
+        .split(['.', '-'])
+        .map(|p| p.parse::<u64>());
+    match (parts.next(), parts.next()) {
+        (Some(Ok(major)), Some(Ok(minor))) => (major, minor) >= (2, 11),
+        _ => true,
     }
 }
 
@@ -473,25 +509,13 @@ async fn jobs_stream(
     js: &jetstream::Context,
     settings: &ClusterSettings,
 ) -> Result<stream::Stream, CoordinatorError> {
-    let config = stream::Config {
-        name: JOBS_STREAM.into(),
-        subjects: vec!["palisade.jobs.>".into()],
-        retention: stream::RetentionPolicy::WorkQueue,
-        storage: stream::StorageType::File,
-        duplicate_window: DUPLICATE_WINDOW,
-        ..Default::default()
-    };
-    let stream = create_or_update(js, config).await?;
     // Every job there belongs to a run that is over.
-    stream
-        .purge()
-        .await
-        .map_err(|e| setup("the jobs stream (purge)")(e.to_string()))?;
+    let stream = work_queue(js, JOBS_STREAM, &format!("{JOBS_SUBJECT}.>")).await?;
     for label in &settings.labels {
         let name = jobs_consumer(label);
         let config = consumer::pull::Config {
             durable_name: Some(name.clone()),
-            filter_subject: format!("palisade.jobs.{label}.>"),
+            filter_subject: format!("{JOBS_SUBJECT}.{label}.>"),
             ack_policy: consumer::AckPolicy::Explicit,
             ack_wait: settings.ack_wait,
             max_deliver: i64::from(settings.max_deliver),
@@ -506,24 +530,43 @@ async fn jobs_stream(
     Ok(stream)
 }
 
+/// The coordinator's consumer of the results and its stream of messages,
+/// started again when it ends (the connection's outages do not end it; a
+/// consumer deleted on the server does).
+struct Results {
+    consumer: consumer::PullConsumer,
+    messages: Option<consumer::pull::Stream>,
+}
+
+impl Results {
+    /// The next message, or an error to log (`None`: none for now).
+    async fn next(&mut self) -> Option<Result<jetstream::Message, String>> {
+        let messages = match &mut self.messages {
+            Some(messages) => messages,
+            None => match self.consumer.messages().await {
+                Ok(messages) => self.messages.insert(messages),
+                Err(e) => {
+                    tokio::time::sleep(TICK).await;
+                    return Some(Err(format!("cannot read the results: {e}")));
+                }
+            },
+        };
+        match messages.next().await {
+            Some(Ok(message)) => Some(Ok(message)),
+            Some(Err(e)) => Some(Err(e.to_string())),
+            None => {
+                self.messages = None;
+                None
+            }
+        }
+    }
+}
+
 /// The results stream, emptied of a previous run's results, and the
 /// coordinator's consumer of it.
-async fn results_consumer(
-    js: &jetstream::Context,
-) -> Result<consumer::pull::Stream, CoordinatorError> {
-    let config = stream::Config {
-        name: RESULTS_STREAM.into(),
-        subjects: vec!["palisade.results.>".into()],
-        retention: stream::RetentionPolicy::WorkQueue,
-        storage: stream::StorageType::File,
-        duplicate_window: DUPLICATE_WINDOW,
-        ..Default::default()
-    };
-    let stream = create_or_update(js, config).await?;
-    stream
-        .purge()
-        .await
-        .map_err(|e| setup("the results stream (purge)")(e.to_string()))?;
+async fn results_consumer(js: &jetstream::Context) -> Result<Results, CoordinatorError> {
+    // Every result there belongs to a run that is over.
+    let stream = work_queue(js, RESULTS_STREAM, &format!("{RESULTS_SUBJECT}.>")).await?;
     let consumer: consumer::PullConsumer = stream
         .create_consumer(consumer::pull::Config {
             durable_name: Some(RESULTS_CONSUMER.into()),
@@ -533,10 +576,37 @@ async fn results_consumer(
         })
         .await
         .map_err(|e| setup("the results consumer")(e.to_string()))?;
-    consumer
+    let messages = consumer
         .messages()
         .await
-        .map_err(|e| setup("the results consumer")(e.to_string()))
+        .map_err(|e| setup("the results consumer")(e.to_string()))?;
+    Ok(Results {
+        consumer,
+        messages: Some(messages),
+    })
+}
+
+/// The work-queue stream `name` of `subjects`, as configured (created, or
+/// updated if it exists), emptied.
+async fn work_queue(
+    js: &jetstream::Context,
+    name: &str,
+    subjects: &str,
+) -> Result<stream::Stream, CoordinatorError> {
+    let config = stream::Config {
+        name: name.into(),
+        subjects: vec![subjects.into()],
+        retention: stream::RetentionPolicy::WorkQueue,
+        storage: stream::StorageType::File,
+        duplicate_window: DUPLICATE_WINDOW,
+        ..Default::default()
+    };
+    let stream = create_or_update(js, config).await?;
+    stream
+        .purge()
+        .await
+        .map_err(|e| setup(format!("the stream {name} (purge)"))(e.to_string()))?;
+    Ok(stream)
 }
 
 /// The stream `config.name` as configured: created, or updated if it
@@ -605,6 +675,39 @@ async fn agents_bucket(js: &jetstream::Context) -> Result<kv::Store, Coordinator
     }
 }
 
+/// The agents whose heartbeat is in the bucket now, into `live` (bounded:
+/// a bucket that cannot be read leaves it to the watch).
+async fn known_agents(agents: &kv::Store, live: &Mutex<BTreeMap<String, Vec<String>>>) {
+    let read = async {
+        let mut keys = agents.keys().await.ok()?;
+        while let Some(Ok(key)) = keys.next().await {
+            let Ok(Some(entry)) = agents.entry(&key).await else {
+                continue;
+            };
+            if entry.operation != kv::Operation::Put {
+                continue;
+            }
+            if let Ok(beat) = serde_json::from_slice::<AgentBeat>(&entry.value)
+                && beat.check().is_ok()
+                && beat.name == key
+            {
+                tracing::info!(agent = %beat.name, labels = ?beat.labels, rate = beat.rate,
+                    "cluster: agent joined");
+                live.lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(beat.name, beat.labels);
+            }
+        }
+        Some(())
+    };
+    if tokio::time::timeout(Duration::from_secs(5), read)
+        .await
+        .is_err()
+    {
+        tracing::debug!("cluster: the agents' bucket was not read in time");
+    }
+}
+
 /// Follows the agents' bucket: each heartbeat and each agent gone goes to
 /// `seen` (on a thread of its own) and into `live`. Watches again after an
 /// outage.
@@ -667,5 +770,24 @@ async fn watch_agents(
             }
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn per_message_ttls_need_nats_server_2_11() {
+        for (version, ok) in [
+            ("2.9.10", false),
+            ("2.10.22", false),
+            ("2.11.0", true),
+            ("v2.15.1", true),
+            ("3.0.0-beta", true),
+            ("dev", true),
+        ] {
+            assert_eq!(supports_message_ttl(version), ok, "{version}");
+        }
     }
 }

@@ -235,10 +235,17 @@ impl Daemon {
             None => None,
         };
         let cluster = match &config.cluster {
-            Some(settings) => Some(Coordinator::start(
-                settings,
-                agents_seen(&config.store.path),
-            )?),
+            Some(settings) => {
+                let cluster = Coordinator::start(settings, agents_seen(&config.store.path))?;
+                // Agents the store thinks live whose heartbeat is no longer in
+                // the bucket went while no coordinator watched.
+                for agent in store.agents()? {
+                    if agent.gone_at.is_none() && !cluster.is_live(&agent.name) {
+                        store.record_agent_gone(&agent.name, now)?;
+                    }
+                }
+                Some(cluster)
+            }
             None => None,
         };
         let mut daemon = Daemon {

@@ -42,7 +42,7 @@ pub fn routes() -> Router<AppState> {
 }
 
 /// The fields of the form, in order: key, label, hint.
-const FIELDS: [(&str, &str, &str); 10] = [
+const FIELDS: [(&str, &str, &str); 11] = [
     (
         "name",
         "Name",
@@ -89,6 +89,11 @@ const FIELDS: [(&str, &str, &str); 10] = [
         "Ports scanned",
         "The ports a full scan covers (expected ones always are), e.g. 1-1024; default all, 1-65535.",
     ),
+    (
+        "agent_label",
+        "Agent label",
+        "With scan agents ([cluster]): only agents with this label scan it, e.g. site=fra1; empty: any agent.",
+    ),
 ];
 
 /// What the form holds, as typed.
@@ -110,6 +115,7 @@ pub struct MonitorForm {
     pub answer_all_threshold: String,
     pub max_port_events: String,
     pub ports: String,
+    pub agent_label: String,
 }
 
 impl MonitorForm {
@@ -131,6 +137,7 @@ impl MonitorForm {
             answer_all_threshold: doc.answer_all_threshold.to_string(),
             max_port_events: doc.max_port_events.to_string(),
             ports: doc.ports,
+            agent_label: doc.agent_label.unwrap_or_default(),
         }
     }
 
@@ -168,6 +175,7 @@ impl MonitorForm {
             "answer_all_threshold" => &self.answer_all_threshold,
             "max_port_events" => &self.max_port_events,
             "ports" => &self.ports,
+            "agent_label" => &self.agent_label,
             _ => "",
         }
     }
@@ -183,7 +191,7 @@ impl MonitorForm {
             "expected_open".into(),
             Value::String(self.expected_open.trim().to_owned()),
         );
-        for key in ["every", "recheck", "ports"] {
+        for key in ["every", "recheck", "ports", "agent_label"] {
             let text = self.text(key).trim();
             if !text.is_empty() {
                 fields.insert(key.into(), Value::String(text.to_owned()));
@@ -273,7 +281,14 @@ fn form_page(
         .filter(|e| !FIELDS.iter().any(|(key, _, _)| about(e, key)))
         .collect();
     let advanced_open = errors.iter().any(|e| {
-        about(e, "answer_all_threshold") || about(e, "max_port_events") || about(e, "ports")
+        [
+            "answer_all_threshold",
+            "max_port_events",
+            "ports",
+            "agent_label",
+        ]
+        .iter()
+        .any(|key| about(e, key))
     });
     let field = |key: &'static str, label: &str, hint: &str, kind: &str| {
         let mine: Vec<&FieldError> = errors.iter().filter(|e| about(e, key)).collect();
@@ -349,7 +364,7 @@ fn form_page(
             details open[advanced_open] {
                 summary { "More settings" }
                 @for (key, label, hint) in &FIELDS[7..] {
-                    (field(key, label, hint, if *key == "ports" { "text" } else { "number" }))
+                    (field(key, label, hint, if matches!(*key, "ports" | "agent_label") { "text" } else { "number" }))
                 }
             }
             button type="submit" #save { (submit) }
@@ -404,6 +419,7 @@ fn read_only_page(viewer: &Viewer, monitor: &StoredMonitor) -> Markup {
             dt { "Answers-all threshold" } dd { (doc.answer_all_threshold) }
             dt { "Most port events a scan" } dd { (doc.max_port_events) }
             dt { "Ports scanned" } dd { span.ports { (doc.ports) } }
+            dt { "Agent label" } dd { (doc.agent_label.as_deref().unwrap_or("any agent")) }
         }
         p { a href=(monitor_link(name)) { "The monitor's page" } }
     }
@@ -895,6 +911,34 @@ mod tests {
         assert!(!again.enabled());
         let back = check_monitor(&again.fields("web-1"), None, None).expect("valid");
         assert_eq!(back.spec, checked.spec);
+        // Its agent label too: saving the form keeps the pin.
+        let labels = ["any".to_owned(), "site=fra1".to_owned()];
+        let pinned = MonitorForm {
+            agent_label: " site=fra1 ".into(),
+            ..form()
+        };
+        let checked = check_monitor(&pinned.fields("web-1"), None, Some(&labels)).expect("valid");
+        assert_eq!(checked.spec.agent_label.as_deref(), Some("site=fra1"));
+        let stored = StoredMonitor {
+            spec: checked.spec.clone(),
+            ..stored
+        };
+        let again = MonitorForm::of(&stored);
+        assert_eq!(again.agent_label, "site=fra1");
+        let back = check_monitor(&again.fields("web-1"), None, Some(&labels)).expect("valid");
+        assert_eq!(back.spec, checked.spec);
+        // A label [cluster] does not have is the field's error.
+        let errors = check_monitor(
+            &MonitorForm {
+                agent_label: "site=par9".into(),
+                ..form()
+            }
+            .fields("web-1"),
+            None,
+            Some(&labels),
+        )
+        .expect_err("not a label of the cluster");
+        assert!(errors.iter().any(|e| about(e, "agent_label")), "{errors:?}");
     }
 
     #[test]
