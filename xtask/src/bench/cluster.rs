@@ -64,9 +64,8 @@ struct Sizes {
 }
 
 /// `[scan] commit_every` of both daemons (its default): the whole sweep is
-/// one slice, with one agent or three. (A slice's size counts the agents
-/// the coordinator has seen, and a coordinator started after its agents
-/// sees none until their next heartbeat: /work/bench-FINDINGS.md.)
+/// one slice, with one agent or three (a slice's size counts the agents),
+/// so the runs differ only in how many agents share its shards.
 const COMMIT_EVERY: &str = "1m";
 
 impl Sizes {
