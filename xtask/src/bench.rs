@@ -21,6 +21,8 @@ use serde_json::{Value, json};
 
 use crate::{ReleaseBins, build_release, release_profile, root, run, setup::setup, target_dir};
 
+mod cluster;
+
 /// `cargo xtask bench`'s arguments.
 #[derive(Debug, clap::Args)]
 pub(crate) struct BenchArgs {
@@ -52,6 +54,9 @@ pub(crate) enum Only {
     Scale,
     /// The daemon on the simulated fleet against a plain `palisade scan`.
     Daemon,
+    /// The coordinator with 1, 2 and 3 scan agents against the single-host
+    /// daemon (issue 14).
+    Cluster,
 }
 
 /// Queues of the testbed's veth (both ends): a NIC with a queue per core.
@@ -596,6 +601,9 @@ pub(crate) fn bench(args: &BenchArgs) -> Result<()> {
             tb.teardown()?;
             result?;
         }
+        if only(Only::Cluster) {
+            cluster::cluster_scenario(&bins, quick, &mut rows)?;
+        }
         return write_results(&rows, quick, true);
     }
 
@@ -695,6 +703,7 @@ pub(crate) fn bench(args: &BenchArgs) -> Result<()> {
     let _ = trickle.wait();
     tb.teardown()?;
     result?;
+    cluster::cluster_scenario(&bins, quick, &mut rows)?;
     write_results(&rows, quick, false)
 }
 
@@ -1175,23 +1184,7 @@ fn daemon_scenario(
         .env("PALISADE_LOG", "info")
         .env("NO_COLOR", "1");
     let outcome = timed_limit(cmd, limit);
-    let got: BTreeSet<(String, String, u16)> = std::fs::read_to_string(&events)
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| {
-            let v: Value = serde_json::from_str(l).ok()?;
-            let d = &v["data"];
-            Some((
-                d["kind"].as_str()?.to_string(),
-                d["monitor"].as_str()?.to_string(),
-                d["port"].as_u64()? as u16,
-            ))
-        })
-        .collect();
-    let lines = std::fs::read_to_string(&events)
-        .unwrap_or_default()
-        .lines()
-        .count();
+    let (got, lines) = events_of(&events);
     let _ = std::fs::remove_dir_all(&dir);
     let (_, stderr, secs) = match outcome {
         Ok(o) => o,
@@ -1211,11 +1204,7 @@ fn daemon_scenario(
         .and_then(|t| t.split_whitespace().next())
         .and_then(|k| k.parse::<f64>().ok());
     // The daemon's own figures of its sweep ("sweep done").
-    let logged = |key: &str| -> Option<f64> {
-        let line = stderr.lines().rev().find(|l| l.contains("sweep done"))?;
-        let tail = line.split(&format!("{key}=")).nth(1)?;
-        tail.split_whitespace().next()?.parse().ok()
-    };
+    let logged = |key: &str| logged(&stderr, "sweep done", key);
     let exact = got == monitors.events && lines == monitors.events.len();
     eprintln!(
         "xtask bench: {DAEMON}: {secs:.2} s (scan {scan_wall:?} s), events {} of {} expected, exact {exact}",
@@ -1243,6 +1232,33 @@ fn daemon_scenario(
         }),
     });
     Ok(())
+}
+
+/// The events of a `--events` file as (kind, monitor, port), and its
+/// lines (every event, with a port or not).
+fn events_of(path: &std::path::Path) -> (BTreeSet<(String, String, u16)>, usize) {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let got = text
+        .lines()
+        .filter_map(|l| {
+            let v: Value = serde_json::from_str(l).ok()?;
+            let d = &v["data"];
+            Some((
+                d["kind"].as_str()?.to_string(),
+                d["monitor"].as_str()?.to_string(),
+                d["port"].as_u64()? as u16,
+            ))
+        })
+        .collect();
+    (got, text.lines().count())
+}
+
+/// The figure `key` of the last log line holding `message` (tracing's
+/// `key=value` fields).
+fn logged(log: &str, message: &str, key: &str) -> Option<f64> {
+    let line = log.lines().rev().find(|l| l.contains(message))?;
+    let tail = line.split(&format!(" {key}=")).nth(1)?;
+    tail.split_whitespace().next()?.parse().ok()
 }
 
 /// The transmit ceiling side by side: (what, probes per second, how).
@@ -1493,6 +1509,7 @@ fn goals(rows: &[Row]) -> Vec<Goal> {
         goal: "JetStream events: >= 50,000 events/s acknowledged with p99 commit->ack <= 50 ms (the highest offered rate kept up with)",
         measured: match sustained {
             Some((rate, p99)) => format!("{rate:.0} events/s, p99 {p99:.2} ms"),
+            None if !rows.iter().any(|r| r.scenario == EVENTS) => "missing".into(),
             None => "none: the delivery kept up with no rate from 50,000 events/s".into(),
         },
         met: Some(sustained.is_some_and(|(rate, p99)| rate >= 50_000.0 && p99 <= 50.0)),
@@ -1524,6 +1541,7 @@ fn goals(rows: &[Row]) -> Vec<Goal> {
         met: Some(slowest.is_some_and(|(_, ms)| ms <= 250.0) && monitors == Some(10_000)),
     });
     out.extend(scale_goals(rows));
+    out.push(cluster::goal(rows));
     out
 }
 
@@ -1700,7 +1718,7 @@ fn write_results(rows: &[Row], quick: bool, partial: bool) -> Result<()> {
     for (what, pps, how) in ceiling(rows) {
         md.push_str(&format!("| {what} | {pps:.0} | {how} |\n"));
     }
-    md.push_str("\n## Goals (issues 6 and 16), as ratios within this run\n\n| goal | measured | met |\n| --- | --- | --- |\n");
+    md.push_str("\n## Goals (issues 6, 14 and 16), as ratios within this run\n\n| goal | measured | met |\n| --- | --- | --- |\n");
     for g in &goals {
         md.push_str(&format!(
             "| {} | {} | {} |\n",
@@ -1751,7 +1769,7 @@ fn sanity(rows: &[Row]) -> Result<()> {
                 );
             }
         }
-        if (r.scenario == SCALE || r.scenario == DAEMON)
+        if (r.scenario == SCALE || r.scenario == DAEMON || r.scenario == cluster::CLUSTER)
             && r.figures.get("events_exact").and_then(Value::as_bool) == Some(false)
         {
             bail!(
