@@ -684,11 +684,7 @@ fn with_every_agent_killed_the_sweep_fails_and_no_port_counts_as_closed() {
         "8s",
         "2s",
     );
-    for a in &mut cluster.agents {
-        a.rate = 1000;
-        a.start();
-    }
-    cluster.wait_live(&["agent-a", "agent-b", "agent-c"]);
+    cluster.start_agents(1000);
     cluster.coordinator.start();
     cluster.wait_conclusive(1, Duration::from_secs(60));
     assert_exact(&cluster);
@@ -750,11 +746,7 @@ fn a_label_pinned_monitor_is_scanned_only_by_an_agent_with_the_label() {
         "1h",
         "2s",
     );
-    for a in &mut cluster.agents {
-        a.rate = 1000;
-        a.start();
-    }
-    cluster.wait_live(&["agent-a", "agent-b", "agent-c"]);
+    cluster.start_agents(1000);
     cluster.coordinator.start();
     cluster.wait_conclusive(1, Duration::from_secs(60));
     assert_exact(&cluster);
@@ -778,14 +770,13 @@ fn a_label_pinned_monitor_is_scanned_only_by_an_agent_with_the_label() {
     }
 }
 
-#[test]
-fn a_nats_restart_mid_sweep_loses_and_doubles_nothing() {
-    let _serial = serial();
-    // 40 monitors x 200 ports: slices of 3000 probes (1000/s x 3 agents x
-    // 1 s), each 3 shards.
+/// 40 monitors x 200 ports, three agents at 1000/s, jobs of 1 s (slices of
+/// 3000 probes, 3 shards each), `max_deliver` deliveries: the coordinator
+/// started, its sweep under way.
+fn forty_monitors_under_way(name: &str, max_deliver: u32) -> Cluster {
     let monitors: Vec<MonitorDef> = (0..40).map(|i| monitor(i, None)).collect();
     let mut cluster = Cluster::new(
-        "nats-restart",
+        name,
         answering_fleet(),
         monitors,
         200,
@@ -793,30 +784,26 @@ fn a_nats_restart_mid_sweep_loses_and_doubles_nothing() {
             agent_rate: 1000,
             shard_time: "1s",
             ack_wait: "3s",
-            max_deliver: 5,
+            max_deliver,
             ..ClusterKnobs::default()
         },
         "1h",
         "1s",
     );
-    for a in &mut cluster.agents {
-        a.rate = 1000;
-        a.start();
-    }
-    cluster.wait_live(&["agent-a", "agent-b", "agent-c"]);
+    cluster.start_agents(1000);
     cluster.coordinator.start();
+    cluster
+}
+
+#[test]
+fn a_nats_restart_mid_sweep_loses_and_doubles_nothing() {
+    let _serial = serial();
+    // 40 monitors x 200 ports: slices of 3000 probes (1000/s x 3 agents x
+    // 1 s), each 3 shards.
+    let mut cluster = forty_monitors_under_way("nats-restart", 5);
     // The first slice stored: the server goes down for 2 s, comes back
     // with its store.
-    let start = Instant::now();
-    while cluster.coordinator.scans().is_empty() {
-        cluster.coordinator.assert_running();
-        assert!(
-            start.elapsed() < Duration::from_secs(60),
-            "no slice stored within 60 s\n{}",
-            cluster.context()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    cluster.wait_first_slice();
     let before = cluster.coordinator.scans().len();
     cluster.nats.stop();
     std::thread::sleep(Duration::from_secs(2));
@@ -968,38 +955,8 @@ fn a_coordinator_killed_mid_sweep_resumes_from_the_store() {
     let _serial = serial();
     // 40 monitors x 200 ports, slices of a few monitors: killed after the
     // first is stored, restarted at once.
-    let monitors: Vec<MonitorDef> = (0..40).map(|i| monitor(i, None)).collect();
-    let mut cluster = Cluster::new(
-        "coordinator-kill",
-        answering_fleet(),
-        monitors,
-        200,
-        ClusterKnobs {
-            agent_rate: 1000,
-            shard_time: "1s",
-            ack_wait: "3s",
-            max_deliver: 3,
-            ..ClusterKnobs::default()
-        },
-        "1h",
-        "1s",
-    );
-    for a in &mut cluster.agents {
-        a.rate = 1000;
-        a.start();
-    }
-    cluster.wait_live(&["agent-a", "agent-b", "agent-c"]);
-    cluster.coordinator.start();
-    let start = Instant::now();
-    while cluster.coordinator.scans().is_empty() {
-        cluster.coordinator.assert_running();
-        assert!(
-            start.elapsed() < Duration::from_secs(60),
-            "no slice stored within 60 s\n{}",
-            cluster.context()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let mut cluster = forty_monitors_under_way("coordinator-kill", 3);
+    cluster.wait_first_slice();
     cluster.coordinator.kill();
     let before = cluster.coordinator.scans().len();
     cluster.coordinator.start();

@@ -1045,6 +1045,31 @@ impl Cluster {
 
     /// Waits (30 s at most) until each of `names` has its heartbeat in
     /// PALISADE_AGENTS.
+    /// Starts every agent at `rate` probes/s and waits until all are live.
+    pub fn start_agents(&mut self, rate: u64) {
+        for a in &mut self.agents {
+            a.rate = rate;
+            a.start();
+        }
+        let names: Vec<String> = self.agents.iter().map(|a| a.name.clone()).collect();
+        let names: Vec<&str> = names.iter().map(String::as_str).collect();
+        self.wait_live(&names);
+    }
+
+    /// Waits until the coordinator stored its first slice (60 s at most).
+    pub fn wait_first_slice(&mut self) {
+        let start = Instant::now();
+        while self.coordinator.scans().is_empty() {
+            self.coordinator.assert_running();
+            assert!(
+                start.elapsed() < Duration::from_secs(60),
+                "no slice stored within 60 s\n{}",
+                self.context()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     pub fn wait_live(&mut self, names: &[&str]) {
         let start = Instant::now();
         loop {
