@@ -501,7 +501,14 @@ fn assert_exact(cluster: &Cluster) {
     );
     let truth = cluster.truth();
     assert!(!truth.is_empty(), "the fleet has open ports");
-    let events = cluster.coordinator.events();
+    // The sink writes a slice's events after its commit, on a thread of its
+    // own: the last slice's may come a moment after its scans are stored.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut events = cluster.coordinator.events();
+    while opened_by_events(&events) != truth && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+        events = cluster.coordinator.events();
+    }
     assert_eq!(
         duplicate_ids(&events),
         Vec::<(String, usize)>::new(),
