@@ -159,16 +159,31 @@ fn truth(
 /// Runs `cmd` for at most `limit` and returns (stdout, stderr, seconds),
 /// failing on a non-zero exit or on time-out (the command is then killed).
 pub(crate) fn timed_limit(
-    mut cmd: Command,
+    cmd: Command,
     limit: std::time::Duration,
 ) -> Result<(String, String, f64)> {
+    let shown = format!("{cmd:?}");
+    let (status, stdout, stderr, secs) = run_limited(cmd, limit)?;
+    if !status.success() {
+        bail!("{shown} failed ({status}): {stderr}");
+    }
+    Ok((stdout, stderr, secs))
+}
+
+/// Runs `cmd` to its end, killed after `limit` (an error then): its exit
+/// status, stdout, stderr and seconds.
+pub(crate) fn run_limited(
+    mut cmd: Command,
+    limit: std::time::Duration,
+) -> Result<(std::process::ExitStatus, String, String, f64)> {
     use std::io::Read;
     let start = std::time::Instant::now();
     let mut child = cmd
+        .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
-        .context("cannot start a benchmark command")?;
+        .with_context(|| format!("cannot start {cmd:?}"))?;
     // Drain the pipes on threads so a chatty command never blocks.
     let mut out_pipe = child.stdout.take().context("stdout")?;
     let mut err_pipe = child.stderr.take().context("stderr")?;
@@ -196,10 +211,7 @@ pub(crate) fn timed_limit(
     let secs = start.elapsed().as_secs_f64();
     let stdout = out_t.join().unwrap_or_default();
     let stderr = err_t.join().unwrap_or_default();
-    if !status.success() {
-        bail!("{cmd:?} failed ({status}): {stderr}");
-    }
-    Ok((stdout, stderr, secs))
+    Ok((status, stdout, stderr, secs))
 }
 
 fn recall_precision(

@@ -27,7 +27,7 @@ use serde_json::{Value, json};
 
 use super::{
     FleetProcess, Goal, ReleaseBins, Row, SimFleet, block_addresses, daemon_monitors, events_of,
-    fleet_testbed, logged, probes, timed_limit, truth,
+    fleet_testbed, logged, probes, run_limited, timed_limit, truth,
 };
 use crate::setup::current_nats_server;
 
@@ -320,36 +320,6 @@ fn tail(text: &str, n: usize) -> String {
     lines[lines.len().saturating_sub(n)..].join("\n")
 }
 
-/// Runs `cmd` to its end (killed after `limit`): its exit status and
-/// stderr.
-fn run_to_end(mut cmd: Command, limit: Duration) -> Result<(ExitStatus, String)> {
-    let err = std::env::temp_dir().join(format!(
-        "palisade-bench-cluster-{}.stderr",
-        std::process::id()
-    ));
-    let mut child = cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&err)?)
-        .spawn()
-        .with_context(|| format!("cannot start {cmd:?}"))?;
-    let start = Instant::now();
-    let status = loop {
-        if let Some(status) = child.try_wait()? {
-            break status;
-        }
-        if start.elapsed() > limit {
-            let _ = child.kill();
-            let _ = child.wait();
-            bail!("{cmd:?} took longer than {limit:?}; killed");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    let stderr = std::fs::read_to_string(&err).unwrap_or_default();
-    let _ = std::fs::remove_file(&err);
-    Ok((status, stderr))
-}
-
 /// The coordinator's figures of its sweep ("sweep through the agents"),
 /// and the agents it saw join.
 fn coordinator_figures(stderr: &str) -> Value {
@@ -533,7 +503,7 @@ fn runs(shared: Shared<'_>, beds: &mut [Bed], rows: &mut Vec<Row>, scope: Scope<
     )?;
     let mut cmd = coordinator.tb.in_scanner(&bins.palisade);
     cmd.args(["run", "--once", "-c"]).arg(&setup);
-    let (status, stderr) = run_to_end(cmd, Duration::from_secs(60))?;
+    let (status, _, stderr, _) = run_limited(cmd, Duration::from_secs(60))?;
     if status.code() != Some(2) || !stderr.contains("no monitors") {
         bail!("setting up NATS as the coordinator does: exit {status}: {stderr}");
     }

@@ -395,6 +395,7 @@ async fn beat(
         };
         sequence += 1;
         let msg_id = format!("beat.{}.{}.{sequence}", options.name, beat.started);
+        // Stopped from the start: one try; the next beat is the retry.
         let once = AtomicBool::new(true);
         match publish_stored(
             &js,

@@ -154,13 +154,11 @@ impl Coordinator {
             .enable_all()
             .build()
             .map_err(CoordinatorError::Runtime)?;
-        let mut options = settings.nats.clone();
-        if options.name == palisade_outputs::nats::NatsOptions::default().name {
-            options.name = "palisade-coordinator".into();
-        }
+        // Named `config::COORDINATOR_NAME` by the configuration.
+        let options = &settings.nats;
         let live = Arc::new(Mutex::new(BTreeMap::new()));
         let (js, jobs, slices, results, advisories, agents) = runtime.block_on(async {
-            let client = palisade_outputs::nats::connect(&options).await?;
+            let client = palisade_outputs::nats::connect(options).await?;
             let version = client.server_info().version;
             if !supports_message_ttl(&version) {
                 return Err(CoordinatorError::Setup {
